@@ -1,0 +1,50 @@
+"""shmkit: fast, crash-safe inter-process communication over shared memory on Linux.
+
+Regions (VPP's SVM), queues (svm_queue), message rings and a VPP-style binary API, netmap
+rings and pipes, and memif, all with a Rust core. See the README for a tour.
+"""
+
+from __future__ import annotations
+
+from shmkit._native import LAYOUT_VERSION, Region, ShmView, __version__
+from shmkit.errors import (
+    CapacityError,
+    ClosedError,
+    CorruptionError,
+    DoubleFreeError,
+    InvalidOffsetError,
+    LockError,
+    NotARegionError,
+    OutOfMemoryError,
+    QueueEmpty,
+    QueueFull,
+    ShmkitError,
+    StaleRegionError,
+    VersionMismatchError,
+)
+from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "CapacityError",
+    "ClientInfo",
+    "ClosedError",
+    "CorruptionError",
+    "DoubleFreeError",
+    "InvalidOffsetError",
+    "LockError",
+    "NotARegionError",
+    "OutOfMemoryError",
+    "QueueEmpty",
+    "QueueFull",
+    "Region",
+    "RegionInfo",
+    "ScanReport",
+    "ShmView",
+    "ShmkitError",
+    "StaleRegionError",
+    "VersionMismatchError",
+    "__version__",
+    "regions",
+    "scan",
+]

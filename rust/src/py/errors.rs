@@ -1,0 +1,97 @@
+//! The single place where core errors become Python exceptions.
+//!
+//! OS failures become `OSError(errno, message, filename)`, which Python turns into the right
+//! subclass (`FileNotFoundError`, `PermissionError`, `FileExistsError`, ...); timeouts become
+//! `TimeoutError`; argument errors `ValueError`; everything else a subclass of
+//! `shmkit.ShmkitError`, defined in `python/shmkit/errors.py` (so they can also subclass
+//! stdlib types such as `queue.Full` or `MemoryError`).
+
+use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+use crate::region::heap::HeapError;
+use crate::region::RegionError;
+use crate::sys::mutex::LockError;
+
+/// Exception classes of `shmkit.errors`, imported once.
+macro_rules! shmkit_exceptions {
+    ($($fn_name:ident => $class:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("A `shmkit.", $class, "` with `msg`.")]
+            #[allow(dead_code)]
+            pub fn $fn_name(msg: impl Into<String>) -> PyErr {
+                static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                let msg: String = msg.into();
+                Python::attach(|py| match CLASS.import(py, "shmkit.errors", $class) {
+                    Ok(cls) => PyErr::from_type(cls.clone(), msg),
+                    Err(e) => e,
+                })
+            }
+        )*
+    };
+}
+
+shmkit_exceptions! {
+    shmkit_error => "ShmkitError",
+    not_a_region => "NotARegionError",
+    version_mismatch => "VersionMismatchError",
+    corruption => "CorruptionError",
+    stale_region => "StaleRegionError",
+    out_of_memory => "OutOfMemoryError",
+    invalid_offset => "InvalidOffsetError",
+    double_free => "DoubleFreeError",
+    capacity => "CapacityError",
+    closed => "ClosedError",
+    lock_error => "LockError",
+}
+
+/// `OSError(errno, strerror, filename)`: Python picks the subclass from the errno.
+pub fn os_error(errno: i32, what: &str, path: &str) -> PyErr {
+    let strerror = std::io::Error::from_raw_os_error(errno).to_string();
+    let strerror = strerror.split(" (os error").next().unwrap_or(&strerror).to_owned();
+    PyOSError::new_err((errno, format!("{what}: {strerror}"), path.to_owned()))
+}
+
+impl From<HeapError> for PyErr {
+    fn from(e: HeapError) -> Self {
+        let msg = e.to_string();
+        match e {
+            HeapError::OutOfMemory { .. } => out_of_memory(msg),
+            HeapError::InvalidSize(_) => PyValueError::new_err(msg),
+            HeapError::InvalidOffset { .. } => invalid_offset(msg),
+            HeapError::DoubleFree(_) => double_free(msg),
+            HeapError::Corrupt(_) => corruption(msg),
+        }
+    }
+}
+
+impl From<RegionError> for PyErr {
+    fn from(e: RegionError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RegionError::Os { op, path, source } => match source.raw_os_error() {
+                Some(errno) => os_error(errno, op, &path),
+                None => PyOSError::new_err(msg),
+            },
+            RegionError::InvalidName(..) | RegionError::InvalidArgument(_) => PyValueError::new_err(msg),
+            RegionError::NotARegion { .. } => not_a_region(msg),
+            RegionError::VersionMismatch { .. } => version_mismatch(msg),
+            RegionError::Corrupt { .. } => corruption(msg),
+            RegionError::Timeout { .. } => PyTimeoutError::new_err(msg),
+            RegionError::CreatorDied { .. } => stale_region(msg),
+            RegionError::Lock { source: LockError::TimedOut { .. }, .. } => PyTimeoutError::new_err(msg),
+            RegionError::Lock { .. } => lock_error(msg),
+            RegionError::Heap(h) => h.into(),
+            RegionError::TableFull { .. } => capacity(msg),
+            RegionError::ObjectExists { path, .. } => {
+                PyOSError::new_err((libc::EEXIST, msg, path))
+            }
+            RegionError::ObjectNotFound { path, .. } => {
+                PyOSError::new_err((libc::ENOENT, msg, path))
+            }
+            RegionError::Closed => closed(msg),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! PyO3 bindings: thin wrappers only; logic lives in the core or in the Python package.
+//! One file per exposed family, plus `errors.rs` (the single error mapping) and `buffer.rs`
+//! (the buffer protocol, the only `unsafe` here).
+
+pub mod buffer;
+pub mod errors;
+pub mod region;
+
+use pyo3::prelude::*;
+
+/// The native core of shmkit (import `shmkit`, not this module).
+#[pymodule(name = "_native")]
+mod native {
+    #[pymodule_export]
+    use super::buffer::ShmView;
+    #[pymodule_export]
+    use super::region::{list_regions, scan_root, PyRegion};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
+        m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
+        Ok(())
+    }
+
+    use pyo3::prelude::*;
+}

@@ -1,0 +1,452 @@
+//! Python face of `region`: the `Region` class and the registry functions.
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView};
+
+use super::buffer::{InBuf, OutBuf, ShmView};
+use crate::region::registry::{self, EntryState, RegionEntry};
+use crate::region::{kind, ClientInfo, ObjectInfo, Region, RegionOptions};
+
+/// Convert a Python timeout in seconds (`None`: the default) to a duration.
+pub fn duration(secs: Option<f64>, default: Duration) -> PyResult<Duration> {
+    match secs {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
+        Some(s) => Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}"))),
+    }
+}
+
+fn options(root: Option<String>, mode: u32, timeout: Option<f64>, auto_unlink: bool) -> PyResult<RegionOptions> {
+    if mode > 0o777 {
+        return Err(PyValueError::new_err(format!("mode {mode:#o} is not a permission mask")));
+    }
+    let d = RegionOptions::default();
+    Ok(RegionOptions { root, mode, timeout: duration(timeout, d.timeout)?, auto_unlink, ..d })
+}
+
+/// A shared-memory region: a named (or anonymous, or file-backed) segment with a heap, a
+/// directory of named objects and a table of client processes.
+#[pyclass(name = "Region", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyRegion {
+    inner: Arc<Region>,
+}
+
+impl PyRegion {
+    /// The core region (for other bindings, e.g. queues).
+    pub fn region(&self) -> &Arc<Region> {
+        &self.inner
+    }
+
+    fn wrap(r: Region) -> Self {
+        Self { inner: Arc::new(r) }
+    }
+}
+
+fn client_dict<'py>(py: Python<'py>, c: &ClientInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("pid", c.pid)?;
+    d.set_item("refs", c.refs)?;
+    d.set_item("start_time", c.start_time)?;
+    d.set_item("alive", c.alive)?;
+    Ok(d)
+}
+
+fn object_dict<'py>(py: Python<'py>, o: &ObjectInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &o.name)?;
+    d.set_item("kind", o.kind)?;
+    d.set_item("offset", o.offset)?;
+    d.set_item("size", o.size)?;
+    d.set_item("user", o.user)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyRegion {
+    /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`.
+    #[staticmethod]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false))]
+    fn create(
+        py: Python<'_>,
+        name: &str,
+        size: u64,
+        root: Option<String>,
+        mode: u32,
+        timeout: Option<f64>,
+        auto_unlink: bool,
+    ) -> PyResult<Self> {
+        let o = options(root, mode, timeout, auto_unlink)?;
+        Ok(Self::wrap(py.detach(|| Region::create(name, size, &o))?))
+    }
+
+    /// Open an existing named region, waiting up to `timeout` s while it is being created.
+    #[staticmethod]
+    #[pyo3(signature = (name, *, root=None, timeout=None))]
+    fn open(py: Python<'_>, name: &str, root: Option<String>, timeout: Option<f64>) -> PyResult<Self> {
+        let o = options(root, 0o600, timeout, false)?;
+        Ok(Self::wrap(py.detach(|| Region::open(name, &o))?))
+    }
+
+    /// Open the named region, or create it if it does not exist (`.created` tells which).
+    #[staticmethod]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false))]
+    fn find_or_create(
+        py: Python<'_>,
+        name: &str,
+        size: u64,
+        root: Option<String>,
+        mode: u32,
+        timeout: Option<f64>,
+        auto_unlink: bool,
+    ) -> PyResult<Self> {
+        let o = options(root, mode, timeout, auto_unlink)?;
+        Ok(Self::wrap(py.detach(|| Region::find_or_create(name, size, &o))?))
+    }
+
+    /// Create a region in a regular file at `path` (any filesystem).
+    #[staticmethod]
+    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false))]
+    fn create_file(
+        py: Python<'_>,
+        path: PathBuf,
+        size: u64,
+        mode: u32,
+        timeout: Option<f64>,
+        auto_unlink: bool,
+    ) -> PyResult<Self> {
+        let o = options(None, mode, timeout, auto_unlink)?;
+        Ok(Self::wrap(py.detach(|| Region::create_file(&path, size, &o))?))
+    }
+
+    /// Open a region stored in a regular file.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, timeout=None))]
+    fn open_file(py: Python<'_>, path: PathBuf, timeout: Option<f64>) -> PyResult<Self> {
+        let o = options(None, 0o600, timeout, false)?;
+        Ok(Self::wrap(py.detach(|| Region::open_file(&path, &o))?))
+    }
+
+    /// Open or create a region stored in a regular file.
+    #[staticmethod]
+    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false))]
+    fn find_or_create_file(
+        py: Python<'_>,
+        path: PathBuf,
+        size: u64,
+        mode: u32,
+        timeout: Option<f64>,
+        auto_unlink: bool,
+    ) -> PyResult<Self> {
+        let o = options(None, mode, timeout, auto_unlink)?;
+        Ok(Self::wrap(py.detach(|| Region::find_or_create_file(&path, size, &o))?))
+    }
+
+    /// Create an anonymous region (a sealed memfd); hand it to another process with
+    /// `fileno()` (e.g. over a Unix socket) and `Region.from_fd` there.
+    #[staticmethod]
+    #[pyo3(signature = (size, *, label="shmkit"))]
+    fn create_anonymous(size: u64, label: &str) -> PyResult<Self> {
+        Ok(Self::wrap(Region::create_anonymous(size, label, &RegionOptions::default())?))
+    }
+
+    /// Attach to a region from a descriptor (memfd or file). The descriptor is duplicated.
+    #[staticmethod]
+    #[pyo3(signature = (fd, *, timeout=None))]
+    fn from_fd(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<Self> {
+        if fd < 0 {
+            return Err(PyValueError::new_err("negative file descriptor"));
+        }
+        let o = options(None, 0o600, timeout, false)?;
+        let b = borrow_fd(fd)?;
+        Ok(Self::wrap(py.detach(|| Region::from_fd(b, &o))?))
+    }
+
+    /// Allocate `n` bytes from the region heap; returns the offset (64-byte aligned).
+    fn alloc(&self, py: Python<'_>, n: u64) -> PyResult<u64> {
+        match self.inner.alloc_nowait(n)? {
+            Some(off) => Ok(off),
+            None => Ok(py.detach(|| self.inner.alloc(n))?),
+        }
+    }
+
+    /// Free an offset returned by `alloc`. Invalid offsets and double frees raise and change
+    /// nothing.
+    fn free(&self, py: Python<'_>, offset: u64) -> PyResult<()> {
+        match self.inner.free_nowait(offset)? {
+            Some(()) => Ok(()),
+            None => Ok(py.detach(|| self.inner.free(offset))?),
+        }
+    }
+
+    /// Usable size of the allocation at `offset`.
+    fn usable_size(&self, offset: u64) -> PyResult<u64> {
+        Ok(self.inner.usable_size(offset)?)
+    }
+
+    /// A zero-copy `memoryview` of `n` bytes at `offset` (inside the data area). Other
+    /// processes may write these bytes at any time. The view stays valid after `close()`.
+    #[pyo3(signature = (offset, n, *, readonly=false))]
+    fn buffer<'py>(&self, py: Python<'py>, offset: u64, n: u64, readonly: bool) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.inner.check_data_range(offset, n)?;
+        ShmView::memoryview(py, self.inner.mapping(), offset, n, readonly)
+    }
+
+    /// Copy `n` bytes at `offset` out of the region.
+    fn read<'py>(&self, py: Python<'py>, offset: u64, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        self.inner.check_data_range(offset, n as u64)?;
+        PyBytes::new_with(py, n, |buf| {
+            self.inner.mapping().read(offset as usize, buf).ok_or_else(|| PyValueError::new_err("out of range"))
+        })
+    }
+
+    /// Fill the writable buffer `dest` (bytearray, memoryview, ...) from `offset`; returns the
+    /// number of bytes copied (`len(dest)`).
+    fn read_into(&self, offset: u64, dest: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut out = OutBuf::get(dest)?;
+        let dst = out.as_mut_slice();
+        self.inner.check_data_range(offset, dst.len() as u64)?;
+        self.inner.mapping().read(offset as usize, dst).ok_or_else(|| PyValueError::new_err("out of range"))?;
+        Ok(dst.len())
+    }
+
+    /// Copy `data` (any buffer) into the region at `offset`.
+    fn write(&self, offset: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buf = InBuf::get(data)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.inner.check_data_range(offset, buf.len() as u64)?;
+        self.inner
+            .mapping()
+            .write(offset as usize, buf.as_slice())
+            .ok_or_else(|| PyValueError::new_err("out of range"))
+    }
+
+    /// Allocate `size` bytes and register them under `name` in the region's directory.
+    #[pyo3(signature = (name, size, *, kind=kind::RAW))]
+    fn create_object(&self, name: &str, size: u64, kind: u32) -> PyResult<u64> {
+        Ok(self.inner.create_object(name, kind, size)?)
+    }
+
+    /// Look up a named object: `{"name", "kind", "offset", "size", "user"}`.
+    fn find_object<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+        object_dict(py, &self.inner.find_object(name)?)
+    }
+
+    /// Remove a named object (and free its memory unless `free=False`).
+    #[pyo3(signature = (name, *, free=true))]
+    fn remove_object(&self, name: &str, free: bool) -> PyResult<()> {
+        self.inner.remove_object(name, free)?;
+        Ok(())
+    }
+
+    /// All named objects.
+    fn objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.inner.objects().iter().map(|o| object_dict(py, o)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Verify every heap invariant; returns a summary or raises `CorruptionError`.
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.inner.check_heap())?;
+        let d = PyDict::new(py);
+        d.set_item("used_blocks", s.used_blocks)?;
+        d.set_item("used_bytes", s.used_bytes)?;
+        d.set_item("free_blocks", s.free_blocks)?;
+        d.set_item("free_bytes", s.free_bytes)?;
+        d.set_item("largest_free", s.largest_free)?;
+        Ok(d)
+    }
+
+    /// Remove clients whose process no longer exists; returns their pids.
+    fn scan_ghosts(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        Ok(py.detach(|| self.inner.scan_ghosts())?)
+    }
+
+    /// Counters (heap usage, allocations, recoveries...).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("size", s.size)?;
+        d.set_item("heap_size", s.heap_size)?;
+        d.set_item("used_bytes", s.used_bytes)?;
+        d.set_item("free_bytes", s.free_bytes)?;
+        d.set_item("allocs", s.allocs)?;
+        d.set_item("frees", s.frees)?;
+        d.set_item("failed_allocs", s.failed_allocs)?;
+        d.set_item("lock_recoveries", s.lock_recoveries)?;
+        d.set_item("heap_repairs", s.heap_repairs)?;
+        d.set_item("ghosts_removed", s.ghosts_removed)?;
+        d.set_item("objects", s.objects)?;
+        Ok(d)
+    }
+
+    /// Registered client processes with details.
+    fn client_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.inner.clients().iter().map(|c| client_dict(py, c)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Pids of the registered client processes.
+    #[getter]
+    fn clients(&self) -> Vec<u32> {
+        self.inner.clients().iter().map(|c| c.pid).collect()
+    }
+
+    /// Region name (None for anonymous and file regions).
+    #[getter]
+    fn name(&self) -> Option<String> {
+        self.inner.name().map(str::to_owned)
+    }
+
+    /// Root namespace (None for anonymous and file regions).
+    #[getter]
+    fn root(&self) -> Option<String> {
+        self.inner.root().map(str::to_owned)
+    }
+
+    /// Path of the backing file (None for anonymous regions).
+    #[getter]
+    fn path(&self) -> Option<PathBuf> {
+        self.inner.path()
+    }
+
+    /// Total size in bytes.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// Whether this handle created the region.
+    #[getter]
+    fn created(&self) -> bool {
+        self.inner.created()
+    }
+
+    /// Pid of the creator.
+    #[getter]
+    fn creator_pid(&self) -> u32 {
+        self.inner.identity().creator_pid
+    }
+
+    /// Heap bytes in use (block headers included).
+    #[getter]
+    fn used_bytes(&self) -> u64 {
+        self.inner.stats().used_bytes
+    }
+
+    /// Heap bytes free.
+    #[getter]
+    fn free_bytes(&self) -> u64 {
+        self.inner.stats().free_bytes
+    }
+
+    /// `(start, end)` offsets of the heap data area.
+    #[getter]
+    fn data_range(&self) -> (u64, u64) {
+        self.inner.data_range()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// The backing descriptor (to pass an anonymous region to another process).
+    fn fileno(&self) -> i32 {
+        self.inner.raw_fd()
+    }
+
+    /// Deregister this process (idempotent). Memoryviews stay valid.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.close())?)
+    }
+
+    /// Remove the region's name; mapped users keep working.
+    fn unlink(&self) -> PyResult<()> {
+        Ok(self.inner.unlink()?)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.inner.is_closed() { " closed" } else { "" };
+        format!("<shmkit.Region {} size={}{state}>", self.inner.display_path(), self.inner.size())
+    }
+}
+
+/// Borrow a raw descriptor number after checking it is open.
+pub(crate) fn borrow_fd<'a>(fd: i32) -> PyResult<BorrowedFd<'a>> {
+    crate::sys::fd::borrow_raw_checked(fd)
+        .map_err(|e| super::errors::os_error(e.raw_os_error().unwrap_or(libc::EBADF), "fd", &format!("fd {fd}")))
+}
+
+fn entry_dict<'py>(py: Python<'py>, e: &RegionEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("root", &e.root)?;
+    d.set_item("name", &e.name)?;
+    d.set_item("path", &e.path)?;
+    let (state, detail) = match &e.state {
+        EntryState::Ready => ("ready", String::new()),
+        EntryState::Initialising => ("initialising", String::new()),
+        EntryState::Stale => ("stale", String::new()),
+        EntryState::Invalid(why) => ("invalid", why.clone()),
+        EntryState::OtherVersion(v) => ("other-version", format!("layout version {v}")),
+        EntryState::Inaccessible(why) => ("inaccessible", why.clone()),
+    };
+    d.set_item("state", state)?;
+    d.set_item("detail", detail)?;
+    d.set_item("size", e.size)?;
+    d.set_item("used_bytes", e.used_bytes)?;
+    d.set_item("free_bytes", e.free_bytes)?;
+    let clients = e.clients.iter().map(|c| client_dict(py, c)).collect::<PyResult<Vec<_>>>()?;
+    d.set_item("clients", clients)?;
+    d.set_item("objects", e.objects)?;
+    d.set_item("creator_pid", e.creator_pid)?;
+    d.set_item("created_ns", e.created_ns)?;
+    d.set_item("uid", e.uid)?;
+    d.set_item("mode", e.mode)?;
+    Ok(d)
+}
+
+/// List the regions of a root as dicts (the Python layer wraps them in `RegionInfo`).
+#[pyfunction]
+#[pyo3(signature = (root=None))]
+pub fn list_regions<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'py, PyList>> {
+    let entries = py.detach(|| registry::list(root.as_deref()))?;
+    let items = entries.iter().map(|e| entry_dict(py, e)).collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// Clean up a root; returns `{"ghosts": [(name, pid)], "removed": [(name, why)], "errors": [...]}`.
+#[pyfunction]
+#[pyo3(signature = (root=None))]
+pub fn scan_root<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'py, PyDict>> {
+    let report = py.detach(|| registry::scan(root.as_deref()))?;
+    let d = PyDict::new(py);
+    d.set_item("ghosts", report.ghosts)?;
+    d.set_item("removed", report.removed)?;
+    d.set_item("errors", report.errors)?;
+    Ok(d)
+}

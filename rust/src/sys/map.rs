@@ -1,0 +1,184 @@
+//! Shared mappings and bounds-checked access to them.
+//!
+//! A [`Mapping`] is a `MAP_SHARED` view of a file descriptor (POSIX shm, memfd or a regular
+//! file). Everything above `sys/` reaches shared memory only through its checked accessors:
+//!
+//! * [`Mapping::get`] hands out `&T` for a [`ShmSafe`] type at an offset, after checking that
+//!   the whole `T` lies inside the mapping and that the offset is aligned for `T`;
+//! * [`Mapping::read`] / [`Mapping::write`] copy bytes in and out, after a bounds check;
+//! * [`Mapping::ptr_range`] gives a raw pointer to a checked range, for the buffer protocol.
+//!
+//! Another process may write the same bytes at any moment. That is why only [`ShmSafe`] types
+//! (every bit pattern valid, all mutation through atomics) are handed out by reference, and why
+//! plain bytes are only ever copied, never borrowed as `&[u8]`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A type that may be accessed by reference inside shared memory.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]` (or a primitive), contain no pointers or references, be
+/// valid for every bit pattern (a hostile peer may write anything), and perform every
+/// mutation through interior mutability that is sound across processes (atomics or
+/// `UnsafeCell` used only through the OS, such as a pthread mutex).
+pub unsafe trait ShmSafe: Sync {}
+
+// SAFETY: atomics are valid for every bit pattern and mutate only through atomic operations.
+unsafe impl ShmSafe for std::sync::atomic::AtomicU8 {}
+// SAFETY: as above.
+unsafe impl ShmSafe for std::sync::atomic::AtomicU16 {}
+// SAFETY: as above.
+unsafe impl ShmSafe for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
+unsafe impl ShmSafe for std::sync::atomic::AtomicU64 {}
+// SAFETY: as above.
+unsafe impl ShmSafe for std::sync::atomic::AtomicI64 {}
+// SAFETY: an array of `ShmSafe` values is itself `ShmSafe` (same argument per element).
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
+
+/// A shared mapping of a whole file descriptor, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    raw: MmapRaw,
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway; all access goes
+// through atomics or explicit copies, so sharing the handle between threads adds nothing.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `fd` from offset 0, shared, read-write or read-only.
+    pub fn map(fd: BorrowedFd<'_>, len: usize, writable: bool) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        let raw = if writable {
+            opts.map_raw(fd.as_raw_fd())?
+        } else {
+            opts.map_raw_read_only(fd.as_raw_fd())?
+        };
+        let ptr = NonNull::new(raw.as_mut_ptr()).ok_or_else(|| io::Error::other("null mapping"))?;
+        Ok(Self { raw, ptr, len, writable })
+    }
+
+    /// Length of the mapping in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: an empty mapping cannot be created.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether the mapping was made with `PROT_WRITE`.
+    #[inline]
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Base address (for diagnostics and address arithmetic only; never dereferenced outside
+    /// this module).
+    #[inline]
+    pub fn base_addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// Whether `[off, off + len)` lies inside the mapping.
+    #[inline]
+    pub fn contains(&self, off: usize, len: usize) -> bool {
+        off.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// A reference to the `T` at `off`, if it fits and is aligned.
+    #[inline]
+    pub fn get<T: ShmSafe>(&self, off: usize) -> Option<&T> {
+        if !self.contains(off, size_of::<T>()) || (self.base_addr() + off) % align_of::<T>() != 0
+        {
+            return None;
+        }
+        // SAFETY: `contains` checked that `off .. off + size_of::<T>()` is inside the mapping,
+        // and the alignment check above makes the pointer aligned for `T`; `T: ShmSafe` is
+        // valid for any bytes another process may have written and mutates only atomically.
+        // The reference cannot outlive `self`, which keeps the mapping alive.
+        Some(unsafe { &*self.ptr.as_ptr().add(off).cast::<T>() })
+    }
+
+    /// Copy `dst.len()` bytes starting at `off` out of the mapping.
+    #[inline]
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        if !self.contains(off, dst.len()) {
+            return None;
+        }
+        // SAFETY: the range was bounds-checked just above; `dst` is a distinct Rust buffer,
+        // so the two ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
+        Some(())
+    }
+
+    /// Copy `src` into the mapping at `off`. Fails on a read-only mapping.
+    #[inline]
+    pub fn write(&self, off: usize, src: &[u8]) -> Option<()> {
+        if !self.writable || !self.contains(off, src.len()) {
+            return None;
+        }
+        // SAFETY: the range was bounds-checked just above and the mapping is writable; `src`
+        // is a Rust buffer outside the mapping's exclusive use, so `copy` (memmove) is fine
+        // even if the caller passed a view of this very mapping.
+        unsafe { std::ptr::copy(src.as_ptr(), self.ptr.as_ptr().add(off), src.len()) };
+        Some(())
+    }
+
+    /// Copy `len` bytes inside the mapping from `src` to `dst` (ranges may overlap).
+    #[inline]
+    pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Option<()> {
+        if !self.writable || !self.contains(src, len) || !self.contains(dst, len) {
+            return None;
+        }
+        // SAFETY: both ranges were bounds-checked just above and the mapping is writable.
+        unsafe { std::ptr::copy(self.ptr.as_ptr().add(src), self.ptr.as_ptr().add(dst), len) };
+        Some(())
+    }
+
+    /// Fill `[off, off + len)` with `byte`.
+    #[inline]
+    pub fn fill(&self, off: usize, len: usize, byte: u8) -> Option<()> {
+        if !self.writable || !self.contains(off, len) {
+            return None;
+        }
+        // SAFETY: the range was bounds-checked just above and the mapping is writable.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(off), byte, len) };
+        Some(())
+    }
+
+    /// Raw pointer to a bounds-checked range, for handing memory to the Python buffer protocol
+    /// or to a syscall. The caller must not use it after the mapping is dropped.
+    #[inline]
+    pub fn ptr_range(&self, off: usize, len: usize) -> Option<*mut u8> {
+        if !self.contains(off, len) {
+            return None;
+        }
+        // SAFETY: `off <= self.len` was checked just above, so the result stays within (or one
+        // past the end of) the mapping.
+        Some(unsafe { self.ptr.as_ptr().add(off) })
+    }
+
+    /// Flush a file-backed mapping to its file (`msync`).
+    pub fn flush(&self) -> io::Result<()> {
+        self.raw.flush()
+    }
+}

@@ -1,0 +1,15 @@
+//! The only layer that talks to the operating system: shared-memory files, memfd, mappings,
+//! futexes, eventfds, robust process-shared mutexes, process identity, pidfds and sockets.
+//!
+//! Everything above this module is safe Rust (apart from the few layout modules that must
+//! hand raw shared memory to Python): the checked accessors of [`map::Mapping`] are the door
+//! into shared memory.
+
+pub mod eventfd;
+pub mod fd;
+pub mod futex;
+pub mod map;
+pub mod mutex;
+pub mod poll;
+pub mod process;
+pub mod time;

@@ -1,0 +1,187 @@
+//! Process identity and liveness.
+//!
+//! A pid alone is not an identity: pids are reused. shmkit records a process as
+//! `(pid, start_time)`, where `start_time` is field 22 of `/proc/<pid>/stat` (clock ticks since
+//! boot), so a scan never mistakes a new process for a dead client that had the same pid.
+//! Zombies count as dead: they will never touch shared memory again.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+
+/// This process's pid.
+pub fn current_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// This thread's id (the value a pthread mutex records as owner).
+pub fn current_tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Liveness of a process as seen from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running (or sleeping, stopped...).
+    Alive,
+    /// Exited but not yet reaped by its parent, or gone entirely.
+    Dead,
+}
+
+/// Fields of `/proc/<pid>/stat` that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// The state letter (`R`, `S`, `Z`, ...).
+    pub state: u8,
+    /// Start time in clock ticks after boot.
+    pub start_time: u64,
+}
+
+/// Read `/proc/<pid>/stat`; `None` if the process does not exist.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    if pid == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parse the text of `/proc/<pid>/stat`. The command name may contain spaces and
+/// parentheses, so fields are counted after the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.as_bytes().first().copied()?;
+    // After the state (field 3) come fields 4..; start_time is field 22, i.e. 19 further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// Start time of `pid`, or `None` if it does not exist.
+pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start_time)
+}
+
+/// This process's start time (cached).
+pub fn current_start_time() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| start_time(current_pid()).unwrap_or(0))
+}
+
+/// Whether the process `(pid, start_time)` is alive. `start_time == 0` skips the identity
+/// check (for records written by peers that do not know it).
+pub fn liveness(pid: u32, start_time: u64) -> Liveness {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Liveness::Dead;
+    }
+    match proc_stat(pid) {
+        Some(st) if st.state == b'Z' || st.state == b'X' => Liveness::Dead,
+        Some(st) if start_time != 0 && st.start_time != start_time => Liveness::Dead,
+        Some(_) => Liveness::Alive,
+        None => {
+            // No /proc entry. If /proc itself is missing (unusual sandboxes), fall back to
+            // kill(pid, 0): EPERM still means "exists".
+            if std::path::Path::new("/proc/self/stat").exists() {
+                Liveness::Dead
+            } else {
+                kill_probe(pid)
+            }
+        }
+    }
+}
+
+/// Whether `pid` is alive (ignoring pid reuse).
+pub fn pid_alive(pid: u32) -> bool {
+    liveness(pid, 0) == Liveness::Alive
+}
+
+fn kill_probe(pid: u32) -> Liveness {
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Liveness::Dead;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => Liveness::Alive,
+        Err(_) => Liveness::Dead,
+    }
+}
+
+/// Whether the thread `tid` exists (on Linux, `/proc/<tid>` also resolves for non-leader
+/// threads).
+pub fn thread_alive(tid: u32) -> bool {
+    tid != 0
+        && proc_stat(tid).is_some_and(|st| st.state != b'Z' && st.state != b'X')
+}
+
+/// A pidfd: becomes readable when the process exits. Detects death at once, without
+/// polling and without pid-reuse races.
+#[derive(Debug)]
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// `pidfd_open(pid)`. Fails with ESRCH if the process is already gone.
+    pub fn open(pid: u32) -> io::Result<Self> {
+        let p = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        Ok(Self(rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())?))
+    }
+
+    /// Whether the process has exited (non-blocking).
+    pub fn exited(&self) -> io::Result<bool> {
+        super::poll::readable(self.0.as_fd(), 0)
+    }
+
+    /// Wait up to `timeout_ms` for the process to exit.
+    pub fn wait_exit(&self, timeout_ms: i32) -> io::Result<bool> {
+        super::poll::readable(self.0.as_fd(), timeout_ms)
+    }
+
+    /// The raw descriptor number (for an event loop).
+    pub fn raw(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_stat_with_odd_names() {
+        let line = "123 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 20 21";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, b'S');
+        assert_eq!(st.start_time, 4242);
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("1 (x) S 1 2").is_none());
+    }
+
+    #[test]
+    fn self_is_alive_and_identified() {
+        let pid = current_pid();
+        let start = current_start_time();
+        assert_ne!(start, 0);
+        assert_eq!(liveness(pid, start), Liveness::Alive);
+        assert_eq!(liveness(pid, start + 1), Liveness::Dead);
+        assert_eq!(liveness(0, 0), Liveness::Dead);
+        assert!(thread_alive(current_tid()));
+    }
+
+    #[test]
+    fn dead_child_is_dead_even_as_zombie() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let fd = PidFd::open(pid).unwrap();
+        assert!(fd.wait_exit(5000).unwrap());
+        // Not yet reaped: a zombie, which must count as dead.
+        assert_eq!(liveness(pid, 0), Liveness::Dead);
+        child.wait().unwrap();
+        assert_eq!(liveness(pid, 0), Liveness::Dead);
+    }
+}

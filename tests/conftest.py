@@ -1,0 +1,25 @@
+"""Shared fixtures: a unique root namespace per test, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+_counter = itertools.count()
+
+
+def shm_files(prefix: str) -> list[pathlib.Path]:
+    return sorted(pathlib.Path("/dev/shm").glob(f"{prefix}-*"))
+
+
+@pytest.fixture
+def root() -> Iterator[str]:
+    """A fresh root namespace; every /dev/shm file under it is removed after the test."""
+    name = f"t{os.getpid()}x{next(_counter)}"
+    yield name
+    for p in shm_files(name):
+        p.unlink(missing_ok=True)

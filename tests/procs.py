@@ -1,0 +1,99 @@
+"""Helpers for tests with real processes: start them, wait on conditions, kill them.
+
+Synchronisation is always on a condition with a deadline (a line on a pipe, a process exit, a
+predicate), never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: Spawned (not forked) children: a clean interpreter, as a real peer would be.
+spawn = mp.get_context("spawn")
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def python(
+    code: str,
+    *args: str,
+    failpoints: str | None = None,
+    env: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> subprocess.Popen[str]:
+    """Start ``python -c code args...`` with pipes for stdout/stderr (text mode)."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS_DIR, full_env.get("PYTHONPATH")]))
+    if failpoints:
+        full_env["SHMKIT_FAILPOINTS"] = failpoints
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        **kwargs,
+    )
+
+
+def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20.0, stream: str = "stderr") -> str:
+    """Read ``proc``'s stream until a line containing ``needle`` appears; return that line."""
+    pipe = getattr(proc, stream)
+    assert pipe is not None
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(pipe, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no line with {needle!r} within {timeout} s; got {seen!r}")
+            if not sel.select(left):
+                continue
+            line = pipe.readline()
+            if not line:
+                rest = proc.stderr.read() if proc.stderr and stream != "stderr" else ""
+                raise AssertionError(f"process ended before {needle!r}; got {seen!r} {rest}")
+            seen.append(line)
+            if needle in line:
+                return line
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``pred`` until it is true or ``timeout`` passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(delay)  # polling interval of a deadline-bounded wait, not synchronisation
+        delay = min(delay * 2, 0.05)
+
+
+def kill9(proc: subprocess.Popen[str] | mp.process.BaseProcess) -> None:
+    """SIGKILL a process and reap it."""
+    pid = proc.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    if isinstance(proc, subprocess.Popen):
+        proc.wait(10)
+    else:
+        proc.join(10)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """Wait for a child started by :func:`python`, assert it succeeded, return its stdout."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
+    return out
