@@ -47,7 +47,9 @@ def python(
     )
 
 
-def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20.0, stream: str = "stderr") -> str:
+def wait_line(
+    proc: subprocess.Popen[str], needle: str, timeout: float = 20.0, stream: str = "stderr"
+) -> str:
     """Read ``proc``'s stream until a line containing ``needle`` appears; return that line."""
     pipe = getattr(proc, stream)
     assert pipe is not None

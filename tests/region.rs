@@ -85,7 +85,10 @@ fn heap_errors_change_nothing() {
     // Interior, misaligned, out-of-range offsets.
     for bad in [a + 64, a + 1, 0, 1 << 40, b + 1024 * 64] {
         let e = r.free(bad).unwrap_err();
-        assert!(matches!(e, RegionError::Heap(HeapError::InvalidOffset { .. } | HeapError::DoubleFree(_))), "{bad}: {e}");
+        assert!(
+            matches!(e, RegionError::Heap(HeapError::InvalidOffset { .. } | HeapError::DoubleFree(_))),
+            "{bad}: {e}"
+        );
     }
     r.free(a).unwrap();
     assert!(matches!(r.free(a), Err(RegionError::Heap(HeapError::DoubleFree(_)))));

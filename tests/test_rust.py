@@ -24,4 +24,6 @@ def test_cargo_test() -> None:
         text=True,
         check=False,
     )
-    assert proc.returncode == 0, f"cargo test failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-20000:]}"
+    assert proc.returncode == 0, (
+        f"cargo test failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-20000:]}"
+    )

@@ -56,7 +56,15 @@ def regions_table(infos: Sequence[RegionInfo]) -> str:
         pids = ",".join(f"{c.pid}{'' if c.alive else '(dead)'}" for c in r.clients) or "-"
         state = r.state if not r.detail else f"{r.state}: {r.detail}"
         rows.append(
-            [r.name, human(r.size), human(r.used_bytes), human(r.free_bytes), r.objects, pids, state]
+            [
+                r.name,
+                human(r.size),
+                human(r.used_bytes),
+                human(r.free_bytes),
+                r.objects,
+                pids,
+                state,
+            ]
         )
     return table(["NAME", "SIZE", "USED", "FREE", "OBJECTS", "CLIENTS", "STATE"], rows)
 

@@ -40,7 +40,7 @@ def run(root: str) -> None:
 
     region = shmkit.Region.open(NAME, root=root)
     print("\nThis process opens it too and reads what each worker wrote:")
-    for pid, _, offset in reports:
+    for _pid, _, offset in reports:
         print(f"  {offset:#x}: {region.read(offset, 64).rstrip(bytes(1)).decode()!r}")
 
     print(f"\nshmkit regions --root {root}")

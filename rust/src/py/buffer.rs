@@ -47,10 +47,7 @@ impl ShmView {
                 map.len()
             )));
         }
-        let view = Bound::new(
-            py,
-            Self { map: Arc::clone(map), offset, len, readonly: readonly || !map.writable() },
-        )?;
+        let view = Bound::new(py, Self { map: Arc::clone(map), offset, len, readonly: readonly || !map.writable() })?;
         PyMemoryView::from(view.as_any())
     }
 }
@@ -63,10 +60,8 @@ impl ShmView {
         if flags & ffi::PyBUF_WRITABLE != 0 && me.readonly {
             return Err(PyBufferError::new_err("this view of shared memory is read-only"));
         }
-        let ptr = me
-            .map
-            .ptr_range(me.offset, me.len)
-            .ok_or_else(|| PyBufferError::new_err("range outside the mapping"))?;
+        let ptr =
+            me.map.ptr_range(me.offset, me.len).ok_or_else(|| PyBufferError::new_err("range outside the mapping"))?;
         // SAFETY: `ptr_range` bounds-checked `[offset, offset + len)` against the mapping just
         // above; the mapping stays alive as long as this exporter object, which
         // PyBuffer_FillInfo stores (with a new reference) in `view.obj`. `view` is the
@@ -176,9 +171,8 @@ impl OutBuf {
         // SAFETY: as in `InBuf::get`.
         let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: as in `InBuf::get`, asking for a writable buffer.
-        let rc = unsafe {
-            ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE)
-        };
+        let rc =
+            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE) };
         if rc != 0 {
             return Err(PyErr::fetch(obj.py()));
         }

@@ -85,12 +85,8 @@ impl From<RegionError> for PyErr {
             RegionError::Lock { .. } => lock_error(msg),
             RegionError::Heap(h) => h.into(),
             RegionError::TableFull { .. } => capacity(msg),
-            RegionError::ObjectExists { path, .. } => {
-                PyOSError::new_err((libc::EEXIST, msg, path))
-            }
-            RegionError::ObjectNotFound { path, .. } => {
-                PyOSError::new_err((libc::ENOENT, msg, path))
-            }
+            RegionError::ObjectExists { path, .. } => PyOSError::new_err((libc::EEXIST, msg, path)),
+            RegionError::ObjectNotFound { path, .. } => PyOSError::new_err((libc::ENOENT, msg, path)),
             RegionError::Closed => closed(msg),
         }
     }

@@ -223,10 +223,7 @@ impl PyRegion {
             return Ok(());
         }
         self.inner.check_data_range(offset, buf.len() as u64)?;
-        self.inner
-            .mapping()
-            .write(offset as usize, buf.as_slice())
-            .ok_or_else(|| PyValueError::new_err("out of range"))
+        self.inner.mapping().write(offset as usize, buf.as_slice()).ok_or_else(|| PyValueError::new_err("out of range"))
     }
 
     /// Allocate `size` bytes and register them under `name` in the region's directory.

@@ -216,10 +216,7 @@ impl<'a> Heap<'a> {
         let sf = self.size_word(b)?.load(Relaxed);
         let magic = self.word32(b + 8)?.load(Relaxed);
         let size = sf & !FLAG_MASK;
-        if magic != BLOCK_MAGIC
-            || size < GRANULE
-            || b.checked_add(size).is_none_or(|e| e > self.lay.data_end)
-        {
+        if magic != BLOCK_MAGIC || size < GRANULE || b.checked_add(size).is_none_or(|e| e > self.lay.data_end) {
             return Err(HeapError::Corrupt(format!("block header at {b:#x} is damaged")));
         }
         Ok((size, sf & FLAG_MASK))

@@ -321,9 +321,7 @@ impl Region {
     fn open_backing(backing: Backing, opts: &RegionOptions) -> Result<Self> {
         let deadline = Deadline::after(Some(opts.timeout));
         loop {
-            let fd = backing
-                .open(OpenMode::Existing, 0)
-                .map_err(|e| RegionError::os("open", backing.display(), e))?;
+            let fd = backing.open(OpenMode::Existing, 0).map_err(|e| RegionError::os("open", backing.display(), e))?;
             match Self::attach_until(fd, backing.clone(), opts, deadline)? {
                 Attach::Ready(r) => return Ok(r),
                 Attach::Renamed if deadline.expired() => return Err(timeout_err(&backing, opts, "the region")),
@@ -371,7 +369,8 @@ impl Region {
     /// Write a fresh header, heap and client entry into a sized, empty file, then publish.
     fn initialise(fd: OwnedFd, backing: Backing, size: u64, opts: &RegionOptions) -> Result<Self> {
         let path = backing.display();
-        let map = Mapping::map(fd.as_fd(), size as usize, true).map_err(|e| RegionError::os("mmap", path.clone(), e))?;
+        let map =
+            Mapping::map(fd.as_fd(), size as usize, true).map_err(|e| RegionError::os("mmap", path.clone(), e))?;
         let pid = process::current_pid();
         let flags = if opts.auto_unlink { FLAG_AUTO_UNLINK } else { 0 };
         let ident = Identity::plan(size, pid, process::current_start_time(), time::realtime_ns(), flags);
@@ -493,11 +492,8 @@ impl Region {
             Err(_) => return Ok(false),
         };
         let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", backing.display(), e))?;
-        let map = if info.size >= HEADER_AREA {
-            Mapping::map(fd.as_fd(), info.size as usize, false).ok()
-        } else {
-            None
-        };
+        let map =
+            if info.size >= HEADER_AREA { Mapping::map(fd.as_fd(), info.size as usize, false).ok() } else { None };
         let hdr = map.as_ref().and_then(|m| m.get::<RegionHeader>(0));
         if info.size >= HEADER_AREA && hdr.is_none() {
             return Ok(false);
@@ -528,7 +524,9 @@ impl Region {
         if hdr.checksum.load(Ordering::Relaxed) != ident.checksum() {
             return Err(RegionError::Corrupt { path, reason: "header checksum mismatch".into() });
         }
-        ident.validate(file_size).map_err(|reason| RegionError::Corrupt { path: path.clone(), reason: reason.into() })?;
+        ident
+            .validate(file_size)
+            .map_err(|reason| RegionError::Corrupt { path: path.clone(), reason: reason.into() })?;
         let region = Self {
             map: Arc::new(map),
             fd,
@@ -555,9 +553,14 @@ impl Region {
         if info.size < HEADER_AREA {
             return Err(RegionError::NotARegion { path, reason: "too small".into() });
         }
-        let map = Mapping::map(fd.as_fd(), info.size as usize, true).map_err(|e| RegionError::os("mmap", path.clone(), e))?;
+        let map =
+            Mapping::map(fd.as_fd(), info.size as usize, true).map_err(|e| RegionError::os("mmap", path.clone(), e))?;
         let hdr: &RegionHeader = map.get(0).expect("header fits");
-        match (hdr.magic.load(Ordering::Acquire), hdr.version.load(Ordering::Relaxed), hdr.ready.load(Ordering::Acquire)) {
+        match (
+            hdr.magic.load(Ordering::Acquire),
+            hdr.version.load(Ordering::Relaxed),
+            hdr.ready.load(Ordering::Acquire),
+        ) {
             (MAGIC, LAYOUT_VERSION, 1) => {}
             (MAGIC, LAYOUT_VERSION, _) => return Err(RegionError::NotARegion { path, reason: "not ready".into() }),
             (MAGIC, found, _) => return Err(RegionError::VersionMismatch { path, found, expected: LAYOUT_VERSION }),
@@ -712,10 +715,8 @@ impl Region {
     /// holds it), so callers can release the GIL before waiting.
     pub fn lock_nowait(&self) -> Result<Option<RegionGuard<'_>>> {
         let hdr = self.header();
-        let Some((guard, how)) = hdr
-            .lock
-            .try_lock()
-            .map_err(|source| RegionError::Lock { path: self.display_path(), source })?
+        let Some((guard, how)) =
+            hdr.lock.try_lock().map_err(|source| RegionError::Lock { path: self.display_path(), source })?
         else {
             return Ok(None);
         };
@@ -840,8 +841,9 @@ impl Region {
     }
 
     fn find_entry(&self, name: &str) -> Option<(usize, ObjectInfo)> {
-        (0..self.ident.dir_cap as usize)
-            .find_map(|i| self.dir_entry(i).and_then(|e| self.entry_info(i, e)).filter(|o| o.name == name).map(|o| (i, o)))
+        (0..self.ident.dir_cap as usize).find_map(|i| {
+            self.dir_entry(i).and_then(|e| self.entry_info(i, e)).filter(|o| o.name == name).map(|o| (i, o))
+        })
     }
 
     /// Allocate `size` bytes and register them under `name` atomically. Returns the offset.
@@ -940,9 +942,7 @@ impl Region {
 
     /// All named objects.
     pub fn objects(&self) -> Vec<ObjectInfo> {
-        (0..self.ident.dir_cap as usize)
-            .filter_map(|i| self.dir_entry(i).and_then(|e| self.entry_info(i, e)))
-            .collect()
+        (0..self.ident.dir_cap as usize).filter_map(|i| self.dir_entry(i).and_then(|e| self.entry_info(i, e))).collect()
     }
 
     // ---------------------------------------------------------------- clients

@@ -72,10 +72,7 @@ fn roots_of(root: Option<&str>) -> Result<String> {
 pub fn list(root: Option<&str>) -> Result<Vec<RegionEntry>> {
     let root = roots_of(root)?;
     let files = sysfd::list_dir(Path::new(sysfd::SHM_DIR)).map_err(|e| RegionError::os("list", sysfd::SHM_DIR, e))?;
-    Ok(files
-        .iter()
-        .filter_map(|f| name::region_name(&root, f).map(|n| describe(&root, n, f)))
-        .collect())
+    Ok(files.iter().filter_map(|f| name::region_name(&root, f).map(|n| describe(&root, n, f))).collect())
 }
 
 fn describe(root: &str, name: &str, file: &str) -> RegionEntry {
@@ -184,14 +181,13 @@ pub fn scan(root: Option<&str>) -> Result<ScanReport> {
     let root = roots_of(root)?;
     let mut report = ScanReport::default();
     for entry in list(Some(&root))? {
-        let backing = Backing::Shm {
-            root: root.clone(),
-            name: entry.name.clone(),
-            file: format!("{root}-{}", entry.name),
-        };
+        let backing =
+            Backing::Shm { root: root.clone(), name: entry.name.clone(), file: format!("{root}-{}", entry.name) };
         match entry.state {
             EntryState::Stale => match Region::remove_if_stale(&backing) {
-                Ok(true) => report.removed.push((entry.name.clone(), "creator died before the region was ready".into())),
+                Ok(true) => {
+                    report.removed.push((entry.name.clone(), "creator died before the region was ready".into()))
+                }
                 Ok(false) => {}
                 Err(err) => report.errors.push((entry.name.clone(), err.to_string())),
             },

@@ -159,7 +159,6 @@ pub fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-
 /// Borrow a raw descriptor number after checking that it is open (`F_GETFD`).
 ///
 /// The borrow is only valid while the caller's owner keeps the descriptor open; callers use

@@ -64,11 +64,7 @@ impl Mapping {
         }
         let mut opts = MmapOptions::new();
         opts.len(len);
-        let raw = if writable {
-            opts.map_raw(fd.as_raw_fd())?
-        } else {
-            opts.map_raw_read_only(fd.as_raw_fd())?
-        };
+        let raw = if writable { opts.map_raw(fd.as_raw_fd())? } else { opts.map_raw_read_only(fd.as_raw_fd())? };
         let ptr = NonNull::new(raw.as_mut_ptr()).ok_or_else(|| io::Error::other("null mapping"))?;
         Ok(Self { raw, ptr, len, writable })
     }
@@ -107,8 +103,7 @@ impl Mapping {
     /// A reference to the `T` at `off`, if it fits and is aligned.
     #[inline]
     pub fn get<T: ShmSafe>(&self, off: usize) -> Option<&T> {
-        if !self.contains(off, size_of::<T>()) || (self.base_addr() + off) % align_of::<T>() != 0
-        {
+        if !self.contains(off, size_of::<T>()) || (self.base_addr() + off) % align_of::<T>() != 0 {
             return None;
         }
         // SAFETY: `contains` checked that `off .. off + size_of::<T>()` is inside the mapping,

@@ -108,8 +108,7 @@ fn kill_probe(pid: u32) -> Liveness {
 /// Whether the thread `tid` exists (on Linux, `/proc/<tid>` also resolves for non-leader
 /// threads).
 pub fn thread_alive(tid: u32) -> bool {
-    tid != 0
-        && proc_stat(tid).is_some_and(|st| st.state != b'Z' && st.state != b'X')
+    tid != 0 && proc_stat(tid).is_some_and(|st| st.state != b'Z' && st.state != b'X')
 }
 
 /// A pidfd: becomes readable when the process exits. Detects death at once, without
@@ -120,8 +119,7 @@ pub struct PidFd(OwnedFd);
 impl PidFd {
     /// `pidfd_open(pid)`. Fails with ESRCH if the process is already gone.
     pub fn open(pid: u32) -> io::Result<Self> {
-        let p = rustix::process::Pid::from_raw(pid as i32)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let p = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
         Ok(Self(rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())?))
     }
 
