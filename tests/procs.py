@@ -89,7 +89,7 @@ def kill9(proc: subprocess.Popen[str] | mp.process.BaseProcess) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     if isinstance(proc, subprocess.Popen):
-        proc.wait(10)
+        proc.communicate(timeout=10)  # reaps it and closes its pipes
     else:
         proc.join(10)
 

@@ -26,9 +26,16 @@ class Region:
         mode: int = 0o600,
         timeout: float | None = None,
         auto_unlink: bool = False,
+        lock_timeout: float | None = None,
     ) -> Region: ...
     @staticmethod
-    def open(name: str, *, root: str | None = None, timeout: float | None = None) -> Region: ...
+    def open(
+        name: str,
+        *,
+        root: str | None = None,
+        timeout: float | None = None,
+        lock_timeout: float | None = None,
+    ) -> Region: ...
     @staticmethod
     def find_or_create(
         name: str,
@@ -38,6 +45,7 @@ class Region:
         mode: int = 0o600,
         timeout: float | None = None,
         auto_unlink: bool = False,
+        lock_timeout: float | None = None,
     ) -> Region: ...
     @staticmethod
     def create_file(
@@ -47,9 +55,15 @@ class Region:
         mode: int = 0o600,
         timeout: float | None = None,
         auto_unlink: bool = False,
+        lock_timeout: float | None = None,
     ) -> Region: ...
     @staticmethod
-    def open_file(path: str | PathLike[str], *, timeout: float | None = None) -> Region: ...
+    def open_file(
+        path: str | PathLike[str],
+        *,
+        timeout: float | None = None,
+        lock_timeout: float | None = None,
+    ) -> Region: ...
     @staticmethod
     def find_or_create_file(
         path: str | PathLike[str],
@@ -58,11 +72,14 @@ class Region:
         mode: int = 0o600,
         timeout: float | None = None,
         auto_unlink: bool = False,
+        lock_timeout: float | None = None,
     ) -> Region: ...
     @staticmethod
     def create_anonymous(size: int, *, label: str = "shmkit") -> Region: ...
     @staticmethod
-    def from_fd(fd: int, *, timeout: float | None = None) -> Region: ...
+    def from_fd(
+        fd: int, *, timeout: float | None = None, lock_timeout: float | None = None
+    ) -> Region: ...
     def alloc(self, n: int) -> int: ...
     def free(self, offset: int) -> None: ...
     def usable_size(self, offset: int) -> int: ...

@@ -22,12 +22,24 @@ pub fn duration(secs: Option<f64>, default: Duration) -> PyResult<Duration> {
     }
 }
 
-fn options(root: Option<String>, mode: u32, timeout: Option<f64>, auto_unlink: bool) -> PyResult<RegionOptions> {
+fn options(
+    root: Option<String>,
+    mode: u32,
+    timeout: Option<f64>,
+    auto_unlink: bool,
+    lock_timeout: Option<f64>,
+) -> PyResult<RegionOptions> {
     if mode > 0o777 {
         return Err(PyValueError::new_err(format!("mode {mode:#o} is not a permission mask")));
     }
     let d = RegionOptions::default();
-    Ok(RegionOptions { root, mode, timeout: duration(timeout, d.timeout)?, auto_unlink, ..d })
+    Ok(RegionOptions {
+        root,
+        mode,
+        timeout: duration(timeout, d.timeout)?,
+        auto_unlink,
+        lock_timeout: duration(lock_timeout, d.lock_timeout)?,
+    })
 }
 
 /// A shared-memory region: a named (or anonymous, or file-backed) segment with a heap, a
@@ -72,7 +84,7 @@ fn object_dict<'py>(py: Python<'py>, o: &ObjectInfo) -> PyResult<Bound<'py, PyDi
 impl PyRegion {
     /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`.
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn create(
         py: Python<'_>,
         name: &str,
@@ -81,22 +93,29 @@ impl PyRegion {
         mode: u32,
         timeout: Option<f64>,
         auto_unlink: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, mode, timeout, auto_unlink)?;
+        let o = options(root, mode, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::create(name, size, &o))?))
     }
 
     /// Open an existing named region, waiting up to `timeout` s while it is being created.
     #[staticmethod]
-    #[pyo3(signature = (name, *, root=None, timeout=None))]
-    fn open(py: Python<'_>, name: &str, root: Option<String>, timeout: Option<f64>) -> PyResult<Self> {
-        let o = options(root, 0o600, timeout, false)?;
+    #[pyo3(signature = (name, *, root=None, timeout=None, lock_timeout=None))]
+    fn open(
+        py: Python<'_>,
+        name: &str,
+        root: Option<String>,
+        timeout: Option<f64>,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let o = options(root, 0o600, timeout, false, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::open(name, &o))?))
     }
 
     /// Open the named region, or create it if it does not exist (`.created` tells which).
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn find_or_create(
         py: Python<'_>,
         name: &str,
@@ -105,14 +124,15 @@ impl PyRegion {
         mode: u32,
         timeout: Option<f64>,
         auto_unlink: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, mode, timeout, auto_unlink)?;
+        let o = options(root, mode, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::find_or_create(name, size, &o))?))
     }
 
     /// Create a region in a regular file at `path` (any filesystem).
     #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false))]
+    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn create_file(
         py: Python<'_>,
         path: PathBuf,
@@ -120,22 +140,23 @@ impl PyRegion {
         mode: u32,
         timeout: Option<f64>,
         auto_unlink: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(None, mode, timeout, auto_unlink)?;
+        let o = options(None, mode, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::create_file(&path, size, &o))?))
     }
 
     /// Open a region stored in a regular file.
     #[staticmethod]
-    #[pyo3(signature = (path, *, timeout=None))]
-    fn open_file(py: Python<'_>, path: PathBuf, timeout: Option<f64>) -> PyResult<Self> {
-        let o = options(None, 0o600, timeout, false)?;
+    #[pyo3(signature = (path, *, timeout=None, lock_timeout=None))]
+    fn open_file(py: Python<'_>, path: PathBuf, timeout: Option<f64>, lock_timeout: Option<f64>) -> PyResult<Self> {
+        let o = options(None, 0o600, timeout, false, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::open_file(&path, &o))?))
     }
 
     /// Open or create a region stored in a regular file.
     #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false))]
+    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn find_or_create_file(
         py: Python<'_>,
         path: PathBuf,
@@ -143,8 +164,9 @@ impl PyRegion {
         mode: u32,
         timeout: Option<f64>,
         auto_unlink: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(None, mode, timeout, auto_unlink)?;
+        let o = options(None, mode, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::find_or_create_file(&path, size, &o))?))
     }
 
@@ -158,12 +180,12 @@ impl PyRegion {
 
     /// Attach to a region from a descriptor (memfd or file). The descriptor is duplicated.
     #[staticmethod]
-    #[pyo3(signature = (fd, *, timeout=None))]
-    fn from_fd(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<Self> {
+    #[pyo3(signature = (fd, *, timeout=None, lock_timeout=None))]
+    fn from_fd(py: Python<'_>, fd: i32, timeout: Option<f64>, lock_timeout: Option<f64>) -> PyResult<Self> {
         if fd < 0 {
             return Err(PyValueError::new_err("negative file descriptor"));
         }
-        let o = options(None, 0o600, timeout, false)?;
+        let o = options(None, 0o600, timeout, false, lock_timeout)?;
         let b = borrow_fd(fd)?;
         Ok(Self::wrap(py.detach(|| Region::from_fd(b, &o))?))
     }

@@ -107,7 +107,26 @@ pub struct Heap<'a> {
     lay: HeapLayout,
 }
 
+// Every heap write happens under the region lock, so read-modify-writes need no locked
+// instructions: a plain load and store is enough (and several times cheaper).
+#[inline]
+fn add(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
+}
+
+/// Saturating: a peer may have scribbled over the counter.
+#[inline]
+fn sub(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).saturating_sub(v), Relaxed);
+}
+
+#[inline]
+fn or32(a: &AtomicU32, v: u32) {
+    a.store(a.load(Relaxed) | v, Relaxed);
+}
+
 /// TLSF class of a block of `units` granules.
+#[inline]
 fn mapping_insert(units: u64) -> (usize, usize) {
     if units < SL_COUNT as u64 {
         (0, units as usize)
@@ -119,6 +138,7 @@ fn mapping_insert(units: u64) -> (usize, usize) {
 }
 
 /// Smallest class whose every block holds at least `units` granules.
+#[inline]
 fn mapping_search(units: u64) -> (usize, usize) {
     if units < SL_COUNT as u64 {
         return (0, units as usize);
@@ -134,6 +154,7 @@ impl<'a> Heap<'a> {
         Self { map, meta, lay }
     }
 
+    #[inline]
     fn word(&self, off: u64) -> Result<&'a AtomicU64, HeapError> {
         usize::try_from(off)
             .ok()
@@ -141,6 +162,7 @@ impl<'a> Heap<'a> {
             .ok_or_else(|| HeapError::Corrupt(format!("offset {off:#x} outside the mapping")))
     }
 
+    #[inline]
     fn word32(&self, off: u64) -> Result<&'a AtomicU32, HeapError> {
         usize::try_from(off)
             .ok()
@@ -149,18 +171,21 @@ impl<'a> Heap<'a> {
     }
 
     /// Whether `b` is a plausible block position (in range, on the block grid).
+    #[inline]
     fn on_grid(&self, b: u64) -> bool {
         b >= self.lay.data_off
             && b.checked_add(GRANULE).is_some_and(|e| e <= self.lay.data_end)
             && (b - self.lay.data_off) % GRANULE == 0
     }
 
+    #[inline]
     fn granule(&self, b: u64) -> u64 {
         (b - self.lay.data_off) / GRANULE
     }
 
     // ---- block-start bitmap ----
 
+    #[inline]
     fn bitmap_word(&self, g: u64) -> Result<&'a AtomicU64, HeapError> {
         let byte = g / 64 * 8;
         if byte >= self.lay.bitmap_len {
@@ -169,19 +194,21 @@ impl<'a> Heap<'a> {
         self.word(self.lay.bitmap_off + byte)
     }
 
+    #[inline]
     fn is_start(&self, b: u64) -> Result<bool, HeapError> {
         let g = self.granule(b);
         Ok(self.bitmap_word(g)?.load(Relaxed) & (1 << (g % 64)) != 0)
     }
 
+    #[inline]
     fn set_start(&self, b: u64, on: bool) -> Result<(), HeapError> {
         let g = self.granule(b);
         let w = self.bitmap_word(g)?;
         let bit = 1u64 << (g % 64);
         if on {
-            w.fetch_or(bit, Relaxed);
+            w.store(w.load(Relaxed) | bit, Relaxed);
         } else {
-            w.fetch_and(!bit, Relaxed);
+            w.store(w.load(Relaxed) & !bit, Relaxed);
         }
         Ok(())
     }
@@ -204,11 +231,13 @@ impl<'a> Heap<'a> {
 
     // ---- block header access ----
 
+    #[inline]
     fn size_word(&self, b: u64) -> Result<&'a AtomicU64, HeapError> {
         self.word(b)
     }
 
     /// Read and check a block header: magic, size on the grid and inside the data area.
+    #[inline]
     fn block(&self, b: u64) -> Result<(u64, u64), HeapError> {
         if !self.on_grid(b) {
             return Err(HeapError::Corrupt(format!("block {b:#x} off the block grid")));
@@ -222,12 +251,14 @@ impl<'a> Heap<'a> {
         Ok((size, sf & FLAG_MASK))
     }
 
+    #[inline]
     fn write_header(&self, b: u64, size: u64, flags: u64) -> Result<(), HeapError> {
         self.word32(b + 8)?.store(BLOCK_MAGIC, Relaxed);
         self.size_word(b)?.store(size | flags, Relaxed);
         Ok(())
     }
 
+    #[inline]
     fn set_flags(&self, b: u64, set: u64, clear: u64) -> Result<(), HeapError> {
         let w = self.size_word(b)?;
         let v = w.load(Relaxed);
@@ -235,6 +266,7 @@ impl<'a> Heap<'a> {
         Ok(())
     }
 
+    #[inline]
     fn set_footer(&self, b: u64, size: u64) -> Result<(), HeapError> {
         self.word(b + size - 8)?.store(size, Relaxed);
         Ok(())
@@ -242,10 +274,12 @@ impl<'a> Heap<'a> {
 
     // ---- free lists ----
 
+    #[inline]
     fn head(&self, fl: usize, sl: usize) -> &'a AtomicU64 {
         &self.meta.heads[fl][sl]
     }
 
+    #[inline]
     fn insert_free(&self, b: u64, size: u64) -> Result<(), HeapError> {
         let (fl, sl) = mapping_insert(size / GRANULE);
         if fl >= FL_COUNT {
@@ -260,12 +294,13 @@ impl<'a> Heap<'a> {
             self.word(old + 24)?.store(b, Relaxed);
         }
         head.store(b, Relaxed);
-        self.meta.sl_bitmap[fl].fetch_or(1 << sl, Relaxed);
-        self.meta.fl_bitmap.fetch_or(1 << fl, Relaxed);
+        or32(&self.meta.sl_bitmap[fl], 1 << sl);
+        or32(&self.meta.fl_bitmap, 1 << fl);
         Ok(())
     }
 
     /// A free-list member must be a free block start of the list's class.
+    #[inline]
     fn check_free_block(&self, b: u64, fl: usize, sl: usize) -> Result<u64, HeapError> {
         let (size, flags) = self.block(b)?;
         if flags & USED != 0 || mapping_insert(size / GRANULE) != (fl, sl) || !self.is_start(b)? {
@@ -274,6 +309,7 @@ impl<'a> Heap<'a> {
         Ok(size)
     }
 
+    #[inline]
     fn remove_free(&self, b: u64, size: u64) -> Result<(), HeapError> {
         let (fl, sl) = mapping_insert(size / GRANULE);
         let next = self.word(b + 16)?.load(Relaxed);
@@ -292,15 +328,17 @@ impl<'a> Heap<'a> {
             }
             head.store(next, Relaxed);
             if next == 0 {
-                let left = self.meta.sl_bitmap[fl].fetch_and(!(1 << sl), Relaxed) & !(1 << sl);
+                let left = self.meta.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
+                self.meta.sl_bitmap[fl].store(left, Relaxed);
                 if left == 0 {
-                    self.meta.fl_bitmap.fetch_and(!(1 << fl), Relaxed);
+                    self.meta.fl_bitmap.store(self.meta.fl_bitmap.load(Relaxed) & !(1 << fl), Relaxed);
                 }
             }
         }
         Ok(())
     }
 
+    #[inline]
     fn find_suitable(&self, units: u64) -> Option<(usize, usize)> {
         let (fl, sl) = mapping_search(units);
         if fl >= FL_COUNT {
@@ -381,10 +419,10 @@ impl<'a> Heap<'a> {
         let result = self.guarded(|h| h.alloc_inner(need, pid));
         match &result {
             Ok(_) => {
-                self.meta.allocs.fetch_add(1, Relaxed);
+                add(&self.meta.allocs, 1);
             }
             Err(HeapError::OutOfMemory { .. }) => {
-                self.meta.failed_allocs.fetch_add(1, Relaxed);
+                add(&self.meta.failed_allocs, 1);
             }
             Err(_) => {}
         }
@@ -394,6 +432,7 @@ impl<'a> Heap<'a> {
         })
     }
 
+    #[inline]
     fn alloc_inner(&self, need: u64, pid: u32) -> Result<u64, HeapError> {
         let Some((fl, sl)) = self.find_suitable(need / GRANULE) else {
             return Err(HeapError::OutOfMemory {
@@ -418,6 +457,7 @@ impl<'a> Heap<'a> {
             self.word32(r + 12)?.store(0, Relaxed);
             self.set_footer(r, rest)?;
             self.set_start(r, true)?;
+            crate::failpoint::hit("heap.mid_split");
             self.size_word(b)?.store(need | flags, Relaxed);
             self.insert_free(r, rest)?;
             need
@@ -430,13 +470,14 @@ impl<'a> Heap<'a> {
         };
         self.word32(b + 12)?.store(pid, Relaxed);
         self.set_flags(b, USED, 0)?;
-        self.meta.used_bytes.fetch_add(used_size, Relaxed);
-        self.meta.used_blocks.fetch_add(1, Relaxed);
-        self.meta.free_bytes.fetch_sub(used_size.min(self.meta.free_bytes.load(Relaxed)), Relaxed);
+        add(&self.meta.used_bytes, used_size);
+        add(&self.meta.used_blocks, 1);
+        sub(&self.meta.free_bytes, used_size);
         Ok(b + BLOCK_HDR)
     }
 
     /// Check that `off` is the start of a live allocation; returns its block and size.
+    #[inline]
     fn live_block(&self, off: u64) -> Result<(u64, u64), HeapError> {
         let bad = |reason| HeapError::InvalidOffset { offset: off, reason };
         let b = off.checked_sub(BLOCK_HDR).ok_or(bad("below the heap"))?;
@@ -486,19 +527,20 @@ impl<'a> Heap<'a> {
             self.meta.dirty.store(0, Relaxed);
         }
         if result.is_ok() {
-            self.meta.frees.fetch_add(1, Relaxed);
+            add(&self.meta.frees, 1);
         }
         result
     }
 
+    #[inline]
     fn free_inner(&self, off: u64) -> Result<u64, HeapError> {
         let (mut b, size) = self.live_block(off)?;
         let (_, flags) = self.block(b)?;
         let mut merged = size;
         self.set_flags(b, 0, USED)?;
-        self.meta.used_bytes.fetch_sub(size.min(self.meta.used_bytes.load(Relaxed)), Relaxed);
-        self.meta.used_blocks.fetch_sub(1.min(self.meta.used_blocks.load(Relaxed)), Relaxed);
-        self.meta.free_bytes.fetch_add(size, Relaxed);
+        sub(&self.meta.used_bytes, size);
+        sub(&self.meta.used_blocks, 1);
+        add(&self.meta.free_bytes, size);
         // Merge with the next block.
         let next = b + size;
         if next < self.lay.data_end {

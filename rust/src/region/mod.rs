@@ -231,9 +231,17 @@ pub struct RegionGuard<'a> {
 }
 
 impl RegionGuard<'_> {
-    /// The heap, for operations under this lock.
-    pub fn heap(&self) -> Heap<'_> {
-        self.region.heap()
+    /// The heap, for operations under this lock. If an earlier operation was interrupted (its
+    /// process died) the heap is rebuilt first; if it cannot be rebuilt (a hostile peer damaged
+    /// the chain of blocks), every heap operation fails with a corruption error while the rest
+    /// of the region (client table, directory) keeps working.
+    pub fn heap(&self) -> Result<Heap<'_>> {
+        let heap = self.region.heap();
+        if heap.is_dirty() {
+            heap.repair()?;
+            self.region.header().stats.heap_repairs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(heap)
     }
 }
 
@@ -725,14 +733,8 @@ impl Region {
     }
 
     fn after_lock(&self, how: Acquired) -> Result<()> {
-        let hdr = self.header();
         if how == Acquired::Recovered {
-            hdr.stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
-        }
-        let heap = self.heap();
-        if heap.is_dirty() {
-            heap.repair()?;
-            hdr.stats.heap_repairs.fetch_add(1, Ordering::Relaxed);
+            self.header().stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -743,7 +745,7 @@ impl Region {
     pub fn alloc_nowait(&self, n: u64) -> Result<Option<u64>> {
         self.ensure_open()?;
         let Some(g) = self.lock_nowait()? else { return Ok(None) };
-        let off = g.heap().alloc(n, self.pid)?;
+        let off = g.heap()?.alloc(n, self.pid)?;
         failpoint::hit("region.alloc_locked");
         Ok(Some(off))
     }
@@ -752,7 +754,7 @@ impl Region {
     pub fn free_nowait(&self, off: u64) -> Result<Option<()>> {
         self.ensure_open()?;
         let Some(g) = self.lock_nowait()? else { return Ok(None) };
-        g.heap().free(off)?;
+        g.heap()?.free(off)?;
         Ok(Some(()))
     }
 
@@ -760,7 +762,7 @@ impl Region {
     pub fn alloc(&self, n: u64) -> Result<u64> {
         self.ensure_open()?;
         let g = self.lock()?;
-        let off = g.heap().alloc(n, self.pid)?;
+        let off = g.heap()?.alloc(n, self.pid)?;
         failpoint::hit("region.alloc_locked");
         Ok(off)
     }
@@ -770,7 +772,7 @@ impl Region {
     pub fn free(&self, off: u64) -> Result<()> {
         self.ensure_open()?;
         let g = self.lock()?;
-        g.heap().free(off)?;
+        g.heap()?.free(off)?;
         Ok(())
     }
 
@@ -778,14 +780,14 @@ impl Region {
     pub fn usable_size(&self, off: u64) -> Result<u64> {
         self.ensure_open()?;
         let g = self.lock()?;
-        Ok(g.heap().usable_size(off)?)
+        Ok(g.heap()?.usable_size(off)?)
     }
 
     /// Verify all heap invariants.
     pub fn check_heap(&self) -> Result<HeapSummary> {
         self.ensure_open()?;
         let g = self.lock()?;
-        Ok(g.heap().check()?)
+        Ok(g.heap()?.check()?)
     }
 
     /// Counters.
@@ -855,7 +857,7 @@ impl Region {
             return Err(RegionError::ObjectExists { path: self.display_path(), name: name.into() });
         }
         let slot = self.free_dir_slot()?;
-        let off = g.heap().alloc(size, self.pid)?;
+        let off = g.heap()?.alloc(size, self.pid)?;
         self.fill_entry(slot, name, kind, off, size);
         Ok(off)
     }
@@ -931,7 +933,7 @@ impl Region {
             .find_entry(name)
             .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
         if free_memory {
-            g.heap().free(info.offset)?;
+            g.heap()?.free(info.offset)?;
         }
         let e = self.dir_entry(i).expect("found above");
         e.state.store(0, Ordering::Release);
