@@ -6,7 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
-from shmkit._native import LAYOUT_VERSION, Region, ShmView, __version__
+from shmkit._native import LAYOUT_VERSION, MsgRings, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -33,6 +33,7 @@ __all__ = [
     "DoubleFreeError",
     "InvalidOffsetError",
     "LockError",
+    "MsgRings",
     "NotARegionError",
     "OutOfMemoryError",
     "QueueEmpty",

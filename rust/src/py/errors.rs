@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::msgring::MsgRingError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::mutex::LockError;
@@ -88,6 +89,18 @@ impl From<RegionError> for PyErr {
             RegionError::ObjectExists { path, .. } => PyOSError::new_err((libc::EEXIST, msg, path)),
             RegionError::ObjectNotFound { path, .. } => PyOSError::new_err((libc::ENOENT, msg, path)),
             RegionError::Closed => closed(msg),
+        }
+    }
+}
+
+impl From<MsgRingError> for PyErr {
+    fn from(e: MsgRingError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MsgRingError::Region(r) => r.into(),
+            MsgRingError::Config(_) | MsgRingError::TooLarge(_) => PyValueError::new_err(msg),
+            MsgRingError::Corrupt { .. } => corruption(msg),
+            MsgRingError::InvalidRef { .. } => invalid_offset(msg),
         }
     }
 }

@@ -783,6 +783,20 @@ impl Region {
         Ok(g.heap()?.usable_size(off)?)
     }
 
+    /// Every live allocation as `(offset, usable size)`, in address order (one pass over the
+    /// heap under the lock; for maintenance such as reaping a dead process's blocks).
+    pub fn allocations(&self) -> Result<Vec<(u64, u64)>> {
+        self.ensure_open()?;
+        let g = self.lock()?;
+        let mut out = Vec::new();
+        g.heap()?.walk(|b, size, used| {
+            if used {
+                out.push((b + layout::BLOCK_HDR, size - layout::BLOCK_HDR));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Verify all heap invariants.
     pub fn check_heap(&self) -> Result<HeapSummary> {
         self.ensure_open()?;
