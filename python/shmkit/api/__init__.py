@@ -1,0 +1,14 @@
+"""A VPP-style binary API over shared memory.
+
+A data plane (:class:`Server`) and its control planes (:class:`Client`) exchange typed
+messages through queues and message rings in one region: client registration with epoch
+handles, keepalive pings with a dead-client reaper (plus immediate death detection with
+pidfds), server restart recovery, a message table with CRCs, and an API trace.
+"""
+
+from __future__ import annotations
+
+from shmkit.api.handle import Handle
+from shmkit.api.messages import Message, MessageError, define, struct_type
+
+__all__ = ["Handle", "Message", "MessageError", "define", "struct_type"]

@@ -1,0 +1,451 @@
+"""Message definitions for the binary API: typed fields, a CRC per definition, fast packing.
+
+A message type is defined from a name and an ordered list of typed fields::
+
+    from shmkit.api.messages import define, u32, string, array, vla, struct_type
+
+    Counter = struct_type("counter", [("id", u32), ("value", u64)])
+    GetCounters = define("get_counters", [("first", u32), ("names", string(32))])
+    Counters = define("get_counters_reply", [("retval", i32), ("n", u32),
+                                               ("items", vla(Counter, "n"))])
+
+Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f64 boolean``, ``string(n)`` (fixed, NUL padded),
+``array(t, n)`` (fixed length), ``vla(t, "len_field")`` (variable length, counted by an
+earlier integer field), nested structs from :func:`struct_type`.
+
+Wire format, as VPP's binary API: big-endian, packed. Every message starts with a 10-byte
+header: ``u16 msg_id, u32 client_index, u32 context`` (requests name their client handle;
+replies and events carry the request's context). The CRC of a message is the CRC-32 of a
+canonical text of its definition (name, field names and types, recursively), and
+``name_crc`` (e.g. ``control_ping_51077d14``) identifies it in the message table: two sides
+that disagree on a definition disagree on its CRC and refuse to exchange it.
+
+Messages without variable-length parts pack and unpack with one precompiled
+``struct.Struct`` call.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "HEADER",
+    "Message",
+    "MessageError",
+    "array",
+    "boolean",
+    "define",
+    "f64",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "string",
+    "struct_type",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "vla",
+]
+
+#: msg_id, client_index, context
+HEADER = struct.Struct(">HII")
+
+
+class MessageError(ValueError):
+    """A message could not be encoded or decoded (bad value, truncated or garbage bytes)."""
+
+
+# ---------------------------------------------------------------- field types
+
+
+@dataclass(frozen=True)
+class Scalar:
+    name: str
+    fmt: str
+    lo: float
+    hi: float
+    is_float: bool = False
+    is_bool: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.name
+
+    def default(self) -> Any:
+        return False if self.is_bool else (0.0 if self.is_float else 0)
+
+
+def _int(name: str, fmt: str, bits: int, signed: bool) -> Scalar:
+    lo = -(1 << (bits - 1)) if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return Scalar(name, fmt, lo, hi)
+
+
+u8 = _int("u8", "B", 8, False)
+u16 = _int("u16", "H", 16, False)
+u32 = _int("u32", "I", 32, False)
+u64 = _int("u64", "Q", 64, False)
+i8 = _int("i8", "b", 8, True)
+i16 = _int("i16", "h", 16, True)
+i32 = _int("i32", "i", 32, True)
+i64 = _int("i64", "q", 64, True)
+f64 = Scalar("f64", "d", float("-inf"), float("inf"), is_float=True)
+boolean = Scalar("bool", "?", 0, 1, is_bool=True)
+
+
+@dataclass(frozen=True)
+class String:
+    """Fixed-size string field: UTF-8, NUL padded, at most ``size`` bytes."""
+
+    size: int
+
+    @property
+    def text(self) -> str:
+        return f"string[{self.size}]"
+
+    def default(self) -> Any:
+        return ""
+
+
+@dataclass(frozen=True)
+class Array:
+    """Fixed-length array of a scalar, string or struct type."""
+
+    item: FieldType
+    length: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.item.text}[{self.length}]"
+
+    def default(self) -> Any:
+        return [_default(self.item) for _ in range(self.length)]
+
+
+@dataclass(frozen=True)
+class Vla:
+    """Variable-length array whose element count is the value of an earlier integer field."""
+
+    item: FieldType
+    length_field: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.item.text}[{self.length_field}]"
+
+    def default(self) -> Any:
+        return []
+
+
+FieldType = Any  # Scalar | String | Array | Vla | type[Message]
+
+
+def _default(t: FieldType) -> Any:
+    """Zero value of a field type (a fresh struct instance for nested structs)."""
+    if isinstance(t, type):
+        return t()
+    return t.default()
+
+
+def string(size: int) -> String:
+    if size <= 0:
+        raise ValueError("string size must be positive")
+    return String(size)
+
+
+def array(item: FieldType, length: int) -> Array:
+    if length <= 0:
+        raise ValueError("array length must be positive")
+    if isinstance(item, Vla):
+        raise ValueError("arrays of variable-length arrays are not supported")
+    return Array(item, length)
+
+
+def vla(item: FieldType, length_field: str) -> Vla:
+    if isinstance(item, Vla) or (
+        isinstance(item, type) and issubclass(item, Message) and item._dynamic
+    ):
+        raise ValueError("a variable-length array's items must have a fixed size")
+    return Vla(item, length_field)
+
+
+# ---------------------------------------------------------------- codec
+
+
+def _fmt(t: FieldType) -> str:
+    """struct format of a fixed-size type."""
+    if isinstance(t, Scalar):
+        return t.fmt
+    if isinstance(t, String):
+        return f"{t.size}s"
+    if isinstance(t, Array):
+        return (
+            _fmt(t.item) * t.length if not isinstance(t.item, Scalar) else f"{t.length}{t.item.fmt}"
+        )
+    if isinstance(t, type) and issubclass(t, Message):
+        return "".join(_fmt(ft) for _, ft in t._fields)
+    raise TypeError(f"not a fixed-size field type: {t!r}")
+
+
+def _flatten(t: FieldType, value: Any, out: list[Any], where: str) -> None:
+    """Append the struct-level values of ``value`` (of fixed-size type ``t``) to ``out``."""
+    if isinstance(t, Scalar):
+        if t.is_bool:
+            out.append(bool(value))
+            return
+        if t.is_float:
+            out.append(float(value))
+            return
+        if not isinstance(value, int):
+            raise MessageError(f"{where}: expected an integer, got {type(value).__name__}")
+        if not t.lo <= value <= t.hi:
+            raise MessageError(f"{where}: {value} out of range for {t.name}")
+        out.append(value)
+    elif isinstance(t, String):
+        b = value.encode() if isinstance(value, str) else bytes(value)
+        if len(b) > t.size:
+            raise MessageError(f"{where}: string of {len(b)} bytes exceeds {t.size}")
+        out.append(b)
+    elif isinstance(t, Array):
+        items = list(value)
+        if len(items) != t.length:
+            raise MessageError(f"{where}: expected {t.length} items, got {len(items)}")
+        for i, v in enumerate(items):
+            _flatten(t.item, v, out, f"{where}[{i}]")
+    else:  # nested struct
+        if not isinstance(value, t):
+            raise MessageError(f"{where}: expected {t._name}, got {type(value).__name__}")
+        for fname, ft in t._fields:
+            _flatten(ft, getattr(value, fname), out, f"{where}.{fname}")
+
+
+def _rebuild(t: FieldType, values: Sequence[Any], pos: int) -> tuple[Any, int]:
+    """Inverse of :func:`_flatten`: consume values from ``pos``."""
+    if isinstance(t, Scalar):
+        return values[pos], pos + 1
+    if isinstance(t, String):
+        raw: bytes = values[pos]
+        try:
+            return raw.split(b"\0", 1)[0].decode(), pos + 1
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"string field is not UTF-8: {exc}") from None
+    if isinstance(t, Array):
+        if isinstance(t.item, Scalar):
+            return list(values[pos : pos + t.length]), pos + t.length
+        items = []
+        for _ in range(t.length):
+            v, pos = _rebuild(t.item, values, pos)
+            items.append(v)
+        return items, pos
+    obj = t.__new__(t)
+    for fname, ft in t._fields:
+        v, pos = _rebuild(ft, values, pos)
+        object.__setattr__(obj, fname, v)
+    return obj, pos
+
+
+def _canonical(t: FieldType) -> str:
+    if isinstance(t, type) and issubclass(t, Message):
+        inner = ", ".join(f"{_canonical(ft)} {n}" for n, ft in t._fields)
+        return f"{t._name}{{{inner}}}"
+    if isinstance(t, (Array, Vla)):
+        return f"{_canonical(t.item)}[{t.length if isinstance(t, Array) else t.length_field}]"
+    return str(t.text)
+
+
+# ---------------------------------------------------------------- messages
+
+
+class Message:
+    """Base of generated message and struct types. Instances are plain value objects."""
+
+    _name: ClassVar[str] = ""
+    _fields: ClassVar[tuple[tuple[str, FieldType], ...]] = ()
+    _crc: ClassVar[int] = 0
+    _dynamic: ClassVar[bool] = False
+    _struct: ClassVar[struct.Struct | None] = None
+    _is_struct: ClassVar[bool] = False
+    __slots__ = ("client_index", "context")
+
+    client_index: int
+    context: int
+
+    def __init__(self, **values: Any) -> None:
+        self.client_index = values.pop("client_index", 0)
+        self.context = values.pop("context", 0)
+        for fname, ft in self._fields:
+            object.__setattr__(self, fname, values.pop(fname) if fname in values else _default(ft))
+        if values:
+            raise TypeError(f"{self._name} has no field(s) {', '.join(sorted(values))}")
+
+    # -- identity
+
+    @classmethod
+    def name_crc(cls) -> str:
+        return f"{cls._name}_{cls._crc:08x}"
+
+    def fields(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n, _ in self._fields}
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and isinstance(other, Message)
+            and self.fields() == other.fields()
+            and (self._is_struct or self.context == other.context)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._name, self.context))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{n}={getattr(self, n)!r}" for n, _ in self._fields)
+        head = "" if self._is_struct else f"context={self.context}, "
+        return f"{self._name}({head}{body})"
+
+    # -- codec
+
+    def encode(self, msg_id: int) -> bytes:
+        """Wire bytes of this message with header ``msg_id``."""
+        cls = type(self)
+        if cls._is_struct:
+            raise TypeError(f"{cls._name} is a struct type, not a message")
+        values: list[Any] = [msg_id, self.client_index, self.context]
+        if cls._struct is not None:
+            for fname, ft in cls._fields:
+                _flatten(ft, getattr(self, fname), values, f"{cls._name}.{fname}")
+            try:
+                return cls._struct.pack(*values)
+            except struct.error as exc:
+                raise MessageError(f"{cls._name}: {exc}") from None
+        return cls._encode_dynamic(self, values)
+
+    @classmethod
+    def _encode_dynamic(cls, msg: Message, values: list[Any]) -> bytes:
+        fmt = [">HII"]
+        for fname, ft in cls._fields:
+            value = getattr(msg, fname)
+            if isinstance(ft, Vla):
+                items = list(value)
+                if len(items) != getattr(msg, ft.length_field):
+                    raise MessageError(
+                        f"{cls._name}.{fname}: {len(items)} items but "
+                        f"{ft.length_field} = {getattr(msg, ft.length_field)}"
+                    )
+                fmt.append(_fmt(ft.item) * len(items))
+                for i, v in enumerate(items):
+                    _flatten(ft.item, v, values, f"{cls._name}.{fname}[{i}]")
+            else:
+                fmt.append(_fmt(ft))
+                _flatten(ft, value, values, f"{cls._name}.{fname}")
+        try:
+            return struct.pack("".join(fmt), *values)
+        except struct.error as exc:
+            raise MessageError(f"{cls._name}: {exc}") from None
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> Message:
+        """Build a message from wire bytes (header included). Raises :class:`MessageError`
+        on truncated or malformed input; never reads past ``data``."""
+        if cls._is_struct:
+            raise TypeError(f"{cls._name} is a struct type, not a message")
+        if cls._struct is not None:
+            if len(data) < cls._struct.size:
+                raise MessageError(f"{cls._name}: {len(data)} bytes, need {cls._struct.size}")
+            values = cls._struct.unpack_from(data)
+            obj = cls.__new__(cls)
+            obj.client_index = values[1]
+            obj.context = values[2]
+            pos = 3
+            for fname, ft in cls._fields:
+                v, pos = _rebuild(ft, values, pos)
+                object.__setattr__(obj, fname, v)
+            return obj
+        return cls._decode_dynamic(data)
+
+    @classmethod
+    def _decode_dynamic(cls, data: bytes | bytearray | memoryview) -> Message:
+        if len(data) < HEADER.size:
+            raise MessageError(f"{cls._name}: truncated header")
+        _, client_index, context = HEADER.unpack_from(data)
+        obj = cls.__new__(cls)
+        obj.client_index, obj.context = client_index, context
+        off = HEADER.size
+        for fname, ft in cls._fields:
+            if isinstance(ft, Vla):
+                count = getattr(obj, ft.length_field)
+                fmt = ">" + _fmt(ft.item) * count
+            else:
+                count = -1
+                fmt = ">" + _fmt(ft)
+            size = struct.calcsize(fmt)
+            if off + size > len(data):
+                raise MessageError(f"{cls._name}.{fname}: truncated ({len(data)} bytes)")
+            values = struct.unpack_from(fmt, data, off)
+            off += size
+            if count >= 0:
+                items, pos = [], 0
+                for _ in range(count):
+                    v, pos = _rebuild(ft.item, values, pos)
+                    items.append(v)
+                object.__setattr__(obj, fname, items)
+            else:
+                v, _ = _rebuild(ft, values, 0)
+                object.__setattr__(obj, fname, v)
+        return obj
+
+
+def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) -> type[Message]:
+    if not name.isidentifier():
+        raise ValueError(f"message name {name!r} must be an identifier")
+    fields = tuple(fields)
+    seen: dict[str, FieldType] = {}
+    for fname, ft in fields:
+        if not fname.isidentifier() or fname in ("client_index", "context") or fname in seen:
+            raise ValueError(f"{name}: bad or duplicate field name {fname!r}")
+        if isinstance(ft, Vla):
+            lf = seen.get(ft.length_field)
+            if not isinstance(lf, Scalar) or lf.is_float or lf.is_bool:
+                raise ValueError(
+                    f"{name}.{fname}: length field {ft.length_field!r} must be an earlier "
+                    "integer field"
+                )
+        elif not isinstance(ft, (Scalar, String, Array)) and not (
+            isinstance(ft, type) and issubclass(ft, Message) and ft._is_struct
+        ):
+            raise TypeError(f"{name}.{fname}: unsupported field type {ft!r}")
+        seen[fname] = ft
+    dynamic = any(isinstance(ft, Vla) for _, ft in fields)
+    ns: dict[str, Any] = {
+        "__slots__": tuple(f for f, _ in fields),
+        "_name": name,
+        "_fields": fields,
+        "_dynamic": dynamic,
+        "_is_struct": is_struct,
+    }
+    cls: type[Message] = type(name, (Message,), ns)
+    cls._crc = zlib.crc32(_canonical(cls).encode())
+    if not dynamic:
+        cls._struct = struct.Struct(
+            ">" + ("" if is_struct else "HII") + "".join(_fmt(ft) for _, ft in fields)
+        )
+    return cls
+
+
+def define(name: str, fields: Iterable[tuple[str, FieldType]] = ()) -> type[Message]:
+    """Define a message type (name, ordered typed fields)."""
+    return _build(name, fields, is_struct=False)
+
+
+def struct_type(name: str, fields: Iterable[tuple[str, FieldType]]) -> type[Message]:
+    """Define a struct type to nest in messages (fixed size only)."""
+    cls = _build(name, fields, is_struct=True)
+    if cls._dynamic:
+        raise ValueError("structs may not contain variable-length arrays")
+    return cls

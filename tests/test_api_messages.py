@@ -1,0 +1,169 @@
+"""The message-definition layer: round trips, CRCs, and hostile bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shmkit.api import Handle, MessageError, define, struct_type
+from shmkit.api.memclnt import BUILTIN_IDS, ControlPing, MemclntCreate, MemclntCreateReply
+from shmkit.api.messages import (
+    array,
+    boolean,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    string,
+    u8,
+    u16,
+    u32,
+    u64,
+    vla,
+)
+
+Point = struct_type("point", [("x", i32), ("y", i32)])
+Everything = define(
+    "everything",
+    [
+        ("a", u8),
+        ("b", u16),
+        ("c", u32),
+        ("d", u64),
+        ("e", i8),
+        ("f", i16),
+        ("g", i32),
+        ("h", i64),
+        ("r", f64),
+        ("flag", boolean),
+        ("label", string(16)),
+        ("fixed", array(u16, 3)),
+        ("where", Point),
+        ("corners", array(Point, 2)),
+        ("n", u32),
+        ("points", vla(Point, "n")),
+        ("m", u8),
+        ("bytes_", vla(u8, "m")),
+    ],
+)
+
+ints = {
+    "a": st.integers(0, 2**8 - 1),
+    "b": st.integers(0, 2**16 - 1),
+    "c": st.integers(0, 2**32 - 1),
+    "d": st.integers(0, 2**64 - 1),
+    "e": st.integers(-(2**7), 2**7 - 1),
+    "f": st.integers(-(2**15), 2**15 - 1),
+    "g": st.integers(-(2**31), 2**31 - 1),
+    "h": st.integers(-(2**63), 2**63 - 1),
+}
+points = st.builds(Point, x=st.integers(-(2**31), 2**31 - 1), y=st.integers(-(2**31), 2**31 - 1))
+
+
+@st.composite
+def everything(draw: st.DrawFn) -> object:
+    pts = draw(st.lists(points, max_size=5))
+    raw = draw(st.lists(st.integers(0, 255), max_size=20))
+    return Everything(
+        **{k: draw(v) for k, v in ints.items()},
+        r=draw(st.floats(allow_nan=False)),
+        flag=draw(st.booleans()),
+        label=draw(st.text(st.characters(min_codepoint=1, max_codepoint=0x7F), max_size=16)),
+        fixed=draw(st.lists(st.integers(0, 65535), min_size=3, max_size=3)),
+        where=draw(points),
+        corners=draw(st.lists(points, min_size=2, max_size=2)),
+        n=len(pts),
+        points=pts,
+        m=len(raw),
+        bytes_=raw,
+        context=draw(st.integers(0, 2**32 - 1)),
+        client_index=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(max_examples=200)
+@given(everything())
+def test_round_trip(msg: object) -> None:
+    data = msg.encode(77)  # type: ignore[attr-defined]
+    assert struct.unpack_from(">H", data)[0] == 77
+    back = Everything.decode(data)
+    assert back == msg
+    assert back.client_index == msg.client_index  # type: ignore[attr-defined]
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_garbage_never_crashes(data: bytes) -> None:
+    for t in (Everything, MemclntCreate, MemclntCreateReply, ControlPing):
+        with contextlib.suppress(MessageError):
+            t.decode(data)
+
+
+@given(everything(), st.data())
+def test_truncation_is_detected(msg: object, data: st.DataObject) -> None:
+    wire = msg.encode(1)  # type: ignore[attr-defined]
+    cut = data.draw(st.integers(0, len(wire) - 1))
+    with pytest.raises(MessageError):
+        Everything.decode(wire[:cut])
+
+
+def test_crc_tracks_the_definition() -> None:
+    a = define("thing", [("x", u32)])
+    b = define("thing", [("x", u32)])
+    c = define("thing", [("x", u64)])
+    d = define("thing", [("y", u32)])
+    assert a.name_crc() == b.name_crc()
+    assert len({a.name_crc(), c.name_crc(), d.name_crc()}) == 3
+    assert a.name_crc().startswith("thing_")
+    # Nested struct changes change the CRC too.
+    p2 = struct_type("point", [("x", i32), ("y", i64)])
+    assert define("w", [("p", Point)]).name_crc() != define("w", [("p", p2)]).name_crc()
+
+
+def test_bad_values_and_definitions() -> None:
+    with pytest.raises(MessageError, match="out of range"):
+        Everything(a=256).encode(1)
+    with pytest.raises(MessageError, match="exceeds"):
+        Everything(label="x" * 17).encode(1)
+    with pytest.raises(MessageError, match="items"):
+        Everything(n=2, points=[Point()]).encode(1)
+    with pytest.raises(TypeError):
+        Everything(nope=1)
+    with pytest.raises(ValueError):
+        define("bad", [("v", vla(u8, "missing"))])
+    with pytest.raises(ValueError):
+        define("bad", [("context", u32)])
+    with pytest.raises(ValueError):
+        define("bad name", [])
+    with pytest.raises(TypeError):
+        Point().encode(1)
+
+
+def test_memclnt_ids_are_vpps() -> None:
+    assert {t._name: i for t, i in BUILTIN_IDS.items()} == {
+        "memclnt_create": 1,
+        "memclnt_create_reply": 2,
+        "memclnt_delete": 3,
+        "memclnt_delete_reply": 4,
+        "get_first_msg_id": 10,
+        "get_first_msg_id_reply": 11,
+        "memclnt_keepalive": 21,
+        "memclnt_keepalive_reply": 22,
+        "control_ping": 23,
+        "control_ping_reply": 24,
+    }
+
+
+def test_handles() -> None:
+    h = Handle(5, 258)
+    assert int(h) == 5 << 8 | 2
+    assert Handle.from_int(int(h)) == Handle(5, 2)
+    assert h.matches_epoch(2) and not h.matches_epoch(3)
+    with pytest.raises(ValueError):
+        Handle.from_int(-1)
+    with pytest.raises(ValueError):
+        int(Handle(1 << 24, 0))
