@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "HEADER",
+    "REGISTRY",
     "Message",
     "MessageError",
     "array",
@@ -55,6 +56,10 @@ __all__ = [
 
 #: msg_id, client_index, context
 HEADER = struct.Struct(">HII")
+
+#: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
+#: sends and for replaying traces).
+REGISTRY: dict[str, type[Message]] = {}
 
 
 class MessageError(ValueError):
@@ -440,7 +445,9 @@ def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) 
 
 def define(name: str, fields: Iterable[tuple[str, FieldType]] = ()) -> type[Message]:
     """Define a message type (name, ordered typed fields)."""
-    return _build(name, fields, is_struct=False)
+    cls = _build(name, fields, is_struct=False)
+    REGISTRY[cls.name_crc()] = cls
+    return cls
 
 
 def struct_type(name: str, fields: Iterable[tuple[str, FieldType]]) -> type[Message]:
