@@ -14,6 +14,7 @@ from shmkit.errors import (
     DoubleFreeError,
     InvalidOffsetError,
     LockError,
+    MemifError,
     NotARegionError,
     OutOfMemoryError,
     QueueEmpty,
@@ -22,6 +23,7 @@ from shmkit.errors import (
     StaleRegionError,
     VersionMismatchError,
 )
+from shmkit import memif
 from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "DoubleFreeError",
     "InvalidOffsetError",
     "LockError",
+    "MemifError",
     "NotARegionError",
     "OutOfMemoryError",
     "QueueEmpty",
@@ -45,6 +48,7 @@ __all__ = [
     "StaleRegionError",
     "VersionMismatchError",
     "__version__",
+    "memif",
     "regions",
     "scan",
 ]

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::memif::MemifError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::mutex::LockError;
@@ -88,6 +89,31 @@ impl From<RegionError> for PyErr {
             RegionError::ObjectExists { path, .. } => PyOSError::new_err((libc::EEXIST, msg, path)),
             RegionError::ObjectNotFound { path, .. } => PyOSError::new_err((libc::ENOENT, msg, path)),
             RegionError::Closed => closed(msg),
+        }
+    }
+}
+
+/// A `shmkit.errors.MemifError(code, message)` carrying libmemif's error code.
+pub fn memif_error(code: u32, msg: String) -> PyErr {
+    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    Python::attach(|py| match CLASS.import(py, "shmkit.errors", "MemifError") {
+        Ok(cls) => PyErr::from_type(cls.clone(), (code, msg)),
+        Err(e) => e,
+    })
+}
+
+impl From<MemifError> for PyErr {
+    fn from(e: MemifError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MemifError::Os { op, source } => match source.raw_os_error() {
+                Some(errno) => os_error(errno, &op, ""),
+                None => PyOSError::new_err(msg),
+            },
+            MemifError::InvalidArgument(_) => PyValueError::new_err(msg),
+            MemifError::Timeout(_) => PyTimeoutError::new_err(msg),
+            MemifError::Closed => closed(msg),
+            MemifError::Memif { code, .. } => memif_error(code as u32, msg),
         }
     }
 }
