@@ -80,6 +80,8 @@ class DpdkPeer:
             "-m",
             "512",
             "--no-pci",
+            # memif's own log shows the DISCONNECT reasons it receives.
+            "--log-level=pmd.net.memif:debug",
             f"--file-prefix={self.prefix}",
             f"--vdev={vdev}",
             "--",

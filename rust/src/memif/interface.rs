@@ -1098,7 +1098,16 @@ fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> st
                 w.send_msg(&m, &[]).map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
             }
             ServerStep::Init(init) => {
-                let sh = check_init(inner, &init).map_err(refusal_ending)?;
+                let sh = match check_init(inner, &init) {
+                    Ok(sh) => sh,
+                    Err(r) => {
+                        // Tell the interface the peer asked for (if any) why it was refused.
+                        if let Some(sh) = lock(&inner.ifaces).get(&init.id) {
+                            sh.refused(r.code as u32, &r.reason);
+                        }
+                        return Err(refusal_ending(r));
+                    }
+                };
                 c.remote_name = init.name.text();
                 c.iface = Some(sh);
                 c.hs.init_accepted(init);
