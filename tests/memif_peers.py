@@ -288,7 +288,18 @@ def stop_peer(proc: subprocess.Popen[str]) -> tuple[int, int]:
     """Close the peer's stdin; returns its (tx, rx) packet totals."""
     assert proc.stdin is not None
     proc.stdin.close()
-    line = wait_line(proc, "stats", timeout=30, stream="stdout")
-    proc.wait(30)
+    try:
+        line = wait_line(proc, "stats", timeout=30, stream="stdout")
+        proc.wait(30)
+    finally:
+        close_pipes(proc)
     _, tx, rx = line.split()
     return int(tx), int(rx)
+
+
+def close_pipes(proc: subprocess.Popen[str]) -> None:
+    """Close our ends of a child's pipes (after it ended or was killed)."""
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
