@@ -221,7 +221,8 @@ def test_stale_socket_file_and_busy_socket(sock: str) -> None:
     with pytest.raises(MemifError) as e:
         Interface(sock, role="server")
     assert e.value.code == ErrorCode.FILE_NOT_SOCK
-    assert open(sock).read() == "keep me"
+    with open(sock) as f:
+        assert f.read() == "keep me"
 
 
 def test_peer_killed_then_client_reconnects(sock: str) -> None:
