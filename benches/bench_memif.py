@@ -134,12 +134,16 @@ def main() -> int:
     for size in (64, 1500):
         for zc in (False, True):
             rate = shmkit_pair(size, zc, args.seconds)
-            print(f"{'shmkit':<10} {'zero-copy' if zc else 'copy':<10} {size:>6} {rate / 1e6:>8.2f}", flush=True)
+            print(
+                f"{'shmkit':<10} {'zero-copy' if zc else 'copy':<10} {size:>6} {rate / 1e6:>8.2f}",
+                flush=True,
+            )
     if not args.no_testpmd and shutil.which("dpdk-testpmd"):
         for size in (64, 1500):
             for zc in (False, True):
                 rate = testpmd_echo(size, zc, args.seconds)
-                print(f"{'testpmd':<10} {'zero-copy' if zc else 'copy':<10} {size:>6} {rate / 1e6:>8.2f}", flush=True)
+                form = "zero-copy" if zc else "copy"
+                print(f"{'testpmd':<10} {form:<10} {size:>6} {rate / 1e6:>8.2f}", flush=True)
     return 0
 
 

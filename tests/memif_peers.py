@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from procs import python, wait_line, wait_until
 
 _ids = itertools.count()

@@ -38,7 +38,9 @@ class Raw:
         self.fds: list[int] = []
         self.maps: list[mmap.mmap] = []
 
-    def send(self, t: int, payload: bytes = b"", fds: list[int] | None = None, raw: bytes | None = None) -> None:
+    def send(
+        self, t: int, payload: bytes = b"", fds: list[int] | None = None, raw: bytes | None = None
+    ) -> None:
         data = raw if raw is not None else msg(t, payload)
         if fds:
             socket.send_fds(self.s, [data], fds)
@@ -126,7 +128,9 @@ class RawClient(Raw):
             ev = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.fds.append(ev)
             ring_off = int(bad.get("offset", off)) if g == 0 else off  # type: ignore[call-overload]
-            self.send(ADD_RING, struct.pack("<HHHIBH", 1 if g == 0 else 0, 0, 0, ring_off, log2, 0), [ev])
+            self.send(
+                ADD_RING, struct.pack("<HHHIBH", 1 if g == 0 else 0, 0, 0, ring_off, log2, 0), [ev]
+            )
             if not self.ack():
                 return
         self.send(CONNECT, struct.pack("<32s", b"rawif"))
@@ -139,7 +143,9 @@ class RawClient(Raw):
         struct.pack_into("<HHIII", self.maps[0], off, flags, region, length, offset, 0)
 
     def set_head(self, ring: int, head: int) -> None:
-        struct.pack_into("<H", self.maps[0], ring * (RING_HDR + DESC * self.size) + 6, head & 0xFFFF)
+        struct.pack_into(
+            "<H", self.maps[0], ring * (RING_HDR + DESC * self.size) + 6, head & 0xFFFF
+        )
 
     def write_buf(self, ring: int, slot: int, data: bytes) -> None:
         off = (ring * self.size + slot) * self.bs
@@ -162,7 +168,9 @@ class RawServer(Raw):
         Raw.__init__(self, s)
         self.send(
             HELLO,
-            hello if hello is not None else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
+            hello
+            if hello is not None
+            else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
         )
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+import shmkit
 from memif_peers import (
     close_pipes,
     echo,
@@ -20,8 +21,6 @@ from memif_peers import (
     warm_up,
 )
 from procs import kill9, wait_until
-
-import shmkit
 from shmkit.memif import ErrorCode, Interface, MemifError, error_codes, strerror
 
 pytestmark = pytest.mark.timeout(120)
@@ -152,7 +151,7 @@ def test_secret_id_mode_and_already_connected(sock: str) -> None:
         ]
         for kw, code, reason in cases:
             with client(sock, **kw) as cli:
-                wait_until(lambda c=cli: c.details()["last_error_code"] == code, 10, reason)
+                wait_until(lambda c=cli, k=code: c.details()["last_error_code"] == k, 10, reason)
                 assert reason in cli.details()["last_error"]
                 assert not cli.connected and not srv.connected
                 ev = cli.events()
@@ -211,7 +210,9 @@ def test_stale_socket_file_and_busy_socket(sock: str) -> None:
         import subprocess
         import sys
 
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+        )
         assert out.stdout.strip() == "busy 98", out
         assert srv.details()["connected"] is False
     assert not os.path.exists(sock)
@@ -243,7 +244,11 @@ def test_peer_killed_then_client_reconnects(sock: str) -> None:
             # Views of the old connection stay valid memory (no crash), just unused.
             views[0][:4] = b"late"
             assert bytes(views[0][:4]) == b"late"
-            ev = [e for e in cli.events() if e["kind"] == "disconnected" and e["generation"] == round_ + 1]
+            ev = [
+                e
+                for e in cli.events()
+                if e["kind"] == "disconnected" and e["generation"] == round_ + 1
+            ]
             assert ev and "closed" in ev[0]["reason"]
             os.unlink(sock)  # SIGKILL left the file behind; a new server would remove it too
         assert cli.details()["connects"] == 2
@@ -267,7 +272,11 @@ def test_errors_and_arguments(sock: str) -> None:
     assert strerror(ErrorCode.ID) == "Unmatched interface id."
     assert strerror(1000) == "undefined error"
     e = MemifError(25, "x")
-    assert e.code == 25 and e.strerror == "Unmatched interface id." and isinstance(e, shmkit.ShmkitError)
+    assert (
+        e.code == 25
+        and e.strerror == "Unmatched interface id."
+        and isinstance(e, shmkit.ShmkitError)
+    )
     for kw in [
         dict(role="peer"),
         dict(mode="token-ring"),

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
 from memif_peers import sock_dir
+from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
 from procs import wait_until
-
 from shmkit.memif import ErrorCode, Interface, MemifError
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,7 +65,11 @@ def test_malformed_control_messages(sock: str, server: Interface) -> None:
         (lambda c: c.send(42), ErrorCode.UNKNOWN_MSG, "unknown control message type 42"),
         (lambda c: c.send(0, raw=bytes(128)), ErrorCode.UNKNOWN_MSG, "type 0"),
         (lambda c: c.init(version=0x0100), ErrorCode.PROTO, "incompatible version"),
-        (lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096)), ErrorCode.MFMSG, "unexpected ADD_REGION"),
+        (
+            lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096)),
+            ErrorCode.MFMSG,
+            "unexpected ADD_REGION",
+        ),
         (lambda c: c.send(ACK), ErrorCode.MFMSG, "unexpected ACK"),
         (lambda c: c.init(id=99), ErrorCode.ID, "unmatched interface id 99"),
     ]
@@ -89,10 +92,26 @@ def test_bad_memory_descriptions(sock: str, server: Interface) -> None:
     fd = os.memfd_create("x")
     os.ftruncate(fd, 4096)
     cases = [
-        (after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096))), ErrorCode.NO_SHMFD, "file descriptors"),
-        (after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 3, 4096), [fd])), ErrorCode.MFMSG, "out of order"),
-        (after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 0), [fd])), ErrorCode.NO_SHMFD, "out of range"),
-        (after_init(lambda c: c.send(ADD_RING, struct.pack("<HHHIBH", 1, 0, 0, 0, 4, 0), [fd])), ErrorCode.MAXREG, "not added"),
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096))),
+            ErrorCode.NO_SHMFD,
+            "file descriptors",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 3, 4096), [fd])),
+            ErrorCode.MFMSG,
+            "out of order",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 0), [fd])),
+            ErrorCode.NO_SHMFD,
+            "out of range",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_RING, struct.pack("<HHHIBH", 1, 0, 0, 0, 4, 0), [fd])),
+            ErrorCode.MAXREG,
+            "not added",
+        ),
         (after_init(lambda c: c.send(CONNECT)), ErrorCode.NO_SHMFD, "without regions"),
         (lambda c: c.connect(seal=False), ErrorCode.NO_SHMFD, "not sealed"),
         (lambda c: c.connect(size_delta=1 << 20), ErrorCode.NO_SHMFD, "its file has"),
@@ -109,7 +128,9 @@ def test_bad_memory_descriptions(sock: str, server: Interface) -> None:
     still_works(sock, server)
 
 
-def corrupt_and_check(sock: str, srv: Interface, corrupt: object, reason: str, tx: bool = False) -> None:
+def corrupt_and_check(
+    sock: str, srv: Interface, corrupt: object, reason: str, tx: bool = False
+) -> None:
     c = RawClient(sock)
     c.connect()
     assert c.connected()
@@ -121,7 +142,7 @@ def corrupt_and_check(sock: str, srv: Interface, corrupt: object, reason: str, t
         else:
             srv.rx_burst(0)
     assert e.value.code == ErrorCode.DISCONNECTED
-    code, why = c.expect_disconnect()
+    _code, why = c.expect_disconnect()
     assert reason in why, why
     assert srv.wait_disconnected(10)
     assert reason in srv.details()["last_error"]
@@ -140,7 +161,9 @@ def test_corrupt_descriptors_and_counters(sock: str, server: Interface) -> None:
     corrupt_and_check(sock, server, bad_desc(region=7), "outside the shared memory")
     corrupt_and_check(sock, server, bad_desc(offset=1 << 31), "outside the shared memory")
     corrupt_and_check(sock, server, bad_desc(length=0xFFFFFFFF), "outside the shared memory")
-    corrupt_and_check(sock, server, bad_desc(offset=(2 * 16 * 256) - 5), "outside the shared memory")
+    corrupt_and_check(
+        sock, server, bad_desc(offset=(2 * 16 * 256) - 5), "outside the shared memory"
+    )
     corrupt_and_check(sock, server, lambda c: c.set_head(0, 17), "not within 16 slots")
 
     def endless_chain(c: RawClient) -> None:
@@ -159,16 +182,25 @@ def test_corrupt_descriptors_and_counters(sock: str, server: Interface) -> None:
     still_works(sock, server)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     descs=st.lists(
-        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 32) - 1)),
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.integers(0, (1 << 32) - 1),
+            st.integers(0, (1 << 32) - 1),
+        ),
         min_size=1,
         max_size=16,
     ),
     head=st.integers(0, 0xFFFF),
 )
-def test_fuzz_descriptors(sock: str, server: Interface, descs: list[tuple[int, int, int, int]], head: int) -> None:
+def test_fuzz_descriptors(
+    sock: str, server: Interface, descs: list[tuple[int, int, int, int]], head: int
+) -> None:
     """Random descriptors and head: the server either returns in-bounds packets or
     disconnects with a reason; never a crash or an out-of-bounds read."""
     c = RawClient(sock)
@@ -184,7 +216,7 @@ def test_fuzz_descriptors(sock: str, server: Interface, descs: list[tuple[int, i
                 assert len(p) <= 2 * 16 * 256 * 16
         except MemifError as e:
             assert e.code == ErrorCode.DISCONNECTED
-            code, why = c.expect_disconnect()
+            _code, why = c.expect_disconnect()
             assert why
     finally:
         c.close()
@@ -199,7 +231,9 @@ def test_hostile_server(sock: str) -> None:
             raw.accept(hello=struct.pack("<32sHHHHHB", b"evil", 0x0300, 0x0300, 255, 0, 0, 10))
             code, why = raw.expect_disconnect()
             assert code == ErrorCode.PROTO and "incompatible version" in why
-            wait_until(lambda: cli.details()["last_error_code"] == ErrorCode.PROTO, 10, "client refusal")
+            wait_until(
+                lambda: cli.details()["last_error_code"] == ErrorCode.PROTO, 10, "client refusal"
+            )
             raw.s.close()
         with Interface(sock, role="client", reconnect_interval=60) as cli:
             raw.accept()

@@ -20,7 +20,6 @@ from memif_peers import (
     warm_up,
 )
 from procs import wait_until
-
 from shmkit.memif import Interface
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,7 +56,10 @@ def test_echo_100k_random_sizes_two_queues(sock: str, role: str) -> None:
     pkts = random_packets(100_000, 60, 1500)
     small = random_packets(5_000, 60, 200, seed=2)
     if role == "server":
-        with Interface(sock, role="server", rings=2) as me, run_testpmd(sock, role="client", queues=2) as tp:
+        with (
+            Interface(sock, role="server", rings=2) as me,
+            run_testpmd(sock, role="client", queues=2) as tp,
+        ):
             assert me.wait_connected(30), tp.log()
             wait_until(tp.link_up, 10, "testpmd link up")
             assert me.queues == (2, 2)
@@ -89,7 +91,9 @@ def test_chained_packets_towards_testpmd(sock: str, role: str) -> None:
             warm_up(me, 0)
             assert echo(me, 0, pkts) == pkts
             d = me.details()
-            assert d["tx_queues"][0]["buffers"] - d["tx_queues"][0]["packets"] == 2 * len(pkts), "5000 B in 2048 B buffers"
+            assert d["tx_queues"][0]["buffers"] - d["tx_queues"][0]["packets"] == 2 * len(pkts), (
+                "5000 B in 2048 B buffers"
+            )
             check_counters(me, tp)
     else:
         with run_testpmd(sock, role="server") as tp, client(sock) as me:
@@ -104,10 +108,23 @@ def test_chained_packets_towards_testpmd(sock: str, role: str) -> None:
 def test_secret_and_id_against_testpmd_server(sock: str) -> None:
     with run_testpmd(sock, role="server", id=7, secret="s3cret") as tp:
         with client(sock, id=7, secret="wrong") as bad:
-            wait_until(lambda: bad.details()["last_error"] is not None and "ecret" in bad.details()["last_error"], 10, "secret refusal")
+            wait_until(
+                lambda: (
+                    bad.details()["last_error"] is not None
+                    and "ecret" in bad.details()["last_error"]
+                ),
+                10,
+                "secret refusal",
+            )
             assert not bad.connected
         with client(sock, id=8, secret="s3cret") as bad:
-            wait_until(lambda: bad.details()["last_error"] is not None and "ID" in bad.details()["last_error"], 10, "id refusal")
+            wait_until(
+                lambda: (
+                    bad.details()["last_error"] is not None and "ID" in bad.details()["last_error"]
+                ),
+                10,
+                "id refusal",
+            )
             assert not bad.connected
         with client(sock, id=7, secret="s3cret") as good:
             assert good.wait_connected(30), good.details()["last_error"]
@@ -119,7 +136,9 @@ def test_secret_and_id_against_testpmd_server(sock: str) -> None:
 def test_secret_and_id_with_testpmd_client(sock: str) -> None:
     with Interface(sock, role="server", id=7, secret="s3cret") as me:
         with run_testpmd(sock, role="client", id=7, secret="wrong") as tp:
-            wait_until(lambda: me.details()["last_error"] == "incorrect secret", 30, "secret refusal")
+            wait_until(
+                lambda: me.details()["last_error"] == "incorrect secret", 30, "secret refusal"
+            )
             # Our DISCONNECT reached testpmd byte-exact: it logs the reason.
             wait_until(lambda: "incorrect secret" in tp.log(), 30, "testpmd saw the reason")
             assert not me.connected

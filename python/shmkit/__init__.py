@@ -6,6 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
+from shmkit import memif
 from shmkit._native import LAYOUT_VERSION, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
@@ -23,7 +24,6 @@ from shmkit.errors import (
     StaleRegionError,
     VersionMismatchError,
 )
-from shmkit import memif
 from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
 
 __all__ = [

@@ -1,10 +1,10 @@
 """Type stubs for the native extension (kept in sync by ``make lint``: mypy.stubtest)."""
 
-from os import PathLike
 from collections.abc import Iterable, Sequence
+from os import PathLike
 from typing import Any, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
 __version__: str
 LAYOUT_VERSION: int
@@ -110,6 +110,7 @@ class Region:
 def list_regions(root: str | None = None) -> list[dict[str, Any]]: ...
 def scan_root(root: str | None = None) -> dict[str, list[tuple[str, Any]]]: ...
 
+@disjoint_base
 class MemifInterface:
     def __new__(
         cls,

@@ -252,7 +252,8 @@ pub fn map_peer_region(fd: &OwnedFd, size: u64) -> std::result::Result<Arc<Mappi
     if !sysfd::sealed_against_shrink(fd.as_fd()) {
         return Err((ErrCode::NO_SHMFD, "region file is not sealed against shrinking (F_SEAL_SHRINK)".into()));
     }
-    let map = Mapping::map(fd.as_fd(), size as usize, true).map_err(|e| (ErrCode::NOMEM, format!("mmap region: {e}")))?;
+    let map =
+        Mapping::map(fd.as_fd(), size as usize, true).map_err(|e| (ErrCode::NOMEM, format!("mmap region: {e}")))?;
     Ok(Arc::new(map))
 }
 

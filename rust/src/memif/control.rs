@@ -89,7 +89,10 @@ pub fn recv_msg(sock: &SeqPacket) -> Result<Incoming, Refusal> {
         return Ok(Incoming::Eof);
     }
     if r.truncated || r.len != MSG_SIZE {
-        return Err(Refusal::new(ErrCode::MFMSG, format!("control message of {}{} bytes", if r.truncated { "over " } else { "" }, r.len)));
+        return Err(Refusal::new(
+            ErrCode::MFMSG,
+            format!("control message of {}{} bytes", if r.truncated { "over " } else { "" }, r.len),
+        ));
     }
     if r.fds_truncated {
         return Err(Refusal::new(ErrCode::MFMSG, "too many file descriptors with a control message"));
@@ -103,7 +106,10 @@ pub fn recv_msg(sock: &SeqPacket) -> Result<Incoming, Refusal> {
 fn one_fd(msg: &Msg, mut fds: Vec<OwnedFd>) -> Result<OwnedFd, Refusal> {
     if fds.len() != 1 {
         let code = if matches!(msg, Msg::AddRegion(_)) { ErrCode::NO_SHMFD } else { ErrCode::NO_INTFD };
-        return Err(Refusal::new(code, format!("{} came with {} file descriptors (needs 1)", msg.type_name(), fds.len())));
+        return Err(Refusal::new(
+            code,
+            format!("{} came with {} file descriptors (needs 1)", msg.type_name(), fds.len()),
+        ));
     }
     Ok(fds.remove(0))
 }
@@ -226,7 +232,10 @@ impl ServerHandshake {
             (ServerState::Building, Msg::AddRegion(r)) => {
                 let fd = one_fd(&msg, fds)?;
                 if r.index > self.limits.max_region {
-                    return Err(Refusal::new(ErrCode::MAXREG, format!("region index {} > {}", r.index, self.limits.max_region)));
+                    return Err(Refusal::new(
+                        ErrCode::MAXREG,
+                        format!("region index {} > {}", r.index, self.limits.max_region),
+                    ));
                 }
                 if usize::from(r.index) != self.regions.len() {
                     return Err(Refusal::new(
@@ -252,7 +261,10 @@ impl ServerHandshake {
                     ));
                 }
                 if usize::from(r.region) >= self.regions.len() {
-                    return Err(Refusal::new(ErrCode::MAXREG, format!("ring {} in region {} that was not added", r.index, r.region)));
+                    return Err(Refusal::new(
+                        ErrCode::MAXREG,
+                        format!("ring {} in region {} that was not added", r.index, r.region),
+                    ));
                 }
                 let (list, max) = if r.is_s2m() {
                     (&mut self.s2m, self.limits.max_s2m_ring)
@@ -602,10 +614,8 @@ mod tests {
         prop_oneof![
             Just(Msg::Ack),
             prop_oneof![Just(0x0200u16), any::<u16>()].prop_map(|v| Msg::Init(Init { version: v, ..Init::default() })),
-            (small.clone(), any::<u64>()).prop_map(|(index, size)| Msg::AddRegion(super::super::wire::AddRegion {
-                index,
-                size: size % 8192
-            })),
+            (small.clone(), any::<u64>())
+                .prop_map(|(index, size)| Msg::AddRegion(super::super::wire::AddRegion { index, size: size % 8192 })),
             (0u16..3, small.clone(), small, any::<u32>(), 0u8..16, 0u16..2).prop_map(|t| Msg::AddRing(AddRing {
                 flags: t.0,
                 index: t.1,

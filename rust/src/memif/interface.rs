@@ -748,21 +748,23 @@ fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
             continue;
         }
         if ready.get(1) == Some(&true) {
-            loop {
-                let Some(s) = session.as_mut() else { break };
+            while let Some(s) = session.as_mut() {
                 let step = match recv_msg(&s.sock) {
                     Ok(Incoming::Nothing) => break,
-                    Ok(Incoming::Eof) => Err((None, ErrCode::DISCONNECTED as u32, "peer closed the control channel".to_string())),
+                    Ok(Incoming::Eof) => {
+                        Err((None, ErrCode::DISCONNECTED as u32, "peer closed the control channel".to_string()))
+                    }
                     Ok(Incoming::Msg(msg, fds)) => {
                         if s.conn.is_some() {
                             match msg {
-                                Msg::Disconnect(d) => Err((
-                                    None,
-                                    d.code,
-                                    format!("peer disconnected: {}", d.reason.text()),
-                                )),
+                                Msg::Disconnect(d) => {
+                                    Err((None, d.code, format!("peer disconnected: {}", d.reason.text())))
+                                }
                                 other => {
-                                    let r = Refusal::new(ErrCode::MFMSG, format!("unexpected {} while connected", other.type_name()));
+                                    let r = Refusal::new(
+                                        ErrCode::MFMSG,
+                                        format!("unexpected {} while connected", other.type_name()),
+                                    );
                                     let reason = r.reason.clone();
                                     Err((Some(r), ErrCode::MFMSG as u32, reason))
                                 }
@@ -850,7 +852,10 @@ fn bind(addr: &UnixAddr) -> Result<SeqPacket> {
     if let UnixAddr::Path(p) = addr {
         if p.symlink_metadata().is_ok() {
             if !socket::is_socket_file(p).unwrap_or(false) {
-                return Err(MemifError::memif(ErrCode::FILE_NOT_SOCK, format!("{} exists and is not a socket", p.display())));
+                return Err(MemifError::memif(
+                    ErrCode::FILE_NOT_SOCK,
+                    format!("{} exists and is not a socket", p.display()),
+                ));
             }
             if socket::has_listener(p) {
                 return Err(MemifError::os(
@@ -943,11 +948,14 @@ struct ServerConn {
     remote_name: String,
 }
 
-fn server_limits(inner: &ServerInner) -> Limits {
+/// The HELLO of a server socket: limits wide enough for every interface on it (each
+/// interface then checks its own at CONNECT), and the application name of one of them.
+fn server_limits(inner: &ServerInner) -> (Limits, String) {
     let ifaces = lock(&inner.ifaces);
+    let name = ifaces.values().next().map_or_else(|| "shmkit".to_string(), |s| s.cfg.app_name.clone());
     let rings = ifaces.values().map(|s| s.cfg.rings).max().unwrap_or(1);
     let log2 = ifaces.values().map(|s| s.cfg.log2_ring_size).max().unwrap_or(MAX_LOG2_RING_SIZE);
-    Limits { max_region: 255, max_s2m_ring: rings - 1, max_m2s_ring: rings - 1, max_log2_ring_size: log2 }
+    (Limits { max_region: 255, max_s2m_ring: rings - 1, max_m2s_ring: rings - 1, max_log2_ring_size: log2 }, name)
 }
 
 /// Close a server-side control connection: send the refusal (if any), release the interface.
@@ -1036,9 +1044,9 @@ fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
         conns = keep;
         if ready.get(1) == Some(&true) {
             while let Ok(Some(sock)) = listener.accept() {
-                let limits = server_limits(&inner);
+                let (limits, name) = server_limits(&inner);
                 let mut w = &sock;
-                if w.send_msg(&limits.hello("shmkit"), &[]).is_err() {
+                if w.send_msg(&limits.hello(&name), &[]).is_err() {
                     continue;
                 }
                 conns.push(ServerConn {
@@ -1115,16 +1123,27 @@ fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> st
                 w.send_msg(&Msg::Ack, &[]).map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
             }
             ServerStep::Connect(name) => {
-                let sh = c.iface.clone().ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
-                let parts = c.hs.take_parts().ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
+                let sh = c
+                    .iface
+                    .clone()
+                    .ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
+                let parts =
+                    c.hs.take_parts()
+                        .ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
                 let rings = usize::from(sh.cfg.rings);
                 if parts.s2m.len() > rings || parts.m2s.len() > rings {
                     return Err(refusal_ending(Refusal::new(
                         ErrCode::MAXRING,
-                        format!("{}+{} rings exceed the {rings} queue pairs of this interface", parts.s2m.len(), parts.m2s.len()),
+                        format!(
+                            "{}+{} rings exceed the {rings} queue pairs of this interface",
+                            parts.s2m.len(),
+                            parts.m2s.len()
+                        ),
                     )));
                 }
-                if let Some((r, _)) = parts.s2m.iter().chain(&parts.m2s).find(|(r, _)| r.log2_ring_size > sh.cfg.log2_ring_size) {
+                if let Some((r, _)) =
+                    parts.s2m.iter().chain(&parts.m2s).find(|(r, _)| r.log2_ring_size > sh.cfg.log2_ring_size)
+                {
                     return Err(refusal_ending(Refusal::new(
                         ErrCode::MAX_RING,
                         format!("log2 ring size {} > {} of this interface", r.log2_ring_size, sh.cfg.log2_ring_size),

@@ -152,7 +152,10 @@ impl TxQueue {
                 let tail = hdr.tail.load(Ordering::Acquire);
                 let used = self.counter.wrapping_sub(tail);
                 if used > size {
-                    return Err(Fault(format!("tx ring tail {tail} is not within {size} slots of head {}", self.counter)));
+                    return Err(Fault(format!(
+                        "tx ring tail {tail} is not within {size} slots of head {}",
+                        self.counter
+                    )));
                 }
                 size - used
             }
@@ -160,7 +163,10 @@ impl TxQueue {
                 let head = hdr.head.load(Ordering::Acquire);
                 let posted = head.wrapping_sub(self.counter);
                 if posted > size {
-                    return Err(Fault(format!("tx ring head {head} is not within {size} slots of tail {}", self.counter)));
+                    return Err(Fault(format!(
+                        "tx ring head {head} is not within {size} slots of tail {}",
+                        self.counter
+                    )));
                 }
                 posted
             }
@@ -220,8 +226,11 @@ impl TxQueue {
                 }
                 let seg = self.slot_buffer(bufs, descs, slot)?;
                 let n = (data.len() - pos).min(seg.len as usize);
-                let map = bufs.check(seg.region, seg.offset, n as u32).ok_or_else(|| Fault("buffer outside its region".into()))?;
-                map.write(seg.offset as usize, &data[pos..pos + n]).ok_or_else(|| Fault("buffer not writable".into()))?;
+                let map = bufs
+                    .check(seg.region, seg.offset, n as u32)
+                    .ok_or_else(|| Fault("buffer outside its region".into()))?;
+                map.write(seg.offset as usize, &data[pos..pos + n])
+                    .ok_or_else(|| Fault("buffer not writable".into()))?;
                 pos += n;
                 let more = pos < data.len();
                 descs[usize::from(slot & self.ring.mask())].set(DescCopy {
@@ -430,7 +439,10 @@ impl RxQueue {
                 let filled = head.wrapping_sub(self.released);
                 let read = self.cur.wrapping_sub(self.released);
                 if filled > size || filled < read {
-                    return Err(Fault(format!("rx ring head {head} is not within {size} slots of tail {}", self.released)));
+                    return Err(Fault(format!(
+                        "rx ring head {head} is not within {size} slots of tail {}",
+                        self.released
+                    )));
                 }
                 Ok(filled - read)
             }
@@ -471,7 +483,10 @@ impl RxQueue {
                 // Client: the buffer is the one we posted; only the length comes from the peer.
                 Some(own) => {
                     if d.length > own.size {
-                        return Err(Fault(format!("descriptor {idx} length {} exceeds the buffer size {}", d.length, own.size)));
+                        return Err(Fault(format!(
+                            "descriptor {idx} length {} exceeds the buffer size {}",
+                            d.length, own.size
+                        )));
                     }
                     let s = own.seg(idx);
                     (s.region, s.offset)

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::sys::map::{Mapping, ShmSafe};
 
 /// `memif_ring_t.cookie`.
-pub const COOKIE: u32 = 0x3E31_F20;
+pub const COOKIE: u32 = 0x03E3_1F20;
 /// Ring flag: the receiver polls; the producer must not write the eventfd.
 pub const RING_FLAG_MASK_INT: u16 = 1;
 /// Descriptor flag: the packet continues in the next descriptor.
@@ -151,7 +151,11 @@ impl RingRef {
         }
         let descs = off.checked_add(RING_HEADER_SIZE).ok_or("ring offset overflows")?;
         if map.get_slice::<Desc>(descs, 1usize << log2).is_none() {
-            return Err(format!("ring of {} descriptors at {off:#x} overruns a region of {} bytes", 1u32 << log2, map.len()));
+            return Err(format!(
+                "ring of {} descriptors at {off:#x} overruns a region of {} bytes",
+                1u32 << log2,
+                map.len()
+            ));
         }
         Ok(Self { map, off, log2 })
     }

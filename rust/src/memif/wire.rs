@@ -455,10 +455,9 @@ impl Msg {
             }),
             msg_type::CONNECT => Msg::Connect(str_at(b, 0)),
             msg_type::CONNECTED => Msg::Connected(str_at(b, 0)),
-            msg_type::DISCONNECT => Msg::Disconnect(Disconnect {
-                code: u32_at(b, disconnect::CODE),
-                reason: str_at(b, disconnect::STRING),
-            }),
+            msg_type::DISCONNECT => {
+                Msg::Disconnect(Disconnect { code: u32_at(b, disconnect::CODE), reason: str_at(b, disconnect::STRING) })
+            }
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -512,7 +511,13 @@ mod tests {
         assert_eq!(&b[8..12], &[0x78, 0x56, 0x34, 0x12]);
         assert_eq!(b[12], 10);
 
-        let i = Msg::Init(Init { version: VERSION, id: 7, mode: 1, secret: Secret::truncated("s3"), name: Name::truncated("c") });
+        let i = Msg::Init(Init {
+            version: VERSION,
+            id: 7,
+            mode: 1,
+            secret: Secret::truncated("s3"),
+            name: Name::truncated("c"),
+        });
         let b = i.encode();
         assert_eq!(&b[2..4], &[0, 2]);
         assert_eq!(&b[4..8], &[7, 0, 0, 0]);

@@ -173,9 +173,11 @@ impl PyMemifInterface {
     /// Wait until the link is up (True) or `timeout` seconds pass (False); None waits forever.
     #[pyo3(signature = (timeout=None))]
     fn wait_connected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
+        let deadline =
+            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
         loop {
-            let left = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
+            let left =
+                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
             if py.detach(|| self.inner.wait_connected(left.min(Duration::from_millis(100)))) {
                 return Ok(true);
             }
@@ -189,9 +191,11 @@ impl PyMemifInterface {
     /// Wait until the link is down (True) or `timeout` seconds pass (False).
     #[pyo3(signature = (timeout=None))]
     fn wait_disconnected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
+        let deadline =
+            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
         loop {
-            let left = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
+            let left =
+                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
             if py.detach(|| self.inner.wait_disconnected(left.min(Duration::from_millis(100)))) {
                 return Ok(true);
             }
@@ -282,9 +286,11 @@ impl PyMemifInterface {
     /// Wait until receive queue `qid` has a packet (True) or `timeout` passes (False).
     #[pyo3(signature = (qid=0, timeout=None))]
     fn wait(&self, py: Python<'_>, qid: usize, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
+        let deadline =
+            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
         loop {
-            let left = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
+            let left =
+                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
             if py.detach(|| self.inner.wait_rx(qid, left.min(Duration::from_millis(100))))? {
                 return Ok(true);
             }
