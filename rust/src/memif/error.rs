@@ -129,9 +129,6 @@ pub enum MemifError {
     /// A bad argument from the caller.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A wait ran out of time.
-    #[error("{0}")]
-    Timeout(String),
     /// The interface was closed.
     #[error("the memif interface is closed")]
     Closed,
@@ -154,7 +151,6 @@ impl MemifError {
             MemifError::Memif { code, .. } => *code,
             MemifError::Os { source, .. } => code_for_errno(source.raw_os_error().unwrap_or(0)),
             MemifError::InvalidArgument(_) => ErrCode::INVAL_ARG,
-            MemifError::Timeout(_) => ErrCode::AGAIN,
             MemifError::Closed => ErrCode::NOCONN,
         }
     }

@@ -111,7 +111,6 @@ impl From<MemifError> for PyErr {
                 None => PyOSError::new_err(msg),
             },
             MemifError::InvalidArgument(_) => PyValueError::new_err(msg),
-            MemifError::Timeout(_) => PyTimeoutError::new_err(msg),
             MemifError::Closed => closed(msg),
             MemifError::Memif { code, .. } => memif_error(code as u32, msg),
         }
