@@ -66,6 +66,9 @@ fn throughput(c: &mut Criterion) {
         });
     }
     g.finish();
+    // Closing removes the socket file.
+    drop(client);
+    drop(server);
 }
 
 criterion_group!(benches, throughput);
