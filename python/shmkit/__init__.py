@@ -6,6 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
+from shmkit import memif
 from shmkit._native import LAYOUT_VERSION, MsgRings, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
@@ -14,6 +15,7 @@ from shmkit.errors import (
     DoubleFreeError,
     InvalidOffsetError,
     LockError,
+    MemifError,
     NotARegionError,
     OutOfMemoryError,
     QueueEmpty,
@@ -34,6 +36,7 @@ __all__ = [
     "InvalidOffsetError",
     "LockError",
     "MsgRings",
+    "MemifError",
     "NotARegionError",
     "OutOfMemoryError",
     "QueueEmpty",
@@ -46,6 +49,7 @@ __all__ = [
     "StaleRegionError",
     "VersionMismatchError",
     "__version__",
+    "memif",
     "regions",
     "scan",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "DoubleFreeError",
     "InvalidOffsetError",
     "LockError",
+    "MemifError",
     "NotARegionError",
     "OutOfMemoryError",
     "QueueEmpty",
@@ -78,3 +79,25 @@ class QueueFull(ShmkitError, queue.Full):
 
 class QueueEmpty(ShmkitError, queue.Empty):
     """The queue has no element (``get_nowait`` or a ``get`` that timed out)."""
+
+
+class MemifError(ShmkitError):
+    """A memif failure, with libmemif's error code (``memif_err_t``) in :attr:`code`.
+
+    ``strerror`` is libmemif's ``memif_strerror`` text for the code; ``str(err)`` adds what
+    happened. ``shmkit.memif.ErrorCode`` names the codes.
+    """
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    @property
+    def strerror(self) -> str:
+        from shmkit._native import memif_strerror
+
+        return memif_strerror(self.code)
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message or self.strerror}"

@@ -150,11 +150,25 @@ class ApiState:
             raise IndexError(index)
         off = CLIENTS_OFF + index * ENTRY.size
         cur = list(ENTRY.unpack_from(self.view, off))
-        names = ("state", "pid", "start_time", "handle", "index", "epoch", "health",
-                 "last_heard_ns", "requests", "dropped", "name", "queue")
+        names = (
+            "state",
+            "pid",
+            "start_time",
+            "handle",
+            "index",
+            "epoch",
+            "health",
+            "last_heard_ns",
+            "requests",
+            "dropped",
+            "name",
+            "queue",
+        )
         for key, value in fields.items():
             i = names.index(key)
-            cur[i] = value.encode()[: 64 if key == "name" else 96] if isinstance(value, str) else value
+            cur[i] = (
+                value.encode()[: 64 if key == "name" else 96] if isinstance(value, str) else value
+            )
         # `unanswered` shares the health word: low 16 bits health, high 16 unanswered pings.
         ENTRY.pack_into(self.view, off, *cur)
 
@@ -164,8 +178,9 @@ class ApiState:
 
     def entry(self, index: int) -> ClientEntry | None:
         off = CLIENTS_OFF + index * ENTRY.size
-        (state, pid, start, handle, idx, epoch, health, heard, requests, dropped, name,
-         queue) = ENTRY.unpack_from(self.view, off)
+        (state, pid, start, handle, idx, epoch, health, heard, requests, dropped, name, queue) = (
+            ENTRY.unpack_from(self.view, off)
+        )
         if state == 0:
             return None
         return ClientEntry(

@@ -10,11 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from shmkit.demo import memif as _memif
 from shmkit.demo import regions as _regions
 
 #: name -> (title, run(root) -> None); run in this order
 SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
     "regions": ("Regions: create, share, list, and clean up after a killed process", _regions.run),
+    "memif": (
+        "memif: two processes, a ping-pong over shared-memory rings, then a flood",
+        _memif.run,
+    ),
 }
 
 

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::memif::MemifError;
 use crate::msgring::MsgRingError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
@@ -101,6 +102,30 @@ impl From<MsgRingError> for PyErr {
             MsgRingError::Config(_) | MsgRingError::TooLarge(_) => PyValueError::new_err(msg),
             MsgRingError::Corrupt { .. } => corruption(msg),
             MsgRingError::InvalidRef { .. } => invalid_offset(msg),
+        }
+    }
+}
+
+/// A `shmkit.errors.MemifError(code, message)` carrying libmemif's error code.
+pub fn memif_error(code: u32, msg: String) -> PyErr {
+    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    Python::attach(|py| match CLASS.import(py, "shmkit.errors", "MemifError") {
+        Ok(cls) => PyErr::from_type(cls.clone(), (code, msg)),
+        Err(e) => e,
+    })
+}
+
+impl From<MemifError> for PyErr {
+    fn from(e: MemifError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MemifError::Os { op, source } => match source.raw_os_error() {
+                Some(errno) => os_error(errno, &op, ""),
+                None => PyOSError::new_err(msg),
+            },
+            MemifError::InvalidArgument(_) => PyValueError::new_err(msg),
+            MemifError::Closed => closed(msg),
+            MemifError::Memif { code, .. } => memif_error(code as u32, msg),
         }
     }
 }

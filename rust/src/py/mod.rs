@@ -4,6 +4,7 @@
 
 pub mod buffer;
 pub mod errors;
+pub mod memif;
 pub mod msgring;
 pub mod region;
 
@@ -14,6 +15,8 @@ use pyo3::prelude::*;
 mod native {
     #[pymodule_export]
     use super::buffer::ShmView;
+    #[pymodule_export]
+    use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
     use super::msgring::PyMsgRings;
     #[pymodule_export]

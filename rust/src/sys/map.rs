@@ -113,6 +113,20 @@ impl Mapping {
         Some(unsafe { &*self.ptr.as_ptr().add(off).cast::<T>() })
     }
 
+    /// A slice of `n` consecutive `T` starting at `off`, if it fits and is aligned.
+    #[inline]
+    pub fn get_slice<T: ShmSafe>(&self, off: usize, n: usize) -> Option<&[T]> {
+        let bytes = n.checked_mul(size_of::<T>())?;
+        if !self.contains(off, bytes) || (self.base_addr() + off) % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `contains` checked that `off .. off + n * size_of::<T>()` is inside the
+        // mapping and the alignment check makes the start aligned for `T` (so every element
+        // is); `T: ShmSafe` tolerates any bytes and mutates only atomically. The slice cannot
+        // outlive `self`, which keeps the mapping alive.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off).cast::<T>(), n) })
+    }
+
     /// Copy `dst.len()` bytes starting at `off` out of the mapping.
     #[inline]
     pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {

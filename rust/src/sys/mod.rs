@@ -12,4 +12,5 @@ pub mod map;
 pub mod mutex;
 pub mod poll;
 pub mod process;
+pub mod socket;
 pub mod time;

@@ -28,3 +28,22 @@ pub fn wait(fd: BorrowedFd<'_>, events: PollFlags, timeout_ms: i32) -> io::Resul
         Err(e) => Err(e.into()),
     }
 }
+
+/// Wait until any of `fds` is readable (or hung up / in error) or `timeout_ms` passes (-1:
+/// forever). Returns one flag per descriptor; all false on timeout or EINTR.
+pub fn readable_many(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    let ts = if timeout_ms < 0 {
+        None
+    } else {
+        Some(rustix::event::Timespec {
+            tv_sec: i64::from(timeout_ms / 1000),
+            tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
+        })
+    };
+    match rustix::event::poll(&mut pfds, ts.as_ref()) {
+        Ok(_) => Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect()),
+        Err(rustix::io::Errno::INTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,256 @@
+"""Hostile peers: malformed control messages, bad memory descriptions and corrupt rings.
+
+Every violation must end in a DISCONNECT with a code and a reason, the interface must stay
+usable, and nothing may crash or read outside the shared memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from memif_peers import sock_dir
+from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
+from procs import wait_until
+from shmkit.memif import ErrorCode, Interface, MemifError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def sock() -> Iterator[str]:
+    d = sock_dir()
+    yield os.path.join(d, "memif.sock")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def server(sock: str) -> Iterator[Interface]:
+    with Interface(sock, role="server", log2_ring_size=10) as srv:
+        yield srv
+
+
+def still_works(sock: str, srv: Interface) -> None:
+    """After a refusal, a well-behaved client connects and passes a packet."""
+    c = RawClient(sock)
+    c.connect()
+    assert c.connected()
+    assert srv.wait_connected(10)
+    c.write_buf(0, 0, b"ok!")
+    c.desc(0, 0, 0, 1, 3, 0)
+    c.set_head(0, 1)
+    assert srv.wait(0, 5)
+    assert srv.rx_burst(0) == [b"ok!"]
+    c.close()
+    assert srv.wait_disconnected(10)
+
+
+def refuse(sock: str, steps: object) -> tuple[int, str]:
+    c = RawClient(sock)
+    try:
+        steps(c)  # type: ignore[operator]
+        return c.expect_disconnect()
+    finally:
+        c.close()
+
+
+def test_malformed_control_messages(sock: str, server: Interface) -> None:
+    cases = [
+        (lambda c: c.send(0, raw=b"\x03\x00short"), ErrorCode.MFMSG, "control message of 7 bytes"),
+        (lambda c: c.send(0, raw=b"\x03" * 200), ErrorCode.MFMSG, "control message of over"),
+        (lambda c: c.send(42), ErrorCode.UNKNOWN_MSG, "unknown control message type 42"),
+        (lambda c: c.send(0, raw=bytes(128)), ErrorCode.UNKNOWN_MSG, "type 0"),
+        (lambda c: c.init(version=0x0100), ErrorCode.PROTO, "incompatible version"),
+        (
+            lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096)),
+            ErrorCode.MFMSG,
+            "unexpected ADD_REGION",
+        ),
+        (lambda c: c.send(ACK), ErrorCode.MFMSG, "unexpected ACK"),
+        (lambda c: c.init(id=99), ErrorCode.ID, "unmatched interface id 99"),
+    ]
+    for steps, code, reason in cases:
+        got = refuse(sock, steps)
+        assert got[0] == code and reason in got[1], (got, reason)
+    still_works(sock, server)
+
+
+def after_init(extra: object) -> object:
+    def steps(c: RawClient) -> None:
+        c.init()
+        assert c.recv()[0] == ACK
+        extra(c)  # type: ignore[operator]
+
+    return steps
+
+
+def test_bad_memory_descriptions(sock: str, server: Interface) -> None:
+    fd = os.memfd_create("x")
+    os.ftruncate(fd, 4096)
+    cases = [
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 4096))),
+            ErrorCode.NO_SHMFD,
+            "file descriptors",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 3, 4096), [fd])),
+            ErrorCode.MFMSG,
+            "out of order",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_REGION, struct.pack("<HQ", 0, 0), [fd])),
+            ErrorCode.NO_SHMFD,
+            "out of range",
+        ),
+        (
+            after_init(lambda c: c.send(ADD_RING, struct.pack("<HHHIBH", 1, 0, 0, 0, 4, 0), [fd])),
+            ErrorCode.MAXREG,
+            "not added",
+        ),
+        (after_init(lambda c: c.send(CONNECT)), ErrorCode.NO_SHMFD, "without regions"),
+        (lambda c: c.connect(seal=False), ErrorCode.NO_SHMFD, "not sealed"),
+        (lambda c: c.connect(size_delta=1 << 20), ErrorCode.NO_SHMFD, "its file has"),
+        (lambda c: c.connect(cookie=0xBAD), ErrorCode.COOKIE, "cookie"),
+        (lambda c: c.connect(offset=1 << 30), ErrorCode.MAXRING, "outside"),
+        (lambda c: c.connect(offset=2), ErrorCode.MAXRING, "misaligned"),
+        (lambda c: c.connect(log2=11), ErrorCode.MAX_RING, "log2 ring size 11"),
+    ]
+    for steps, code, reason in cases:
+        got = refuse(sock, steps)
+        assert got[0] == code and reason in got[1], (got, reason)
+        assert not server.connected
+    os.close(fd)
+    still_works(sock, server)
+
+
+def corrupt_and_check(
+    sock: str, srv: Interface, corrupt: object, reason: str, tx: bool = False
+) -> None:
+    c = RawClient(sock)
+    c.connect()
+    assert c.connected()
+    assert srv.wait_connected(10)
+    corrupt(c)  # type: ignore[operator]
+    with pytest.raises(MemifError) as e:
+        if tx:
+            srv.tx_burst(0, [b"x" * 10])
+        else:
+            srv.rx_burst(0)
+    assert e.value.code == ErrorCode.DISCONNECTED
+    _code, why = c.expect_disconnect()
+    assert reason in why, why
+    assert srv.wait_disconnected(10)
+    assert reason in srv.details()["last_error"]
+    c.close()
+
+
+def test_corrupt_descriptors_and_counters(sock: str, server: Interface) -> None:
+    def bad_desc(**kw: int) -> object:
+        def f(c: RawClient) -> None:
+            d = dict(flags=0, region=1, length=10, offset=0) | kw
+            c.desc(0, 0, d["flags"], d["region"], d["length"], d["offset"])
+            c.set_head(0, 1)
+
+        return f
+
+    corrupt_and_check(sock, server, bad_desc(region=7), "outside the shared memory")
+    corrupt_and_check(sock, server, bad_desc(offset=1 << 31), "outside the shared memory")
+    corrupt_and_check(sock, server, bad_desc(length=0xFFFFFFFF), "outside the shared memory")
+    corrupt_and_check(
+        sock, server, bad_desc(offset=(2 * 16 * 256) - 5), "outside the shared memory"
+    )
+    corrupt_and_check(sock, server, lambda c: c.set_head(0, 17), "not within 16 slots")
+
+    def endless_chain(c: RawClient) -> None:
+        for j in range(16):
+            c.desc(0, j, 1, 1, 8, j * 256)
+        c.set_head(0, 16)
+
+    corrupt_and_check(sock, server, endless_chain, "never ends")
+
+    def bad_posted(c: RawClient) -> None:
+        c.desc(1, 0, 0, 1, 256, 1 << 30)  # the M2S buffer the client posts is out of bounds
+        c.set_head(1, 1)
+
+    corrupt_and_check(sock, server, bad_posted, "posted descriptor", tx=True)
+    corrupt_and_check(sock, server, lambda c: c.set_head(1, 40), "not within 16 slots", tx=True)
+    still_works(sock, server)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    descs=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.integers(0, (1 << 32) - 1),
+            st.integers(0, (1 << 32) - 1),
+        ),
+        min_size=1,
+        max_size=16,
+    ),
+    head=st.integers(0, 0xFFFF),
+)
+def test_fuzz_descriptors(
+    sock: str, server: Interface, descs: list[tuple[int, int, int, int]], head: int
+) -> None:
+    """Random descriptors and head: the server either returns in-bounds packets or
+    disconnects with a reason; never a crash or an out-of-bounds read."""
+    c = RawClient(sock)
+    try:
+        c.connect()
+        assert c.connected()
+        assert server.wait_connected(10)
+        for j, (flags, region, length, offset) in enumerate(descs):
+            c.desc(0, j, flags, region, length % (1 << 32), offset % (1 << 32))
+        c.set_head(0, head)
+        try:
+            for p in server.rx_burst(0, 64):
+                assert len(p) <= 2 * 16 * 256 * 16
+        except MemifError as e:
+            assert e.code == ErrorCode.DISCONNECTED
+            _code, why = c.expect_disconnect()
+            assert why
+    finally:
+        c.close()
+        assert server.wait_disconnected(10)
+
+
+def test_hostile_server(sock: str) -> None:
+    """Our client refuses a server with a bad version or out-of-order messages."""
+    raw = RawServer(sock)
+    try:
+        with Interface(sock, role="client", reconnect_interval=60) as cli:
+            raw.accept(hello=struct.pack("<32sHHHHHB", b"evil", 0x0300, 0x0300, 255, 0, 0, 10))
+            code, why = raw.expect_disconnect()
+            assert code == ErrorCode.PROTO and "incompatible version" in why
+            wait_until(
+                lambda: cli.details()["last_error_code"] == ErrorCode.PROTO, 10, "client refusal"
+            )
+            raw.s.close()
+        with Interface(sock, role="client", reconnect_interval=60) as cli:
+            raw.accept()
+            t, _ = raw.recv()
+            assert t == INIT
+            raw.send(7)  # CONNECTED before anything was described
+            code, why = raw.expect_disconnect()
+            assert code == ErrorCode.MFMSG and "unexpected CONNECTED" in why
+            raw.s.close()
+        with Interface(sock, role="client", reconnect_interval=60) as cli:
+            raw.accept(hello=struct.pack("<32sHHHHHB", b"evil", 0x0200, 0x0200, 0, 0, 0, 10))
+            code, why = raw.expect_disconnect()
+            assert code == ErrorCode.MAXREG
+            assert not cli.connected
+    finally:
+        raw.close()
+
+
+def test_raw_helpers_are_consistent() -> None:
+    assert memif_raw_ok()
