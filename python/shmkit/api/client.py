@@ -1,0 +1,488 @@
+"""The binary-API client: a control plane's connection to a :class:`~shmkit.api.Server`.
+
+``Client.connect(name, client_name)`` creates the client's input queue in the API region,
+sends ``memclnt_create`` and learns the handle and the message table from the reply. Then
+``call(msg)`` sends a request with a fresh context and returns the matching reply; replies may
+arrive out of order and many calls may be in flight (``call_many``, or ``submit`` +
+``result``); messages that answer no pending call are events, read with ``recv()``.
+
+Receiving works leader/follower style: whichever thread waits for a reply reads the queue
+for everyone, answering keepalives on the way and handing other threads their replies; a
+small background thread does the same when nobody is waiting, so an idle client stays
+healthy. The server's liveness is checked through a pidfd and the shared epoch, so a dead or
+restarted server surfaces as :class:`ServerGoneError` / :class:`ServerRestartedError` within a
+fraction of a second, not after a timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from shmkit import MsgRings, Queue, Region
+from shmkit._native import ApiPort
+from shmkit.api import memclnt as mc
+from shmkit.api.handle import Handle
+from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
+from shmkit.api.server import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
+from shmkit.api.state import ApiState
+from shmkit.errors import ShmkitError
+
+__all__ = [
+    "Client",
+    "ServerGoneError",
+    "ServerRestartedError",
+    "UnknownMessageError",
+]
+
+log = logging.getLogger("shmkit.api")
+
+#: how often a waiting caller re-checks the server's liveness and epoch
+SLICE = 0.05
+_counter = itertools.count()
+
+
+class ServerGoneError(ConnectionError, ShmkitError):
+    """The API server died (or closed)."""
+
+
+class ServerRestartedError(ConnectionError, ShmkitError):
+    """A new server took over; this connection's handle is stale. Connect again."""
+
+
+class UnknownMessageError(KeyError, ShmkitError):
+    """The server does not know this message (name or CRC differ): refusing to send it."""
+
+
+class RawMessage(Message):
+    """A message whose type this process does not know (id and bytes kept)."""
+
+    __slots__ = ("data", "msg_id")
+    _name = "raw"
+
+    def __init__(self, msg_id: int, data: bytes) -> None:
+        super().__init__()
+        self.msg_id = msg_id
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<raw message id {self.msg_id}, {len(self.data)} bytes>"
+
+
+class Client:
+    """A connection to an API server. Thread-safe. Use :meth:`connect`."""
+
+    def __init__(self) -> None:  # use connect()
+        self._closed = True
+
+    @classmethod
+    def connect(
+        cls,
+        name: str,
+        client_name: str,
+        *,
+        root: str | None = None,
+        timeout: float = 10.0,
+        queue_capacity: int = 4096,
+        keepalive_thread: bool = True,
+    ) -> Client:
+        """Register with the server of API ``name``; ``TimeoutError`` if none answers."""
+        self = cls.__new__(cls)
+        self._setup(name, client_name, root, timeout, queue_capacity)
+        if keepalive_thread:
+            self._bg = threading.Thread(target=self._background, daemon=True,
+                                        name=f"shmkit-api-client-{client_name}")
+            self._bg.start()
+        return self
+
+    # ---------------------------------------------------------------- connecting
+
+    def _setup(self, name: str, client_name: str, root: str | None, timeout: float,
+               capacity: int) -> None:
+        deadline = time.monotonic() + timeout
+        self.name, self.client_name, self.root = name, client_name, root
+        self._closed = True
+        self._bg: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._rx_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._contexts = itertools.count(1)
+        self._pending: set[int] = set()
+        self._replies: dict[int, Message] = {}
+        self._events: deque[Message] = deque()
+        self._error: Exception | None = None
+        self._next_liveness = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        self.region, self.state = self._wait_for_server(deadline)
+        try:
+            self.rings = MsgRings.open(self.region, RINGS)
+            self.port = ApiPort(self.rings)
+            self.server_input = Queue.open(self.region, INPUT_QUEUE)
+            self.queue_name = f"{CLIENT_QUEUE_PREFIX}{os.getpid()}-{next(_counter)}"
+            self.queue = Queue.create(self.region, self.queue_name, capacity, 8)
+        except BaseException:
+            self.region.close()
+            raise
+        try:
+            self._register(client_name, deadline)
+        except BaseException:
+            self._teardown(remove_queue=True)
+            raise
+        self._closed = False
+
+    def _wait_for_server(self, deadline: float) -> tuple[Region, ApiState]:
+        last: Exception | None = None
+        while True:
+            try:
+                region = Region.open(self.name, root=self.root, timeout=max(0.0, deadline - time.monotonic()))
+                try:
+                    state = ApiState.open(region)
+                    _, pid, start, _ = state.head()
+                    if pid and _pid_alive(pid, start):
+                        return region, state
+                    last = ServerGoneError(f"API {self.name!r} has no live server")
+                except (OSError, ValueError, ShmkitError) as exc:
+                    last = exc
+                region.close()
+            except (OSError, ShmkitError, TimeoutError) as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"no shmkit API server {self.name!r} answered within the timeout ({last})"
+                )
+            time.sleep(0.02)  # waiting for a server process to appear; bounded by the deadline
+
+    def _register(self, client_name: str, deadline: float) -> None:
+        epoch, pid, start, _ = self.state.head()
+        self.server_pid, self._server_start = pid, start
+        try:
+            self._server_fd = os.pidfd_open(pid)
+        except OSError as exc:
+            raise ServerGoneError(f"API {self.name!r}: server pid {pid} is gone") from exc
+        self._table: dict[str, int] = {mc.MemclntCreate.name_crc(): 1}
+        self._ids: dict[int, type[Message]] = {2: mc.MemclntCreateReply}
+        self._epoch = epoch
+        create = mc.MemclntCreate(
+            ctx_quota=0, pid=os.getpid(), input_queue=self.queue_name, name=client_name,
+            api_versions=[0] * 8, keepalive=True, context=next(self._contexts),
+        )
+        self._pending.add(create.context)
+        self._send_bytes(create.encode(1), deadline)
+        reply = self._wait(create.context, deadline, registering=True)
+        if reply.response != 0:  # type: ignore[attr-defined]
+            raise ShmkitError(f"API {self.name!r} refused the registration "
+                              f"(response {reply.response})")  # type: ignore[attr-defined]
+        self.handle = Handle.from_int(reply.handle)  # type: ignore[attr-defined]
+        self.index = reply.index  # type: ignore[attr-defined]
+        self.server_pid = reply.server_pid  # type: ignore[attr-defined]
+        self._table = {e.name: e.index for e in reply.message_table}  # type: ignore[attr-defined]
+        self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+
+    # ---------------------------------------------------------------- message table
+
+    @property
+    def message_table(self) -> dict[str, int]:
+        """``{name_crc: id}`` as learned from the server."""
+        return dict(self._table)
+
+    def msg_id(self, t: type[Message]) -> int:
+        """The server's id for ``t``; :class:`UnknownMessageError` if it does not know this
+        definition (another name or another CRC)."""
+        try:
+            return self._table[t.name_crc()]
+        except KeyError:
+            raise UnknownMessageError(
+                f"server {self.name!r} does not know {t.name_crc()} (different definition?)"
+            ) from None
+
+    def _encode(self, msg: Message) -> bytes:
+        msg.client_index = int(self.handle)
+        return msg.encode(self.msg_id(type(msg)))
+
+    # ---------------------------------------------------------------- sending
+
+    def _send_bytes(self, data: bytes, deadline: float) -> None:
+        with self._send_lock:
+            while not self.port.send_wait(self.server_input, data, min(SLICE, max(0.0, deadline - time.monotonic())), "client"):
+                self._check_server()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"API {self.name!r}: the server's input queue stays full")
+
+    def send(self, msg: Message, timeout: float = 5.0) -> int:
+        """Send a message without waiting for a reply; returns its context. Its reply (if
+        any) is then an event for :meth:`recv`, unless collected with :meth:`result`."""
+        self._check_open()
+        msg.context = next(self._contexts)
+        self._send_bytes(self._encode(msg), time.monotonic() + timeout)
+        return msg.context
+
+    def submit(self, msg: Message, timeout: float = 5.0) -> int:
+        """Send a request whose reply :meth:`result` will collect; returns its context."""
+        self._check_open()
+        msg.context = next(self._contexts)
+        data = self._encode(msg)
+        with self._cond:
+            self._pending.add(msg.context)
+        try:
+            self._send_bytes(data, time.monotonic() + timeout)
+        except BaseException:
+            with self._cond:
+                self._pending.discard(msg.context)
+            raise
+        return msg.context
+
+    def result(self, context: int, timeout: float = 5.0) -> Message:
+        """The reply to a submitted request."""
+        return self._wait(context, time.monotonic() + timeout)
+
+    def call(self, msg: Message, timeout: float = 5.0) -> Message:
+        """Send a request and return its reply."""
+        return self.result(self.submit(msg, timeout), timeout)
+
+    def call_many(self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024) -> list[Message]:
+        """Pipelined calls: keep up to ``window`` requests in flight; replies in input order."""
+        deadline = time.monotonic() + timeout
+        msgs = list(msgs)
+        out: list[Message | None] = [None] * len(msgs)
+        inflight: deque[tuple[int, int]] = deque()
+        for i, m in enumerate(msgs):
+            if len(inflight) >= window:
+                j, ctx = inflight.popleft()
+                out[j] = self._wait(ctx, deadline)
+            inflight.append((i, self.submit(m, max(0.0, deadline - time.monotonic()))))
+        for j, ctx in inflight:
+            out[j] = self._wait(ctx, deadline)
+        return out  # type: ignore[return-value]
+
+    def recv(self, timeout: float | None = 5.0) -> Message:
+        """The next event (a message answering no pending call); ``TimeoutError`` if none."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        return self._wait(None, deadline)
+
+    def ping(self, timeout: float = 5.0) -> float:
+        """One control_ping round trip; returns its duration in seconds."""
+        t = time.perf_counter()
+        self.call(mc.ControlPing(), timeout)
+        return time.perf_counter() - t
+
+    # ---------------------------------------------------------------- receiving
+
+    def _wait(self, context: int | None, deadline: float, registering: bool = False) -> Any:
+        """Wait for the reply to ``context`` (or the next event if None), reading the queue
+        ourselves when nobody else is."""
+        while True:
+            with self._cond:
+                if context is not None and context in self._replies:
+                    self._pending.discard(context)
+                    return self._replies.pop(context)
+                if context is None and self._events:
+                    return self._events.popleft()
+            if not registering:
+                self._check_server()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with self._cond:
+                    self._pending.discard(context) if context is not None else None
+                what = f"reply to context {context}" if context is not None else "an event"
+                raise TimeoutError(f"API {self.name!r}: no {what} within the timeout")
+            if self._rx_lock.acquire(blocking=False):
+                try:
+                    self._pump(min(SLICE, left))
+                finally:
+                    self._rx_lock.release()
+                    with self._cond:
+                        self._cond.notify_all()
+            else:
+                with self._cond:
+                    if (context is None and not self._events) or (
+                        context is not None and context not in self._replies
+                    ):
+                        self._cond.wait(min(SLICE, left))
+
+    def _pump(self, timeout: float) -> None:
+        """Read one batch from our queue and route it (caller holds the rx lock)."""
+        batch = self.port.recv(self.queue, 256, timeout)
+        if not batch:
+            return
+        delivered = False
+        for data in batch:
+            if len(data) < HEADER.size:
+                continue
+            msg_id, _, context = HEADER.unpack_from(data)
+            if msg_id == 21:  # memclnt_keepalive: answer at once
+                self._keepalive_reply(context)
+                continue
+            cls = self._ids.get(msg_id)
+            try:
+                msg: Message = cls.decode(data) if cls is not None else RawMessage(msg_id, data)
+            except MessageError:
+                log.warning("API %s: undecodable message id %d", self.name, msg_id)
+                continue
+            with self._cond:
+                if context in self._pending:
+                    self._replies[context] = msg
+                else:
+                    self._events.append(msg)
+            delivered = True
+        if delivered:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _keepalive_reply(self, context: int) -> None:
+        reply = mc.MemclntKeepaliveReply(retval=0, context=context)
+        try:
+            data = self._encode(reply)
+        except UnknownMessageError:
+            return
+        # Never block the receive path on a full server queue: a missed reply only makes
+        # the server check our pid.
+        self.port.send(self.server_input, data, "client")
+
+    def _background(self) -> None:
+        """Keep an idle client healthy: when nobody waits for a reply and the queue becomes
+        readable, read it (answering keepalives, queueing events). It never holds the rx
+        lock while sleeping, so callers always read their replies themselves."""
+        fd = self.queue.fileno()
+        while not self._stop.is_set():
+            with self._cond:
+                if self._pending:
+                    self._cond.wait(SLICE)
+                    continue
+            ready, _, _ = select.select([fd, self._wake_r], [], [], 1.0)
+            if self._wake_r in ready or self._stop.is_set():
+                break
+            if not ready:
+                continue
+            if self._pending or not self._rx_lock.acquire(blocking=False):
+                with self._cond:
+                    self._cond.wait(SLICE)
+                continue
+            try:
+                self._pump(0.0)
+            except (ShmkitError, OSError):
+                pass
+            finally:
+                self._rx_lock.release()
+
+    # ---------------------------------------------------------------- liveness
+
+    def _check_server(self, force: bool = False) -> None:
+        """Raise if the server died or was replaced. The epoch word is read every time (a
+        few hundred ns); the pidfd and /proc are looked at once per :data:`SLICE`."""
+        if self._error is not None:
+            raise self._error
+        epoch, pid, _, _ = self.state.head()
+        if epoch != self._epoch or pid != self.server_pid:
+            if pid == 0:
+                self._error = ServerGoneError(f"API {self.name!r}: the server closed")
+            else:
+                self._error = ServerRestartedError(
+                    f"API {self.name!r}: the server restarted (epoch {self._epoch} -> {epoch}); "
+                    "connect again"
+                )
+            raise self._error
+        now = time.monotonic()
+        if not force and now < self._next_liveness:
+            return
+        self._next_liveness = now + SLICE
+        if select.select([self._server_fd], [], [], 0)[0] or not _pid_alive(
+            self.server_pid, self._server_start
+        ):
+            self._error = ServerGoneError(f"API {self.name!r}: server pid {self.server_pid} died")
+            raise self._error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("client is closed")
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def connected(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            self._check_server()
+        except ConnectionError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
+        acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
+        the server's reaper rather than freed under a possibly live server."""
+        if self._closed:
+            return True
+        self._closed = True
+        acked = False
+        try:
+            self._check_server()
+            req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
+            req.context = next(self._contexts)
+            with self._cond:
+                self._pending.add(req.context)
+            deadline = time.monotonic() + timeout
+            self._send_bytes(self._encode(req), deadline)
+            self._wait(req.context, deadline)
+            acked = True
+        except ServerRestartedError:
+            acked = True  # the new server never knew us: the queue is ours to remove
+        except ServerGoneError:
+            acked = True  # nobody can write into the queue any more
+        except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
+            log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
+        self._teardown(remove_queue=acked)
+        return acked
+
+    def _teardown(self, remove_queue: bool) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        with self._cond:
+            self._cond.notify_all()
+        if self._bg is not None and self._bg is not threading.current_thread():
+            self._bg.join(2)
+        with self._rx_lock:
+            if remove_queue:
+                self.port.drain(self.queue)
+            self.queue.close()
+            if remove_queue:
+                try:
+                    self.region.remove_object(self.queue_name)
+                except (OSError, ShmkitError):
+                    pass
+        if getattr(self, "_server_fd", -1) >= 0:
+            os.close(self._server_fd)
+            self._server_fd = -1
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.region.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"handle={self.handle}"
+        return f"<shmkit.api.Client {self.client_name!r} of {self.name!r} {state}>"
+
+
+def _pid_alive(pid: int, start: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] not in (b"Z", b"X") and (start == 0 or int(fields[19]) == start)
+

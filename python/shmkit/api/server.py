@@ -1,0 +1,584 @@
+"""The binary-API server: the data plane's side of VPP's memclnt model, without its weak spots.
+
+One API region (``/dev/shm/<root>-<name>``) holds the message rings, the server's input queue,
+the shared state (:mod:`shmkit.api.state`) and one input queue per client. Clients allocate a
+request from the client ring pool, enqueue its 8-byte reference on the server's input queue;
+the server dispatches it to a handler and sends the reply the same way into the client's
+queue.
+
+Where shmkit does better than VPP:
+
+* sends to clients never block: a full client queue drops the message, counted per client
+  and in ``dropped_sends`` (VPP's blocking add lets one stuck client hang the data plane);
+* a killed client is reaped at once: each registration holds a pidfd, polled every
+  ``death_poll`` seconds (VPP notices after 30-50 s of missed keepalives); keepalive pings
+  still run, for clients in other pid namespaces and for "lazy" detection;
+* a new server takes over a surviving region: it bumps the epoch (so old handles are
+  rejected), drains and frees whatever was queued for the dead server, removes the queues of
+  dead clients, and tells the living ones, who see the new epoch within a second;
+* everything a client sends is validated: references (by the message rings), message ids,
+  lengths, handles and epochs; failures are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shmkit import MsgRings, Queue, Region
+from shmkit._native import ApiPort
+from shmkit.api import memclnt as mc
+from shmkit.api.handle import Handle
+from shmkit.api.messages import HEADER, Message, MessageError
+from shmkit.api.state import COUNTERS, ApiState
+from shmkit.api.trace import Trace
+from shmkit.errors import ShmkitError
+
+__all__ = ["ClientInfo", "Server", "ServerRunningError"]
+
+log = logging.getLogger("shmkit.api")
+
+INPUT_QUEUE = "api/input"
+RINGS = "api/rings"
+CLIENT_QUEUE_PREFIX = "api/client/"
+FIRST_USER_ID = 100
+C = {name: i for i, name in enumerate(COUNTERS)}
+
+Handler = Callable[[Message, "ClientInfo"], "Message | None"]
+
+
+class ServerRunningError(ShmkitError):
+    """Another live process is already the server of this API."""
+
+
+def _proc_start(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _alive(pid: int, start: int) -> bool:
+    """Whether the process (pid, start time) still exists (zombies count as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return start == 0 or int(fields[19]) == start
+
+
+@dataclass
+class ClientInfo:
+    """A registered client, as the server sees it."""
+
+    index: int
+    handle: Handle
+    name: str
+    pid: int
+    start_time: int
+    queue_name: str
+    queue: Queue = field(repr=False)
+    pidfd: int = field(default=-1, repr=False)
+    last_heard: float = 0.0
+    unanswered: int = 0
+    health: str = "ok"
+    requests: int = 0
+    dropped: int = 0
+    last_gets: int = -1
+
+    @property
+    def queue_length(self) -> int:
+        return len(self.queue)
+
+
+class Server:
+    """A binary-API server.
+
+    ``Server(name, root=...)`` creates the API region (or takes over a surviving one).
+    Register handlers with ``@server.handle(RequestType, reply=ReplyType)``; a handler is
+    called as ``handler(msg, client)`` and returns the reply (or ``None``). Run the dispatch
+    loop with :meth:`start` (background thread) or :meth:`serve_forever`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        root: str | None = None,
+        region_size: int = 64 << 20,
+        input_capacity: int = 8192,
+        max_clients: int = 256,
+        scan_interval: float = 10.0,
+        death_poll: float = 0.05,
+        server_rings: list[tuple[int, int]] | None = None,
+        client_rings: list[tuple[int, int]] | None = None,
+        gc_age: float = 10.0,
+        trace_size: int = 1024,
+    ) -> None:
+        if scan_interval <= 0 or death_poll <= 0:
+            raise ValueError("scan_interval and death_poll must be positive")
+        self.name = name
+        self.root = root
+        self.scan_interval = scan_interval
+        self.death_poll = death_poll
+        self.pid = os.getpid()
+        self.region = Region.find_or_create(name, region_size, root=root)
+        self._lock = threading.RLock()
+        self._handlers: dict[int, tuple[type[Message], Handler | None]] = {}
+        self._ids: dict[type[Message], int] = {}
+        self._modules: dict[str, int] = {"memclnt": 1}
+        self._next_id = FIRST_USER_ID
+        self._clients: dict[int, ClientInfo] = {}
+        self._stale: dict[str, tuple[int, int]] = {}  # queues of a previous server's clients
+        self._reapers: list[Callable[[Handle, ClientInfo], None]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._running = False
+        self.trace = Trace(trace_size)
+        try:
+            self._setup(max_clients, input_capacity, server_rings, client_rings, gc_age)
+        except BaseException:
+            self.region.close()
+            raise
+        for t, i in mc.BUILTIN_IDS.items():
+            self._ids[t] = i
+            self._handlers[i] = (t, None)
+        self.trace.table = self.message_table()
+
+    # ---------------------------------------------------------------- setup / takeover
+
+    def _setup(
+        self,
+        max_clients: int,
+        input_capacity: int,
+        server_rings: list[tuple[int, int]] | None,
+        client_rings: list[tuple[int, int]] | None,
+        gc_age: float,
+    ) -> None:
+        try:
+            self.state = ApiState.open(self.region)
+            takeover = True
+        except FileNotFoundError:
+            self.state = ApiState.create(self.region, max_clients)
+            takeover = False
+        epoch, old_pid, old_start, _ = self.state.head()
+        if takeover and old_pid and old_pid != self.pid and _alive(old_pid, old_start):
+            raise ServerRunningError(f"API {self.name!r} is served by live pid {old_pid}")
+        try:
+            self.rings = MsgRings.open(self.region, RINGS)
+        except FileNotFoundError:
+            self.rings = MsgRings.create(
+                self.region, RINGS, server=server_rings, client=client_rings, gc_age=gc_age
+            )
+        self.port = ApiPort(self.rings)
+        self.input, _ = Queue.find_or_create(self.region, INPUT_QUEUE, input_capacity, 8)
+        self.epoch = (epoch + 1) if takeover else 0
+        self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
+        if takeover:
+            self.rings.note_restart()
+            self._recover()
+
+    def _recover(self) -> None:
+        """Take over after a dead server: drain its input queue, forget its clients."""
+        drained = self.port.drain(self.input)
+        self.state.bump(C["restart_reclaims"], drained)
+        for entry in self.state.entries():
+            self.state.clear_entry(entry.index)
+            if entry.queue.startswith(CLIENT_QUEUE_PREFIX):
+                if _alive(entry.pid, entry.start_time):
+                    # The client lives on and will notice the new epoch; its queue is its own
+                    # to remove, or ours once it dies.
+                    self._stale[entry.queue] = (entry.pid, entry.start_time)
+                else:
+                    self._remove_queue(entry.queue, entry.pid)
+        self.region.scan_ghosts()
+        log.info("API %s: took over as epoch %d (%d queued messages reclaimed)",
+                 self.name, self.epoch, drained)
+
+    # ---------------------------------------------------------------- registration of types
+
+    def register(self, *types: type[Message], module: str | None = None) -> None:
+        """Add message types to the table (ids are assigned in order). With ``module``, the
+        types get a contiguous block whose first id ``get_first_msg_id(module)`` returns."""
+        with self._lock:
+            if module is not None and module not in self._modules:
+                self._modules[module] = self._next_id
+            for t in types:
+                if t._is_struct:
+                    raise TypeError(f"{t._name} is a struct type, not a message")
+                if t in self._ids:
+                    continue
+                if any(o.name_crc() == t.name_crc() for o in self._ids):
+                    raise ValueError(f"another type is registered as {t.name_crc()}")
+                self._ids[t] = self._next_id
+                self._handlers[self._next_id] = (t, None)
+                self._next_id += 1
+            self.trace.table = self.message_table()
+
+    def handle(
+        self, request: type[Message], *, reply: type[Message] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: ``handler(msg, client) -> reply | None`` for ``request``."""
+
+        def decorate(fn: Handler) -> Handler:
+            types = [request] + ([reply] if reply is not None else [])
+            self.register(*types)
+            self._handlers[self._ids[request]] = (request, fn)
+            return fn
+
+        return decorate
+
+    def on_reap(self, fn: Callable[[Handle, ClientInfo], None]) -> Callable[[Handle, ClientInfo], None]:
+        """Decorator: called with the handle and info of every client that is reaped."""
+        self._reapers.append(fn)
+        return fn
+
+    def message_table(self) -> dict[int, str]:
+        """``{id: name_crc}`` of every known message."""
+        return {i: t.name_crc() for t, i in self._ids.items()}
+
+    def msg_id(self, t: type[Message]) -> int:
+        return self._ids[t]
+
+    # ---------------------------------------------------------------- running
+
+    def start(self) -> Server:
+        """Run the dispatch loop in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.serve_forever, name=f"shmkit-api-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the dispatch loop (the registrations stay; see :meth:`close`)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def serve_forever(self) -> None:
+        """Dispatch until :meth:`stop` (or Ctrl-C when run in the main thread)."""
+        self._running = True
+        next_scan = time.monotonic() + self.scan_interval
+        next_poll = 0.0
+        slice_ = min(self.death_poll, 0.05)
+        try:
+            while not self._stop.is_set():
+                batch = self.port.recv(self.input, 256, slice_)
+                if batch:
+                    with self._lock:
+                        for data in batch:
+                            self._dispatch(data)
+                self.state.bump(C["invalid_messages"], self.port.take_invalid())
+                now = time.monotonic()
+                if now >= next_poll:
+                    next_poll = now + self.death_poll
+                    self._poll_deaths()
+                    self.state.heartbeat()
+                if now >= next_scan:
+                    next_scan = now + self.scan_interval
+                    self.keepalive_scan()
+        finally:
+            self._running = False
+
+    def close(self) -> None:
+        """Stop, forget every client and release the region. Clients see the server gone."""
+        self.stop()
+        with self._lock:
+            for c in list(self._clients.values()):
+                self._forget(c)
+            self.state.set_server(self.epoch, 0, 0)
+        self.region.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self, data: bytes) -> None:
+        if self.trace.enabled:
+            self.trace.record("rx", data)
+        if len(data) < HEADER.size:
+            self.state.bump(C["invalid_messages"])
+            return
+        msg_id, client_index, context = HEADER.unpack_from(data)
+        entry = self._handlers.get(msg_id)
+        if entry is None:
+            self.state.bump(C["unknown_messages"])
+            return
+        cls, handler = entry
+        if msg_id == 1:  # memclnt_create: the client has no handle yet
+            self._create(data)
+            return
+        client = self._client_for(client_index)
+        if client is None:
+            self.state.bump(C["missing_clients"])
+            return
+        client.last_heard = time.monotonic()
+        client.unanswered = 0
+        client.health = "ok"
+        client.requests += 1
+        self.state.bump(C["requests"])
+        try:
+            msg = cls.decode(data)
+        except MessageError:
+            self.state.bump(C["invalid_messages"])
+            return
+        if handler is None:
+            self._builtin(msg_id, msg, client)
+            return
+        try:
+            reply = handler(msg, client)
+        except Exception:
+            self.state.bump(C["handler_errors"])
+            log.exception("API %s: handler for %s failed", self.name, cls._name)
+            return
+        if reply is not None:
+            reply.context = context
+            self.send(client, reply)
+
+    def _client_for(self, handle: int) -> ClientInfo | None:
+        h = Handle.from_int(handle)
+        if not h.matches_epoch(self.epoch):
+            return None
+        c = self._clients.get(h.index)
+        return c if c is not None and int(c.handle) == handle else None
+
+    def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
+        ctx = msg.context
+        if msg_id == 3:  # memclnt_delete
+            self.send(client, mc.MemclntDeleteReply(response=0, handle=int(client.handle), context=ctx))
+            self._forget(client, clean=True)
+            self.state.bump(C["deregistrations"])
+        elif msg_id == 22:  # keepalive reply: last_heard already updated
+            pass
+        elif msg_id == 23:  # control_ping
+            self.send(client, mc.ControlPingReply(retval=0, client_index_reply=int(client.handle),
+                                                  vpe_pid=self.pid, context=ctx))
+        elif msg_id == 10:  # get_first_msg_id
+            base = self._modules.get(msg.name)  # type: ignore[attr-defined]
+            self.send(client, mc.GetFirstMsgIdReply(retval=0 if base else -1,
+                                                    first_msg_id=base or 0, context=ctx))
+        else:
+            self.state.bump(C["unknown_messages"])
+
+    def _create(self, data: bytes) -> None:
+        try:
+            msg = mc.MemclntCreate.decode(data)
+        except MessageError:
+            self.state.bump(C["invalid_messages"])
+            return
+        qname = msg.input_queue  # type: ignore[attr-defined]
+        pid = msg.pid  # type: ignore[attr-defined]
+        # Only a client queue may be named: a hostile client cannot make us send into our
+        # own input queue or any other object.
+        if not qname.startswith(CLIENT_QUEUE_PREFIX):
+            self.state.bump(C["invalid_messages"])
+            return
+        try:
+            queue = Queue.open(self.region, qname)
+        except (OSError, ShmkitError):
+            self.state.bump(C["invalid_messages"])
+            return
+        if queue.elsize != 8:
+            self.state.bump(C["invalid_messages"])
+            queue.close()
+            return
+        start = _proc_start(pid)
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pass
+        if pidfd < 0 or not _alive(pid, start):
+            if pidfd >= 0:
+                os.close(pidfd)
+            queue.close()
+            self.state.bump(C["invalid_messages"])
+            return
+        index = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
+        if index is None:
+            reply = mc.MemclntCreateReply(response=-1, context=msg.context)
+            self.port.send(queue, reply.encode(2))
+            os.close(pidfd)
+            queue.close()
+            return
+        handle = Handle(index, self.epoch)
+        client = ClientInfo(index=index, handle=handle, name=msg.name,  # type: ignore[attr-defined]
+                            pid=pid, start_time=start, queue_name=qname, queue=queue,
+                            pidfd=pidfd, last_heard=time.monotonic())
+        self._clients[index] = client
+        self._stale.pop(qname, None)
+        self.state.write_entry(index, state=1, pid=pid, start_time=start, handle=int(handle),
+                               index=index, epoch=self.epoch, health=0,
+                               last_heard_ns=time.monotonic_ns(), requests=0, dropped=0,
+                               name=client.name, queue=qname)
+        self.state.bump(C["registrations"])
+        table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
+        reply = mc.MemclntCreateReply(response=0, handle=int(handle), index=index,
+                                      server_pid=self.pid, count=len(table),
+                                      message_table=table, context=msg.context)
+        self.send(client, reply)
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, client: ClientInfo | Handle | int, msg: Message) -> bool:
+        """Send ``msg`` to a client without ever blocking; a full queue drops it (counted).
+        Returns whether it was queued."""
+        c = client if isinstance(client, ClientInfo) else self._client_for(int(client))
+        if c is None:
+            self.state.bump(C["missing_clients"])
+            return False
+        data = msg.encode(self._ids[type(msg)])
+        if self.trace.enabled:
+            self.trace.record("tx", data)
+        if self.port.send(c.queue, data):
+            self.state.bump(C["replies"])
+            return True
+        c.dropped += 1
+        self.state.bump(C["dropped_sends"])
+        self.state.write_entry(c.index, dropped=c.dropped)
+        return False
+
+    def broadcast(self, msg: Message) -> int:
+        """Send an event to every client; returns how many queued it."""
+        with self._lock:
+            return sum(self.send(c, msg) for c in list(self._clients.values()))
+
+    # ---------------------------------------------------------------- liveness
+
+    def _poll_deaths(self) -> None:
+        with self._lock:
+            clients = [c for c in self._clients.values() if c.pidfd >= 0]
+            if clients:
+                poller = select.poll()
+                for c in clients:
+                    poller.register(c.pidfd, select.POLLIN)
+                dead = {fd for fd, _ in poller.poll(0)}
+                for c in clients:
+                    if c.pidfd in dead:
+                        self.reap(c, "process exited")
+            for qname, (pid, start) in list(self._stale.items()):
+                if not _alive(pid, start):
+                    self._remove_queue(qname, pid)
+                    del self._stale[qname]
+
+    def keepalive_scan(self) -> None:
+        """VPP's periodic scan: quiet clients get a keepalive; two unanswered pings lead to a
+        liveness check: alive -> "lazy", dead -> reaped."""
+        now = time.monotonic()
+        with self._lock:
+            for c in list(self._clients.values()):
+                gets = c.queue.stats()["gets"]
+                moved = gets != c.last_gets
+                c.last_gets = gets
+                if now - c.last_heard < self.scan_interval or moved:
+                    if moved:
+                        c.last_heard = now
+                    continue
+                if c.unanswered >= 2:
+                    if _alive(c.pid, c.start_time):
+                        c.health = "lazy"
+                        c.unanswered = 0
+                        self.state.bump(C["lazy_clients"])
+                    else:
+                        self.reap(c, "no keepalive reply and the process is gone")
+                        continue
+                else:
+                    self.send(c, mc.MemclntKeepalive())
+                    self.state.bump(C["keepalives_sent"])
+                    c.unanswered += 1
+                    c.health = "pinged"
+                self.state.write_entry(c.index, health=(c.unanswered << 16) | _HEALTH[c.health])
+            for c in self._clients.values():
+                self.state.write_entry(c.index, requests=c.requests,
+                                       last_heard_ns=int(c.last_heard * 1e9))
+
+    def reap(self, client: ClientInfo, reason: str = "reaped") -> None:
+        """Reap a dead client: run reaper callbacks, reclaim its queue and every message it
+        held, free its registration."""
+        with self._lock:
+            if self._clients.get(client.index) is not client:
+                return
+            log.info("API %s: reaping client %r pid %d (%s)", self.name, client.name, client.pid,
+                     reason)
+            for fn in self._reapers:
+                try:
+                    fn(client.handle, client)
+                except Exception:
+                    log.exception("API %s: reaper callback failed", self.name)
+            self._forget(client)
+            self.rings.reclaim_pid(client.pid)
+            self.region.scan_ghosts()
+            self.state.bump(C["reaped"])
+
+    def _forget(self, client: ClientInfo, clean: bool = False) -> None:
+        """Drop a registration. A dead (or cleanly leaving) client's queue is drained; a dead
+        client's queue object is removed (a live one removes its own)."""
+        self._clients.pop(client.index, None)
+        self.state.clear_entry(client.index)
+        if client.pidfd >= 0:
+            os.close(client.pidfd)
+            client.pidfd = -1
+        if not clean and not _alive(client.pid, client.start_time):
+            self.port.drain(client.queue)
+            client.queue.close()
+            self._remove_queue(client.queue_name, client.pid)
+        else:
+            client.queue.close()
+
+    def _remove_queue(self, qname: str, pid: int) -> None:
+        try:
+            q = Queue.open(self.region, qname)
+        except (OSError, ShmkitError):
+            return
+        self.port.drain(q)
+        q.close()
+        try:
+            self.region.remove_object(qname)
+        except (OSError, ShmkitError):
+            pass
+        self.rings.reclaim_pid(pid)
+
+    # ---------------------------------------------------------------- introspection
+
+    @property
+    def clients(self) -> list[ClientInfo]:
+        with self._lock:
+            return list(self._clients.values())
+
+    def counters(self) -> dict[str, int]:
+        return self.state.counters()
+
+    def ring_stats(self) -> list[dict[str, Any]]:
+        return self.rings.ring_stats()
+
+    def format_ring_stats(self) -> str:
+        return self.rings.format_stats()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def __repr__(self) -> str:
+        return f"<shmkit.api.Server {self.name!r} epoch={self.epoch} clients={len(self._clients)}>"
+
+
+_HEALTH = {"ok": 0, "pinged": 1, "lazy": 2}
