@@ -113,6 +113,19 @@ impl Mapping {
         Some(unsafe { &*self.ptr.as_ptr().add(off).cast::<T>() })
     }
 
+    /// A slice of `count` consecutive `T`s starting at `off`, if it fits and is aligned.
+    #[inline]
+    pub fn get_slice<T: ShmSafe>(&self, off: usize, count: usize) -> Option<&[T]> {
+        let bytes = count.checked_mul(size_of::<T>())?;
+        if !self.contains(off, bytes) || (self.base_addr() + off) % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `contains` checked that the `count * size_of::<T>()` bytes at `off` are inside
+        // the mapping and the pointer is aligned for `T`; `T: ShmSafe` is valid for any bytes a
+        // peer may write and mutates only atomically. The slice cannot outlive `self`.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off).cast::<T>(), count) })
+    }
+
     /// Copy `dst.len()` bytes starting at `off` out of the mapping.
     #[inline]
     pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
