@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use _native::netmap::abi::{
-    NetmapRing, NetmapSlot, NR_EXCLUSIVE, NR_NO_TX_POLL, NR_REG_NULL, NS_BUF_CHANGED, NS_MOREFRAG,
-};
+use _native::netmap::abi::{NetmapRing, NetmapSlot, NR_NO_TX_POLL, NR_REG_NULL, NS_BUF_CHANGED, NS_MOREFRAG};
 use _native::netmap::kring::dist;
 use _native::netmap::{Dir, NetmapError, PipeOptions, Port, PortOptions, ReinitMode, POLLERR, POLLIN, POLLOUT};
 use proptest::prelude::*;
