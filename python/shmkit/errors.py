@@ -10,6 +10,7 @@ keep working.
 from __future__ import annotations
 
 import queue
+from collections.abc import Iterable
 
 __all__ = [
     "CapacityError",
@@ -22,6 +23,7 @@ __all__ = [
     "OutOfMemoryError",
     "QueueEmpty",
     "QueueFull",
+    "RingReinit",
     "ShmkitError",
     "StaleRegionError",
     "VersionMismatchError",
@@ -78,3 +80,15 @@ class QueueFull(ShmkitError, queue.Full):
 
 class QueueEmpty(ShmkitError, queue.Empty):
     """The queue has no element (``get_nowait`` or a ``get`` that timed out)."""
+
+
+class RingReinit(ShmkitError):
+    """netmap rings were reinitialised: the ``head``/``cur`` the user wrote were invalid, so
+    the ring was reset to ``head = cur = hwcur``, ``tail = hwtail``, its slots sanitised and
+    its sync skipped (strict mode; the other rings were synced). ``direction`` is ``"tx"`` or
+    ``"rx"``, ``rings`` the ids of the rings that were reset."""
+
+    def __init__(self, message: str = "", direction: str = "", rings: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.direction = direction
+        self.rings = list(rings)

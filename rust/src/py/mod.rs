@@ -4,6 +4,7 @@
 
 pub mod buffer;
 pub mod errors;
+pub mod netmap;
 pub mod region;
 
 use pyo3::prelude::*;
@@ -15,6 +16,11 @@ mod native {
     use super::buffer::ShmView;
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
+
+    #[pymodule_export]
+    use super::netmap::{
+        netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots,
+    };
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
