@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 import shmkit
 import shmkit.netmap as nm
 
@@ -68,7 +67,9 @@ def test_prologue_rule_exhaustive() -> None:
     for n in range(1, 13):
         for lo, hi in itertools.product(range(n), repeat=2):
             for head, cur in itertools.product(range(n + 4), repeat=2):
-                assert nm.prologue_accepts(n, lo, hi, head, cur) == closed_form(n, lo, hi, head, cur)
+                assert nm.prologue_accepts(n, lo, hi, head, cur) == closed_form(
+                    n, lo, hi, head, cur
+                )
                 checked += 1
     assert checked == sum(n * n * (n + 4) ** 2 for n in range(1, 13))
     # The upstream quirk (cur >= n accepted in a wrapped window) is rejected.
@@ -221,12 +222,27 @@ def test_abi_offsets_match_the_reference() -> None:
     assert a["slot"] == (0, 16)
     ring = {f: a[f"ring.{f}"][0] for f in ("buf_ofs", "num_slots", "nr_buf_size", "ringid", "dir")}
     assert ring == {"buf_ofs": 0, "num_slots": 8, "nr_buf_size": 12, "ringid": 16, "dir": 18}
-    assert [a[f"ring.{f}"][0] for f in ("head", "cur", "tail", "flags", "ts")] == [20, 24, 28, 32, 40]
-    assert [a[f"ring.{f}"][0] for f in ("offset_mask", "buf_align", "sem", "slot")] == [56, 64, 128, 256]
+    assert [a[f"ring.{f}"][0] for f in ("head", "cur", "tail", "flags", "ts")] == [
+        20,
+        24,
+        28,
+        32,
+        40,
+    ]
+    assert [a[f"ring.{f}"][0] for f in ("offset_mask", "buf_align", "sem", "slot")] == [
+        56,
+        64,
+        128,
+        256,
+    ]
     assert a["ring"] == (0, 256)
     nif = ["ni_name", "ni_version", "ni_flags", "ni_tx_rings", "ni_rx_rings", "ni_bufs_head"]
     assert [a[f"if.{f}"][0] for f in nif] == [0, 16, 20, 24, 28, 32]
-    assert [a["if.ni_host_tx_rings"][0], a["if.ni_host_rx_rings"][0], a["if.ring_ofs"][0]] == [36, 40, 56]
+    assert [a["if.ni_host_tx_rings"][0], a["if.ni_host_rx_rings"][0], a["if.ring_ofs"][0]] == [
+        36,
+        40,
+        56,
+    ]
     assert a["if"] == (0, 56)
 
 
@@ -255,7 +271,12 @@ def test_memory_is_byte_compatible(root: str) -> None:
         ring.slots[3].ptr = 0x1122334455667788
         ring.slots[3].flags = nm.NS_MOREFRAG
         idx, ln, fl, ptr = struct.unpack_from("<IHHQ", region.read(off + 256 + 3 * 16, 16))
-        assert (idx, ln, fl, ptr) == (ring.slots[3].buf_idx, ring.slots[3].len, nm.NS_MOREFRAG, 0x1122334455667788)
+        assert (idx, ln, fl, ptr) == (
+            ring.slots[3].buf_idx,
+            ring.slots[3].len,
+            nm.NS_MOREFRAG,
+            0x1122334455667788,
+        )
         ring.buf(3)[:6] = b"marker"
         assert region.read(off + buf_ofs + idx * buf_size, 6) == b"marker"
     region.close()
@@ -268,7 +289,12 @@ def test_memory_is_byte_compatible(root: str) -> None:
 def test_port_names_and_counts(root: str) -> None:
     s = nm.open("netmap:sw}3@conf:rings=2,tx-rings=3,slots=16", root=root)
     # The request configures the master (tx 3, rx 2); the slave sees them swapped.
-    assert (s.role, s.name, s.pipe, s.spec) == ("slave", "sw}3", "sw{3", "netmap:sw}3@conf:rings=2,tx-rings=3,slots=16")
+    assert (s.role, s.name, s.pipe, s.spec) == (
+        "slave",
+        "sw}3",
+        "sw{3",
+        "netmap:sw}3@conf:rings=2,tx-rings=3,slots=16",
+    )
     assert (s.num_tx_rings, s.num_rx_rings, len(s.tx_rings), len(s.rx_rings)) == (2, 3, 2, 3)
     m = nm.open("sw{3", root=root, rings=9)  # an existing pipe keeps its geometry
     assert (m.role, m.num_tx_rings, m.num_rx_rings, m.num_tx_slots) == ("master", 3, 2, 16)
@@ -344,7 +370,8 @@ def test_unsupported_modes_are_clear_errors(root: str, name: str, code: int) -> 
 
 
 @pytest.mark.parametrize(
-    "name", ["", "p{", "{1", "p{1-", "p{1/", "p{1/q", "p{1@conf:nope=1", "p{1@conf:rings=x", "p q{1"]
+    "name",
+    ["", "p{", "{1", "p{1-", "p{1/", "p{1/q", "p{1@conf:nope=1", "p{1@conf:rings=x", "p q{1"],
 )
 def test_bad_names_are_value_errors(root: str, name: str) -> None:
     with pytest.raises(ValueError):
@@ -396,7 +423,9 @@ def test_batch_helpers_and_fragments(pair: tuple[nm.Port, nm.Port]) -> None:
     assert tx.send_packed(bytes(6), array.array("I", [2, 2, 2])) == 3
     with pytest.raises(ValueError):
         tx.send_packed(b"ab", [3])
-    assert rx.recv_into(bytearray(3), array.array("I", [0] * 8)) == (1, 2), "stops when data is full"
+    assert rx.recv_into(bytearray(3), array.array("I", [0] * 8)) == (1, 2), (
+        "stops when data is full"
+    )
     assert [bytes(p) for p in rx.recv()] == [bytes(2)] * 2
     with pytest.raises(ValueError):
         tx.send([bytes(256 * 65)])  # more than 64 fragments

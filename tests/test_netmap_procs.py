@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from procs import finish, kill9, python, wait_line
-
 import shmkit
 import shmkit.netmap as nm
+from procs import finish, kill9, python, wait_line
 
 #: The peer: evaluates (or executes) one line of Python per request and answers
 #: "OK <repr>" or "ERR <exception type> <message>".
@@ -215,7 +214,10 @@ def test_exclusive_and_busy_across_processes(root: str, peer: Peer) -> None:
 
 
 def test_counts_swapped_between_processes(root: str, peer: Peer) -> None:
-    peer("m = nm.open('sc{0@conf:tx-rings=2,rx-rings=3,tx-slots=16,rx-slots=32', root=root, buf_size=64)")
+    peer(
+        "m = nm.open('sc{0@conf:tx-rings=2,rx-rings=3,tx-slots=16,rx-slots=32', "
+        "root=root, buf_size=64)"
+    )
     s = nm.open("sc}0", root=root)
     assert (s.num_tx_rings, s.num_rx_rings, s.num_tx_slots, s.num_rx_slots) == (3, 2, 32, 16)
     # Slave TX ring 2 crosses master RX ring 2.
@@ -281,9 +283,13 @@ def test_poll_wakes_on_the_peer_across_processes(root: str, peer: Peer) -> None:
     t.join(25)
     assert result == [nm.POLLIN] and time.monotonic() - start < 20
     assert rx.recv() == [b"wake"]
-    # POLLOUT: the peer fills our... the peer waits for room we free.
+    # POLLOUT: the peer fills the pipe, then waits for the room we free.
     peer("tx.send([b'x'] * 7)")
-    peer("import threading\nres = []\nth = threading.Thread(target=lambda: res.append(tx.poll(30.0, events=nm.POLLOUT)))\nth.start()")
+    peer(
+        "import threading\nres = []\n"
+        "th = threading.Thread(target=lambda: res.append(tx.poll(30.0, events=nm.POLLOUT)))\n"
+        "th.start()"
+    )
     assert len(rx.recv(8)) == 7
     assert peer("th.join(25) or res") == [nm.POLLOUT]
     # The descriptor: readable when the peer sends.

@@ -152,7 +152,7 @@ POLLOUT: int = select.POLLOUT
 POLLERR: int = select.POLLERR
 
 
-def open(  # noqa: A001 - the libnetmap verb, in its own namespace
+def open(
     name: str,
     *,
     root: str | None = None,

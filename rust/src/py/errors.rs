@@ -113,7 +113,9 @@ impl From<NetmapError> for PyErr {
                 PyOSError::new_err((errno, format!("{msg} ({strerror})")))
             }
             NetmapError::RingReinit { dir, rings, .. } => ring_reinit(msg, dir.as_str(), rings),
-            NetmapError::PeerCorrupt { .. } | NetmapError::Corrupt { .. } | NetmapError::BadSlot { .. } => corruption(msg),
+            NetmapError::PeerCorrupt { .. } | NetmapError::Corrupt { .. } | NetmapError::BadSlot { .. } => {
+                corruption(msg)
+            }
             NetmapError::Region(r) => r.into(),
             NetmapError::Timeout { .. } => PyTimeoutError::new_err(msg),
             NetmapError::Capacity(_) => capacity(msg),

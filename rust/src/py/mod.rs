@@ -18,9 +18,7 @@ mod native {
     use super::region::{list_regions, scan_root, PyRegion};
 
     #[pymodule_export]
-    use super::netmap::{
-        netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots,
-    };
+    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -50,7 +50,9 @@ fn packet_bytes<'py>(py: Python<'py>, port: &Port, p: &Packet<'_>) -> PyResult<B
     PyBytes::new_with(py, p.len, |buf| {
         let mut at = 0;
         for &(off, len) in p.frags {
-            port.mapping().read(off, &mut buf[at..at + len]).ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
+            port.mapping()
+                .read(off, &mut buf[at..at + len])
+                .ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
             at += len;
         }
         Ok(())
@@ -143,13 +145,17 @@ impl PyPort {
     /// The bound TX rings.
     #[getter]
     fn tx_rings(&self) -> Vec<PyRing> {
-        (0..self.inner.rings(Dir::Tx).len()).map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Tx, pos }).collect()
+        (0..self.inner.rings(Dir::Tx).len())
+            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Tx, pos })
+            .collect()
     }
 
     /// The bound RX rings.
     #[getter]
     fn rx_rings(&self) -> Vec<PyRing> {
-        (0..self.inner.rings(Dir::Rx).len()).map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Rx, pos }).collect()
+        (0..self.inner.rings(Dir::Rx).len())
+            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Rx, pos })
+            .collect()
     }
 
     /// TX rings of this end (bound or not).
@@ -345,7 +351,13 @@ impl PyPort {
     /// their lengths into `sizes` (a writable buffer of native uint32, e.g. `array('I')`).
     /// Stops when either is full. Returns `(count, nbytes)`.
     #[pyo3(signature = (data, sizes, timeout=0.0))]
-    fn recv_into(&self, py: Python<'_>, data: &Bound<'_, PyAny>, sizes: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<(usize, usize)> {
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<(usize, usize)> {
         let mut dst = OutBuf::get(data)?;
         let mut szb = OutBuf::get(sizes)?;
         let d = dst.as_mut_slice();
@@ -362,7 +374,9 @@ impl PyPort {
                     return Ok(false);
                 }
                 for &(off, len) in p.frags {
-                    port.mapping().read(off, &mut d[at..at + len]).ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
+                    port.mapping()
+                        .read(off, &mut d[at..at + len])
+                        .ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
                     at += len;
                 }
                 s[count * 4..count * 4 + 4].copy_from_slice(&(p.len as u32).to_ne_bytes());
@@ -380,10 +394,12 @@ impl PyPort {
 
     /// A zero-copy memoryview of buffer `index` of the pool. Another process may write it.
     fn buffer<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Bound<'py, PyMemoryView>> {
-        let off = self
-            .inner
-            .buffer_offset(index)
-            .ok_or_else(|| PyIndexError::new_err(format!("{index} is not a buffer of this pipe (2 <= index < {})", self.inner.total_bufs())))?;
+        let off = self.inner.buffer_offset(index).ok_or_else(|| {
+            PyIndexError::new_err(format!(
+                "{index} is not a buffer of this pipe (2 <= index < {})",
+                self.inner.total_bufs()
+            ))
+        })?;
         ShmView::memoryview(py, self.inner.mapping(), off as u64, u64::from(self.inner.buf_size()), false)
     }
 
@@ -585,7 +601,11 @@ impl PyRing {
         let idx = s.buf_idx.load(Ordering::Relaxed);
         let bad = |what: String| NetmapError::BadSlot { port: self.port.port_name().end_name(), what };
         let off = self.port.buffer_offset(idx).ok_or_else(|| {
-            bad(format!("{} ring {} slot {j}: buffer index {idx} is not a buffer of this pipe", self.dir.as_str(), self.bound().map(|b| b.id).unwrap_or(0)))
+            bad(format!(
+                "{} ring {} slot {j}: buffer index {idx} is not a buffer of this pipe",
+                self.dir.as_str(),
+                self.bound().map(|b| b.id).unwrap_or(0)
+            ))
         })?;
         let bs = self.port.buf_size();
         let len = if data_only {
@@ -892,7 +912,11 @@ impl PySlot {
 
     /// Zero-copy memoryview of the slot's whole buffer.
     fn buf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
-        PyRing { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos }.buffer_view(py, i64::from(self.index), false)
+        PyRing { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos }.buffer_view(
+            py,
+            i64::from(self.index),
+            false,
+        )
     }
 
     fn __repr__(&self) -> String {
