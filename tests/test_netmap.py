@@ -612,3 +612,57 @@ def test_capacity_of_an_end(root: str) -> None:
         nm.open("cap}0", root=root)
     region.close()
     m.close()
+
+
+def test_resume_drops_unsynced_slots_and_unfinished_fragments(root: str) -> None:
+    rx = nm.open("rs}0", root=root, slots=8, buf_size=64)
+    tx = nm.open("rs{0", root=root)
+    assert tx.send([b"kept"]) == 1
+    r = tx.tx_rings[0]
+    r.buf(r.cur)[:1] = b"F"
+    r.slots[r.cur].len = 1
+    r.slots[r.cur].flags = nm.NS_MOREFRAG  # the first fragment of a packet never finished
+    r.advance()
+    tx.txsync()
+    assert r.hwcur == 2, "the fragment went out..."
+    put(tx, 2, tag=7)  # ...and these are filled but never synced
+    assert rx.recv() == [b"kept"], "...but an unfinished packet is never published"
+    tx.close()
+    tx = nm.open("rs{0", root=root)
+    r = tx.tx_rings[0]
+    assert (r.head, r.cur, r.hwcur) == (1, 1, 1), "resumed at the end of the published packets"
+    assert tx.send([b"after"]) == 1
+    assert rx.recv() == [b"after"]
+    tx.close()
+    rx.close()
+
+
+def test_no_tx_poll(root: str) -> None:
+    tx = nm.open("ntp{0", root=root, slots=8, buf_size=64, flags=nm.NR_NO_TX_POLL)
+    rx = nm.open("ntp}0", root=root)
+    assert tx.flags & nm.NR_NO_TX_POLL
+    assert tx.inject(b"a")
+    assert tx.poll(0) == 0
+    assert rx.recv() == [], "a POLLIN poll leaves the TX rings alone"
+    # Asking for POLLOUT pushes them, even though the ring already shows room (netmap #103).
+    assert tx.poll(0, events=nm.POLLOUT) == nm.POLLOUT
+    assert rx.recv() == [b"a"]
+    tx.close()
+    rx.close()
+    # Without the flag, a POLLIN poll sends (implicit TX).
+    tx = nm.open("ntq{0", root=root, slots=8, buf_size=64)
+    rx = nm.open("ntq}0", root=root)
+    assert tx.inject(b"b")
+    assert tx.poll(0) == 0
+    assert rx.recv() == [b"b"]
+    tx.close()
+    rx.close()
+
+
+def test_error_mapping_of_region_failures(root: str) -> None:
+    with pytest.raises(ValueError):
+        nm.open("a{0", root="bad-root")
+    with pytest.raises(ValueError):
+        nm.open("a{0", root=root, timeout=-1)
+    exc = nm.RingReinit("msg", "rx", [1, 2])
+    assert isinstance(exc, shmkit.ShmkitError) and (exc.direction, exc.rings) == ("rx", [1, 2])

@@ -261,10 +261,6 @@ def test_killed_peer_ring_is_reclaimed(root: str) -> None:
     tx.send([b"a", b"b"])
     assert victim("rx.rxsync() or rx.rx_rings[0].space") == 2
     kill_and_reap(victim.proc)
-    with pytest.raises(shmkit.CorruptionError):
-        tx.tx_rings[0].slots[0].buf_idx = 1
-        tx.tx_rings[0].buf(0)  # (unrelated: a bad index is refused)
-    tx.tx_rings[0].slots[0].buf_idx = 2
     heir = Peer(root)
     # The dead process's ring is free again, and the unreleased packets come again.
     assert heir("nm.open('kp}0', root=root).recv()") == [b"a", b"b"]
@@ -307,8 +303,10 @@ def test_blocking_poll_is_interruptible(root: str) -> None:
         """
         import sys, shmkit.netmap as nm
         p = nm.open("int{0", root=sys.argv[1])
-        print("polling", file=sys.stderr, flush=True)
         try:
+            # A SIGINT that lands before the wait is raised at once; one that lands during
+            # it ends the wait within a slice. Either way it reaches this handler.
+            print("polling", file=sys.stderr, flush=True)
             p.poll(None)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
@@ -316,7 +314,6 @@ def test_blocking_poll_is_interruptible(root: str) -> None:
         root,
     )
     wait_line(proc, "polling")
-    time.sleep(0.05)  # let it enter the wait (the test passes either way)
     proc.send_signal(signal.SIGINT)
     wait_line(proc, "interrupted", timeout=10)
     finish(proc)

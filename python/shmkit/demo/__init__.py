@@ -10,11 +10,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from shmkit.demo import netmap as _netmap
 from shmkit.demo import regions as _regions
 
 #: name -> (title, run(root) -> None); run in this order
 SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
     "regions": ("Regions: create, share, list, and clean up after a killed process", _regions.run),
+    "netmap": ("netmap pipe: rings, zero-copy buffers, fragments, back-pressure, reinit", _netmap.run),
 }
 
 

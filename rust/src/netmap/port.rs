@@ -921,7 +921,21 @@ impl Port {
     /// Returns the new `cur`, or `None` if there is no room.
     fn put(&self, slots: &[NetmapSlot], n: u32, cur: u32, tail: u32, data: &[u8]) -> Result<Option<u32>> {
         let bs = self.buf_size() as usize;
-        let frags = data.len().div_ceil(bs).max(1);
+        if data.len() <= bs {
+            // One slot: the common case, without the fragment bookkeeping.
+            if cur == tail {
+                return Ok(None);
+            }
+            let s = &slots[cur as usize];
+            let idx = s.buf_idx.load(Ordering::Relaxed);
+            let off = self.buffer_offset(idx).ok_or_else(|| self.bad_tx_slot(cur, idx))?;
+            self.pipe.map().write(off, data).expect("buffer inside the validated layout");
+            s.len.store(data.len() as u16, Ordering::Relaxed);
+            let keep = s.flags.load(Ordering::Relaxed) & NS_BUF_CHANGED;
+            s.flags.store(keep, Ordering::Relaxed);
+            return Ok(Some(next(n, cur)));
+        }
+        let frags = data.len().div_ceil(bs);
         if frags > MAX_FRAGS {
             return Err(NetmapError::InvalidArgument(format!(
                 "a packet of {} bytes needs {frags} slots of {bs} bytes; at most {MAX_FRAGS} fragments are allowed",
@@ -937,10 +951,7 @@ impl Port {
             let chunk = &data[(f * bs).min(data.len())..((f + 1) * bs).min(data.len())];
             let s = &slots[j as usize];
             let idx = s.buf_idx.load(Ordering::Relaxed);
-            let off = self.buffer_offset(idx).ok_or_else(|| NetmapError::BadSlot {
-                port: self.name.end_name(),
-                what: format!("TX slot {j} holds buffer index {idx}, which is not a buffer of this pipe"),
-            })?;
+            let off = self.buffer_offset(idx).ok_or_else(|| self.bad_tx_slot(j, idx))?;
             map.write(off, chunk).expect("buffer inside the validated layout");
             s.len.store(chunk.len() as u16, Ordering::Relaxed);
             let keep = s.flags.load(Ordering::Relaxed) & NS_BUF_CHANGED;
@@ -948,6 +959,13 @@ impl Port {
             j = next(n, j);
         }
         Ok(Some(j))
+    }
+
+    fn bad_tx_slot(&self, j: u32, idx: u32) -> NetmapError {
+        NetmapError::BadSlot {
+            port: self.name.end_name(),
+            what: format!("TX slot {j} holds buffer index {idx}, which is not a buffer of this pipe"),
+        }
     }
 
     /// Queue packets in the bound TX rings from their `cur`, round robin from the last ring
@@ -1072,18 +1090,23 @@ impl Port {
                 let mut complete = false;
                 let mut count = 0;
                 loop {
-                    let s = slots[j as usize].load();
-                    match self.buffer_offset(s.buf_idx) {
-                        Some(off) if u32::from(s.len) <= bs => {
-                            frags.push((off, usize::from(s.len)));
-                            len += usize::from(s.len);
+                    let s = &slots[j as usize];
+                    let (idx, slen, flags) = (
+                        s.buf_idx.load(Ordering::Relaxed),
+                        s.len.load(Ordering::Relaxed),
+                        s.flags.load(Ordering::Relaxed),
+                    );
+                    match self.buffer_offset(idx) {
+                        Some(off) if u32::from(slen) <= bs => {
+                            frags.push((off, usize::from(slen)));
+                            len += usize::from(slen);
                         }
                         _ => bad = true,
                     }
                     j = next(n, j);
                     count += 1;
-                    if s.flags & NS_MOREFRAG == 0 || count == MAX_FRAGS {
-                        bad |= s.flags & NS_MOREFRAG != 0;
+                    if flags & NS_MOREFRAG == 0 || count == MAX_FRAGS {
+                        bad |= flags & NS_MOREFRAG != 0;
                         complete = true;
                         break;
                     }
