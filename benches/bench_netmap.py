@@ -202,17 +202,21 @@ def run_zmq(a: argparse.Namespace) -> tuple[int, float] | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=5_000_000, help="packets per run")
     ap.add_argument("--size", type=int, default=64, help="packet size in bytes")
     ap.add_argument("--batch", type=int, default=256, help="packets per call")
     ap.add_argument("--slots", type=int, default=4096, help="slots per ring")
     ap.add_argument("--buf-size", type=int, default=2048, help="netmap buffer size")
-    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also run the peers")
+    ap.add_argument(
+        "--peers", action=argparse.BooleanOptionalAction, default=True, help="also run the peers"
+    )
     a = ap.parse_args()
     print(
-        f"{a.count:,} packets of {a.size} B, batches of {a.batch}, {a.slots} slots x {a.buf_size} B, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+        f"{a.count:,} packets of {a.size} B, batches of {a.batch}, "
+        f"{a.slots} slots x {a.buf_size} B, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
     )
     runs: list[tuple[str, Callable[[], tuple[int, float] | None]]] = [
         ("shmkit.netmap packed (send_packed/recv_into)", lambda: run_netmap("packed", a)),

@@ -16,7 +16,7 @@ from shmkit.demo import regions as _regions
 #: name -> (title, run(root) -> None); run in this order
 SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
     "regions": ("Regions: create, share, list, and clean up after a killed process", _regions.run),
-    "netmap": ("netmap pipe: rings, zero-copy buffers, fragments, back-pressure, reinit", _netmap.run),
+    "netmap": ("netmap pipe: zero-copy rings, fragments, back-pressure, reinit", _netmap.run),
 }
 
 
