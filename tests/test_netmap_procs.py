@@ -558,3 +558,39 @@ def test_process_exiting_without_close_leaves_nothing_held(root: str) -> None:
     assert q.recv() == [b"z"]
     p.close()
     q.close()
+
+
+def test_a_pipe_marked_destroyed_is_refused(root: str, peer: Peer) -> None:
+    peer("m = nm.open('dd{0', root=root, slots=8, buf_size=64)\nlay = m.layout()")
+    lay = peer("lay")
+    _hostile(root, lay["region"], lay["object"] + 12, struct.pack("<I", 2))  # state = DESTROYED
+    with pytest.raises(shmkit.ClosedError):
+        nm.open("dd}0", root=root, timeout=0.2)
+
+
+def test_os_errors_keep_their_errno(root: str) -> None:
+    proc = python(
+        """
+        import errno, os, resource, sys
+        import shmkit.netmap as nm
+        p = nm.open("os{0", root=sys.argv[1], slots=8, buf_size=64)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            p.fileno()
+        except OSError as e:
+            print("errno", e.errno == errno.EMFILE, type(e).__name__, file=sys.stderr, flush=True)
+        for fd in held:
+            os.close(fd)
+        p.close()
+        """,
+        root,
+    )
+    assert "errno True OSError" in wait_line(proc, "errno")
+    finish(proc)

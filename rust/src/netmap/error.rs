@@ -84,8 +84,8 @@ pub enum NetmapError {
     /// The port was closed.
     #[error("netmap port is closed")]
     Closed,
-    /// Both ends of the pipe were closed (and the pipe destroyed) while this handle was being
-    /// opened; opening again creates a fresh pipe.
+    /// The pipe's name kept pointing at a destroyed pipe until the deadline (normally the
+    /// destroyer unlinks it at once and the next open creates a fresh pipe).
     #[error("netmap pipe {0} was destroyed")]
     Destroyed(String),
     /// A system call failed.

@@ -166,19 +166,15 @@ impl Pipe {
                 if p.header().state.load(Ordering::Acquire) == STATE_READY {
                     return Ok(p);
                 }
-            } else {
-                match Self::attach(region, pipe_name, want, key, deadline)? {
-                    Attach::Ready(p) => return Ok(Self::remember(*p)),
-                    Attach::Destroyed => {}
-                }
+            } else if let Attach::Ready(p) = Self::attach(region, pipe_name, want, key, deadline)? {
+                return Ok(Self::remember(*p));
             }
+            // The name points at a destroyed pipe: normally its destroyer is unlinking it and
+            // the next attempt creates a fresh one. If it stays (a peer wrote the state word),
+            // give up at the deadline.
             if deadline.expired() {
-                return Err(NetmapError::Timeout {
-                    what: format!("pipe {pipe_name} to be usable"),
-                    secs: opts.timeout.as_secs_f64(),
-                });
+                return Err(NetmapError::Destroyed(pipe_name.to_owned()));
             }
-            // The old region is being unlinked; let the destroyer finish.
             std::thread::sleep(Duration::from_millis(1));
         }
     }
