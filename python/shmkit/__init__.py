@@ -6,6 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
+from shmkit import netmap
 from shmkit._native import LAYOUT_VERSION, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
@@ -45,6 +46,7 @@ __all__ = [
     "StaleRegionError",
     "VersionMismatchError",
     "__version__",
+    "netmap",
     "regions",
     "scan",
 ]
