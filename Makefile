@@ -39,6 +39,7 @@ bench: ## criterion benches, then the Python benchmarks against the peers
 	cargo bench --no-default-features
 	$(PY) benches/bench_region.py
 	$(PY) benches/bench_memif.py
+	$(PY) benches/bench_netmap.py
 
 .PHONY: all
 all: format lint build-dev test ## Format, lint, build, test

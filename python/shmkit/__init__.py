@@ -6,7 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
-from shmkit import memif
+from shmkit import memif, netmap
 from shmkit._native import LAYOUT_VERSION, MsgRings, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
@@ -50,6 +50,7 @@ __all__ = [
     "VersionMismatchError",
     "__version__",
     "memif",
+    "netmap",
     "regions",
     "scan",
 ]

@@ -10,6 +10,7 @@ keep working.
 from __future__ import annotations
 
 import queue
+from collections.abc import Iterable
 
 __all__ = [
     "CapacityError",
@@ -23,6 +24,7 @@ __all__ = [
     "OutOfMemoryError",
     "QueueEmpty",
     "QueueFull",
+    "RingReinit",
     "ShmkitError",
     "StaleRegionError",
     "VersionMismatchError",
@@ -101,3 +103,15 @@ class MemifError(ShmkitError):
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message or self.strerror}"
+
+
+class RingReinit(ShmkitError):
+    """netmap rings were reinitialised: the ``head``/``cur`` the user wrote were invalid, so
+    the ring was reset to ``head = cur = hwcur``, ``tail = hwtail``, its slots sanitised and
+    its sync skipped (strict mode; the other rings were synced). ``direction`` is ``"tx"`` or
+    ``"rx"``, ``rings`` the ids of the rings that were reset."""
+
+    def __init__(self, message: str = "", direction: str = "", rings: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.direction = direction
+        self.rings = list(rings)

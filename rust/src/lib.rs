@@ -12,6 +12,7 @@
 pub mod failpoint;
 pub mod memif;
 pub mod msgring;
+pub mod netmap;
 pub mod region;
 pub mod sys;
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from shmkit.demo import memif as _memif
+from shmkit.demo import netmap as _netmap
 from shmkit.demo import regions as _regions
 
 #: name -> (title, run(root) -> None); run in this order
@@ -20,6 +21,7 @@ SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
         "memif: two processes, a ping-pong over shared-memory rings, then a flood",
         _memif.run,
     ),
+    "netmap": ("netmap pipe: zero-copy rings, fragments, back-pressure, reinit", _netmap.run),
 }
 
 

@@ -12,6 +12,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 use crate::memif::MemifError;
+use crate::netmap::NetmapError;
 use crate::msgring::MsgRingError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
@@ -126,6 +127,41 @@ impl From<MemifError> for PyErr {
             MemifError::InvalidArgument(_) => PyValueError::new_err(msg),
             MemifError::Closed => closed(msg),
             MemifError::Memif { code, .. } => memif_error(code as u32, msg),
+        }
+    }
+}
+
+/// `shmkit.netmap.RingReinit(message, direction, rings)`.
+pub fn ring_reinit(msg: String, direction: &str, rings: Vec<u32>) -> PyErr {
+    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    Python::attach(|py| match CLASS.import(py, "shmkit.errors", "RingReinit") {
+        Ok(cls) => PyErr::from_type(cls.clone(), (msg, direction.to_owned(), rings)),
+        Err(e) => e,
+    })
+}
+
+impl From<NetmapError> for PyErr {
+    fn from(e: NetmapError) -> Self {
+        let msg = e.to_string();
+        match e {
+            NetmapError::InvalidName { .. } | NetmapError::InvalidArgument(_) => PyValueError::new_err(msg),
+            NetmapError::Errno { errno, msg } => {
+                let strerror = std::io::Error::from_raw_os_error(errno).to_string();
+                let strerror = strerror.split(" (os error").next().unwrap_or(&strerror).to_owned();
+                PyOSError::new_err((errno, format!("{msg} ({strerror})")))
+            }
+            NetmapError::RingReinit { dir, rings, .. } => ring_reinit(msg, dir.as_str(), rings),
+            NetmapError::PeerCorrupt { .. } | NetmapError::Corrupt { .. } | NetmapError::BadSlot { .. } => {
+                corruption(msg)
+            }
+            NetmapError::Region(r) => r.into(),
+            NetmapError::Timeout { .. } => PyTimeoutError::new_err(msg),
+            NetmapError::Capacity(_) => capacity(msg),
+            NetmapError::Closed | NetmapError::Destroyed(_) => closed(msg),
+            NetmapError::Os { source, .. } => match source.raw_os_error() {
+                Some(errno) => PyOSError::new_err((errno, msg)),
+                None => PyOSError::new_err(msg),
+            },
         }
     }
 }

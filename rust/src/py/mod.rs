@@ -5,6 +5,7 @@
 pub mod buffer;
 pub mod errors;
 pub mod memif;
+pub mod netmap;
 pub mod msgring;
 pub mod region;
 
@@ -21,6 +22,8 @@ mod native {
     use super::msgring::PyMsgRings;
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
+    #[pymodule_export]
+    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

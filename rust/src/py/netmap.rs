@@ -1,0 +1,949 @@
+//! Python face of `netmap`: `NetmapPort`, `NetmapRing`, `NetmapSlots`, `NetmapSlot` and the
+//! packet iterator (re-exported as `shmkit.netmap.Port`, `Ring`, ...). Thin: every rule
+//! lives in `crate::netmap`; this file converts arguments, releases the GIL around waits
+//! and builds Python objects.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
+
+use super::buffer::{InBuf, OutBuf, ShmView};
+use super::region::duration;
+use crate::netmap::abi::{field_offsets, NetmapRing, NetmapSlot};
+use crate::netmap::kring::{accepts, dist, Dir, ReinitMode};
+use crate::netmap::pipe::{region_name, PipeOptions};
+use crate::netmap::port::{BoundRing, Packet, Port, PortOptions, POLLIN, POLLOUT, WAIT_SLICE};
+use crate::netmap::NetmapError;
+use crate::sys::time::Deadline;
+
+fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
+    match s {
+        "strict" => Ok(ReinitMode::Strict),
+        "compat" => Ok(ReinitMode::Compat),
+        other => Err(PyValueError::new_err(format!("reinit must be 'strict' or 'compat', not {other:?}"))),
+    }
+}
+
+fn timeout_of(t: Option<f64>) -> PyResult<Option<Duration>> {
+    t.map(|s| duration(Some(s), Duration::ZERO)).transpose()
+}
+
+/// Poll with the GIL released, in bounded slices, checking for signals in between.
+fn wait(py: Python<'_>, port: &Port, events: u32, timeout: Option<Duration>) -> PyResult<u32> {
+    let deadline = Deadline::after(timeout);
+    loop {
+        let rev = py.detach(|| port.poll_slice(events, &deadline, WAIT_SLICE))?;
+        if rev != 0 || deadline.expired() {
+            return Ok(rev);
+        }
+        py.check_signals()?;
+    }
+}
+
+/// Copy a packet's fragments into a new `bytes`.
+fn packet_bytes<'py>(py: Python<'py>, port: &Port, p: &Packet<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, p.len, |buf| {
+        let mut at = 0;
+        for &(off, len) in p.frags {
+            port.mapping()
+                .read(off, &mut buf[at..at + len])
+                .ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
+            at += len;
+        }
+        Ok(())
+    })
+}
+
+/// A port: one handle on one end of a netmap pipe (see `shmkit.netmap.open`).
+#[pyclass(name = "NetmapPort", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyPort {
+    inner: Arc<Port>,
+}
+
+#[pymethods]
+impl PyPort {
+    #[new]
+    #[pyo3(signature = (name, *, root=None, mode=None, ring=None, flags=0, reinit="strict", rings=None, slots=None,
+        tx_rings=None, rx_rings=None, tx_slots=None, rx_slots=None, buf_size=None, extra_bufs=None, timeout=None,
+        perm=0o600))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        root: Option<String>,
+        mode: Option<u32>,
+        ring: Option<u32>,
+        flags: u64,
+        reinit: &str,
+        rings: Option<u32>,
+        slots: Option<u32>,
+        tx_rings: Option<u32>,
+        rx_rings: Option<u32>,
+        tx_slots: Option<u32>,
+        rx_slots: Option<u32>,
+        buf_size: Option<u32>,
+        extra_bufs: Option<u32>,
+        timeout: Option<f64>,
+        perm: u32,
+    ) -> PyResult<Self> {
+        if perm > 0o777 {
+            return Err(PyValueError::new_err(format!("perm {perm:#o} is not a permission mask")));
+        }
+        let both = |a: Option<u32>, b: Option<u32>, what: &str| match (a, b) {
+            (Some(x), Some(y)) if x != y => {
+                Err(PyValueError::new_err(format!("{what}: conflicting values {x} and {y}")))
+            }
+            (x, y) => Ok(x.or(y)),
+        };
+        let opts = PortOptions {
+            pipe: PipeOptions { root, perm, timeout: duration(timeout, Duration::from_secs(5))? },
+            mode,
+            ringid: ring,
+            flags,
+            reinit: reinit_mode(reinit)?,
+            tx_rings: both(tx_rings, rings, "tx_rings/rings")?,
+            rx_rings: both(rx_rings, rings, "rx_rings/rings")?,
+            tx_slots: both(tx_slots, slots, "tx_slots/slots")?,
+            rx_slots: both(rx_slots, slots, "rx_slots/slots")?,
+            buf_size,
+            extra_bufs,
+        };
+        let port = py.detach(|| Port::open(name, &opts))?;
+        Ok(Self { inner: Arc::new(port) })
+    }
+
+    /// The name of this end (`port{id` or `port}id`).
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.port_name().end_name()
+    }
+
+    /// The name as given to `open`.
+    #[getter]
+    fn spec(&self) -> String {
+        self.inner.port_name().spec.clone()
+    }
+
+    /// The pipe's name (`port{id`), shared by both ends.
+    #[getter]
+    fn pipe(&self) -> String {
+        self.inner.port_name().pipe_name()
+    }
+
+    /// `"master"` or `"slave"`.
+    #[getter]
+    fn role(&self) -> &'static str {
+        self.inner.end().as_str()
+    }
+
+    /// The bound TX rings.
+    #[getter]
+    fn tx_rings(&self) -> Vec<PyRing> {
+        (0..self.inner.rings(Dir::Tx).len())
+            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Tx, pos })
+            .collect()
+    }
+
+    /// The bound RX rings.
+    #[getter]
+    fn rx_rings(&self) -> Vec<PyRing> {
+        (0..self.inner.rings(Dir::Rx).len())
+            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Rx, pos })
+            .collect()
+    }
+
+    /// TX rings of this end (bound or not).
+    #[getter]
+    fn num_tx_rings(&self) -> u32 {
+        self.inner.num_rings(Dir::Tx)
+    }
+
+    /// RX rings of this end (bound or not).
+    #[getter]
+    fn num_rx_rings(&self) -> u32 {
+        self.inner.num_rings(Dir::Rx)
+    }
+
+    /// Slots of each TX ring.
+    #[getter]
+    fn num_tx_slots(&self) -> u32 {
+        self.inner.num_slots(Dir::Tx)
+    }
+
+    /// Slots of each RX ring.
+    #[getter]
+    fn num_rx_slots(&self) -> u32 {
+        self.inner.num_slots(Dir::Rx)
+    }
+
+    /// Size of every buffer.
+    #[getter]
+    fn buf_size(&self) -> u32 {
+        self.inner.buf_size()
+    }
+
+    /// Buffers in the pool (including the reserved buffers 0 and 1).
+    #[getter]
+    fn total_bufs(&self) -> u64 {
+        self.inner.total_bufs()
+    }
+
+    /// The `NR_REG_*` binding mode.
+    #[getter]
+    fn mode(&self) -> u32 {
+        self.inner.mode()
+    }
+
+    /// The ring id (for `NR_REG_ONE_NIC`).
+    #[getter]
+    fn ringid(&self) -> u32 {
+        self.inner.ringid()
+    }
+
+    /// The `NR_*` flags.
+    #[getter]
+    fn flags(&self) -> u64 {
+        self.inner.flags()
+    }
+
+    /// `"strict"` or `"compat"`.
+    #[getter]
+    fn reinit(&self) -> &'static str {
+        self.inner.reinit_mode().as_str()
+    }
+
+    /// Name of the pipe's region.
+    #[getter]
+    fn region_name(&self) -> String {
+        region_name(&self.inner.port_name().pipe_name())
+    }
+
+    /// Root namespace of the pipe's region.
+    #[getter]
+    fn root(&self) -> Option<String> {
+        self.inner.region().root().map(str::to_owned)
+    }
+
+    /// Whether a live process has the other end open.
+    #[getter]
+    fn peer_open(&self) -> bool {
+        self.inner.peer_open()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Sync every bound TX ring: send what lies in `[hwcur, head)`, learn the space the
+    /// receiver freed. Raises `RingReinit` (strict mode) after resetting a ring whose
+    /// `head`/`cur` were invalid.
+    fn txsync(&self) -> PyResult<()> {
+        Ok(self.inner.txsync()?)
+    }
+
+    /// Sync every bound RX ring: release `[hwcur, head)`, learn what arrived.
+    fn rxsync(&self) -> PyResult<()> {
+        Ok(self.inner.rxsync()?)
+    }
+
+    /// netmap's poll: wait until one of `events` (`POLLIN`, `POLLOUT`) is ready or
+    /// `timeout` seconds pass (`None`: forever); returns the ready events (`POLLERR` when a
+    /// ring was reinitialised or the peer misbehaved), 0 on timeout. Releases the GIL.
+    #[pyo3(signature = (timeout=None, events=POLLIN))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>, events: u32) -> PyResult<u32> {
+        wait(py, &self.inner, events, timeout_of(timeout)?)
+    }
+
+    /// An eventfd that is readable while a bound RX ring has packets to read.
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.inner.fileno()?)
+    }
+
+    /// Queue one packet in the first TX ring with room (libnetmap's `nmport_inject`), split
+    /// into `NS_MOREFRAG` fragments if larger than a buffer. Does not sync. Returns whether
+    /// it was queued.
+    fn inject(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let buf = InBuf::get(data)?;
+        Ok(self.inner.inject(buf.as_slice())?)
+    }
+
+    /// Call `callback(view)` for every packet visible in the bound RX rings (libnetmap's
+    /// `nm_dispatch`), at most `count` (-1 or 0: all), releasing each. Does not sync: call
+    /// `poll()` or `rxsync()` first. `view` is a zero-copy memoryview for a one-slot packet
+    /// (valid until the next sync hands the buffer back to the sender) and `bytes` for a
+    /// packet in several fragments. Returns how many packets were handled.
+    #[pyo3(signature = (callback, count=-1))]
+    fn dispatch(&self, py: Python<'_>, callback: &Bound<'_, PyAny>, count: i64) -> PyResult<usize> {
+        let max = if count <= 0 { usize::MAX } else { count as usize };
+        let port = &self.inner;
+        port.consume::<PyErr>(max, |p| {
+            if p.frags.len() == 1 {
+                let (off, len) = p.frags[0];
+                callback.call1((ShmView::memoryview(py, port.mapping(), off as u64, len as u64, false)?,))?;
+            } else {
+                callback.call1((packet_bytes(py, port, p)?,))?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Send a batch: queue as many of `packets` (any buffers) as fit, sync, and return how
+    /// many were sent (a prefix). With `timeout`, wait for room (GIL released) until all are
+    /// sent or the time is up.
+    #[pyo3(signature = (packets, timeout=0.0))]
+    fn send(&self, py: Python<'_>, packets: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
+        let bufs = packets.try_iter()?.map(|o| InBuf::get(&o?)).collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = bufs.iter().map(InBuf::as_slice).collect();
+        self.send_slices(py, &slices, timeout_of(timeout)?)
+    }
+
+    /// Send a batch packed in one buffer: `data` holds the packets back to back, `sizes`
+    /// their lengths (a sequence of ints, or a buffer of native uint32 such as
+    /// `array('I')`). Returns how many were sent.
+    #[pyo3(signature = (data, sizes, timeout=0.0))]
+    fn send_packed(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let buf = InBuf::get(data)?;
+        let lens = sizes_of(sizes)?;
+        let bytes = buf.as_slice();
+        let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
+        if total > bytes.len() as u64 {
+            return Err(PyValueError::new_err(format!("sizes add up to {total} bytes, data has {}", bytes.len())));
+        }
+        let mut slices = Vec::with_capacity(lens.len());
+        let mut at = 0usize;
+        for &l in &lens {
+            slices.push(&bytes[at..at + l as usize]);
+            at += l as usize;
+        }
+        self.send_slices(py, &slices, timeout_of(timeout)?)
+    }
+
+    /// Receive a batch: sync, copy out up to `max` packets as `bytes`, release them and sync
+    /// again. With `timeout` and nothing available, wait (GIL released) for packets.
+    #[pyo3(signature = (max=256, timeout=0.0))]
+    fn recv<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let port = &self.inner;
+        self.receive(py, timeout_of(timeout)?, || {
+            port.consume::<PyErr>(max, |p| {
+                out.append(packet_bytes(py, port, p)?)?;
+                Ok(true)
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Receive a batch into caller buffers: packets back to back into the writable `data`,
+    /// their lengths into `sizes` (a writable buffer of native uint32, e.g. `array('I')`).
+    /// Stops when either is full. Returns `(count, nbytes)`.
+    #[pyo3(signature = (data, sizes, timeout=0.0))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<(usize, usize)> {
+        let mut dst = OutBuf::get(data)?;
+        let mut szb = OutBuf::get(sizes)?;
+        let d = dst.as_mut_slice();
+        let s = szb.as_mut_slice();
+        if s.len() % 4 != 0 {
+            return Err(PyValueError::new_err("sizes must be a buffer of uint32 (its length a multiple of 4)"));
+        }
+        let cap = s.len() / 4;
+        let port = &self.inner;
+        let (mut count, mut at) = (0usize, 0usize);
+        self.receive(py, timeout_of(timeout)?, || {
+            port.consume::<PyErr>(cap - count, |p| {
+                if at + p.len > d.len() {
+                    return Ok(false);
+                }
+                for &(off, len) in p.frags {
+                    port.mapping()
+                        .read(off, &mut d[at..at + len])
+                        .ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
+                    at += len;
+                }
+                s[count * 4..count * 4 + 4].copy_from_slice(&(p.len as u32).to_ne_bytes());
+                count += 1;
+                Ok(true)
+            })
+        })?;
+        Ok((count, at))
+    }
+
+    /// The extra buffers of this end (indexes from `ni_bufs_head`), for buffer swapping.
+    fn extra_bufs(&self) -> Vec<u32> {
+        self.inner.extra_bufs()
+    }
+
+    /// A zero-copy memoryview of buffer `index` of the pool. Another process may write it.
+    fn buffer<'py>(&self, py: Python<'py>, index: u32) -> PyResult<Bound<'py, PyMemoryView>> {
+        let off = self.inner.buffer_offset(index).ok_or_else(|| {
+            PyIndexError::new_err(format!(
+                "{index} is not a buffer of this pipe (2 <= index < {})",
+                self.inner.total_bufs()
+            ))
+        })?;
+        ShmView::memoryview(py, self.inner.mapping(), off as u64, u64::from(self.inner.buf_size()), false)
+    }
+
+    /// Counters of this handle.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("reinits", s.reinits)?;
+        d.set_item("peer_errors", s.peer_errors)?;
+        d.set_item("bad_packets", s.bad_packets)?;
+        d.set_item("tx_packets", s.tx_packets)?;
+        d.set_item("rx_packets", s.rx_packets)?;
+        d.set_item("syncs", s.syncs)?;
+        Ok(d)
+    }
+
+    /// Offsets (in the region) of the structures of this end, for inspection and for C
+    /// programs that map the region: `object`, `nifp`, `pool`, `tx_rings`, `rx_rings`,
+    /// `tx_crossings`, `rx_crossings`, plus `region`, `buf_size`, `total_bufs`.
+    fn layout<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let p = self.inner.pipe();
+        let geo = *p.geometry();
+        let end = self.inner.end();
+        let d = PyDict::new(py);
+        d.set_item("region", region_name(p.name()))?;
+        d.set_item("object", p.base())?;
+        d.set_item("nifp", p.if_offset(end))?;
+        d.set_item("pool", p.base() + p.layout().pool_off)?;
+        d.set_item("buf_size", geo.buf_size)?;
+        d.set_item("total_bufs", geo.total_bufs())?;
+        for dir in [Dir::Tx, Dir::Rx] {
+            let n = geo.rings(end, dir);
+            let rings: Vec<usize> = (0..n).map(|k| p.ring_offset(geo.ring_index(end, dir, k))).collect();
+            let xs: Vec<usize> = (0..n).map(|k| p.crossing_offset(geo.crossing(end, dir, k))).collect();
+            d.set_item(format!("{}_rings", dir.as_str()), rings)?;
+            d.set_item(format!("{}_crossings", dir.as_str()), xs)?;
+        }
+        Ok(d)
+    }
+
+    /// Unbind the rings and leave the end (idempotent). When no live process has either end
+    /// open any more, the pipe is destroyed. Memoryviews stay valid.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.close())?)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    /// Iterate over the packets available now (as `bytes`), syncing as needed; stops when
+    /// none is left.
+    fn __iter__(&self) -> PyPacketIter {
+        PyPacketIter { port: Arc::clone(&self.inner), pending: VecDeque::new() }
+    }
+
+    fn __repr__(&self) -> String {
+        let p = &self.inner;
+        let state = if p.is_closed() { " closed" } else { "" };
+        format!(
+            "<shmkit.netmap.Port {} tx={} rx={} slots={}/{}{state}>",
+            p.port_name().end_name(),
+            p.rings(Dir::Tx).len(),
+            p.rings(Dir::Rx).len(),
+            p.num_slots(Dir::Tx),
+            p.num_slots(Dir::Rx)
+        )
+    }
+}
+
+impl PyPort {
+    fn send_slices(&self, py: Python<'_>, slices: &[&[u8]], timeout: Option<Duration>) -> PyResult<usize> {
+        let port = &self.inner;
+        let mut sent = port.send(slices)?;
+        if sent == slices.len() || timeout == Some(Duration::ZERO) {
+            return Ok(sent);
+        }
+        let deadline = Deadline::after(timeout);
+        while sent < slices.len() {
+            let left = deadline.remaining();
+            if left.is_some_and(|d| d.is_zero()) {
+                break;
+            }
+            if wait(py, port, POLLOUT, left)? & POLLOUT == 0 {
+                break;
+            }
+            sent += port.send(&slices[sent..])?;
+        }
+        Ok(sent)
+    }
+
+    /// rxsync, take, wait once if nothing came and a timeout allows, rxsync to release.
+    fn receive(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+        mut take: impl FnMut() -> PyResult<usize>,
+    ) -> PyResult<usize> {
+        let port = &self.inner;
+        port.rxsync()?;
+        let mut got = take()?;
+        if got == 0 && timeout != Some(Duration::ZERO) && wait(py, port, POLLIN, timeout)? & POLLIN != 0 {
+            got = take()?;
+        }
+        if got > 0 {
+            port.rxsync()?;
+        }
+        Ok(got)
+    }
+}
+
+fn sizes_of(sizes: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(buf) = InBuf::get(sizes) {
+        let b = buf.as_slice();
+        if b.len() % 4 != 0 {
+            return Err(PyValueError::new_err("a sizes buffer must hold uint32 values (length a multiple of 4)"));
+        }
+        return Ok(b.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect());
+    }
+    sizes.try_iter()?.map(|o| o?.extract::<u32>()).collect()
+}
+
+/// Iterator over received packets (`iter(port)`).
+#[pyclass(name = "NetmapPacketIter", module = "shmkit._native")]
+#[derive(Debug)]
+pub struct PyPacketIter {
+    port: Arc<Port>,
+    pending: VecDeque<Py<PyBytes>>,
+}
+
+#[pymethods]
+impl PyPacketIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        if self.pending.is_empty() {
+            let port = Arc::clone(&self.port);
+            port.rxsync()?;
+            let pending = &mut self.pending;
+            let got = port.consume::<PyErr>(256, |p| {
+                pending.push_back(packet_bytes(py, &port, p)?.unbind());
+                Ok(true)
+            })?;
+            if got > 0 {
+                port.rxsync()?;
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+/// A bound ring of a port: `head`, `cur`, `tail` and the slots, live in shared memory.
+#[pyclass(name = "NetmapRing", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyRing {
+    port: Arc<Port>,
+    dir: Dir,
+    pos: usize,
+}
+
+impl PyRing {
+    fn bound(&self) -> PyResult<&BoundRing> {
+        if self.port.is_closed() {
+            return Err(NetmapError::Closed.into());
+        }
+        Ok(&self.port.rings(self.dir)[self.pos])
+    }
+
+    fn hdr(&self) -> PyResult<&NetmapRing> {
+        let br = self.bound()?;
+        Ok(self.port.ring(br))
+    }
+
+    fn slot_at(&self, i: i64) -> PyResult<(&NetmapSlot, u32)> {
+        let br = self.bound()?;
+        let n = i64::from(br.n);
+        let j = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&j) {
+            return Err(PyIndexError::new_err(format!("slot {i} out of range for a ring of {n} slots")));
+        }
+        Ok((&self.port.slots(br)[j as usize], j as u32))
+    }
+
+    fn buffer_view<'py>(&self, py: Python<'py>, i: i64, data_only: bool) -> PyResult<Bound<'py, PyMemoryView>> {
+        let (s, j) = self.slot_at(i)?;
+        let idx = s.buf_idx.load(Ordering::Relaxed);
+        let bad = |what: String| NetmapError::BadSlot { port: self.port.port_name().end_name(), what };
+        let off = self.port.buffer_offset(idx).ok_or_else(|| {
+            bad(format!(
+                "{} ring {} slot {j}: buffer index {idx} is not a buffer of this pipe",
+                self.dir.as_str(),
+                self.bound().map(|b| b.id).unwrap_or(0)
+            ))
+        })?;
+        let bs = self.port.buf_size();
+        let len = if data_only {
+            let l = u32::from(s.len.load(Ordering::Relaxed));
+            if l > bs {
+                return Err(bad(format!("slot {j}: length {l} exceeds the buffer size {bs}")).into());
+            }
+            l
+        } else {
+            bs
+        };
+        ShmView::memoryview(py, self.port.mapping(), off as u64, u64::from(len), false)
+    }
+}
+
+#[pymethods]
+impl PyRing {
+    /// Ring id within its direction.
+    #[getter]
+    fn index(&self) -> PyResult<u32> {
+        Ok(self.bound()?.id)
+    }
+
+    /// `"tx"` or `"rx"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.dir.as_str()
+    }
+
+    /// Slots in the ring.
+    #[getter]
+    fn num_slots(&self) -> PyResult<u32> {
+        Ok(self.bound()?.n)
+    }
+
+    /// Size of every buffer.
+    #[getter]
+    fn buf_size(&self) -> u32 {
+        self.port.buf_size()
+    }
+
+    /// First slot owned by the user. Written as is; checked at the next sync.
+    #[getter]
+    fn get_head(&self) -> PyResult<u32> {
+        Ok(self.hdr()?.head.load(Ordering::Acquire))
+    }
+
+    #[setter]
+    fn set_head(&self, v: u32) -> PyResult<()> {
+        self.hdr()?.head.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Wake-up point. Written as is; checked at the next sync.
+    #[getter]
+    fn get_cur(&self) -> PyResult<u32> {
+        Ok(self.hdr()?.cur.load(Ordering::Acquire))
+    }
+
+    #[setter]
+    fn set_cur(&self, v: u32) -> PyResult<()> {
+        self.hdr()?.cur.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// First slot not owned by the user (set by syncs; a value written here is restored).
+    #[getter]
+    fn get_tail(&self) -> PyResult<u32> {
+        Ok(self.hdr()?.tail.load(Ordering::Acquire))
+    }
+
+    #[setter]
+    fn set_tail(&self, v: u32) -> PyResult<()> {
+        self.hdr()?.tail.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Ring flags (`NR_TIMESTAMP`, `NR_FORWARD`).
+    #[getter]
+    fn get_flags(&self) -> PyResult<u32> {
+        Ok(self.hdr()?.flags.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_flags(&self, v: u32) -> PyResult<()> {
+        self.hdr()?.flags.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Time of the last RX sync with `NR_TIMESTAMP` set (seconds since the epoch).
+    #[getter]
+    fn timestamp(&self) -> PyResult<f64> {
+        let r = self.hdr()?;
+        Ok(r.ts_sec.load(Ordering::Relaxed) as f64 + r.ts_usec.load(Ordering::Relaxed) as f64 / 1e6)
+    }
+
+    /// Slots between `cur` and `tail` (netmap's `nm_ring_space`).
+    #[getter]
+    fn space(&self) -> PyResult<u32> {
+        let br = self.bound()?;
+        let r = self.port.ring(br);
+        let (c, t) = (r.cur.load(Ordering::Acquire), r.tail.load(Ordering::Acquire));
+        Ok(if c < br.n && t < br.n { dist(br.n, c, t) } else { 0 })
+    }
+
+    /// Whether `cur == tail` (netmap's `nm_ring_empty`).
+    #[getter]
+    fn empty(&self) -> PyResult<bool> {
+        let r = self.hdr()?;
+        Ok(r.cur.load(Ordering::Acquire) == r.tail.load(Ordering::Acquire))
+    }
+
+    /// Private `hwcur` (read-only).
+    #[getter]
+    fn hwcur(&self) -> PyResult<u32> {
+        Ok(self.bound()?.kstate().0.hwcur)
+    }
+
+    /// Private `hwtail` (read-only).
+    #[getter]
+    fn hwtail(&self) -> PyResult<u32> {
+        Ok(self.bound()?.kstate().0.hwtail)
+    }
+
+    /// Failed prologues on this ring (in this process).
+    #[getter]
+    fn reinits(&self) -> PyResult<u64> {
+        Ok(self.bound()?.kstate().2)
+    }
+
+    /// Offset of the ring header in the region.
+    #[getter]
+    fn offset(&self) -> PyResult<usize> {
+        Ok(self.bound()?.offset())
+    }
+
+    /// The slots, as a sequence.
+    #[getter]
+    fn slots(&self) -> PyResult<PySlots> {
+        self.bound()?;
+        Ok(PySlots { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos })
+    }
+
+    /// Slot `i`.
+    fn slot(&self, i: i64) -> PyResult<PySlot> {
+        let (_, j) = self.slot_at(i)?;
+        Ok(PySlot { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos, index: j })
+    }
+
+    /// Zero-copy memoryview of the whole buffer of slot `i` (its `buf_idx` is checked).
+    fn buf<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.buffer_view(py, i, false)
+    }
+
+    /// Zero-copy memoryview of the first `len` bytes of the buffer of slot `i`.
+    fn packet<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.buffer_view(py, i, true)
+    }
+
+    /// Move `head` and `cur` forward by `count` slots (at most to `tail`).
+    #[pyo3(signature = (count=1))]
+    fn advance(&self, count: u32) -> PyResult<u32> {
+        let br = self.bound()?;
+        let r = self.port.ring(br);
+        let (c, t) = (r.cur.load(Ordering::Acquire), r.tail.load(Ordering::Acquire));
+        if c >= br.n || t >= br.n || count > dist(br.n, c, t) {
+            return Err(PyValueError::new_err(format!("cannot advance {count} slots from cur {c} to tail {t}")));
+        }
+        let nc = ((u64::from(c) + u64::from(count)) % u64::from(br.n)) as u32;
+        r.cur.store(nc, Ordering::Release);
+        r.head.store(nc, Ordering::Release);
+        Ok(nc)
+    }
+
+    /// Sync this ring alone (txsync or rxsync).
+    fn sync(&self) -> PyResult<()> {
+        self.bound()?;
+        Ok(self.port.sync_ring(self.dir, self.pos)?)
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.bound()?.n as usize)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.bound() {
+            Ok(br) => {
+                let r = self.port.ring(br);
+                format!(
+                    "<shmkit.netmap.Ring {} {} head={} cur={} tail={} slots={}>",
+                    self.dir.as_str(),
+                    br.id,
+                    r.head.load(Ordering::Relaxed),
+                    r.cur.load(Ordering::Relaxed),
+                    r.tail.load(Ordering::Relaxed),
+                    br.n
+                )
+            }
+            Err(_) => format!("<shmkit.netmap.Ring {} (port closed)>", self.dir.as_str()),
+        }
+    }
+}
+
+/// The slots of a ring, as a sequence of `NetmapSlot`.
+#[pyclass(name = "NetmapSlots", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PySlots {
+    port: Arc<Port>,
+    dir: Dir,
+    pos: usize,
+}
+
+#[pymethods]
+impl PySlots {
+    fn __len__(&self) -> usize {
+        self.port.rings(self.dir)[self.pos].n as usize
+    }
+
+    fn __getitem__(&self, i: i64) -> PyResult<PySlot> {
+        let n = i64::from(self.port.rings(self.dir)[self.pos].n);
+        let j = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&j) {
+            return Err(PyIndexError::new_err(format!("slot {i} out of range for a ring of {n} slots")));
+        }
+        Ok(PySlot { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos, index: j as u32 })
+    }
+}
+
+/// One slot: `buf_idx`, `len`, `flags`, `ptr`, read and written in shared memory.
+#[pyclass(name = "NetmapSlot", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PySlot {
+    port: Arc<Port>,
+    dir: Dir,
+    pos: usize,
+    index: u32,
+}
+
+impl PySlot {
+    fn slot(&self) -> PyResult<&NetmapSlot> {
+        if self.port.is_closed() {
+            return Err(NetmapError::Closed.into());
+        }
+        let br = &self.port.rings(self.dir)[self.pos];
+        Ok(&self.port.slots(br)[self.index as usize])
+    }
+}
+
+#[pymethods]
+impl PySlot {
+    /// Index of the slot in its ring.
+    #[getter]
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Buffer index (set `NS_BUF_CHANGED` in `flags` when changing it).
+    #[getter]
+    fn get_buf_idx(&self) -> PyResult<u32> {
+        Ok(self.slot()?.buf_idx.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_buf_idx(&self, v: u32) -> PyResult<()> {
+        self.slot()?.buf_idx.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes of data in the buffer.
+    #[getter]
+    fn get_len(&self) -> PyResult<u16> {
+        Ok(self.slot()?.len.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_len(&self, v: u16) -> PyResult<()> {
+        self.slot()?.len.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `NS_*` flags.
+    #[getter]
+    fn get_flags(&self) -> PyResult<u16> {
+        Ok(self.slot()?.flags.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_flags(&self, v: u16) -> PyResult<()> {
+        self.slot()?.flags.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The `ptr` field (carried, never dereferenced).
+    #[getter]
+    fn get_ptr(&self) -> PyResult<u64> {
+        Ok(self.slot()?.ptr.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_ptr(&self, v: u64) -> PyResult<()> {
+        self.slot()?.ptr.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Zero-copy memoryview of the slot's whole buffer.
+    fn buf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        PyRing { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos }.buffer_view(
+            py,
+            i64::from(self.index),
+            false,
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        match self.slot() {
+            Ok(s) => {
+                let v = s.load();
+                format!("<shmkit.netmap.Slot {} buf_idx={} len={} flags={:#x}>", self.index, v.buf_idx, v.len, v.flags)
+            }
+            Err(_) => format!("<shmkit.netmap.Slot {} (port closed)>", self.index),
+        }
+    }
+}
+
+/// netmap's prologue acceptance rule for a ring of `n` slots and window `(lo, hi)` (TX:
+/// `(rhead, rtail)`, RX: `(hwcur, hwtail)`), in shmkit's closed form (no `cur >= n` quirk).
+#[pyfunction]
+pub fn netmap_prologue_accepts(n: u32, lo: u32, hi: u32, head: u32, cur: u32) -> bool {
+    accepts(n, lo, hi, head, cur)
+}
+
+/// `{field: (offset, size)}` of netmap's `netmap_slot`, `netmap_ring` and `netmap_if` as
+/// laid out by shmkit.
+#[pyfunction]
+pub fn netmap_abi<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, off, size) in field_offsets() {
+        d.set_item(name, PyTuple::new(py, [off, size])?)?;
+    }
+    Ok(d)
+}
