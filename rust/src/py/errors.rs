@@ -12,8 +12,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 use crate::memif::MemifError;
-use crate::netmap::NetmapError;
 use crate::msgring::MsgRingError;
+use crate::netmap::NetmapError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::mutex::LockError;

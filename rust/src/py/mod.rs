@@ -5,8 +5,8 @@
 pub mod buffer;
 pub mod errors;
 pub mod memif;
-pub mod netmap;
 pub mod msgring;
+pub mod netmap;
 pub mod region;
 
 use pyo3::prelude::*;
@@ -21,9 +21,9 @@ mod native {
     #[pymodule_export]
     use super::msgring::PyMsgRings;
     #[pymodule_export]
-    use super::region::{list_regions, scan_root, PyRegion};
-    #[pymodule_export]
     use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
+    #[pymodule_export]
+    use super::region::{list_regions, scan_root, PyRegion};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
