@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod failpoint;
+pub mod queue;
 pub mod region;
 pub mod sys;
 
