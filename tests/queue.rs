@@ -193,7 +193,7 @@ fn blocked_get_is_woken_by_put() {
     let t = std::thread::spawn(move || q2.get_vec(Some(Duration::from_secs(20))).unwrap());
     // Wait until the getter sleeps, then put: the getter must be woken (not time out).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while q.stats().unwrap().get_waiters == 0 {
+    while q.stats().unwrap().get_waits == 0 {
         assert!(Instant::now() < deadline, "getter never slept");
         std::thread::yield_now();
     }

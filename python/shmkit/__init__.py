@@ -6,7 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
-from shmkit._native import LAYOUT_VERSION, Region, ShmView, __version__
+from shmkit._native import LAYOUT_VERSION, Queue, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -18,6 +18,7 @@ from shmkit.errors import (
     OutOfMemoryError,
     QueueEmpty,
     QueueFull,
+    QueueRoleError,
     ShmkitError,
     StaleRegionError,
     VersionMismatchError,
@@ -35,8 +36,10 @@ __all__ = [
     "LockError",
     "NotARegionError",
     "OutOfMemoryError",
+    "Queue",
     "QueueEmpty",
     "QueueFull",
+    "QueueRoleError",
     "Region",
     "RegionInfo",
     "ScanReport",

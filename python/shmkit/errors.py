@@ -22,6 +22,7 @@ __all__ = [
     "OutOfMemoryError",
     "QueueEmpty",
     "QueueFull",
+    "QueueRoleError",
     "ShmkitError",
     "StaleRegionError",
     "VersionMismatchError",
@@ -78,3 +79,8 @@ class QueueFull(ShmkitError, queue.Full):
 
 class QueueEmpty(ShmkitError, queue.Empty):
     """The queue has no element (``get_nowait`` or a ``get`` that timed out)."""
+
+
+class QueueRoleError(ShmkitError):
+    """A single-producer/single-consumer queue's producer (or consumer) role is held by
+    another live handle."""

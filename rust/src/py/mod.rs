@@ -4,6 +4,7 @@
 
 pub mod buffer;
 pub mod errors;
+pub mod queue;
 pub mod region;
 
 use pyo3::prelude::*;
@@ -13,6 +14,8 @@ use pyo3::prelude::*;
 mod native {
     #[pymodule_export]
     use super::buffer::ShmView;
+    #[pymodule_export]
+    use super::queue::PyQueue;
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
 

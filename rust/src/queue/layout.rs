@@ -145,17 +145,17 @@ pub struct QueueHeader {
     pub head: AtomicU64,
     _pad3: [AtomicU64; 7],
 
-    /// Futex word: bumped by a producer that wakes sleeping consumers.
+    /// Futex word, "consumers may be asleep": a consumer (or fd helper thread) stores 1
+    /// before its last check and sleeps while it is 1; a producer that publishes and finds it
+    /// non-zero swaps it to 0 and wakes every sleeper. A sleeper that dies leaves at most one
+    /// needless wake-up behind (the next producer clears the word), never a stuck count.
     pub not_empty: AtomicU32,
-    /// Number of consumers (and fd helper threads) asleep or about to sleep on `not_empty`.
-    /// Producers make the wake system call only when it is non-zero.
-    pub get_waiters: AtomicU32,
+    _pad4a: AtomicU32,
     _pad4: [AtomicU64; 7],
 
-    /// Futex word: bumped by a consumer that wakes sleeping producers.
+    /// Futex word, "producers may be asleep" (the same protocol, woken by consumers).
     pub not_full: AtomicU32,
-    /// Number of producers asleep or about to sleep on `not_full`.
-    pub put_waiters: AtomicU32,
+    _pad5a: AtomicU32,
     _pad5: [AtomicU64; 7],
 
     /// SPSC: token `pid << 32 | handle serial` of the handle holding the producer role, 0 if

@@ -48,12 +48,16 @@
 //!
 //! # Sleeping and waking (futex, as VPP's svm_queue signals on empty->non-empty)
 //!
-//! A sleeper reads the futex word, increments the waiter count, re-checks its condition and
-//! sleeps on the word with a bounded timeout. A producer publishes with a sequentially
-//! consistent RMW/store and then loads the getter count (also SeqCst): either it sees the
-//! sleeper and bumps + wakes the word, or the sleeper's re-check sees the element. With no
-//! sleeper, a put or get makes no system call. Sleeps are bounded (the caller's slice), so a
-//! claim whose owner dies while others sleep is recovered at the next slice.
+//! Each direction has one futex word meaning "someone may be asleep". A sleeper stores 1
+//! (SeqCst), re-checks its condition, and sleeps while the word is 1, for a bounded time. A
+//! producer publishes with a SeqCst RMW/store and then loads the word (SeqCst): either it
+//! sees the 1, swaps it to 0 and wakes all sleepers, or the sleeper's re-check sees the
+//! element; a wake that lands before the sleeper is inside `futex_wait` makes the wait return
+//! at once (the word is no longer 1). With no sleeper, a put or get makes no system call. A
+//! sleeper killed while asleep leaves the word at 1, which costs the next producer one
+//! needless wake-up and is then cleared: a counter would stay wrong forever. Sleeps are
+//! bounded (the caller's slice), so a claim whose owner dies while others sleep is recovered
+//! at the next slice.
 //!
 //! # Hostile peers
 //!
@@ -277,10 +281,6 @@ pub struct QueueStats {
     pub role_takeovers: u64,
     /// Slots dropped because they held garbage.
     pub corrupt_slots: u64,
-    /// Consumers asleep now.
-    pub get_waiters: u32,
-    /// Producers asleep now.
-    pub put_waiters: u32,
 }
 
 /// A validated view of one queue in a mapping. Shared by a handle and its helper threads.
@@ -387,26 +387,34 @@ impl Ring {
 
     // ------------------------------------------------------------------ wake-ups
 
-    /// Wake sleeping consumers if there are any (no system call otherwise). Must follow a
+    /// Wake sleeping consumers if there may be any (no system call otherwise). Must follow a
     /// SeqCst publication.
     #[inline]
     pub(crate) fn notify_getters(&self, h: &QueueHeader) {
-        if h.get_waiters.load(SeqCst) != 0 {
+        if h.not_empty.load(SeqCst) != 0 {
             Self::wake(&h.not_empty, &h.get_wakeups);
         }
     }
 
-    /// Wake sleeping producers if there are any.
+    /// Wake sleeping producers if there may be any.
     #[inline]
     pub(crate) fn notify_putters(&self, h: &QueueHeader) {
-        if h.put_waiters.load(SeqCst) != 0 {
+        if h.not_full.load(SeqCst) != 0 {
             Self::wake(&h.not_full, &h.put_wakeups);
         }
     }
 
     #[cold]
     fn wake(word: &AtomicU32, counter: &AtomicU64) {
-        word.fetch_add(1, SeqCst);
+        if word.swap(0, SeqCst) != 0 {
+            futex::wake_all(word);
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn wake_unconditionally(word: &AtomicU32, counter: &AtomicU64) {
+        word.store(0, SeqCst);
         futex::wake_all(word);
         counter.fetch_add(1, Relaxed);
     }
@@ -415,8 +423,8 @@ impl Ring {
     pub(crate) fn wake_all(&self, dir: Dir) {
         if let Ok(h) = self.header() {
             match dir {
-                Dir::Readable => Self::wake(&h.not_empty, &h.get_wakeups),
-                Dir::Writable(_) => Self::wake(&h.not_full, &h.put_wakeups),
+                Dir::Readable => Self::wake_unconditionally(&h.not_empty, &h.get_wakeups),
+                Dir::Writable(_) => Self::wake_unconditionally(&h.not_full, &h.put_wakeups),
             }
         }
     }
@@ -426,20 +434,16 @@ impl Ring {
     pub(crate) fn wait(&self, dir: Dir, max: Duration) -> Result<()> {
         self.check_header()?;
         let h = self.header()?;
-        let (word, waiters, sleeps) = match dir {
-            Dir::Readable => (&h.not_empty, &h.get_waiters, &h.get_waits),
-            Dir::Writable(_) => (&h.not_full, &h.put_waiters, &h.put_waits),
+        let (word, sleeps) = match dir {
+            Dir::Readable => (&h.not_empty, &h.get_waits),
+            Dir::Writable(_) => (&h.not_full, &h.put_waits),
         };
-        let seq = word.load(SeqCst);
-        waiters.fetch_add(1, SeqCst);
-        let ready = self.ready(dir);
-        if let Ok(false) = ready {
+        word.store(1, SeqCst);
+        if !self.ready(dir)? {
             sleeps.fetch_add(1, Relaxed);
-            futex::wait(word, seq, Some(max));
+            futex::wait(word, 1, Some(max));
         }
-        // A peer may have scribbled over the count: never wrap it.
-        let _ = waiters.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(1)));
-        ready.map(|_| ())
+        Ok(())
     }
 
     /// Whether an operation in direction `dir` could make progress now (succeed, recover a
@@ -533,8 +537,8 @@ impl Ring {
         };
         if slot.word.compare_exchange(word, pack(next, 0), SeqCst, Relaxed).is_ok() {
             counter.fetch_add(1, Relaxed);
-            Self::wake(&h.not_empty, &h.get_wakeups);
-            Self::wake(&h.not_full, &h.put_wakeups);
+            self.notify_getters(h);
+            self.notify_putters(h);
         }
     }
 
@@ -947,8 +951,6 @@ impl Ring {
             recovered_gets: h.recovered_gets.load(r),
             role_takeovers: h.role_takeovers.load(r),
             corrupt_slots: h.corrupt_slots.load(r),
-            get_waiters: h.get_waiters.load(r),
-            put_waiters: h.put_waiters.load(r),
         })
     }
 }
