@@ -154,9 +154,23 @@ fn batches_put_what_fits_and_check_lengths_first() {
         assert_eq!(q.len().unwrap(), 0);
         assert_eq!(q.try_put_many(&refs).unwrap(), 4);
         let mut got = Vec::new();
-        assert_eq!(q.try_get_many_with(3, |e| { got.push(e.to_vec()); true }).unwrap(), 3);
+        assert_eq!(
+            q.try_get_many_with(3, |e| {
+                got.push(e.to_vec());
+                true
+            })
+            .unwrap(),
+            3
+        );
         assert_eq!(q.try_put_many(&refs[4..]).unwrap(), 2);
-        assert_eq!(q.try_get_many_with(10, |e| { got.push(e.to_vec()); true }).unwrap(), 3);
+        assert_eq!(
+            q.try_get_many_with(10, |e| {
+                got.push(e.to_vec());
+                true
+            })
+            .unwrap(),
+            3
+        );
         assert_eq!(got, [&items[..4], &items[4..]].concat());
         // `f` returning false stops after the element it was given.
         assert_eq!(q.try_put_many(&refs[..3]).unwrap(), 3);
@@ -326,17 +340,14 @@ fn mpmc_pairs_stay_adjacent_under_contention() {
     let want = per * 2 * 2 + per;
     while got < want {
         let Some(m) = q.get_vec(Some(Duration::from_secs(10))).unwrap() else { panic!("stalled at {got}") };
-        if m[0] != 2 {
-            if m[1] == 1 {
-                // The second half of a pair always directly follows its first half.
-                let p = prev.as_ref().expect("second half first");
-                assert_eq!((p[0], p[1], p[2]), (m[0], 0, m[2]));
-            }
+        if m[0] != 2 && m[1] == 1 {
+            // The second half of a pair always directly follows its first half...
+            let p = prev.as_ref().expect("second half first");
+            assert_eq!((p[0], p[1], p[2]), (m[0], 0, m[2]));
         }
-        if let Some(p) = &prev {
-            if p[0] != 2 && p[1] == 0 {
-                assert_eq!((m[0], m[1], m[2]), (p[0], 1, p[2]), "pair split");
-            }
+        if let Some(p) = prev.as_ref().filter(|p| p[0] != 2 && p[1] == 0) {
+            // ...and a first half is always directly followed by its second half.
+            assert_eq!((m[0], m[1], m[2]), (p[0], 1, p[2]), "pair split");
         }
         prev = Some(m);
         got += 1;

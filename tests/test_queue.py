@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from procs import finish, python
-
 import shmkit
+from procs import finish, python
 
 HEADER = 1024  # queue header size; slot i starts at offset + HEADER + i * stride
 

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 import pytest
-from procs import finish, kill9, python, spawn, wait_line, wait_until
-
 import shmkit
+from procs import finish, kill9, python, spawn, wait_line, wait_until
 
 ITEM = struct.Struct("<II8x")  # producer id, sequence number, padding: 16 bytes
 
@@ -194,7 +193,7 @@ K = 4000  # items per producer instance
 MAXP = 20  # producer instances (2 live + replacements)
 MAXC = 20  # consumer instances
 
-KILL_PRODUCER = """
+KILL_PRODUCER = f"""
 import struct, sys, shmkit
 root, p, ctl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 r = shmkit.Region.open("pq", root=root)
@@ -204,7 +203,7 @@ item = struct.Struct("<II8x")
 for s in range({K}):
     q.put(item.pack(p, s), timeout=60)
     prog[0] = s + 1
-""".format(K=K)
+"""
 
 KILL_CONSUMER = """
 import struct, sys, shmkit
@@ -259,6 +258,7 @@ def test_random_kill9_of_producers_and_consumers(region: shmkit.Region) -> None:
     next_p, next_c = 2, 2
     killed_p: list[int] = []
     killed_c: list[int] = []
+
     def producing() -> bool:
         return any(proc.poll() is None for proc in producers.values())
 
@@ -273,7 +273,7 @@ def test_random_kill9_of_producers_and_consumers(region: shmkit.Region) -> None:
         if kill_producer:
             p = rng.choice(sorted(producers))
             target = min(K - 1, prog[p] + rng.randrange(1, 400))
-            wait_until(lambda: prog[p] >= target or producers[p].poll() is not None, 60)
+            wait_until(lambda p=p, t=target: prog[p] >= t or producers[p].poll() is not None, 60)
             if producers[p].poll() is None:
                 kill(producers[p])
                 killed_p.append(p)
@@ -285,7 +285,7 @@ def test_random_kill9_of_producers_and_consumers(region: shmkit.Region) -> None:
         else:
             c = rng.choice(sorted(consumers))
             target = prog[64 + c] + rng.randrange(1, 400)
-            wait_until(lambda: prog[64 + c] >= target or not producing(), 60)
+            wait_until(lambda c=c, t=target: prog[64 + c] >= t or not producing(), 60)
             kill(consumers[c])
             killed_c.append(c)
             del consumers[c]

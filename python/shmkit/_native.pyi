@@ -1,7 +1,7 @@
 """Type stubs for the native extension (kept in sync by ``make lint``: mypy.stubtest)."""
 
-from os import PathLike
 from collections.abc import Coroutine, Iterable
+from os import PathLike
 from typing import Any, final
 
 from typing_extensions import Buffer, Self

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["get", "put"]
 
 _Waiters = dict[int, "set[asyncio.Future[None]]"]
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiters] = weakref.WeakKeyDictionary()
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiters] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _wake(loop: asyncio.AbstractEventLoop, fd: int) -> None:

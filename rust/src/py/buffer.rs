@@ -92,7 +92,12 @@ impl ShmView {
 /// A new `bytes` object holding a copy of `[off, off + len)` of `map` (bounds-checked), made
 /// without zero-filling it first (PyO3's `PyBytes::new_with` would, doubling the memory
 /// traffic of large elements).
-pub fn bytes_from_mapping<'py>(py: Python<'py>, map: &Mapping, off: usize, len: usize) -> PyResult<Bound<'py, PyBytes>> {
+pub fn bytes_from_mapping<'py>(
+    py: Python<'py>,
+    map: &Mapping,
+    off: usize,
+    len: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
     let size = ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("length out of range"))?;
     if !map.contains(off, len) {
         return Err(PyValueError::new_err("range outside the mapping"));

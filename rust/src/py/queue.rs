@@ -45,7 +45,9 @@ fn deadline(timeout: Option<f64>, block: bool) -> PyResult<Deadline> {
 #[inline]
 fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
     match timeout {
-        Some(s) if !(s >= 0.0) => Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}"))),
+        Some(s) if s.is_nan() || s < 0.0 => {
+            Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
+        }
         _ => Ok(()),
     }
 }
@@ -211,7 +213,13 @@ impl PyQueue {
     /// Copy the next element into `buffer` (writable, at least `elsize` bytes) and return its
     /// length: no allocation. Waits like `get`.
     #[pyo3(signature = (buffer, timeout=None, *, block=true))]
-    fn get_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<usize> {
+    fn get_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        block: bool,
+    ) -> PyResult<usize> {
         check_timeout(timeout)?;
         let attempt = || -> PyResult<Option<usize>> {
             let mut out = OutBuf::get(buffer)?;

@@ -218,7 +218,7 @@ const _: () = {
     assert!(offset_of!(QueueHeader, full) == 448);
     assert!(offset_of!(QueueHeader, empty) == 512);
     assert!(offset_of!(QueueHeader, recovered_puts) == 576);
-    assert!(OWNER_READER as u64 <= (1u64 << (64 - SEQ_BITS)) - 1);
+    assert!((OWNER_READER as u64) < (1u64 << (64 - SEQ_BITS)));
     assert!(MAX_CAPACITY < (1u64 << (SEQ_BITS - 2)));
 };
 
@@ -260,7 +260,14 @@ pub const fn stride_for(elsize: u64) -> u64 {
 
 impl Identity {
     /// Plan a new queue; `Err` names the offending argument.
-    pub fn plan(capacity: u64, elsize: u64, spsc: bool, nonce: u32, creator: (u32, u64), created_ns: u64) -> Result<Self, String> {
+    pub fn plan(
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+        nonce: u32,
+        creator: (u32, u64),
+        created_ns: u64,
+    ) -> Result<Self, String> {
         let cap = effective_capacity(capacity)
             .ok_or_else(|| format!("capacity must be between 1 and {MAX_CAPACITY}, got {capacity}"))?;
         if elsize == 0 || elsize > MAX_ELSIZE {

@@ -98,7 +98,6 @@ impl Notifier {
         self.shared.state.store(ARMED, SeqCst);
         futex::wake(&self.shared.state, 1);
     }
-
 }
 
 impl Drop for Notifier {

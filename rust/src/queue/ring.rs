@@ -651,9 +651,9 @@ impl Ring {
                             // be free or held by the previous lap.
                             if current() && s1.word.load(Acquire) == w1 {
                                 h.corrupt_slots.fetch_add(1, Relaxed);
-                                return Err(self.corrupt(format!(
-                                    "slot word {w1:#x} is impossible after free position {pos}"
-                                )));
+                                return Err(
+                                    self.corrupt(format!("slot word {w1:#x} is impossible after free position {pos}"))
+                                );
                             }
                         }
                     }
@@ -754,7 +754,7 @@ impl Ring {
 
     // ------------------------------------------------------------------ SPSC
 
-    fn role_word<'h>(h: &'h QueueHeader, role: Role) -> &'h AtomicU64 {
+    fn role_word(h: &QueueHeader, role: Role) -> &AtomicU64 {
         match role {
             Role::Producer => &h.producer,
             Role::Consumer => &h.consumer,
