@@ -7,7 +7,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 from __future__ import annotations
 
 from shmkit import memif, netmap
-from shmkit._native import LAYOUT_VERSION, MsgRings, Region, ShmView, __version__
+from shmkit._native import LAYOUT_VERSION, MsgRings, Queue, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -20,6 +20,7 @@ from shmkit.errors import (
     OutOfMemoryError,
     QueueEmpty,
     QueueFull,
+    QueueRoleError,
     ShmkitError,
     StaleRegionError,
     VersionMismatchError,
@@ -39,8 +40,10 @@ __all__ = [
     "MsgRings",
     "NotARegionError",
     "OutOfMemoryError",
+    "Queue",
     "QueueEmpty",
     "QueueFull",
+    "QueueRoleError",
     "Region",
     "RegionInfo",
     "ScanReport",

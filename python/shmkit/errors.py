@@ -24,6 +24,7 @@ __all__ = [
     "OutOfMemoryError",
     "QueueEmpty",
     "QueueFull",
+    "QueueRoleError",
     "RingReinit",
     "ShmkitError",
     "StaleRegionError",
@@ -115,3 +116,8 @@ class RingReinit(ShmkitError):
         super().__init__(message)
         self.direction = direction
         self.rings = list(rings)
+
+
+class QueueRoleError(ShmkitError):
+    """A single-producer/single-consumer queue's producer (or consumer) role is held by
+    another live handle."""

@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;
+pub mod queue;
 pub mod region;
 pub mod sys;
 

@@ -89,6 +89,34 @@ impl ShmView {
     }
 }
 
+/// A new `bytes` object holding a copy of `[off, off + len)` of `map` (bounds-checked), made
+/// without zero-filling it first (PyO3's `PyBytes::new_with` would, doubling the memory
+/// traffic of large elements).
+pub fn bytes_from_mapping<'py>(
+    py: Python<'py>,
+    map: &Mapping,
+    off: usize,
+    len: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("length out of range"))?;
+    if !map.contains(off, len) {
+        return Err(PyValueError::new_err("range outside the mapping"));
+    }
+    // SAFETY: a NULL source asks CPython for a new, uninitialised bytes object of `size`
+    // bytes; a NULL result is turned into the pending Python error.
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))? };
+    // SAFETY: `obj` is the bytes object just created, so the cast is exact and its buffer
+    // (`PyBytes_AsString`) has room for `len` bytes.
+    let (bytes, dst) = unsafe {
+        let dst = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
+        (obj.cast_into_unchecked::<PyBytes>(), dst)
+    };
+    // SAFETY: `dst` is valid for `len` writes (see above), belongs to an object nobody else
+    // has seen yet, and lies outside the mapping; the source range was checked just above.
+    unsafe { map.read_to_raw(off, dst, len) }.ok_or_else(|| PyValueError::new_err("range outside the mapping"))?;
+    Ok(bytes)
+}
+
 /// The bytes of a buffer-protocol object, borrowed for the duration of a call.
 pub struct InBuf<'py> {
     inner: Inner<'py>,

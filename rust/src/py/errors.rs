@@ -14,6 +14,7 @@ use pyo3::types::PyType;
 use crate::memif::MemifError;
 use crate::msgring::MsgRingError;
 use crate::netmap::NetmapError;
+use crate::queue::QueueError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::mutex::LockError;
@@ -48,6 +49,9 @@ shmkit_exceptions! {
     capacity => "CapacityError",
     closed => "ClosedError",
     lock_error => "LockError",
+    queue_full => "QueueFull",
+    queue_empty => "QueueEmpty",
+    queue_role => "QueueRoleError",
 }
 
 /// `OSError(errno, strerror, filename)`: Python picks the subclass from the errno.
@@ -160,6 +164,27 @@ impl From<NetmapError> for PyErr {
             NetmapError::Closed | NetmapError::Destroyed(_) => closed(msg),
             NetmapError::Os { source, .. } => match source.raw_os_error() {
                 Some(errno) => PyOSError::new_err((errno, msg)),
+                None => PyOSError::new_err(msg),
+            },
+        }
+    }
+}
+
+impl From<QueueError> for PyErr {
+    fn from(e: QueueError) -> Self {
+        let msg = e.to_string();
+        match e {
+            QueueError::Region(r) => r.into(),
+            QueueError::InvalidArgument(_)
+            | QueueError::TooLarge { .. }
+            | QueueError::NotAQueue { .. }
+            | QueueError::Mismatch { .. } => PyValueError::new_err(msg),
+            QueueError::Corrupt { .. } => corruption(msg),
+            QueueError::RoleTaken { .. } => queue_role(msg),
+            QueueError::PidRange(_) => shmkit_error(msg),
+            QueueError::Closed => closed(msg),
+            QueueError::Os { op, source } => match source.raw_os_error() {
+                Some(errno) => os_error(errno, op, ""),
                 None => PyOSError::new_err(msg),
             },
         }

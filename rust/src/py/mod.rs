@@ -7,6 +7,7 @@ pub mod errors;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;
+pub mod queue;
 pub mod region;
 
 use pyo3::prelude::*;
@@ -22,6 +23,8 @@ mod native {
     use super::msgring::PyMsgRings;
     #[pymodule_export]
     use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
+    #[pymodule_export]
+    use super::queue::PyQueue;
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
 

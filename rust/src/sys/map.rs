@@ -139,6 +139,23 @@ impl Mapping {
         Some(())
     }
 
+    /// Copy `len` bytes starting at `off` out of the mapping into raw memory that may be
+    /// uninitialised (e.g. a freshly allocated Python `bytes`), after a bounds check.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `len` bytes and must not overlap the mapping.
+    #[inline]
+    pub unsafe fn read_to_raw(&self, off: usize, dst: *mut u8, len: usize) -> Option<()> {
+        if !self.contains(off, len) {
+            return None;
+        }
+        // SAFETY: the source range was bounds-checked just above; the caller guarantees that
+        // `dst` is valid for `len` writes and distinct from the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst, len) };
+        Some(())
+    }
+
     /// Copy `src` into the mapping at `off`. Fails on a read-only mapping.
     #[inline]
     pub fn write(&self, off: usize, src: &[u8]) -> Option<()> {

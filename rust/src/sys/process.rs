@@ -19,6 +19,47 @@ pub fn current_tid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
+static CACHED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: two atomic stores.
+    CACHED_PID.store(0, std::sync::atomic::Ordering::Relaxed);
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with no captured state; it only
+        // performs atomic stores, which is allowed in a child after fork.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        debug_assert_eq!(rc, 0);
+    });
+}
+
+/// This process's pid, cached (one atomic load on hot paths instead of a `getpid` system
+/// call). A `pthread_atfork` handler resets the cache in a forked child.
+#[inline]
+pub fn cached_pid() -> u32 {
+    let pid = CACHED_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    register_atfork();
+    let pid = current_pid();
+    CACHED_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    pid
+}
+
+/// How many times this process image has been forked into a child (0 in the original
+/// process; bumped in each child). Handles compare it to notice they were inherited.
+#[inline]
+pub fn fork_generation() -> u64 {
+    register_atfork();
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Liveness of a process as seen from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
@@ -169,6 +210,13 @@ mod tests {
         assert_eq!(liveness(pid, start + 1), Liveness::Dead);
         assert_eq!(liveness(0, 0), Liveness::Dead);
         assert!(thread_alive(current_tid()));
+    }
+
+    #[test]
+    fn cached_pid_matches_getpid() {
+        assert_eq!(cached_pid(), current_pid());
+        assert_eq!(cached_pid(), current_pid());
+        let _ = fork_generation();
     }
 
     #[test]

@@ -1,0 +1,470 @@
+//! Python face of `queue`: the `Queue` class (`shmkit.Queue`).
+//!
+//! Hot paths stay short: a `bytes` argument is borrowed directly (other buffers through the
+//! buffer protocol, never copied first), the non-blocking attempt runs with the GIL held (no
+//! release/re-acquire unless the call has to wait), results are built straight from shared
+//! memory into new `bytes` objects. Blocking calls release the GIL in bounded slices and check
+//! for signals between them, so Ctrl-C interrupts a blocked `get`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::buffer::{bytes_from_mapping, InBuf, OutBuf};
+use super::errors::{queue_empty, queue_full};
+use super::region::PyRegion;
+use crate::queue::{Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::sys::time::Deadline;
+
+/// A fixed-element-size FIFO in a shared-memory region, shared by name between processes.
+#[pyclass(name = "Queue", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyQueue {
+    inner: ShmQueue,
+    region: Py<PyRegion>,
+}
+
+/// Convert `timeout` (seconds, `None`: forever) and `block` into a deadline.
+fn deadline(timeout: Option<f64>, block: bool) -> PyResult<Deadline> {
+    if !block {
+        return Ok(Deadline::after(Some(Duration::ZERO)));
+    }
+    match timeout {
+        None => Ok(Deadline::never()),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Deadline::after(Some(Duration::from_secs_f64(s.min(1e9))))),
+        Some(s) if s.is_nan() || s < 0.0 => {
+            Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
+        }
+        Some(_) => Ok(Deadline::never()),
+    }
+}
+
+/// Reject a negative or NaN timeout before anything else (as `queue.Queue` does).
+#[inline]
+fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
+    match timeout {
+        Some(s) if s.is_nan() || s < 0.0 => {
+            Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Run `f` on the bytes of `data` (a `bytes` directly, anything else through the buffer
+/// protocol).
+#[inline]
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    let buf = InBuf::get(data)?;
+    Ok(f(buf.as_slice()))
+}
+
+#[inline]
+fn to_bytes<'py>(py: Python<'py>, e: &Element<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    let (map, off) = e.raw();
+    bytes_from_mapping(py, map, off, e.len())
+}
+
+impl PyQueue {
+    fn new(py: Python<'_>, inner: ShmQueue, region: &Bound<'_, PyRegion>) -> Self {
+        let _ = py;
+        Self { inner, region: region.clone().unbind() }
+    }
+
+    /// Wait (GIL released, in slices, checking signals) until `attempt` returns `Some` or the
+    /// deadline passes (`Ok(None)`).
+    fn blocking<T>(
+        &self,
+        py: Python<'_>,
+        deadline: Deadline,
+        put: bool,
+        need: u64,
+        mut attempt: impl FnMut() -> PyResult<Option<T>>,
+    ) -> PyResult<Option<T>> {
+        let mut waited = false;
+        loop {
+            if let Some(v) = attempt()? {
+                return Ok(Some(v));
+            }
+            if deadline.expired() {
+                // A non-blocking call that finds the queue full/empty is not a timeout.
+                if waited {
+                    self.inner.note_timeout(put);
+                }
+                return Ok(None);
+            }
+            let slice = deadline.slice(WAIT_SLICE);
+            let q = &self.inner;
+            py.detach(|| if put { q.wait_writable(need, slice) } else { q.wait_readable(slice) })?;
+            waited = true;
+            py.check_signals()?;
+        }
+    }
+
+    fn put_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
+        check_timeout(timeout)?;
+        if with_bytes(data, |b| self.inner.try_put(b))?? {
+            return Ok(());
+        }
+        let d = deadline(timeout, block)?;
+        let done = self.blocking(py, d, true, 1, || Ok(with_bytes(data, |b| self.inner.try_put(b))??.then_some(())))?;
+        done.ok_or_else(|| queue_full(format!("queue {:?} is full", self.inner.name())))
+    }
+
+    fn try_get_bytes<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.inner.try_get_with(|e| to_bytes(py, &e))?.transpose()
+    }
+
+    fn get_impl<'py>(&self, py: Python<'py>, timeout: Option<f64>, block: bool) -> PyResult<Bound<'py, PyBytes>> {
+        check_timeout(timeout)?;
+        if let Some(b) = self.try_get_bytes(py)? {
+            return Ok(b);
+        }
+        let d = deadline(timeout, block)?;
+        self.blocking(py, d, false, 1, || self.try_get_bytes(py))?
+            .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
+    }
+}
+
+#[pymethods]
+impl PyQueue {
+    /// Create queue `name` in `region`: `capacity` slots (rounded up to a power of two) of
+    /// up to `elsize` bytes. `spsc=True` makes a single-producer/single-consumer queue.
+    #[staticmethod]
+    #[pyo3(signature = (region, name, capacity, elsize, *, spsc=false))]
+    fn create(
+        py: Python<'_>,
+        region: &Bound<'_, PyRegion>,
+        name: &str,
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+    ) -> PyResult<Self> {
+        let r = region.get().region();
+        let q = py.detach(|| ShmQueue::create(r, name, capacity, elsize, &QueueOptions { spsc }))?;
+        Ok(Self::new(py, q, region))
+    }
+
+    /// Open the existing queue `name` of `region`.
+    #[staticmethod]
+    fn open(py: Python<'_>, region: &Bound<'_, PyRegion>, name: &str) -> PyResult<Self> {
+        let r = region.get().region();
+        let q = py.detach(|| ShmQueue::open(r, name))?;
+        Ok(Self::new(py, q, region))
+    }
+
+    /// Open queue `name` if it exists with this shape, else create it (safe against racing
+    /// creators). `.created` tells which happened.
+    #[staticmethod]
+    #[pyo3(signature = (region, name, capacity, elsize, *, spsc=false))]
+    fn find_or_create(
+        py: Python<'_>,
+        region: &Bound<'_, PyRegion>,
+        name: &str,
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+    ) -> PyResult<(Self, bool)> {
+        let r = region.get().region();
+        let (q, created) = py.detach(|| ShmQueue::find_or_create(r, name, capacity, elsize, &QueueOptions { spsc }))?;
+        Ok((Self::new(py, q, region), created))
+    }
+
+    /// Put `data` (any bytes-like object, not copied first), waiting up to `timeout` seconds
+    /// (`None`: forever) for room; raises `QueueFull` on timeout, or at once if `block` is
+    /// false. Longer than `elsize`: `ValueError`.
+    #[pyo3(signature = (data, timeout=None, *, block=true))]
+    fn put(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
+        self.put_impl(py, data, timeout, block)
+    }
+
+    /// Put `data` if there is room now, else raise `QueueFull`.
+    fn put_nowait(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.put_impl(py, data, None, false)
+    }
+
+    /// Put `data` if there is room now; returns whether it was put (never raises `QueueFull`).
+    fn try_put(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(with_bytes(data, |b| self.inner.try_put(b))??)
+    }
+
+    /// Take the next element as `bytes`, waiting up to `timeout` seconds (`None`: forever);
+    /// raises `QueueEmpty` on timeout, or at once if `block` is false.
+    #[pyo3(signature = (timeout=None, *, block=true))]
+    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>, block: bool) -> PyResult<Bound<'py, PyBytes>> {
+        self.get_impl(py, timeout, block)
+    }
+
+    /// Take the next element now, else raise `QueueEmpty`.
+    fn get_nowait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.get_impl(py, None, false)
+    }
+
+    /// Take the next element now, or return `None` if the queue is empty (no exception: the
+    /// cheapest way to poll).
+    fn try_get<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.try_get_bytes(py)
+    }
+
+    /// Copy the next element into `buffer` (writable, at least `elsize` bytes) and return its
+    /// length: no allocation. Waits like `get`.
+    #[pyo3(signature = (buffer, timeout=None, *, block=true))]
+    fn get_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        block: bool,
+    ) -> PyResult<usize> {
+        check_timeout(timeout)?;
+        let attempt = || -> PyResult<Option<usize>> {
+            let mut out = OutBuf::get(buffer)?;
+            Ok(self.inner.try_get_into(out.as_mut_slice())?)
+        };
+        if let Some(n) = attempt()? {
+            return Ok(n);
+        }
+        let d = deadline(timeout, block)?;
+        self.blocking(py, d, false, 1, attempt)?
+            .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
+    }
+
+    /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
+    /// how many. At most `capacity` items are considered; their lengths are all checked
+    /// first (`ValueError`, nothing put).
+    fn put_many(&self, items: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let cap = self.inner.capacity() as usize;
+        let mut bufs = Vec::new();
+        if let Ok(list) = items.cast::<PyList>() {
+            bufs.reserve(list.len().min(cap));
+            for it in list.iter().take(cap) {
+                bufs.push(InBuf::get(&it)?);
+            }
+        } else if let Ok(tuple) = items.cast::<PyTuple>() {
+            bufs.reserve(tuple.len().min(cap));
+            for it in tuple.iter().take(cap) {
+                bufs.push(InBuf::get(&it)?);
+            }
+        } else {
+            for it in items.try_iter()?.take(cap) {
+                bufs.push(InBuf::get(&it?)?);
+            }
+        }
+        let slices: Vec<&[u8]> = bufs.iter().map(InBuf::as_slice).collect();
+        Ok(self.inner.try_put_many(&slices)?)
+    }
+
+    /// Take up to `max` elements in one call, as a list of `bytes`. With `timeout` other
+    /// than 0, first wait that long (`None`: forever) for at least one element; an empty list
+    /// means none came.
+    #[pyo3(signature = (max, timeout=0.0))]
+    fn get_many<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        check_timeout(timeout)?;
+        let cap = max.min(self.inner.capacity() as usize);
+        let attempt = || -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
+            let mut out = Vec::with_capacity(cap);
+            let mut err = None;
+            self.inner.try_get_many_with(max, |e| match to_bytes(py, &e) {
+                Ok(b) => {
+                    out.push(b);
+                    true
+                }
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
+            })?;
+            match err {
+                Some(e) if out.is_empty() => Err(e),
+                _ => Ok((!out.is_empty()).then_some(out)),
+            }
+        };
+        let got = match attempt()? {
+            Some(v) => Some(v),
+            None if max == 0 || timeout == Some(0.0) => None,
+            None => self.blocking(py, deadline(timeout, true)?, false, 1, attempt)?,
+        };
+        PyList::new(py, got.unwrap_or_default())
+    }
+
+    /// Put `a` and `b` at consecutive positions, both or neither (VPP's `svm_queue_add2`),
+    /// waiting like `put` for two free slots.
+    #[pyo3(signature = (a, b, timeout=None, *, block=true))]
+    fn put_pair(
+        &self,
+        py: Python<'_>,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        block: bool,
+    ) -> PyResult<()> {
+        check_timeout(timeout)?;
+        let attempt = || -> PyResult<Option<()>> {
+            let done = with_bytes(a, |a| with_bytes(b, |b| self.inner.try_put_pair(a, b)))???;
+            Ok(done.then_some(()))
+        };
+        if attempt()?.is_some() {
+            return Ok(());
+        }
+        let d = deadline(timeout, block)?;
+        self.blocking(py, d, true, 2, attempt)?
+            .ok_or_else(|| queue_full(format!("queue {:?} has no room for a pair", self.inner.name())))
+    }
+
+    /// Awaitable `get` for asyncio, driven by `fileno()`.
+    #[pyo3(signature = (timeout=None))]
+    fn get_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmkit._queue_aio")?.getattr("get")?.call1((slf, timeout))
+    }
+
+    /// Awaitable `put` for asyncio, driven by `writable_fileno()`.
+    #[pyo3(signature = (data, timeout=None))]
+    fn put_async<'py>(
+        slf: &Bound<'py, Self>,
+        data: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmkit._queue_aio")?.getattr("put")?.call1((slf, data, timeout))
+    }
+
+    /// An eventfd of this handle that is readable while the queue has something to get
+    /// (for selectors/asyncio; a non-blocking get that finds the queue empty resets it).
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.inner.readable_fd()?)
+    }
+
+    /// An eventfd of this handle that is readable while the queue has room.
+    fn writable_fileno(&self) -> PyResult<i32> {
+        Ok(self.inner.writable_fd()?)
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.inner.len()? as usize)
+    }
+
+    /// Elements in the queue (approximate while others operate), like `queue.Queue.qsize`.
+    fn qsize(&self) -> PyResult<usize> {
+        Ok(self.inner.len()? as usize)
+    }
+
+    /// Whether the queue is empty now.
+    fn empty(&self) -> PyResult<bool> {
+        Ok(self.inner.is_empty()?)
+    }
+
+    /// Whether the queue is full now.
+    fn full(&self) -> PyResult<bool> {
+        Ok(self.inner.is_full()?)
+    }
+
+    /// Counters, the same from every process: puts, gets, len, full, empty, put_waits,
+    /// get_waits, wakeups, timeouts, recovered_puts, recovered_gets, role_takeovers,
+    /// corrupt_slots...
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats()?;
+        let d = PyDict::new(py);
+        d.set_item("puts", s.puts)?;
+        d.set_item("gets", s.gets)?;
+        d.set_item("len", s.len)?;
+        d.set_item("full", s.full)?;
+        d.set_item("empty", s.empty)?;
+        d.set_item("put_waits", s.put_waits)?;
+        d.set_item("get_waits", s.get_waits)?;
+        d.set_item("wakeups", s.get_wakeups + s.put_wakeups)?;
+        d.set_item("get_wakeups", s.get_wakeups)?;
+        d.set_item("put_wakeups", s.put_wakeups)?;
+        d.set_item("timeouts", s.put_timeouts + s.get_timeouts)?;
+        d.set_item("put_timeouts", s.put_timeouts)?;
+        d.set_item("get_timeouts", s.get_timeouts)?;
+        d.set_item("recovered", s.recovered_puts + s.recovered_gets + s.role_takeovers)?;
+        d.set_item("recovered_puts", s.recovered_puts)?;
+        d.set_item("recovered_gets", s.recovered_gets)?;
+        d.set_item("role_takeovers", s.role_takeovers)?;
+        d.set_item("corrupt_slots", s.corrupt_slots)?;
+        Ok(d)
+    }
+
+    /// Re-validate the shared header; raises `CorruptionError` if a peer damaged it.
+    fn check(&self) -> PyResult<()> {
+        Ok(self.inner.check()?)
+    }
+
+    /// Name of the queue in its region.
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The region holding the queue.
+    #[getter]
+    fn region(&self, py: Python<'_>) -> Py<PyRegion> {
+        self.region.clone_ref(py)
+    }
+
+    /// Number of slots.
+    #[getter]
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+
+    /// Largest element in bytes.
+    #[getter]
+    fn elsize(&self) -> usize {
+        self.inner.elsize()
+    }
+
+    /// Whether this is a single-producer/single-consumer queue.
+    #[getter]
+    fn spsc(&self) -> bool {
+        self.inner.is_spsc()
+    }
+
+    /// Offset of the queue object in the region.
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Release this handle (SPSC roles, fd helper threads and their fds). Idempotent; the
+    /// queue itself stays in the region.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close());
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let kind = if self.inner.is_spsc() { "spsc" } else { "mpmc" };
+        let len = self.inner.len().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        let state = if self.inner.is_closed() { " closed" } else { "" };
+        format!(
+            "<shmkit.Queue {:?} {kind} capacity={} elsize={} len={len}{state}>",
+            self.inner.name(),
+            self.inner.capacity(),
+            self.inner.elsize()
+        )
+    }
+}

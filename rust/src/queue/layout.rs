@@ -1,0 +1,448 @@
+//! Shared-memory layout of a queue object (one directory object of kind `QUEUE`).
+//!
+//! ```text
+//! object + 0      QueueHeader (640 B, padded to HEADER_SIZE = 1 KiB)
+//!   line 0-1      identity: magic, version, flags, capacity, elsize, stride, nonce,
+//!                 slots_off, total_size, creator, checksum  (immutable once registered)
+//!   line 2        tail   (producers)          line 3  head (consumers)
+//!   line 4        not_empty futex + getter count
+//!   line 5        not_full futex + putter count
+//!   line 6        SPSC role owners
+//!   line 7-9      counters: producer side, consumer side, recoveries
+//! object + 1 KiB  capacity x slot, `stride` bytes each (a multiple of 64):
+//!   slot + 0      u64 word: sequence (low 40 bits) | owner (high 24 bits)
+//!   slot + 8      u32 len of the element (<= elsize)
+//!   slot + 12     u32 reserved (0)
+//!   slot + 16     elsize bytes of element data
+//! ```
+//!
+//! Every line is written by one side only where the algorithm allows it, so producers and
+//! consumers do not bounce each other's cache lines: producers write `tail` and the
+//! producer counters, consumers `head` and the consumer counters; the futex lines are read on
+//! every operation but written only by sleepers and wakers. Slots are cache-line aligned so
+//! two slots never share a line.
+//!
+//! All offsets are relative to the object; nothing in shared memory is a pointer.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::sys::map::ShmSafe;
+
+/// `b"shmkQue1"` little-endian: marks an initialised queue header.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkQue1");
+/// Version of this layout; a queue with another version is refused.
+pub const VERSION: u32 = 1;
+/// Bytes reserved for the header; the slot array starts here.
+pub const HEADER_SIZE: u64 = 1024;
+/// Bytes of per-slot metadata before the element data.
+pub const SLOT_HDR: u64 = 16;
+/// Slot stride granularity (one cache line).
+pub const SLOT_ALIGN: u64 = 64;
+/// Smallest capacity (the stamp arithmetic needs two distinct laps per slot).
+pub const MIN_CAPACITY: u64 = 2;
+/// Largest capacity (slot sequences are 40-bit; this keeps laps far apart).
+pub const MAX_CAPACITY: u64 = 1 << 30;
+/// Largest element size.
+pub const MAX_ELSIZE: u64 = 1 << 30;
+/// Header flag: single-producer / single-consumer ring (head/tail only, no slot stamps).
+pub const FLAG_SPSC: u32 = 1;
+
+/// Bits of a slot word holding the sequence number.
+pub const SEQ_BITS: u32 = 40;
+/// Mask of the sequence bits.
+pub const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// Owner bits: the pid of the claiming process (Linux pids are < 2^22, `PID_MAX_LIMIT`).
+pub const OWNER_PID_MASK: u32 = (1 << 22) - 1;
+/// Owner flag: a writer claim that also covers the next slot (`put_pair`).
+pub const OWNER_PAIR: u32 = 1 << 22;
+/// Owner flag: the claim is a reader's (a consumer copying the element out).
+pub const OWNER_READER: u32 = 1 << 23;
+
+/// Pack a slot word.
+#[inline]
+pub const fn pack(seq: u64, owner: u32) -> u64 {
+    (seq & SEQ_MASK) | ((owner as u64) << SEQ_BITS)
+}
+
+/// Sequence bits of a slot word.
+#[inline]
+pub const fn seq_of(word: u64) -> u64 {
+    word & SEQ_MASK
+}
+
+/// Owner bits of a slot word (0: nobody holds the slot).
+#[inline]
+pub const fn owner_of(word: u64) -> u32 {
+    (word >> SEQ_BITS) as u32
+}
+
+/// `seq - pos` as a signed 40-bit distance (sequences wrap at 2^40).
+#[inline]
+pub const fn distance(seq: u64, pos: u64) -> i64 {
+    ((seq.wrapping_sub(pos) << (64 - SEQ_BITS)) as i64) >> (64 - SEQ_BITS)
+}
+
+/// Per-slot metadata (16 bytes) followed by the element data.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SlotHeader {
+    /// MPMC stamp: `pack(seq, owner)`. For the element at position `p`: `seq == p` and
+    /// owner 0 means free for a producer, `seq == p` with a writer owner means a producer is
+    /// filling it, `seq == p + 1` with owner 0 means published, with a reader owner means a
+    /// consumer is copying it out; the consumer then stores `p + capacity` (free for the next
+    /// lap). SPSC queues leave the word at 0 and use head/tail only.
+    pub word: AtomicU64,
+    /// Length of the element in bytes; written by the producer before publishing, trusted by
+    /// nobody: consumers check it against `elsize`.
+    pub len: AtomicU32,
+    /// Reserved, 0.
+    pub aux: AtomicU32,
+}
+
+/// The queue header at offset 0 of the object.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct QueueHeader {
+    /// [`MAGIC`], stored (release) after everything else is initialised.
+    pub magic: AtomicU64,
+    /// [`VERSION`].
+    pub version: AtomicU32,
+    /// `FLAG_*` bits fixed at creation.
+    pub flags: AtomicU32,
+    /// Number of slots, a power of two in `[MIN_CAPACITY, MAX_CAPACITY]`.
+    pub capacity: AtomicU32,
+    /// Largest element in bytes, `1..=MAX_ELSIZE`.
+    pub elsize: AtomicU32,
+    /// Bytes per slot: `SLOT_HDR + elsize` rounded up to `SLOT_ALIGN`.
+    pub stride: AtomicU32,
+    /// Random non-zero tag of this incarnation: an open handle notices the object was removed
+    /// and its memory reused by a new queue.
+    pub nonce: AtomicU32,
+    /// Offset of slot 0 from the object start ([`HEADER_SIZE`]).
+    pub slots_off: AtomicU64,
+    /// Bytes of the object this header describes (`slots_off + capacity * stride`), at most
+    /// the object's size in the region directory.
+    pub total_size: AtomicU64,
+    /// Pid of the creator (diagnostics).
+    pub creator_pid: AtomicU32,
+    _pad0: AtomicU32,
+    /// Start time of the creator (diagnostics).
+    pub creator_start: AtomicU64,
+    /// Creation time, ns since the epoch.
+    pub created_ns: AtomicU64,
+    /// FNV-1a of the identity fields (see [`Identity::checksum`]).
+    pub checksum: AtomicU64,
+    _pad1: [AtomicU64; 6],
+
+    /// Producer position: MPMC, the next position to claim (claimed positions may still be
+    /// in flight); SPSC, the next position to fill (everything before it is published).
+    /// Only producers write it.
+    pub tail: AtomicU64,
+    _pad2: [AtomicU64; 7],
+
+    /// Consumer position: MPMC, the next position to claim; SPSC, the next position to read
+    /// (everything before it is free). Only consumers write it.
+    pub head: AtomicU64,
+    _pad3: [AtomicU64; 7],
+
+    /// Futex word, "consumers may be asleep": a consumer (or fd helper thread) stores 1
+    /// before its last check and sleeps while it is 1; a producer that publishes and finds it
+    /// non-zero swaps it to 0 and wakes every sleeper. A sleeper that dies leaves at most one
+    /// needless wake-up behind (the next producer clears the word), never a stuck count.
+    pub not_empty: AtomicU32,
+    _pad4a: AtomicU32,
+    _pad4: [AtomicU64; 7],
+
+    /// Futex word, "producers may be asleep" (the same protocol, woken by consumers).
+    pub not_full: AtomicU32,
+    _pad5a: AtomicU32,
+    _pad5: [AtomicU64; 7],
+
+    /// SPSC: token `pid << 32 | handle serial` of the handle holding the producer role, 0 if
+    /// none. A dead holder's role is taken over.
+    pub producer: AtomicU64,
+    /// SPSC: the same for the consumer role.
+    pub consumer: AtomicU64,
+    _pad6: [AtomicU64; 6],
+
+    /// Puts that found no free slot.
+    pub full: AtomicU64,
+    /// Times a producer went to sleep.
+    pub put_waits: AtomicU64,
+    /// Wake-ups sent by producers to sleeping consumers.
+    pub get_wakeups: AtomicU64,
+    /// Puts that gave up at their timeout.
+    pub put_timeouts: AtomicU64,
+    _pad7: [AtomicU64; 4],
+
+    /// Gets that found nothing.
+    pub empty: AtomicU64,
+    /// Times a consumer went to sleep.
+    pub get_waits: AtomicU64,
+    /// Wake-ups sent by consumers to sleeping producers.
+    pub put_wakeups: AtomicU64,
+    /// Gets that gave up at their timeout.
+    pub get_timeouts: AtomicU64,
+    _pad8: [AtomicU64; 4],
+
+    /// Slots claimed by a producer that died before publishing, skipped.
+    pub recovered_puts: AtomicU64,
+    /// Slots claimed by a consumer that died before releasing them, freed (their element was
+    /// taken out of the queue and is lost).
+    pub recovered_gets: AtomicU64,
+    /// SPSC roles taken over from dead holders.
+    pub role_takeovers: AtomicU64,
+    /// Slots found holding garbage (a bad length or stamp), dropped.
+    pub corrupt_slots: AtomicU64,
+    _pad9: [AtomicU64; 4],
+}
+
+// SAFETY: both structs are #[repr(C)] aggregates of atomics: valid for every bit pattern a
+// peer may write, mutated only through atomic operations.
+unsafe impl ShmSafe for SlotHeader {}
+// SAFETY: as above.
+unsafe impl ShmSafe for QueueHeader {}
+
+const _: () = {
+    use std::mem::offset_of;
+    assert!(size_of::<SlotHeader>() as u64 == SLOT_HDR);
+    assert!(size_of::<QueueHeader>() == 640);
+    assert!(size_of::<QueueHeader>() as u64 <= HEADER_SIZE);
+    assert!(HEADER_SIZE % SLOT_ALIGN == 0);
+    assert!(offset_of!(QueueHeader, checksum) == 72);
+    assert!(offset_of!(QueueHeader, tail) == 128);
+    assert!(offset_of!(QueueHeader, head) == 192);
+    assert!(offset_of!(QueueHeader, not_empty) == 256);
+    assert!(offset_of!(QueueHeader, not_full) == 320);
+    assert!(offset_of!(QueueHeader, producer) == 384);
+    assert!(offset_of!(QueueHeader, full) == 448);
+    assert!(offset_of!(QueueHeader, empty) == 512);
+    assert!(offset_of!(QueueHeader, recovered_puts) == 576);
+    assert!((OWNER_READER as u64) < (1u64 << (64 - SEQ_BITS)));
+    assert!(MAX_CAPACITY < (1u64 << (SEQ_BITS - 2)));
+};
+
+/// The immutable shape of a queue, validated before any use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// `FLAG_*`.
+    pub flags: u32,
+    /// Slots (power of two).
+    pub capacity: u64,
+    /// Largest element.
+    pub elsize: u64,
+    /// Bytes per slot.
+    pub stride: u64,
+    /// Incarnation tag.
+    pub nonce: u32,
+    /// Offset of slot 0 in the object.
+    pub slots_off: u64,
+    /// Bytes used by the queue.
+    pub total_size: u64,
+    /// Creator pid.
+    pub creator_pid: u32,
+    /// Creator start time.
+    pub creator_start: u64,
+    /// Creation time (ns since the epoch).
+    pub created_ns: u64,
+}
+
+/// Round a requested capacity up to the power of two actually used.
+pub fn effective_capacity(requested: u64) -> Option<u64> {
+    let cap = requested.max(MIN_CAPACITY).checked_next_power_of_two()?;
+    (requested >= 1 && cap <= MAX_CAPACITY).then_some(cap)
+}
+
+/// Slot stride for an element size.
+pub const fn stride_for(elsize: u64) -> u64 {
+    (SLOT_HDR + elsize).next_multiple_of(SLOT_ALIGN)
+}
+
+impl Identity {
+    /// Plan a new queue; `Err` names the offending argument.
+    pub fn plan(
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+        nonce: u32,
+        creator: (u32, u64),
+        created_ns: u64,
+    ) -> Result<Self, String> {
+        let cap = effective_capacity(capacity)
+            .ok_or_else(|| format!("capacity must be between 1 and {MAX_CAPACITY}, got {capacity}"))?;
+        if elsize == 0 || elsize > MAX_ELSIZE {
+            return Err(format!("elsize must be between 1 and {MAX_ELSIZE}, got {elsize}"));
+        }
+        let stride = stride_for(elsize);
+        let total_size = cap
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .ok_or_else(|| format!("a queue of {cap} x {elsize} B is too large"))?;
+        Ok(Self {
+            flags: if spsc { FLAG_SPSC } else { 0 },
+            capacity: cap,
+            elsize,
+            stride,
+            nonce: nonce.max(1),
+            slots_off: HEADER_SIZE,
+            total_size,
+            creator_pid: creator.0,
+            creator_start: creator.1,
+            created_ns,
+        })
+    }
+
+    /// Whether this is a single-producer/single-consumer queue.
+    pub fn spsc(&self) -> bool {
+        self.flags & FLAG_SPSC != 0
+    }
+
+    /// Read the identity fields (untrusted until [`Identity::validate`]).
+    pub fn read(h: &QueueHeader) -> Self {
+        let r = Ordering::Relaxed;
+        Self {
+            flags: h.flags.load(r),
+            capacity: u64::from(h.capacity.load(r)),
+            elsize: u64::from(h.elsize.load(r)),
+            stride: u64::from(h.stride.load(r)),
+            nonce: h.nonce.load(r),
+            slots_off: h.slots_off.load(r),
+            total_size: h.total_size.load(r),
+            creator_pid: h.creator_pid.load(r),
+            creator_start: h.creator_start.load(r),
+            created_ns: h.created_ns.load(r),
+        }
+    }
+
+    /// Store the identity fields and checksum (creator only, before registering the object).
+    pub fn write(&self, h: &QueueHeader) {
+        let r = Ordering::Relaxed;
+        h.version.store(VERSION, r);
+        h.flags.store(self.flags, r);
+        h.capacity.store(self.capacity as u32, r);
+        h.elsize.store(self.elsize as u32, r);
+        h.stride.store(self.stride as u32, r);
+        h.nonce.store(self.nonce, r);
+        h.slots_off.store(self.slots_off, r);
+        h.total_size.store(self.total_size, r);
+        h.creator_pid.store(self.creator_pid, r);
+        h.creator_start.store(self.creator_start, r);
+        h.created_ns.store(self.created_ns, r);
+        h.checksum.store(self.checksum(), r);
+    }
+
+    /// FNV-1a over the identity fields and the layout version.
+    pub fn checksum(&self) -> u64 {
+        let words = [
+            u64::from(VERSION),
+            u64::from(self.flags),
+            self.capacity,
+            self.elsize,
+            self.stride,
+            u64::from(self.nonce),
+            self.slots_off,
+            self.total_size,
+            u64::from(self.creator_pid),
+            self.creator_start,
+            self.created_ns,
+        ];
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for w in words {
+            for b in w.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// Check a header read from shared memory against the object it lives in: the same
+    /// arithmetic as [`Identity::plan`], so any tampering shows.
+    pub fn validate(h: &QueueHeader, object_size: u64) -> Result<Self, String> {
+        let magic = h.magic.load(Ordering::Acquire);
+        if magic != MAGIC {
+            return Err(format!("bad magic {magic:#x}"));
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(format!("queue layout version {version}, this shmkit reads version {VERSION}"));
+        }
+        let id = Self::read(h);
+        if id.flags & !FLAG_SPSC != 0 {
+            return Err(format!("unknown flags {:#x}", id.flags));
+        }
+        if !id.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&id.capacity) {
+            return Err(format!("capacity {} is not a power of two in range", id.capacity));
+        }
+        if id.elsize == 0 || id.elsize > MAX_ELSIZE {
+            return Err(format!("element size {} out of range", id.elsize));
+        }
+        if id.stride != stride_for(id.elsize) || id.slots_off != HEADER_SIZE {
+            return Err("slot geometry is inconsistent".into());
+        }
+        let need = id.capacity.checked_mul(id.stride).and_then(|b| b.checked_add(HEADER_SIZE));
+        if need != Some(id.total_size) {
+            return Err("total size is inconsistent with the geometry".into());
+        }
+        if id.total_size > object_size {
+            return Err(format!("queue needs {} bytes but its object has {object_size}", id.total_size));
+        }
+        if id.nonce == 0 {
+            return Err("zero nonce".into());
+        }
+        if h.checksum.load(Ordering::Relaxed) != id.checksum() {
+            return Err("header checksum mismatch".into());
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_packing_round_trips() {
+        let w = pack(0x12_3456_789a, OWNER_READER | 4242);
+        assert_eq!(seq_of(w), 0x12_3456_789a);
+        assert_eq!(owner_of(w), OWNER_READER | 4242);
+        assert_eq!(seq_of(pack(SEQ_MASK + 5, 0)), 4);
+    }
+
+    #[test]
+    fn distance_wraps_at_40_bits() {
+        assert_eq!(distance(5, 3), 2);
+        assert_eq!(distance(3, 5), -2);
+        assert_eq!(distance(1, SEQ_MASK), 2);
+        assert_eq!(distance(SEQ_MASK, 1), -2);
+        // Positions are full u64 counters; only their low 40 bits are compared.
+        assert_eq!(distance(7, (1 << 40) + 7), 0);
+        assert_eq!(distance(seq_of(u64::MAX), u64::MAX), 0);
+    }
+
+    #[test]
+    fn capacity_rounds_to_power_of_two() {
+        assert_eq!(effective_capacity(1), Some(2));
+        assert_eq!(effective_capacity(2), Some(2));
+        assert_eq!(effective_capacity(1000), Some(1024));
+        assert_eq!(effective_capacity(0), None);
+        assert_eq!(effective_capacity(MAX_CAPACITY + 1), None);
+        assert_eq!(stride_for(1), 64);
+        assert_eq!(stride_for(48), 64);
+        assert_eq!(stride_for(49), 128);
+        assert_eq!(stride_for(65536), 65536 + 64);
+    }
+
+    #[test]
+    fn plan_validates_arguments() {
+        assert!(Identity::plan(0, 8, false, 1, (1, 1), 0).is_err());
+        assert!(Identity::plan(8, 0, false, 1, (1, 1), 0).is_err());
+        assert!(Identity::plan(8, MAX_ELSIZE + 1, false, 1, (1, 1), 0).is_err());
+        let id = Identity::plan(3, 100, true, 0, (1, 1), 0).unwrap();
+        assert_eq!(id.capacity, 4);
+        assert_eq!(id.stride, 128);
+        assert_eq!(id.total_size, HEADER_SIZE + 4 * 128);
+        assert!(id.spsc());
+        assert_eq!(id.nonce, 1);
+    }
+}

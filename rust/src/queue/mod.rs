@@ -1,0 +1,601 @@
+//! Shared-memory queues: VPP's `svm_queue` semantics (src/svm/queue.c) on lock-free rings.
+//!
+//! A [`ShmQueue`] is a fixed-element-size FIFO living in a region, registered by name in the
+//! region's object directory (kind [`crate::region::kind::QUEUE`]) and addressed by offset,
+//! so processes that map the region at different addresses share it.
+//!
+//! * **Semantics (VPP).** `put`/`get` block, time out, or fail at once (`try_*`); `put_pair`
+//!   is `svm_queue_add2` (both elements or neither); elements shorter than `elsize` keep their
+//!   length, longer ones are refused. Producers wake consumers only if some sleep
+//!   (empty→non-empty in VPP), consumers wake producers only if some sleep (leaving full).
+//! * **Algorithms** ([`ring`]). The default is lock-free multi-producer/multi-consumer: a
+//!   Vyukov stamp ring whose claims record the claimer's pid, so a process SIGKILLed
+//!   mid-operation never wedges the queue (its slot is skipped or released and counted).
+//!   `spsc` queues use a cheaper head/tail ring with cached indices and batched publication,
+//!   with the two roles enforced across processes.
+//! * **Waiting.** Futex words in shared memory with waiter counts: an uncontended put or get
+//!   makes no system call. Waits are bounded slices, so callers can check for signals and
+//!   dead claimers are noticed. VPP uses a robust mutex and condvar around every operation;
+//!   here the lock-free paths avoid both.
+//! * **fds** ([`notify`]). `readable_fd()`/`writable_fd()` give per-process eventfds kept in
+//!   step by a helper thread, for `selectors`/`asyncio`.
+//! * **Creation.** The creator allocates the object, initialises header and slots, and only
+//!   then registers the name: an opener never sees a half-built queue. (A creator killed
+//!   between allocation and registration leaks that one block, which no name refers to.)
+//!
+//! Layout and invariants: [`layout`]. Everything read from shared memory is validated; see
+//! the "Hostile peers" section of [`ring`].
+
+pub mod error;
+pub mod layout;
+mod notify;
+mod ring;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use error::{QueueError, Result};
+use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};
+use notify::Notifier;
+pub use ring::{Dir, Element, QueueStats};
+use ring::{Ring, Role, SpscSide};
+
+use crate::region::{kind, Region, RegionError};
+use crate::sys::process;
+use crate::sys::time::{self, Deadline};
+
+/// Longest single sleep of a blocking operation: callers check for signals (Ctrl-C) and the
+/// queue re-checks for dead claimers at least this often.
+pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// How a queue is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Single producer, single consumer (roles enforced): a cheaper ring with batched
+    /// publication. Default: multi-producer/multi-consumer.
+    pub spsc: bool,
+}
+
+/// A handle on a shared-memory queue. `Sync`: threads may share one handle.
+#[derive(Debug)]
+pub struct ShmQueue {
+    ring: Arc<Ring>,
+    region: Arc<Region>,
+    offset: u64,
+    producer: Mutex<SpscSide>,
+    consumer: Mutex<SpscSide>,
+    readable: Mutex<Option<Notifier>>,
+    writable: Mutex<Option<Notifier>>,
+    /// Bit 0: a readable notifier exists; bit 1: a writable one (checked without locking).
+    notifiers: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl ShmQueue {
+    // ------------------------------------------------------------------ create / open
+
+    /// Create queue `name` in `region` with room for `capacity` elements (rounded up to a
+    /// power of two, at least 2) of up to `elsize` bytes.
+    pub fn create(region: &Arc<Region>, name: &str, capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Self> {
+        let pid = process::cached_pid();
+        check_pid(pid)?;
+        let ident = Identity::plan(
+            capacity,
+            elsize,
+            opts.spsc,
+            make_nonce(pid),
+            (pid, process::current_start_time()),
+            time::realtime_ns(),
+        )
+        .map_err(QueueError::InvalidArgument)?;
+        // Fail early without allocating if the name is taken (registration re-checks).
+        match region.find_object(name) {
+            Ok(_) => {
+                return Err(RegionError::ObjectExists { path: region.display_path(), name: name.into() }.into());
+            }
+            Err(RegionError::ObjectNotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let off = region.alloc(ident.total_size)?;
+        let registered = Self::initialise(region, off, &ident)
+            .and_then(|()| Ok(region.register_object(name, kind::QUEUE, off, ident.total_size)?));
+        if let Err(e) = registered {
+            let _ = region.free(off);
+            return Err(e);
+        }
+        Self::attach(region, name, off, ident.total_size)
+    }
+
+    /// Open an existing queue by name.
+    pub fn open(region: &Arc<Region>, name: &str) -> Result<Self> {
+        let info = region.find_object(name)?;
+        if info.kind != kind::QUEUE {
+            return Err(QueueError::NotAQueue { name: name.into(), kind: info.kind });
+        }
+        Self::attach(region, name, info.offset, info.size)
+    }
+
+    /// Open queue `name` if it exists (checking that it has this shape), else create it.
+    /// Returns the queue and whether this call created it. Safe against racing creators.
+    pub fn find_or_create(
+        region: &Arc<Region>,
+        name: &str,
+        capacity: u64,
+        elsize: u64,
+        opts: &QueueOptions,
+    ) -> Result<(Self, bool)> {
+        for _ in 0..8 {
+            match Self::open(region, name) {
+                Ok(q) => {
+                    let want = effective_capacity(capacity);
+                    if Some(q.capacity()) != want || q.elsize() as u64 != elsize || q.is_spsc() != opts.spsc {
+                        return Err(QueueError::Mismatch {
+                            name: name.into(),
+                            reason: format!(
+                                "it has capacity {} elsize {} spsc {}, asked for capacity {} elsize {elsize} spsc {}",
+                                q.capacity(),
+                                q.elsize(),
+                                q.is_spsc(),
+                                want.unwrap_or(0),
+                                opts.spsc
+                            ),
+                        });
+                    }
+                    return Ok((q, false));
+                }
+                Err(QueueError::Region(RegionError::ObjectNotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+            match Self::create(region, name, capacity, elsize, opts) {
+                Ok(q) => return Ok((q, true)),
+                Err(QueueError::Region(RegionError::ObjectExists { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(QueueError::InvalidArgument(format!("queue {name:?} keeps appearing and disappearing")))
+    }
+
+    /// Write a fresh header and slot array at `off` (not yet visible to anyone).
+    fn initialise(region: &Region, off: u64, ident: &Identity) -> Result<()> {
+        let map = region.mapping();
+        let bad = || QueueError::corrupt("<new>", "allocation outside the mapping");
+        let base = usize::try_from(off).map_err(|_| bad())?;
+        map.fill(base, HEADER_SIZE as usize, 0).ok_or_else(bad)?;
+        let h = map.get::<QueueHeader>(base).ok_or_else(bad)?;
+        ident.write(h);
+        let slots = base + ident.slots_off as usize;
+        for i in 0..ident.capacity {
+            let s = map.get::<SlotHeader>(slots + (i * ident.stride) as usize).ok_or_else(bad)?;
+            // MPMC: slot i starts free for position i. SPSC does not use the stamp.
+            s.word.store(if ident.spsc() { 0 } else { layout::pack(i, 0) }, Relaxed);
+            s.len.store(0, Relaxed);
+            s.aux.store(0, Relaxed);
+        }
+        h.magic.store(MAGIC, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn attach(region: &Arc<Region>, name: &str, offset: u64, size: u64) -> Result<Self> {
+        check_pid(process::cached_pid())?;
+        let ring = Ring::attach(Arc::clone(region.mapping()), offset, size, name)?;
+        Ok(Self {
+            ring: Arc::new(ring),
+            region: Arc::clone(region),
+            offset,
+            producer: Mutex::new(SpscSide::default()),
+            consumer: Mutex::new(SpscSide::default()),
+            readable: Mutex::new(None),
+            writable: Mutex::new(None),
+            notifiers: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    // ------------------------------------------------------------------ properties
+
+    /// The queue's name in its region.
+    pub fn name(&self) -> &str {
+        self.ring.name()
+    }
+
+    /// The region holding the queue.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Offset of the queue object in the region.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The validated identity (geometry, creator, creation time) of the queue.
+    pub fn identity(&self) -> &Identity {
+        self.ring.identity()
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
+    /// Largest element in bytes.
+    pub fn elsize(&self) -> usize {
+        self.ring.elsize()
+    }
+
+    /// Whether this is a single-producer/single-consumer queue.
+    pub fn is_spsc(&self) -> bool {
+        self.ring.is_spsc()
+    }
+
+    /// Elements in the queue (approximate while operations are in flight).
+    pub fn len(&self) -> Result<u64> {
+        self.ring.len()
+    }
+
+    /// Whether the queue holds no element.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.ring.len()? == 0)
+    }
+
+    /// Whether the queue has no free slot.
+    pub fn is_full(&self) -> Result<bool> {
+        Ok(self.ring.len()? >= self.ring.capacity())
+    }
+
+    /// Counters, readable from any process.
+    pub fn stats(&self) -> Result<QueueStats> {
+        self.ring.stats()
+    }
+
+    /// Re-validate the shared header (detects a peer that overwrote it).
+    pub fn check(&self) -> Result<()> {
+        self.ring.check_header()
+    }
+
+    /// Whether [`ShmQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    // ------------------------------------------------------------------ non-blocking
+
+    #[inline]
+    fn me(&self) -> Result<u32> {
+        if self.closed.load(Relaxed) {
+            return Err(QueueError::Closed);
+        }
+        let pid = process::cached_pid();
+        if pid > OWNER_PID_MASK {
+            return Err(QueueError::PidRange(pid));
+        }
+        Ok(pid)
+    }
+
+    #[inline]
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.ring.elsize() {
+            return Err(QueueError::TooLarge { name: self.name().into(), len, elsize: self.ring.elsize() as u64 });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn side(&self, role: Role) -> Result<MutexGuard<'_, SpscSide>> {
+        let m = match role {
+            Role::Producer => &self.producer,
+            Role::Consumer => &self.consumer,
+        };
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        self.ring.hold_role(&mut g, role)?;
+        Ok(g)
+    }
+
+    #[cold]
+    fn on_full(&self, h: &QueueHeader) {
+        h.full.fetch_add(1, Relaxed);
+        if self.notifiers.load(Relaxed) & 2 != 0 {
+            if let Some(n) = self.writable.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                n.rearm();
+            }
+        }
+    }
+
+    #[cold]
+    fn on_empty(&self, h: &QueueHeader) {
+        h.empty.fetch_add(1, Relaxed);
+        if self.notifiers.load(Relaxed) & 1 != 0 {
+            if let Some(n) = self.readable.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                n.rearm();
+            }
+        }
+    }
+
+    /// Put `data` if there is room now. `Ok(false)`: full. Longer than `elsize`: error.
+    #[inline]
+    pub fn try_put(&self, data: &[u8]) -> Result<bool> {
+        let me = self.me()?;
+        self.check_len(data.len())?;
+        let done = if self.ring.is_spsc() {
+            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, &[data])? == 1
+        } else {
+            self.ring.mpmc_put(me, data)?
+        };
+        let h = self.ring.header()?;
+        if done {
+            self.ring.notify_getters(h);
+        } else {
+            self.on_full(h);
+        }
+        Ok(done)
+    }
+
+    /// Put as many of `items` as fit now, in order; returns how many. All lengths are checked
+    /// first: if any is too long, nothing is put. Sleepers are woken once.
+    pub fn try_put_many(&self, items: &[&[u8]]) -> Result<usize> {
+        let me = self.me()?;
+        for it in items {
+            self.check_len(it.len())?;
+        }
+        let n = if self.ring.is_spsc() {
+            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, items)?
+        } else {
+            let mut n = 0;
+            for it in items {
+                if !self.ring.mpmc_put(me, it)? {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        };
+        let h = self.ring.header()?;
+        if n > 0 {
+            self.ring.notify_getters(h);
+        }
+        if n < items.len() {
+            self.on_full(h);
+        }
+        Ok(n)
+    }
+
+    /// Put `a` and `b` at consecutive positions if both fit now, else neither (VPP's
+    /// `svm_queue_add2`).
+    pub fn try_put_pair(&self, a: &[u8], b: &[u8]) -> Result<bool> {
+        let me = self.me()?;
+        self.check_len(a.len())?;
+        self.check_len(b.len())?;
+        let done = if self.ring.is_spsc() {
+            self.ring.spsc_put_pair(&mut *self.side(Role::Producer)?, a, b)?
+        } else {
+            self.ring.mpmc_put_pair(me, a, b)?
+        };
+        let h = self.ring.header()?;
+        if done {
+            self.ring.notify_getters(h);
+        } else {
+            self.on_full(h);
+        }
+        Ok(done)
+    }
+
+    /// Take one element if there is one now, handing it to `f` (which copies it out) while
+    /// its slot is held. `Ok(None)`: empty.
+    #[inline]
+    pub fn try_get_with<R>(&self, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
+        let me = self.me()?;
+        let out = if self.ring.is_spsc() {
+            let mut f = Some(f);
+            let mut out = None;
+            self.ring.spsc_get_many(&mut *self.side(Role::Consumer)?, 1, |e| {
+                out = f.take().map(|f| f(e));
+                false
+            })?;
+            out
+        } else {
+            self.ring.mpmc_get(me, f)?
+        };
+        let h = self.ring.header()?;
+        if out.is_some() {
+            self.ring.notify_putters(h);
+        } else {
+            self.on_empty(h);
+        }
+        Ok(out)
+    }
+
+    /// Take up to `max` elements that are there now, handing each to `f` (every element
+    /// handed over is consumed; `f` returns whether to go on). Returns how many were taken.
+    pub fn try_get_many_with(&self, max: usize, mut f: impl FnMut(Element<'_>) -> bool) -> Result<usize> {
+        let me = self.me()?;
+        let n = if self.ring.is_spsc() {
+            self.ring.spsc_get_many(&mut *self.side(Role::Consumer)?, max, f)?
+        } else {
+            let mut n = 0;
+            let mut go = true;
+            while go && n < max {
+                match self.ring.mpmc_get(me, &mut f)? {
+                    Some(more) => {
+                        go = more;
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            n
+        };
+        let h = self.ring.header()?;
+        if n > 0 {
+            self.ring.notify_putters(h);
+        }
+        if n == 0 && max > 0 {
+            self.on_empty(h);
+        }
+        Ok(n)
+    }
+
+    /// Take one element into `buf` (which must hold `elsize` bytes); returns its length.
+    pub fn try_get_into(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        if buf.len() < self.ring.elsize() {
+            return Err(QueueError::InvalidArgument(format!(
+                "buffer of {} bytes is smaller than the element size {}",
+                buf.len(),
+                self.ring.elsize()
+            )));
+        }
+        self.try_get_with(|e| e.copy_to(buf))
+    }
+
+    /// Take one element as a vector.
+    pub fn try_get_vec(&self) -> Result<Option<Vec<u8>>> {
+        self.try_get_with(|e| e.to_vec())
+    }
+
+    // ------------------------------------------------------------------ blocking
+
+    /// Sleep at most `max` until a get may succeed (one slice of a blocking get; callers loop
+    /// around their `try_*` and check for signals between slices).
+    pub fn wait_readable(&self, max: Duration) -> Result<()> {
+        self.me()?;
+        self.ring.wait(Dir::Readable, max)
+    }
+
+    /// Sleep at most `max` until `n` elements may fit.
+    pub fn wait_writable(&self, n: u64, max: Duration) -> Result<()> {
+        self.me()?;
+        self.ring.wait(Dir::Writable(n.clamp(1, self.capacity())), max)
+    }
+
+    /// Count a put (`put == true`) or get that gave up at its timeout.
+    pub fn note_timeout(&self, put: bool) {
+        if let Ok(h) = self.ring.header() {
+            let c = if put { &h.put_timeouts } else { &h.get_timeouts };
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Put `data`, waiting up to `timeout` (`None`: forever) for room. `Ok(false)`: timed out.
+    pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if self.try_put(data)? {
+                return Ok(true);
+            }
+            if deadline.expired() {
+                self.note_timeout(true);
+                return Ok(false);
+            }
+            self.wait_writable(1, deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// Put a pair (both or neither), waiting up to `timeout` for two free slots.
+    pub fn put_pair(&self, a: &[u8], b: &[u8], timeout: Option<Duration>) -> Result<bool> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if self.try_put_pair(a, b)? {
+                return Ok(true);
+            }
+            if deadline.expired() {
+                self.note_timeout(true);
+                return Ok(false);
+            }
+            self.wait_writable(2, deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// Take one element, waiting up to `timeout` (`None`: forever). `Ok(None)`: timed out.
+    pub fn get_with<R>(&self, timeout: Option<Duration>, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
+        let deadline = Deadline::after(timeout);
+        let mut f = Some(f);
+        loop {
+            if let Some(r) = self.try_get_with(|e| f.take().map(|f| f(e)))? {
+                return Ok(r);
+            }
+            if deadline.expired() {
+                self.note_timeout(false);
+                return Ok(None);
+            }
+            self.wait_readable(deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// Take one element as a vector, waiting up to `timeout`.
+    pub fn get_vec(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        self.get_with(timeout, |e| e.to_vec())
+    }
+
+    // ------------------------------------------------------------------ fds
+
+    fn notifier_fd(&self, dir: Dir) -> Result<i32> {
+        self.me()?;
+        let (slot, bit) = match dir {
+            Dir::Readable => (&self.readable, 1),
+            Dir::Writable(_) => (&self.writable, 2),
+        };
+        let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = g.as_ref() {
+            if n.is_ours() {
+                return Ok(n.fd());
+            }
+        }
+        // None yet, or inherited through fork (its thread is not in this process).
+        let n = Notifier::start(Arc::clone(&self.ring), dir)?;
+        let fd = n.fd();
+        *g = Some(n);
+        self.notifiers.fetch_or(bit, Relaxed);
+        Ok(fd)
+    }
+
+    /// An eventfd (owned by this handle) that is readable while the queue has something to
+    /// get. A non-blocking get that finds the queue empty resets it.
+    pub fn readable_fd(&self) -> Result<i32> {
+        self.notifier_fd(Dir::Readable)
+    }
+
+    /// An eventfd (owned by this handle) that is readable while the queue has room. A
+    /// non-blocking put that finds the queue full resets it.
+    pub fn writable_fd(&self) -> Result<i32> {
+        self.notifier_fd(Dir::Writable(1))
+    }
+
+    // ------------------------------------------------------------------ closing
+
+    /// Release this handle: give up SPSC roles, stop fd helper threads (closing their fds).
+    /// Idempotent; further operations fail with [`QueueError::Closed`].
+    pub fn close(&self) {
+        if self.closed.swap(true, Relaxed) {
+            return;
+        }
+        self.ring.drop_role(&mut self.producer.lock().unwrap_or_else(|e| e.into_inner()), Role::Producer);
+        self.ring.drop_role(&mut self.consumer.lock().unwrap_or_else(|e| e.into_inner()), Role::Consumer);
+        let r = self.readable.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let w = self.writable.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop((r, w));
+    }
+}
+
+impl Drop for ShmQueue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn check_pid(pid: u32) -> Result<()> {
+    if pid > OWNER_PID_MASK {
+        return Err(QueueError::PidRange(pid));
+    }
+    Ok(())
+}
+
+/// A non-zero tag for a new queue incarnation.
+fn make_nonce(pid: u32) -> u32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut x = time::realtime_ns() ^ (u64::from(pid) << 32) ^ u64::from(COUNTER.fetch_add(1, Relaxed));
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x as u32).max(1)
+}

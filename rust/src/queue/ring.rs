@@ -1,0 +1,1023 @@
+//! The two ring algorithms over a queue's slot array, the sleep/wake protocol and recovery
+//! from claims left behind by dead processes.
+//!
+//! # MPMC: stamped slots (Vyukov), claimed by compare-and-swap on the slot
+//!
+//! Each slot carries a 64-bit word `pack(seq, owner)` (see [`super::layout`]). For the element
+//! at position `p` (slot `p & mask`), the slot goes through
+//!
+//! ```text
+//! (p, 0) --producer CAS--> (p, W:pid) --publish--> (p+1, 0) --consumer CAS--> (p+1, R:pid)
+//!   ^                                                                             |
+//!   +----------------------- release: (p+cap, 0) = free for position p+cap <-----+
+//! ```
+//!
+//! This is D. Vyukov's bounded MPMC queue (as in crossbeam's `ArrayQueue`) with one change:
+//! a position is claimed by a CAS on the *slot word* that records the claimer's pid, and the
+//! shared `tail`/`head` counters are advanced afterwards by the claimer or by anyone who sees
+//! the slot already claimed ("helping"). Vyukov claims by CAS on the counter and writes the
+//! slot later, so a process killed between the two leaves a slot nobody can attribute; here a
+//! claim is atomic with its owner, so every stuck slot names a pid.
+//!
+//! **Recovery.** An operation that finds its slot held (a writer claim at the consumer's
+//! head, a reader claim or an old writer claim at the producer's tail) spins briefly, then
+//! asks `/proc` whether the owner is alive (rate-limited). A dead writer's slot is *skipped*:
+//! its word becomes `(p+cap, 0)` and `recovered_puts` grows. A dead reader's slot is
+//! *released* the same way and `recovered_gets` grows (its element was already taken out of
+//! the queue; it is lost with the dead consumer). Both transitions are single CASes from the
+//! exact word observed, so they race safely with everything else, and a recoverer that dies
+//! half-way leaves a state the next one handles. Counter lag is repaired by helping: any slot
+//! whose stamp shows position `p` was produced (or consumed) lets anyone advance `tail` (or
+//! `head`) past `p`.
+//!
+//! **put_pair (VPP's `add2`).** Both elements or neither: the producer checks that the slot
+//! after its own is free for the next position, then claims its slot with the `PAIR` flag.
+//! Other producers never advance `tail` past a `PAIR` claim by one; they help by claiming the
+//! second slot on the owner's behalf and advancing `tail` by two, so the pair cannot be split
+//! and nobody waits on a preempted pair writer.
+//!
+//! # SPSC: head/tail only (Lamport, with cached indices)
+//!
+//! The producer owns `tail`, the consumer `head`; each keeps a private copy of the other's
+//! index and re-reads the shared one only when its copy says full/empty (as in Rigtorp's and
+//! folly's SPSC queues), so the steady state touches the other side's line rarely. Batches
+//! publish once. Roles are enforced: a handle takes the producer (consumer) role by CAS of a
+//! `pid << 32 | serial` token and keeps it until it closes; a dead holder's role is taken
+//! over. A producer killed mid-put never published anything; a consumer killed mid-get did
+//! not advance `head`, so its element is delivered to the next consumer (at-least-once).
+//!
+//! # Sleeping and waking (futex, as VPP's svm_queue signals on empty->non-empty)
+//!
+//! Each direction has one futex word meaning "someone may be asleep". A sleeper stores 1
+//! (SeqCst), re-checks its condition, and sleeps while the word is 1, for a bounded time. A
+//! producer publishes with a SeqCst RMW/store and then loads the word (SeqCst): either it
+//! sees the 1, swaps it to 0 and wakes all sleepers, or the sleeper's re-check sees the
+//! element; a wake that lands before the sleeper is inside `futex_wait` makes the wait return
+//! at once (the word is no longer 1). With no sleeper, a put or get makes no system call. A
+//! sleeper killed while asleep leaves the word at 1, which costs the next producer one
+//! needless wake-up and is then cleared: a counter would stay wrong forever. Sleeps are
+//! bounded (the caller's slice), so a claim whose owner dies while others sleep is recovered
+//! at the next slice.
+//!
+//! # Hostile peers
+//!
+//! Geometry (capacity, element size, stride) is validated once at open and then only the
+//! cached copy is used: a slot index is `pos & mask`, always in bounds; every copy goes
+//! through the bounds-checked mapping accessors. A length above `elsize` or a stamp in no
+//! reachable state is reported as [`QueueError::Corrupt`] (the bad slot is dropped so the
+//! queue keeps moving); loops are bounded, waits are bounded; the header identity is
+//! re-validated on every slow path.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::error::{QueueError, Result};
+use super::layout::{
+    distance, owner_of, pack, seq_of, Identity, QueueHeader, SlotHeader, OWNER_PAIR, OWNER_PID_MASK, OWNER_READER,
+    SLOT_HDR,
+};
+use crate::failpoint;
+use crate::sys::futex;
+use crate::sys::map::Mapping;
+use crate::sys::process::{self, Liveness};
+
+/// Re-reads of a held slot's word before asking whether its owner is alive.
+const CLAIM_SPINS: u32 = 128;
+/// A claimer found alive is not looked up again for this long (per handle).
+const ALIVE_CACHE: Duration = Duration::from_millis(2);
+/// Bound on retries of one operation (each retry means another operation made progress, or
+/// a hostile peer keeps rewriting slots): past it the queue is reported corrupt.
+const MAX_RETRIES: u32 = 1 << 24;
+
+/// Which condition a sleeper waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Something to get.
+    Readable,
+    /// Room for this many elements.
+    Writable(u64),
+}
+
+/// What the producer's slot at `tail` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtTail {
+    /// Free for this position: claim it.
+    Free,
+    /// Claimed by another producer (`owner`); `tail` lags: help it on.
+    Claimed(u32),
+    /// This position was produced already (our `tail` is stale): help it on.
+    Produced,
+    /// The previous lap still holds the slot: full (owner 0), or a consumer is copying the
+    /// element out / a producer never finished it (`owner`: maybe dead).
+    Blocked(u32),
+    /// No reachable state.
+    Corrupt,
+}
+
+/// What the consumer's slot at `head` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtHead {
+    /// Published: claim it.
+    Ready,
+    /// Claimed or consumed already (our `head` is stale): help it on.
+    Taken,
+    /// Nothing to read yet: free (owner 0), being filled, or still held by the previous
+    /// lap's reader (`owner`: maybe dead).
+    Empty(u32),
+    /// No reachable state.
+    Corrupt,
+}
+
+/// Classify the slot word a producer finds at position `pos`.
+pub(crate) fn at_tail(word: u64, pos: u64, cap: u64) -> AtTail {
+    let d = distance(seq_of(word), pos);
+    let o = owner_of(word);
+    let reader = o & OWNER_READER != 0;
+    let cap = cap as i64;
+    match d {
+        0 if o == 0 => AtTail::Free,
+        0 if !reader => AtTail::Claimed(o),
+        1 if o == 0 || reader => AtTail::Produced,
+        d if d == cap && !reader => AtTail::Produced,
+        d if d == cap + 1 && (o == 0 || reader) => AtTail::Produced,
+        d if d == 1 - cap && (o == 0 || reader) => AtTail::Blocked(o),
+        d if d == -cap && o != 0 && !reader => AtTail::Blocked(o),
+        _ => AtTail::Corrupt,
+    }
+}
+
+/// Classify the slot word a consumer finds at position `pos`.
+pub(crate) fn at_head(word: u64, pos: u64, cap: u64) -> AtHead {
+    let d = distance(seq_of(word), pos);
+    let o = owner_of(word);
+    let reader = o & OWNER_READER != 0;
+    let cap = cap as i64;
+    match d {
+        1 if o == 0 => AtHead::Ready,
+        1 if reader => AtHead::Taken,
+        0 if !reader => AtHead::Empty(o),
+        d if d == 1 - cap && reader => AtHead::Empty(o),
+        d if d == cap && !reader => AtHead::Taken,
+        d if d == cap + 1 && (o == 0 || reader) => AtHead::Taken,
+        _ => AtHead::Corrupt,
+    }
+}
+
+/// Where a held slot's owner stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The word changed while we looked: retry.
+    Moved,
+    /// The owner is alive (or is this process).
+    Alive,
+    /// The owner is gone: the slot may be recovered.
+    Dead,
+}
+
+/// An element held by the caller while it copies the bytes out.
+#[derive(Debug)]
+pub struct Element<'a> {
+    map: &'a Mapping,
+    off: usize,
+    len: usize,
+}
+
+impl<'a> Element<'a> {
+    /// Length in bytes (already checked against the element size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the element has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copy the element into `dst` (at most `dst.len()` bytes); returns the bytes copied.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        // In bounds: the slot range was validated when the queue was opened.
+        let _ = self.map.read(self.off, &mut dst[..n]);
+        n
+    }
+
+    /// The element as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        self.copy_to(&mut v);
+        v
+    }
+
+    /// The mapping and the offset of the bytes, for copying straight into a foreign buffer
+    /// (the range `[offset, offset + len)` is inside the mapping).
+    pub fn raw(&self) -> (&'a Mapping, usize) {
+        (self.map, self.off)
+    }
+}
+
+/// Private state of one SPSC side of a handle (guarded by the handle's mutex).
+#[derive(Debug, Default)]
+pub(crate) struct SpscSide {
+    /// Role token held (0: none).
+    token: u64,
+    /// `fork_generation` when the token was taken (a forked child must take its own).
+    forks: u64,
+    /// Our index: `tail` for the producer, `head` for the consumer.
+    pos: u64,
+    /// Cached copy of the other side's index.
+    other: u64,
+}
+
+/// Which SPSC role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The one producer.
+    Producer,
+    /// The one consumer.
+    Consumer,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// Counters of a queue, readable from any process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Elements put (successfully).
+    pub puts: u64,
+    /// Elements taken out (including any lost with a consumer that died mid-get).
+    pub gets: u64,
+    /// Elements in the queue now (approximate while operations are in flight).
+    pub len: u64,
+    /// Puts that found no room.
+    pub full: u64,
+    /// Gets that found nothing.
+    pub empty: u64,
+    /// Times a producer went to sleep.
+    pub put_waits: u64,
+    /// Times a consumer (or an fd helper thread) went to sleep.
+    pub get_waits: u64,
+    /// Wake-ups sent to sleeping consumers.
+    pub get_wakeups: u64,
+    /// Wake-ups sent to sleeping producers.
+    pub put_wakeups: u64,
+    /// Puts that timed out.
+    pub put_timeouts: u64,
+    /// Gets that timed out.
+    pub get_timeouts: u64,
+    /// Slots of producers that died mid-put, skipped.
+    pub recovered_puts: u64,
+    /// Slots of consumers that died mid-get, released (their elements are lost).
+    pub recovered_gets: u64,
+    /// SPSC roles taken over from dead holders.
+    pub role_takeovers: u64,
+    /// Slots dropped because they held garbage.
+    pub corrupt_slots: u64,
+}
+
+/// A validated view of one queue in a mapping. Shared by a handle and its helper threads.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    map: Arc<Mapping>,
+    /// Absolute offset of the header.
+    hdr: usize,
+    /// Absolute offset of slot 0.
+    slots: usize,
+    cap: u64,
+    mask: u64,
+    elsize: usize,
+    stride: usize,
+    spsc: bool,
+    ident: Identity,
+    object_size: u64,
+    name: String,
+    /// Last claimer found alive, and when.
+    alive_cache: Mutex<Option<(u32, Instant)>>,
+}
+
+impl Ring {
+    /// Validate the header at absolute offset `hdr` of an object of `object_size` bytes.
+    pub(crate) fn attach(map: Arc<Mapping>, hdr: u64, object_size: u64, name: &str) -> Result<Self> {
+        let corrupt = |why: String| QueueError::corrupt(name, why);
+        let hdr = usize::try_from(hdr).map_err(|_| corrupt("offset out of range".into()))?;
+        if !map.contains(hdr, object_size as usize) {
+            return Err(corrupt("object lies outside the mapping".into()));
+        }
+        let h = map.get::<QueueHeader>(hdr).ok_or_else(|| corrupt("header misaligned or out of bounds".into()))?;
+        let ident = Identity::validate(h, object_size).map_err(corrupt)?;
+        // Geometry is now trusted: the whole slot array lies inside the object.
+        Ok(Self {
+            hdr,
+            slots: hdr + ident.slots_off as usize,
+            cap: ident.capacity,
+            mask: ident.capacity - 1,
+            elsize: ident.elsize as usize,
+            stride: ident.stride as usize,
+            spsc: ident.spsc(),
+            ident,
+            object_size,
+            name: name.to_owned(),
+            alive_cache: Mutex::new(None),
+            map,
+        })
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.ident
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn elsize(&self) -> usize {
+        self.elsize
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    pub(crate) fn is_spsc(&self) -> bool {
+        self.spsc
+    }
+
+    fn corrupt(&self, why: impl Into<String>) -> QueueError {
+        QueueError::corrupt(&self.name, why)
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> Result<&QueueHeader> {
+        self.map.get::<QueueHeader>(self.hdr).ok_or_else(|| self.corrupt("header out of bounds"))
+    }
+
+    /// The slot of position `pos` and the absolute offset of its data.
+    #[inline]
+    fn slot(&self, pos: u64) -> Result<(&SlotHeader, usize)> {
+        let off = self.slots + (pos & self.mask) as usize * self.stride;
+        let s = self.map.get::<SlotHeader>(off).ok_or_else(|| self.corrupt("slot out of bounds"))?;
+        Ok((s, off + SLOT_HDR as usize))
+    }
+
+    /// Copy an element into the slot of `pos` (length first; the caller checked the size).
+    #[inline]
+    fn fill(&self, slot: &SlotHeader, data_off: usize, data: &[u8]) -> Result<()> {
+        slot.len.store(data.len() as u32, Relaxed);
+        self.map.write(data_off, data).ok_or_else(|| self.corrupt("slot data out of bounds (read-only mapping?)"))
+    }
+
+    /// Re-validate the header: a peer that scribbled over it, or a queue removed and replaced
+    /// under us, shows here (called on slow paths).
+    pub(crate) fn check_header(&self) -> Result<()> {
+        let h = self.header()?;
+        match Identity::validate(h, self.object_size) {
+            Ok(id) if id == self.ident => Ok(()),
+            Ok(_) => Err(self.corrupt("the header changed: the queue was removed and its memory reused")),
+            Err(why) => Err(self.corrupt(why)),
+        }
+    }
+
+    // ------------------------------------------------------------------ wake-ups
+
+    /// Wake sleeping consumers if there may be any (no system call otherwise). Must follow a
+    /// SeqCst publication.
+    #[inline]
+    pub(crate) fn notify_getters(&self, h: &QueueHeader) {
+        if h.not_empty.load(SeqCst) != 0 {
+            Self::wake(&h.not_empty, &h.get_wakeups);
+        }
+    }
+
+    /// Wake sleeping producers if there may be any.
+    #[inline]
+    pub(crate) fn notify_putters(&self, h: &QueueHeader) {
+        if h.not_full.load(SeqCst) != 0 {
+            Self::wake(&h.not_full, &h.put_wakeups);
+        }
+    }
+
+    #[cold]
+    fn wake(word: &AtomicU32, counter: &AtomicU64) {
+        if word.swap(0, SeqCst) != 0 {
+            futex::wake_all(word);
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn wake_unconditionally(word: &AtomicU32, counter: &AtomicU64) {
+        word.store(0, SeqCst);
+        futex::wake_all(word);
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Wake every sleeper of `dir` unconditionally (closing a helper thread).
+    pub(crate) fn wake_all(&self, dir: Dir) {
+        if let Ok(h) = self.header() {
+            match dir {
+                Dir::Readable => Self::wake_unconditionally(&h.not_empty, &h.get_wakeups),
+                Dir::Writable(_) => Self::wake_unconditionally(&h.not_full, &h.put_wakeups),
+            }
+        }
+    }
+
+    /// Sleep until `dir` may hold, at most `max`. Returns early on any wake-up; the caller
+    /// retries its operation. Re-validates the header first.
+    pub(crate) fn wait(&self, dir: Dir, max: Duration) -> Result<()> {
+        self.check_header()?;
+        let h = self.header()?;
+        let (word, sleeps) = match dir {
+            Dir::Readable => (&h.not_empty, &h.get_waits),
+            Dir::Writable(_) => (&h.not_full, &h.put_waits),
+        };
+        word.store(1, SeqCst);
+        if !self.ready(dir)? {
+            sleeps.fetch_add(1, Relaxed);
+            futex::wait(word, 1, Some(max));
+        }
+        Ok(())
+    }
+
+    /// Whether an operation in direction `dir` could make progress now (succeed, recover a
+    /// dead claim, or report damage).
+    pub(crate) fn ready(&self, dir: Dir) -> Result<bool> {
+        match dir {
+            Dir::Readable => self.readable(),
+            Dir::Writable(n) => self.writable(n),
+        }
+    }
+
+    fn readable(&self) -> Result<bool> {
+        let h = self.header()?;
+        let head = h.head.load(SeqCst);
+        if self.spsc {
+            return Ok(h.tail.load(SeqCst) != head);
+        }
+        let (slot, _) = self.slot(head)?;
+        let w = slot.word.load(SeqCst);
+        Ok(match at_head(w, head, self.cap) {
+            AtHead::Ready | AtHead::Taken | AtHead::Corrupt => true,
+            AtHead::Empty(0) => false,
+            AtHead::Empty(_) => self.claim(slot, w) != Claim::Alive,
+        })
+    }
+
+    fn writable(&self, n: u64) -> Result<bool> {
+        let h = self.header()?;
+        if self.spsc {
+            let head = h.head.load(SeqCst);
+            let used = h.tail.load(SeqCst).wrapping_sub(head);
+            return Ok(used > self.cap || self.cap - used >= n);
+        }
+        let tail = h.tail.load(SeqCst);
+        for i in 0..n.min(self.cap) {
+            let (slot, _) = self.slot(tail + i)?;
+            let w = slot.word.load(SeqCst);
+            match at_tail(w, tail + i, self.cap) {
+                AtTail::Free => {}
+                AtTail::Blocked(0) => return Ok(false),
+                AtTail::Blocked(_) => return Ok(self.claim(slot, w) != Claim::Alive),
+                AtTail::Claimed(_) | AtTail::Produced | AtTail::Corrupt => return Ok(true),
+            }
+        }
+        Ok(true)
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    /// Decide whether the claim in `word` (found blocking progress) belongs to a dead process.
+    fn claim(&self, slot: &SlotHeader, word: u64) -> Claim {
+        for _ in 0..CLAIM_SPINS {
+            if slot.word.load(Relaxed) != word {
+                return Claim::Moved;
+            }
+            std::hint::spin_loop();
+        }
+        let pid = owner_of(word) & OWNER_PID_MASK;
+        if pid == 0 {
+            // A claim with no pid was written by no shmkit process: garbage, recover it.
+            return Claim::Dead;
+        }
+        if pid == process::cached_pid() {
+            return Claim::Alive;
+        }
+        let now = Instant::now();
+        {
+            let cache = self.alive_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, t)) = *cache {
+                if p == pid && now.duration_since(t) < ALIVE_CACHE {
+                    return Claim::Alive;
+                }
+            }
+        }
+        if process::liveness(pid, 0) == Liveness::Dead {
+            return Claim::Dead;
+        }
+        *self.alive_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((pid, now));
+        Claim::Alive
+    }
+
+    /// Free a slot held by a dead claimer (exactly the word observed): a writer's position is
+    /// skipped, a reader's slot is released for the next lap. Wakes both sides.
+    fn release_dead(&self, h: &QueueHeader, slot: &SlotHeader, word: u64) {
+        let seq = seq_of(word);
+        let reader = owner_of(word) & OWNER_READER != 0;
+        let (next, counter) = if reader {
+            (seq.wrapping_add(self.cap - 1), &h.recovered_gets)
+        } else {
+            (seq.wrapping_add(self.cap), &h.recovered_puts)
+        };
+        if slot.word.compare_exchange(word, pack(next, 0), SeqCst, Relaxed).is_ok() {
+            counter.fetch_add(1, Relaxed);
+            self.notify_getters(h);
+            self.notify_putters(h);
+        }
+    }
+
+    // ------------------------------------------------------------------ MPMC producer
+
+    /// What to do about a non-free slot at `tail`: `Ok(true)` retry, `Ok(false)` full.
+    fn tail_obstacle(&self, h: &QueueHeader, pos: u64, slot: &SlotHeader, w: u64, state: AtTail) -> Result<bool> {
+        match state {
+            AtTail::Free => Ok(true),
+            AtTail::Claimed(owner) if owner & OWNER_PAIR != 0 => {
+                self.help_pair(h, pos, owner)?;
+                Ok(true)
+            }
+            AtTail::Claimed(_) | AtTail::Produced => {
+                let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                Ok(true)
+            }
+            AtTail::Blocked(owner) => {
+                if h.tail.load(Relaxed) != pos {
+                    return Ok(true);
+                }
+                if owner == 0 {
+                    return Ok(slot.word.load(Acquire) != w);
+                }
+                match self.claim(slot, w) {
+                    Claim::Moved => Ok(true),
+                    Claim::Alive => Ok(false),
+                    Claim::Dead => {
+                        self.release_dead(h, slot, w);
+                        Ok(true)
+                    }
+                }
+            }
+            AtTail::Corrupt => {
+                if h.tail.load(Relaxed) != pos || slot.word.load(Acquire) != w {
+                    return Ok(true);
+                }
+                h.corrupt_slots.fetch_add(1, Relaxed);
+                Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")))
+            }
+        }
+    }
+
+    /// Complete the claim of a `put_pair` at `pos` on behalf of `owner`: claim the second
+    /// slot for it and advance `tail` by two.
+    fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32) -> Result<()> {
+        let second = owner & !OWNER_PAIR;
+        let (s1, _) = self.slot(pos + 1)?;
+        let free = pack(pos + 1, 0);
+        let claimed = pack(pos + 1, second);
+        let _ = s1.word.compare_exchange(free, claimed, SeqCst, Relaxed);
+        let w1 = s1.word.load(Acquire);
+        if w1 == claimed || distance(seq_of(w1), pos + 1) >= 1 {
+            let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Put one element (MPMC). `Ok(false)`: full. Does not wake sleepers.
+    pub(crate) fn mpmc_put(&self, me: u32, data: &[u8]) -> Result<bool> {
+        let h = self.header()?;
+        let mut pos = h.tail.load(Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let (slot, data_off) = self.slot(pos)?;
+            let w = slot.word.load(Acquire);
+            let state = at_tail(w, pos, self.cap);
+            if state == AtTail::Free {
+                if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
+                    let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                    failpoint::hit("queue.put_claimed");
+                    self.fill(slot, data_off, data)?;
+                    return self.publish(slot, pos, me).map(|()| true);
+                }
+            } else if !self.tail_obstacle(h, pos, slot, w, state)? {
+                return Ok(false);
+            }
+            pos = h.tail.load(Relaxed);
+        }
+        Err(self.corrupt("no progress after many retries"))
+    }
+
+    /// Put two elements in consecutive positions, or neither (MPMC). `Ok(false)`: no room.
+    pub(crate) fn mpmc_put_pair(&self, me: u32, a: &[u8], b: &[u8]) -> Result<bool> {
+        let h = self.header()?;
+        let mut pos = h.tail.load(Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let (s0, d0) = self.slot(pos)?;
+            let w0 = s0.word.load(Acquire);
+            let state = at_tail(w0, pos, self.cap);
+            if state == AtTail::Free {
+                let (s1, d1) = self.slot(pos + 1)?;
+                let w1 = s1.word.load(Acquire);
+                if w1 != pack(pos + 1, 0) {
+                    // The second slot still belongs to the previous lap (or our view is stale).
+                    let current = || h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0;
+                    match at_tail(w1, pos + 1, self.cap) {
+                        AtTail::Blocked(0) => {
+                            if current() && s1.word.load(Acquire) == w1 {
+                                return Ok(false);
+                            }
+                        }
+                        AtTail::Blocked(_) => match self.claim(s1, w1) {
+                            Claim::Moved => {}
+                            Claim::Alive if current() => return Ok(false),
+                            Claim::Alive => {}
+                            Claim::Dead => self.release_dead(h, s1, w1),
+                        },
+                        _ => {
+                            // With slot `pos` free and `tail` at `pos`, the next slot can only
+                            // be free or held by the previous lap.
+                            if current() && s1.word.load(Acquire) == w1 {
+                                h.corrupt_slots.fetch_add(1, Relaxed);
+                                return Err(
+                                    self.corrupt(format!("slot word {w1:#x} is impossible after free position {pos}"))
+                                );
+                            }
+                        }
+                    }
+                } else if s0.word.compare_exchange(w0, pack(pos, me | OWNER_PAIR), Acquire, Relaxed).is_ok() {
+                    let mine = pack(pos + 1, me);
+                    match s1.word.compare_exchange(w1, mine, Acquire, Relaxed) {
+                        Ok(_) => {}
+                        Err(cur) if cur == mine => {} // a helper claimed it for us
+                        Err(cur) => {
+                            h.corrupt_slots.fetch_add(1, Relaxed);
+                            return Err(self.corrupt(format!("second slot of a pair was taken ({cur:#x})")));
+                        }
+                    }
+                    let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+                    failpoint::hit("queue.put_claimed");
+                    self.fill(s0, d0, a)?;
+                    self.fill(s1, d1, b)?;
+                    self.publish(s0, pos, me | OWNER_PAIR)?;
+                    self.publish(s1, pos + 1, me)?;
+                    return Ok(true);
+                }
+            } else if !self.tail_obstacle(h, pos, s0, w0, state)? {
+                return Ok(false);
+            }
+            pos = h.tail.load(Relaxed);
+        }
+        Err(self.corrupt("no progress after many retries"))
+    }
+
+    /// Publish the element at `pos` claimed as `owner`.
+    #[inline]
+    fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
+        match slot.word.compare_exchange(pack(pos, owner), pack(pos + 1, 0), SeqCst, Relaxed) {
+            Ok(_) => Ok(()),
+            Err(cur) => Err(self.corrupt(format!("our claim at position {pos} was overwritten ({cur:#x})"))),
+        }
+    }
+
+    // ------------------------------------------------------------------ MPMC consumer
+
+    /// Take one element (MPMC), handing it to `f` while the slot is held. `Ok(None)`: empty.
+    /// Does not wake sleepers.
+    pub(crate) fn mpmc_get<R>(&self, me: u32, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
+        let h = self.header()?;
+        let mut pos = h.head.load(Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let (slot, data_off) = self.slot(pos)?;
+            let w = slot.word.load(Acquire);
+            match at_head(w, pos, self.cap) {
+                AtHead::Ready => {
+                    let mine = pack(pos + 1, me | OWNER_READER);
+                    if slot.word.compare_exchange(w, mine, Acquire, Relaxed).is_ok() {
+                        let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                        failpoint::hit("queue.get_claimed");
+                        let len = slot.len.load(Relaxed) as usize;
+                        let out = (len <= self.elsize).then(|| f(Element { map: &self.map, off: data_off, len }));
+                        if slot.word.compare_exchange(mine, pack(pos + self.cap, 0), SeqCst, Relaxed).is_err() {
+                            return Err(self.corrupt(format!("our claim at position {pos} was overwritten")));
+                        }
+                        return match out {
+                            Some(r) => Ok(Some(r)),
+                            None => {
+                                h.corrupt_slots.fetch_add(1, Relaxed);
+                                Err(self.corrupt(format!("element length {len} exceeds elsize {}", self.elsize)))
+                            }
+                        };
+                    }
+                }
+                AtHead::Taken => {
+                    let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                }
+                AtHead::Empty(owner) => {
+                    if h.head.load(Relaxed) == pos {
+                        if owner == 0 {
+                            if slot.word.load(Acquire) == w {
+                                return Ok(None);
+                            }
+                        } else {
+                            match self.claim(slot, w) {
+                                Claim::Moved => {}
+                                Claim::Alive => return Ok(None),
+                                Claim::Dead => self.release_dead(h, slot, w),
+                            }
+                        }
+                    }
+                }
+                AtHead::Corrupt => {
+                    if h.head.load(Relaxed) == pos && slot.word.load(Acquire) == w {
+                        h.corrupt_slots.fetch_add(1, Relaxed);
+                        return Err(self.corrupt(format!("slot word {w:#x} is impossible at head position {pos}")));
+                    }
+                }
+            }
+            pos = h.head.load(Relaxed);
+        }
+        Err(self.corrupt("no progress after many retries"))
+    }
+
+    // ------------------------------------------------------------------ SPSC
+
+    fn role_word(h: &QueueHeader, role: Role) -> &AtomicU64 {
+        match role {
+            Role::Producer => &h.producer,
+            Role::Consumer => &h.consumer,
+        }
+    }
+
+    /// Make sure `side` holds `role` (taking it, or taking it over from a dead holder) and
+    /// that its cached indices are valid.
+    #[inline]
+    pub(crate) fn hold_role(&self, side: &mut SpscSide, role: Role) -> Result<()> {
+        let h = self.header()?;
+        let word = Self::role_word(h, role);
+        if side.token != 0 && side.forks == process::fork_generation() && word.load(Relaxed) == side.token {
+            return Ok(());
+        }
+        self.take_role(h, side, role)
+    }
+
+    #[cold]
+    fn take_role(&self, h: &QueueHeader, side: &mut SpscSide, role: Role) -> Result<()> {
+        static SERIAL: AtomicU32 = AtomicU32::new(1);
+        let pid = process::cached_pid();
+        let forks = process::fork_generation();
+        // Keep our token if we still hold it in this process; else make a new one.
+        let token = if side.token != 0 && side.forks == forks && (side.token >> 32) as u32 == pid {
+            side.token
+        } else {
+            (u64::from(pid) << 32) | u64::from(SERIAL.fetch_add(1, Relaxed))
+        };
+        let word = Self::role_word(h, role);
+        loop {
+            let cur = word.load(Acquire);
+            if cur == token {
+                break;
+            }
+            let holder = (cur >> 32) as u32;
+            let takeover = cur != 0;
+            if takeover && (holder == pid || process::liveness(holder, 0) == Liveness::Alive) {
+                return Err(QueueError::RoleTaken { name: self.name.clone(), role: role.name(), pid: holder });
+            }
+            if word.compare_exchange(cur, token, SeqCst, Relaxed).is_ok() {
+                if takeover {
+                    h.role_takeovers.fetch_add(1, Relaxed);
+                }
+                break;
+            }
+        }
+        let head = h.head.load(SeqCst);
+        let tail = h.tail.load(SeqCst);
+        if tail.wrapping_sub(head) > self.cap {
+            return Err(self.corrupt(format!("head {head} and tail {tail} are more than a capacity apart")));
+        }
+        *side = match role {
+            Role::Producer => SpscSide { token, forks, pos: tail, other: head },
+            Role::Consumer => SpscSide { token, forks, pos: head, other: tail },
+        };
+        Ok(())
+    }
+
+    /// Give up a role held by `side` (if this process holds it).
+    pub(crate) fn drop_role(&self, side: &mut SpscSide, role: Role) {
+        if side.token != 0 && (side.token >> 32) as u32 == process::cached_pid() {
+            if let Ok(h) = self.header() {
+                let _ = Self::role_word(h, role).compare_exchange(side.token, 0, SeqCst, Relaxed);
+            }
+        }
+        *side = SpscSide::default();
+    }
+
+    /// Put up to `items.len()` elements (SPSC); returns how many fitted. Publishes once.
+    pub(crate) fn spsc_put_many(&self, side: &mut SpscSide, items: &[&[u8]]) -> Result<usize> {
+        let h = self.header()?;
+        let n = items.len() as u64;
+        let mut free = self.cap - side.pos.wrapping_sub(side.other);
+        if free < n {
+            let head = h.head.load(Acquire);
+            let used = side.pos.wrapping_sub(head);
+            if used > self.cap {
+                return Err(self.corrupt(format!("head {head} is out of range of tail {}", side.pos)));
+            }
+            side.other = head;
+            free = self.cap - used;
+        }
+        let k = n.min(free);
+        for (i, item) in items.iter().take(k as usize).enumerate() {
+            let (slot, data_off) = self.slot(side.pos + i as u64)?;
+            self.fill(slot, data_off, item)?;
+        }
+        if k > 0 {
+            failpoint::hit("queue.spsc_put_written");
+            side.pos += k;
+            h.tail.store(side.pos, SeqCst);
+        }
+        Ok(k as usize)
+    }
+
+    /// Take up to `max` elements (SPSC), handing each to `f`; every element handed over is
+    /// consumed, and `f` returns whether to go on. Publishes once; returns how many were taken.
+    pub(crate) fn spsc_get_many(
+        &self,
+        side: &mut SpscSide,
+        max: usize,
+        mut f: impl FnMut(Element<'_>) -> bool,
+    ) -> Result<usize> {
+        let h = self.header()?;
+        let mut avail = side.other.wrapping_sub(side.pos);
+        if avail < max as u64 {
+            let tail = h.tail.load(Acquire);
+            avail = tail.wrapping_sub(side.pos);
+            if avail > self.cap {
+                return Err(self.corrupt(format!("tail {tail} is out of range of head {}", side.pos)));
+            }
+            side.other = tail;
+        }
+        let k = avail.min(max as u64);
+        let mut taken = 0u64;
+        let mut bad = None;
+        while taken < k {
+            let (slot, data_off) = self.slot(side.pos + taken)?;
+            let len = slot.len.load(Relaxed) as usize;
+            if len > self.elsize {
+                // Drop the garbage slot (so the queue keeps moving) and report it.
+                bad = Some(len);
+                taken += 1;
+                break;
+            }
+            taken += 1;
+            if !f(Element { map: &self.map, off: data_off, len }) {
+                break;
+            }
+        }
+        if taken > 0 {
+            failpoint::hit("queue.spsc_get_copied");
+            side.pos += taken;
+            h.head.store(side.pos, SeqCst);
+        }
+        if let Some(len) = bad {
+            h.corrupt_slots.fetch_add(1, Relaxed);
+            return Err(self.corrupt(format!("element length {len} exceeds elsize {}", self.elsize)));
+        }
+        Ok(taken as usize)
+    }
+
+    /// Put two elements or neither (SPSC).
+    pub(crate) fn spsc_put_pair(&self, side: &mut SpscSide, a: &[u8], b: &[u8]) -> Result<bool> {
+        let h = self.header()?;
+        let mut free = self.cap - side.pos.wrapping_sub(side.other);
+        if free < 2 {
+            let head = h.head.load(Acquire);
+            let used = side.pos.wrapping_sub(head);
+            if used > self.cap {
+                return Err(self.corrupt(format!("head {head} is out of range of tail {}", side.pos)));
+            }
+            side.other = head;
+            free = self.cap - used;
+            if free < 2 {
+                return Ok(false);
+            }
+        }
+        self.spsc_put_many(side, &[a, b]).map(|n| n == 2)
+    }
+
+    // ------------------------------------------------------------------ observation
+
+    /// Elements in the queue (approximate under concurrency, clamped to `[0, capacity]`).
+    pub(crate) fn len(&self) -> Result<u64> {
+        let h = self.header()?;
+        let head = h.head.load(Acquire);
+        let tail = h.tail.load(Acquire);
+        let n = tail.wrapping_sub(head);
+        Ok(if n > u64::MAX / 2 { 0 } else { n.min(self.cap) })
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> Result<QueueStats> {
+        let h = self.header()?;
+        let r = Relaxed;
+        let skipped = h.recovered_puts.load(r);
+        let head = h.head.load(r);
+        let tail = h.tail.load(r);
+        Ok(QueueStats {
+            puts: tail.saturating_sub(skipped),
+            gets: head.saturating_sub(skipped),
+            len: self.len()?,
+            full: h.full.load(r),
+            empty: h.empty.load(r),
+            put_waits: h.put_waits.load(r),
+            get_waits: h.get_waits.load(r),
+            get_wakeups: h.get_wakeups.load(r),
+            put_wakeups: h.put_wakeups.load(r),
+            put_timeouts: h.put_timeouts.load(r),
+            get_timeouts: h.get_timeouts.load(r),
+            recovered_puts: skipped,
+            recovered_gets: h.recovered_gets.load(r),
+            role_takeovers: h.role_takeovers.load(r),
+            corrupt_slots: h.corrupt_slots.load(r),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::layout::OWNER_PAIR;
+
+    const CAP: u64 = 8;
+
+    #[test]
+    fn producer_states() {
+        let p = 100;
+        assert_eq!(at_tail(pack(p, 0), p, CAP), AtTail::Free);
+        assert_eq!(at_tail(pack(p, 42), p, CAP), AtTail::Claimed(42));
+        assert_eq!(at_tail(pack(p, 42 | OWNER_PAIR), p, CAP), AtTail::Claimed(42 | OWNER_PAIR));
+        assert_eq!(at_tail(pack(p + 1, 0), p, CAP), AtTail::Produced);
+        assert_eq!(at_tail(pack(p + 1, 7 | OWNER_READER), p, CAP), AtTail::Produced);
+        assert_eq!(at_tail(pack(p + CAP, 0), p, CAP), AtTail::Produced);
+        assert_eq!(at_tail(pack(p + CAP + 1, 0), p, CAP), AtTail::Produced);
+        assert_eq!(at_tail(pack(p + 1 - CAP, 0), p, CAP), AtTail::Blocked(0));
+        assert_eq!(at_tail(pack(p + 1 - CAP, 7 | OWNER_READER), p, CAP), AtTail::Blocked(7 | OWNER_READER));
+        assert_eq!(at_tail(pack(p - CAP, 9), p, CAP), AtTail::Blocked(9));
+        // Unreachable combinations.
+        assert_eq!(at_tail(pack(p, OWNER_READER | 3), p, CAP), AtTail::Corrupt);
+        assert_eq!(at_tail(pack(p + 1, 3), p, CAP), AtTail::Corrupt);
+        assert_eq!(at_tail(pack(p - CAP, 0), p, CAP), AtTail::Corrupt);
+        assert_eq!(at_tail(pack(p + 3, 0), p, CAP), AtTail::Corrupt);
+        assert_eq!(at_tail(pack(p - 3 * CAP, 0), p, CAP), AtTail::Corrupt);
+    }
+
+    #[test]
+    fn consumer_states() {
+        let p = 100;
+        assert_eq!(at_head(pack(p + 1, 0), p, CAP), AtHead::Ready);
+        assert_eq!(at_head(pack(p + 1, 5 | OWNER_READER), p, CAP), AtHead::Taken);
+        assert_eq!(at_head(pack(p, 0), p, CAP), AtHead::Empty(0));
+        assert_eq!(at_head(pack(p, 5), p, CAP), AtHead::Empty(5));
+        assert_eq!(at_head(pack(p + 1 - CAP, 5 | OWNER_READER), p, CAP), AtHead::Empty(5 | OWNER_READER));
+        assert_eq!(at_head(pack(p + CAP, 0), p, CAP), AtHead::Taken);
+        assert_eq!(at_head(pack(p + CAP, 5), p, CAP), AtHead::Taken);
+        assert_eq!(at_head(pack(p + CAP + 1, 0), p, CAP), AtHead::Taken);
+        assert_eq!(at_head(pack(p + 1, 5), p, CAP), AtHead::Corrupt);
+        assert_eq!(at_head(pack(p + 1 - CAP, 0), p, CAP), AtHead::Corrupt);
+        assert_eq!(at_head(pack(p + 2, 0), p, CAP), AtHead::Corrupt);
+    }
+
+    #[test]
+    fn states_hold_across_sequence_wrap() {
+        let p = (1u64 << 40) - 1; // the slot sequence wraps right after this position
+        assert_eq!(at_tail(pack(p, 0), p, CAP), AtTail::Free);
+        assert_eq!(at_head(pack(p + 1, 0), p, CAP), AtHead::Ready);
+        assert_eq!(at_tail(pack(p + CAP, 0), p + CAP, CAP), AtTail::Free);
+        assert_eq!(at_tail(pack(p + 1, 0), p + CAP, CAP), AtTail::Blocked(0));
+    }
+
+    #[test]
+    fn every_word_classifies_without_panicking() {
+        // A hostile peer can write anything: classification is total.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let _ = at_tail(x, x.rotate_left(17), CAP);
+            let _ = at_head(x, x.rotate_left(29), 1 << 30);
+        }
+    }
+}
