@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -114,6 +115,41 @@ def _demo(args: argparse.Namespace) -> int:
     from shmkit.demo import run
 
     return run(args.scenes or None)
+
+
+def _api_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        choices=["show", "ping"],
+        help="show: clients and ring stats; ping: control_ping round trips",
+    )
+    p.add_argument("name", help="API name (its region)")
+    p.add_argument("--root", default=None, help="root namespace (default: shmkit)")
+    p.add_argument("--json", action="store_true", help="print JSON (show)")
+    p.add_argument("-n", "--count", type=int, default=10, help="round trips (ping)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server")
+
+
+@command("api", "look at a binary API: clients and ring stats, or ping its server", _api_args)
+def _api(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        from shmkit.api.show import describe, format_view
+
+        view = describe(args.name, args.root)
+        print(json.dumps(view.as_dict(), indent=2) if args.json else format_view(view))
+        return 0 if view.server_alive else 1
+    from shmkit.api.client import Client
+
+    with Client.connect(
+        args.name, f"shmkit-ping-{os.getpid()}", root=args.root, timeout=args.timeout
+    ) as client:
+        times = sorted(client.ping(args.timeout) for _ in range(max(1, args.count)))
+    us = [t * 1e6 for t in times]
+    print(
+        f"{len(us)} control_ping round trips to {args.name}: "
+        f"min {us[0]:.1f} us, median {us[len(us) // 2]:.1f} us, max {us[-1]:.1f} us"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

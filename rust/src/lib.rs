@@ -9,6 +9,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod apiport;
 pub mod failpoint;
 pub mod memif;
 pub mod msgring;

@@ -287,7 +287,7 @@ pub struct Msg {
 }
 
 /// A handle on a message-ring pool inside a region.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MsgRings {
     region: Arc<Region>,
     name: String,

@@ -8,7 +8,29 @@ pidfds), server restart recovery, a message table with CRCs, and an API trace.
 
 from __future__ import annotations
 
+from shmkit.api.client import (
+    Client,
+    ServerGoneError,
+    ServerRestartedError,
+    UnknownMessageError,
+)
 from shmkit.api.handle import Handle
 from shmkit.api.messages import Message, MessageError, define, struct_type
+from shmkit.api.server import ClientInfo, Server, ServerRunningError
+from shmkit.api.trace import Trace
 
-__all__ = ["Handle", "Message", "MessageError", "define", "struct_type"]
+__all__ = [
+    "Client",
+    "ClientInfo",
+    "Handle",
+    "Message",
+    "MessageError",
+    "Server",
+    "ServerGoneError",
+    "ServerRestartedError",
+    "ServerRunningError",
+    "Trace",
+    "UnknownMessageError",
+    "define",
+    "struct_type",
+]

@@ -16,10 +16,12 @@ fraction of a second, not after a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import select
+import struct
 import threading
 import time
 from collections import deque
@@ -46,6 +48,10 @@ log = logging.getLogger("shmkit.api")
 
 #: how often a waiting caller re-checks the server's liveness and epoch
 SLICE = 0.05
+#: the idle reader looks at the queue at most this often
+IDLE_PERIOD = 0.02
+_unpack_header = HEADER.unpack_from
+_EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
 
 
@@ -97,23 +103,27 @@ class Client:
         self = cls.__new__(cls)
         self._setup(name, client_name, root, timeout, queue_capacity)
         if keepalive_thread:
-            self._bg = threading.Thread(target=self._background, daemon=True,
-                                        name=f"shmkit-api-client-{client_name}")
+            self._bg = threading.Thread(
+                target=self._background, daemon=True, name=f"shmkit-api-client-{client_name}"
+            )
             self._bg.start()
         return self
 
     # ---------------------------------------------------------------- connecting
 
-    def _setup(self, name: str, client_name: str, root: str | None, timeout: float,
-               capacity: int) -> None:
+    def _setup(
+        self, name: str, client_name: str, root: str | None, timeout: float, capacity: int
+    ) -> None:
         deadline = time.monotonic() + timeout
         self.name, self.client_name, self.root = name, client_name, root
         self._closed = True
         self._bg: threading.Thread | None = None
         self._stop = threading.Event()
-        self._send_lock = threading.Lock()
         self._rx_lock = threading.Lock()
-        self._cond = threading.Condition()
+        self._cv = threading.Condition()
+        self._followers = 0
+        self._by_type: dict[type[Message], int] = {}
+        self._handle_int = 0
         self._contexts = itertools.count(1)
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
@@ -142,7 +152,9 @@ class Client:
         last: Exception | None = None
         while True:
             try:
-                region = Region.open(self.name, root=self.root, timeout=max(0.0, deadline - time.monotonic()))
+                region = Region.open(
+                    self.name, root=self.root, timeout=max(0.0, deadline - time.monotonic())
+                )
                 try:
                     state = ApiState.open(region)
                     _, pid, start, _ = state.head()
@@ -171,19 +183,26 @@ class Client:
         self._ids: dict[int, type[Message]] = {2: mc.MemclntCreateReply}
         self._epoch = epoch
         create = mc.MemclntCreate(
-            ctx_quota=0, pid=os.getpid(), input_queue=self.queue_name, name=client_name,
-            api_versions=[0] * 8, keepalive=True, context=next(self._contexts),
+            ctx_quota=0,
+            pid=os.getpid(),
+            input_queue=self.queue_name,
+            name=client_name,
+            api_versions=[0] * 8,
+            keepalive=True,
+            context=next(self._contexts),
         )
         self._pending.add(create.context)
-        self._send_bytes(create.encode(1), deadline)
+        self._send_bytes(create.encode(1), deadline)  # no handle yet: raw id 1
         reply = self._wait(create.context, deadline, registering=True)
-        if reply.response != 0:  # type: ignore[attr-defined]
-            raise ShmkitError(f"API {self.name!r} refused the registration "
-                              f"(response {reply.response})")  # type: ignore[attr-defined]
-        self.handle = Handle.from_int(reply.handle)  # type: ignore[attr-defined]
-        self.index = reply.index  # type: ignore[attr-defined]
-        self.server_pid = reply.server_pid  # type: ignore[attr-defined]
-        self._table = {e.name: e.index for e in reply.message_table}  # type: ignore[attr-defined]
+        if reply.response != 0:
+            raise ShmkitError(
+                f"API {self.name!r} refused the registration (response {reply.response})"
+            )
+        self.handle = Handle.from_int(reply.handle)
+        self._handle_int = int(self.handle)
+        self.index = reply.index
+        self.server_pid = reply.server_pid
+        self._table = {e.name: e.index for e in reply.message_table}
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
 
     # ---------------------------------------------------------------- message table
@@ -204,17 +223,25 @@ class Client:
             ) from None
 
     def _encode(self, msg: Message) -> bytes:
-        msg.client_index = int(self.handle)
-        return msg.encode(self.msg_id(type(msg)))
+        msg.client_index = self._handle_int
+        cls = type(msg)
+        msg_id = self._by_type.get(cls)
+        if msg_id is None:
+            msg_id = self._by_type[cls] = self.msg_id(cls)
+        return msg.encode(msg_id)
 
     # ---------------------------------------------------------------- sending
 
     def _send_bytes(self, data: bytes, deadline: float) -> None:
-        with self._send_lock:
-            while not self.port.send_wait(self.server_input, data, min(SLICE, max(0.0, deadline - time.monotonic())), "client"):
-                self._check_server()
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"API {self.name!r}: the server's input queue stays full")
+        # The server's input queue is multi-producer: threads need no lock to send.
+        if self.port.send(self.server_input, data, "client"):
+            return
+        while not self.port.send_wait(
+            self.server_input, data, min(SLICE, max(0.0, deadline - time.monotonic())), "client"
+        ):
+            self._check_server()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"API {self.name!r}: the server's input queue stays full")
 
     def send(self, msg: Message, timeout: float = 5.0) -> int:
         """Send a message without waiting for a reply; returns its context. Its reply (if
@@ -226,43 +253,76 @@ class Client:
 
     def submit(self, msg: Message, timeout: float = 5.0) -> int:
         """Send a request whose reply :meth:`result` will collect; returns its context."""
-        self._check_open()
-        msg.context = next(self._contexts)
+        if self._closed or self._error is not None:
+            self._check_open()
+        ctx = msg.context = next(self._contexts)
         data = self._encode(msg)
-        with self._cond:
-            self._pending.add(msg.context)
+        self._pending.add(ctx)  # set.add is atomic; readers take self._mu
         try:
             self._send_bytes(data, time.monotonic() + timeout)
         except BaseException:
-            with self._cond:
-                self._pending.discard(msg.context)
+            self._pending.discard(ctx)
             raise
-        return msg.context
+        return ctx
 
-    def result(self, context: int, timeout: float = 5.0) -> Message:
+    def result(self, context: int, timeout: float = 5.0) -> Any:
         """The reply to a submitted request."""
         return self._wait(context, time.monotonic() + timeout)
 
-    def call(self, msg: Message, timeout: float = 5.0) -> Message:
+    def call(self, msg: Message, timeout: float = 5.0) -> Any:
         """Send a request and return its reply."""
-        return self.result(self.submit(msg, timeout), timeout)
+        return self._wait(self.submit(msg, timeout), time.monotonic() + timeout)
 
-    def call_many(self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024) -> list[Message]:
-        """Pipelined calls: keep up to ``window`` requests in flight; replies in input order."""
+    def call_many(
+        self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024
+    ) -> list[Any]:
+        """Pipelined calls: up to ``window`` requests in flight, sent and received in
+        batches; returns the replies in the order of ``msgs`` (they may arrive in any)."""
+        if window <= 0:
+            raise ValueError("window must be positive")
+        self._check_open()
         deadline = time.monotonic() + timeout
         msgs = list(msgs)
-        out: list[Message | None] = [None] * len(msgs)
-        inflight: deque[tuple[int, int]] = deque()
+        n = len(msgs)
+        out: list[Message | None] = [None] * n
+        if not n:
+            return []
+        index_of: dict[int, int] = {}
+        datas: list[bytes] = []
         for i, m in enumerate(msgs):
-            if len(inflight) >= window:
-                j, ctx = inflight.popleft()
-                out[j] = self._wait(ctx, deadline)
-            inflight.append((i, self.submit(m, max(0.0, deadline - time.monotonic()))))
-        for j, ctx in inflight:
-            out[j] = self._wait(ctx, deadline)
-        return out  # type: ignore[return-value]
+            ctx = m.context = next(self._contexts)
+            index_of[ctx] = i
+            datas.append(self._encode(m))
+        if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
+            # Another thread is reading: take the general path.
+            return [self.call(m, timeout) for m in msgs]
+        sent = got = 0
+        try:
+            while got < n:
+                k = 0
+                if sent < n and sent - got < window:
+                    batch = datas[sent : min(n, got + window)]
+                    k = self.port.send_many(self.server_input, batch, "client")
+                    sent += k
+                got += self._pump(0.0 if k else SLICE, (index_of, out)) if sent > got else 0
+                if sent < n and sent == got and not k:
+                    # Nothing in flight and the server's queue is full: wait for room.
+                    self._send_bytes(datas[sent], deadline)
+                    sent += 1
+                if got < n:
+                    self._check_server()
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"API {self.name!r}: {n - got} of {n} pipelined calls unanswered"
+                        )
+        finally:
+            self._rx_lock.release()
+            if self._followers:
+                with self._cv:
+                    self._cv.notify_all()
+        return out
 
-    def recv(self, timeout: float | None = 5.0) -> Message:
+    def recv(self, timeout: float | None = 5.0) -> Any:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         return self._wait(None, deadline)
@@ -275,48 +335,70 @@ class Client:
 
     # ---------------------------------------------------------------- receiving
 
+    def _take(self, context: int | None) -> Message | None:
+        if context is None:
+            return self._events.popleft() if self._events else None
+        msg = self._replies.pop(context, None)
+        if msg is not None:
+            self._pending.discard(context)
+        return msg
+
     def _wait(self, context: int | None, deadline: float, registering: bool = False) -> Any:
-        """Wait for the reply to ``context`` (or the next event if None), reading the queue
-        ourselves when nobody else is."""
+        """Wait for the reply to ``context`` (or the next event if None). The first waiter
+        to find the queue free reads it for everyone (leader); others sleep on a condition
+        until their reply is routed to them or the leader leaves (followers)."""
         while True:
-            with self._cond:
-                if context is not None and context in self._replies:
-                    self._pending.discard(context)
-                    return self._replies.pop(context)
-                if context is None and self._events:
-                    return self._events.popleft()
+            msg = self._take(context)
+            if msg is not None:
+                return msg
             if not registering:
                 self._check_server()
             left = deadline - time.monotonic()
             if left <= 0:
-                with self._cond:
-                    self._pending.discard(context) if context is not None else None
+                self._pending.discard(context)
                 what = f"reply to context {context}" if context is not None else "an event"
                 raise TimeoutError(f"API {self.name!r}: no {what} within the timeout")
             if self._rx_lock.acquire(blocking=False):
                 try:
-                    self._pump(min(SLICE, left))
+                    while True:
+                        self._pump(min(SLICE, left))
+                        msg = self._take(context)
+                        if msg is not None:
+                            return msg
+                        if self._error is not None or time.monotonic() >= deadline:
+                            break
+                        if not registering:
+                            self._check_server()
                 finally:
                     self._rx_lock.release()
-                    with self._cond:
-                        self._cond.notify_all()
+                    if self._followers:
+                        with self._cv:
+                            self._cv.notify_all()
             else:
-                with self._cond:
-                    if (context is None and not self._events) or (
-                        context is not None and context not in self._replies
-                    ):
-                        self._cond.wait(min(SLICE, left))
+                with self._cv:
+                    self._followers += 1
+                    try:
+                        if (context is None and not self._events) or (
+                            context is not None and context not in self._replies
+                        ):
+                            self._cv.wait(min(SLICE, left))
+                    finally:
+                        self._followers -= 1
 
-    def _pump(self, timeout: float) -> None:
-        """Read one batch from our queue and route it (caller holds the rx lock)."""
+    def _pump(
+        self, timeout: float, sink: tuple[dict[int, int], list[Message | None]] | None = None
+    ) -> int:
+        """Read one batch from our queue and route it (caller holds the rx lock). Replies to
+        the contexts of ``sink`` go straight into its list; returns how many did."""
         batch = self.port.recv(self.queue, 256, timeout)
         if not batch:
-            return
-        delivered = False
+            return 0
+        routed = []
+        placed = 0
         for data in batch:
             if len(data) < HEADER.size:
                 continue
-            msg_id, _, context = HEADER.unpack_from(data)
+            msg_id, _, context = _unpack_header(data)
             if msg_id == 21:  # memclnt_keepalive: answer at once
                 self._keepalive_reply(context)
                 continue
@@ -326,15 +408,24 @@ class Client:
             except MessageError:
                 log.warning("API %s: undecodable message id %d", self.name, msg_id)
                 continue
-            with self._cond:
+            if sink is not None:
+                i = sink[0].pop(context, None)
+                if i is not None:
+                    sink[1][i] = msg
+                    placed += 1
+                    continue
+            routed.append((context, msg))
+        if not routed:
+            return placed
+        with self._cv:
+            for context, msg in routed:
                 if context in self._pending:
                     self._replies[context] = msg
                 else:
                     self._events.append(msg)
-            delivered = True
-        if delivered:
-            with self._cond:
-                self._cond.notify_all()
+            if self._followers:
+                self._cv.notify_all()
+        return placed
 
     def _keepalive_reply(self, context: int) -> None:
         reply = mc.MemclntKeepaliveReply(retval=0, context=context)
@@ -349,28 +440,22 @@ class Client:
     def _background(self) -> None:
         """Keep an idle client healthy: when nobody waits for a reply and the queue becomes
         readable, read it (answering keepalives, queueing events). It never holds the rx
-        lock while sleeping, so callers always read their replies themselves."""
+        lock while sleeping and looks at most every :data:`IDLE_PERIOD`, so callers read
+        their own replies without competing with it."""
         fd = self.queue.fileno()
         while not self._stop.is_set():
-            with self._cond:
-                if self._pending:
-                    self._cond.wait(SLICE)
-                    continue
             ready, _, _ = select.select([fd, self._wake_r], [], [], 1.0)
             if self._wake_r in ready or self._stop.is_set():
                 break
-            if not ready:
-                continue
-            if self._pending or not self._rx_lock.acquire(blocking=False):
-                with self._cond:
-                    self._cond.wait(SLICE)
-                continue
-            try:
-                self._pump(0.0)
-            except (ShmkitError, OSError):
-                pass
-            finally:
-                self._rx_lock.release()
+            if ready and not self._pending and self._rx_lock.acquire(blocking=False):
+                try:
+                    self._pump(0.0)
+                except (ShmkitError, OSError):
+                    pass
+                finally:
+                    self._rx_lock.release()
+            if self._stop.wait(IDLE_PERIOD):
+                break
 
     # ---------------------------------------------------------------- liveness
 
@@ -379,7 +464,7 @@ class Client:
         few hundred ns); the pidfd and /proc are looked at once per :data:`SLICE`."""
         if self._error is not None:
             raise self._error
-        epoch, pid, _, _ = self.state.head()
+        epoch, pid = _EPOCH_PID.unpack_from(self.state.view, 12)
         if epoch != self._epoch or pid != self.server_pid:
             if pid == 0:
                 self._error = ServerGoneError(f"API {self.name!r}: the server closed")
@@ -429,8 +514,7 @@ class Client:
             self._check_server()
             req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
             req.context = next(self._contexts)
-            with self._cond:
-                self._pending.add(req.context)
+            self._pending.add(req.context)
             deadline = time.monotonic() + timeout
             self._send_bytes(self._encode(req), deadline)
             self._wait(req.context, deadline)
@@ -447,8 +531,8 @@ class Client:
     def _teardown(self, remove_queue: bool) -> None:
         self._stop.set()
         os.write(self._wake_w, b"x")
-        with self._cond:
-            self._cond.notify_all()
+        with self._cv:
+            self._cv.notify_all()
         if self._bg is not None and self._bg is not threading.current_thread():
             self._bg.join(2)
         with self._rx_lock:
@@ -456,10 +540,8 @@ class Client:
                 self.port.drain(self.queue)
             self.queue.close()
             if remove_queue:
-                try:
+                with contextlib.suppress(OSError, ShmkitError):
                     self.region.remove_object(self.queue_name)
-                except (OSError, ShmkitError):
-                    pass
         if getattr(self, "_server_fd", -1) >= 0:
             os.close(self._server_fd)
             self._server_fd = -1
@@ -485,4 +567,3 @@ def _pid_alive(pid: int, start: int) -> bool:
     except OSError:
         return False
     return fields[0] not in (b"Z", b"X") and (start == 0 or int(fields[19]) == start)
-

@@ -273,6 +273,7 @@ class Message:
     _name: ClassVar[str] = ""
     _fields: ClassVar[tuple[tuple[str, FieldType], ...]] = ()
     _crc: ClassVar[int] = 0
+    _name_crc: ClassVar[str] = ""
     _dynamic: ClassVar[bool] = False
     _struct: ClassVar[struct.Struct | None] = None
     _is_struct: ClassVar[bool] = False
@@ -293,7 +294,7 @@ class Message:
 
     @classmethod
     def name_crc(cls) -> str:
-        return f"{cls._name}_{cls._crc:08x}"
+        return cls._name_crc
 
     def fields(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n, _ in self._fields}
@@ -436,11 +437,136 @@ def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) 
     }
     cls: type[Message] = type(name, (Message,), ns)
     cls._crc = zlib.crc32(_canonical(cls).encode())
+    cls._name_crc = f"{name}_{cls._crc:08x}"
     if not dynamic:
         cls._struct = struct.Struct(
             ">" + ("" if is_struct else "HII") + "".join(_fmt(ft) for _, ft in fields)
         )
+        if not is_struct:
+            _compile(cls)
     return cls
+
+
+def _str_field(value: Any, size: int) -> bytes:
+    b = value.encode() if isinstance(value, str) else bytes(value)
+    if len(b) > size:
+        raise MessageError(f"string of {len(b)} bytes exceeds {size}")
+    return b
+
+
+def _seq_field(value: Any, n: int) -> list[Any]:
+    items = list(value)
+    if len(items) != n:
+        raise MessageError(f"expected {n} items, got {len(items)}")
+    return items
+
+
+def _flat_field(t: FieldType, value: Any) -> list[Any]:
+    out: list[Any] = []
+    _flatten(t, value, out, getattr(t, "_name", "field"))
+    return out
+
+
+def _compile(cls: type[Message]) -> None:
+    """Generate straight-line encode/decode for a fixed-size message (as namedtuple does):
+    one ``struct`` call and one attribute store per field. Any error falls back to the
+    generic, fully checking path, which produces the precise :class:`MessageError`."""
+    assert cls._struct is not None
+    enc: list[str] = []
+    dec: list[str] = []
+    pos = 3
+    for i, (fname, ft) in enumerate(cls._fields):
+        width = len(_flat_field_count(ft))
+        if isinstance(ft, Scalar):
+            enc.append(f"self.{fname}")
+            dec.append(f"    o.{fname} = v[{pos}]")
+        elif isinstance(ft, String):
+            enc.append(f"_str(self.{fname}, {ft.size})")
+            dec.append(f"    o.{fname} = _text(v[{pos}])")
+        elif isinstance(ft, Array) and isinstance(ft.item, Scalar):
+            enc.append(f"*_seq(self.{fname}, {ft.length})")
+            dec.append(f"    o.{fname} = list(v[{pos}:{pos + ft.length}])")
+        else:
+            enc.append(f"*_flat(_t{i}, self.{fname})")
+            dec.append(f"    o.{fname} = _rebuild(_t{i}, v, {pos})[0]")
+        pos += width
+    ns: dict[str, Any] = {
+        "_pack": cls._struct.pack,
+        "_unpack": cls._struct.unpack_from,
+        "_size": cls._struct.size,
+        "_str": _str_field,
+        "_seq": _seq_field,
+        "_flat": _flat_field,
+        "_text": _text_field,
+        "_rebuild": _rebuild,
+        "_new": object.__new__,
+        "_cls": cls,
+        "_slow_encode": Message.encode,
+        "_slow_decode": Message.decode.__func__,  # type: ignore[attr-defined]
+        "MessageError": MessageError,
+    }
+    for i, (_, ft) in enumerate(cls._fields):
+        ns[f"_t{i}"] = ft
+    args = ", ".join(["msg_id", "self.client_index", "self.context", *enc])
+    src = f"""
+def encode(self, msg_id):
+    try:
+        return _pack({args})
+    except Exception:
+        pass
+    return _slow_encode(self, msg_id)
+
+def decode(data):
+    if len(data) < _size:
+        return _slow_decode(_cls, data)
+    v = _unpack(data)
+    o = _new(_cls)
+    o.client_index = v[1]
+    o.context = v[2]
+{chr(10).join(dec) if dec else "    pass"}
+    return o
+"""
+    params, body = [], []
+    for i, (fname, ft) in enumerate(cls._fields):
+        if isinstance(ft, (Scalar, String)):
+            ns[f"_d{i}"] = _default(ft)
+            params.append(f"{fname}=_d{i}")
+            body.append(f"    self.{fname} = {fname}")
+        else:  # mutable default: a fresh one per instance
+            ns[f"_mk{i}"] = ft
+            params.append(f"{fname}=_MISSING")
+            body.append(f"    self.{fname} = _default(_mk{i}) if {fname} is _MISSING else {fname}")
+    ns["_MISSING"] = _MISSING
+    ns["_default"] = _default
+    src += f"""
+def __init__(self, *, {", ".join([*params, "client_index=0", "context=0"])}):
+    self.client_index = client_index
+    self.context = context
+{chr(10).join(body) if body else "    pass"}
+"""
+    exec(src, ns)  # generated from the validated field list only
+    setattr(cls, "__init__", ns["__init__"])  # noqa: B010 (generated methods)
+    setattr(cls, "encode", ns["encode"])  # noqa: B010
+    setattr(cls, "decode", staticmethod(ns["decode"]))  # noqa: B010
+
+
+_MISSING = object()
+
+
+def _flat_field_count(t: FieldType) -> list[None]:
+    """One entry per struct-level value of a fixed-size type."""
+    if isinstance(t, (Scalar, String)):
+        return [None]
+    if isinstance(t, Array):
+        return _flat_field_count(t.item) * t.length
+    return [None for _, ft in t._fields for _ in _flat_field_count(ft)]
+
+
+def _text_field(raw: bytes) -> str:
+    try:
+        return raw.split(b"\0", 1)[0].decode()
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"string field is not UTF-8: {exc}") from None
 
 
 def define(name: str, fields: Iterable[tuple[str, FieldType]] = ()) -> type[Message]:

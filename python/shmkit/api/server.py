@@ -22,6 +22,7 @@ Where shmkit does better than VPP:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -34,7 +35,7 @@ from typing import Any
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort
 from shmkit.api import memclnt as mc
-from shmkit.api.handle import Handle
+from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import HEADER, Message, MessageError
 from shmkit.api.state import COUNTERS, ApiState
 from shmkit.api.trace import Trace
@@ -49,6 +50,11 @@ RINGS = "api/rings"
 CLIENT_QUEUE_PREFIX = "api/client/"
 FIRST_USER_ID = 100
 C = {name: i for i, name in enumerate(COUNTERS)}
+_INVALID, _UNKNOWN, _MISSING = C["invalid_messages"], C["unknown_messages"], C["missing_clients"]
+_REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
+_HANDLER_ERRORS = C["handler_errors"]
+_RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
+_unpack_header = HEADER.unpack_from
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
@@ -78,10 +84,11 @@ def _alive(pid: int, start: int) -> bool:
     return start == 0 or int(fields[19]) == start
 
 
-@dataclass
+@dataclass(eq=False)
 class ClientInfo:
     """A registered client, as the server sees it."""
 
+    slot: int
     index: int
     handle: Handle
     name: str
@@ -96,6 +103,7 @@ class ClientInfo:
     requests: int = 0
     dropped: int = 0
     last_gets: int = -1
+    last_requests: int = 0
 
     @property
     def queue_length(self) -> int:
@@ -139,7 +147,12 @@ class Server:
         self._ids: dict[type[Message], int] = {}
         self._modules: dict[str, int] = {"memclnt": 1}
         self._next_id = FIRST_USER_ID
-        self._clients: dict[int, ClientInfo] = {}
+        self._outbox: dict[ClientInfo, list[bytes]] | None = None
+        self._loop_ident = 0
+        self._clients: dict[int, ClientInfo] = {}  # by table slot
+        self._next_index = 0
+        self._by_handle: dict[int, ClientInfo] = {}
+        self._counts = [0] * len(COUNTERS)
         self._stale: dict[str, tuple[int, int]] = {}  # queues of a previous server's clients
         self._reapers: list[Callable[[Handle, ClientInfo], None]] = []
         self._thread: threading.Thread | None = None
@@ -155,6 +168,7 @@ class Server:
             self._ids[t] = i
             self._handlers[i] = (t, None)
         self.trace.table = self.message_table()
+        self.flush_counters()
 
     # ---------------------------------------------------------------- setup / takeover
 
@@ -192,9 +206,9 @@ class Server:
     def _recover(self) -> None:
         """Take over after a dead server: drain its input queue, forget its clients."""
         drained = self.port.drain(self.input)
-        self.state.bump(C["restart_reclaims"], drained)
+        self._counts[C["restart_reclaims"]] += drained
         for entry in self.state.entries():
-            self.state.clear_entry(entry.index)
+            self.state.clear_entry(entry.slot)
             if entry.queue.startswith(CLIENT_QUEUE_PREFIX):
                 if _alive(entry.pid, entry.start_time):
                     # The client lives on and will notice the new epoch; its queue is its own
@@ -203,8 +217,12 @@ class Server:
                 else:
                     self._remove_queue(entry.queue, entry.pid)
         self.region.scan_ghosts()
-        log.info("API %s: took over as epoch %d (%d queued messages reclaimed)",
-                 self.name, self.epoch, drained)
+        log.info(
+            "API %s: took over as epoch %d (%d queued messages reclaimed)",
+            self.name,
+            self.epoch,
+            drained,
+        )
 
     # ---------------------------------------------------------------- registration of types
 
@@ -239,7 +257,9 @@ class Server:
 
         return decorate
 
-    def on_reap(self, fn: Callable[[Handle, ClientInfo], None]) -> Callable[[Handle, ClientInfo], None]:
+    def on_reap(
+        self, fn: Callable[[Handle, ClientInfo], None]
+    ) -> Callable[[Handle, ClientInfo], None]:
         """Decorator: called with the handle and info of every client that is reaped."""
         self._reapers.append(fn)
         return fn
@@ -258,8 +278,9 @@ class Server:
         if self._thread is not None:
             raise RuntimeError("server already started")
         self._stop.clear()
-        self._thread = threading.Thread(target=self.serve_forever, name=f"shmkit-api-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=f"shmkit-api-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -273,6 +294,7 @@ class Server:
     def serve_forever(self) -> None:
         """Dispatch until :meth:`stop` (or Ctrl-C when run in the main thread)."""
         self._running = True
+        self._loop_ident = threading.get_ident()
         next_scan = time.monotonic() + self.scan_interval
         next_poll = 0.0
         slice_ = min(self.death_poll, 0.05)
@@ -281,13 +303,29 @@ class Server:
                 batch = self.port.recv(self.input, 256, slice_)
                 if batch:
                     with self._lock:
-                        for data in batch:
-                            self._dispatch(data)
-                self.state.bump(C["invalid_messages"], self.port.take_invalid())
+                        # Replies are collected per client and sent with one call each.
+                        self._outbox = {}
+                        dispatch = self._dispatch
+                        try:
+                            for data in batch:
+                                try:
+                                    dispatch(data)
+                                except Exception:  # a bug must not take the data plane down
+                                    self._counts[C["handler_errors"]] += 1
+                                    log.exception("API %s: dispatch failed", self.name)
+                        finally:
+                            outbox, self._outbox = self._outbox, None
+                            for client, items in outbox.items():
+                                self._send_batch(client, items)
+                            # Rare events are published at once; plain traffic every poll.
+                            counts = self._counts
+                            if any(counts[i] for i in _RARE):
+                                self.flush_counters()
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.death_poll
                     self._poll_deaths()
+                    self.flush_counters()
                     self.state.heartbeat()
                 if now >= next_scan:
                     next_scan = now + self.scan_interval
@@ -315,31 +353,30 @@ class Server:
     def _dispatch(self, data: bytes) -> None:
         if self.trace.enabled:
             self.trace.record("rx", data)
+        counts = self._counts
         if len(data) < HEADER.size:
-            self.state.bump(C["invalid_messages"])
+            counts[_INVALID] += 1
             return
-        msg_id, client_index, context = HEADER.unpack_from(data)
+        msg_id, client_index, context = _unpack_header(data)
         entry = self._handlers.get(msg_id)
         if entry is None:
-            self.state.bump(C["unknown_messages"])
+            counts[_UNKNOWN] += 1
             return
         cls, handler = entry
         if msg_id == 1:  # memclnt_create: the client has no handle yet
             self._create(data)
             return
-        client = self._client_for(client_index)
+        # Only handles of this epoch are in the table: a stale one is a missing client.
+        client = self._by_handle.get(client_index)
         if client is None:
-            self.state.bump(C["missing_clients"])
+            counts[_MISSING] += 1
             return
-        client.last_heard = time.monotonic()
-        client.unanswered = 0
-        client.health = "ok"
         client.requests += 1
-        self.state.bump(C["requests"])
+        counts[_REQUESTS] += 1
         try:
             msg = cls.decode(data)
         except MessageError:
-            self.state.bump(C["invalid_messages"])
+            counts[_INVALID] += 1
             return
         if handler is None:
             self._builtin(msg_id, msg, client)
@@ -347,7 +384,7 @@ class Server:
         try:
             reply = handler(msg, client)
         except Exception:
-            self.state.bump(C["handler_errors"])
+            counts[_HANDLER_ERRORS] += 1
             log.exception("API %s: handler for %s failed", self.name, cls._name)
             return
         if reply is not None:
@@ -355,86 +392,121 @@ class Server:
             self.send(client, reply)
 
     def _client_for(self, handle: int) -> ClientInfo | None:
-        h = Handle.from_int(handle)
-        if not h.matches_epoch(self.epoch):
-            return None
-        c = self._clients.get(h.index)
-        return c if c is not None and int(c.handle) == handle else None
+        return self._by_handle.get(handle)
 
     def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
         ctx = msg.context
         if msg_id == 3:  # memclnt_delete
-            self.send(client, mc.MemclntDeleteReply(response=0, handle=int(client.handle), context=ctx))
+            self.send(
+                client, mc.MemclntDeleteReply(response=0, handle=int(client.handle), context=ctx)
+            )
             self._forget(client, clean=True)
-            self.state.bump(C["deregistrations"])
-        elif msg_id == 22:  # keepalive reply: last_heard already updated
+            self._counts[C["deregistrations"]] += 1
+        elif msg_id == 22:  # keepalive reply: counted as a request, seen by the next scan
             pass
         elif msg_id == 23:  # control_ping
-            self.send(client, mc.ControlPingReply(retval=0, client_index_reply=int(client.handle),
-                                                  vpe_pid=self.pid, context=ctx))
+            self.send(
+                client,
+                mc.ControlPingReply(
+                    retval=0, client_index_reply=int(client.handle), vpe_pid=self.pid, context=ctx
+                ),
+            )
         elif msg_id == 10:  # get_first_msg_id
             base = self._modules.get(msg.name)  # type: ignore[attr-defined]
-            self.send(client, mc.GetFirstMsgIdReply(retval=0 if base else -1,
-                                                    first_msg_id=base or 0, context=ctx))
+            self.send(
+                client,
+                mc.GetFirstMsgIdReply(
+                    retval=0 if base else -1, first_msg_id=base or 0, context=ctx
+                ),
+            )
         else:
-            self.state.bump(C["unknown_messages"])
+            self._counts[C["unknown_messages"]] += 1
 
     def _create(self, data: bytes) -> None:
         try:
             msg = mc.MemclntCreate.decode(data)
         except MessageError:
-            self.state.bump(C["invalid_messages"])
+            self._counts[C["invalid_messages"]] += 1
             return
         qname = msg.input_queue  # type: ignore[attr-defined]
         pid = msg.pid  # type: ignore[attr-defined]
         # Only a client queue may be named: a hostile client cannot make us send into our
         # own input queue or any other object.
         if not qname.startswith(CLIENT_QUEUE_PREFIX):
-            self.state.bump(C["invalid_messages"])
+            self._counts[C["invalid_messages"]] += 1
             return
         try:
             queue = Queue.open(self.region, qname)
         except (OSError, ShmkitError):
-            self.state.bump(C["invalid_messages"])
+            self._counts[C["invalid_messages"]] += 1
             return
         if queue.elsize != 8:
-            self.state.bump(C["invalid_messages"])
+            self._counts[C["invalid_messages"]] += 1
             queue.close()
             return
         start = _proc_start(pid)
         pidfd = -1
-        try:
+        with contextlib.suppress(OSError):
             pidfd = os.pidfd_open(pid)
-        except OSError:
-            pass
         if pidfd < 0 or not _alive(pid, start):
             if pidfd >= 0:
                 os.close(pidfd)
             queue.close()
-            self.state.bump(C["invalid_messages"])
+            self._counts[C["invalid_messages"]] += 1
             return
-        index = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
-        if index is None:
+        # The table slot is reused; the registration index is not (until 2^24 registrations),
+        # so a message from a dead client can never reach the next client in its slot.
+        slot = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
+        if slot is None:
             reply = mc.MemclntCreateReply(response=-1, context=msg.context)
             self.port.send(queue, reply.encode(2))
             os.close(pidfd)
             queue.close()
             return
+        index = self._next_index
+        self._next_index = (index + 1) % (MAX_INDEX + 1)
         handle = Handle(index, self.epoch)
-        client = ClientInfo(index=index, handle=handle, name=msg.name,  # type: ignore[attr-defined]
-                            pid=pid, start_time=start, queue_name=qname, queue=queue,
-                            pidfd=pidfd, last_heard=time.monotonic())
-        self._clients[index] = client
+        client = ClientInfo(
+            slot=slot,
+            index=index,
+            handle=handle,
+            name=msg.name,  # type: ignore[attr-defined]
+            pid=pid,
+            start_time=start,
+            queue_name=qname,
+            queue=queue,
+            pidfd=pidfd,
+            last_heard=time.monotonic(),
+        )
+        self._clients[slot] = client
+        self._by_handle[int(handle)] = client
         self._stale.pop(qname, None)
-        self.state.write_entry(index, state=1, pid=pid, start_time=start, handle=int(handle),
-                               index=index, epoch=self.epoch, health=0,
-                               last_heard_ns=time.monotonic_ns(), requests=0, dropped=0,
-                               name=client.name, queue=qname)
-        self.state.bump(C["registrations"])
+        self.state.write_entry(
+            slot,
+            state=1,
+            pid=pid,
+            start_time=start,
+            handle=int(handle),
+            index=index,
+            epoch=self.epoch,
+            health=0,
+            last_heard_ns=time.monotonic_ns(),
+            requests=0,
+            dropped=0,
+            name=client.name,
+            queue=qname,
+        )
+        self._counts[C["registrations"]] += 1
         table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
-        reply = mc.MemclntCreateReply(response=0, handle=int(handle), index=index,
-                                      server_pid=self.pid, count=len(table),
-                                      message_table=table, context=msg.context)
+        reply = mc.MemclntCreateReply(
+            response=0,
+            handle=int(handle),
+            index=index,
+            server_pid=self.pid,
+            count=len(table),
+            message_table=table,
+            context=msg.context,
+        )
         self.send(client, reply)
 
     # ---------------------------------------------------------------- sending
@@ -442,20 +514,46 @@ class Server:
     def send(self, client: ClientInfo | Handle | int, msg: Message) -> bool:
         """Send ``msg`` to a client without ever blocking; a full queue drops it (counted).
         Returns whether it was queued."""
-        c = client if isinstance(client, ClientInfo) else self._client_for(int(client))
+        c = client if type(client) is ClientInfo else self._by_handle.get(int(client))  # type: ignore[arg-type]
         if c is None:
-            self.state.bump(C["missing_clients"])
+            self._counts[_MISSING] += 1
             return False
         data = msg.encode(self._ids[type(msg)])
         if self.trace.enabled:
             self.trace.record("tx", data)
+        outbox = self._outbox
+        if outbox is not None and threading.get_ident() == self._loop_ident:
+            items = outbox.get(c)
+            if items is None:
+                outbox[c] = [data]
+            else:
+                items.append(data)
+            return True
         if self.port.send(c.queue, data):
-            self.state.bump(C["replies"])
+            self._counts[_REPLIES] += 1
             return True
         c.dropped += 1
-        self.state.bump(C["dropped_sends"])
-        self.state.write_entry(c.index, dropped=c.dropped)
+        self._counts[_DROPPED] += 1
         return False
+
+    def _send_batch(self, c: ClientInfo, items: list[bytes]) -> None:
+        if c.queue.closed:
+            return
+        n = self.port.send_many(c.queue, items)
+        self._counts[_REPLIES] += n
+        if n < len(items):
+            c.dropped += len(items) - n
+            self._counts[_DROPPED] += len(items) - n
+
+    def flush_counters(self) -> None:
+        """Add the counts accumulated since the last flush to the shared state (the dispatch
+        loop does it every ``death_poll`` seconds)."""
+        counts = self._counts
+        counts[_INVALID] += self.port.take_invalid()
+        for i, n in enumerate(counts):
+            if n:
+                self.state.bump(i, n)
+                counts[i] = 0
 
     def broadcast(self, msg: Message) -> int:
         """Send an event to every client; returns how many queued it."""
@@ -486,39 +584,45 @@ class Server:
         now = time.monotonic()
         with self._lock:
             for c in list(self._clients.values()):
+                # Heard from: it sent something, or consumed from its queue (its head moved).
                 gets = c.queue.stats()["gets"]
-                moved = gets != c.last_gets
-                c.last_gets = gets
-                if now - c.last_heard < self.scan_interval or moved:
-                    if moved:
-                        c.last_heard = now
+                heard = gets != c.last_gets or c.requests != c.last_requests
+                c.last_gets, c.last_requests = gets, c.requests
+                if heard:
+                    c.last_heard = now
+                    c.unanswered = 0
+                    c.health = "ok"
+                if heard or now - c.last_heard < self.scan_interval:
+                    self.state.write_entry(c.slot, health=_HEALTH[c.health])
                     continue
                 if c.unanswered >= 2:
                     if _alive(c.pid, c.start_time):
                         c.health = "lazy"
                         c.unanswered = 0
-                        self.state.bump(C["lazy_clients"])
+                        self._counts[C["lazy_clients"]] += 1
                     else:
                         self.reap(c, "no keepalive reply and the process is gone")
                         continue
                 else:
                     self.send(c, mc.MemclntKeepalive())
-                    self.state.bump(C["keepalives_sent"])
+                    self._counts[C["keepalives_sent"]] += 1
                     c.unanswered += 1
                     c.health = "pinged"
-                self.state.write_entry(c.index, health=(c.unanswered << 16) | _HEALTH[c.health])
+                self.state.write_entry(c.slot, health=(c.unanswered << 16) | _HEALTH[c.health])
             for c in self._clients.values():
-                self.state.write_entry(c.index, requests=c.requests,
-                                       last_heard_ns=int(c.last_heard * 1e9))
+                self.state.write_entry(
+                    c.slot, requests=c.requests, last_heard_ns=int(c.last_heard * 1e9)
+                )
 
     def reap(self, client: ClientInfo, reason: str = "reaped") -> None:
         """Reap a dead client: run reaper callbacks, reclaim its queue and every message it
         held, free its registration."""
         with self._lock:
-            if self._clients.get(client.index) is not client:
+            if self._clients.get(client.slot) is not client:
                 return
-            log.info("API %s: reaping client %r pid %d (%s)", self.name, client.name, client.pid,
-                     reason)
+            log.info(
+                "API %s: reaping client %r pid %d (%s)", self.name, client.name, client.pid, reason
+            )
             for fn in self._reapers:
                 try:
                     fn(client.handle, client)
@@ -527,13 +631,16 @@ class Server:
             self._forget(client)
             self.rings.reclaim_pid(client.pid)
             self.region.scan_ghosts()
-            self.state.bump(C["reaped"])
+            self._counts[C["reaped"]] += 1
 
     def _forget(self, client: ClientInfo, clean: bool = False) -> None:
         """Drop a registration. A dead (or cleanly leaving) client's queue is drained; a dead
         client's queue object is removed (a live one removes its own)."""
-        self._clients.pop(client.index, None)
-        self.state.clear_entry(client.index)
+        if self._outbox and client in self._outbox:
+            self._send_batch(client, self._outbox.pop(client))
+        self._clients.pop(client.slot, None)
+        self._by_handle.pop(int(client.handle), None)
+        self.state.clear_entry(client.slot)
         if client.pidfd >= 0:
             os.close(client.pidfd)
             client.pidfd = -1
@@ -551,10 +658,8 @@ class Server:
             return
         self.port.drain(q)
         q.close()
-        try:
+        with contextlib.suppress(OSError, ShmkitError):
             self.region.remove_object(qname)
-        except (OSError, ShmkitError):
-            pass
         self.rings.reclaim_pid(pid)
 
     # ---------------------------------------------------------------- introspection
@@ -565,6 +670,8 @@ class Server:
             return list(self._clients.values())
 
     def counters(self) -> dict[str, int]:
+        with self._lock:
+            self.flush_counters()
         return self.state.counters()
 
     def ring_stats(self) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ HEALTH = {0: "ok", 1: "pinged", 2: "lazy"}
 class ClientEntry:
     """A registered client as recorded in shared memory."""
 
+    slot: int
     index: int
     state: str
     pid: int
@@ -145,10 +146,10 @@ class ApiState:
 
     # ---------------------------------------------------------------- clients
 
-    def write_entry(self, index: int, **fields: Any) -> None:
-        if not 0 <= index < self.max_clients:
-            raise IndexError(index)
-        off = CLIENTS_OFF + index * ENTRY.size
+    def write_entry(self, slot: int, **fields: Any) -> None:
+        if not 0 <= slot < self.max_clients:
+            raise IndexError(slot)
+        off = CLIENTS_OFF + slot * ENTRY.size
         cur = list(ENTRY.unpack_from(self.view, off))
         names = (
             "state",
@@ -184,7 +185,8 @@ class ApiState:
         if state == 0:
             return None
         return ClientEntry(
-            index=index,
+            slot=index,
+            index=idx,
             state=STATES.get(state, f"invalid({state})"),
             pid=pid,
             start_time=start,

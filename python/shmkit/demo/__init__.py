@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from shmkit.demo import api as _api
 from shmkit.demo import memif as _memif
 from shmkit.demo import netmap as _netmap
 from shmkit.demo import regions as _regions
@@ -22,6 +23,7 @@ SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
         _memif.run,
     ),
     "netmap": ("netmap pipe: zero-copy rings, fragments, back-pressure, reinit", _netmap.run),
+    "api": ("Binary API: a server, clients calling it, a killed client reaped", _api.run),
 }
 
 

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::apiport::PortError;
 use crate::memif::MemifError;
 use crate::msgring::MsgRingError;
 use crate::netmap::NetmapError;
@@ -187,6 +188,16 @@ impl From<QueueError> for PyErr {
                 Some(errno) => os_error(errno, op, ""),
                 None => PyOSError::new_err(msg),
             },
+        }
+    }
+}
+
+impl From<PortError> for PyErr {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Rings(r) => r.into(),
+            PortError::Queue(q) => q.into(),
+            PortError::BadQueue(..) => PyValueError::new_err(e.to_string()),
         }
     }
 }

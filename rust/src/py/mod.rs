@@ -2,6 +2,7 @@
 //! One file per exposed family, plus `errors.rs` (the single error mapping) and `buffer.rs`
 //! (the buffer protocol, the only `unsafe` here).
 
+pub mod apiport;
 pub mod buffer;
 pub mod errors;
 pub mod memif;
@@ -15,6 +16,8 @@ use pyo3::prelude::*;
 /// The native core of shmkit (import `shmkit`, not this module).
 #[pymodule(name = "_native")]
 mod native {
+    #[pymodule_export]
+    use super::apiport::PyApiPort;
     #[pymodule_export]
     use super::buffer::ShmView;
     #[pymodule_export]

@@ -468,3 +468,10 @@ impl PyQueue {
         )
     }
 }
+
+impl PyQueue {
+    /// The core queue (for other bindings, e.g. the API port).
+    pub(crate) fn shm(&self) -> &ShmQueue {
+        &self.inner
+    }
+}

@@ -1,0 +1,98 @@
+"""Look at an API from outside, without asking its server: ``shmkit api show``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shmkit import MsgRings, Queue, Region
+from shmkit.api.server import RINGS, _alive
+from shmkit.api.state import ApiState, ClientEntry
+from shmkit.errors import ShmkitError
+
+__all__ = ["ApiView", "describe", "format_view"]
+
+
+@dataclass(frozen=True)
+class ApiView:
+    name: str
+    epoch: int
+    server_pid: int
+    server_alive: bool
+    heartbeat_age: float | None
+    counters: dict[str, int]
+    clients: list[dict[str, Any]]
+    ring_stats: list[dict[str, Any]]
+    pool_stats: dict[str, int]
+    ring_text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _queue_length(region: Region, entry: ClientEntry) -> int | None:
+    try:
+        q = Queue.open(region, entry.queue)
+    except (OSError, ShmkitError, ValueError):
+        return None
+    try:
+        return len(q)
+    finally:
+        q.close()
+
+
+def describe(name: str, root: str | None = None) -> ApiView:
+    """Read the API region ``name``: server, counters, clients, ring stats."""
+    region = Region.open(name, root=root, timeout=1.0)
+    try:
+        state = ApiState.open(region)
+        rings = MsgRings.open(region, RINGS)
+        epoch, pid, start, beat = state.head()
+        now = time.monotonic_ns()
+        clients = []
+        for e in state.entries():
+            d = asdict(e)
+            d["queue_length"] = _queue_length(region, e)
+            d["alive"] = _alive(e.pid, e.start_time)
+            d["idle"] = round((now - e.last_heard_ns) / 1e9, 3) if e.last_heard_ns else None
+            clients.append(d)
+        return ApiView(
+            name=name,
+            epoch=epoch,
+            server_pid=pid,
+            server_alive=bool(pid) and _alive(pid, start),
+            heartbeat_age=round((now - beat) / 1e9, 3) if beat else None,
+            counters=state.counters(),
+            clients=clients,
+            ring_stats=rings.ring_stats(),
+            pool_stats=rings.stats(),
+            ring_text=rings.format_stats(),
+        )
+    finally:
+        region.close()
+
+
+def format_view(v: ApiView) -> str:
+    from shmkit.cli import table
+
+    alive = "alive" if v.server_alive else "NOT RUNNING"
+    lines = [f"API {v.name}: server pid {v.server_pid} ({alive}), epoch {v.epoch}"]
+    rows = []
+    for c in v.clients:
+        health = c["health"] if c["alive"] else "dead"
+        if c["state"] == "stale":
+            health = "stale (previous server)"
+        qlen = "-" if c["queue_length"] is None else c["queue_length"]
+        rows.append([c["name"], c["pid"], f"{c['handle']:#x}", qlen, health, c["dropped"]])
+    lines.append("")
+    lines.append(
+        table(["CLIENT", "PID", "HANDLE", "QUEUE", "HEALTH", "DROPPED"], rows)
+        if rows
+        else "no clients"
+    )
+    lines.append("")
+    lines.append(v.ring_text.rstrip())
+    lines.append("")
+    lines.append(" ".join(f"{k}={n}" for k, n in v.counters.items()))
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+//! Moving binary-API messages: a message-ring allocation and a queue element in one step.
+//!
+//! VPP's binary API sends a message by allocating it from the message rings, copying it in,
+//! and adding its address to the receiver's queue (`vl_msg_api_send_shmem`). Here the queue
+//! element is the 8-byte [`MsgRef`] (offset + sequence), and:
+//!
+//! * [`ApiPort::send`] never blocks: if the receiver's queue is full the message is freed
+//!   again and `false` returned, so a server can drop-and-count instead of hanging on a slow
+//!   client (VPP's weak spot). [`ApiPort::send_wait`] is the bounded blocking variant clients
+//!   use towards the server.
+//! * [`ApiPort::recv`] takes a batch of references, validates each one against the rings
+//!   (a garbage or stale reference from a hostile peer is counted in `invalid` and skipped),
+//!   copies the payload out and frees the message.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::msgring::{Msg, MsgRef, MsgRingError, MsgRings, Pool};
+use crate::queue::{QueueError, ShmQueue};
+use crate::sys::time::Deadline;
+
+/// How long a receiver spins before sleeping (see [`ApiPort::wait_readable`]).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// Errors of the API port.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// From the message rings.
+    #[error(transparent)]
+    Rings(#[from] MsgRingError),
+    /// From a queue.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A queue whose elements cannot hold a message reference.
+    #[error("queue {0:?} has elements of {1} bytes; API queues carry 8-byte references")]
+    BadQueue(String, usize),
+}
+
+/// Result alias.
+pub type Result<T, E = PortError> = std::result::Result<T, E>;
+
+/// Sends and receives messages through a pool of message rings.
+#[derive(Debug)]
+pub struct ApiPort {
+    rings: MsgRings,
+    invalid: AtomicU64,
+}
+
+impl ApiPort {
+    /// A port over `rings`.
+    pub fn new(rings: MsgRings) -> Self {
+        Self { rings, invalid: AtomicU64::new(0) }
+    }
+
+    /// The rings.
+    pub fn rings(&self) -> &MsgRings {
+        &self.rings
+    }
+
+    /// References refused since the last call (and reset).
+    pub fn take_invalid(&self) -> u64 {
+        self.invalid.swap(0, Relaxed)
+    }
+
+    fn check_queue(q: &ShmQueue) -> Result<()> {
+        if q.elsize() < 8 {
+            return Err(PortError::BadQueue(q.name().to_owned(), q.elsize()));
+        }
+        Ok(())
+    }
+
+    /// Send `data` to `q` if there is room now; `Ok(false)` (message freed) if the queue is
+    /// full.
+    pub fn send(&self, q: &ShmQueue, data: &[u8], pool: Pool) -> Result<bool> {
+        Self::check_queue(q)?;
+        let r = self.rings.alloc(data.len() as u64, pool)?;
+        if let Err(e) = self.rings.write(r, data) {
+            let _ = self.rings.free(r);
+            return Err(e.into());
+        }
+        match q.try_put(&r.0.to_le_bytes()) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.rings.free(r)?;
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = self.rings.free(r);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Send as many of `items` as fit now, in order, waking the receiver once; returns how
+    /// many were queued (the others were not allocated, or freed again).
+    pub fn send_many<'a>(&self, q: &ShmQueue, items: impl IntoIterator<Item = &'a [u8]>, pool: Pool) -> Result<usize> {
+        Self::check_queue(q)?;
+        let mut refs = Vec::new();
+        let mut elems: Vec<[u8; 8]> = Vec::new();
+        for data in items {
+            let r = match self.rings.alloc(data.len() as u64, pool) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.free_all(&refs);
+                    return Err(e.into());
+                }
+            };
+            refs.push(r);
+            if let Err(e) = self.rings.write(r, data) {
+                self.free_all(&refs);
+                return Err(e.into());
+            }
+            elems.push(r.0.to_le_bytes());
+        }
+        let slices: Vec<&[u8]> = elems.iter().map(|e| &e[..]).collect();
+        let n = match q.try_put_many(&slices) {
+            Ok(n) => n,
+            Err(e) => {
+                self.free_all(&refs);
+                return Err(e.into());
+            }
+        };
+        self.free_all(&refs[n..]);
+        Ok(n)
+    }
+
+    fn free_all(&self, refs: &[MsgRef]) {
+        for r in refs {
+            let _ = self.rings.free(*r);
+        }
+    }
+
+    /// Send `data`, waiting at most `timeout` for room. `Ok(false)`: still full.
+    pub fn send_wait(&self, q: &ShmQueue, data: &[u8], pool: Pool, timeout: Duration) -> Result<bool> {
+        let deadline = Deadline::after(Some(timeout));
+        loop {
+            if self.send(q, data, pool)? {
+                return Ok(true);
+            }
+            if deadline.expired() {
+                return Ok(false);
+            }
+            q.wait_writable(1, deadline.slice(crate::queue::WAIT_SLICE))?;
+        }
+    }
+
+    /// Receive up to `max` messages, waiting at most `timeout` for the first. Each valid
+    /// message is handed to `f` (payload offset and length, to copy out) and then freed.
+    pub fn recv(
+        &self,
+        q: &ShmQueue,
+        max: usize,
+        timeout: Duration,
+        mut f: impl FnMut(&MsgRings, &Msg),
+    ) -> Result<usize> {
+        Self::check_queue(q)?;
+        let deadline = Deadline::after(Some(timeout));
+        loop {
+            let mut refs = Vec::with_capacity(max.min(256));
+            q.try_get_many_with(max, |e| {
+                let mut raw = [0u8; 8];
+                if e.copy_to(&mut raw) == 8 {
+                    refs.push(MsgRef(u64::from_le_bytes(raw)));
+                } else {
+                    self.invalid.fetch_add(1, Relaxed);
+                }
+                true
+            })?;
+            let mut n = 0;
+            for r in refs {
+                match self.rings.take(r) {
+                    Ok(m) => {
+                        f(&self.rings, &m);
+                        let _ = self.rings.free(r);
+                        n += 1;
+                    }
+                    Err(_) => {
+                        self.invalid.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            if n > 0 || deadline.expired() {
+                return Ok(n);
+            }
+            self.wait_readable(q, deadline.slice(crate::queue::WAIT_SLICE), DEFAULT_SPIN)?;
+            if deadline.expired() && q.is_empty()? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Wait until `q` may be readable: spin for up to `spin` first (a reply usually comes back
+    /// within microseconds, while waking a sleeping thread on an idle virtual CPU costs tens of
+    /// them), then sleep on the queue's futex for at most `max`.
+    pub fn wait_readable(&self, q: &ShmQueue, max: Duration, spin: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        let mut i = 0u32;
+        while !spin.is_zero() {
+            if !q.is_empty()? {
+                return Ok(());
+            }
+            i = i.wrapping_add(1);
+            if i % 64 == 0 && start.elapsed() >= spin {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        q.wait_readable(max.saturating_sub(start.elapsed()))?;
+        Ok(())
+    }
+
+    /// Take everything queued in `q` and free it (counted as reclaimed); returns how many
+    /// valid messages were freed.
+    pub fn drain(&self, q: &ShmQueue) -> Result<u64> {
+        Self::check_queue(q)?;
+        let mut freed = 0;
+        loop {
+            let mut refs = Vec::new();
+            let n = q.try_get_many_with(256, |e| {
+                let mut raw = [0u8; 8];
+                if e.copy_to(&mut raw) == 8 {
+                    refs.push(MsgRef(u64::from_le_bytes(raw)));
+                }
+                true
+            })?;
+            for r in refs {
+                if self.rings.free_reclaimed(r).is_ok() {
+                    freed += 1;
+                }
+            }
+            if n == 0 {
+                return Ok(freed);
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Python face of `apiport`: `ApiPort`, the binary API's message mover.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::buffer::InBuf;
+use super::msgring::PyMsgRings;
+use super::queue::PyQueue;
+use crate::apiport::{ApiPort, DEFAULT_SPIN};
+use crate::msgring::Pool;
+
+/// Longest wait without checking for Ctrl-C.
+const SLICE: Duration = Duration::from_millis(50);
+
+fn pool(name: &str) -> PyResult<Pool> {
+    match name {
+        "server" => Ok(Pool::Server),
+        "client" => Ok(Pool::Client),
+        other => Err(PyValueError::new_err(format!("pool must be 'server' or 'client', not {other:?}"))),
+    }
+}
+
+fn secs(t: f64) -> PyResult<Duration> {
+    if t.is_finite() && t >= 0.0 {
+        Ok(Duration::from_secs_f64(t.min(1e9)))
+    } else {
+        Err(PyValueError::new_err("timeout must be a non-negative number of seconds"))
+    }
+}
+
+/// Sends and receives binary-API messages: a message-ring allocation plus an 8-byte queue
+/// element, in one call. Sends never block unless asked to (`send_wait`); received references
+/// are validated, copied out and freed.
+#[pyclass(name = "ApiPort", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyApiPort {
+    inner: ApiPort,
+    spin: Duration,
+}
+
+#[pymethods]
+impl PyApiPort {
+    /// A port over `rings`; a receiver spins up to `spin` seconds before sleeping.
+    #[new]
+    #[pyo3(signature = (rings, *, spin=DEFAULT_SPIN.as_secs_f64()))]
+    fn new(rings: &PyMsgRings, spin: f64) -> PyResult<Self> {
+        Ok(Self { inner: ApiPort::new(rings.rings().clone()), spin: secs(spin)? })
+    }
+
+    /// Send `data` into `queue` if there is room now (`False`: full, message freed).
+    #[pyo3(signature = (queue, data, pool="server"))]
+    fn send(&self, queue: &PyQueue, data: &Bound<'_, PyAny>, pool: &str) -> PyResult<bool> {
+        let buf = InBuf::get(data)?;
+        Ok(self.inner.send(queue.shm(), buf.as_slice(), self::pool(pool)?)?)
+    }
+
+    /// Send as many of `items` (buffers) as fit now, in order; returns how many were queued.
+    #[pyo3(signature = (queue, items, pool="server"))]
+    fn send_many(&self, queue: &PyQueue, items: &Bound<'_, PyAny>, pool: &str) -> PyResult<usize> {
+        let bufs = items.try_iter()?.map(|it| InBuf::get(&it?)).collect::<PyResult<Vec<_>>>()?;
+        Ok(self.inner.send_many(queue.shm(), bufs.iter().map(InBuf::as_slice), self::pool(pool)?)?)
+    }
+
+    /// Send `data`, waiting up to `timeout` s for room (GIL released). `False`: still full.
+    #[pyo3(signature = (queue, data, timeout, pool="client"))]
+    fn send_wait(&self, py: Python<'_>, queue: &PyQueue, data: &Bound<'_, PyAny>, timeout: f64, pool: &str) -> PyResult<bool> {
+        let buf = InBuf::get(data)?;
+        let p = self::pool(pool)?;
+        let q = queue.shm();
+        if self.inner.send(q, buf.as_slice(), p)? {
+            return Ok(true);
+        }
+        let bytes = buf.as_slice().to_vec();
+        let total = secs(timeout)?;
+        let deadline = std::time::Instant::now() + total;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let sent = py.detach(|| self.inner.send_wait(q, &bytes, p, left.min(SLICE)))?;
+            if sent || left <= SLICE {
+                return Ok(sent);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Receive up to `max` messages, waiting up to `timeout` s for the first (GIL released
+    /// while waiting). Returns their payloads; invalid references are counted and skipped.
+    #[pyo3(signature = (queue, max=256, timeout=0.0))]
+    fn recv<'py>(&self, py: Python<'py>, queue: &PyQueue, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
+        let q = queue.shm();
+        let out = PyList::empty(py);
+        let mut err = None;
+        let mut collect = |rings: &crate::msgring::MsgRings, m: &crate::msgring::Msg| {
+            let map = rings.region().mapping();
+            match PyBytes::new_with(py, m.len as usize, |buf| {
+                map.read(m.payload as usize, buf).ok_or_else(|| PyValueError::new_err("message out of range"))
+            }) {
+                Ok(b) => {
+                    if let Err(e) = out.append(b) {
+                        err.get_or_insert(e);
+                    }
+                }
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            }
+        };
+        // Fast path without releasing the GIL.
+        self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
+        let total = secs(timeout)?;
+        if out.is_empty() && !total.is_zero() {
+            let deadline = std::time::Instant::now() + total;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
+                self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
+                if !out.is_empty() {
+                    break;
+                }
+                py.check_signals()?;
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Take and free everything queued in `queue`; returns how many messages were freed.
+    fn drain(&self, py: Python<'_>, queue: &PyQueue) -> PyResult<u64> {
+        Ok(py.detach(|| self.inner.drain(queue.shm()))?)
+    }
+
+    /// References refused since the last call (the counter is reset).
+    fn take_invalid(&self) -> u64 {
+        self.inner.take_invalid()
+    }
+}

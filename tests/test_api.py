@@ -1,0 +1,430 @@
+"""The binary API with real processes: registration, calls, reaping, restarts, hostile and
+stuck clients, keepalives, the trace and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import shmkit
+from api_defs import Echo, EchoReply, Event, Flood, make_server
+from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
+from shmkit._native import ApiPort
+from shmkit.api import Handle, memclnt
+from shmkit.api.client import (
+    Client,
+    ServerGoneError,
+    ServerRestartedError,
+    UnknownMessageError,
+)
+from shmkit.api.messages import define, u64
+from shmkit.api.server import Server, ServerRunningError
+from shmkit.api.show import describe
+from shmkit.api.trace import Trace
+
+SERVER = os.path.join(TESTS_DIR, "api_defs.py")
+
+
+def start_server(name: str, root: str, scan: float = 10.0) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, name, root, str(scan)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TESTS_DIR},
+    )
+    wait_line(proc, "ready", stream="stdout")
+    return proc
+
+
+@pytest.fixture
+def server(root: str) -> Iterator[subprocess.Popen[str]]:
+    proc = start_server("api", root, scan=0.05)
+    yield proc
+    if proc.poll() is None:
+        kill9(proc)
+
+
+def ring_busy(root: str) -> list[int]:
+    return [r["busy"] for r in describe("api", root).ring_stats]
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_call_table_and_crc_refusal(root: str, server: subprocess.Popen[str]) -> None:
+    with Client.connect("api", "basic", root=root, timeout=5) as c:
+        r = c.call(Echo(x=7))
+        assert type(r) is EchoReply and r.x == 7 and r.context > 0
+        assert c.call(Echo(x=41), timeout=2).x == 41
+        ping = c.call(memclnt.ControlPing())
+        assert ping.retval == 0 and ping.vpe_pid == server.pid
+        assert ping.client_index_reply == int(c.handle)
+        assert c.call(memclnt.GetFirstMsgId(name="memclnt")).first_msg_id == 1
+        assert c.call(memclnt.GetFirstMsgId(name="nope")).retval == -1
+        assert c.message_table["echo_" + f"{Echo._crc:08x}"] >= 100
+        assert c.message_table[memclnt.ControlPing.name_crc()] == 23
+        # Same name, another definition: another CRC, refused before sending.
+        other = define("echo", [("x", u64)])
+        with pytest.raises(UnknownMessageError):
+            c.call(other(x=1))
+        # Pipelined, out-of-order matched by context.
+        replies = c.call_many([Echo(x=i) for i in range(3000)], timeout=20, window=512)
+        assert [r.x for r in replies] == list(range(3000))
+        ctxs = [c.submit(Echo(x=i)) for i in range(10)]
+        assert [c.result(ctx).x for ctx in reversed(ctxs)] == list(range(9, -1, -1))
+        assert Handle.from_int(int(c.handle)).epoch == describe("api", root).epoch & 0xFF
+
+
+def test_connect_without_server_times_out(root: str) -> None:
+    t = time.monotonic()
+    with pytest.raises(TimeoutError, match="no shmkit API server"):
+        Client.connect("nobody", "x", root=root, timeout=0.3)
+    assert time.monotonic() - t < 2
+
+
+def test_only_one_live_server(root: str, server: subprocess.Popen[str]) -> None:
+    with pytest.raises(ServerRunningError):
+        Server("api", root=root)
+
+
+CLIENT = """
+import sys, api_defs
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], "c" + sys.argv[3], root=sys.argv[2], timeout=20)
+for i in range(100):
+    assert c.call(api_defs.Echo(x=i), timeout=20).x == i
+print(int(c.handle), flush=True)
+assert c.close()
+"""
+
+
+def test_32_clients_concurrently(root: str, server: subprocess.Popen[str]) -> None:
+    kids = [python(CLIENT, "api", root, str(i)) for i in range(32)]
+    handles = [int(finish(k, timeout=120)) for k in kids]
+    assert len(set(handles)) == 32
+    view = describe("api", root)
+    assert view.counters["registrations"] == 32
+    assert view.counters["deregistrations"] == 32
+    assert view.counters["requests"] >= 32 * 101
+    assert view.counters["missing_clients"] == 0
+    assert view.clients == []
+    assert sum(ring_busy(root)) == 0
+    region = shmkit.Region.open("api", root=root)
+    assert [o for o in region.objects() if o["name"].startswith("api/client/")] == []
+    region.close()
+
+
+# ---------------------------------------------------------------- death and reaping
+
+VICTIM = """
+import sys, api_defs, random
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], "victim", root=sys.argv[2], timeout=10)
+held = [c.rings.alloc(n) for n in (10, 700, 1500, 3000, 50_000)]  # slots it holds
+for i in range(int(sys.argv[3])):
+    c.submit(api_defs.Echo(x=i))  # calls in flight, replies unread
+print("armed", flush=True)
+while True:
+    c.call(api_defs.Echo(x=1))
+"""
+
+
+@pytest.mark.parametrize("inflight", [0, 5, 300])
+def test_killed_client_is_reaped_quickly(
+    root: str, server: subprocess.Popen[str], inflight: int
+) -> None:
+    with Client.connect("api", "bystander", root=root) as other:
+        other.call(Echo(x=1))
+        baseline = ring_busy(root)
+        victim = python(VICTIM, "api", root, str(inflight))
+        wait_line(victim, "armed", stream="stdout")
+        # Kill it at a random point of its call loop.
+        for _ in range(random.randint(0, 300)):
+            other.call(Echo(x=2))
+        killed = time.monotonic()
+        kill9(victim)
+        wait_until(lambda: describe("api", root).counters["reaped"] == 1, 5, "reap")
+        assert time.monotonic() - killed < 1.0, "reaped well under a second"
+        wait_until(lambda: ring_busy(root) == baseline, 5, "ring slots reclaimed")
+        assert [c["name"] for c in describe("api", root).clients] == ["bystander"]
+        assert describe("api", root).pool_stats["reclaimed"] >= 5
+        assert other.call(Echo(x=3)).x == 3  # unaffected
+        region = shmkit.Region.open("api", root=root)
+        assert not any(o["name"].endswith(f"/{victim.pid}-0") for o in region.objects())
+        assert victim.pid not in region.clients
+        region.close()
+
+
+def test_killed_server_then_takeover(root: str) -> None:
+    first = start_server("api", root)
+    old = Client.connect("api", "old", root=root)
+    idle = Client.connect("api", "idle", root=root)
+    assert old.call(Echo(x=1)).x == 1
+    stale_handle = int(old.handle)
+    kill9(first)
+    t = time.monotonic()
+    with pytest.raises(ServerGoneError):
+        old.call(Echo(x=2), timeout=5)
+    assert time.monotonic() - t < 1.0
+    second = start_server("api", root)
+    try:
+        view = describe("api", root)
+        assert view.epoch == 1 and view.server_pid == second.pid
+        # A client that was idle during the restart learns it on its next call.
+        t = time.monotonic()
+        with pytest.raises(ServerRestartedError):
+            idle.call(Echo(x=3))
+        assert time.monotonic() - t < 1.0
+        # Reconnecting works; the new handle carries the new epoch.
+        with Client.connect("api", "new", root=root) as new:
+            assert new.call(Echo(x=4)).x == 4
+            assert new.handle.epoch == 1
+            # A message with the old handle is rejected and counted.
+            region = shmkit.Region.open("api", root=root)
+            port = ApiPort(shmkit.MsgRings.open(region, "api/rings"))
+            q = shmkit.Queue.open(region, "api/input")
+            before = describe("api", root).counters["missing_clients"]
+            wire = Echo(x=5, client_index=stale_handle).encode(new.msg_id(Echo))
+            assert port.send(q, wire, "client")
+            new.call(memclnt.ControlPing())  # a barrier: the stale message was handled before
+            wait_until(
+                lambda: describe("api", root).counters["missing_clients"] == before + 1,
+                3,
+                "stale handle counted",
+            )
+            q.close()
+            region.close()
+        assert old.close() and idle.close()
+    finally:
+        kill9(second)
+
+
+def test_server_drains_queued_messages_on_takeover(root: str) -> None:
+    first = start_server("api", root)
+    c = Client.connect("api", "c", root=root)
+    first.send_signal(signal.SIGSTOP)  # frozen: requests pile up in its input queue
+    for i in range(20):
+        c.submit(Echo(x=i))
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    second = start_server("api", root)
+    try:
+        view = describe("api", root)
+        assert view.counters["restart_reclaims"] == 20
+        assert view.pool_stats["restarts"] == 1
+        assert c.close()  # the queue is ours to remove: the new server never knew us
+        assert sum(ring_busy(root)) == 0
+    finally:
+        kill9(second)
+
+
+# ---------------------------------------------------------------- stuck, lazy and hostile
+
+STUCK = """
+import sys
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], "stuck", root=sys.argv[2], queue_capacity=16,
+                   keepalive_thread=False)
+print("connected", flush=True)
+sys.stdin.readline()            # stop reading until told
+c.recv(timeout=0.5)             # read again: its health recovers
+print("recovered", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_client_that_stops_reading(root: str, server: subprocess.Popen[str]) -> None:
+    stuck = python(STUCK, "api", root)
+    wait_line(stuck, "connected", stream="stdout")
+    with Client.connect("api", "busy", root=root, queue_capacity=4096) as busy:
+        t = time.monotonic()
+        busy.call(Flood(count=200), timeout=5)
+        for _ in range(50):
+            busy.call(Echo(x=1), timeout=1)
+        assert time.monotonic() - t < 5, "the server stays responsive"
+        assert busy.call(memclnt.ControlPing()).retval == 0
+        events = [busy.recv(timeout=2) for _ in range(200)]
+        assert {type(e) for e in events} == {Event}
+        view = describe("api", root)
+        assert view.counters["dropped_sends"] >= 200 - 16
+        stuck_entry = next(c for c in view.clients if c["name"] == "stuck")
+        assert stuck_entry["dropped"] >= 0
+        # Unanswered keepalives + a live pid -> "lazy", never reaped.
+        wait_until(lambda: describe("api", root).counters["lazy_clients"] >= 1, 5, "lazy detection")
+        assert any(c["name"] == "stuck" for c in describe("api", root).clients)
+        stuck.stdin.write("\n")
+        stuck.stdin.flush()
+        wait_line(stuck, "recovered", stream="stdout")
+        wait_until(
+            lambda: (
+                next(c for c in describe("api", root).clients if c["name"] == "stuck")["health"]
+                == "ok"
+            ),
+            5,
+            "recovery",
+        )
+        kill9(stuck)
+        wait_until(lambda: describe("api", root).counters["reaped"] == 1, 5, "reap")
+
+
+def test_hostile_client(root: str, server: subprocess.Popen[str]) -> None:
+    region = shmkit.Region.open("api", root=root)
+    rings = shmkit.MsgRings.open(region, "api/rings")
+    port = ApiPort(rings)
+    q = shmkit.Queue.open(region, "api/input")
+    with Client.connect("api", "good", root=root) as good:
+        echo_id = good.msg_id(Echo)
+        handle = int(good.handle)
+        before = describe("api", root).counters
+        # Garbage references.
+        for _ in range(50):
+            q.put(os.urandom(8))
+        q.put(struct.pack("<Q", rings.alloc(10) + 64))
+        # Unknown message ids, a reply id, and truncated messages.
+        port.send(q, struct.pack(">HII", 999, handle, 1), "client")
+        port.send(q, struct.pack(">HII", 24, handle, 1), "client")
+        port.send(q, struct.pack(">HII", echo_id, handle, 1), "client")
+        port.send(q, b"\x00", "client")
+        # A registration naming the server's own input queue (or garbage) as its queue.
+        evil = memclnt.MemclntCreate(pid=os.getpid(), input_queue="api/input", name="evil")
+        port.send(q, evil.encode(1), "client")
+        port.send(q, struct.pack(">H", 1) + os.urandom(300), "client")
+        # Random bytes with a valid header.
+        for _ in range(100):
+            port.send(
+                q,
+                struct.pack(">HII", echo_id, handle, 9) + os.urandom(random.randint(0, 3)),
+                "client",
+            )
+        assert good.call(Echo(x=5)).x == 5
+        after = describe("api", root).counters
+        assert after["invalid_messages"] - before["invalid_messages"] >= 51 + 1 + 2 + 100
+        assert after["unknown_messages"] - before["unknown_messages"] >= 1
+        assert after["registrations"] == before["registrations"]
+        assert server.poll() is None
+    q.close()
+    region.close()
+
+
+# ---------------------------------------------------------------- closing
+
+
+def test_close_with_unresponsive_server(root: str, server: subprocess.Popen[str]) -> None:
+    c = Client.connect("api", "c", root=root)
+    server.send_signal(signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        assert c.close(timeout=2.0) is False  # "peer unresponsive"
+        assert 1.9 < time.monotonic() - t < 4
+    finally:
+        server.send_signal(signal.SIGCONT)
+    # The queue was left for the server (it might still have written into it).
+    region = shmkit.Region.open("api", root=root)
+    assert any(o["name"].startswith("api/client/") for o in region.objects())
+    region.close()
+
+
+def test_server_close_is_seen_by_clients(root: str) -> None:
+    s = make_server("api", root)
+    s.start()
+    c = Client.connect("api", "c", root=root)
+    assert c.call(Echo(x=1)).x == 1
+    s.close()
+    with pytest.raises(ServerGoneError):
+        c.call(Echo(x=2), timeout=2)
+    assert c.close()
+    shmkit.Region.open("api", root=root).unlink()
+
+
+# ---------------------------------------------------------------- trace, reaper callbacks, CLI
+
+
+def test_trace_save_load_replay(root: str, tmp_path: object) -> None:
+    s = make_server("api", root)
+    reaped: list[Handle] = []
+    s.on_reap(lambda h, info: reaped.append(h))
+    s.trace.enabled = True
+    s.start()
+    try:
+        with Client.connect("api", "tracer", root=root) as c:
+            for i in range(5):
+                c.call(Echo(x=i))
+            c.call(memclnt.ControlPing())
+        text = s.trace.dump()
+        assert "memclnt_create" in text and "echo(" in text and "echo_reply(" in text
+        path = os.path.join(str(tmp_path), "api.trace")
+        s.trace.save(path)
+        loaded = Trace.load(path)
+        assert [r.data for r in loaded.records("rx")] == [r.data for r in s.trace.records("rx")]
+        replayable = list(loaded.replayable())
+        assert [m._name for m in replayable] == ["echo"] * 5 + ["control_ping"]
+        with Client.connect("api", "replayer", root=root) as c:
+            replies = loaded.replay(c)
+        assert [r.x for r in replies[:5]] == list(range(5))
+        with pytest.raises(ValueError):
+            Trace.load(__file__)
+        victim = python(
+            """
+import sys
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], "doomed", root=sys.argv[2])
+print(int(c.handle), flush=True)
+sys.stdin.readline()
+""",
+            "api",
+            root,
+        )
+        h = int(wait_line(victim, "", stream="stdout"))
+        kill9(victim)
+        wait_until(lambda: len(reaped) == 1, 5, "reaper callback")
+        assert int(reaped[0]) == h
+    finally:
+        s.close()
+        s.region.unlink()
+
+
+def test_cli_show_and_ping(root: str, server: subprocess.Popen[str]) -> None:
+    with Client.connect("api", "shown", root=root):
+        out = subprocess.run(
+            [sys.executable, "-m", "shmkit.cli", "api", "show", "api", "--root", root],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "shown" in out and "vlib" in out and "ring miss fallback" in out
+        data = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "shmkit.cli",
+                    "api",
+                    "show",
+                    "api",
+                    "--root",
+                    root,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        assert data["server_pid"] == server.pid and data["clients"][0]["name"] == "shown"
+    out = subprocess.run(
+        [sys.executable, "-m", "shmkit.cli", "api", "ping", "api", "--root", root, "-n", "5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "5 control_ping round trips" in out
