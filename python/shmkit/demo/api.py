@@ -11,8 +11,7 @@ from multiprocessing.connection import Connection
 
 from shmkit.api.client import Client
 from shmkit.api.messages import define, u32
-from shmkit.api.handle import Handle
-from shmkit.api.server import ClientInfo, Server
+from shmkit.api.server import Server
 from shmkit.api.show import describe, format_view
 
 Add = define("demo_add", [("a", u32), ("b", u32)])
