@@ -428,3 +428,37 @@ def test_cli_show_and_ping(root: str, server: subprocess.Popen[str]) -> None:
         check=True,
     ).stdout
     assert "5 control_ping round trips" in out
+
+
+def test_client_is_thread_safe(root: str, server: subprocess.Popen[str]) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    with Client.connect("api", "threads", root=root) as c:
+
+        def worker(base: int) -> None:
+            try:
+                for i in range(300):
+                    assert c.call(Echo(x=base + i), timeout=10).x == base + i
+                replies = c.call_many([Echo(x=base + i) for i in range(200)], timeout=10)
+                assert [r.x for r in replies] == [base + i for i in range(200)]
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k * 10_000,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert c.call(Echo(x=1)).x == 1
+
+
+def test_idle_client_answers_keepalives(root: str, server: subprocess.Popen[str]) -> None:
+    with Client.connect("api", "idle", root=root) as c:
+        # Scans run every 50 ms: an idle client is pinged and must answer by itself.
+        wait_until(lambda: describe("api", root).counters["keepalives_sent"] >= 5, 5, "pings")
+        view = describe("api", root)
+        assert view.counters["lazy_clients"] == 0 and view.counters["reaped"] == 0
+        assert view.clients[0]["health"] in ("ok", "pinged")
+        assert c.call(Echo(x=9)).x == 9
