@@ -130,7 +130,6 @@ class Client:
         self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._next_liveness = 0.0
-        self._wake_r, self._wake_w = os.pipe()
         self.region, self.state = self._wait_for_server(deadline)
         try:
             self.rings = MsgRings.open(self.region, RINGS)
@@ -393,25 +392,33 @@ class Client:
         batch = self.port.recv(self.queue, 256, timeout)
         if not batch:
             return 0
-        routed = []
+        routed: list[tuple[int, Message]] = []
         placed = 0
+        ids_get = self._ids.get
+        if sink is not None:
+            sink_pop, sink_out = sink[0].pop, sink[1]
         for data in batch:
             if len(data) < HEADER.size:
                 continue
-            msg_id, _, context = _unpack_header(data)
-            if msg_id == 21:  # memclnt_keepalive: answer at once
-                self._keepalive_reply(context)
+            msg_id = data[0] << 8 | data[1]
+            cls = ids_get(msg_id)
+            if cls is None or msg_id == 21:
+                context = _unpack_header(data)[2]
+                if msg_id == 21:  # memclnt_keepalive: answer at once
+                    self._keepalive_reply(context)
+                    continue
+                routed.append((context, RawMessage(msg_id, data)))
                 continue
-            cls = self._ids.get(msg_id)
             try:
-                msg: Message = cls.decode(data) if cls is not None else RawMessage(msg_id, data)
+                msg: Message = cls.decode(data)
             except MessageError:
                 log.warning("API %s: undecodable message id %d", self.name, msg_id)
                 continue
+            context = msg.context
             if sink is not None:
-                i = sink[0].pop(context, None)
+                i = sink_pop(context, None)
                 if i is not None:
-                    sink[1][i] = msg
+                    sink_out[i] = msg
                     placed += 1
                     continue
             routed.append((context, msg))
@@ -438,24 +445,20 @@ class Client:
         self.port.send(self.server_input, data, "client")
 
     def _background(self) -> None:
-        """Keep an idle client healthy: when nobody waits for a reply and the queue becomes
-        readable, read it (answering keepalives, queueing events). It never holds the rx
-        lock while sleeping and looks at most every :data:`IDLE_PERIOD`, so callers read
-        their own replies without competing with it."""
-        fd = self.queue.fileno()
-        while not self._stop.is_set():
-            ready, _, _ = select.select([fd, self._wake_r], [], [], 1.0)
-            if self._wake_r in ready or self._stop.is_set():
-                break
-            if ready and not self._pending and self._rx_lock.acquire(blocking=False):
+        """Keep an idle client healthy: every :data:`IDLE_PERIOD`, if nobody waits for a reply
+        and something is queued, read it (answering keepalives, queueing events). A timer
+        rather than the queue's eventfd: the fd needs a helper thread woken on every message,
+        which would tax exactly the busy clients that need no help."""
+        while not self._stop.wait(IDLE_PERIOD):
+            if self._pending or not len(self.queue):
+                continue
+            if self._rx_lock.acquire(blocking=False):
                 try:
                     self._pump(0.0)
                 except (ShmkitError, OSError):
                     pass
                 finally:
                     self._rx_lock.release()
-            if self._stop.wait(IDLE_PERIOD):
-                break
 
     # ---------------------------------------------------------------- liveness
 
@@ -530,7 +533,6 @@ class Client:
 
     def _teardown(self, remove_queue: bool) -> None:
         self._stop.set()
-        os.write(self._wake_w, b"x")
         with self._cv:
             self._cv.notify_all()
         if self._bg is not None and self._bg is not threading.current_thread():
@@ -545,8 +547,6 @@ class Client:
         if getattr(self, "_server_fd", -1) >= 0:
             os.close(self._server_fd)
             self._server_fd = -1
-        os.close(self._wake_r)
-        os.close(self._wake_w)
         self.region.close()
 
     def __enter__(self) -> Client:
