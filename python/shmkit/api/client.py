@@ -188,7 +188,7 @@ class Client:
             name=client_name,
             api_versions=[0] * 8,
             keepalive=True,
-            context=next(self._contexts),
+            context=next(self._contexts) & 0xFFFFFFFF,
         )
         self._pending.add(create.context)
         self._send_bytes(create.encode(1), deadline)  # no handle yet: raw id 1
@@ -246,7 +246,7 @@ class Client:
         """Send a message without waiting for a reply; returns its context. Its reply (if
         any) is then an event for :meth:`recv`, unless collected with :meth:`result`."""
         self._check_open()
-        msg.context = next(self._contexts)
+        msg.context = next(self._contexts) & 0xFFFFFFFF
         self._send_bytes(self._encode(msg), time.monotonic() + timeout)
         return msg.context
 
@@ -254,7 +254,7 @@ class Client:
         """Send a request whose reply :meth:`result` will collect; returns its context."""
         if self._closed or self._error is not None:
             self._check_open()
-        ctx = msg.context = next(self._contexts)
+        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
         data = self._encode(msg)
         self._pending.add(ctx)  # set.add is atomic; readers take self._mu
         try:
@@ -288,10 +288,17 @@ class Client:
             return []
         index_of: dict[int, int] = {}
         datas: list[bytes] = []
+        append = datas.append
+        handle, by_type, nxt = self._handle_int, self._by_type, self._contexts.__next__
         for i, m in enumerate(msgs):
-            ctx = m.context = next(self._contexts)
+            cls = type(m)
+            msg_id = by_type.get(cls)
+            if msg_id is None:
+                msg_id = by_type[cls] = self.msg_id(cls)
+            ctx = m.context = nxt() & 0xFFFFFFFF
+            m.client_index = handle
             index_of[ctx] = i
-            datas.append(self._encode(m))
+            append(m.encode(msg_id))
         if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
             # Another thread is reading: take the general path.
             return [self.call(m, timeout) for m in msgs]
@@ -516,7 +523,7 @@ class Client:
         try:
             self._check_server()
             req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
-            req.context = next(self._contexts)
+            req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
             deadline = time.monotonic() + timeout
             self._send_bytes(self._encode(req), deadline)

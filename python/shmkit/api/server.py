@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import select
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
 _unpack_header = HEADER.unpack_from
+_unpack_client = struct.Struct(">I").unpack_from
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
@@ -303,24 +305,7 @@ class Server:
                 batch = self.port.recv(self.input, 256, slice_)
                 if batch:
                     with self._lock:
-                        # Replies are collected per client and sent with one call each.
-                        self._outbox = {}
-                        dispatch = self._dispatch
-                        try:
-                            for data in batch:
-                                try:
-                                    dispatch(data)
-                                except Exception:  # a bug must not take the data plane down
-                                    self._counts[C["handler_errors"]] += 1
-                                    log.exception("API %s: dispatch failed", self.name)
-                        finally:
-                            outbox, self._outbox = self._outbox, None
-                            for client, items in outbox.items():
-                                self._send_batch(client, items)
-                            # Rare events are published at once; plain traffic every poll.
-                            counts = self._counts
-                            if any(counts[i] for i in _RARE):
-                                self.flush_counters()
+                        self._process(batch)
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.death_poll
@@ -332,6 +317,61 @@ class Server:
                     self.keepalive_scan()
         finally:
             self._running = False
+
+    def _process(self, batch: list[bytes]) -> None:
+        """Dispatch a batch. The common case (a known request from a registered client, with
+        a handler) is handled inline; everything else goes through :meth:`_dispatch`. Replies
+        are collected per client and sent with one call each."""
+        outbox: dict[ClientInfo, list[bytes]] = {}
+        self._outbox = outbox
+        counts = self._counts
+        handlers, by_handle, ids = self._handlers, self._by_handle, self._ids
+        slow = self.trace.enabled
+        try:
+            for data in batch:
+                try:
+                    if slow or len(data) < HEADER.size:
+                        self._dispatch(data)
+                        continue
+                    entry = handlers.get(data[0] << 8 | data[1])
+                    if entry is None or entry[1] is None:
+                        self._dispatch(data)  # unknown id or a memclnt message
+                        continue
+                    client = by_handle.get(_unpack_client(data, 2)[0])
+                    if client is None:
+                        counts[_MISSING] += 1
+                        continue
+                    client.requests += 1
+                    counts[_REQUESTS] += 1
+                    try:
+                        msg = entry[0].decode(data)
+                    except MessageError:
+                        counts[_INVALID] += 1
+                        continue
+                    try:
+                        reply = entry[1](msg, client)
+                    except Exception:
+                        counts[_HANDLER_ERRORS] += 1
+                        log.exception("API %s: handler for %s failed", self.name, entry[0]._name)
+                        continue
+                    if reply is not None:
+                        reply.context = msg.context
+                        wire = reply.encode(ids[type(reply)])
+                        items = outbox.get(client)
+                        if items is None:
+                            outbox[client] = [wire]
+                        else:
+                            items.append(wire)
+                except Exception:  # a bug must not take the data plane down
+                    counts[_HANDLER_ERRORS] += 1
+                    log.exception("API %s: dispatch failed", self.name)
+        finally:
+            self._outbox = None
+            for client, items in outbox.items():
+                self._send_batch(client, items)
+            # Rare events are published at once; plain traffic every poll.
+            if any(counts[i] for i in _RARE):
+                self.flush_counters()
 
     def close(self) -> None:
         """Stop, forget every client and release the region. Clients see the server gone."""
