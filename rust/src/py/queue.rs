@@ -97,10 +97,15 @@ impl PyQueue {
                 }
                 return Ok(None);
             }
-            let slice = deadline.slice(WAIT_SLICE);
             let q = &self.inner;
+            if !std::mem::replace(&mut waited, true) {
+                // First poll briefly (a peer answering within microseconds needs no futex).
+                if py.detach(|| if put { q.spin_writable(need) } else { q.spin_readable() })? {
+                    continue;
+                }
+            }
+            let slice = deadline.slice(WAIT_SLICE);
             py.detach(|| if put { q.wait_writable(need, slice) } else { q.wait_readable(slice) })?;
-            waited = true;
             py.check_signals()?;
         }
     }
@@ -258,6 +263,73 @@ impl PyQueue {
         Ok(self.inner.try_put_many(&slices)?)
     }
 
+    /// Put as many as fit of the elements packed back to back in `buffer`, `itemsize` bytes
+    /// each (the buffer's length must be a multiple of `itemsize`), in one call: no Python
+    /// object per element. Returns how many were put.
+    fn put_many_from(&self, buffer: &Bound<'_, PyAny>, itemsize: usize) -> PyResult<usize> {
+        let buf = InBuf::get(buffer)?;
+        let data = buf.as_slice();
+        if itemsize == 0 || data.len() % itemsize != 0 {
+            return Err(PyValueError::new_err(format!(
+                "buffer of {} bytes is not a whole number of {itemsize}-byte items",
+                data.len()
+            )));
+        }
+        let cap = self.inner.capacity() as usize;
+        let items: Vec<&[u8]> = data.chunks_exact(itemsize).take(cap).collect();
+        Ok(self.inner.try_put_many(&items)?)
+    }
+
+    /// Take up to `len(buffer) // itemsize` elements into the writable `buffer`, element `i`
+    /// at offset `i * itemsize` (`itemsize` must be at least `elsize`; bytes after a shorter
+    /// element are left as they were), in one call with no allocation. If `lengths` (a
+    /// writable buffer of native uint32, e.g. `array('I')`) is given, element `i`'s length
+    /// is stored in it. With `timeout` other than 0, first wait that long (`None`: forever)
+    /// for at least one element. Returns how many were taken.
+    #[pyo3(signature = (buffer, itemsize, lengths=None, timeout=0.0))]
+    fn get_many_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        itemsize: usize,
+        lengths: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        check_timeout(timeout)?;
+        if itemsize < self.inner.elsize() {
+            return Err(PyValueError::new_err(format!(
+                "itemsize {itemsize} is smaller than the element size {}",
+                self.inner.elsize()
+            )));
+        }
+        let attempt = || -> PyResult<Option<usize>> {
+            let mut out = OutBuf::get(buffer)?;
+            let mut lens = lengths.map(OutBuf::get).transpose()?;
+            let dst = out.as_mut_slice();
+            let mut max = dst.len() / itemsize;
+            if let Some(l) = lens.as_mut() {
+                max = max.min(l.as_mut_slice().len() / 4);
+            }
+            let mut i = 0;
+            let mut lens_slice = lens.as_mut().map(|l| l.as_mut_slice());
+            let n = self.inner.try_get_many_with(max, |e| {
+                e.copy_to(&mut dst[i * itemsize..(i + 1) * itemsize]);
+                if let Some(l) = lens_slice.as_deref_mut() {
+                    l[i * 4..i * 4 + 4].copy_from_slice(&(e.len() as u32).to_ne_bytes());
+                }
+                i += 1;
+                true
+            })?;
+            Ok((n > 0 || max == 0).then_some(n))
+        };
+        let got = match attempt()? {
+            Some(n) => Some(n),
+            None if timeout == Some(0.0) => None,
+            None => self.blocking(py, deadline(timeout, true)?, false, 1, attempt)?,
+        };
+        Ok(got.unwrap_or(0))
+    }
+
     /// Take up to `max` elements in one call, as a list of `bytes`. With `timeout` other
     /// than 0, first wait that long (`None`: forever) for at least one element; an empty list
     /// means none came.
@@ -391,6 +463,22 @@ impl PyQueue {
     /// Re-validate the shared header; raises `CorruptionError` if a peer damaged it.
     fn check(&self) -> PyResult<()> {
         Ok(self.inner.check()?)
+    }
+
+    /// Seconds a blocking call of this handle polls before sleeping on the futex (default
+    /// 10 us; 0: sleep at once). Per handle, not shared.
+    #[getter]
+    fn get_spin(&self) -> f64 {
+        self.inner.spin().as_secs_f64()
+    }
+
+    #[setter]
+    fn set_spin(&self, seconds: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&seconds) {
+            return Err(PyValueError::new_err(format!("spin must be between 0 and 1 second, got {seconds}")));
+        }
+        self.inner.set_spin(Duration::from_secs_f64(seconds));
+        Ok(())
     }
 
     /// Name of the queue in its region.

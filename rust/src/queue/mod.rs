@@ -32,15 +32,16 @@ mod notify;
 mod ring;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 pub use error::{QueueError, Result};
 use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};
 use notify::Notifier;
 pub use ring::{Dir, Element, QueueStats};
-use ring::{Ring, Role, SpscSide};
+use ring::{Ring, Role, SideCell, SideGuard};
 
 use crate::region::{kind, Region, RegionError};
 use crate::sys::process;
@@ -49,6 +50,11 @@ use crate::sys::time::{self, Deadline};
 /// Longest single sleep of a blocking operation: callers check for signals (Ctrl-C) and the
 /// queue re-checks for dead claimers at least this often.
 pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// How long a blocking call polls before sleeping, unless changed with
+/// [`ShmQueue::set_spin`]: long enough to catch a peer that answers within microseconds (no
+/// futex round trip, no wake-up system call on its side), short enough to cost little CPU.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(10);
 
 /// How a queue is created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,8 +70,13 @@ pub struct ShmQueue {
     ring: Arc<Ring>,
     region: Arc<Region>,
     offset: u64,
-    producer: Mutex<SpscSide>,
-    consumer: Mutex<SpscSide>,
+    /// SPSC producer state; padded so the producer and consumer threads of one process do
+    /// not bounce a shared cache line.
+    producer: CachePadded<SideCell>,
+    /// SPSC consumer state.
+    consumer: CachePadded<SideCell>,
+    /// Nanoseconds a blocking call polls before it sleeps on the futex.
+    spin_ns: AtomicU64,
     readable: Mutex<Option<Notifier>>,
     writable: Mutex<Option<Notifier>>,
     /// Bit 0: a readable notifier exists; bit 1: a writable one (checked without locking).
@@ -184,8 +195,9 @@ impl ShmQueue {
             ring: Arc::new(ring),
             region: Arc::clone(region),
             offset,
-            producer: Mutex::new(SpscSide::default()),
-            consumer: Mutex::new(SpscSide::default()),
+            producer: CachePadded::new(SideCell::default()),
+            consumer: CachePadded::new(SideCell::default()),
+            spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
             readable: Mutex::new(None),
             writable: Mutex::new(None),
             notifiers: AtomicU32::new(0),
@@ -283,12 +295,12 @@ impl ShmQueue {
     }
 
     #[inline]
-    fn side(&self, role: Role) -> Result<MutexGuard<'_, SpscSide>> {
-        let m = match role {
+    fn side(&self, role: Role) -> Result<SideGuard<'_>> {
+        let cell = match role {
             Role::Producer => &self.producer,
             Role::Consumer => &self.consumer,
         };
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = cell.lock();
         self.ring.hold_role(&mut g, role)?;
         Ok(g)
     }
@@ -455,6 +467,29 @@ impl ShmQueue {
 
     // ------------------------------------------------------------------ blocking
 
+    /// How long blocking calls of this handle poll before sleeping.
+    pub fn spin(&self) -> Duration {
+        Duration::from_nanos(self.spin_ns.load(Relaxed))
+    }
+
+    /// Set how long blocking calls of this handle poll before sleeping (0: sleep at once).
+    pub fn set_spin(&self, spin: Duration) {
+        self.spin_ns.store(spin.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Poll for at most this handle's spin time until a get may succeed (the first stage of a
+    /// blocking get). Returns whether it may.
+    pub fn spin_readable(&self) -> Result<bool> {
+        self.me()?;
+        self.ring.spin(Dir::Readable, self.spin())
+    }
+
+    /// Poll for at most this handle's spin time until `n` elements may fit.
+    pub fn spin_writable(&self, n: u64) -> Result<bool> {
+        self.me()?;
+        self.ring.spin(Dir::Writable(n.clamp(1, self.capacity())), self.spin())
+    }
+
     /// Sleep at most `max` until a get may succeed (one slice of a blocking get; callers loop
     /// around their `try_*` and check for signals between slices).
     pub fn wait_readable(&self, max: Duration) -> Result<()> {
@@ -479,6 +514,7 @@ impl ShmQueue {
     /// Put `data`, waiting up to `timeout` (`None`: forever) for room. `Ok(false)`: timed out.
     pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
         let deadline = Deadline::after(timeout);
+        let mut spun = false;
         loop {
             if self.try_put(data)? {
                 return Ok(true);
@@ -486,6 +522,9 @@ impl ShmQueue {
             if deadline.expired() {
                 self.note_timeout(true);
                 return Ok(false);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_writable(1)? {
+                continue;
             }
             self.wait_writable(1, deadline.slice(WAIT_SLICE))?;
         }
@@ -510,6 +549,7 @@ impl ShmQueue {
     pub fn get_with<R>(&self, timeout: Option<Duration>, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
         let deadline = Deadline::after(timeout);
         let mut f = Some(f);
+        let mut spun = false;
         loop {
             if let Some(r) = self.try_get_with(|e| f.take().map(|f| f(e)))? {
                 return Ok(r);
@@ -517,6 +557,9 @@ impl ShmQueue {
             if deadline.expired() {
                 self.note_timeout(false);
                 return Ok(None);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
+                continue;
             }
             self.wait_readable(deadline.slice(WAIT_SLICE))?;
         }
@@ -569,8 +612,8 @@ impl ShmQueue {
         if self.closed.swap(true, Relaxed) {
             return;
         }
-        self.ring.drop_role(&mut self.producer.lock().unwrap_or_else(|e| e.into_inner()), Role::Producer);
-        self.ring.drop_role(&mut self.consumer.lock().unwrap_or_else(|e| e.into_inner()), Role::Consumer);
+        self.ring.drop_role(&mut self.producer.lock(), Role::Producer);
+        self.ring.drop_role(&mut self.consumer.lock(), Role::Consumer);
         let r = self.readable.lock().unwrap_or_else(|e| e.into_inner()).take();
         let w = self.writable.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop((r, w));

@@ -68,8 +68,8 @@
 //! queue keeps moving); loops are bounded, waits are bounded; the header identity is
 //! re-validated on every slow path.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,73 @@ pub(crate) struct SpscSide {
     pos: u64,
     /// Cached copy of the other side's index.
     other: u64,
+}
+
+/// One side's [`SpscSide`] in a handle, behind a one-word lock: the state is copied out on
+/// lock and back on unlock (four words of this process's memory), so no `unsafe` is needed
+/// and an uncontended lock costs one atomic swap (unlock is a plain release store).
+#[derive(Debug, Default)]
+pub(crate) struct SideCell {
+    busy: AtomicBool,
+    token: AtomicU64,
+    forks: AtomicU64,
+    pos: AtomicU64,
+    other: AtomicU64,
+}
+
+/// A locked [`SideCell`]; derefs to the side's state and writes it back on drop.
+#[derive(Debug)]
+pub(crate) struct SideGuard<'a> {
+    cell: &'a SideCell,
+    side: SpscSide,
+}
+
+impl SideCell {
+    /// Lock (spinning, then yielding: the holder never blocks while holding it).
+    #[inline]
+    pub(crate) fn lock(&self) -> SideGuard<'_> {
+        let mut spins = 0u32;
+        while self.busy.swap(true, Acquire) {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let side = SpscSide {
+            token: self.token.load(Relaxed),
+            forks: self.forks.load(Relaxed),
+            pos: self.pos.load(Relaxed),
+            other: self.other.load(Relaxed),
+        };
+        SideGuard { cell: self, side }
+    }
+}
+
+impl std::ops::Deref for SideGuard<'_> {
+    type Target = SpscSide;
+    fn deref(&self) -> &SpscSide {
+        &self.side
+    }
+}
+
+impl std::ops::DerefMut for SideGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SpscSide {
+        &mut self.side
+    }
+}
+
+impl Drop for SideGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let c = self.cell;
+        c.token.store(self.side.token, Relaxed);
+        c.forks.store(self.side.forks, Relaxed);
+        c.pos.store(self.side.pos, Relaxed);
+        c.other.store(self.side.other, Relaxed);
+        c.busy.store(false, Release);
+    }
 }
 
 /// Which SPSC role.
@@ -444,6 +511,27 @@ impl Ring {
             futex::wait(word, 1, Some(max));
         }
         Ok(())
+    }
+
+    /// Poll `dir` for at most `budget` before a caller goes to sleep (adaptive waiting: a
+    /// peer that answers within microseconds is caught without the futex round trip).
+    /// Returns whether `dir` became ready.
+    pub(crate) fn spin(&self, dir: Dir, budget: Duration) -> Result<bool> {
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let end = Instant::now() + budget;
+        loop {
+            if self.ready(dir)? {
+                return Ok(true);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+        }
     }
 
     /// Whether an operation in direction `dir` could make progress now (succeed, recover a
