@@ -6,7 +6,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 
 from __future__ import annotations
 
-from shmkit._native import LAYOUT_VERSION, Queue, Region, ShmView, __version__
+from shmkit._native import LAYOUT_VERSION, Borrowed, Queue, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -27,6 +27,7 @@ from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
 
 __all__ = [
     "LAYOUT_VERSION",
+    "Borrowed",
     "CapacityError",
     "ClientInfo",
     "ClosedError",

@@ -15,7 +15,7 @@ mod native {
     #[pymodule_export]
     use super::buffer::ShmView;
     #[pymodule_export]
-    use super::queue::PyQueue;
+    use super::queue::{PyBorrowed, PyQueue};
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
 

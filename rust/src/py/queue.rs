@@ -6,24 +6,39 @@
 //! memory into new `bytes` objects. Blocking calls release the GIL in bounded slices and check
 //! for signals between them, so Ctrl-C interrupts a blocked `get`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
-use super::buffer::{bytes_from_mapping, InBuf, OutBuf};
-use super::errors::{queue_empty, queue_full};
+use super::buffer::{bytes_from_mapping, InBuf, OutBuf, ShmView};
+use super::errors::{closed, queue_empty, queue_full};
 use super::region::PyRegion;
-use crate::queue::{Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::queue::{Borrow, Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::sys::map::Mapping;
 use crate::sys::time::Deadline;
 
 /// A fixed-element-size FIFO in a shared-memory region, shared by name between processes.
 #[pyclass(name = "Queue", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyQueue {
-    inner: ShmQueue,
+    inner: Arc<ShmQueue>,
     region: Py<PyRegion>,
+}
+
+/// An element taken out of a queue but left in place in shared memory (zero-copy receive),
+/// from `Queue.borrow()`. Use it as a context manager: `with q.borrow() as view:` gives a
+/// read-only memoryview of the bytes; leaving the block releases the slot (the element is
+/// then consumed). Views must not be read after release: the slot may hold a new element.
+#[pyclass(name = "Borrowed", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyBorrowed {
+    inner: Mutex<Borrow>,
+    map: Arc<Mapping>,
+    off: usize,
+    len: usize,
 }
 
 /// Convert `timeout` (seconds, `None`: forever) and `block` into a deadline.
@@ -72,7 +87,7 @@ fn to_bytes<'py>(py: Python<'py>, e: &Element<'_>) -> PyResult<Bound<'py, PyByte
 impl PyQueue {
     fn new(py: Python<'_>, inner: ShmQueue, region: &Bound<'_, PyRegion>) -> Self {
         let _ = py;
-        Self { inner, region: region.clone().unbind() }
+        Self { inner: Arc::new(inner), region: region.clone().unbind() }
     }
 
     /// Wait (GIL released, in slices, checking signals) until `attempt` returns `Some` or the
@@ -236,6 +251,22 @@ impl PyQueue {
         let d = deadline(timeout, block)?;
         self.blocking(py, d, false, 1, attempt)?
             .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
+    }
+
+    /// Take the next element *without copying it*: it stays in its slot, readable in place
+    /// through the returned `Borrowed` (`with q.borrow() as view: ...`), until released.
+    /// Waits like `get`. Hold it briefly: its slot is not reused until then.
+    #[pyo3(signature = (timeout=None, *, block=true))]
+    fn borrow(&self, py: Python<'_>, timeout: Option<f64>, block: bool) -> PyResult<PyBorrowed> {
+        check_timeout(timeout)?;
+        let attempt = || -> PyResult<Option<Borrow>> { Ok(self.inner.try_borrow()?) };
+        let b = match attempt()? {
+            Some(b) => b,
+            None => self
+                .blocking(py, deadline(timeout, block)?, false, 1, attempt)?
+                .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))?,
+        };
+        Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Mutex::new(b) })
     }
 
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
@@ -554,5 +585,64 @@ impl PyQueue {
             self.inner.capacity(),
             self.inner.elsize()
         )
+    }
+}
+
+impl PyBorrowed {
+    fn check(&self) -> PyResult<()> {
+        if self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_released() {
+            return Err(closed("the borrowed element was released"));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyBorrowed {
+    /// A read-only memoryview of the element in shared memory (no copy).
+    #[getter]
+    fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.check()?;
+        ShmView::memoryview(py, &self.map, self.off as u64, self.len as u64, true)
+    }
+
+    /// Consume the element and free its slot (idempotent).
+    fn release(&self) -> PyResult<()> {
+        Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).release()?)
+    }
+
+    /// Whether `release()` was called.
+    #[getter]
+    fn released(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_released()
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// A copy of the element.
+    fn __bytes__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check()?;
+        bytes_from_mapping(py, &self.map, self.off, self.len)
+    }
+
+    fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.view(py)
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.release()?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.released() { " released" } else { "" };
+        format!("<shmkit.Borrowed {} bytes{state}>", self.len)
     }
 }

@@ -11,11 +11,12 @@
 //! * **Algorithms** ([`ring`]). The default is lock-free multi-producer/multi-consumer: a
 //!   Vyukov stamp ring whose claims record the claimer's pid, so a process SIGKILLed
 //!   mid-operation never wedges the queue (its slot is skipped or released and counted).
-//!   `spsc` queues use a cheaper head/tail ring with cached indices and batched publication,
-//!   with the two roles enforced across processes.
-//! * **Waiting.** Futex words in shared memory with waiter counts: an uncontended put or get
-//!   makes no system call. Waits are bounded slices, so callers can check for signals and
-//!   dead claimers are noticed. VPP uses a robust mutex and condvar around every operation;
+//!   `spsc` queues store the same stamps without any atomic read-modify-write (one fence per
+//!   call or batch), with the two roles enforced across processes.
+//! * **Waiting.** A "sleepers present" futex word per direction in shared memory: an
+//!   uncontended put or get makes no system call. A blocking call first polls briefly
+//!   ([`DEFAULT_SPIN`], per handle), then sleeps in bounded slices, so callers can check for
+//!   signals and dead claimers are noticed. VPP uses a robust mutex and condvar around every operation;
 //!   here the lock-free paths avoid both.
 //! * **fds** ([`notify`]). `readable_fd()`/`writable_fd()` give per-process eventfds kept in
 //!   step by a helper thread, for `selectors`/`asyncio`.
@@ -41,9 +42,10 @@ pub use error::{QueueError, Result};
 use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};
 use notify::Notifier;
 pub use ring::{Dir, Element, QueueStats};
-use ring::{Ring, Role, SideCell, SideGuard};
+use ring::{Held, Ring, Role, SideCell, SideGuard};
 
 use crate::region::{kind, Region, RegionError};
+use crate::sys::map::Mapping;
 use crate::sys::process;
 use crate::sys::time::{self, Deadline};
 
@@ -179,8 +181,8 @@ impl ShmQueue {
         let slots = base + ident.slots_off as usize;
         for i in 0..ident.capacity {
             let s = map.get::<SlotHeader>(slots + (i * ident.stride) as usize).ok_or_else(bad)?;
-            // MPMC: slot i starts free for position i. SPSC does not use the stamp.
-            s.word.store(if ident.spsc() { 0 } else { layout::pack(i, 0) }, Relaxed);
+            // Slot i starts free for position i.
+            s.word.store(layout::pack(i, 0), Relaxed);
             s.len.store(0, Relaxed);
             s.aux.store(0, Relaxed);
         }
@@ -465,6 +467,61 @@ impl ShmQueue {
         self.try_get_with(|e| e.to_vec())
     }
 
+    // ------------------------------------------------------------------ zero-copy receive
+
+    /// Take the next element *in place* if there is one now: its bytes stay in the slot,
+    /// readable through the returned [`Borrow`], until it is released (consumed). While
+    /// held, the slot is not reused (producers wait for it when they come round), so hold
+    /// it briefly. An SPSC handle holds at most one element at a time.
+    pub fn try_borrow(self: &Arc<Self>) -> Result<Option<Borrow>> {
+        let me = self.me()?;
+        let held = if self.ring.is_spsc() {
+            self.ring.spsc_claim(&mut *self.side(Role::Consumer)?)?
+        } else {
+            self.ring.mpmc_claim(me)?
+        };
+        match held {
+            Some(held) => Ok(Some(Borrow { q: Arc::clone(self), held: Some(held) })),
+            None => {
+                self.on_empty(self.ring.header()?);
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`ShmQueue::try_borrow`], waiting up to `timeout` (`None`: forever).
+    pub fn borrow(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Borrow>> {
+        let deadline = Deadline::after(timeout);
+        let mut spun = false;
+        loop {
+            if let Some(b) = self.try_borrow()? {
+                return Ok(Some(b));
+            }
+            if deadline.expired() {
+                self.note_timeout(false);
+                return Ok(None);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
+                continue;
+            }
+            self.wait_readable(deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    fn release_held(&self, held: Held) -> Result<()> {
+        if self.ring.is_spsc() {
+            // A closed handle gave its role up: the element stays for the next consumer.
+            if self.closed.load(Relaxed) {
+                return Err(QueueError::Closed);
+            }
+            self.ring.spsc_release(&mut *self.side(Role::Consumer)?, held)?;
+        } else {
+            self.ring.mpmc_release(held)?;
+        }
+        self.ring.notify_putters(self.ring.header()?);
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ blocking
 
     /// How long blocking calls of this handle poll before sleeping.
@@ -623,6 +680,63 @@ impl ShmQueue {
 impl Drop for ShmQueue {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// An element held in place in its slot ([`ShmQueue::try_borrow`]). Its bytes are at
+/// [`Borrow::offset`] in [`Borrow::mapping`] until [`Borrow::release`] (or drop) consumes
+/// it; after that the slot may be reused, so views must not be read any more.
+#[derive(Debug)]
+pub struct Borrow {
+    q: Arc<ShmQueue>,
+    held: Option<Held>,
+}
+
+impl Borrow {
+    /// Length of the element.
+    pub fn len(&self) -> usize {
+        self.held.map_or(0, |h| h.len)
+    }
+
+    /// Whether the element has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether it was released already.
+    pub fn is_released(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// The mapping holding the bytes.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        self.q.ring.mapping()
+    }
+
+    /// Absolute offset of the bytes in the mapping (`[offset, offset + len)` is inside it).
+    pub fn offset(&self) -> usize {
+        self.held.map_or(0, |h| h.off)
+    }
+
+    /// Copy the element into `dst` (at most `dst.len()` bytes); returns the bytes copied.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len().min(dst.len());
+        let _ = self.mapping().read(self.offset(), &mut dst[..n]);
+        n
+    }
+
+    /// Consume the element and free its slot. Idempotent.
+    pub fn release(&mut self) -> Result<()> {
+        match self.held.take() {
+            Some(h) => self.q.release_held(h),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Borrow {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }
 
