@@ -38,6 +38,7 @@ test: ## The README's test command (pytest also runs cargo test)
 bench: ## criterion benches, then the Python benchmarks against the peers
 	cargo bench --no-default-features
 	$(PY) benches/bench_region.py
+	$(PY) benches/compare.py
 
 .PHONY: all
 all: format lint build-dev test ## Format, lint, build, test

@@ -8,6 +8,7 @@ import random
 import signal
 import struct
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
@@ -452,3 +453,18 @@ def test_killed_borrower_does_not_wedge_the_queue(region: shmkit.Region, spsc: b
     s = q.stats()
     assert s["recovered_gets"] == (0 if spsc else 1)
     assert s["role_takeovers"] == (1 if spsc else 0)
+
+
+def test_demo_scene_runs() -> None:
+    """`shmkit demo queues`: real processes stream, a killed producer is recovered."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shmkit.cli", "demo", "queues"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "M msg/s" in proc.stdout
+    assert "got b'after the crash'" in proc.stdout
+    assert "recovered_puts 1" in proc.stdout

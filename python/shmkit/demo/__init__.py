@@ -10,11 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from shmkit.demo import queues as _queues
 from shmkit.demo import regions as _regions
 
 #: name -> (title, run(root) -> None); run in this order
 SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
     "regions": ("Regions: create, share, list, and clean up after a killed process", _regions.run),
+    "queues": (
+        "Queues: processes streaming through shared memory, and a killed producer",
+        _queues.run,
+    ),
 }
 
 

@@ -576,7 +576,8 @@ impl PyQueue {
     }
 
     fn __repr__(&self) -> String {
-        let kind = if self.inner.is_spsc() { "spsc" } else { "mpmc" };
+        let q = self.shm();
+        let kind = if q.is_spsc() { "spsc" } else { "mpmc" };
         let len = self.inner.len().map_or_else(|_| "?".to_owned(), |n| n.to_string());
         let state = if self.inner.is_closed() { " closed" } else { "" };
         format!(
@@ -644,5 +645,12 @@ impl PyBorrowed {
     fn __repr__(&self) -> String {
         let state = if self.released() { " released" } else { "" };
         format!("<shmkit.Borrowed {} bytes{state}>", self.len)
+    }
+}
+
+impl PyQueue {
+    /// The core queue (for other bindings, e.g. the API port).
+    pub(crate) fn shm(&self) -> &ShmQueue {
+        &self.inner
     }
 }
