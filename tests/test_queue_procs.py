@@ -3,6 +3,7 @@ exact points, Ctrl-C during a blocking call, cross-process wake-ups and SPSC rol
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import random
 import signal
@@ -468,3 +469,25 @@ def test_demo_scene_runs() -> None:
     assert "M msg/s" in proc.stdout
     assert "got b'after the crash'" in proc.stdout
     assert "recovered_puts 1" in proc.stdout
+
+
+def _forked_child(q: shmkit.Queue, n: int) -> None:
+    # The handle was inherited through fork: pid-based state must be renewed here.
+    for i in range(n):
+        q.put(b"%d" % i, timeout=30)
+    assert q.fileno() >= 0  # a new fd helper, in this process
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_handle_inherited_through_fork(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "fk", 4, 8, spsc=spsc)
+    child = mp.get_context("fork").Process(target=_forked_child, args=(q, 20))
+    child.start()
+    got = [q.get(timeout=30) for _ in range(20)]
+    child.join(30)
+    assert child.exitcode == 0
+    assert got == [b"%d" % i for i in range(20)]
+    if spsc:
+        # The child held the producer role; it is gone, so the parent takes the role over.
+        q.put(b"parent")
+        assert q.get() == b"parent"
