@@ -13,7 +13,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
-use super::buffer::{bytes_from_mapping, InBuf, OutBuf, ShmView};
+use super::buffer::{bytes_from_mapping, with_buffer, with_buffer_mut, InBuf, OutBuf, ShmView};
 use super::errors::{closed, queue_empty, queue_full};
 use super::region::PyRegion;
 use crate::queue::{Borrow, Element, QueueOptions, ShmQueue, WAIT_SLICE};
@@ -68,14 +68,10 @@ fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
 }
 
 /// Run `f` on the bytes of `data` (a `bytes` directly, anything else through the buffer
-/// protocol).
+/// protocol, with no copy and no allocation).
 #[inline]
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
-    }
-    let buf = InBuf::get(data)?;
-    Ok(f(buf.as_slice()))
+    with_buffer(data, f)
 }
 
 #[inline]
@@ -241,10 +237,7 @@ impl PyQueue {
         block: bool,
     ) -> PyResult<usize> {
         check_timeout(timeout)?;
-        let attempt = || -> PyResult<Option<usize>> {
-            let mut out = OutBuf::get(buffer)?;
-            Ok(self.inner.try_get_into(out.as_mut_slice())?)
-        };
+        let attempt = || -> PyResult<Option<usize>> { Ok(with_buffer_mut(buffer, |b| self.inner.try_get_into(b))??) };
         if let Some(n) = attempt()? {
             return Ok(n);
         }
