@@ -19,8 +19,8 @@ A throughput producer runs for a fixed time, then sends an end marker; the consu
 what is reported. Peers that are not installed, or refuse a size (posix_ipc above the
 system's ``msgsize_max``), show ``n/a``.
 
-    python benches/compare.py            # about 2-3 minutes
-    python benches/compare.py --quick    # a short run (about 30-40 s)
+    python benches/compare.py            # about 3-4 minutes
+    python benches/compare.py --quick    # a short run (about 1.5 minutes)
     python benches/compare.py --only shmkit-spsc,pyzmq --no-rtt
 """
 
@@ -1161,7 +1161,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="short run (about 30-40 s)")
+    ap.add_argument("--quick", action="store_true", help="short run (about 1.5 minutes)")
     ap.add_argument("--only", help="comma-separated peers to run (default: all)")
     ap.add_argument("--no-rtt", action="store_true", help="skip round trips")
     ap.add_argument("--no-throughput", action="store_true", help="skip throughput")
