@@ -995,45 +995,50 @@ impl Ring {
     }
 
     /// Put up to `items.len()` elements (SPSC); returns how many fitted. One fence per call.
+    ///
+    /// A batch is filled first and published back to front, the first stamp last: the
+    /// consumer polls the first slot, so it sees the whole batch at once and does not read
+    /// slots the producer is still writing (a shared `tail` used to give that for free).
     pub(crate) fn spsc_put_many(&self, side: &mut SpscSide, items: &[&[u8]]) -> Result<usize> {
         let h = self.header()?;
-        let mut k = 0;
+        let mut k = 0u64;
         for item in items {
-            let (slot, data_off) = self.slot(side.pos)?;
+            let pos = side.pos + k;
+            let (slot, data_off) = self.slot(pos)?;
             let w = slot.word.load(Acquire);
-            if w != pack(side.pos, 0) {
-                if owner_of(w) == 0 && distance(seq_of(w), side.pos) == 1 - self.cap as i64 {
+            if w != pack(pos, 0) {
+                if owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64 {
                     break; // the previous lap's element is still there: full
+                }
+                if k > 0 {
+                    break; // publish what we have; the next call reports the garbage
                 }
                 // Garbage: repair the stamp to what the consumer's hint says it should be
                 // (free if the previous lap was consumed, else full) and report it.
-                let consumed = side.pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
-                let fixed = if consumed { side.pos } else { side.pos + 1 - self.cap };
+                let consumed = pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
+                let fixed = if consumed { pos } else { pos + 1 - self.cap };
                 slot.word.store(pack(fixed, 0), Release);
                 h.corrupt_slots.fetch_add(1, Relaxed);
-                return Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {}", side.pos)));
+                return Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")));
             }
             self.fill(slot, data_off, item)?;
-            if k == 0 {
-                failpoint::hit("queue.spsc_put_written");
-            }
             k += 1;
-            if k == items.len() {
-                // The last publication is a SeqCst swap: it orders every publication before
-                // the sleeper check of `notify_getters` (cheaper than a separate fence).
-                slot.word.swap(pack(side.pos + 1, 0), SeqCst);
-            } else {
-                slot.word.store(pack(side.pos + 1, 0), Release);
-            }
-            side.pos += 1;
         }
-        if k > 0 {
-            h.tail.store(side.pos, Relaxed);
-            if k < items.len() {
-                fence(SeqCst);
-            }
+        if k == 0 {
+            return Ok(0);
         }
-        Ok(k)
+        failpoint::hit("queue.spsc_put_written");
+        for i in (1..k).rev() {
+            let (slot, _) = self.slot(side.pos + i)?;
+            slot.word.store(pack(side.pos + i + 1, 0), Release);
+        }
+        // The first stamp, last; a SeqCst swap also orders every publication before the
+        // sleeper check of `notify_getters` (cheaper than a separate fence).
+        let (first, _) = self.slot(side.pos)?;
+        first.word.swap(pack(side.pos + 1, 0), SeqCst);
+        side.pos += k;
+        h.tail.store(side.pos, Relaxed);
+        Ok(k as usize)
     }
 
     /// Take up to `max` elements (SPSC), handing each to `f`; every element handed over is
