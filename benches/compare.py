@@ -16,8 +16,12 @@ Each peer uses its fastest natural API for raw bytes: shmkit fills a caller's bu
 iceoryx2 loans a sample, copies the payload in and the subscriber reads the sequence number
 in place (zero-copy receive); posix_ipc uses POSIX message queues; multiprocessing pickles.
 A throughput producer runs for a fixed time, then sends an end marker; the consumer's rate is
-what is reported. Peers that are not installed, or refuse a size (posix_ipc above the
-system's ``msgsize_max``), show ``n/a``.
+what is reported. The two processes are pinned to different CPUs (``--no-pin`` to disable)
+and run with the cyclic garbage collector off, the same for every peer; queue depths are
+the same for every peer that has one (4096 small messages, 16 of 64 KiB). In-place reads:
+shmkit ``Queue.borrow`` and iceoryx2 samples. The blocking rows of shmkit use its default
+10 us poll before sleeping; "spin=0" shows pure futex sleeps. Peers that are not installed,
+or refuse a size (posix_ipc above the system's ``msgsize_max``), show ``n/a``.
 
     python benches/compare.py            # about 3-4 minutes
     python benches/compare.py --quick    # a short run (about 1.5 minutes)

@@ -264,7 +264,8 @@ impl PyQueue {
 
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
     /// how many. At most `capacity` items are considered; their lengths are all checked
-    /// first (`ValueError`, nothing put).
+    /// first (`ValueError`, nothing put). Pass a list or tuple to retry the rest later: from
+    /// a one-shot iterator, up to `capacity` items are taken even if fewer fit.
     fn put_many(&self, items: &Bound<'_, PyAny>) -> PyResult<usize> {
         let cap = self.inner.capacity() as usize;
         let mut bufs = Vec::new();
