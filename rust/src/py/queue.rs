@@ -292,17 +292,16 @@ impl PyQueue {
     /// each (the buffer's length must be a multiple of `itemsize`), in one call: no Python
     /// object per element. Returns how many were put.
     fn put_many_from(&self, buffer: &Bound<'_, PyAny>, itemsize: usize) -> PyResult<usize> {
-        let buf = InBuf::get(buffer)?;
-        let data = buf.as_slice();
-        if itemsize == 0 || data.len() % itemsize != 0 {
-            return Err(PyValueError::new_err(format!(
-                "buffer of {} bytes is not a whole number of {itemsize}-byte items",
-                data.len()
-            )));
-        }
-        let cap = self.inner.capacity() as usize;
-        let items: Vec<&[u8]> = data.chunks_exact(itemsize).take(cap).collect();
-        Ok(self.inner.try_put_many(&items)?)
+        with_buffer(buffer, |data| {
+            if itemsize == 0 || data.len() % itemsize != 0 {
+                return Err(PyValueError::new_err(format!(
+                    "buffer of {} bytes is not a whole number of {itemsize}-byte items",
+                    data.len()
+                )));
+            }
+            let cap = self.inner.capacity() as usize;
+            Ok(self.inner.try_put_iter(data.chunks_exact(itemsize).take(cap))?)
+        })?
     }
 
     /// Take up to `len(buffer) // itemsize` elements into the writable `buffer`, element `i`

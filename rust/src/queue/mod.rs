@@ -333,7 +333,7 @@ impl ShmQueue {
         let me = self.me()?;
         self.check_len(data.len())?;
         let done = if self.ring.is_spsc() {
-            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, &[data])? == 1
+            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, std::iter::once(data))? == 1
         } else {
             self.ring.mpmc_put(me, data)?
         };
@@ -349,9 +349,20 @@ impl ShmQueue {
     /// Put as many of `items` as fit now, in order; returns how many. All lengths are checked
     /// first: if any is too long, nothing is put. Sleepers are woken once.
     pub fn try_put_many(&self, items: &[&[u8]]) -> Result<usize> {
+        self.try_put_iter(items.iter().copied())
+    }
+
+    /// [`ShmQueue::try_put_many`] over any cloneable iterator of elements (e.g.
+    /// `buf.chunks_exact(n)` for elements packed back to back), with no intermediate vector.
+    pub fn try_put_iter<'a, I>(&self, items: I) -> Result<usize>
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
         let me = self.me()?;
-        for it in items {
+        let mut want = 0;
+        for it in items.clone() {
             self.check_len(it.len())?;
+            want += 1;
         }
         let n = if self.ring.is_spsc() {
             self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, items)?
@@ -369,7 +380,7 @@ impl ShmQueue {
         if n > 0 {
             self.ring.notify_getters(h);
         }
-        if n < items.len() {
+        if n < want {
             self.on_full(h);
         }
         Ok(n)

@@ -999,7 +999,11 @@ impl Ring {
     /// A batch is filled first and published back to front, the first stamp last: the
     /// consumer polls the first slot, so it sees the whole batch at once and does not read
     /// slots the producer is still writing (a shared `tail` used to give that for free).
-    pub(crate) fn spsc_put_many(&self, side: &mut SpscSide, items: &[&[u8]]) -> Result<usize> {
+    pub(crate) fn spsc_put_many<'a>(
+        &self,
+        side: &mut SpscSide,
+        items: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize> {
         let h = self.header()?;
         let mut k = 0u64;
         for item in items {
@@ -1174,7 +1178,7 @@ impl Ring {
             return Err(self.corrupt(format!("slot word {w1:#x} is impossible at position {}", side.pos + 1)));
         }
         // The second slot is free, so the first is too (or the ring is corrupt: reported).
-        match self.spsc_put_many(side, &[a, b])? {
+        match self.spsc_put_many(side, [a, b])? {
             2 => Ok(true),
             0 => Ok(false),
             _ => Err(self.corrupt("a pair was split")),
