@@ -30,8 +30,9 @@ use crate::sys::map::ShmSafe;
 
 /// `b"shmkQue1"` little-endian: marks an initialised queue header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkQue1");
-/// Version of this layout; a queue with another version is refused.
-pub const VERSION: u32 = 1;
+/// Version of this layout; a queue with another version is refused. (2: the futex lines
+/// hold "sleepers present" flags instead of waiter counts, SPSC slots carry stamps.)
+pub const VERSION: u32 = 2;
 /// Bytes reserved for the header; the slot array starts here.
 pub const HEADER_SIZE: u64 = 1024;
 /// Bytes of per-slot metadata before the element data.
