@@ -56,7 +56,6 @@ fn u64_at(q: &ShmQueue, field_off: u64) -> &AtomicU64 {
 }
 
 const TAIL: u64 = 128;
-const HEAD: u64 = 192;
 
 #[test]
 fn fifo_semantics_both_kinds() {
@@ -470,24 +469,34 @@ fn garbage_is_detected_not_followed() {
 }
 
 #[test]
-fn spsc_garbage_indices_are_detected() {
+fn spsc_garbage_is_detected_and_repaired() {
     let f = fixture(1 << 20);
     let q = ShmQueue::create(&f.region, "sg", 8, 8, &SPSC).unwrap();
     let c = ShmQueue::open(&f.region, "sg").unwrap();
     assert!(q.try_put(b"a").unwrap());
+    // Garbage position hints: a new role holder refuses them.
     u64_at(&q, TAIL).store(1 << 40, Ordering::SeqCst);
     assert!(matches!(c.try_get_vec().unwrap_err(), QueueError::Corrupt { .. }));
-    u64_at(&q, HEAD).store(999, Ordering::SeqCst);
     u64_at(&q, TAIL).store(1, Ordering::SeqCst);
-    // The producer's cached head is stale; once it re-reads, the garbage shows.
-    let mut err = None;
-    for _ in 0..20 {
-        if let Err(e) = q.try_put(b"b") {
-            err = Some(e);
-            break;
-        }
-    }
-    assert!(matches!(err, Some(QueueError::Corrupt { .. })), "{err:?}");
+    assert_eq!(c.try_get_vec().unwrap().unwrap(), b"a");
+    // A garbage stamp in the empty slot the consumer polls: reported and repaired.
+    word_at(&q, 1).store(pack(777, 0), Ordering::SeqCst);
+    assert!(matches!(c.try_get_vec().unwrap_err(), QueueError::Corrupt { .. }));
+    assert!(c.try_get_vec().unwrap().is_none());
+    assert!(q.try_put(b"b").unwrap());
+    assert_eq!(c.try_get_vec().unwrap().unwrap(), b"b");
+    // A garbage stamp on a published element: that element is dropped, the next arrives.
+    assert!(q.try_put(b"c").unwrap());
+    assert!(q.try_put(b"d").unwrap());
+    word_at(&q, 2).store(pack(999, 5), Ordering::SeqCst);
+    assert!(matches!(c.try_get_vec().unwrap_err(), QueueError::Corrupt { .. }));
+    assert_eq!(c.try_get_vec().unwrap().unwrap(), b"d");
+    // A garbage stamp where the producer writes next: reported and repaired.
+    word_at(&q, 4).store(pack(3, 0), Ordering::SeqCst);
+    assert!(matches!(q.try_put(b"e").unwrap_err(), QueueError::Corrupt { .. }));
+    assert!(q.try_put(b"e").unwrap());
+    assert_eq!(c.try_get_vec().unwrap().unwrap(), b"e");
+    assert!(q.stats().unwrap().corrupt_slots >= 3);
 }
 
 #[test]
@@ -526,4 +535,34 @@ fn removed_and_reused_memory_is_noticed() {
     let q2 = ShmQueue::create(&f.region, "new", 4, 8, &MPMC).unwrap();
     assert_eq!(q2.offset(), q.offset(), "the heap reuses the freed block");
     assert!(matches!(q.check().unwrap_err(), QueueError::Corrupt { .. }));
+}
+
+#[test]
+fn borrow_holds_the_element_in_place() {
+    for opts in [MPMC, SPSC] {
+        let f = fixture(1 << 20);
+        let q = Arc::new(ShmQueue::create(&f.region, "b", 2, 8, &opts).unwrap());
+        assert!(q.try_borrow().unwrap().is_none());
+        assert!(q.try_put(b"one").unwrap());
+        assert!(q.try_put(b"two").unwrap());
+        let mut b = q.try_borrow().unwrap().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(b.copy_to(&mut buf), 3);
+        assert_eq!(&buf[..3], b"one");
+        let mut raw = [0u8; 3];
+        b.mapping().read(b.offset(), &mut raw).unwrap();
+        assert_eq!(&raw, b"one");
+        // The held slot is not reused: a full lap cannot complete until release.
+        if !opts.spsc {
+            assert_eq!(q.try_get_vec().unwrap().unwrap(), b"two");
+            assert!(!q.try_put(b"x").unwrap());
+        }
+        b.release().unwrap();
+        assert!(b.is_released());
+        b.release().unwrap();
+        drop(q.try_borrow().unwrap()); // dropping releases too
+        assert!(q.try_put(b"x").unwrap());
+        assert_eq!(q.try_get_vec().unwrap().unwrap(), b"x");
+        assert!(q.is_empty().unwrap());
+    }
 }

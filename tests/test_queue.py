@@ -311,3 +311,90 @@ def test_error_mapping_for_each_variant(region: shmkit.Region) -> None:
     assert issubclass(shmkit.QueueFull, shmkit.ShmkitError)
     assert issubclass(shmkit.QueueEmpty, stdqueue.Empty)
     assert issubclass(shmkit.QueueRoleError, shmkit.ShmkitError)
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_borrow_reads_in_place(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "bw", 4, 16, spsc=spsc)
+    q.put_many([b"first", b"second", b"third"])
+    with q.borrow() as view:
+        assert isinstance(view, memoryview) and view.readonly
+        assert bytes(view) == b"first"
+    b = q.borrow(timeout=1)
+    assert len(b) == 6 and bytes(b) == b"second" and not b.released
+    if spsc:
+        with pytest.raises(ValueError, match="release"):
+            q.try_get()  # one element at a time per SPSC handle
+    else:
+        other = q.borrow()  # MPMC: several may be held at once
+        assert bytes(other) == b"third"
+        other.release()
+    b.release()
+    b.release()  # idempotent
+    assert b.released and "released" in repr(b)
+    with pytest.raises(shmkit.ClosedError):
+        b.view  # noqa: B018
+    with pytest.raises(shmkit.ClosedError):
+        bytes(b)
+    if spsc:
+        assert q.get() == b"third"
+    with pytest.raises(shmkit.QueueEmpty):
+        q.borrow(timeout=0.01)
+    with pytest.raises(shmkit.QueueEmpty):
+        q.borrow(block=False)
+    assert q.stats()["gets"] == 3
+
+
+def test_borrowed_slot_is_not_reused_until_released(region: shmkit.Region) -> None:
+    q = shmkit.Queue.create(region, "hold", 2, 8)
+    q.put_many([b"a", b"b"])
+    held = q.borrow()
+    assert q.get() == b"b"
+    # The next position maps to the held slot: no room until it is released.
+    assert not q.try_put(b"c")
+    with pytest.raises(shmkit.QueueFull):
+        q.put(b"c", timeout=0.01)
+    held.release()
+    q.put(b"c", timeout=1)
+    q.put(b"d", timeout=1)
+    assert q.get_many(4) == [b"c", b"d"]
+
+
+def test_packed_batches(region: shmkit.Region) -> None:
+    q = shmkit.Queue.create(region, "pk", 8, 16)
+    items = b"".join(struct.pack("<Q8x", i) for i in range(10))
+    assert q.put_many_from(items, 16) == 8  # what fits
+    assert q.put_many_from(b"", 16) == 0
+    with pytest.raises(ValueError, match="whole number"):
+        q.put_many_from(b"x" * 17, 16)
+    with pytest.raises(ValueError, match="does not fit"):
+        q.put_many_from(b"x" * 34, 17)
+    out = bytearray(5 * 16)
+    lengths = array.array("I", [0] * 8)
+    assert q.get_many_into(out, 16, lengths) == 5
+    assert [struct.unpack_from("<Q", out, 16 * i)[0] for i in range(5)] == [0, 1, 2, 3, 4]
+    assert list(lengths[:5]) == [16] * 5
+    q.put(b"short")
+    big = bytearray(32 * 8)  # itemsize may exceed elsize
+    assert q.get_many_into(big, 32, lengths) == 4
+    assert big[3 * 32 : 3 * 32 + 5] == b"short" and lengths[3] == 5
+    with pytest.raises(ValueError, match="smaller than the element size"):
+        q.get_many_into(out, 8)
+    assert q.get_many_into(out, 16) == 0
+    assert q.get_many_into(out, 16, timeout=0.01) == 0
+    q.put(b"late")
+    assert q.get_many_into(out, 16, timeout=None) == 1
+
+
+def test_spin_is_per_handle(region: shmkit.Region) -> None:
+    q = shmkit.Queue.create(region, "sp", 4, 8)
+    other = shmkit.Queue.open(region, "sp")
+    assert q.spin == pytest.approx(10e-6)
+    q.spin = 0.0
+    assert q.spin == 0.0 and other.spin == pytest.approx(10e-6)
+    with pytest.raises(ValueError):
+        q.spin = -1
+    with pytest.raises(ValueError):
+        q.spin = 5
+    with pytest.raises(shmkit.QueueEmpty):
+        q.get(timeout=0.01)  # with spin 0 a blocking call sleeps at once

@@ -3,12 +3,14 @@ exact points, Ctrl-C during a blocking call, cross-process wake-ups and SPSC rol
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import random
 import signal
 import struct
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 import pytest
@@ -206,7 +208,8 @@ for s in range({K}):
 """
 
 KILL_CONSUMER = """
-import struct, sys, shmkit
+import os, struct, sys, shmkit
+parent = os.getppid()
 root, c, ctl, marks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 r = shmkit.Region.open("pq", root=root)
 q = shmkit.Queue.open(r, "rk")
@@ -220,7 +223,7 @@ while True:
     try:
         m = q.get(timeout=0.05)
     except shmkit.QueueEmpty:
-        if stop[0]:
+        if stop[0] or os.getppid() != parent:  # done, or the test is gone
             break
         continue
     p, s = struct.unpack_from("<II", m)
@@ -255,6 +258,29 @@ def test_random_kill9_of_producers_and_consumers(region: shmkit.Region) -> None:
 
     producers = {p: start_producer(p) for p in range(2)}
     consumers = {c: start_consumer(c) for c in range(2)}
+    try:
+        _kill_at_random(
+            rng, q, region, ctl, marks, prog, producers, consumers, start_producer, start_consumer
+        )
+    finally:
+        for proc in [*producers.values(), *consumers.values()]:
+            if proc.poll() is None:
+                kill(proc)
+
+
+def _kill_at_random(
+    rng: random.Random,
+    q: shmkit.Queue,
+    region: shmkit.Region,
+    ctl: int,
+    marks: int,
+    prog: memoryview,
+    producers: dict[int, subprocess.Popen[str]],
+    consumers: dict[int, subprocess.Popen[str]],
+    start_producer: Callable[[int], subprocess.Popen[str]],
+    start_consumer: Callable[[int], subprocess.Popen[str]],
+) -> None:
+    items = K * MAXP
     next_p, next_c = 2, 2
     killed_p: list[int] = []
     killed_c: list[int] = []
@@ -398,3 +424,70 @@ def test_spsc_producer_role_across_processes(region: shmkit.Region) -> None:
     q.put(b"took")
     assert q.get() == b"took"
     assert q.stats()["role_takeovers"] == 1
+
+
+BORROWER = """
+import sys, shmkit
+r = shmkit.Region.open("pq", root=sys.argv[1])
+q = shmkit.Queue.open(r, sys.argv[2])
+b = q.borrow(timeout=30)
+print("holding", bytes(b).decode(), file=sys.stderr, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_killed_borrower_does_not_wedge_the_queue(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "bk", 2, 8, spsc=spsc)
+    q.put(b"held")
+    q.close()  # SPSC: leave the roles free for the child and then for the new handle
+    child = python(BORROWER, region.root or "", "bk")
+    wait_line(child, "holding held")
+    kill(child)
+    q = shmkit.Queue.open(region, "bk")
+    # MPMC: the held element left with its holder, its slot is recovered. SPSC: the element
+    # was never consumed and is delivered again.
+    assert [q.get(timeout=10) for _ in range(1 if spsc else 0)] == ([b"held"] if spsc else [])
+    for _ in range(3):  # more than a lap: the held slot is reused
+        q.put_many([b"x", b"y"])
+        assert q.get_many(2) == [b"x", b"y"]
+    s = q.stats()
+    assert s["recovered_gets"] == (0 if spsc else 1)
+    assert s["role_takeovers"] == (1 if spsc else 0)
+
+
+def test_demo_scene_runs() -> None:
+    """`shmkit demo queues`: real processes stream, a killed producer is recovered."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shmkit.cli", "demo", "queues"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "M msg/s" in proc.stdout
+    assert "got b'after the crash'" in proc.stdout
+    assert "recovered_puts 1" in proc.stdout
+
+
+def _forked_child(q: shmkit.Queue, n: int) -> None:
+    # The handle was inherited through fork: pid-based state must be renewed here.
+    for i in range(n):
+        q.put(b"%d" % i, timeout=30)
+    assert q.fileno() >= 0  # a new fd helper, in this process
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_handle_inherited_through_fork(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "fk", 4, 8, spsc=spsc)
+    child = mp.get_context("fork").Process(target=_forked_child, args=(q, 20))
+    child.start()
+    got = [q.get(timeout=30) for _ in range(20)]
+    child.join(30)
+    assert child.exitcode == 0
+    assert got == [b"%d" % i for i in range(20)]
+    if spsc:
+        # The child held the producer role; it is gone, so the parent takes the role over.
+        q.put(b"parent")
+        assert q.get() == b"parent"

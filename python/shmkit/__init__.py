@@ -7,7 +7,7 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 from __future__ import annotations
 
 from shmkit import memif, netmap
-from shmkit._native import LAYOUT_VERSION, MsgRings, Queue, Region, ShmView, __version__
+from shmkit._native import LAYOUT_VERSION, Borrowed, MsgRings, Queue, Region, ShmView, __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -29,6 +29,7 @@ from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
 
 __all__ = [
     "LAYOUT_VERSION",
+    "Borrowed",
     "CapacityError",
     "ClientInfo",
     "ClosedError",

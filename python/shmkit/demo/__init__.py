@@ -13,11 +13,16 @@ from collections.abc import Callable, Sequence
 from shmkit.demo import api as _api
 from shmkit.demo import memif as _memif
 from shmkit.demo import netmap as _netmap
+from shmkit.demo import queues as _queues
 from shmkit.demo import regions as _regions
 
 #: name -> (title, run(root) -> None); run in this order
 SCENES: dict[str, tuple[str, Callable[[str], None]]] = {
     "regions": ("Regions: create, share, list, and clean up after a killed process", _regions.run),
+    "queues": (
+        "Queues: processes streaming through shared memory, and a killed producer",
+        _queues.run,
+    ),
     "memif": (
         "memif: two processes, a ping-pong over shared-memory rings, then a flood",
         _memif.run,

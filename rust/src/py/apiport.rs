@@ -66,7 +66,14 @@ impl PyApiPort {
 
     /// Send `data`, waiting up to `timeout` s for room (GIL released). `False`: still full.
     #[pyo3(signature = (queue, data, timeout, pool="client"))]
-    fn send_wait(&self, py: Python<'_>, queue: &PyQueue, data: &Bound<'_, PyAny>, timeout: f64, pool: &str) -> PyResult<bool> {
+    fn send_wait(
+        &self,
+        py: Python<'_>,
+        queue: &PyQueue,
+        data: &Bound<'_, PyAny>,
+        timeout: f64,
+        pool: &str,
+    ) -> PyResult<bool> {
         let buf = InBuf::get(data)?;
         let p = self::pool(pool)?;
         let q = queue.shm();

@@ -117,6 +117,72 @@ pub fn bytes_from_mapping<'py>(
     Ok(bytes)
 }
 
+/// Releases a `Py_buffer` filled on the caller's stack, on every path out (panics included).
+struct StackView(*mut ffi::Py_buffer);
+
+impl Drop for StackView {
+    fn drop(&mut self) {
+        // SAFETY: constructed only right after a successful PyObject_GetBuffer on this very
+        // buffer, which does not move until this guard drops; released exactly once, here.
+        unsafe { ffi::PyBuffer_Release(self.0) };
+    }
+}
+
+/// Run `f` on the bytes of `obj` (a `bytes` directly, any other buffer-protocol object
+/// through `PyObject_GetBuffer`), without copying them and without a heap allocation: the
+/// `Py_buffer` lives in this stack frame (it must not move while filled: exporters may point
+/// `shape` into it), unlike [`InBuf`], which boxes it to be returned.
+#[inline]
+pub fn with_buffer<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed();
+    // SAFETY: `obj` is alive (we hold a Bound); `view` is zeroed writable memory in this frame.
+    let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS) };
+    if rc != 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    let _release = StackView(view.as_mut_ptr());
+    // SAFETY: PyObject_GetBuffer succeeded, so the struct is initialised; with
+    // PyBUF_C_CONTIGUOUS, `buf` points to `len` contiguous bytes alive until the release.
+    let bytes = unsafe {
+        let v = view.assume_init_ref();
+        if v.buf.is_null() || v.len <= 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(v.buf.cast::<u8>(), v.len as usize)
+        }
+    };
+    Ok(f(bytes))
+}
+
+/// Run `f` on the writable bytes of `obj` (bytearray, writable memoryview, array...), with
+/// the `Py_buffer` on this stack frame as in [`with_buffer`].
+#[inline]
+pub fn with_buffer_mut<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut [u8]) -> R) -> PyResult<R> {
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed();
+    // SAFETY: as in `with_buffer`, asking for a writable buffer.
+    let rc = unsafe {
+        ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE)
+    };
+    if rc != 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    let _release = StackView(view.as_mut_ptr());
+    // SAFETY: as in `with_buffer`; PyBUF_WRITABLE makes the bytes writable, and this is the
+    // only Rust borrow of them while `f` runs.
+    let bytes = unsafe {
+        let v = view.assume_init_ref();
+        if v.buf.is_null() || v.len <= 0 {
+            &mut [][..]
+        } else {
+            std::slice::from_raw_parts_mut(v.buf.cast::<u8>(), v.len as usize)
+        }
+    };
+    Ok(f(bytes))
+}
+
 /// The bytes of a buffer-protocol object, borrowed for the duration of a call.
 pub struct InBuf<'py> {
     inner: Inner<'py>,

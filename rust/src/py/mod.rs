@@ -27,7 +27,7 @@ mod native {
     #[pymodule_export]
     use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
     #[pymodule_export]
-    use super::queue::PyQueue;
+    use super::queue::{PyBorrowed, PyQueue};
     #[pymodule_export]
     use super::region::{list_regions, scan_root, PyRegion};
 

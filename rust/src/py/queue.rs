@@ -6,24 +6,39 @@
 //! memory into new `bytes` objects. Blocking calls release the GIL in bounded slices and check
 //! for signals between them, so Ctrl-C interrupts a blocked `get`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
-use super::buffer::{bytes_from_mapping, InBuf, OutBuf};
-use super::errors::{queue_empty, queue_full};
+use super::buffer::{bytes_from_mapping, with_buffer, with_buffer_mut, InBuf, OutBuf, ShmView};
+use super::errors::{closed, queue_empty, queue_full};
 use super::region::PyRegion;
-use crate::queue::{Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::queue::{Borrow, Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::sys::map::Mapping;
 use crate::sys::time::Deadline;
 
 /// A fixed-element-size FIFO in a shared-memory region, shared by name between processes.
 #[pyclass(name = "Queue", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyQueue {
-    inner: ShmQueue,
+    inner: Arc<ShmQueue>,
     region: Py<PyRegion>,
+}
+
+/// An element taken out of a queue but left in place in shared memory (zero-copy receive),
+/// from `Queue.borrow()`. Use it as a context manager: `with q.borrow() as view:` gives a
+/// read-only memoryview of the bytes; leaving the block releases the slot (the element is
+/// then consumed). Views must not be read after release: the slot may hold a new element.
+#[pyclass(name = "Borrowed", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyBorrowed {
+    inner: Mutex<Borrow>,
+    map: Arc<Mapping>,
+    off: usize,
+    len: usize,
 }
 
 /// Convert `timeout` (seconds, `None`: forever) and `block` into a deadline.
@@ -53,14 +68,10 @@ fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
 }
 
 /// Run `f` on the bytes of `data` (a `bytes` directly, anything else through the buffer
-/// protocol).
+/// protocol, with no copy and no allocation).
 #[inline]
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
-    }
-    let buf = InBuf::get(data)?;
-    Ok(f(buf.as_slice()))
+    with_buffer(data, f)
 }
 
 #[inline]
@@ -72,7 +83,7 @@ fn to_bytes<'py>(py: Python<'py>, e: &Element<'_>) -> PyResult<Bound<'py, PyByte
 impl PyQueue {
     fn new(py: Python<'_>, inner: ShmQueue, region: &Bound<'_, PyRegion>) -> Self {
         let _ = py;
-        Self { inner, region: region.clone().unbind() }
+        Self { inner: Arc::new(inner), region: region.clone().unbind() }
     }
 
     /// Wait (GIL released, in slices, checking signals) until `attempt` returns `Some` or the
@@ -97,10 +108,15 @@ impl PyQueue {
                 }
                 return Ok(None);
             }
-            let slice = deadline.slice(WAIT_SLICE);
             let q = &self.inner;
+            if !std::mem::replace(&mut waited, true) {
+                // First poll briefly (a peer answering within microseconds needs no futex).
+                if py.detach(|| if put { q.spin_writable(need) } else { q.spin_readable() })? {
+                    continue;
+                }
+            }
+            let slice = deadline.slice(WAIT_SLICE);
             py.detach(|| if put { q.wait_writable(need, slice) } else { q.wait_readable(slice) })?;
-            waited = true;
             py.check_signals()?;
         }
     }
@@ -221,10 +237,7 @@ impl PyQueue {
         block: bool,
     ) -> PyResult<usize> {
         check_timeout(timeout)?;
-        let attempt = || -> PyResult<Option<usize>> {
-            let mut out = OutBuf::get(buffer)?;
-            Ok(self.inner.try_get_into(out.as_mut_slice())?)
-        };
+        let attempt = || -> PyResult<Option<usize>> { Ok(with_buffer_mut(buffer, |b| self.inner.try_get_into(b))??) };
         if let Some(n) = attempt()? {
             return Ok(n);
         }
@@ -233,9 +246,26 @@ impl PyQueue {
             .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
     }
 
+    /// Take the next element *without copying it*: it stays in its slot, readable in place
+    /// through the returned `Borrowed` (`with q.borrow() as view: ...`), until released.
+    /// Waits like `get`. Hold it briefly: its slot is not reused until then.
+    #[pyo3(signature = (timeout=None, *, block=true))]
+    fn borrow(&self, py: Python<'_>, timeout: Option<f64>, block: bool) -> PyResult<PyBorrowed> {
+        check_timeout(timeout)?;
+        let attempt = || -> PyResult<Option<Borrow>> { Ok(self.inner.try_borrow()?) };
+        let b = match attempt()? {
+            Some(b) => b,
+            None => self
+                .blocking(py, deadline(timeout, block)?, false, 1, attempt)?
+                .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))?,
+        };
+        Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Mutex::new(b) })
+    }
+
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
     /// how many. At most `capacity` items are considered; their lengths are all checked
-    /// first (`ValueError`, nothing put).
+    /// first (`ValueError`, nothing put). Pass a list or tuple to retry the rest later: from
+    /// a one-shot iterator, up to `capacity` items are taken even if fewer fit.
     fn put_many(&self, items: &Bound<'_, PyAny>) -> PyResult<usize> {
         let cap = self.inner.capacity() as usize;
         let mut bufs = Vec::new();
@@ -256,6 +286,72 @@ impl PyQueue {
         }
         let slices: Vec<&[u8]> = bufs.iter().map(InBuf::as_slice).collect();
         Ok(self.inner.try_put_many(&slices)?)
+    }
+
+    /// Put as many as fit of the elements packed back to back in `buffer`, `itemsize` bytes
+    /// each (the buffer's length must be a multiple of `itemsize`), in one call: no Python
+    /// object per element. Returns how many were put.
+    fn put_many_from(&self, buffer: &Bound<'_, PyAny>, itemsize: usize) -> PyResult<usize> {
+        with_buffer(buffer, |data| {
+            if itemsize == 0 || data.len() % itemsize != 0 {
+                return Err(PyValueError::new_err(format!(
+                    "buffer of {} bytes is not a whole number of {itemsize}-byte items",
+                    data.len()
+                )));
+            }
+            let cap = self.inner.capacity() as usize;
+            Ok(self.inner.try_put_iter(data.chunks_exact(itemsize).take(cap))?)
+        })?
+    }
+
+    /// Take up to `len(buffer) // itemsize` elements into the writable `buffer`, element `i`
+    /// at offset `i * itemsize` (`itemsize` must be at least `elsize`; bytes after a shorter
+    /// element are left as they were), in one call with no allocation. If `lengths` (a
+    /// writable buffer of native uint32, e.g. `array('I')`) is given, element `i`'s length
+    /// is stored in it. With `timeout` other than 0, first wait that long (`None`: forever)
+    /// for at least one element. Returns how many were taken.
+    #[pyo3(signature = (buffer, itemsize, lengths=None, timeout=0.0))]
+    fn get_many_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        itemsize: usize,
+        lengths: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        check_timeout(timeout)?;
+        if itemsize < self.inner.elsize() {
+            return Err(PyValueError::new_err(format!(
+                "itemsize {itemsize} is smaller than the element size {}",
+                self.inner.elsize()
+            )));
+        }
+        let attempt = || -> PyResult<Option<usize>> {
+            let mut out = OutBuf::get(buffer)?;
+            let mut lens = lengths.map(OutBuf::get).transpose()?;
+            let dst = out.as_mut_slice();
+            let mut max = dst.len() / itemsize;
+            if let Some(l) = lens.as_mut() {
+                max = max.min(l.as_mut_slice().len() / 4);
+            }
+            let mut i = 0;
+            let mut lens_slice = lens.as_mut().map(|l| l.as_mut_slice());
+            let n = self.inner.try_get_many_with(max, |e| {
+                e.copy_to(&mut dst[i * itemsize..(i + 1) * itemsize]);
+                if let Some(l) = lens_slice.as_deref_mut() {
+                    l[i * 4..i * 4 + 4].copy_from_slice(&(e.len() as u32).to_ne_bytes());
+                }
+                i += 1;
+                true
+            })?;
+            Ok((n > 0 || max == 0).then_some(n))
+        };
+        let got = match attempt()? {
+            Some(n) => Some(n),
+            None if timeout == Some(0.0) => None,
+            None => self.blocking(py, deadline(timeout, true)?, false, 1, attempt)?,
+        };
+        Ok(got.unwrap_or(0))
     }
 
     /// Take up to `max` elements in one call, as a list of `bytes`. With `timeout` other
@@ -393,6 +489,22 @@ impl PyQueue {
         Ok(self.inner.check()?)
     }
 
+    /// Seconds a blocking call of this handle polls before sleeping on the futex (default
+    /// 10 us; 0: sleep at once). Per handle, not shared.
+    #[getter]
+    fn get_spin(&self) -> f64 {
+        self.inner.spin().as_secs_f64()
+    }
+
+    #[setter]
+    fn set_spin(&self, seconds: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&seconds) {
+            return Err(PyValueError::new_err(format!("spin must be between 0 and 1 second, got {seconds}")));
+        }
+        self.inner.set_spin(Duration::from_secs_f64(seconds));
+        Ok(())
+    }
+
     /// Name of the queue in its region.
     #[getter]
     fn name(&self) -> &str {
@@ -457,7 +569,8 @@ impl PyQueue {
     }
 
     fn __repr__(&self) -> String {
-        let kind = if self.inner.is_spsc() { "spsc" } else { "mpmc" };
+        let q = self.shm();
+        let kind = if q.is_spsc() { "spsc" } else { "mpmc" };
         let len = self.inner.len().map_or_else(|_| "?".to_owned(), |n| n.to_string());
         let state = if self.inner.is_closed() { " closed" } else { "" };
         format!(
@@ -466,6 +579,65 @@ impl PyQueue {
             self.inner.capacity(),
             self.inner.elsize()
         )
+    }
+}
+
+impl PyBorrowed {
+    fn check(&self) -> PyResult<()> {
+        if self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_released() {
+            return Err(closed("the borrowed element was released"));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyBorrowed {
+    /// A read-only memoryview of the element in shared memory (no copy).
+    #[getter]
+    fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.check()?;
+        ShmView::memoryview(py, &self.map, self.off as u64, self.len as u64, true)
+    }
+
+    /// Consume the element and free its slot (idempotent).
+    fn release(&self) -> PyResult<()> {
+        Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).release()?)
+    }
+
+    /// Whether `release()` was called.
+    #[getter]
+    fn released(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_released()
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// A copy of the element.
+    fn __bytes__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check()?;
+        bytes_from_mapping(py, &self.map, self.off, self.len)
+    }
+
+    fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.view(py)
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.release()?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.released() { " released" } else { "" };
+        format!("<shmkit.Borrowed {} bytes{state}>", self.len)
     }
 }
 

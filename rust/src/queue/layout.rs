@@ -30,8 +30,9 @@ use crate::sys::map::ShmSafe;
 
 /// `b"shmkQue1"` little-endian: marks an initialised queue header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shmkQue1");
-/// Version of this layout; a queue with another version is refused.
-pub const VERSION: u32 = 1;
+/// Version of this layout; a queue with another version is refused. (2: the futex lines
+/// hold "sleepers present" flags instead of waiter counts, SPSC slots carry stamps.)
+pub const VERSION: u32 = 2;
 /// Bytes reserved for the header; the slot array starts here.
 pub const HEADER_SIZE: u64 = 1024;
 /// Bytes of per-slot metadata before the element data.
@@ -44,7 +45,7 @@ pub const MIN_CAPACITY: u64 = 2;
 pub const MAX_CAPACITY: u64 = 1 << 30;
 /// Largest element size.
 pub const MAX_ELSIZE: u64 = 1 << 30;
-/// Header flag: single-producer / single-consumer ring (head/tail only, no slot stamps).
+/// Header flag: single-producer / single-consumer ring (stamps stored, never CASed).
 pub const FLAG_SPSC: u32 = 1;
 
 /// Bits of a slot word holding the sequence number.
@@ -86,11 +87,11 @@ pub const fn distance(seq: u64, pos: u64) -> i64 {
 #[repr(C)]
 #[derive(Debug)]
 pub struct SlotHeader {
-    /// MPMC stamp: `pack(seq, owner)`. For the element at position `p`: `seq == p` and
-    /// owner 0 means free for a producer, `seq == p` with a writer owner means a producer is
-    /// filling it, `seq == p + 1` with owner 0 means published, with a reader owner means a
-    /// consumer is copying it out; the consumer then stores `p + capacity` (free for the next
-    /// lap). SPSC queues leave the word at 0 and use head/tail only.
+    /// Stamp: `pack(seq, owner)`. For the element at position `p`: `seq == p` and owner 0
+    /// means free for a producer, `seq == p` with a writer owner means a producer is filling
+    /// it, `seq == p + 1` with owner 0 means published, with a reader owner means a consumer
+    /// is copying it out; the consumer then stores `p + capacity` (free for the next lap).
+    /// SPSC queues use the same stamps with owner 0 always (nobody competes for a slot).
     pub word: AtomicU64,
     /// Length of the element in bytes; written by the producer before publishing, trusted by
     /// nobody: consumers check it against `elsize`.
@@ -135,13 +136,13 @@ pub struct QueueHeader {
     _pad1: [AtomicU64; 6],
 
     /// Producer position: MPMC, the next position to claim (claimed positions may still be
-    /// in flight); SPSC, the next position to fill (everything before it is published).
-    /// Only producers write it.
+    /// in flight); SPSC, a hint stored after each call (the slot stamps are the truth). Only
+    /// producers write it.
     pub tail: AtomicU64,
     _pad2: [AtomicU64; 7],
 
-    /// Consumer position: MPMC, the next position to claim; SPSC, the next position to read
-    /// (everything before it is free). Only consumers write it.
+    /// Consumer position: MPMC, the next position to claim; SPSC, a hint stored after each
+    /// call. Only consumers write it.
     pub head: AtomicU64,
     _pad3: [AtomicU64; 7],
 

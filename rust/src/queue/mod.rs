@@ -11,11 +11,12 @@
 //! * **Algorithms** ([`ring`]). The default is lock-free multi-producer/multi-consumer: a
 //!   Vyukov stamp ring whose claims record the claimer's pid, so a process SIGKILLed
 //!   mid-operation never wedges the queue (its slot is skipped or released and counted).
-//!   `spsc` queues use a cheaper head/tail ring with cached indices and batched publication,
-//!   with the two roles enforced across processes.
-//! * **Waiting.** Futex words in shared memory with waiter counts: an uncontended put or get
-//!   makes no system call. Waits are bounded slices, so callers can check for signals and
-//!   dead claimers are noticed. VPP uses a robust mutex and condvar around every operation;
+//!   `spsc` queues store the same stamps without any atomic read-modify-write (one fence per
+//!   call or batch), with the two roles enforced across processes.
+//! * **Waiting.** A "sleepers present" futex word per direction in shared memory: an
+//!   uncontended put or get makes no system call. A blocking call first polls briefly
+//!   ([`DEFAULT_SPIN`], per handle), then sleeps in bounded slices, so callers can check for
+//!   signals and dead claimers are noticed. VPP uses a robust mutex and condvar around every operation;
 //!   here the lock-free paths avoid both.
 //! * **fds** ([`notify`]). `readable_fd()`/`writable_fd()` give per-process eventfds kept in
 //!   step by a helper thread, for `selectors`/`asyncio`.
@@ -32,23 +33,30 @@ mod notify;
 mod ring;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 pub use error::{QueueError, Result};
 use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};
 use notify::Notifier;
 pub use ring::{Dir, Element, QueueStats};
-use ring::{Ring, Role, SpscSide};
+use ring::{Held, Ring, Role, SideCell, SideGuard};
 
 use crate::region::{kind, Region, RegionError};
+use crate::sys::map::Mapping;
 use crate::sys::process;
 use crate::sys::time::{self, Deadline};
 
 /// Longest single sleep of a blocking operation: callers check for signals (Ctrl-C) and the
 /// queue re-checks for dead claimers at least this often.
 pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// How long a blocking call polls before sleeping, unless changed with
+/// [`ShmQueue::set_spin`]: long enough to catch a peer that answers within microseconds (no
+/// futex round trip, no wake-up system call on its side), short enough to cost little CPU.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(10);
 
 /// How a queue is created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,8 +72,13 @@ pub struct ShmQueue {
     ring: Arc<Ring>,
     region: Arc<Region>,
     offset: u64,
-    producer: Mutex<SpscSide>,
-    consumer: Mutex<SpscSide>,
+    /// SPSC producer state; padded so the producer and consumer threads of one process do
+    /// not bounce a shared cache line.
+    producer: CachePadded<SideCell>,
+    /// SPSC consumer state.
+    consumer: CachePadded<SideCell>,
+    /// Nanoseconds a blocking call polls before it sleeps on the futex.
+    spin_ns: AtomicU64,
     readable: Mutex<Option<Notifier>>,
     writable: Mutex<Option<Notifier>>,
     /// Bit 0: a readable notifier exists; bit 1: a writable one (checked without locking).
@@ -168,8 +181,8 @@ impl ShmQueue {
         let slots = base + ident.slots_off as usize;
         for i in 0..ident.capacity {
             let s = map.get::<SlotHeader>(slots + (i * ident.stride) as usize).ok_or_else(bad)?;
-            // MPMC: slot i starts free for position i. SPSC does not use the stamp.
-            s.word.store(if ident.spsc() { 0 } else { layout::pack(i, 0) }, Relaxed);
+            // Slot i starts free for position i.
+            s.word.store(layout::pack(i, 0), Relaxed);
             s.len.store(0, Relaxed);
             s.aux.store(0, Relaxed);
         }
@@ -184,8 +197,9 @@ impl ShmQueue {
             ring: Arc::new(ring),
             region: Arc::clone(region),
             offset,
-            producer: Mutex::new(SpscSide::default()),
-            consumer: Mutex::new(SpscSide::default()),
+            producer: CachePadded::new(SideCell::default()),
+            consumer: CachePadded::new(SideCell::default()),
+            spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
             readable: Mutex::new(None),
             writable: Mutex::new(None),
             notifiers: AtomicU32::new(0),
@@ -283,12 +297,12 @@ impl ShmQueue {
     }
 
     #[inline]
-    fn side(&self, role: Role) -> Result<MutexGuard<'_, SpscSide>> {
-        let m = match role {
+    fn side(&self, role: Role) -> Result<SideGuard<'_>> {
+        let cell = match role {
             Role::Producer => &self.producer,
             Role::Consumer => &self.consumer,
         };
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = cell.lock();
         self.ring.hold_role(&mut g, role)?;
         Ok(g)
     }
@@ -319,7 +333,7 @@ impl ShmQueue {
         let me = self.me()?;
         self.check_len(data.len())?;
         let done = if self.ring.is_spsc() {
-            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, &[data])? == 1
+            self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, std::iter::once(data))? == 1
         } else {
             self.ring.mpmc_put(me, data)?
         };
@@ -335,9 +349,20 @@ impl ShmQueue {
     /// Put as many of `items` as fit now, in order; returns how many. All lengths are checked
     /// first: if any is too long, nothing is put. Sleepers are woken once.
     pub fn try_put_many(&self, items: &[&[u8]]) -> Result<usize> {
+        self.try_put_iter(items.iter().copied())
+    }
+
+    /// [`ShmQueue::try_put_many`] over any cloneable iterator of elements (e.g.
+    /// `buf.chunks_exact(n)` for elements packed back to back), with no intermediate vector.
+    pub fn try_put_iter<'a, I>(&self, items: I) -> Result<usize>
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
         let me = self.me()?;
-        for it in items {
+        let mut want = 0;
+        for it in items.clone() {
             self.check_len(it.len())?;
+            want += 1;
         }
         let n = if self.ring.is_spsc() {
             self.ring.spsc_put_many(&mut *self.side(Role::Producer)?, items)?
@@ -355,7 +380,7 @@ impl ShmQueue {
         if n > 0 {
             self.ring.notify_getters(h);
         }
-        if n < items.len() {
+        if n < want {
             self.on_full(h);
         }
         Ok(n)
@@ -453,7 +478,85 @@ impl ShmQueue {
         self.try_get_with(|e| e.to_vec())
     }
 
+    // ------------------------------------------------------------------ zero-copy receive
+
+    /// Take the next element *in place* if there is one now: its bytes stay in the slot,
+    /// readable through the returned [`Borrow`], until it is released (consumed). While
+    /// held, the slot is not reused (producers wait for it when they come round), so hold
+    /// it briefly. An SPSC handle holds at most one element at a time.
+    pub fn try_borrow(self: &Arc<Self>) -> Result<Option<Borrow>> {
+        let me = self.me()?;
+        let held = if self.ring.is_spsc() {
+            self.ring.spsc_claim(&mut *self.side(Role::Consumer)?)?
+        } else {
+            self.ring.mpmc_claim(me)?
+        };
+        match held {
+            Some(held) => Ok(Some(Borrow { q: Arc::clone(self), held: Some(held) })),
+            None => {
+                self.on_empty(self.ring.header()?);
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`ShmQueue::try_borrow`], waiting up to `timeout` (`None`: forever).
+    pub fn borrow(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Borrow>> {
+        let deadline = Deadline::after(timeout);
+        let mut spun = false;
+        loop {
+            if let Some(b) = self.try_borrow()? {
+                return Ok(Some(b));
+            }
+            if deadline.expired() {
+                self.note_timeout(false);
+                return Ok(None);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
+                continue;
+            }
+            self.wait_readable(deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    fn release_held(&self, held: Held) -> Result<()> {
+        if self.ring.is_spsc() {
+            // A closed handle gave its role up: the element stays for the next consumer.
+            if self.closed.load(Relaxed) {
+                return Err(QueueError::Closed);
+            }
+            self.ring.spsc_release(&mut *self.side(Role::Consumer)?, held)?;
+        } else {
+            self.ring.mpmc_release(held)?;
+        }
+        self.ring.notify_putters(self.ring.header()?);
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ blocking
+
+    /// How long blocking calls of this handle poll before sleeping.
+    pub fn spin(&self) -> Duration {
+        Duration::from_nanos(self.spin_ns.load(Relaxed))
+    }
+
+    /// Set how long blocking calls of this handle poll before sleeping (0: sleep at once).
+    pub fn set_spin(&self, spin: Duration) {
+        self.spin_ns.store(spin.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Poll for at most this handle's spin time until a get may succeed (the first stage of a
+    /// blocking get). Returns whether it may.
+    pub fn spin_readable(&self) -> Result<bool> {
+        self.me()?;
+        self.ring.spin(Dir::Readable, self.spin())
+    }
+
+    /// Poll for at most this handle's spin time until `n` elements may fit.
+    pub fn spin_writable(&self, n: u64) -> Result<bool> {
+        self.me()?;
+        self.ring.spin(Dir::Writable(n.clamp(1, self.capacity())), self.spin())
+    }
 
     /// Sleep at most `max` until a get may succeed (one slice of a blocking get; callers loop
     /// around their `try_*` and check for signals between slices).
@@ -479,6 +582,7 @@ impl ShmQueue {
     /// Put `data`, waiting up to `timeout` (`None`: forever) for room. `Ok(false)`: timed out.
     pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
         let deadline = Deadline::after(timeout);
+        let mut spun = false;
         loop {
             if self.try_put(data)? {
                 return Ok(true);
@@ -486,6 +590,9 @@ impl ShmQueue {
             if deadline.expired() {
                 self.note_timeout(true);
                 return Ok(false);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_writable(1)? {
+                continue;
             }
             self.wait_writable(1, deadline.slice(WAIT_SLICE))?;
         }
@@ -510,6 +617,7 @@ impl ShmQueue {
     pub fn get_with<R>(&self, timeout: Option<Duration>, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
         let deadline = Deadline::after(timeout);
         let mut f = Some(f);
+        let mut spun = false;
         loop {
             if let Some(r) = self.try_get_with(|e| f.take().map(|f| f(e)))? {
                 return Ok(r);
@@ -517,6 +625,9 @@ impl ShmQueue {
             if deadline.expired() {
                 self.note_timeout(false);
                 return Ok(None);
+            }
+            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
+                continue;
             }
             self.wait_readable(deadline.slice(WAIT_SLICE))?;
         }
@@ -569,8 +680,8 @@ impl ShmQueue {
         if self.closed.swap(true, Relaxed) {
             return;
         }
-        self.ring.drop_role(&mut self.producer.lock().unwrap_or_else(|e| e.into_inner()), Role::Producer);
-        self.ring.drop_role(&mut self.consumer.lock().unwrap_or_else(|e| e.into_inner()), Role::Consumer);
+        self.ring.drop_role(&mut self.producer.lock(), Role::Producer);
+        self.ring.drop_role(&mut self.consumer.lock(), Role::Consumer);
         let r = self.readable.lock().unwrap_or_else(|e| e.into_inner()).take();
         let w = self.writable.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop((r, w));
@@ -580,6 +691,63 @@ impl ShmQueue {
 impl Drop for ShmQueue {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// An element held in place in its slot ([`ShmQueue::try_borrow`]). Its bytes are at
+/// [`Borrow::offset`] in [`Borrow::mapping`] until [`Borrow::release`] (or drop) consumes
+/// it; after that the slot may be reused, so views must not be read any more.
+#[derive(Debug)]
+pub struct Borrow {
+    q: Arc<ShmQueue>,
+    held: Option<Held>,
+}
+
+impl Borrow {
+    /// Length of the element.
+    pub fn len(&self) -> usize {
+        self.held.map_or(0, |h| h.len)
+    }
+
+    /// Whether the element has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether it was released already.
+    pub fn is_released(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// The mapping holding the bytes.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        self.q.ring.mapping()
+    }
+
+    /// Absolute offset of the bytes in the mapping (`[offset, offset + len)` is inside it).
+    pub fn offset(&self) -> usize {
+        self.held.map_or(0, |h| h.off)
+    }
+
+    /// Copy the element into `dst` (at most `dst.len()` bytes); returns the bytes copied.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len().min(dst.len());
+        let _ = self.mapping().read(self.offset(), &mut dst[..n]);
+        n
+    }
+
+    /// Consume the element and free its slot. Idempotent.
+    pub fn release(&mut self) -> Result<()> {
+        match self.held.take() {
+            Some(h) => self.q.release_held(h),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Borrow {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }
 

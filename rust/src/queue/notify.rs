@@ -8,19 +8,23 @@
 //! becomes non-empty it writes the local eventfd. Producers need no knowledge of fds at all,
 //! and a queue without fd users costs nothing.
 //!
-//! The fd is level-triggered in practice through a two-state handshake:
+//! The fd is level-triggered in practice through a three-state handshake:
 //!
 //! ```text
-//! ARMED  --helper sees data: write(efd), state = FIRED-->  FIRED
-//! FIRED  --a get of this handle finds the queue empty: read(efd), state = ARMED, wake helper--> ARMED
+//! ARMED     --helper sees data: state = NOTIFYING, write(efd), state = FIRED-->  FIRED
+//! FIRED     --a get of this handle finds the queue empty: read(efd), state = ARMED,
+//!             wake helper-->  ARMED
 //! ```
 //!
-//! The helper always re-checks the queue after being re-armed, so an element that arrives
-//! between "found empty" and the re-arm is never missed. The fd may be readable when the
-//! queue was just emptied by another consumer (a spurious wake-up: the next non-blocking get
-//! raises `Empty` and re-arms), never unreadable while the queue stays non-empty. The helper
-//! sleeps in bounded slices, so a claim left by a dead process is noticed and reported
-//! readable (the next get recovers it).
+//! A get that finds the queue empty while the helper is `NOTIFYING` waits the few
+//! instructions until `FIRED` before draining; without that state, a helper preempted between
+//! its write and its state change (likely: the write wakes the very thread that will drain)
+//! would leave the fd readable with nobody to reset it. The helper always re-checks the queue
+//! after being re-armed, so an element that arrives between "found empty" and the re-arm is
+//! never missed. The fd may be readable when the queue was just emptied by another consumer
+//! (a spurious wake-up: the next non-blocking get raises `Empty` and re-arms), never
+//! unreadable while the queue stays non-empty. The helper sleeps in bounded slices, so a
+//! claim left by a dead process is noticed and reported readable (the next get recovers it).
 
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32};
@@ -36,12 +40,13 @@ use crate::sys::process;
 
 const ARMED: u32 = 0;
 const FIRED: u32 = 1;
+const NOTIFYING: u32 = 2;
 /// Longest sleep of the helper before it re-checks the queue and its stop flag.
 const SLICE: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct Shared {
-    /// `ARMED` or `FIRED`; also a process-private futex word.
+    /// `ARMED`, `NOTIFYING` or `FIRED`; also a process-private futex word.
     state: AtomicU32,
     stop: AtomicBool,
 }
@@ -87,13 +92,17 @@ impl Notifier {
     /// again. One atomic load when nothing fired.
     #[inline]
     pub(crate) fn rearm(&self) {
-        if self.shared.state.load(Acquire) == FIRED {
+        if self.shared.state.load(Acquire) != ARMED {
             self.rearm_slow();
         }
     }
 
     #[cold]
     fn rearm_slow(&self) {
+        // Our own helper is between its write and `FIRED`: let it finish.
+        while self.shared.state.load(Acquire) == NOTIFYING {
+            std::thread::yield_now();
+        }
         let _ = self.efd.drain();
         self.shared.state.store(ARMED, SeqCst);
         futex::wake(&self.shared.state, 1);
@@ -116,6 +125,11 @@ impl Drop for Notifier {
 }
 
 fn run(ring: &Ring, dir: Dir, efd: &EventFd, shared: &Shared) {
+    let fire = || {
+        shared.state.store(NOTIFYING, SeqCst);
+        let _ = efd.notify();
+        shared.state.store(FIRED, SeqCst);
+    };
     while !shared.stop.load(Acquire) {
         if shared.state.load(Acquire) == FIRED {
             futex::wait(&shared.state, FIRED, Some(SLICE));
@@ -123,14 +137,10 @@ fn run(ring: &Ring, dir: Dir, efd: &EventFd, shared: &Shared) {
         }
         match ring.ready(dir) {
             // Ready, or damaged: let the user's next operation succeed or report the damage.
-            Ok(true) | Err(_) => {
-                let _ = efd.notify();
-                shared.state.store(FIRED, SeqCst);
-            }
+            Ok(true) | Err(_) => fire(),
             Ok(false) => {
                 if ring.wait(dir, SLICE).is_err() {
-                    let _ = efd.notify();
-                    shared.state.store(FIRED, SeqCst);
+                    fire();
                 }
             }
         }

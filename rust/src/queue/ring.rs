@@ -36,15 +36,23 @@
 //! second slot on the owner's behalf and advancing `tail` by two, so the pair cannot be split
 //! and nobody waits on a preempted pair writer.
 //!
-//! # SPSC: head/tail only (Lamport, with cached indices)
+//! # SPSC: the same stamps, no atomic read-modify-write at all
 //!
-//! The producer owns `tail`, the consumer `head`; each keeps a private copy of the other's
-//! index and re-reads the shared one only when its copy says full/empty (as in Rigtorp's and
-//! folly's SPSC queues), so the steady state touches the other side's line rarely. Batches
-//! publish once. Roles are enforced: a handle takes the producer (consumer) role by CAS of a
+//! With one producer and one consumer nobody competes for a slot, so the stamps are simply
+//! stored: the producer fills the slot at its position `p` once the stamp says `p` (free) and
+//! stores `p + 1`; the consumer reads it once the stamp says `p + 1` and stores `p + cap`.
+//! Each side polls only the slot it needs next (the line the other side writes anyway), so a
+//! message moves one slot's cache lines and nothing else (a Lamport ring with shared indices,
+//! even with cached copies, also moves the index line on every near-empty exchange). `tail`
+//! and `head` are then mere hints, stored without ordering after each call, for `len()`,
+//! statistics, sleepers and takeovers. A batch costs one fence for the whole batch.
+//!
+//! Roles are enforced: a handle takes the producer (consumer) role by CAS of a
 //! `pid << 32 | serial` token and keeps it until it closes; a dead holder's role is taken
-//! over. A producer killed mid-put never published anything; a consumer killed mid-get did
-//! not advance `head`, so its element is delivered to the next consumer (at-least-once).
+//! over, and the new holder starts from the hint and catches up with the stamps (the hint
+//! lags by what the dead holder did after its last store). A producer killed mid-put never
+//! published its slot; a consumer killed mid-get did not free its slot, so its element is
+//! delivered to the next consumer (at-least-once).
 //!
 //! # Sleeping and waking (futex, as VPP's svm_queue signals on empty->non-empty)
 //!
@@ -68,8 +76,8 @@
 //! queue keeps moving); loops are bounded, waits are bounded; the header identity is
 //! re-validated on every slow path.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -217,6 +225,19 @@ impl<'a> Element<'a> {
     }
 }
 
+/// An element a consumer holds in place (claimed, not yet released).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Its position.
+    pub(crate) pos: u64,
+    /// MPMC: the owner bits of our claim (0 for SPSC).
+    pub(crate) owner: u32,
+    /// Absolute offset of its bytes in the mapping.
+    pub(crate) off: usize,
+    /// Its length (checked against the element size).
+    pub(crate) len: usize,
+}
+
 /// Private state of one SPSC side of a handle (guarded by the handle's mutex).
 #[derive(Debug, Default)]
 pub(crate) struct SpscSide {
@@ -224,10 +245,77 @@ pub(crate) struct SpscSide {
     token: u64,
     /// `fork_generation` when the token was taken (a forked child must take its own).
     forks: u64,
-    /// Our index: `tail` for the producer, `head` for the consumer.
+    /// Our position: the next to fill (producer) or to read (consumer).
     pos: u64,
-    /// Cached copy of the other side's index.
-    other: u64,
+    /// Consumer: the element at `pos` is borrowed (read in place, not yet released).
+    borrowed: bool,
+}
+
+/// One side's [`SpscSide`] in a handle, behind a one-word lock: the state is copied out on
+/// lock and back on unlock (four words of this process's memory), so no `unsafe` is needed
+/// and an uncontended lock costs one atomic swap (unlock is a plain release store).
+#[derive(Debug, Default)]
+pub(crate) struct SideCell {
+    busy: AtomicBool,
+    token: AtomicU64,
+    forks: AtomicU64,
+    pos: AtomicU64,
+    borrowed: AtomicBool,
+}
+
+/// A locked [`SideCell`]; derefs to the side's state and writes it back on drop.
+#[derive(Debug)]
+pub(crate) struct SideGuard<'a> {
+    cell: &'a SideCell,
+    side: SpscSide,
+}
+
+impl SideCell {
+    /// Lock (spinning, then yielding: the holder never blocks while holding it).
+    #[inline]
+    pub(crate) fn lock(&self) -> SideGuard<'_> {
+        let mut spins = 0u32;
+        while self.busy.swap(true, Acquire) {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let side = SpscSide {
+            token: self.token.load(Relaxed),
+            forks: self.forks.load(Relaxed),
+            pos: self.pos.load(Relaxed),
+            borrowed: self.borrowed.load(Relaxed),
+        };
+        SideGuard { cell: self, side }
+    }
+}
+
+impl std::ops::Deref for SideGuard<'_> {
+    type Target = SpscSide;
+    fn deref(&self) -> &SpscSide {
+        &self.side
+    }
+}
+
+impl std::ops::DerefMut for SideGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SpscSide {
+        &mut self.side
+    }
+}
+
+impl Drop for SideGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let c = self.cell;
+        c.token.store(self.side.token, Relaxed);
+        c.forks.store(self.side.forks, Relaxed);
+        c.pos.store(self.side.pos, Relaxed);
+        c.borrowed.store(self.side.borrowed, Relaxed);
+        c.busy.store(false, Release);
+    }
 }
 
 /// Which SPSC role.
@@ -446,6 +534,27 @@ impl Ring {
         Ok(())
     }
 
+    /// Poll `dir` for at most `budget` before a caller goes to sleep (adaptive waiting: a
+    /// peer that answers within microseconds is caught without the futex round trip).
+    /// Returns whether `dir` became ready.
+    pub(crate) fn spin(&self, dir: Dir, budget: Duration) -> Result<bool> {
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let end = Instant::now() + budget;
+        loop {
+            if self.ready(dir)? {
+                return Ok(true);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Whether an operation in direction `dir` could make progress now (succeed, recover a
     /// dead claim, or report damage).
     pub(crate) fn ready(&self, dir: Dir) -> Result<bool> {
@@ -458,11 +567,13 @@ impl Ring {
     fn readable(&self) -> Result<bool> {
         let h = self.header()?;
         let head = h.head.load(SeqCst);
-        if self.spsc {
-            return Ok(h.tail.load(SeqCst) != head);
-        }
         let (slot, _) = self.slot(head)?;
         let w = slot.word.load(SeqCst);
+        if self.spsc {
+            // Not empty-and-current: published, or a stale hint or garbage the consumer's
+            // own call will sort out.
+            return Ok(w != pack(head, 0));
+        }
         Ok(match at_head(w, head, self.cap) {
             AtHead::Ready | AtHead::Taken | AtHead::Corrupt => true,
             AtHead::Empty(0) => false,
@@ -472,12 +583,18 @@ impl Ring {
 
     fn writable(&self, n: u64) -> Result<bool> {
         let h = self.header()?;
-        if self.spsc {
-            let head = h.head.load(SeqCst);
-            let used = h.tail.load(SeqCst).wrapping_sub(head);
-            return Ok(used > self.cap || self.cap - used >= n);
-        }
         let tail = h.tail.load(SeqCst);
+        if self.spsc {
+            for i in 0..n.min(self.cap) {
+                let (slot, _) = self.slot(tail + i)?;
+                let w = slot.word.load(SeqCst);
+                if w != pack(tail + i, 0) {
+                    let full = owner_of(w) == 0 && distance(seq_of(w), tail + i) == 1 - self.cap as i64;
+                    return Ok(!full);
+                }
+            }
+            return Ok(true);
+        }
         for i in 0..n.min(self.cap) {
             let (slot, _) = self.slot(tail + i)?;
             let w = slot.word.load(SeqCst);
@@ -697,6 +814,15 @@ impl Ring {
     /// Take one element (MPMC), handing it to `f` while the slot is held. `Ok(None)`: empty.
     /// Does not wake sleepers.
     pub(crate) fn mpmc_get<R>(&self, me: u32, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
+        let Some(held) = self.mpmc_claim(me)? else { return Ok(None) };
+        let out = f(Element { map: &self.map, off: held.off, len: held.len });
+        self.mpmc_release(held)?;
+        Ok(Some(out))
+    }
+
+    /// Claim the next element (MPMC) without releasing its slot: the caller reads it in place
+    /// and then calls [`Ring::mpmc_release`]. A bad length releases the slot and errors.
+    pub(crate) fn mpmc_claim(&self, me: u32) -> Result<Option<Held>> {
         let h = self.header()?;
         let mut pos = h.head.load(Relaxed);
         for _ in 0..MAX_RETRIES {
@@ -709,17 +835,13 @@ impl Ring {
                         let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
                         failpoint::hit("queue.get_claimed");
                         let len = slot.len.load(Relaxed) as usize;
-                        let out = (len <= self.elsize).then(|| f(Element { map: &self.map, off: data_off, len }));
-                        if slot.word.compare_exchange(mine, pack(pos + self.cap, 0), SeqCst, Relaxed).is_err() {
-                            return Err(self.corrupt(format!("our claim at position {pos} was overwritten")));
+                        let held = Held { pos, owner: me | OWNER_READER, off: data_off, len };
+                        if len > self.elsize {
+                            self.mpmc_release(held)?;
+                            h.corrupt_slots.fetch_add(1, Relaxed);
+                            return Err(self.corrupt(format!("element length {len} exceeds elsize {}", self.elsize)));
                         }
-                        return match out {
-                            Some(r) => Ok(Some(r)),
-                            None => {
-                                h.corrupt_slots.fetch_add(1, Relaxed);
-                                Err(self.corrupt(format!("element length {len} exceeds elsize {}", self.elsize)))
-                            }
-                        };
+                        return Ok(Some(held));
                     }
                 }
                 AtHead::Taken => {
@@ -752,6 +874,21 @@ impl Ring {
         Err(self.corrupt("no progress after many retries"))
     }
 
+    /// Release a slot claimed by [`Ring::mpmc_claim`] for the next lap.
+    pub(crate) fn mpmc_release(&self, held: Held) -> Result<()> {
+        let (slot, _) = self.slot(held.pos)?;
+        match slot.word.compare_exchange(pack(held.pos + 1, held.owner), pack(held.pos + self.cap, 0), SeqCst, Relaxed)
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.corrupt(format!("our claim at position {} was overwritten", held.pos))),
+        }
+    }
+
+    /// The mapping, for in-place access to a held element.
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
     // ------------------------------------------------------------------ SPSC
 
     fn role_word(h: &QueueHeader, role: Role) -> &AtomicU64 {
@@ -762,7 +899,7 @@ impl Ring {
     }
 
     /// Make sure `side` holds `role` (taking it, or taking it over from a dead holder) and
-    /// that its cached indices are valid.
+    /// that its position is right.
     #[inline]
     pub(crate) fn hold_role(&self, side: &mut SpscSide, role: Role) -> Result<()> {
         let h = self.header()?;
@@ -804,14 +941,47 @@ impl Ring {
         }
         let head = h.head.load(SeqCst);
         let tail = h.tail.load(SeqCst);
-        if tail.wrapping_sub(head) > self.cap {
-            return Err(self.corrupt(format!("head {head} and tail {tail} are more than a capacity apart")));
-        }
-        *side = match role {
-            Role::Producer => SpscSide { token, forks, pos: tail, other: head },
-            Role::Consumer => SpscSide { token, forks, pos: head, other: tail },
+        let pos = if tail.wrapping_sub(head) > self.cap {
+            Err(self.corrupt(format!("head {head} and tail {tail} are more than a capacity apart")))
+        } else {
+            self.catch_up(role, if role == Role::Producer { tail } else { head })
         };
-        Ok(())
+        match pos {
+            Ok(pos) => {
+                *side = SpscSide { token, forks, pos, borrowed: false };
+                Ok(())
+            }
+            Err(e) => {
+                // Do not keep a role we cannot use; the next call tries again.
+                let _ = word.compare_exchange(token, 0, SeqCst, Relaxed);
+                *side = SpscSide::default();
+                Err(e)
+            }
+        }
+    }
+
+    /// From a position hint, find the role's true position with the stamps: the previous
+    /// holder may have published (or consumed) slots after it last stored the hint.
+    fn catch_up(&self, role: Role, mut pos: u64) -> Result<u64> {
+        let cap = self.cap as i64;
+        for _ in 0..=self.cap {
+            let (slot, _) = self.slot(pos)?;
+            let w = slot.word.load(Acquire);
+            let d = distance(seq_of(w), pos);
+            let done = match (role, owner_of(w), d) {
+                (Role::Producer, 0, 0) => true,                              // free: ours to fill
+                (Role::Producer, 0, d) if d == 1 - cap => true,              // full
+                (Role::Producer, 0, d) if d == 1 || d == cap => false,       // produced already
+                (Role::Consumer, 0, 0 | 1) => true,                          // empty, or ours to read
+                (Role::Consumer, 0, d) if d == cap || d == cap + 1 => false, // consumed already
+                _ => return Err(self.corrupt(format!("slot word {w:#x} is impossible near position {pos}"))),
+            };
+            if done {
+                return Ok(pos);
+            }
+            pos += 1;
+        }
+        Err(self.corrupt("positions and slot stamps disagree"))
     }
 
     /// Give up a role held by `side` (if this process holds it).
@@ -824,35 +994,59 @@ impl Ring {
         *side = SpscSide::default();
     }
 
-    /// Put up to `items.len()` elements (SPSC); returns how many fitted. Publishes once.
-    pub(crate) fn spsc_put_many(&self, side: &mut SpscSide, items: &[&[u8]]) -> Result<usize> {
+    /// Put up to `items.len()` elements (SPSC); returns how many fitted. One fence per call.
+    ///
+    /// A batch is filled first and published back to front, the first stamp last: the
+    /// consumer polls the first slot, so it sees the whole batch at once and does not read
+    /// slots the producer is still writing (a shared `tail` used to give that for free).
+    pub(crate) fn spsc_put_many<'a>(
+        &self,
+        side: &mut SpscSide,
+        items: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize> {
         let h = self.header()?;
-        let n = items.len() as u64;
-        let mut free = self.cap - side.pos.wrapping_sub(side.other);
-        if free < n {
-            let head = h.head.load(Acquire);
-            let used = side.pos.wrapping_sub(head);
-            if used > self.cap {
-                return Err(self.corrupt(format!("head {head} is out of range of tail {}", side.pos)));
+        let mut k = 0u64;
+        for item in items {
+            let pos = side.pos + k;
+            let (slot, data_off) = self.slot(pos)?;
+            let w = slot.word.load(Acquire);
+            if w != pack(pos, 0) {
+                if owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64 {
+                    break; // the previous lap's element is still there: full
+                }
+                if k > 0 {
+                    break; // publish what we have; the next call reports the garbage
+                }
+                // Garbage: repair the stamp to what the consumer's hint says it should be
+                // (free if the previous lap was consumed, else full) and report it.
+                let consumed = pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
+                let fixed = if consumed { pos } else { pos + 1 - self.cap };
+                slot.word.store(pack(fixed, 0), Release);
+                h.corrupt_slots.fetch_add(1, Relaxed);
+                return Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")));
             }
-            side.other = head;
-            free = self.cap - used;
-        }
-        let k = n.min(free);
-        for (i, item) in items.iter().take(k as usize).enumerate() {
-            let (slot, data_off) = self.slot(side.pos + i as u64)?;
             self.fill(slot, data_off, item)?;
+            k += 1;
         }
-        if k > 0 {
-            failpoint::hit("queue.spsc_put_written");
-            side.pos += k;
-            h.tail.store(side.pos, SeqCst);
+        if k == 0 {
+            return Ok(0);
         }
+        failpoint::hit("queue.spsc_put_written");
+        for i in (1..k).rev() {
+            let (slot, _) = self.slot(side.pos + i)?;
+            slot.word.store(pack(side.pos + i + 1, 0), Release);
+        }
+        // The first stamp, last; a SeqCst swap also orders every publication before the
+        // sleeper check of `notify_getters` (cheaper than a separate fence).
+        let (first, _) = self.slot(side.pos)?;
+        first.word.swap(pack(side.pos + 1, 0), SeqCst);
+        side.pos += k;
+        h.tail.store(side.pos, Relaxed);
         Ok(k as usize)
     }
 
     /// Take up to `max` elements (SPSC), handing each to `f`; every element handed over is
-    /// consumed, and `f` returns whether to go on. Publishes once; returns how many were taken.
+    /// consumed, and `f` returns whether to go on. One fence per call; returns how many.
     pub(crate) fn spsc_get_many(
         &self,
         side: &mut SpscSide,
@@ -860,61 +1054,135 @@ impl Ring {
         mut f: impl FnMut(Element<'_>) -> bool,
     ) -> Result<usize> {
         let h = self.header()?;
-        let mut avail = side.other.wrapping_sub(side.pos);
-        if avail < max as u64 {
-            let tail = h.tail.load(Acquire);
-            avail = tail.wrapping_sub(side.pos);
-            if avail > self.cap {
-                return Err(self.corrupt(format!("tail {tail} is out of range of head {}", side.pos)));
-            }
-            side.other = tail;
+        if side.borrowed {
+            return Err(QueueError::InvalidArgument(
+                "release the element borrowed from this handle before taking more".into(),
+            ));
         }
-        let k = avail.min(max as u64);
-        let mut taken = 0u64;
+        let mut taken = 0;
         let mut bad = None;
-        while taken < k {
-            let (slot, data_off) = self.slot(side.pos + taken)?;
+        let mut fenced = false;
+        while taken < max {
+            let (slot, data_off) = self.slot(side.pos)?;
+            let w = slot.word.load(Acquire);
+            if w != pack(side.pos + 1, 0) {
+                if w != pack(side.pos, 0) {
+                    bad = Some(format!("slot word {w:#x} is impossible at head position {}", side.pos));
+                    self.spsc_drop_slot(side, slot);
+                }
+                break;
+            }
             let len = slot.len.load(Relaxed) as usize;
             if len > self.elsize {
-                // Drop the garbage slot (so the queue keeps moving) and report it.
-                bad = Some(len);
-                taken += 1;
+                bad = Some(format!("element length {len} exceeds elsize {}", self.elsize));
+                self.spsc_drop_slot(side, slot);
                 break;
             }
             taken += 1;
-            if !f(Element { map: &self.map, off: data_off, len }) {
+            let go = f(Element { map: &self.map, off: data_off, len });
+            failpoint::hit("queue.spsc_get_copied");
+            let last = !go || taken == max;
+            if last {
+                // As in `spsc_put_many`: the last release doubles as the fence.
+                slot.word.swap(pack(side.pos + self.cap, 0), SeqCst);
+                fenced = true;
+            } else {
+                slot.word.store(pack(side.pos + self.cap, 0), Release);
+            }
+            side.pos += 1;
+            if last {
                 break;
             }
         }
-        if taken > 0 {
-            failpoint::hit("queue.spsc_get_copied");
-            side.pos += taken;
-            h.head.store(side.pos, SeqCst);
+        if taken > 0 || bad.is_some() {
+            h.head.store(side.pos, Relaxed);
+            if !fenced {
+                fence(SeqCst);
+            }
         }
-        if let Some(len) = bad {
+        if let Some(why) = bad {
             h.corrupt_slots.fetch_add(1, Relaxed);
-            return Err(self.corrupt(format!("element length {len} exceeds elsize {}", self.elsize)));
+            return Err(self.corrupt(why));
         }
-        Ok(taken as usize)
+        Ok(taken)
+    }
+
+    /// Repair a garbage slot at the consumer's position so the queue keeps moving: if the
+    /// producer's hint says it was filled, drop it (free it for the next lap and move on);
+    /// else it is the empty slot the producer fills next: make it free for this position.
+    fn spsc_drop_slot(&self, side: &mut SpscSide, slot: &SlotHeader) {
+        let filled = self.header().is_ok_and(|h| {
+            let ahead = h.tail.load(Acquire).wrapping_sub(side.pos);
+            (1..=self.cap).contains(&ahead)
+        });
+        if filled {
+            slot.word.store(pack(side.pos + self.cap, 0), Release);
+            side.pos += 1;
+        } else {
+            slot.word.store(pack(side.pos, 0), Release);
+        }
+    }
+
+    /// Hold the next element in place (SPSC) without consuming it; [`Ring::spsc_release`]
+    /// consumes it. One element at a time per handle.
+    pub(crate) fn spsc_claim(&self, side: &mut SpscSide) -> Result<Option<Held>> {
+        let h = self.header()?;
+        if side.borrowed {
+            return Err(QueueError::InvalidArgument(
+                "release the element borrowed from this handle before taking more".into(),
+            ));
+        }
+        let (slot, data_off) = self.slot(side.pos)?;
+        let w = slot.word.load(Acquire);
+        let why = if w == pack(side.pos, 0) {
+            return Ok(None);
+        } else if w != pack(side.pos + 1, 0) {
+            format!("slot word {w:#x} is impossible at head position {}", side.pos)
+        } else {
+            let len = slot.len.load(Relaxed) as usize;
+            if len <= self.elsize {
+                side.borrowed = true;
+                return Ok(Some(Held { pos: side.pos, owner: 0, off: data_off, len }));
+            }
+            format!("element length {len} exceeds elsize {}", self.elsize)
+        };
+        self.spsc_drop_slot(side, slot);
+        h.head.store(side.pos, Relaxed);
+        h.corrupt_slots.fetch_add(1, Relaxed);
+        Err(self.corrupt(why))
+    }
+
+    /// Consume the element held by [`Ring::spsc_claim`].
+    pub(crate) fn spsc_release(&self, side: &mut SpscSide, held: Held) -> Result<()> {
+        if !side.borrowed || side.pos != held.pos {
+            return Err(QueueError::InvalidArgument("this element is not held by this handle".into()));
+        }
+        let h = self.header()?;
+        let (slot, _) = self.slot(side.pos)?;
+        side.borrowed = false;
+        slot.word.store(pack(side.pos + self.cap, 0), Release);
+        side.pos += 1;
+        h.head.store(side.pos, Relaxed);
+        fence(SeqCst);
+        Ok(())
     }
 
     /// Put two elements or neither (SPSC).
     pub(crate) fn spsc_put_pair(&self, side: &mut SpscSide, a: &[u8], b: &[u8]) -> Result<bool> {
-        let h = self.header()?;
-        let mut free = self.cap - side.pos.wrapping_sub(side.other);
-        if free < 2 {
-            let head = h.head.load(Acquire);
-            let used = side.pos.wrapping_sub(head);
-            if used > self.cap {
-                return Err(self.corrupt(format!("head {head} is out of range of tail {}", side.pos)));
-            }
-            side.other = head;
-            free = self.cap - used;
-            if free < 2 {
+        let (s1, _) = self.slot(side.pos + 1)?;
+        let w1 = s1.word.load(Acquire);
+        if w1 != pack(side.pos + 1, 0) {
+            if owner_of(w1) == 0 && distance(seq_of(w1), side.pos + 1) == 1 - self.cap as i64 {
                 return Ok(false);
             }
+            return Err(self.corrupt(format!("slot word {w1:#x} is impossible at position {}", side.pos + 1)));
         }
-        self.spsc_put_many(side, &[a, b]).map(|n| n == 2)
+        // The second slot is free, so the first is too (or the ring is corrupt: reported).
+        match self.spsc_put_many(side, [a, b])? {
+            2 => Ok(true),
+            0 => Ok(false),
+            _ => Err(self.corrupt("a pair was split")),
+        }
     }
 
     // ------------------------------------------------------------------ observation

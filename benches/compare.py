@@ -1,0 +1,1365 @@
+#!/usr/bin/env python3
+"""shmkit queues against the IPC a Python user would pick instead, measured in one run.
+
+Every measurement runs between two separate (spawned) processes and checks sequence numbers,
+so nothing may be lost, duplicated or reordered. Reported:
+
+* one-way throughput, messages/s, for 64 B, 1 KiB and 64 KiB payloads: per-message calls,
+  and batched calls where the library has them (shmkit: a list of ``bytes`` with
+  ``put_many``/``get_many``, and a packed buffer with ``put_many_from``/``get_many_into``;
+  faster-fifo: ``put_many``/``get_many``);
+* round-trip latency p50/p99/p99.9 for 64 B messages, *spinning* (both sides poll with
+  non-blocking calls) and *blocking* (both sides sleep in a blocking receive).
+
+Each peer uses its fastest natural API for raw bytes: shmkit fills a caller's buffer
+(``get_into``); pyzmq sends and receives copies; faster-fifo is used without pickling;
+iceoryx2 loans a sample, copies the payload in and the subscriber reads the sequence number
+in place (zero-copy receive); posix_ipc uses POSIX message queues; multiprocessing pickles.
+A throughput producer runs for a fixed time, then sends an end marker; the consumer's rate is
+what is reported. The two processes are pinned to different CPUs (``--no-pin`` to disable)
+and run with the cyclic garbage collector off, the same for every peer; queue depths are
+the same for every peer that has one (4096 small messages, 16 of 64 KiB). In-place reads:
+shmkit ``Queue.borrow`` and iceoryx2 samples. The blocking rows of shmkit use its default
+10 us poll before sleeping; "spin=0" shows pure futex sleeps. Peers that are not installed,
+or refuse a size (posix_ipc above the system's ``msgsize_max``), show ``n/a``.
+
+    python benches/compare.py            # about 3-4 minutes
+    python benches/compare.py --quick    # a short run (about 1.5 minutes)
+    python benches/compare.py --only shmkit-spsc,pyzmq --no-rtt
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import ctypes
+import gc
+import multiprocessing as mp
+import os
+import statistics
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+SEQ = struct.Struct("<Q")
+END = (1 << 64) - 1
+SIZES = (64, 1024, 65536)
+
+
+def depth(size: int) -> int:
+    """Queue depth for every peer with a settable one: 4096 small messages, 16 big ones
+    (16 x 64 KiB stays within a core's L2 cache)."""
+    return 4096 if size <= 1024 else 16
+
+
+def batch_len(size: int) -> int:
+    """Elements per batched call: 256, fewer for big elements (at most 1 MiB per call)."""
+    return max(4, min(256, (1 << 20) // size))
+
+
+ctx = mp.get_context("spawn")
+PIN = os.environ.get("SHMKIT_BENCH_PIN", "1") == "1"
+
+
+class Batches:
+    """Sequence numbers for batched runs, cheap enough not to dominate 30 M msg/s.
+
+    Message `seq` carries `seq % B` in its first word and `seq // B` in its second (B the
+    batch length), so a producer stamps a batch with one strided copy of a constant index
+    pattern plus one of a repeated batch number, and a consumer checks any run of messages
+    with two strided copies and two comparisons: every message is still checked exactly.
+    The end marker has END in its first word.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.stride = size // 8
+        self.n = batch_len(size)
+        self.index = array.array("Q", range(self.n))
+        self.index2 = (self.index + self.index).tobytes()
+
+    def stamp(self, pview: memoryview, batch_no: int) -> None:
+        """Fill a packed batch (`pview`: the batch buffer cast to "Q") for batch `batch_no`."""
+        pview[:: self.stride] = self.index
+        pview[1 :: self.stride] = array.array("Q", [batch_no]) * self.n
+
+    def check(self, rview: memoryview, count: int, first: int) -> None:
+        """The `count` packed messages in `rview` (cast to "Q") are `first`, `first + 1`..."""
+        if count == 0:
+            return
+        b0, j0 = divmod(first, self.n)
+        got_j = rview[0 : count * self.stride : self.stride].tobytes()
+        got_b = rview[1 : count * self.stride : self.stride].tobytes()
+        k = min(count, self.n - j0)
+        want_b = (array.array("Q", [b0]) * k + array.array("Q", [b0 + 1]) * (count - k)).tobytes()
+        if got_j != self.index2[j0 * 8 : (j0 + count) * 8] or got_b != want_b:
+            raise AssertionError(f"sequence broken in a run starting at {first}")
+
+
+# --------------------------------------------------------------------------- peers
+#
+# A peer creates its channel(s) in the parent (`make`, `destroy`) and implements, for the
+# child processes, a producer and a consumer loop (throughput) and both halves of a round
+# trip. Loops are written per peer so that each uses its library's calls directly, without
+# a harness layer in between.
+
+
+class Peer:
+    name = ""
+    batched = False
+
+    def missing(self) -> str | None:
+        return None
+
+    def supports(self, size: int) -> str | None:
+        return None
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        raise NotImplementedError
+
+    def destroy(self, spec: Any) -> None:
+        pass
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        raise NotImplementedError
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        raise NotImplementedError
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        raise NotImplementedError
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        raise NotImplementedError
+
+
+def _deadline_loop(seconds: float) -> Callable[[], bool]:
+    end = time.perf_counter() + seconds
+    return lambda: time.perf_counter() > end
+
+
+class Shmkit(Peer):
+    batched = True
+
+    def __init__(self, spsc: bool) -> None:
+        self.spsc = spsc
+        self.name = "shmkit-spsc" if spsc else "shmkit-mpmc"
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        import shmkit
+
+        cap = depth(size)
+        root = f"cmp{os.getpid()}{tag}"
+        region = shmkit.Region.create("bench", 16 << 20 if size <= 1024 else 64 << 20, root=root)
+        for name in ("ab", "ba") if rtt else ("ab",):
+            shmkit.Queue.create(region, name, cap, size, spsc=self.spsc).close()
+        region.close()
+        return (root, size)
+
+    def destroy(self, spec: Any) -> None:
+        import shmkit
+
+        root, _ = spec
+        for info in shmkit.regions(root):
+            with contextlib.suppress(OSError):
+                shmkit.Region.open(info.name, root=root).unlink()
+
+    @staticmethod
+    def _queue(spec: Any, name: str) -> Any:
+        import shmkit
+
+        root, _ = spec
+        return shmkit.Queue.open(shmkit.Region.open("bench", root=root), name)
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        q = self._queue(spec, "ab")
+        done = _deadline_loop(seconds)
+        i = 0
+        if batch in (None, "borrow"):
+            put = q.put
+            buf = bytearray(size)
+            view = memoryview(buf).cast("Q")
+            while True:
+                for _ in range(256):
+                    view[0] = i
+                    put(buf)
+                    i += 1
+                if done():
+                    break
+            view[0] = END
+            put(buf)
+            return i
+        seqs = Batches(size)
+        packed = bytearray(seqs.n * size)
+        pmem = memoryview(packed)
+        pview = pmem.cast("Q")
+        put_many_from, put_many = q.put_many_from, q.put_many
+        b = 0
+        while not done():
+            seqs.stamp(pview, b)
+            if batch == "packed":
+                off = put_many_from(packed, size)
+                while off < seqs.n:
+                    off += put_many_from(pmem[off * size :], size)
+            else:
+                data = bytes(packed)
+                items = [data[j : j + size] for j in range(0, len(data), size)]
+                while items:
+                    items = items[put_many(items) :]
+            b += 1
+        q.put(SEQ.pack(END))
+        return b * seqs.n
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        q = self._queue(spec, "ab")
+        expect = 0
+        if batch is None:
+            get_into = q.get_into
+            buf = bytearray(size)
+            view = memoryview(buf).cast("Q")
+            get_into(buf)
+            t0 = time.perf_counter()
+            if view[0] != 0:
+                raise AssertionError("first message is not 0")
+            expect = 1
+            while True:
+                get_into(buf)
+                s = view[0]
+                if s != expect:
+                    if s == END:
+                        break
+                    raise AssertionError(f"got {s}, expected {expect}")
+                expect += 1
+            return expect, time.perf_counter() - t0
+        t0 = 0.0
+        seqs = Batches(size)
+        if batch == "packed":
+            rbuf = bytearray(seqs.n * size)
+            rview = memoryview(rbuf).cast("Q")
+            get_many_into = q.get_many_into
+            while True:
+                n = get_many_into(rbuf, size, timeout=None)
+                if expect == 0:
+                    t0 = time.perf_counter()
+                last = rview[(n - 1) * seqs.stride] == END
+                k = n - 1 if last else n
+                seqs.check(rview, k, expect)
+                expect += k
+                if last:
+                    return expect, time.perf_counter() - t0
+        if batch == "borrow":
+            borrow = q.borrow
+            unpack = SEQ.unpack_from
+            with borrow() as v:
+                if unpack(v)[0] != 0:
+                    raise AssertionError("first message is not 0")
+            t0 = time.perf_counter()
+            expect = 1
+            while True:
+                with borrow() as v:
+                    s = unpack(v)[0]
+                if s != expect:
+                    if s == END:
+                        return expect, time.perf_counter() - t0
+                    raise AssertionError(f"got {s}, expected {expect}")
+                expect += 1
+        get_many = q.get_many
+        while True:
+            items = get_many(seqs.n, timeout=None)
+            if expect == 0:
+                t0 = time.perf_counter()
+            last = SEQ.unpack_from(items[-1])[0] == END
+            if last:
+                items.pop()
+            seqs.check(memoryview(b"".join(items)).cast("Q"), len(items), expect)
+            expect += len(items)
+            if last:
+                return expect, time.perf_counter() - t0
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        tx, rx = self._queue(spec, "ab"), self._queue(spec, "ba")
+        buf = bytearray(64)
+        view = memoryview(buf).cast("Q")
+        rbuf = bytearray(64)
+        rview = memoryview(rbuf).cast("Q")
+        put, get_into, try_get = tx.put, rx.get_into, rx.try_get
+        clock = time.perf_counter_ns
+        lat = [0] * n
+        for i in range(n + warmup):
+            view[0] = i
+            t0 = clock()
+            put(buf)
+            if blocking:
+                get_into(rbuf)
+                t1 = clock()
+                s = rview[0]
+            else:
+                m = try_get()
+                while m is None:
+                    m = try_get()
+                t1 = clock()
+                s = SEQ.unpack_from(m)[0]
+            if s != i:
+                raise AssertionError(f"reply {s} to {i}")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        view[0] = END
+        put(buf)
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        rx, tx = self._queue(spec, "ab"), self._queue(spec, "ba")
+        put, get, try_get = tx.put, rx.get, rx.try_get
+        end = SEQ.pack(END)
+        while True:
+            if blocking:
+                m = get()
+            else:
+                m = try_get()
+                while m is None:
+                    m = try_get()
+            if m[:8] == end:
+                return
+            put(m)
+
+
+class ShmkitNoSpin(Shmkit):
+    """Blocking round trips with the pre-sleep poll disabled: every wait is a futex sleep."""
+
+    batched = False
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.name = "shmkit-spsc spin=0"
+
+    def _queue(self, spec: Any, name: str) -> Any:  # type: ignore[override]
+        q = Shmkit._queue(spec, name)
+        q.spin = 0.0
+        return q
+
+
+class MpQueue(Peer):
+    name = "mp.Queue"
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        return (ctx.Queue(), ctx.Queue() if rtt else None)
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        q = spec[0]
+        put = q.put
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        done = _deadline_loop(seconds)
+        i = 0
+        while True:
+            for _ in range(256):
+                view[0] = i
+                put(bytes(buf))  # the feeder thread pickles later: pass an immutable copy
+                i += 1
+            if done():
+                break
+        put(SEQ.pack(END))
+        q.close()
+        q.join_thread()
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        get = spec[0].get
+        unpack = SEQ.unpack_from
+        get()
+        t0 = time.perf_counter()
+        expect = 1
+        while True:
+            s = unpack(get())[0]
+            if s != expect:
+                if s == END:
+                    return expect, time.perf_counter() - t0
+                raise AssertionError(f"got {s}, expected {expect}")
+            expect += 1
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        import queue as stdq
+
+        tx, rx = spec
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        for i in range(n + warmup):
+            msg = SEQ.pack(i) + bytes(56)
+            t0 = clock()
+            tx.put(msg)
+            if blocking:
+                m = rx.get()
+            else:
+                while True:
+                    try:
+                        m = rx.get_nowait()
+                        break
+                    except stdq.Empty:
+                        pass
+            t1 = clock()
+            if SEQ.unpack_from(m)[0] != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        tx.put(SEQ.pack(END))
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        import queue as stdq
+
+        rx, tx = spec
+        while True:
+            if blocking:
+                m = rx.get()
+            else:
+                while True:
+                    try:
+                        m = rx.get_nowait()
+                        break
+                    except stdq.Empty:
+                        pass
+            if SEQ.unpack_from(m)[0] == END:
+                return
+            tx.put(m)
+
+
+class MpPipe(Peer):
+    name = "mp.Pipe"
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        return ctx.Pipe(duplex=True)
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        conn = spec[0]
+        send = conn.send_bytes
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        done = _deadline_loop(seconds)
+        i = 0
+        while True:
+            for _ in range(256):
+                view[0] = i
+                send(buf)
+                i += 1
+            if done():
+                break
+        view[0] = END
+        send(buf)
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        conn = spec[1]
+        recv = conn.recv_bytes
+        unpack = SEQ.unpack_from
+        recv()
+        t0 = time.perf_counter()
+        expect = 1
+        while True:
+            s = unpack(recv())[0]
+            if s != expect:
+                if s == END:
+                    return expect, time.perf_counter() - t0
+                raise AssertionError(f"got {s}, expected {expect}")
+            expect += 1
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        conn = spec[0]
+        buf = bytearray(64)
+        view = memoryview(buf).cast("Q")
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        for i in range(n + warmup):
+            view[0] = i
+            t0 = clock()
+            conn.send_bytes(buf)
+            if not blocking:
+                while not conn.poll(0):
+                    pass
+            m = conn.recv_bytes()
+            t1 = clock()
+            if SEQ.unpack_from(m)[0] != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        view[0] = END
+        conn.send_bytes(buf)
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        conn = spec[1]
+        while True:
+            if not blocking:
+                while not conn.poll(0):
+                    pass
+            m = conn.recv_bytes()
+            if SEQ.unpack_from(m)[0] == END:
+                return
+            conn.send_bytes(m)
+
+
+class FasterFifo(Peer):
+    name = "faster-fifo"
+    batched = True
+
+    def missing(self) -> str | None:
+        try:
+            import faster_fifo  # noqa: F401
+        except ImportError:
+            return "not installed"
+        return None
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        import faster_fifo
+
+        def q() -> Any:
+            # Raw bytes, no pickling; a buffer of about the same bytes as shmkit's queue.
+            return faster_fifo.Queue(
+                max_size_bytes=max(1 << 20, depth(size) * (size + 64)), loads=bytes, dumps=None
+            )
+
+        return (q(), q() if rtt else None)
+
+    @staticmethod
+    def _raw(q: Any) -> Any:
+        q.dumps = lambda x: x
+        return q
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        q = self._raw(spec[0])
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        done = _deadline_loop(seconds)
+        i = 0
+        if batch is None:
+            put = q.put
+            while True:
+                for _ in range(256):
+                    view[0] = i
+                    put(bytes(buf), timeout=60)
+                    i += 1
+                if done():
+                    break
+        else:
+            seqs = Batches(size)
+            packed = bytearray(seqs.n * size)
+            pview = memoryview(packed).cast("Q")
+            b = 0
+            while not done():
+                seqs.stamp(pview, b)
+                data = bytes(packed)
+                q.put_many([data[j : j + size] for j in range(0, len(data), size)], timeout=60)
+                b += 1
+            i = b * seqs.n
+        q.put(SEQ.pack(END), timeout=60)
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        q = spec[0]
+        expect = 0
+        t0 = 0.0
+        if batch is None:
+            get = q.get
+            unpack = SEQ.unpack_from
+            get(timeout=60)
+            t0 = time.perf_counter()
+            expect = 1
+            while True:
+                s = unpack(get(timeout=60))[0]
+                if s != expect:
+                    if s == END:
+                        return expect, time.perf_counter() - t0
+                    raise AssertionError(f"got {s}, expected {expect}")
+                expect += 1
+        seqs = Batches(size)
+        while True:
+            items = q.get_many(max_messages_to_get=seqs.n, timeout=60)
+            if expect == 0:
+                t0 = time.perf_counter()
+            last = SEQ.unpack_from(items[-1])[0] == END
+            if last:
+                items.pop()
+            seqs.check(memoryview(b"".join(items)).cast("Q"), len(items), expect)
+            expect += len(items)
+            if last:
+                return expect, time.perf_counter() - t0
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        import queue as stdq
+
+        tx, rx = self._raw(spec[0]), spec[1]
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        buf = bytearray(64)
+        view = memoryview(buf).cast("Q")
+        for i in range(n + warmup):
+            view[0] = i
+            msg = bytes(buf)
+            t0 = clock()
+            tx.put(msg)
+            if blocking:
+                m = rx.get(timeout=60)
+            else:
+                while True:
+                    try:
+                        m = rx.get_nowait()
+                        break
+                    except stdq.Empty:
+                        pass
+            t1 = clock()
+            if SEQ.unpack_from(m)[0] != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        tx.put(SEQ.pack(END))
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        import queue as stdq
+
+        rx, tx = spec[0], self._raw(spec[1])
+        while True:
+            if blocking:
+                m = rx.get(timeout=60)
+            else:
+                while True:
+                    try:
+                        m = rx.get_nowait()
+                        break
+                    except stdq.Empty:
+                        pass
+            if SEQ.unpack_from(m)[0] == END:
+                return
+            tx.put(m)
+
+
+class Zmq(Peer):
+    name = "pyzmq"
+
+    def missing(self) -> str | None:
+        try:
+            import zmq  # noqa: F401
+        except ImportError:
+            return "not installed"
+        return None
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        return f"ipc:///tmp/shmkit-cmp-{os.getpid()}-{tag}"
+
+    def destroy(self, spec: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(spec[len("ipc://") :])
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        import zmq
+
+        s = zmq.Context.instance().socket(zmq.PUSH)
+        s.bind(spec)
+        # The consumer connects; wait for it (a PUSH socket queues until then anyway).
+        send = s.send
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        done = _deadline_loop(seconds)
+        i = 0
+        while True:
+            for _ in range(256):
+                view[0] = i
+                send(buf)
+                i += 1
+            if done():
+                break
+        view[0] = END
+        send(buf)
+        s.close(linger=-1)
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        import zmq
+
+        s = zmq.Context.instance().socket(zmq.PULL)
+        s.connect(spec)
+        recv = s.recv
+        unpack = SEQ.unpack_from
+        recv()
+        t0 = time.perf_counter()
+        expect = 1
+        while True:
+            v = unpack(recv())[0]
+            if v != expect:
+                if v == END:
+                    return expect, time.perf_counter() - t0
+                raise AssertionError(f"got {v}, expected {expect}")
+            expect += 1
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        import zmq
+
+        s = zmq.Context.instance().socket(zmq.PAIR)
+        s.bind(spec)
+        buf = bytearray(64)
+        view = memoryview(buf).cast("Q")
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        for i in range(n + warmup):
+            view[0] = i
+            t0 = clock()
+            s.send(buf)
+            if blocking:
+                m = s.recv()
+            else:
+                while True:
+                    try:
+                        m = s.recv(zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        pass
+            t1 = clock()
+            if SEQ.unpack_from(m)[0] != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        view[0] = END
+        s.send(buf)
+        s.close(linger=-1)
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        import zmq
+
+        s = zmq.Context.instance().socket(zmq.PAIR)
+        s.connect(spec)
+        while True:
+            if blocking:
+                m = s.recv()
+            else:
+                while True:
+                    try:
+                        m = s.recv(zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        pass
+            if SEQ.unpack_from(m)[0] == END:
+                s.close(linger=-1)
+                return
+            s.send(m)
+
+
+class Iceoryx2(Peer):
+    """Publish-subscribe of `Slice[c_uint8]` samples; blocking waits use an event service
+    (Notifier/Listener), the library's documented pattern for event-driven receivers."""
+
+    name = "iceoryx2"
+
+    def missing(self) -> str | None:
+        try:
+            import iceoryx2  # noqa: F401
+        except ImportError:
+            return "not installed"
+        return None
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        return (f"shmkit-cmp-{os.getpid()}-{tag}", size)
+
+    @staticmethod
+    def _node() -> Any:
+        import iceoryx2 as iox2
+
+        iox2.set_log_level(iox2.LogLevel.Error)
+        return iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+
+    @staticmethod
+    def _service(node: Any, name: str, size: int = 64) -> Any:
+        import iceoryx2 as iox2
+
+        return (
+            node.service_builder(iox2.ServiceName.new(name))
+            .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+            .subscriber_max_buffer_size(min(256, depth(size)))
+            .enable_safe_overflow(False)
+            .max_publishers(1)
+            .max_subscribers(1)
+            .open_or_create()
+        )
+
+    def _publisher(self, node: Any, name: str, size: int) -> tuple[Any, Any]:
+        import iceoryx2 as iox2
+
+        svc = self._service(node, name, size)
+        pub = (
+            svc.publisher_builder()
+            .initial_max_slice_len(size)
+            .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
+            .create()
+        )
+        return svc, pub
+
+    @staticmethod
+    def _wait_subscriber(svc: Any, pub: Any) -> None:
+        deadline = time.monotonic() + 30
+        while svc.dynamic_config.number_of_subscribers < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no iceoryx2 subscriber")
+            time.sleep(0.001)
+        pub.update_connections()
+
+    @staticmethod
+    def _events(node: Any, name: str) -> Any:
+        import iceoryx2 as iox2
+
+        return node.service_builder(iox2.ServiceName.new(name + "-ev")).event().open_or_create()
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        name, _ = spec
+        node = self._node()
+        svc, pub = self._publisher(node, name, size)
+        self._wait_subscriber(svc, pub)
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        src = (ctypes.c_char * size).from_buffer(buf)
+        loan = pub.loan_slice_uninit
+        memmove = ctypes.memmove
+        done = _deadline_loop(seconds)
+        i = 0
+        while True:
+            for _ in range(256):
+                view[0] = i
+                s = loan(size)
+                memmove(s.payload_ptr, src, size)
+                s.assume_init().send()
+                i += 1
+            if done():
+                break
+        view[0] = END
+        s = loan(size)
+        memmove(s.payload_ptr, src, size)
+        s.assume_init().send()
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        name, _ = spec
+        node = self._node()
+        sub = (
+            self._service(node, name, size)
+            .subscriber_builder()
+            .buffer_size(min(256, depth(size)))
+            .create()
+        )
+        recv = sub.receive
+        head = ctypes.c_uint64
+        expect = 0
+        t0 = 0.0
+        while True:
+            s = recv()
+            if s is None:
+                continue
+            v = head.from_address(s.payload_ptr).value  # read in place (zero-copy)
+            s.delete()
+            if expect == 0:
+                t0 = time.perf_counter()
+            if v != expect:
+                if v == END:
+                    return expect, time.perf_counter() - t0
+                raise AssertionError(f"got {v}, expected {expect}")
+            expect += 1
+
+    def _endpoints(self, spec: Any, me: str, peer: str) -> tuple[Any, Any, Any, Any, Any, Any]:
+        name, _ = spec
+        node = self._node()
+        sub = self._service(node, name + peer).subscriber_builder().buffer_size(256).create()
+        svc, pub = self._publisher(node, name + me, 64)
+        listener = self._events(node, name + peer).listener_builder().create()
+        notifier = self._events(node, name + me).notifier_builder().create()
+        self._wait_subscriber(svc, pub)
+        return node, sub, pub, listener, notifier, svc
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        _node, sub, pub, listener, notifier, _svc = self._endpoints(spec, "ab", "ba")
+        head = ctypes.c_uint64
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        for i in range(n + warmup + 1):
+            v = END if i == n + warmup else i
+            t0 = clock()
+            s = pub.loan_slice_uninit(64)
+            head.from_address(s.payload_ptr).value = v
+            s.assume_init().send()
+            if blocking:
+                notifier.notify()
+            if v == END:
+                break
+            while True:
+                r = sub.receive()
+                if r is not None:
+                    break
+                if blocking:
+                    listener.blocking_wait()
+            got = head.from_address(r.payload_ptr).value
+            r.delete()
+            t1 = clock()
+            if got != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        _node, sub, pub, listener, notifier, _svc = self._endpoints(spec, "ba", "ab")
+        head = ctypes.c_uint64
+        while True:
+            r = sub.receive()
+            if r is None:
+                if blocking:
+                    listener.blocking_wait()
+                continue
+            v = head.from_address(r.payload_ptr).value
+            r.delete()
+            if v == END:
+                return
+            s = pub.loan_slice_uninit(64)
+            head.from_address(s.payload_ptr).value = v
+            s.assume_init().send()
+            if blocking:
+                notifier.notify()
+
+
+class PosixIpc(Peer):
+    name = "posix_ipc"
+
+    def missing(self) -> str | None:
+        try:
+            import posix_ipc  # noqa: F401
+        except ImportError:
+            return "not installed"
+        return None
+
+    def supports(self, size: int) -> str | None:
+        try:
+            with open("/proc/sys/fs/mqueue/msgsize_max") as f:
+                limit = int(f.read())
+        except OSError:
+            return None
+        return None if size <= limit else f"msgsize_max {limit}"
+
+    def make(self, tag: str, size: int, rtt: bool) -> Any:
+        import posix_ipc
+
+        names = [f"/shmkit-cmp-{os.getpid()}-{tag}-{d}" for d in (("ab", "ba") if rtt else ("ab",))]
+        for n in names:
+            q = posix_ipc.MessageQueue(n, posix_ipc.O_CREX, max_message_size=size)
+            q.close()
+        return names
+
+    def destroy(self, spec: Any) -> None:
+        import posix_ipc
+
+        for n in spec:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_message_queue(n)
+
+    def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        import posix_ipc
+
+        q = posix_ipc.MessageQueue(spec[0])
+        send = q.send
+        buf = bytearray(size)
+        view = memoryview(buf).cast("Q")
+        done = _deadline_loop(seconds)
+        i = 0
+        while True:
+            for _ in range(256):
+                view[0] = i
+                send(buf)
+                i += 1
+            if done():
+                break
+        view[0] = END
+        send(buf)
+        return i
+
+    def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
+        import posix_ipc
+
+        recv = posix_ipc.MessageQueue(spec[0]).receive
+        unpack = SEQ.unpack_from
+        recv()
+        t0 = time.perf_counter()
+        expect = 1
+        while True:
+            s = unpack(recv()[0])[0]
+            if s != expect:
+                if s == END:
+                    return expect, time.perf_counter() - t0
+                raise AssertionError(f"got {s}, expected {expect}")
+            expect += 1
+
+    def _pair(self, spec: Any, swap: bool) -> tuple[Any, Any]:
+        import posix_ipc
+
+        a, b = (posix_ipc.MessageQueue(n) for n in spec)
+        return (b, a) if swap else (a, b)
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        import posix_ipc
+
+        tx, rx = self._pair(spec, False)
+        buf = bytearray(64)
+        view = memoryview(buf).cast("Q")
+        lat = [0] * n
+        clock = time.perf_counter_ns
+        for i in range(n + warmup):
+            view[0] = i
+            t0 = clock()
+            tx.send(buf)
+            if blocking:
+                m = rx.receive()[0]
+            else:
+                while True:
+                    try:
+                        m = rx.receive(0)[0]
+                        break
+                    except posix_ipc.BusyError:
+                        pass
+            t1 = clock()
+            if SEQ.unpack_from(m)[0] != i:
+                raise AssertionError("bad reply")
+            if i >= warmup:
+                lat[i - warmup] = t1 - t0
+        view[0] = END
+        tx.send(buf)
+        return lat
+
+    def pong(self, spec: Any, blocking: bool) -> None:
+        import posix_ipc
+
+        tx, rx = self._pair(spec, True)
+        while True:
+            if blocking:
+                m = rx.receive()[0]
+            else:
+                while True:
+                    try:
+                        m = rx.receive(0)[0]
+                        break
+                    except posix_ipc.BusyError:
+                        pass
+            if SEQ.unpack_from(m)[0] == END:
+                return
+            tx.send(m)
+
+
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in (
+        Shmkit(True),
+        Shmkit(False),
+        ShmkitNoSpin(),
+        MpQueue(),
+        MpPipe(),
+        FasterFifo(),
+        Zmq(),
+        Iceoryx2(),
+        PosixIpc(),
+    )
+}
+
+# --------------------------------------------------------------------------- running
+
+
+def _child(role: str, peer: str, args: tuple[Any, ...], barrier: Any, conn: Connection) -> None:
+    try:
+        # Same conditions for every peer: the two ends on different CPUs, no cyclic GC
+        # pauses in the measured loops.
+        cpus = sorted(os.sched_getaffinity(0))
+        if PIN and len(cpus) >= 2:
+            os.sched_setaffinity(0, {cpus[0] if role in ("produce", "ping") else cpus[1]})
+        gc.disable()
+        p = PEERS[peer]
+        barrier.wait(60)
+        fn = getattr(p, role)
+        conn.send(("ok", fn(*args)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+def run_two(
+    peer: Peer, a: tuple[str, tuple[Any, ...]], b: tuple[str, tuple[Any, ...]], limit: float
+) -> tuple[Any, Any]:
+    """Run role a and role b of `peer` in two spawned processes; return both results."""
+    barrier = ctx.Barrier(2)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(2)]
+    procs = [
+        ctx.Process(target=_child, args=(role, peer.name, args, barrier, w), daemon=True)
+        for (role, args), (_, w) in zip((a, b), pipes)
+    ]
+    for p in procs:
+        p.start()
+    results = []
+    try:
+        for r, _ in pipes:
+            if not r.poll(limit):
+                raise TimeoutError(f"{peer.name}: no result within {limit} s")
+            status, value = r.recv()
+            if status != "ok":
+                raise RuntimeError(f"{peer.name} child failed:\n{value}")
+            results.append(value)
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return results[0], results[1]
+
+
+def throughput(peer: Peer, size: int, seconds: float, batch: str | None, tag: str) -> float:
+    spec = peer.make(tag, size, False)
+    try:
+        sent, (got, elapsed) = run_two(
+            peer,
+            ("produce", (spec, size, seconds, batch)),
+            ("consume", (spec, size, batch)),
+            limit=seconds * 20 + 60,
+        )
+    finally:
+        peer.destroy(spec)
+    if got != sent:
+        raise AssertionError(f"{peer.name}: sent {sent}, received {got}")
+    return got / elapsed
+
+
+def round_trip(peer: Peer, n: int, warmup: int, blocking: bool, tag: str) -> list[int]:
+    spec = peer.make(tag, 64, True)
+    try:
+        lat, _ = run_two(
+            peer, ("ping", (spec, n, warmup, blocking)), ("pong", (spec, blocking)), limit=120
+        )
+    finally:
+        peer.destroy(spec)
+    return sorted(lat)
+
+
+def pct(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
+
+
+def fmt_rate(r: float | None) -> str:
+    if r is None:
+        return "n/a"
+    return f"{r / 1e6:.2f}M" if r >= 1e6 else f"{r / 1e3:.0f}k"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(cells))
+
+    return "\n".join([line(headers), line(["-" * x for x in w]), *(line(r) for r in rows)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="short run (about 1.5 minutes)")
+    ap.add_argument("--only", help="comma-separated peers to run (default: all)")
+    ap.add_argument("--no-rtt", action="store_true", help="skip round trips")
+    ap.add_argument("--no-throughput", action="store_true", help="skip throughput")
+    ap.add_argument("--seconds", type=float, help="seconds per throughput run")
+    ap.add_argument(
+        "--no-pin", action="store_true", help="do not pin the two processes to two CPUs"
+    )
+    args = ap.parse_args()
+    seconds = args.seconds or (0.3 if args.quick else 1.5)
+    if args.no_pin:
+        os.environ["SHMKIT_BENCH_PIN"] = "0"  # inherited by the spawned children
+    n_rtt, warm = (3000, 300) if args.quick else (30000, 2000)
+    names = args.only.split(",") if args.only else list(PEERS)
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        ap.error(f"unknown peers {unknown}; choose from {list(PEERS)}")
+    peers = [PEERS[n] for n in names]
+
+    print(
+        f"shmkit queue comparison: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{'quick' if args.quick else 'full'} run, {seconds} s per throughput point, "
+        f"{'not ' if args.no_pin else ''}pinned to two CPUs"
+    )
+    missing = {p.name: p.missing() for p in peers}
+    for name, why in missing.items():
+        if why:
+            print(f"  {name}: {why}")
+    tag = 0
+    rates: dict[tuple[str, int, str], float | None] = {}
+    if not args.no_throughput:
+        modes = [
+            ("msg", None),
+            ("in-place", "borrow"),
+            ("batch-list", "list"),
+            ("batch-packed", "packed"),
+        ]
+        for size in SIZES:
+            for p in peers:
+                for label, batch in modes:
+                    if p.name.endswith("spin=0"):
+                        continue
+                    shmkit_only = batch in ("packed", "borrow") and not p.name.startswith("shmkit")
+                    if (batch and not p.batched) or shmkit_only:
+                        continue
+                    if missing[p.name] or p.supports(size):
+                        rates[(p.name, size, label)] = None
+                        continue
+                    tag += 1
+                    try:
+                        rates[(p.name, size, label)] = throughput(p, size, seconds, batch, str(tag))
+                    except Exception as e:  # report and go on with the other peers
+                        print(f"  {p.name} {size} B {label}: FAILED {e}")
+                        rates[(p.name, size, label)] = None
+                    rate = fmt_rate(rates[(p.name, size, label)])
+                    print(f"  {p.name:<20} {size:>6} B {label:<13} {rate} msg/s", flush=True)
+        print("\nOne-way throughput, messages/s (two processes, sequence-checked)\n")
+        rows = []
+        for p in peers:
+            if p.name.endswith("spin=0"):
+                continue
+            row = [p.name]
+            for size in SIZES:
+                for label, _ in modes:
+                    row.append(fmt_rate(rates.get((p.name, size, label))))
+            rows.append(row)
+        headers = ["peer"] + [
+            f"{s // 1024 if s >= 1024 else s}{'K' if s >= 1024 else 'B'} {m}"
+            for s in SIZES
+            for m, _ in modes
+        ]
+        print(table(headers, rows))
+        print(
+            "(msg: the consumer gets its own copy, except iceoryx2, which reads its samples"
+            " in place; in-place: shmkit Queue.borrow)"
+        )
+        base = "shmkit-spsc"
+        print(
+            f"\nRatio {base} / peer (msg vs msg, or in-place vs in-place for iceoryx2 (*);"
+            " batch: best shmkit batch vs the peer's batch)\n"
+        )
+        rows = []
+        for p in peers:
+            if p.name.startswith("shmkit"):
+                continue
+            row = [p.name]
+            for size in SIZES:
+                mode = "in-place" if p.name == "iceoryx2" else "msg"
+                ours = rates.get((base, size, mode))
+                theirs = rates.get((p.name, size, "msg"))
+                star = "*" if mode == "in-place" else ""
+                row.append(f"{ours / theirs:.1f}x{star}" if ours and theirs else "n/a")
+                ours_b = max(
+                    filter(
+                        None,
+                        [
+                            rates.get((base, size, "batch-list")),
+                            rates.get((base, size, "batch-packed")),
+                        ],
+                    ),
+                    default=None,
+                )
+                theirs_b = rates.get((p.name, size, "batch-list"))
+                row.append(f"{ours_b / theirs_b:.1f}x" if ours_b and theirs_b else "-")
+            rows.append(row)
+        print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in ("msg", "batch")], rows))
+
+    rtts: dict[tuple[str, bool], list[int] | None] = {}
+    if not args.no_rtt:
+        print()
+        for blocking in (False, True):
+            for p in peers:
+                if p.name == "shmkit-mpmc" or (p.name.endswith("spin=0") and not blocking):
+                    continue
+                if missing[p.name]:
+                    rtts[(p.name, blocking)] = None
+                    continue
+                tag += 1
+                try:
+                    rtts[(p.name, blocking)] = round_trip(p, n_rtt, warm, blocking, str(tag))
+                except Exception as e:
+                    print(f"  {p.name} rtt: FAILED {e}")
+                    rtts[(p.name, blocking)] = None
+                lat = rtts[(p.name, blocking)]
+                if lat:
+                    mode = "blocking" if blocking else "spinning"
+                    print(f"  {p.name:<20} {mode:<9} p50 {pct(lat, 0.5):.2f} us", flush=True)
+        print(f"\nRound trip, 64 B, microseconds ({n_rtt} samples after {warm} warm-up)\n")
+        rows = []
+        for (name, blocking), lat in rtts.items():
+            mode = "blocking" if blocking else "spinning"
+            if not lat:
+                rows.append([name, mode, "n/a", "n/a", "n/a", "n/a", "n/a"])
+                continue
+            base = rtts.get(("shmkit-spsc", blocking))
+            ratio = f"{pct(lat, 0.5) / pct(base, 0.5):.1f}x" if base else "n/a"
+            rows.append(
+                [
+                    name,
+                    mode,
+                    f"{pct(lat, 0.5):.2f}",
+                    f"{pct(lat, 0.99):.2f}",
+                    f"{pct(lat, 0.999):.2f}",
+                    f"{statistics.mean(lat) / 1000:.2f}",
+                    ratio,
+                ]
+            )
+        print(table(["peer", "mode", "p50", "p99", "p99.9", "mean", "p50 vs shmkit"], rows))
+
+    # Targets of issue 3 (2-core machine).
+    print("\nTargets")
+    checks: list[tuple[str, bool | None]] = []
+    r = rates.get(("shmkit-spsc", 64, "msg"))
+    checks.append(
+        (f"64 B per-message >= 6 M msg/s: {fmt_rate(r)}", None if r is None else r >= 6e6)
+    )
+    rb = max(
+        filter(
+            None,
+            [
+                rates.get(("shmkit-spsc", 64, "batch-list")),
+                rates.get(("shmkit-spsc", 64, "batch-packed")),
+            ],
+        ),
+        default=None,
+    )
+    checks.append(
+        (f"64 B batched >= 30 M msg/s: {fmt_rate(rb)}", None if rb is None else rb >= 30e6)
+    )
+    ours, iox = rates.get(("shmkit-spsc", 65536, "in-place")), rates.get(("iceoryx2", 65536, "msg"))
+    checks.append(
+        (
+            f"64 KiB >= 2x iceoryx2 (both read in place): {fmt_rate(ours)} vs {fmt_rate(iox)}",
+            None if not (ours and iox) else ours >= 2 * iox,
+        )
+    )
+    for blocking, limit in ((False, 1.0), (True, 6.0)):
+        lat = rtts.get(("shmkit-spsc", blocking))
+        mode = "blocking" if blocking else "spinning"
+        if lat:
+            p50, p999 = pct(lat, 0.5), pct(lat, 0.999)
+            checks.append((f"RTT {mode} p50 <= {limit} us: {p50:.2f}", p50 <= limit))
+            checks.append((f"RTT {mode} p99.9 <= 5x p50: {p999:.2f}", p999 <= 5 * p50))
+    lat = rtts.get(("shmkit-spsc spin=0", True))
+    if lat:
+        checks.append(
+            (
+                f"(futex only, spin=0) RTT blocking p50 <= 6 us: {pct(lat, 0.5):.2f}",
+                pct(lat, 0.5) <= 6.0,
+            )
+        )
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS' if ok is False else ' - '}] {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
