@@ -589,6 +589,32 @@ def test_close_is_idempotent_and_forked_child_does_not_deregister(root: str) -> 
     shmkit.Region.open("fork", root=root).unlink()
 
 
+def test_forked_child_registers_with_its_own_identity(root: str) -> None:
+    r = shmkit.Region.create("forked", MiB, root=root)
+    assert r.clients == [os.getpid()]  # caches this process's start time
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        child = shmkit.Region.open("forked", root=root)
+        os.write(ready_w, b"x")
+        os.read(go_r, 1)  # the parent's go-ahead, after its checks
+        child.close()
+        os._exit(0)
+    os.read(ready_r, 1)
+    try:
+        info = {c["pid"]: c for c in r.client_info()}
+        assert info[pid]["alive"], "a forked child must not look like a dead pid"
+        assert r.scan_ghosts() == []
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+    assert r.clients == [os.getpid()]
+    r.unlink()
+
+
 def test_sigkill_of_registered_clients_is_scanned(root: str) -> None:
     r = shmkit.Region.create("many", MiB, root=root)
     kids = []

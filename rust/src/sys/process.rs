@@ -7,7 +7,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
 
 /// This process's pid.
 pub fn current_pid() -> u32 {
@@ -104,9 +103,25 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// This process's start time (cached).
+///
+/// Cached per process: a forked child (same memory, new pid) reads its own value again.
 pub fn current_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| start_time(current_pid()).unwrap_or(0))
+    use std::sync::atomic::{
+        AtomicU64,
+        Ordering::{Acquire, Relaxed, Release},
+    };
+    // pid in the high 32 bits would not leave room for the start time, so keep two words;
+    // a torn read between them only costs a redundant /proc read.
+    static PID: AtomicU64 = AtomicU64::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let pid = cached_pid();
+    if PID.load(Acquire) == u64::from(pid) {
+        return START.load(Relaxed);
+    }
+    let start = start_time(pid).unwrap_or(0);
+    START.store(start, Relaxed);
+    PID.store(u64::from(pid), Release);
+    start
 }
 
 /// Whether the process `(pid, start_time)` is alive. `start_time == 0` skips the identity
