@@ -30,6 +30,7 @@ or refuse a size (posix_ipc above the system's ``msgsize_max``), show ``n/a``.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import array
 import contextlib
@@ -109,7 +110,7 @@ class Batches:
 # a harness layer in between.
 
 
-class Peer:
+class Peer(abc.ABC):
     name = ""
     batched = False
 
@@ -119,23 +120,28 @@ class Peer:
     def supports(self, size: int) -> str | None:
         return None
 
+    @abc.abstractmethod
     def make(self, tag: str, size: int, rtt: bool) -> Any:
-        raise NotImplementedError
+        """Implemented by each peer."""
 
-    def destroy(self, spec: Any) -> None:
-        pass
+    def destroy(self, spec: Any) -> None:  # noqa: B027 (optional hook)
+        """Release what ``make`` created (nothing by default)."""
 
+    @abc.abstractmethod
     def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
-        raise NotImplementedError
+        """Implemented by each peer."""
 
+    @abc.abstractmethod
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
-        raise NotImplementedError
+        """Implemented by each peer."""
 
+    @abc.abstractmethod
     def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
-        raise NotImplementedError
+        """Implemented by each peer."""
 
+    @abc.abstractmethod
     def pong(self, spec: Any, blocking: bool) -> None:
-        raise NotImplementedError
+        """Implemented by each peer."""
 
 
 def _deadline_loop(seconds: float) -> Callable[[], bool]:

@@ -405,7 +405,7 @@ fn poll_blocks_until_the_peer_publishes() {
     let t = {
         let tx = Arc::clone(&tx);
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            wait_for(|| tx.peer_sleepers() > 0);
             put(&tx, 1, 1);
             tx.txsync().unwrap();
         })
@@ -420,7 +420,7 @@ fn poll_blocks_until_the_peer_publishes() {
     assert_eq!(space(&tx, Dir::Tx), 0);
     assert_eq!(tx.poll(POLLOUT, Some(Duration::ZERO)).unwrap(), 0);
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        wait_for(|| rx.peer_sleepers() > 0);
         rx.rxsync().unwrap();
         take(&rx, 3);
         rx.rxsync().unwrap();
@@ -546,5 +546,14 @@ proptest! {
                 prop_assert!(k.in_range() && published < k.num_slots, "{k:?} {published}");
             }
         }
+    }
+}
+
+/// Spin (yielding) until `cond` holds; panics after 10 s.
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached");
+        std::thread::yield_now();
     }
 }

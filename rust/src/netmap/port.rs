@@ -395,6 +395,12 @@ impl Port {
         self.name.end
     }
 
+    /// How many threads (of any process) sleep in a blocking wait on the other end right
+    /// now (diagnostics; lets a test publish only once its peer is really asleep).
+    pub fn peer_sleepers(&self) -> u32 {
+        self.pipe.end_shared(self.end().peer()).waiters.load(Ordering::SeqCst)
+    }
+
     /// `NR_REG_*` mode.
     pub fn mode(&self) -> u32 {
         self.mode
