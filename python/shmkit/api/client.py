@@ -30,6 +30,7 @@ from typing import Any
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort
+from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
@@ -157,7 +158,7 @@ class Client:
                 try:
                     state = ApiState.open(region)
                     _, pid, start, _ = state.head()
-                    if pid and _pid_alive(pid, start):
+                    if pid and _alive(pid, start):
                         return region, state
                     last = ServerGoneError(f"API {self.name!r} has no live server")
                 except (OSError, ValueError, ShmkitError) as exc:
@@ -488,7 +489,7 @@ class Client:
         if not force and now < self._next_liveness:
             return
         self._next_liveness = now + SLICE
-        if select.select([self._server_fd], [], [], 0)[0] or not _pid_alive(
+        if select.select([self._server_fd], [], [], 0)[0] or not _alive(
             self.server_pid, self._server_start
         ):
             self._error = ServerGoneError(f"API {self.name!r}: server pid {self.server_pid} died")
@@ -565,12 +566,3 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"handle={self.handle}"
         return f"<shmkit.api.Client {self.client_name!r} of {self.name!r} {state}>"
-
-
-def _pid_alive(pid: int, start: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] not in (b"Z", b"X") and (start == 0 or int(fields[19]) == start)

@@ -35,6 +35,8 @@ from typing import Any
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort
+from shmkit._native import process_alive as _alive
+from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import HEADER, Message, MessageError
@@ -63,27 +65,6 @@ Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
 class ServerRunningError(ShmkitError):
     """Another live process is already the server of this API."""
-
-
-def _proc_start(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _alive(pid: int, start: int) -> bool:
-    """Whether the process (pid, start time) still exists (zombies count as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    if fields[0] in (b"Z", b"X"):
-        return False
-    return start == 0 or int(fields[19]) == start
 
 
 @dataclass(eq=False)

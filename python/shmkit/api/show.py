@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from shmkit import MsgRings, Queue, Region
-from shmkit.api.server import RINGS, _alive
+from shmkit._native import process_alive as _alive
+from shmkit.api.server import RINGS
 from shmkit.api.state import ApiState, ClientEntry
 from shmkit.errors import ShmkitError
 

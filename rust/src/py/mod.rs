@@ -29,7 +29,7 @@ mod native {
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue};
     #[pymodule_export]
-    use super::region::{list_regions, scan_root, PyRegion};
+    use super::region::{list_regions, process_alive, process_start_time, scan_root, PyRegion};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

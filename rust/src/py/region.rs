@@ -469,3 +469,17 @@ pub fn scan_root<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'
     d.set_item("errors", report.errors)?;
     Ok(d)
 }
+
+/// Whether the process `(pid, start_time)` exists (zombies count as dead; `start_time=0`
+/// skips the pid-reuse check).
+#[pyfunction]
+#[pyo3(signature = (pid, start_time=0))]
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    crate::sys::process::liveness(pid, start_time) == crate::sys::process::Liveness::Alive
+}
+
+/// The start time of `pid` (`/proc/<pid>/stat` field 22), or 0 if it does not exist.
+#[pyfunction]
+pub fn process_start_time(pid: u32) -> u64 {
+    crate::sys::process::start_time(pid).unwrap_or(0)
+}
