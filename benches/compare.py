@@ -19,9 +19,11 @@ A throughput producer runs for a fixed time, then sends an end marker; the consu
 what is reported. The two processes are pinned to different CPUs (``--no-pin`` to disable)
 and run with the cyclic garbage collector off, the same for every peer; queue depths are
 the same for every peer that has one (4096 small messages, 16 of 64 KiB). In-place reads:
-shmkit ``Queue.borrow`` and iceoryx2 samples. The blocking rows of shmkit use its default
-10 us poll before sleeping; "spin=0" shows pure futex sleeps. Peers that are not installed,
-or refuse a size (posix_ipc above the system's ``msgsize_max``), show ``n/a``.
+shmkit ``Queue.borrow`` and iceoryx2 samples. Zero-copy sends ("zero-copy" column): the
+producer writes into a loaned slot, shmkit ``Queue.reserve`` and iceoryx2 ``loan``. The
+blocking rows of shmkit use its default 10 us poll before sleeping; "spin=0" shows pure
+futex sleeps. Peers that are not installed, or refuse a size (posix_ipc above the system's
+``msgsize_max``), show ``n/a``.
 
     python benches/compare.py            # about 3-4 minutes
     python benches/compare.py --quick    # a short run (about 1.5 minutes)
@@ -113,6 +115,8 @@ class Batches:
 class Peer(abc.ABC):
     name = ""
     batched = False
+    # Can send without copying: the producer writes into a loaned slot (batch "loan").
+    zero_copy = False
 
     def missing(self) -> str | None:
         return None
@@ -151,6 +155,7 @@ def _deadline_loop(seconds: float) -> Callable[[], bool]:
 
 class Shmkit(Peer):
     batched = True
+    zero_copy = True
 
     def __init__(self, spsc: bool) -> None:
         self.spsc = spsc
@@ -186,6 +191,20 @@ class Shmkit(Peer):
         q = self._queue(spec, "ab")
         done = _deadline_loop(seconds)
         i = 0
+        if batch == "loan":
+            # Zero-copy send: the producer writes its sequence number straight into a
+            # reserved slot (the payload is produced in place; nothing is copied in).
+            reserve, pack_into = q.reserve, SEQ.pack_into
+            while True:
+                for _ in range(256):
+                    with reserve() as v:
+                        pack_into(v, 0, i)
+                    i += 1
+                if done():
+                    break
+            with reserve() as v:
+                pack_into(v, 0, END)
+            return i
         if batch in (None, "borrow"):
             put = q.put
             buf = bytearray(size)
@@ -258,7 +277,7 @@ class Shmkit(Peer):
                 expect += k
                 if last:
                     return expect, time.perf_counter() - t0
-        if batch == "borrow":
+        if batch in ("borrow", "loan"):
             borrow = q.borrow
             unpack = SEQ.unpack_from
             with borrow() as v:
@@ -671,16 +690,21 @@ class Zmq(Peer):
         view = memoryview(buf).cast("Q")
         done = _deadline_loop(seconds)
         i = 0
+        # copy=True: from 64 KiB pyzmq would otherwise send zero-copy, referencing this
+        # buffer while the next iteration overwrites it.
         while True:
             for _ in range(256):
                 view[0] = i
-                send(buf)
+                send(buf, copy=True)
                 i += 1
             if done():
                 break
         view[0] = END
-        send(buf)
+        send(buf, copy=True)
         s.close(linger=-1)
+        # Lingering happens in term(): without it the process may exit with messages still
+        # queued in zmq's I/O thread (lost at 64 KiB, and the consumer never sees the end).
+        zmq.Context.instance().term()
         return i
 
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
@@ -759,6 +783,7 @@ class Iceoryx2(Peer):
     (Notifier/Listener), the library's documented pattern for event-driven receivers."""
 
     name = "iceoryx2"
+    zero_copy = True
 
     def missing(self) -> str | None:
         try:
@@ -830,6 +855,21 @@ class Iceoryx2(Peer):
         memmove = ctypes.memmove
         done = _deadline_loop(seconds)
         i = 0
+        if batch == "loan":
+            # Zero-copy send: the sequence number is written into the loaned sample.
+            head = ctypes.c_uint64
+            while True:
+                for _ in range(256):
+                    s = loan(size)
+                    head.from_address(s.payload_ptr).value = i
+                    s.assume_init().send()
+                    i += 1
+                if done():
+                    break
+            s = loan(size)
+            head.from_address(s.payload_ptr).value = END
+            s.assume_init().send()
+            return i
         while True:
             for _ in range(256):
                 view[0] = i
@@ -1205,6 +1245,7 @@ def main() -> int:
         modes = [
             ("msg", None),
             ("in-place", "borrow"),
+            ("zero-copy", "loan"),
             ("batch-list", "list"),
             ("batch-packed", "packed"),
         ]
@@ -1213,8 +1254,13 @@ def main() -> int:
                 for label, batch in modes:
                     if p.name.endswith("spin=0"):
                         continue
-                    shmkit_only = batch in ("packed", "borrow") and not p.name.startswith("shmkit")
-                    if (batch and not p.batched) or shmkit_only:
+                    if batch == "loan":
+                        skip = not p.zero_copy
+                    elif batch in ("packed", "borrow"):
+                        skip = not p.name.startswith("shmkit")
+                    else:
+                        skip = bool(batch) and not p.batched
+                    if skip:
                         continue
                     if missing[p.name] or p.supports(size):
                         rates[(p.name, size, label)] = None
@@ -1245,12 +1291,14 @@ def main() -> int:
         print(table(headers, rows))
         print(
             "(msg: the consumer gets its own copy, except iceoryx2, which reads its samples"
-            " in place; in-place: shmkit Queue.borrow)"
+            " in place; in-place: the payload is copied in, read in place (shmkit"
+            " Queue.borrow); zero-copy: written into a loaned slot (shmkit Queue.reserve,"
+            " iceoryx2 loan) and read in place)"
         )
         base = "shmkit-spsc"
         print(
             f"\nRatio {base} / peer (msg vs msg, or in-place vs in-place for iceoryx2 (*);"
-            " batch: best shmkit batch vs the peer's batch)\n"
+            " batch: best shmkit batch vs the peer's batch; zero-copy vs zero-copy)\n"
         )
         rows = []
         for p in peers:
@@ -1275,8 +1323,12 @@ def main() -> int:
                 )
                 theirs_b = rates.get((p.name, size, "batch-list"))
                 row.append(f"{ours_b / theirs_b:.1f}x" if ours_b and theirs_b else "-")
+                ours_z = rates.get((base, size, "zero-copy"))
+                theirs_z = rates.get((p.name, size, "zero-copy"))
+                row.append(f"{ours_z / theirs_z:.1f}x" if ours_z and theirs_z else "-")
             rows.append(row)
-        print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in ("msg", "batch")], rows))
+        cols = ("msg", "batch", "zero-copy")
+        print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in cols], rows))
 
     rtts: dict[tuple[str, bool], list[int] | None] = {}
     if not args.no_rtt:
@@ -1340,13 +1392,18 @@ def main() -> int:
     checks.append(
         (f"64 B batched >= 30 M msg/s: {fmt_rate(rb)}", None if rb is None else rb >= 30e6)
     )
-    ours, iox = rates.get(("shmkit-spsc", 65536, "in-place")), rates.get(("iceoryx2", 65536, "msg"))
-    checks.append(
-        (
-            f"64 KiB >= 2x iceoryx2 (both read in place): {fmt_rate(ours)} vs {fmt_rate(iox)}",
-            None if not (ours and iox) else ours >= 2 * iox,
+    for what, mode, iox_mode in (
+        ("zero-copy both ways", "zero-copy", "zero-copy"),
+        ("payload copied in, read in place", "in-place", "msg"),
+    ):
+        ours = rates.get(("shmkit-spsc", 65536, mode))
+        iox = rates.get(("iceoryx2", 65536, iox_mode))
+        checks.append(
+            (
+                f"64 KiB >= 2x iceoryx2 ({what}): {fmt_rate(ours)} vs {fmt_rate(iox)}",
+                None if not (ours and iox) else ours >= 2 * iox,
+            )
         )
-    )
     for blocking, limit in ((False, 1.0), (True, 6.0)):
         lat = rtts.get(("shmkit-spsc", blocking))
         mode = "blocking" if blocking else "spinning"

@@ -566,3 +566,56 @@ fn borrow_holds_the_element_in_place() {
         assert!(q.is_empty().unwrap());
     }
 }
+
+#[test]
+fn reservations_write_in_place_under_concurrency() {
+    const N: u64 = 20_000;
+    for (opts, producers) in [(MPMC, 2u64), (SPSC, 1)] {
+        let f = fixture(1 << 20);
+        let q = Arc::new(ShmQueue::create(&f.region, "r", 16, 16, &opts).unwrap());
+        let threads: Vec<_> = (0..producers)
+            .map(|p| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    for i in 0..N {
+                        let mut r = q.reserve(Some(Duration::from_secs(30))).unwrap().unwrap();
+                        assert_eq!(r.capacity(), 16);
+                        let rec = [p.to_le_bytes(), i.to_le_bytes()].concat();
+                        r.mapping().write(r.offset(), &rec).unwrap();
+                        if i % 7 == 3 {
+                            r.abort().unwrap(); // never delivered
+                            assert!(r.commit(16).is_err(), "a done reservation cannot commit");
+                        } else {
+                            r.commit(if i % 2 == 0 { 16 } else { 12 }).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = vec![0u64; producers as usize];
+        let expected: u64 = (0..N).filter(|i| i % 7 != 3).count() as u64 * producers;
+        let mut got = 0;
+        while got < expected {
+            let v = q.get_vec(Some(Duration::from_secs(30))).unwrap().unwrap();
+            let p = u64::from_le_bytes(v[..8].try_into().unwrap()) as usize;
+            let mut seq = [0u8; 8];
+            seq[..4].copy_from_slice(&v[8..12]);
+            let i = u64::from_le_bytes(seq);
+            assert_eq!(v.len(), if i % 2 == 0 { 16 } else { 12 });
+            while next[p] % 7 == 3 {
+                next[p] += 1;
+            }
+            assert_eq!(i, next[p], "producer {p}: order kept, aborted slots never delivered");
+            next[p] += 1;
+            got += 1;
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(q.try_get_vec().unwrap().is_none());
+        let s = q.stats().unwrap();
+        assert_eq!((s.puts, s.gets), (expected, expected));
+        let aborted = (0..N).filter(|i| i % 7 == 3).count() as u64 * producers;
+        assert_eq!(s.recovered_puts, if opts.spsc { 0 } else { aborted });
+    }
+}

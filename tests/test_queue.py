@@ -360,6 +360,76 @@ def test_borrowed_slot_is_not_reused_until_released(region: shmkit.Region) -> No
     assert q.get_many(4) == [b"c", b"d"]
 
 
+@pytest.mark.parametrize("spsc", [False, True])
+def test_reserve_writes_in_place(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "rs", 4, 16, spsc=spsc)
+    with q.reserve() as view:
+        assert isinstance(view, memoryview) and not view.readonly and len(view) == 16
+        view[:] = b"0123456789abcdef"  # the whole slot is published on leaving the block
+    r = q.reserve(timeout=1)
+    assert len(r) == 16 and not r.done
+    r.view[:5] = b"hello"
+    with pytest.raises(ValueError, match="16"):
+        r.commit(17)  # too long: an error, and the slot stays reserved
+    assert not r.done and q.get() == b"0123456789abcdef"
+    assert q.try_get() is None  # nothing published at the reserved position yet
+    r.commit(5)
+    assert r.done and "done" in repr(r)
+    with pytest.raises(shmkit.ClosedError):
+        r.view  # noqa: B018
+    with pytest.raises(ValueError, match="done"):
+        r.commit()
+    r.abort()  # idempotent once done
+    assert q.get() == b"hello"
+    s = q.stats()
+    assert (s["puts"], s["gets"], s["recovered_puts"]) == (2, 2, 0)
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_aborted_reservation_publishes_nothing(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "ra", 4, 8, spsc=spsc)
+    with pytest.raises(RuntimeError), q.reserve() as view:
+        view[:4] = b"lost"
+        raise RuntimeError("the writer failed half-way")
+    r = q.reserve()
+    r.view[:4] = b"gone"
+    r.abort()
+    del r
+    q.reserve().abort()
+    q.put(b"kept")
+    assert q.get_many(8) == [b"kept"] and q.empty()
+    # SPSC: the slot stayed free. MPMC: other producers may have claimed later positions,
+    # so an aborted position is skipped (and counted with those of dead producers).
+    s = q.stats()
+    assert (s["puts"], s["gets"], s["recovered_puts"]) == (1, 1, 0 if spsc else 3)
+    for i in range(10):  # laps over the skipped slots
+        q.put(bytes([i]))
+        assert q.get() == bytes([i])
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_reserve_waits_for_room(region: shmkit.Region, spsc: bool) -> None:
+    q = shmkit.Queue.create(region, "rf", 2, 8, spsc=spsc)
+    q.put_many([b"a", b"b"])
+    with pytest.raises(shmkit.QueueFull):
+        q.reserve(block=False)
+    with pytest.raises(shmkit.QueueFull):
+        q.reserve(timeout=0.01)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.reserve(timeout=-1)
+    assert q.get() == b"a"
+    r = q.reserve(timeout=1)
+    if spsc:
+        with pytest.raises(ValueError, match="reserved"):
+            q.try_put(b"x")  # one reservation at a time per SPSC handle, in order
+        with pytest.raises(ValueError, match="reserved"):
+            q.reserve(block=False)
+    else:
+        assert not q.try_put(b"x")  # full again: the reservation holds the last slot
+    r.commit(0)
+    assert q.get_many(4) == [b"b", b""]
+
+
 def test_packed_batches(region: shmkit.Region) -> None:
     q = shmkit.Queue.create(region, "pk", 8, 16)
     items = b"".join(struct.pack("<Q8x", i) for i in range(10))

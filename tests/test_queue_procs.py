@@ -461,6 +461,41 @@ def test_killed_borrower_does_not_wedge_the_queue(region: shmkit.Region, spsc: b
     assert s["role_takeovers"] == (1 if spsc else 0)
 
 
+RESERVER = """
+import sys, shmkit
+r = shmkit.Region.open("pq", root=sys.argv[1])
+q = shmkit.Queue.open(r, sys.argv[2])
+q.put(b"before")
+res = q.reserve(timeout=30)
+res.view[:4] = b"half"
+print("reserved", file=sys.stderr, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_killed_reserver_does_not_wedge_the_queue(region: shmkit.Region, spsc: bool) -> None:
+    """A producer SIGKILLed while writing a reserved slot in place: the half-written element
+    is never delivered and the queue goes on (MPMC: its position is skipped; SPSC: the role
+    is taken over and the slot, never published, is filled by the next producer)."""
+    q = shmkit.Queue.create(region, "rk", 4, 8, spsc=spsc)
+    q.close()  # SPSC: leave the roles free for the child and then for the new handle
+    child = python(RESERVER, region.root or "", "rk")
+    wait_line(child, "reserved")
+    kill(child)
+    q = shmkit.Queue.open(region, "rk")
+    q.put(b"after")
+    assert q.get(timeout=10) == b"before"
+    assert q.get(timeout=10) == b"after"
+    for _ in range(3):  # more than a lap over the abandoned slot
+        q.put_many([b"x", b"y", b"z"])
+        assert q.get_many(3) == [b"x", b"y", b"z"]
+    s = q.stats()
+    assert (s["puts"], s["gets"]) == (11, 11)
+    assert s["recovered_puts"] == (0 if spsc else 1)
+    assert s["role_takeovers"] == (1 if spsc else 0)
+
+
 def test_demo_scene_runs() -> None:
     """`shmkit demo queues`: real processes stream, a killed producer is recovered."""
     proc = subprocess.run(

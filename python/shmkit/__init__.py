@@ -7,7 +7,16 @@ rings and pipes, and memif, all with a Rust core. See the README for a tour.
 from __future__ import annotations
 
 from shmkit import memif, netmap
-from shmkit._native import LAYOUT_VERSION, Borrowed, MsgRings, Queue, Region, ShmView, __version__
+from shmkit._native import (
+    LAYOUT_VERSION,
+    Borrowed,
+    MsgRings,
+    Queue,
+    Region,
+    Reserved,
+    ShmView,
+    __version__,
+)
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -47,6 +56,7 @@ __all__ = [
     "QueueRoleError",
     "Region",
     "RegionInfo",
+    "Reserved",
     "ScanReport",
     "ShmView",
     "ShmkitError",

@@ -27,7 +27,7 @@ mod native {
     #[pymodule_export]
     use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
     #[pymodule_export]
-    use super::queue::{PyBorrowed, PyQueue};
+    use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, scan_root, PyRegion};
 

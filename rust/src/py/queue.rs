@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 use super::buffer::{bytes_from_mapping, with_buffer, with_buffer_mut, InBuf, OutBuf, ShmView};
 use super::errors::{closed, queue_empty, queue_full};
 use super::region::PyRegion;
-use crate::queue::{Borrow, Element, QueueOptions, ShmQueue, WAIT_SLICE};
+use crate::queue::{Borrow, Element, QueueOptions, Reservation, ShmQueue, WAIT_SLICE};
 use crate::sys::map::Mapping;
 use crate::sys::time::Deadline;
 
@@ -36,6 +36,19 @@ pub struct PyQueue {
 #[derive(Debug)]
 pub struct PyBorrowed {
     inner: Mutex<Borrow>,
+    map: Arc<Mapping>,
+    off: usize,
+    len: usize,
+}
+
+/// A slot reserved for writing an element in place (zero-copy send), from `Queue.reserve()`.
+/// `with q.reserve() as view:` gives a writable memoryview of `elsize` bytes in shared
+/// memory; leaving the block publishes the whole slot (call `commit(n)` inside it to publish
+/// only the first `n` bytes), an exception aborts. Views must not be used once it is done.
+#[pyclass(name = "Reserved", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyReserved {
+    inner: Mutex<Reservation>,
     map: Arc<Mapping>,
     off: usize,
     len: usize,
@@ -260,6 +273,23 @@ impl PyQueue {
                 .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))?,
         };
         Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Mutex::new(b) })
+    }
+
+    /// Reserve the next slot for writing an element *in place* (zero-copy send): write into
+    /// the returned `Reserved` (`with q.reserve() as view: view[:n] = ...`), and it is
+    /// published on commit. Waits for room like `put`. Hold it briefly: consumers wait at
+    /// its position. An aborted MPMC reservation skips its position (`recovered_puts`).
+    #[pyo3(signature = (timeout=None, *, block=true))]
+    fn reserve(&self, py: Python<'_>, timeout: Option<f64>, block: bool) -> PyResult<PyReserved> {
+        check_timeout(timeout)?;
+        let attempt = || -> PyResult<Option<Reservation>> { Ok(self.inner.try_reserve()?) };
+        let r = match attempt()? {
+            Some(r) => r,
+            None => self
+                .blocking(py, deadline(timeout, block)?, true, 1, attempt)?
+                .ok_or_else(|| queue_full(format!("queue {:?} is full", self.inner.name())))?,
+        };
+        Ok(PyReserved { map: Arc::clone(r.mapping()), off: r.offset(), len: r.capacity(), inner: Mutex::new(r) })
     }
 
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
@@ -638,6 +668,69 @@ impl PyBorrowed {
     fn __repr__(&self) -> String {
         let state = if self.released() { " released" } else { "" };
         format!("<shmkit.Borrowed {} bytes{state}>", self.len)
+    }
+}
+
+impl PyReserved {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reservation> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyReserved {
+    /// A writable memoryview of the slot in shared memory (`elsize` bytes, no copy).
+    #[getter]
+    fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        if self.lock().is_done() {
+            return Err(closed("the reservation was committed or aborted"));
+        }
+        ShmView::memoryview(py, &self.map, self.off as u64, self.len as u64, false)
+    }
+
+    /// Publish the first `length` bytes (default: all `elsize`) as the element.
+    #[pyo3(signature = (length=None))]
+    fn commit(&self, length: Option<usize>) -> PyResult<()> {
+        Ok(self.lock().commit(length.unwrap_or(self.len))?)
+    }
+
+    /// Give the slot up without publishing anything (idempotent).
+    fn abort(&self) -> PyResult<()> {
+        Ok(self.lock().abort()?)
+    }
+
+    /// Whether it was committed or aborted.
+    #[getter]
+    fn done(&self) -> bool {
+        self.lock().is_done()
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
+        self.view(py)
+    }
+
+    fn __exit__(
+        &self,
+        t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let mut r = self.lock();
+        if t.is_some() {
+            r.abort()?;
+        } else if !r.is_done() {
+            r.commit(self.len)?;
+        }
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.done() { " done" } else { "" };
+        format!("<shmkit.Reserved {} bytes{state}>", self.len)
     }
 }
 

@@ -502,20 +502,61 @@ impl ShmQueue {
 
     /// [`ShmQueue::try_borrow`], waiting up to `timeout` (`None`: forever).
     pub fn borrow(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Borrow>> {
-        let deadline = Deadline::after(timeout);
-        let mut spun = false;
-        loop {
-            if let Some(b) = self.try_borrow()? {
-                return Ok(Some(b));
+        self.waiting(timeout, false, || self.try_borrow())
+    }
+
+    // ------------------------------------------------------------------ zero-copy send
+
+    /// Reserve the next slot for writing *in place*, if there is room now: write the element
+    /// through the returned [`Reservation`] (at most `elsize` bytes at
+    /// [`Reservation::offset`]), then [`Reservation::commit`] publishes it. Dropping it
+    /// uncommitted aborts: an SPSC slot stays free; an MPMC position is skipped (counted in
+    /// `recovered_puts`, as a dead producer's is). Consumers wait at a reserved position, so
+    /// hold it briefly. An SPSC handle holds at most one reservation at a time. A producer
+    /// that dies holding one is recovered like one killed mid-put.
+    pub fn try_reserve(self: &Arc<Self>) -> Result<Option<Reservation>> {
+        let me = self.me()?;
+        let held = if self.ring.is_spsc() {
+            self.ring.spsc_reserve(&mut *self.side(Role::Producer)?)?
+        } else {
+            self.ring.mpmc_reserve(me)?
+        };
+        match held {
+            Some(held) => Ok(Some(Reservation { q: Arc::clone(self), held: Some(held) })),
+            None => {
+                self.on_full(self.ring.header()?);
+                Ok(None)
             }
-            if deadline.expired() {
-                self.note_timeout(false);
-                return Ok(None);
+        }
+    }
+
+    /// [`ShmQueue::try_reserve`], waiting up to `timeout` (`None`: forever) for room.
+    pub fn reserve(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Reservation>> {
+        self.waiting(timeout, true, || self.try_reserve())
+    }
+
+    fn commit_held(&self, held: Held, len: usize) -> Result<()> {
+        self.check_len(len)?;
+        if self.ring.is_spsc() {
+            if self.closed.load(Relaxed) {
+                return Err(QueueError::Closed);
             }
-            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
-                continue;
+            self.ring.spsc_commit(&mut *self.side(Role::Producer)?, held, len)?;
+        } else {
+            self.ring.mpmc_commit(held, len)?;
+        }
+        self.ring.notify_getters(self.ring.header()?);
+        Ok(())
+    }
+
+    fn abort_held(&self, held: Held) -> Result<()> {
+        if self.ring.is_spsc() {
+            if self.closed.load(Relaxed) {
+                return Ok(()); // the role (and the unpublished slot) went with the handle
             }
-            self.wait_readable(deadline.slice(WAIT_SLICE))?;
+            Ring::spsc_abort(&mut *self.side(Role::Producer)?, held)
+        } else {
+            self.ring.mpmc_abort(held)
         }
     }
 
@@ -579,23 +620,40 @@ impl ShmQueue {
         }
     }
 
-    /// Put `data`, waiting up to `timeout` (`None`: forever) for room. `Ok(false)`: timed out.
-    pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
+    /// The blocking shape of `put`, `get_with`, `borrow` and `reserve`: try; poll for the
+    /// condition once for this handle's spin time; then sleep in bounded slices until
+    /// `attempt` succeeds or `timeout` (`None`: forever) passes (`Ok(None)`, counted).
+    fn waiting<T>(
+        &self,
+        timeout: Option<Duration>,
+        put: bool,
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let deadline = Deadline::after(timeout);
         let mut spun = false;
         loop {
-            if self.try_put(data)? {
-                return Ok(true);
+            if let Some(t) = attempt()? {
+                return Ok(Some(t));
             }
             if deadline.expired() {
-                self.note_timeout(true);
-                return Ok(false);
+                self.note_timeout(put);
+                return Ok(None);
             }
-            if !std::mem::replace(&mut spun, true) && self.spin_writable(1)? {
+            if !std::mem::replace(&mut spun, true) && if put { self.spin_writable(1)? } else { self.spin_readable()? } {
                 continue;
             }
-            self.wait_writable(1, deadline.slice(WAIT_SLICE))?;
+            let slice = deadline.slice(WAIT_SLICE);
+            if put {
+                self.wait_writable(1, slice)?;
+            } else {
+                self.wait_readable(slice)?;
+            }
         }
+    }
+
+    /// Put `data`, waiting up to `timeout` (`None`: forever) for room. `Ok(false)`: timed out.
+    pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
+        Ok(self.waiting(timeout, true, || Ok(self.try_put(data)?.then_some(())))?.is_some())
     }
 
     /// Put a pair (both or neither), waiting up to `timeout` for two free slots.
@@ -615,22 +673,8 @@ impl ShmQueue {
 
     /// Take one element, waiting up to `timeout` (`None`: forever). `Ok(None)`: timed out.
     pub fn get_with<R>(&self, timeout: Option<Duration>, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
-        let deadline = Deadline::after(timeout);
         let mut f = Some(f);
-        let mut spun = false;
-        loop {
-            if let Some(r) = self.try_get_with(|e| f.take().map(|f| f(e)))? {
-                return Ok(r);
-            }
-            if deadline.expired() {
-                self.note_timeout(false);
-                return Ok(None);
-            }
-            if !std::mem::replace(&mut spun, true) && self.spin_readable()? {
-                continue;
-            }
-            self.wait_readable(deadline.slice(WAIT_SLICE))?;
-        }
+        self.waiting(timeout, false, || Ok(self.try_get_with(|e| f.take().map(|f| f(e)))?.flatten()))
     }
 
     /// Take one element as a vector, waiting up to `timeout`.
@@ -748,6 +792,61 @@ impl Borrow {
 impl Drop for Borrow {
     fn drop(&mut self) {
         let _ = self.release();
+    }
+}
+
+/// A slot reserved for writing an element in place ([`ShmQueue::try_reserve`]): its
+/// `capacity()` bytes at [`Reservation::offset`] in [`Reservation::mapping`] are this
+/// producer's until [`Reservation::commit`] publishes the first `len` of them or
+/// [`Reservation::abort`] (or drop) gives the slot up.
+#[derive(Debug)]
+pub struct Reservation {
+    q: Arc<ShmQueue>,
+    held: Option<Held>,
+}
+
+impl Reservation {
+    /// Bytes that may be written (the queue's element size).
+    pub fn capacity(&self) -> usize {
+        self.held.map_or(0, |h| h.len)
+    }
+
+    /// Whether it was committed or aborted already.
+    pub fn is_done(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// The mapping holding the slot.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        self.q.ring.mapping()
+    }
+
+    /// Absolute offset of the slot's bytes in the mapping.
+    pub fn offset(&self) -> usize {
+        self.held.map_or(0, |h| h.off)
+    }
+
+    /// Publish the first `len` bytes as the element. `len > capacity()`: an error, and the
+    /// slot stays reserved. Committing twice is an error.
+    pub fn commit(&mut self, len: usize) -> Result<()> {
+        let held = self.held.ok_or_else(|| QueueError::InvalidArgument("the reservation is done already".into()))?;
+        self.q.commit_held(held, len)?;
+        self.held = None;
+        Ok(())
+    }
+
+    /// Give the slot up without publishing anything. Idempotent.
+    pub fn abort(&mut self) -> Result<()> {
+        match self.held.take() {
+            Some(h) => self.q.abort_held(h),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let _ = self.abort();
     }
 }
 

@@ -36,6 +36,14 @@
 //! second slot on the owner's behalf and advancing `tail` by two, so the pair cannot be split
 //! and nobody waits on a preempted pair writer.
 //!
+//! **Reservations (zero-copy send).** `reserve` is the claim of a put without the copy: the
+//! caller writes the element in place, and `commit` is the publication. An aborted
+//! reservation is skipped exactly like a dead writer's claim (`(p+cap, 0)`, counted in
+//! `recovered_puts`, since later positions may already be claimed). That frees the slot for
+//! the next lap while consumers may still wait at `p`, so a consumer can also find the slot
+//! skipped on the next lap too, `(p+2cap, 0)`, which it treats as taken; a third lap needs
+//! `head` past `p`. A reserving producer that dies is recovered like one killed mid-put.
+//!
 //! # SPSC: the same stamps, no atomic read-modify-write at all
 //!
 //! With one producer and one consumer nobody competes for a slot, so the stamps are simply
@@ -52,7 +60,8 @@
 //! over, and the new holder starts from the hint and catches up with the stamps (the hint
 //! lags by what the dead holder did after its last store). A producer killed mid-put never
 //! published its slot; a consumer killed mid-get did not free its slot, so its element is
-//! delivered to the next consumer (at-least-once).
+//! delivered to the next consumer (at-least-once). An SPSC reservation is the producer's
+//! next slot, published by `commit`; aborting it leaves the slot free (nothing to skip).
 //!
 //! # Sleeping and waking (futex, as VPP's svm_queue signals on empty->non-empty)
 //!
@@ -152,6 +161,7 @@ pub(crate) fn at_tail(word: u64, pos: u64, cap: u64) -> AtTail {
         d if d == cap + 1 && (o == 0 || reader) => AtTail::Produced,
         d if d == 1 - cap && (o == 0 || reader) => AtTail::Blocked(o),
         d if d == -cap && o != 0 && !reader => AtTail::Blocked(o),
+        d if d == 2 * cap && o == 0 => AtTail::Produced, // skipped twice (see `at_head`)
         _ => AtTail::Corrupt,
     }
 }
@@ -169,6 +179,10 @@ pub(crate) fn at_head(word: u64, pos: u64, cap: u64) -> AtHead {
         d if d == 1 - cap && reader => AtHead::Empty(o),
         d if d == cap && !reader => AtHead::Taken,
         d if d == cap + 1 && (o == 0 || reader) => AtHead::Taken,
+        // An aborted reservation frees its slot for the next lap at once, so while consumers
+        // still wait at the position (`head` lags), the next lap's position in that slot can
+        // be reserved and aborted too. Never more: a third lap needs `head` past `pos`.
+        d if d == 2 * cap && o == 0 => AtHead::Taken,
         _ => AtHead::Corrupt,
     }
 }
@@ -247,8 +261,9 @@ pub(crate) struct SpscSide {
     forks: u64,
     /// Our position: the next to fill (producer) or to read (consumer).
     pos: u64,
-    /// Consumer: the element at `pos` is borrowed (read in place, not yet released).
-    borrowed: bool,
+    /// The slot at `pos` is held in place: borrowed (consumer: read, not yet released) or
+    /// reserved (producer: being written, not yet committed).
+    held: bool,
 }
 
 /// One side's [`SpscSide`] in a handle, behind a one-word lock: the state is copied out on
@@ -260,7 +275,7 @@ pub(crate) struct SideCell {
     token: AtomicU64,
     forks: AtomicU64,
     pos: AtomicU64,
-    borrowed: AtomicBool,
+    held: AtomicBool,
 }
 
 /// A locked [`SideCell`]; derefs to the side's state and writes it back on drop.
@@ -287,7 +302,7 @@ impl SideCell {
             token: self.token.load(Relaxed),
             forks: self.forks.load(Relaxed),
             pos: self.pos.load(Relaxed),
-            borrowed: self.borrowed.load(Relaxed),
+            held: self.held.load(Relaxed),
         };
         SideGuard { cell: self, side }
     }
@@ -313,9 +328,17 @@ impl Drop for SideGuard<'_> {
         c.token.store(self.side.token, Relaxed);
         c.forks.store(self.side.forks, Relaxed);
         c.pos.store(self.side.pos, Relaxed);
-        c.borrowed.store(self.side.borrowed, Relaxed);
+        c.held.store(self.side.held, Relaxed);
         c.busy.store(false, Release);
     }
+}
+
+/// The error for a second hold of an SPSC side (one held slot per handle and role).
+fn held_error(role: Role) -> QueueError {
+    QueueError::InvalidArgument(match role {
+        Role::Producer => "commit or abort the slot reserved on this handle before putting more".into(),
+        Role::Consumer => "release the element borrowed from this handle before taking more".into(),
+    })
 }
 
 /// Which SPSC role.
@@ -716,6 +739,17 @@ impl Ring {
 
     /// Put one element (MPMC). `Ok(false)`: full. Does not wake sleepers.
     pub(crate) fn mpmc_put(&self, me: u32, data: &[u8]) -> Result<bool> {
+        let Some(held) = self.mpmc_reserve(me)? else { return Ok(false) };
+        failpoint::hit("queue.put_claimed");
+        let (slot, _) = self.slot(held.pos)?;
+        self.fill(slot, held.off, data)?;
+        self.publish(slot, held.pos, me).map(|()| true)
+    }
+
+    /// Claim the slot at `tail` for writing (MPMC) without publishing it: the element is
+    /// written in place, then [`Ring::mpmc_commit`] publishes it or [`Ring::mpmc_abort`]
+    /// skips the position. `Ok(None)`: full. Consumers wait at this position meanwhile.
+    pub(crate) fn mpmc_reserve(&self, me: u32) -> Result<Option<Held>> {
         let h = self.header()?;
         let mut pos = h.tail.load(Relaxed);
         for _ in 0..MAX_RETRIES {
@@ -725,16 +759,32 @@ impl Ring {
             if state == AtTail::Free {
                 if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
                     let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
-                    failpoint::hit("queue.put_claimed");
-                    self.fill(slot, data_off, data)?;
-                    return self.publish(slot, pos, me).map(|()| true);
+                    return Ok(Some(Held { pos, owner: me, off: data_off, len: self.elsize }));
                 }
             } else if !self.tail_obstacle(h, pos, slot, w, state)? {
-                return Ok(false);
+                return Ok(None);
             }
             pos = h.tail.load(Relaxed);
         }
         Err(self.corrupt("no progress after many retries"))
+    }
+
+    /// Publish the first `len` bytes (checked by the caller) of a slot reserved by
+    /// [`Ring::mpmc_reserve`].
+    pub(crate) fn mpmc_commit(&self, held: Held, len: usize) -> Result<()> {
+        let (slot, _) = self.slot(held.pos)?;
+        slot.len.store(len as u32, Relaxed);
+        self.publish(slot, held.pos, held.owner)
+    }
+
+    /// Give up a slot reserved by [`Ring::mpmc_reserve`]: its position is skipped (as a dead
+    /// producer's is, and counted with those), since other producers may have claimed the
+    /// positions after it.
+    pub(crate) fn mpmc_abort(&self, held: Held) -> Result<()> {
+        let h = self.header()?;
+        let (slot, _) = self.slot(held.pos)?;
+        self.release_dead(h, slot, pack(held.pos, held.owner));
+        Ok(())
     }
 
     /// Put two elements in consecutive positions, or neither (MPMC). `Ok(false)`: no room.
@@ -948,7 +998,7 @@ impl Ring {
         };
         match pos {
             Ok(pos) => {
-                *side = SpscSide { token, forks, pos, borrowed: false };
+                *side = SpscSide { token, forks, pos, held: false };
                 Ok(())
             }
             Err(e) => {
@@ -1004,26 +1054,18 @@ impl Ring {
         side: &mut SpscSide,
         items: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<usize> {
+        if side.held {
+            return Err(held_error(Role::Producer));
+        }
         let h = self.header()?;
         let mut k = 0u64;
         for item in items {
             let pos = side.pos + k;
             let (slot, data_off) = self.slot(pos)?;
-            let w = slot.word.load(Acquire);
-            if w != pack(pos, 0) {
-                if owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64 {
-                    break; // the previous lap's element is still there: full
-                }
-                if k > 0 {
-                    break; // publish what we have; the next call reports the garbage
-                }
-                // Garbage: repair the stamp to what the consumer's hint says it should be
-                // (free if the previous lap was consumed, else full) and report it.
-                let consumed = pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
-                let fixed = if consumed { pos } else { pos + 1 - self.cap };
-                slot.word.store(pack(fixed, 0), Release);
-                h.corrupt_slots.fetch_add(1, Relaxed);
-                return Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")));
+            // Full, or garbage after some items: publish what we have (the next call
+            // reports the garbage).
+            if !self.spsc_free(h, slot, pos, k > 0)? {
+                break;
             }
             self.fill(slot, data_off, item)?;
             k += 1;
@@ -1054,10 +1096,8 @@ impl Ring {
         mut f: impl FnMut(Element<'_>) -> bool,
     ) -> Result<usize> {
         let h = self.header()?;
-        if side.borrowed {
-            return Err(QueueError::InvalidArgument(
-                "release the element borrowed from this handle before taking more".into(),
-            ));
+        if side.held {
+            return Err(held_error(Role::Consumer));
         }
         let mut taken = 0;
         let mut bad = None;
@@ -1127,10 +1167,8 @@ impl Ring {
     /// consumes it. One element at a time per handle.
     pub(crate) fn spsc_claim(&self, side: &mut SpscSide) -> Result<Option<Held>> {
         let h = self.header()?;
-        if side.borrowed {
-            return Err(QueueError::InvalidArgument(
-                "release the element borrowed from this handle before taking more".into(),
-            ));
+        if side.held {
+            return Err(held_error(Role::Consumer));
         }
         let (slot, data_off) = self.slot(side.pos)?;
         let w = slot.word.load(Acquire);
@@ -1141,7 +1179,7 @@ impl Ring {
         } else {
             let len = slot.len.load(Relaxed) as usize;
             if len <= self.elsize {
-                side.borrowed = true;
+                side.held = true;
                 return Ok(Some(Held { pos: side.pos, owner: 0, off: data_off, len }));
             }
             format!("element length {len} exceeds elsize {}", self.elsize)
@@ -1154,12 +1192,10 @@ impl Ring {
 
     /// Consume the element held by [`Ring::spsc_claim`].
     pub(crate) fn spsc_release(&self, side: &mut SpscSide, held: Held) -> Result<()> {
-        if !side.borrowed || side.pos != held.pos {
-            return Err(QueueError::InvalidArgument("this element is not held by this handle".into()));
-        }
+        Self::check_held(side, held)?;
         let h = self.header()?;
         let (slot, _) = self.slot(side.pos)?;
-        side.borrowed = false;
+        side.held = false;
         slot.word.store(pack(side.pos + self.cap, 0), Release);
         side.pos += 1;
         h.head.store(side.pos, Relaxed);
@@ -1167,8 +1203,75 @@ impl Ring {
         Ok(())
     }
 
+    /// Whether the producer's slot at `pos` is free (SPSC). `Ok(false)`: full (the previous
+    /// lap's element is still there), or garbage when `lenient`. Garbage otherwise: the stamp
+    /// is repaired to what the consumer's hint says it should be (free if the previous lap
+    /// was consumed, else full) and reported.
+    fn spsc_free(&self, h: &QueueHeader, slot: &SlotHeader, pos: u64, lenient: bool) -> Result<bool> {
+        let w = slot.word.load(Acquire);
+        if w == pack(pos, 0) {
+            return Ok(true);
+        }
+        if lenient || (owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64) {
+            return Ok(false);
+        }
+        let consumed = pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
+        let fixed = if consumed { pos } else { pos + 1 - self.cap };
+        slot.word.store(pack(fixed, 0), Release);
+        h.corrupt_slots.fetch_add(1, Relaxed);
+        Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")))
+    }
+
+    /// Reserve the producer's next slot for writing in place (SPSC): [`Ring::spsc_commit`]
+    /// publishes it; dropping the reservation ([`Ring::spsc_abort`]) leaves the slot free.
+    /// One reservation at a time per handle. `Ok(None)`: full.
+    pub(crate) fn spsc_reserve(&self, side: &mut SpscSide) -> Result<Option<Held>> {
+        if side.held {
+            return Err(held_error(Role::Producer));
+        }
+        let h = self.header()?;
+        let (slot, data_off) = self.slot(side.pos)?;
+        if !self.spsc_free(h, slot, side.pos, false)? {
+            return Ok(None);
+        }
+        side.held = true;
+        Ok(Some(Held { pos: side.pos, owner: 0, off: data_off, len: self.elsize }))
+    }
+
+    /// Publish the first `len` bytes (checked by the caller) of the slot reserved by
+    /// [`Ring::spsc_reserve`].
+    pub(crate) fn spsc_commit(&self, side: &mut SpscSide, held: Held, len: usize) -> Result<()> {
+        Self::check_held(side, held)?;
+        let h = self.header()?;
+        let (slot, _) = self.slot(side.pos)?;
+        side.held = false;
+        slot.len.store(len as u32, Relaxed);
+        slot.word.swap(pack(side.pos + 1, 0), SeqCst);
+        side.pos += 1;
+        h.tail.store(side.pos, Relaxed);
+        Ok(())
+    }
+
+    /// Drop the reservation of [`Ring::spsc_reserve`]: nothing was published, the slot stays
+    /// free for the next put.
+    pub(crate) fn spsc_abort(side: &mut SpscSide, held: Held) -> Result<()> {
+        Self::check_held(side, held)?;
+        side.held = false;
+        Ok(())
+    }
+
+    fn check_held(side: &SpscSide, held: Held) -> Result<()> {
+        if !side.held || side.pos != held.pos {
+            return Err(QueueError::InvalidArgument("this slot is not held by this handle".into()));
+        }
+        Ok(())
+    }
+
     /// Put two elements or neither (SPSC).
     pub(crate) fn spsc_put_pair(&self, side: &mut SpscSide, a: &[u8], b: &[u8]) -> Result<bool> {
+        if side.held {
+            return Err(held_error(Role::Producer));
+        }
         let (s1, _) = self.slot(side.pos + 1)?;
         let w1 = s1.word.load(Acquire);
         if w1 != pack(side.pos + 1, 0) {
@@ -1240,6 +1343,7 @@ mod tests {
         assert_eq!(at_tail(pack(p + 1, 7 | OWNER_READER), p, CAP), AtTail::Produced);
         assert_eq!(at_tail(pack(p + CAP, 0), p, CAP), AtTail::Produced);
         assert_eq!(at_tail(pack(p + CAP + 1, 0), p, CAP), AtTail::Produced);
+        assert_eq!(at_tail(pack(p + 2 * CAP, 0), p, CAP), AtTail::Produced);
         assert_eq!(at_tail(pack(p + 1 - CAP, 0), p, CAP), AtTail::Blocked(0));
         assert_eq!(at_tail(pack(p + 1 - CAP, 7 | OWNER_READER), p, CAP), AtTail::Blocked(7 | OWNER_READER));
         assert_eq!(at_tail(pack(p - CAP, 9), p, CAP), AtTail::Blocked(9));
@@ -1262,6 +1366,8 @@ mod tests {
         assert_eq!(at_head(pack(p + CAP, 0), p, CAP), AtHead::Taken);
         assert_eq!(at_head(pack(p + CAP, 5), p, CAP), AtHead::Taken);
         assert_eq!(at_head(pack(p + CAP + 1, 0), p, CAP), AtHead::Taken);
+        assert_eq!(at_head(pack(p + 2 * CAP, 0), p, CAP), AtHead::Taken); // skipped twice
+        assert_eq!(at_head(pack(p + 2 * CAP, 5), p, CAP), AtHead::Corrupt);
         assert_eq!(at_head(pack(p + 1, 5), p, CAP), AtHead::Corrupt);
         assert_eq!(at_head(pack(p + 1 - CAP, 0), p, CAP), AtHead::Corrupt);
         assert_eq!(at_head(pack(p + 2, 0), p, CAP), AtHead::Corrupt);
