@@ -21,7 +21,7 @@ and run with the cyclic garbage collector off, the same for every peer; queue de
 the same for every peer that has one (4096 small messages, 16 of 64 KiB). In-place reads:
 shmkit ``Queue.borrow`` and iceoryx2 samples. Zero-copy sends ("zero-copy" column): the
 producer writes into a loaned slot, shmkit ``Queue.reserve`` and iceoryx2 ``loan``. The
-blocking rows of shmkit use its default 10 us poll before sleeping; "spin=0" shows pure
+blocking rows of shmkit use its default 50 us poll before sleeping; "spin=0" shows pure
 futex sleeps. Peers that are not installed, or refuse a size (posix_ipc above the system's
 ``msgsize_max``), show ``n/a``.
 

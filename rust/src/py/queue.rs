@@ -520,7 +520,7 @@ impl PyQueue {
     }
 
     /// Seconds a blocking call of this handle polls before sleeping on the futex (default
-    /// 10 us; 0: sleep at once). Per handle, not shared.
+    /// 50 us; 0: sleep at once). Per handle, not shared.
     #[getter]
     fn get_spin(&self) -> f64 {
         self.inner.spin().as_secs_f64()
