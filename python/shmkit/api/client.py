@@ -17,6 +17,7 @@ fraction of a second, not after a timeout.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -277,7 +278,20 @@ class Client:
         self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024
     ) -> list[Any]:
         """Pipelined calls: up to ``window`` requests in flight, sent and received in
-        batches; returns the replies in the order of ``msgs`` (they may arrive in any)."""
+        batches; returns the replies in the order of ``msgs`` (they may arrive in any).
+
+        Python's cyclic garbage collector is paused while it runs (and resumed after, if it
+        was enabled): the replies it builds hold no reference cycles, and the collections
+        that allocating them would trigger cost about a fifth of the throughput."""
+        if not gc.isenabled():
+            return self._call_many(msgs, timeout, window)
+        gc.disable()
+        try:
+            return self._call_many(msgs, timeout, window)
+        finally:
+            gc.enable()
+
+    def _call_many(self, msgs: Iterable[Message], timeout: float, window: int) -> list[Any]:
         if window <= 0:
             raise ValueError("window must be positive")
         self._check_open()
@@ -287,18 +301,21 @@ class Client:
         out: list[Message | None] = [None] * n
         if not n:
             return []
-        index_of: dict[int, int] = {}
+        # One block of consecutive contexts (taken in one step, so no other call of any
+        # thread gets one of them): a reply's index is its context's offset in the block.
+        base = next(self._contexts)
+        deque(itertools.islice(self._contexts, n - 1), maxlen=0)
         datas: list[bytes] = []
         append = datas.append
-        handle, by_type, nxt = self._handle_int, self._by_type, self._contexts.__next__
-        for i, m in enumerate(msgs):
-            cls = type(m)
-            msg_id = by_type.get(cls)
-            if msg_id is None:
-                msg_id = by_type[cls] = self.msg_id(cls)
-            ctx = m.context = nxt() & 0xFFFFFFFF
+        handle, by_type = self._handle_int, self._by_type
+        cls: type[Message] | None = None
+        msg_id = 0
+        for ctx, m in enumerate(msgs, base):
+            if type(m) is not cls:
+                cls = type(m)
+                msg_id = by_type.get(cls) or by_type.setdefault(cls, self.msg_id(cls))
+            m.context = ctx & 0xFFFFFFFF
             m.client_index = handle
-            index_of[ctx] = i
             append(m.encode(msg_id))
         if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
             # Another thread is reading: take the general path.
@@ -311,7 +328,7 @@ class Client:
                     batch = datas[sent : min(n, got + window)]
                     k = self.port.send_many(self.server_input, batch, "client")
                     sent += k
-                got += self._pump(0.0 if k else SLICE, (index_of, out)) if sent > got else 0
+                got += self._pump(0.0 if k else SLICE, (base, out)) if sent > got else 0
                 if sent < n and sent == got and not k:
                     # Nothing in flight and the server's queue is full: wait for room.
                     self._send_bytes(datas[sent], deadline)
@@ -392,24 +409,26 @@ class Client:
                     finally:
                         self._followers -= 1
 
-    def _pump(
-        self, timeout: float, sink: tuple[dict[int, int], list[Message | None]] | None = None
-    ) -> int:
+    def _pump(self, timeout: float, sink: tuple[int, list[Message | None]] | None = None) -> int:
         """Read one batch from our queue and route it (caller holds the rx lock). Replies to
-        the contexts of ``sink`` go straight into its list; returns how many did."""
+        the contexts of ``sink`` (``base``, ``out``: the contexts ``base + i`` for the
+        indexes of ``out``) go straight into its list; returns how many did."""
         batch = self.port.recv(self.queue, 256, timeout)
         if not batch:
             return 0
         routed: list[tuple[int, Message]] = []
         placed = 0
         ids_get = self._ids.get
-        if sink is not None:
-            sink_pop, sink_out = sink[0].pop, sink[1]
+        base, out = sink if sink is not None else (0, [])
+        n_out = len(out)
+        hdr = HEADER.size
+        last_id, cls = -1, None
         for data in batch:
-            if len(data) < HEADER.size:
+            if len(data) < hdr:
                 continue
             msg_id = data[0] << 8 | data[1]
-            cls = ids_get(msg_id)
+            if msg_id != last_id:
+                last_id, cls = msg_id, ids_get(msg_id)
             if cls is None or msg_id == 21:
                 context = _unpack_header(data)[2]
                 if msg_id == 21:  # memclnt_keepalive: answer at once
@@ -423,12 +442,11 @@ class Client:
                 log.warning("API %s: undecodable message id %d", self.name, msg_id)
                 continue
             context = msg.context
-            if sink is not None:
-                i = sink_pop(context, None)
-                if i is not None:
-                    sink_out[i] = msg
-                    placed += 1
-                    continue
+            i = (context - base) & 0xFFFFFFFF
+            if i < n_out and out[i] is None:
+                out[i] = msg
+                placed += 1
+                continue
             routed.append((context, msg))
         if not routed:
             return placed

@@ -504,10 +504,37 @@ def _compile(cls: type[Message]) -> None:
         "_slow_encode": Message.encode,
         "_slow_decode": Message.decode.__func__,  # type: ignore[attr-defined]
         "MessageError": MessageError,
+        "_StructError": struct.error,
     }
     for i, (_, ft) in enumerate(cls._fields):
         ns[f"_t{i}"] = ft
     args = ", ".join(["msg_id", "self.client_index", "self.context", *enc])
+    if all(isinstance(ft, Scalar) for _, ft in cls._fields):
+        # One value per field: unpack straight into the attributes (a short buffer makes
+        # the unpack fail and takes the checking path).
+        targets = ", ".join(
+            ["_", "o.client_index", "o.context", *(f"o.{f}" for f, _ in cls._fields)]
+        )
+        decode_src = f"""
+def decode(data):
+    o = _new(_cls)
+    try:
+        {targets} = _unpack(data)
+    except _StructError:
+        return _slow_decode(_cls, data)
+    return o"""
+    else:
+        dec_body = chr(10).join(dec) if dec else "    pass"
+        decode_src = f"""
+def decode(data):
+    if len(data) < _size:
+        return _slow_decode(_cls, data)
+    v = _unpack(data)
+    o = _new(_cls)
+    o.client_index = v[1]
+    o.context = v[2]
+{dec_body}
+    return o"""
     src = f"""
 def encode(self, msg_id):
     try:
@@ -516,15 +543,7 @@ def encode(self, msg_id):
         pass
     return _slow_encode(self, msg_id)
 
-def decode(data):
-    if len(data) < _size:
-        return _slow_decode(_cls, data)
-    v = _unpack(data)
-    o = _new(_cls)
-    o.client_index = v[1]
-    o.context = v[2]
-{chr(10).join(dec) if dec else "    pass"}
-    return o
+{decode_src}
 """
     params, body = [], []
     for i, (fname, ft) in enumerate(cls._fields):

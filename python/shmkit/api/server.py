@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import select
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +57,7 @@ _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
 _unpack_header = HEADER.unpack_from
-_unpack_client = struct.Struct(">I").unpack_from
+_HDR = HEADER.size
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
@@ -127,6 +126,8 @@ class Server:
         self.region = Region.find_or_create(name, region_size, root=root)
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[type[Message], Handler | None]] = {}
+        # Requests with a user handler: id -> (decode, handler), for the inline fast path.
+        self._inline: dict[int, tuple[Callable[[bytes], Message], Handler]] = {}
         self._ids: dict[type[Message], int] = {}
         self._modules: dict[str, int] = {"memclnt": 1}
         self._next_id = FIRST_USER_ID
@@ -236,6 +237,7 @@ class Server:
             types = [request] + ([reply] if reply is not None else [])
             self.register(*types)
             self._handlers[self._ids[request]] = (request, fn)
+            self._inline[self._ids[request]] = (request.decode, fn)
             return fn
 
         return decorate
@@ -283,7 +285,7 @@ class Server:
         slice_ = min(self.death_poll, 0.05)
         try:
             while not self._stop.is_set():
-                batch = self.port.recv(self.input, 256, slice_)
+                batch = self.port.recv_runs(self.input, 256, slice_)
                 if batch:
                     with self._lock:
                         self._process(batch)
@@ -299,60 +301,79 @@ class Server:
         finally:
             self._running = False
 
-    def _process(self, batch: list[bytes]) -> None:
-        """Dispatch a batch. The common case (a known request from a registered client, with
-        a handler) is handled inline; everything else goes through :meth:`_dispatch`. Replies
-        are collected per client and sent with one call each."""
+    def _process(self, runs: list[tuple[int, list[bytes]]]) -> None:
+        """Dispatch a batch, received as runs of messages naming the same client index. The
+        common case (a known request from a registered client, with a handler) is handled
+        inline, with the client looked up once per run; everything else goes through
+        :meth:`_dispatch`. Replies are collected per client and sent with one call each."""
         outbox: dict[ClientInfo, list[bytes]] = {}
         self._outbox = outbox
         counts = self._counts
-        handlers, by_handle, ids = self._handlers, self._by_handle, self._ids
+        inline, by_handle, ids = self._inline, self._by_handle, self._ids
         slow = self.trace.enabled
+        reply_type: type[Message] | None = None
+        reply_id = 0
         try:
-            for data in batch:
-                try:
-                    if slow or len(data) < HEADER.size:
-                        self._dispatch(data)
-                        continue
-                    entry = handlers.get(data[0] << 8 | data[1])
-                    if entry is None or entry[1] is None:
-                        self._dispatch(data)  # unknown id or a memclnt message
-                        continue
-                    client = by_handle.get(_unpack_client(data, 2)[0])
-                    if client is None:
-                        counts[_MISSING] += 1
-                        continue
-                    client.requests += 1
-                    counts[_REQUESTS] += 1
+            for index, datas in runs:
+                client = None if slow else by_handle.get(index)
+                if client is None:  # memclnt_create, a stale handle, garbage, or tracing
+                    for data in datas:
+                        self._dispatch_guarded(data)
+                    continue
+                items = outbox.get(client)
+                if items is None:
+                    items = outbox[client] = []
+                append = items.append
+                served = 0
+                rest = iter(datas)
+                for data in rest:
                     try:
-                        msg = entry[0].decode(data)
-                    except MessageError:
-                        counts[_INVALID] += 1
-                        continue
-                    try:
-                        reply = entry[1](msg, client)
-                    except Exception:
+                        entry = inline.get(data[0] << 8 | data[1]) if len(data) >= _HDR else None
+                        if entry is None:
+                            self._dispatch(data)  # unknown id or a memclnt message
+                            if by_handle.get(index) is not client:
+                                # Deleted by that message: the rest of the run is "missing".
+                                for data in rest:
+                                    self._dispatch_guarded(data)
+                            continue
+                        served += 1
+                        try:
+                            msg = entry[0](data)
+                        except MessageError:
+                            counts[_INVALID] += 1
+                            continue
+                        try:
+                            reply = entry[1](msg, client)
+                        except Exception:
+                            counts[_HANDLER_ERRORS] += 1
+                            log.exception("API %s: handler for %s failed", self.name, msg._name)
+                            continue
+                        if reply is not None:
+                            reply.context = msg.context
+                            if type(reply) is not reply_type:
+                                reply_type = type(reply)
+                                reply_id = ids[reply_type]
+                            append(reply.encode(reply_id))
+                    except Exception:  # a bug must not take the data plane down
                         counts[_HANDLER_ERRORS] += 1
-                        log.exception("API %s: handler for %s failed", self.name, entry[0]._name)
-                        continue
-                    if reply is not None:
-                        reply.context = msg.context
-                        wire = reply.encode(ids[type(reply)])
-                        items = outbox.get(client)
-                        if items is None:
-                            outbox[client] = [wire]
-                        else:
-                            items.append(wire)
-                except Exception:  # a bug must not take the data plane down
-                    counts[_HANDLER_ERRORS] += 1
-                    log.exception("API %s: dispatch failed", self.name)
+                        log.exception("API %s: dispatch failed", self.name)
+                client.requests += served
+                counts[_REQUESTS] += served
         finally:
             self._outbox = None
-            for client, items in outbox.items():
-                self._send_batch(client, items)
+            for c, items in outbox.items():
+                if items:
+                    self._send_batch(c, items)
             # Rare events are published at once; plain traffic every poll.
             if any(counts[i] for i in _RARE):
                 self.flush_counters()
+
+    def _dispatch_guarded(self, data: bytes) -> None:
+        try:
+            self._dispatch(data)
+        except Exception:  # a bug must not take the data plane down
+            self._counts[_HANDLER_ERRORS] += 1
+            log.exception("API %s: dispatch failed", self.name)
 
     def close(self) -> None:
         """Stop, forget every client and release the region. Clients see the server gone."""

@@ -97,44 +97,41 @@ impl PyApiPort {
     /// while waiting). Returns their payloads; invalid references are counted and skipped.
     #[pyo3(signature = (queue, max=256, timeout=0.0))]
     fn recv<'py>(&self, py: Python<'py>, queue: &PyQueue, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
-        let q = queue.shm();
         let out = PyList::empty(py);
-        let mut err = None;
-        let mut collect = |rings: &crate::msgring::MsgRings, m: &crate::msgring::Msg| {
-            let map = rings.region().mapping();
-            match PyBytes::new_with(py, m.len as usize, |buf| {
-                map.read(m.payload as usize, buf).ok_or_else(|| PyValueError::new_err("message out of range"))
-            }) {
-                Ok(b) => {
-                    if let Err(e) = out.append(b) {
-                        err.get_or_insert(e);
+        self.recv_with(py, queue, max, timeout, |b| out.append(b))?;
+        Ok(out)
+    }
+
+    /// `recv`, grouped for a dispatcher: a list of `(client_index, [payload, ...])`, one per
+    /// run of consecutive messages whose headers name the same client index (bytes 2..6,
+    /// big-endian; -1 for a message too short to name one).
+    #[pyo3(signature = (queue, max=256, timeout=0.0))]
+    fn recv_runs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &PyQueue,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let mut run: Option<(i64, Bound<'py, PyList>)> = None;
+        self.recv_with(py, queue, max, timeout, |b| {
+            let index = match b.as_bytes().get(2..6) {
+                Some(&[a, b, c, d]) => i64::from(u32::from_be_bytes([a, b, c, d])),
+                _ => -1,
+            };
+            match &run {
+                Some((current, items)) if *current == index => items.append(b),
+                _ => {
+                    if let Some(done) = run.replace((index, PyList::new(py, [b])?)) {
+                        out.append(done)?;
                     }
-                }
-                Err(e) => {
-                    err.get_or_insert(e);
+                    Ok(())
                 }
             }
-        };
-        // Fast path without releasing the GIL.
-        self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
-        let total = secs(timeout)?;
-        if out.is_empty() && !total.is_zero() {
-            let deadline = std::time::Instant::now() + total;
-            loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
-                self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
-                if !out.is_empty() {
-                    break;
-                }
-                py.check_signals()?;
-            }
-        }
-        if let Some(e) = err {
-            return Err(e);
+        })?;
+        if let Some(done) = run {
+            out.append(done)?;
         }
         Ok(out)
     }
@@ -147,5 +144,56 @@ impl PyApiPort {
     /// References refused since the last call (the counter is reset).
     fn take_invalid(&self) -> u64 {
         self.inner.take_invalid()
+    }
+}
+
+impl PyApiPort {
+    /// Receive like `recv`, handing each payload to `push` as it is copied out.
+    fn recv_with<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &PyQueue,
+        max: usize,
+        timeout: f64,
+        mut push: impl FnMut(Bound<'py, PyBytes>) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let q = queue.shm();
+        let got = std::cell::Cell::new(0usize);
+        let mut err = None;
+        let mut collect = |rings: &crate::msgring::MsgRings, m: &crate::msgring::Msg| {
+            let map = rings.region().mapping();
+            let pushed = PyBytes::new_with(py, m.len as usize, |buf| {
+                map.read(m.payload as usize, buf).ok_or_else(|| PyValueError::new_err("message out of range"))
+            })
+            .and_then(&mut push);
+            match pushed {
+                Ok(()) => got.set(got.get() + 1),
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            }
+        };
+        // Fast path without releasing the GIL.
+        self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
+        let total = secs(timeout)?;
+        if got.get() == 0 && !total.is_zero() {
+            let deadline = std::time::Instant::now() + total;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
+                self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
+                if got.get() > 0 {
+                    break;
+                }
+                py.check_signals()?;
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
