@@ -346,6 +346,48 @@ def test_server_close_is_seen_by_clients(root: str) -> None:
     shmkit.Region.open("api", root=root).unlink()
 
 
+def test_batch_with_a_delete_in_the_middle(root: str) -> None:
+    """One dispatch batch: requests, the client's memclnt_delete, more requests from it, a
+    stale handle and a truncated message. Only what came before the delete is served."""
+    s = make_server("api", root)
+    s.start()
+    c = Client.connect("api", "c", root=root)
+    handle, echo_id = int(c.handle), c.msg_id(Echo)
+    s.stop()  # queue the whole batch while the loop is stopped
+    region = shmkit.Region.open("api", root=root)
+    port = ApiPort(shmkit.MsgRings.open(region, "api/rings"))
+    q = shmkit.Queue.open(region, "api/input")
+    s.flush_counters()
+    before = describe("api", root).counters
+    batch = [
+        Echo(x=1, client_index=handle, context=11).encode(echo_id),
+        memclnt.MemclntDelete(index=handle, client_index=handle, context=12).encode(3),
+        Echo(x=2, client_index=handle, context=13).encode(echo_id),
+        Echo(x=3, client_index=handle, context=14).encode(echo_id),
+        Echo(x=4, client_index=handle ^ 0x100, context=15).encode(echo_id),  # stale
+        b"\x00",
+    ]
+    assert port.send_many(q, batch, "client") == len(batch)
+    s.start()
+    first, second = c.recv(timeout=10), c.recv(timeout=10)
+    assert (type(first), first.context, first.x) == (EchoReply, 11, 1)
+    assert (type(second), second.context) == (memclnt.MemclntDeleteReply, 12)
+    with pytest.raises(TimeoutError):
+        c.recv(timeout=0.2)  # nothing for the requests after the delete
+    want = {"requests": 2, "missing_clients": 3, "invalid_messages": 1, "deregistrations": 1}
+
+    def counted() -> dict[str, int]:
+        after = describe("api", root).counters
+        return {k: after[k] - before[k] for k in want}
+
+    wait_until(lambda: counted() == want, 10, f"the counters to show {want}")
+    assert not s.clients
+    assert not c.close()  # the server forgot us already: no reply to our delete
+    q.close()
+    s.close()
+    region.unlink()
+
+
 # ---------------------------------------------------------------- trace, reaper callbacks, CLI
 
 

@@ -95,3 +95,26 @@ def test_references_are_validated(root: str) -> None:
     with pytest.raises(shmkit.CorruptionError):
         shmkit.MsgRings.open(region)
     region.unlink()
+
+
+def test_recv_runs_groups_by_client_index(root: str) -> None:
+    from shmkit._native import ApiPort
+
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    port = ApiPort(shmkit.MsgRings.create(region))
+    q = shmkit.Queue.create(region, "in", 64, 8)
+    msgs = [struct.pack(">HII", 7, ci, n) for n, ci in enumerate([5, 5, 9, 5, 2**32 - 1])]
+    msgs += [b"\x00\x07\x00", b"", struct.pack(">HII", 7, 5, 99)]
+    assert port.send_many(q, msgs, "client") == len(msgs)
+    runs = port.recv_runs(q, 64, 1.0)
+    assert runs == [
+        (5, msgs[0:2]),
+        (9, [msgs[2]]),
+        (5, [msgs[3]]),
+        (2**32 - 1, [msgs[4]]),
+        (-1, msgs[5:7]),  # too short to name a client
+        (5, [msgs[7]]),
+    ]
+    assert port.recv_runs(q, 64, 0.0) == []
+    q.close()
+    region.unlink()
