@@ -118,3 +118,37 @@ def test_recv_runs_groups_by_client_index(root: str) -> None:
     assert port.recv_runs(q, 64, 0.0) == []
     q.close()
     region.unlink()
+
+
+def test_recv_replies_places_decoded_replies(root: str) -> None:
+    from shmkit._native import ApiPort
+
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    port = ApiPort(shmkit.MsgRings.create(region))
+    q = shmkit.Queue.create(region, "in", 64, 8)
+
+    def decode(data: bytes) -> tuple[int, int]:
+        if data[10:] == b"bad":
+            raise ValueError("refused")
+        return struct.unpack_from(">HII", data)[::2]  # (msg_id, context)
+
+    base = 2**32 - 2  # the block of contexts wraps at 2^32: base, 2^32 - 1, 0, 1
+    msgs = [
+        struct.pack(">HII", 7, 0, 0),  # index 2
+        struct.pack(">HII", 7, 0, 2**32 - 2),  # index 0
+        struct.pack(">HII", 21, 0, 2**32 - 1),  # no decoder (a keepalive): other
+        struct.pack(">HII", 7, 0, 5),  # outside the block: other
+        struct.pack(">HII", 7, 0, 0),  # index 2 again: a duplicate, other
+        struct.pack(">HII", 7, 0, 1) + b"bad",  # refused by its decoder: other
+        b"\x00\x07\x00\x00",  # too short: other
+        struct.pack(">HII", 7, 0, 1),  # index 3
+    ]
+    assert port.send_many(q, msgs, "client") == len(msgs)
+    out: list[object] = [None] * 4
+    placed, others = port.recv_replies(q, out, base, {7: decode}, 64, 1.0)
+    assert placed == 3
+    assert out == [(7, 2**32 - 2), None, (7, 0), (7, 1)]
+    assert others == msgs[2:7]
+    assert port.recv_replies(q, out, base, {7: decode}, 64, 0.0) == (0, [])
+    q.close()
+    region.unlink()

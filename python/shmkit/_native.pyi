@@ -435,6 +435,15 @@ class ApiPort:
         self, queue: Queue, data: Buffer, timeout: float, pool: str = "client"
     ) -> bool: ...
     def recv(self, queue: Queue, max: int = 256, timeout: float = 0.0) -> list[bytes]: ...
+    def recv_replies(
+        self,
+        queue: Queue,
+        out: list[Any],
+        base: int,
+        decoders: dict[int, Callable[[bytes], Any]],
+        max: int = 256,
+        timeout: float = 0.0,
+    ) -> tuple[int, list[bytes]]: ...
     def recv_runs(
         self, queue: Queue, max: int = 256, timeout: float = 0.0
     ) -> list[tuple[int, list[bytes]]]: ...

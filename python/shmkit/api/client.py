@@ -26,8 +26,8 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort
@@ -320,6 +320,10 @@ class Client:
         if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
             # Another thread is reading: take the general path.
             return [self.call(m, timeout) for m in msgs]
+        # Replies are decoded and placed natively; keepalives go the general way (answered).
+        decoders: dict[int, Callable[[Any], Message]] = {
+            i: c.decode for i, c in self._ids.items() if i != 21
+        }
         sent = got = 0
         try:
             while got < n:
@@ -328,7 +332,7 @@ class Client:
                     batch = datas[sent : min(n, got + window)]
                     k = self.port.send_many(self.server_input, batch, "client")
                     sent += k
-                got += self._pump(0.0 if k else SLICE, (base, out)) if sent > got else 0
+                got += self._pump(0.0 if k else SLICE, (base, out, decoders)) if sent > got else 0
                 if sent < n and sent == got and not k:
                     # Nothing in flight and the server's queue is full: wait for room.
                     self._send_bytes(datas[sent], deadline)
@@ -409,17 +413,24 @@ class Client:
                     finally:
                         self._followers -= 1
 
-    def _pump(self, timeout: float, sink: tuple[int, list[Message | None]] | None = None) -> int:
+    def _pump(
+        self,
+        timeout: float,
+        sink: tuple[int, list[Message | None], dict[int, Callable[[Any], Message]]] | None = None,
+    ) -> int:
         """Read one batch from our queue and route it (caller holds the rx lock). Replies to
-        the contexts of ``sink`` (``base``, ``out``: the contexts ``base + i`` for the
-        indexes of ``out``) go straight into its list; returns how many did."""
-        batch = self.port.recv(self.queue, 256, timeout)
+        the contexts of ``sink`` (``base``, ``out``, ``decoders``: the contexts ``base + i``
+        for the indexes of ``out``) go straight into its list; returns how many did."""
+        if sink is None:
+            placed, batch = 0, self.port.recv(self.queue, 256, timeout)
+            base, out = 0, cast("list[Message | None]", [])
+        else:
+            base, out, decoders = sink
+            placed, batch = self.port.recv_replies(self.queue, out, base, decoders, 256, timeout)
         if not batch:
-            return 0
+            return placed
         routed: list[tuple[int, Message]] = []
-        placed = 0
         ids_get = self._ids.get
-        base, out = sink if sink is not None else (0, [])
         n_out = len(out)
         hdr = HEADER.size
         last_id, cls = -1, None

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
@@ -134,6 +134,51 @@ impl PyApiPort {
             out.append(done)?;
         }
         Ok(out)
+    }
+
+    /// `recv` for a pipelining caller: a reply whose header's message id has a decoder in
+    /// `decoders` and whose context is `base + i` for an empty index `i` of `out` (contexts
+    /// are 32-bit: the offset is taken modulo 2^32) is decoded (`decoders[id](payload)`) and
+    /// stored at `out[i]`. Returns how many were stored and the payloads of every other
+    /// message (events, keepalives, strays, or a payload its decoder refused), in order.
+    #[pyo3(signature = (queue, out, base, decoders, max=256, timeout=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn recv_replies<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &PyQueue,
+        out: &Bound<'py, PyList>,
+        base: u64,
+        decoders: &Bound<'py, PyDict>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<(usize, Bound<'py, PyList>)> {
+        let others = PyList::empty(py);
+        let mut placed = 0;
+        let n = out.len() as u64;
+        self.recv_with(py, queue, max, timeout, |b| {
+            let decoded = match b.as_bytes() {
+                &[i0, i1, _, _, _, _, c0, c1, c2, c3, ..] => {
+                    let at = u64::from(u32::from_be_bytes([c0, c1, c2, c3]).wrapping_sub(base as u32));
+                    match decoders.get_item(u16::from_be_bytes([i0, i1]))? {
+                        Some(decode) if at < n && out.get_item(at as usize)?.is_none() => {
+                            // A payload its decoder refuses goes back with the others.
+                            decode.call1((&b,)).ok().map(|msg| (at as usize, msg))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match decoded {
+                Some((at, msg)) => {
+                    placed += 1;
+                    out.set_item(at, msg)
+                }
+                None => others.append(b),
+            }
+        })?;
+        Ok((placed, others))
     }
 
     /// Take and free everything queued in `queue`; returns how many messages were freed.
