@@ -490,19 +490,27 @@ impl ShmQueue {
     /// held, the slot is not reused (producers wait for it when they come round), so hold
     /// it briefly. An SPSC handle holds at most one element at a time.
     pub fn try_borrow(self: &Arc<Self>) -> Result<Option<Borrow>> {
+        Ok(self.hold(Role::Consumer)?.map(|held| Borrow { q: Arc::clone(self), held: Some(held) }))
+    }
+
+    /// Hold a slot in place for `role`: the consumer's next element (borrow) or the
+    /// producer's next free slot (reserve). `None`: empty (full), counted.
+    fn hold(&self, role: Role) -> Result<Option<Held>> {
         let me = self.me()?;
-        let held = if self.ring.is_spsc() {
-            self.ring.spsc_claim(&mut *self.side(Role::Consumer)?)?
-        } else {
-            self.ring.mpmc_claim(me)?
+        let held = match (self.ring.is_spsc(), role) {
+            (true, Role::Consumer) => self.ring.spsc_claim(&mut *self.side(role)?)?,
+            (true, Role::Producer) => self.ring.spsc_reserve(&mut *self.side(role)?)?,
+            (false, Role::Consumer) => self.ring.mpmc_claim(me)?,
+            (false, Role::Producer) => self.ring.mpmc_reserve(me)?,
         };
-        match held {
-            Some(held) => Ok(Some(Borrow { q: Arc::clone(self), held: Some(held) })),
-            None => {
-                self.on_empty(self.ring.header()?);
-                Ok(None)
+        if held.is_none() {
+            let h = self.ring.header()?;
+            match role {
+                Role::Consumer => self.on_empty(h),
+                Role::Producer => self.on_full(h),
             }
         }
+        Ok(held)
     }
 
     /// [`ShmQueue::try_borrow`], waiting up to `timeout` (`None`: forever).
@@ -520,19 +528,7 @@ impl ShmQueue {
     /// hold it briefly. An SPSC handle holds at most one reservation at a time. A producer
     /// that dies holding one is recovered like one killed mid-put.
     pub fn try_reserve(self: &Arc<Self>) -> Result<Option<Reservation>> {
-        let me = self.me()?;
-        let held = if self.ring.is_spsc() {
-            self.ring.spsc_reserve(&mut *self.side(Role::Producer)?)?
-        } else {
-            self.ring.mpmc_reserve(me)?
-        };
-        match held {
-            Some(held) => Ok(Some(Reservation { q: Arc::clone(self), held: Some(held) })),
-            None => {
-                self.on_full(self.ring.header()?);
-                Ok(None)
-            }
-        }
+        Ok(self.hold(Role::Producer)?.map(|held| Reservation { q: Arc::clone(self), held: Some(held) }))
     }
 
     /// [`ShmQueue::try_reserve`], waiting up to `timeout` (`None`: forever) for room.
