@@ -301,10 +301,10 @@ class Client:
         out: list[Message | None] = [None] * n
         if not n:
             return []
-        # One block of consecutive contexts (taken in one step, so no other call of any
-        # thread gets one of them): a reply's index is its context's offset in the block.
-        base = next(self._contexts)
-        deque(itertools.islice(self._contexts, n - 1), maxlen=0)
+        # One block of consecutive contexts, taken in one step (islice skips in C, with no
+        # bytecode boundary for another thread to take one in between): a reply's index is
+        # its context's offset in the block.
+        base = next(itertools.islice(self._contexts, n - 1, None)) - (n - 1)
         datas: list[bytes] = []
         append = datas.append
         handle, by_type = self._handle_int, self._by_type
