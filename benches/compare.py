@@ -153,6 +153,25 @@ def _deadline_loop(seconds: float) -> Callable[[], bool]:
     return lambda: time.perf_counter() > end
 
 
+def _send_numbered(send: Callable[[bytearray], object], size: int, seconds: float) -> int:
+    """Send `size`-byte messages numbered 0, 1, ... (first word) through `send` for `seconds`,
+    then the end marker; returns how many numbered messages were sent."""
+    buf = bytearray(size)
+    view = memoryview(buf).cast("Q")
+    done = _deadline_loop(seconds)
+    i = 0
+    while True:
+        for _ in range(256):
+            view[0] = i
+            send(buf)
+            i += 1
+        if done():
+            break
+    view[0] = END
+    send(buf)
+    return i
+
+
 class Shmkit(Peer):
     batched = True
     zero_copy = True
@@ -206,19 +225,7 @@ class Shmkit(Peer):
                 pack_into(v, 0, END)
             return i
         if batch in (None, "borrow"):
-            put = q.put
-            buf = bytearray(size)
-            view = memoryview(buf).cast("Q")
-            while True:
-                for _ in range(256):
-                    view[0] = i
-                    put(buf)
-                    i += 1
-                if done():
-                    break
-            view[0] = END
-            put(buf)
-            return i
+            return _send_numbered(q.put, size, seconds)
         seqs = Batches(size)
         packed = bytearray(seqs.n * size)
         pmem = memoryview(packed)
@@ -460,22 +467,7 @@ class MpPipe(Peer):
         return ctx.Pipe(duplex=True)
 
     def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
-        conn = spec[0]
-        send = conn.send_bytes
-        buf = bytearray(size)
-        view = memoryview(buf).cast("Q")
-        done = _deadline_loop(seconds)
-        i = 0
-        while True:
-            for _ in range(256):
-                view[0] = i
-                send(buf)
-                i += 1
-            if done():
-                break
-        view[0] = END
-        send(buf)
-        return i
+        return _send_numbered(spec[0].send_bytes, size, seconds)
 
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
         conn = spec[1]
@@ -1009,22 +1001,7 @@ class PosixIpc(Peer):
     def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
         import posix_ipc
 
-        q = posix_ipc.MessageQueue(spec[0])
-        send = q.send
-        buf = bytearray(size)
-        view = memoryview(buf).cast("Q")
-        done = _deadline_loop(seconds)
-        i = 0
-        while True:
-            for _ in range(256):
-                view[0] = i
-                send(buf)
-                i += 1
-            if done():
-                break
-        view[0] = END
-        send(buf)
-        return i
+        return _send_numbered(posix_ipc.MessageQueue(spec[0]).send, size, seconds)
 
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
         import posix_ipc
