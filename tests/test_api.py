@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import shmkit
-from api_defs import Echo, EchoReply, Event, Flood, make_server
+from api_defs import Echo, EchoReply, Event, Flood, Sum, SumReply, make_server
 from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
 from shmkit._native import ApiPort
 from shmkit.api import Handle, memclnt
@@ -25,7 +25,7 @@ from shmkit.api.client import (
     ServerRestartedError,
     UnknownMessageError,
 )
-from shmkit.api.messages import define, u64
+from shmkit.api.messages import MessageError, define, u64
 from shmkit.api.server import Server, ServerRunningError
 from shmkit.api.show import describe
 from shmkit.api.trace import Trace
@@ -83,6 +83,25 @@ def test_call_table_and_crc_refusal(root: str, server: subprocess.Popen[str]) ->
         ctxs = [c.submit(Echo(x=i)) for i in range(10)]
         assert [c.result(ctx).x for ctx in reversed(ctxs)] == list(range(9, -1, -1))
         assert Handle.from_int(int(c.handle)).epoch == describe("api", root).epoch & 0xFF
+
+
+def test_call_many_mixes_native_and_python_codecs(root: str, server: subprocess.Popen[str]) -> None:
+    with Client.connect("api", "mixed", root=root, timeout=5) as c:
+        msgs = [Sum(n=i % 4, items=list(range(i % 4))) if i % 3 else Echo(x=i) for i in range(600)]
+        replies = c.call_many(msgs, timeout=20, window=64)
+        for i, (m, r) in enumerate(zip(msgs, replies, strict=True)):
+            if i % 3:
+                assert type(r) is SumReply and r.total == sum(m.items) and r.items == m.items  # type: ignore[attr-defined]
+            else:
+                assert type(r) is EchoReply and r.x == i
+        # A bad value anywhere raises before anything is sent: no stray reply comes back.
+        with pytest.raises(MessageError, match="out of range"):
+            c.call_many([Echo(x=1), Sum(n=1, items=[2**32])])
+        with pytest.raises(MessageError):
+            c.call_many([Echo(x=1), Echo(x=-1)])
+        assert c.call(memclnt.ControlPing()).retval == 0  # served in order after anything sent
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0)
 
 
 def test_connect_without_server_times_out(root: str) -> None:

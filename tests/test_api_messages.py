@@ -167,3 +167,84 @@ def test_handles() -> None:
         Handle.from_int(-1)
     with pytest.raises(ValueError):
         int(Handle(1 << 24, 0))
+
+
+Flat = define(
+    "flat",
+    [
+        *((k, t) for k, t in zip("abcdefgh", (u8, u16, u32, u64, i8, i16, i32, i64), strict=True)),
+        ("r", f64),
+        ("flag", boolean),
+        ("label", string(16)),
+    ],
+)
+labels = st.text(st.characters(min_codepoint=1, exclude_categories=["Cs"]), max_size=16).filter(
+    lambda s: len(s.encode()) <= 16
+)
+
+
+@st.composite
+def flat(draw: st.DrawFn) -> object:
+    return Flat(
+        **{k: draw(v) for k, v in ints.items()},
+        r=draw(st.floats(allow_nan=False)),
+        flag=draw(st.booleans()),
+        label=draw(labels),
+        context=draw(st.integers(0, 2**32 - 1)),
+        client_index=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def test_native_codec_only_for_flat_messages() -> None:
+    assert Flat._codec is not None and Flat._codec.size == len(Flat().encode(1))
+    assert ControlPing._codec is not None
+    assert Everything._codec is None  # arrays, nested structs, variable-length arrays
+    assert Point._codec is None  # a struct type is not a message
+
+
+@settings(max_examples=300)
+@given(flat(), st.integers(0, 2**16 - 1))
+def test_native_codec_matches_the_python_codec(msg: object, msg_id: int) -> None:
+    codec = Flat._codec
+    assert codec is not None
+    wire = msg.encode(msg_id)  # type: ignore[attr-defined]
+    assert codec.encode(msg, msg_id) == wire
+    back = codec.decode(wire)
+    assert type(back) is Flat and back == msg and back.client_index == msg.client_index  # type: ignore[attr-defined]
+    assert codec.decode(wire + b"extra") == msg  # as struct.unpack_from: extra bytes ignored
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_native_decode_of_garbage_agrees_with_python(data: bytes) -> None:
+    codec = Flat._codec
+    assert codec is not None
+    try:
+        expected = Flat.decode(data)
+    except MessageError:
+        with pytest.raises(ValueError):
+            codec.decode(data)
+    else:
+        assert codec.decode(data) == expected
+
+
+def test_native_codec_refuses_what_python_refuses() -> None:
+    codec = Flat._codec
+    assert codec is not None
+    for bad in ({"a": 256}, {"e": -129}, {"d": -1}, {"label": "x" * 17}, {"c": 1.5}, {"a": "1"}):
+        msg = Flat(**bad)
+        with pytest.raises(MessageError):
+            msg.encode(1)
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            codec.encode(msg, 1)
+    with pytest.raises(ValueError, match="UTF-8"):
+        codec.decode(Flat(label=b"\xff\xfe").encode(1))
+    with pytest.raises(MessageError, match="UTF-8"):
+        Flat.decode(Flat(label=b"\xff\xfe").encode(1))
+    with pytest.raises(TypeError):
+        codec.encode(ControlPing(), 1)
+    with pytest.raises(MessageError, match="UTF-8"):
+        Flat(label="\ud800").encode(1)  # a lone surrogate cannot be encoded
+    # What the Python codec coerces, the native one does too.
+    coerced = Flat(flag=3, r=2, label=b"raw")
+    assert codec.encode(coerced, 9) == coerced.encode(9)

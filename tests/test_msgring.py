@@ -97,29 +97,6 @@ def test_references_are_validated(root: str) -> None:
     region.unlink()
 
 
-def test_recv_runs_groups_by_client_index(root: str) -> None:
-    from shmkit._native import ApiPort
-
-    region = shmkit.Region.create("api", 16 << 20, root=root)
-    port = ApiPort(shmkit.MsgRings.create(region))
-    q = shmkit.Queue.create(region, "in", 64, 8)
-    msgs = [struct.pack(">HII", 7, ci, n) for n, ci in enumerate([5, 5, 9, 5, 2**32 - 1])]
-    msgs += [b"\x00\x07\x00", b"", struct.pack(">HII", 7, 5, 99)]
-    assert port.send_many(q, msgs, "client") == len(msgs)
-    runs = port.recv_runs(q, 64, 1.0)
-    assert runs == [
-        (5, msgs[0:2]),
-        (9, [msgs[2]]),
-        (5, [msgs[3]]),
-        (2**32 - 1, [msgs[4]]),
-        (-1, msgs[5:7]),  # too short to name a client
-        (5, [msgs[7]]),
-    ]
-    assert port.recv_runs(q, 64, 0.0) == []
-    q.close()
-    region.unlink()
-
-
 def test_recv_replies_places_decoded_replies(root: str) -> None:
     from shmkit._native import ApiPort
 
@@ -151,4 +128,125 @@ def test_recv_replies_places_decoded_replies(root: str) -> None:
     assert others == msgs[2:7]
     assert port.recv_replies(q, out, base, {7: decode}, 64, 0.0) == (0, [])
     q.close()
+    region.unlink()
+
+
+def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
+    from shmkit._native import ApiPort
+    from shmkit.api.messages import define, u32
+
+    req, rep, other = (define(n, [("x", u32)]) for n in ("s_req", "s_rep", "s_other"))
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    port = ApiPort(shmkit.MsgRings.create(region))
+    inq = shmkit.Queue.create(region, "in", 64, 8)
+
+    class Registered:  # what the server keeps per client: its queue and a request count
+        def __init__(self, name: str) -> None:
+            self.queue = shmkit.Queue.create(region, name, 8, 8)
+            self.requests = 0
+
+    a, b = Registered("a"), Registered("b")
+    by_handle: dict[int, Registered] = {5: a, 6: b}
+
+    def handler(msg: object, client: Registered) -> object:
+        x = msg.x  # type: ignore[attr-defined]
+        if x == 13:
+            raise RuntimeError("unlucky")
+        return None if x == 0 else other(x=70) if x == 7 else rep(x=x + 1)
+
+    routed: list[bytes] = []
+
+    def slow(data: bytes) -> None:
+        routed.append(data)
+        if data[:2] == b"\x00\x03":  # a delete: its client is gone for what follows
+            del by_handle[struct.unpack_from(">I", data, 2)[0]]
+
+    failures: list[tuple[type, object]] = []
+    encoded: list[int] = []
+
+    def encode_reply(reply: object, context: int) -> bytes:
+        encoded.append(context)
+        reply.context = context  # type: ignore[attr-defined]
+        return reply.encode(102)  # type: ignore[attr-defined, no-any-return]
+
+    def r(x: int, index: int, context: int) -> bytes:
+        return req(x=x, client_index=index, context=context).encode(100)  # type: ignore[no-any-return]
+
+    msgs = [
+        r(1, 5, 1),  # a: rep(2)
+        r(7, 6, 2),  # b: another type, encoded by encode_reply
+        r(13, 5, 3),  # the handler raises
+        r(0, 5, 4),  # no reply
+        r(2, 9, 5),  # unknown client index: slow
+        r(2, 5, 6)[:12],  # truncated: invalid
+        struct.pack(">HII", 55, 5, 7),  # unknown id: slow
+        b"\x00\x01",  # too short for a header: slow
+        struct.pack(">HII", 3, 6, 8),  # deletes b: slow
+        r(3, 6, 9),  # b is gone: slow
+        r(4, 5, 10),  # a: rep(5)
+    ]
+    assert port.send_many(inq, msgs, "client") == len(msgs)
+    table = {100: (req, req._codec, handler, rep, rep._codec, 101)}
+    outbox = port.outbox()
+    stats = port.serve(
+        inq,
+        table,
+        by_handle,
+        outbox,
+        slow,
+        lambda e, t: failures.append((type(e), t)),
+        encode_reply,
+        64,
+        1.0,
+    )
+    assert stats == (11, 6, 1, 1)  # received, served, invalid, handler errors
+    assert routed == [msgs[i] for i in (4, 6, 7, 8, 9)]
+    assert failures == [(RuntimeError, req)]
+    assert encoded == [2]
+    assert (a.requests, b.requests) == (5, 1)
+    assert len(outbox) == 3
+    assert sorted(outbox.flush(), key=lambda e: e[1]) == [(b, 1, 0), (a, 2, 0)]
+    assert len(outbox) == 0
+    assert port.recv(a.queue, 8) == [
+        rep(x=2, context=1).encode(101),
+        rep(x=5, context=10).encode(101),
+    ]
+    assert port.recv(b.queue, 8) == [other(x=70, context=2).encode(102)]
+    # Nothing queued: waits up to the timeout and serves nothing.
+    assert port.serve(inq, table, by_handle, outbox, slow, print, encode_reply, 64, 0.01) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    for q in (inq, a.queue, b.queue):
+        q.close()
+    region.unlink()
+
+
+def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
+    from shmkit._native import ApiPort
+
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    rings = shmkit.MsgRings.create(region)
+    port = ApiPort(rings)
+    full, gone = (
+        shmkit.Queue.create(region, "full", 4, 8),
+        shmkit.Queue.create(region, "gone", 4, 8),
+    )
+    assert sum(r["busy"] for r in rings.ring_stats()) == 0
+    outbox = port.outbox()
+    for i in range(6):
+        outbox.push("full", full, bytes([i]) * 12)
+    outbox.push("gone", gone, b"x" * 12)
+    assert outbox.flush_client("gone") == (1, 0)
+    assert outbox.flush_client("gone") is None
+    outbox.push("gone", gone, b"y" * 12)
+    gone.close()
+    assert sorted(outbox.flush()) == [("full", 4, 2), ("gone", 0, 0)]  # closed: skipped
+    assert port.recv(full, 8) == [bytes([i]) * 12 for i in range(4)]
+    # Every message that was not delivered was freed.
+    assert port.drain(shmkit.Queue.open(region, "gone")) == 1
+    assert sum(r["busy"] for r in rings.ring_stats()) == 0
+    full.close()
     region.unlink()

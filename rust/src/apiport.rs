@@ -73,22 +73,8 @@ impl ApiPort {
     /// full.
     pub fn send(&self, q: &ShmQueue, data: &[u8], pool: Pool) -> Result<bool> {
         Self::check_queue(q)?;
-        let r = self.rings.alloc(data.len() as u64, pool)?;
-        if let Err(e) = self.rings.write(r, data) {
-            let _ = self.rings.free(r);
-            return Err(e.into());
-        }
-        match q.try_put(&r.0.to_le_bytes()) {
-            Ok(true) => Ok(true),
-            Ok(false) => {
-                self.rings.free(r)?;
-                Ok(false)
-            }
-            Err(e) => {
-                let _ = self.rings.free(r);
-                Err(e.into())
-            }
-        }
+        let r = self.alloc_msg(data, pool)?;
+        Ok(self.put_refs(q, &[r])? == 1)
     }
 
     /// Send as many of `items` as fit now, in order, waking the receiver once; returns how
@@ -96,27 +82,40 @@ impl ApiPort {
     pub fn send_many<'a>(&self, q: &ShmQueue, items: impl IntoIterator<Item = &'a [u8]>, pool: Pool) -> Result<usize> {
         Self::check_queue(q)?;
         let mut refs = Vec::new();
-        let mut elems: Vec<[u8; 8]> = Vec::new();
         for data in items {
-            let r = match self.rings.alloc(data.len() as u64, pool) {
-                Ok(r) => r,
+            match self.alloc_msg(data, pool) {
+                Ok(r) => refs.push(r),
                 Err(e) => {
                     self.free_all(&refs);
-                    return Err(e.into());
+                    return Err(e);
                 }
-            };
-            refs.push(r);
-            if let Err(e) = self.rings.write(r, data) {
-                self.free_all(&refs);
-                return Err(e.into());
             }
-            elems.push(r.0.to_le_bytes());
         }
-        let slices: Vec<&[u8]> = elems.iter().map(|e| &e[..]).collect();
-        let n = match q.try_put_many(&slices) {
+        self.put_refs(q, &refs)
+    }
+
+    /// A message holding a copy of `data`, allocated from `pool` (not yet queued anywhere).
+    pub fn alloc_msg(&self, data: &[u8], pool: Pool) -> Result<MsgRef> {
+        let r = self.rings.alloc(data.len() as u64, pool)?;
+        if let Err(e) = self.rings.write(r, data) {
+            let _ = self.rings.free(r);
+            return Err(e.into());
+        }
+        Ok(r)
+    }
+
+    /// Queue as many of the messages `refs` as fit now, in order, waking the receiver once;
+    /// the ones that did not fit are freed. Returns how many were queued.
+    pub fn put_refs(&self, q: &ShmQueue, refs: &[MsgRef]) -> Result<usize> {
+        if let Err(e) = Self::check_queue(q) {
+            self.free_all(refs);
+            return Err(e);
+        }
+        let elems: Vec<[u8; 8]> = refs.iter().map(|r| r.0.to_le_bytes()).collect();
+        let n = match q.try_put_iter(elems.iter().map(|e| &e[..])) {
             Ok(n) => n,
             Err(e) => {
-                self.free_all(&refs);
+                self.free_all(refs);
                 return Err(e.into());
             }
         };
@@ -124,7 +123,8 @@ impl ApiPort {
         Ok(n)
     }
 
-    fn free_all(&self, refs: &[MsgRef]) {
+    /// Free messages that were allocated but not sent.
+    pub fn free_all(&self, refs: &[MsgRef]) {
         for r in refs {
             let _ = self.rings.free(*r);
         }

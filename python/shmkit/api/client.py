@@ -26,11 +26,11 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, cast
 
 from shmkit import MsgRings, Queue, Region
-from shmkit._native import ApiPort
+from shmkit._native import ApiPort, Codec
 from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import Handle
@@ -231,6 +231,13 @@ class Client:
             msg_id = self._by_type[cls] = self.msg_id(cls)
         return msg.encode(msg_id)
 
+    def _resolve(self, cls: type[Message]) -> tuple[int, Codec | None]:
+        """A request type's id and native codec, for :meth:`ApiPort.encode_calls`."""
+        msg_id = self._by_type.get(cls)
+        if msg_id is None:
+            msg_id = self._by_type[cls] = self.msg_id(cls)
+        return msg_id, cls._codec
+
     # ---------------------------------------------------------------- sending
 
     def _send_bytes(self, data: bytes, deadline: float) -> None:
@@ -305,32 +312,21 @@ class Client:
         # bytecode boundary for another thread to take one in between): a reply's index is
         # its context's offset in the block.
         base = next(itertools.islice(self._contexts, n - 1, None)) - (n - 1)
-        datas: list[bytes] = []
-        append = datas.append
-        handle, by_type = self._handle_int, self._by_type
-        cls: type[Message] | None = None
-        msg_id = 0
-        for ctx, m in enumerate(msgs, base):
-            if type(m) is not cls:
-                cls = type(m)
-                msg_id = by_type.get(cls) or by_type.setdefault(cls, self.msg_id(cls))
-            m.context = ctx & 0xFFFFFFFF
-            m.client_index = handle
-            append(m.encode(msg_id))
+        # Encoded natively, in one buffer; a bad value raises here, before anything is sent.
+        datas = self.port.encode_calls(msgs, base, self._handle_int, self._resolve)
         if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
             # Another thread is reading: take the general path.
             return [self.call(m, timeout) for m in msgs]
         # Replies are decoded and placed natively; keepalives go the general way (answered).
-        decoders: dict[int, Callable[[Any], Message]] = {
-            i: c.decode for i, c in self._ids.items() if i != 21
+        decoders: dict[int, Any] = {
+            i: c._codec or c.decode for i, c in self._ids.items() if i != 21
         }
         sent = got = 0
         try:
             while got < n:
                 k = 0
                 if sent < n and sent - got < window:
-                    batch = datas[sent : min(n, got + window)]
-                    k = self.port.send_many(self.server_input, batch, "client")
+                    k = self.port.send_encoded(self.server_input, datas, sent, got + window)
                     sent += k
                 got += self._pump(0.0 if k else SLICE, (base, out, decoders)) if sent > got else 0
                 if sent < n and sent == got and not k:
@@ -416,7 +412,7 @@ class Client:
     def _pump(
         self,
         timeout: float,
-        sink: tuple[int, list[Message | None], dict[int, Callable[[Any], Message]]] | None = None,
+        sink: tuple[int, list[Message | None], dict[int, Any]] | None = None,
     ) -> int:
         """Read one batch from our queue and route it (caller holds the rx lock). Replies to
         the contexts of ``sink`` (``base``, ``out``, ``decoders``: the contexts ``base + i``

@@ -21,7 +21,10 @@ canonical text of its definition (name, field names and types, recursively), and
 that disagree on a definition disagree on its CRC and refuse to exchange it.
 
 Messages without variable-length parts pack and unpack with one precompiled
-``struct.Struct`` call.
+``struct.Struct`` call. Those whose fields are all scalars or fixed strings also get a native
+:class:`~shmkit._native.Codec` (``cls._codec``), which the API's batch paths (the server's
+dispatch loop, pipelined calls) use to decode from and encode into shared memory without a
+Python frame per message; the two codecs produce the same bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from shmkit._native import Codec
 
 __all__ = [
     "HEADER",
@@ -213,10 +218,7 @@ def _flatten(t: FieldType, value: Any, out: list[Any], where: str) -> None:
             raise MessageError(f"{where}: {value} out of range for {t.name}")
         out.append(value)
     elif isinstance(t, String):
-        b = value.encode() if isinstance(value, str) else bytes(value)
-        if len(b) > t.size:
-            raise MessageError(f"{where}: string of {len(b)} bytes exceeds {t.size}")
-        out.append(b)
+        out.append(_str_field(value, t.size, where))
     elif isinstance(t, Array):
         items = list(value)
         if len(items) != t.length:
@@ -277,6 +279,9 @@ class Message:
     _dynamic: ClassVar[bool] = False
     _struct: ClassVar[struct.Struct | None] = None
     _is_struct: ClassVar[bool] = False
+    #: Native codec (messages whose fields are all scalars or fixed strings), used by the
+    #: API's batch paths; None for other types.
+    _codec: ClassVar[Codec | None] = None
     __slots__ = ("client_index", "context")
 
     client_index: int
@@ -444,13 +449,18 @@ def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) 
         )
         if not is_struct:
             _compile(cls)
+            if all(isinstance(ft, (Scalar, String)) for _, ft in fields):
+                cls._codec = Codec(cls, [(f, _fmt(ft)) for f, ft in fields])
     return cls
 
 
-def _str_field(value: Any, size: int) -> bytes:
-    b = value.encode() if isinstance(value, str) else bytes(value)
+def _str_field(value: Any, size: int, where: str = "string") -> bytes:
+    try:
+        b = value.encode() if isinstance(value, str) else bytes(value)
+    except UnicodeEncodeError as exc:
+        raise MessageError(f"{where}: not encodable as UTF-8: {exc}") from None
     if len(b) > size:
-        raise MessageError(f"string of {len(b)} bytes exceeds {size}")
+        raise MessageError(f"{where}: string of {len(b)} bytes exceeds {size}")
     return b
 
 

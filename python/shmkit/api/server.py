@@ -57,7 +57,6 @@ _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
 _unpack_header = HEADER.unpack_from
-_HDR = HEADER.size
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
@@ -126,12 +125,13 @@ class Server:
         self.region = Region.find_or_create(name, region_size, root=root)
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[type[Message], Handler | None]] = {}
-        # Requests with a user handler: id -> (decode, handler), for the inline fast path.
-        self._inline: dict[int, tuple[Callable[[bytes], Message], Handler]] = {}
+        # Requests with a user handler, for the native dispatch loop (ApiPort.serve):
+        # id -> (type, decoder, handler, reply type, reply codec, reply id).
+        self._native: dict[int, tuple[Any, ...]] = {}
         self._ids: dict[type[Message], int] = {}
         self._modules: dict[str, int] = {"memclnt": 1}
         self._next_id = FIRST_USER_ID
-        self._outbox: dict[ClientInfo, list[bytes]] | None = None
+        self._batching = False  # the dispatch loop's outbox collects what is sent
         self._loop_ident = 0
         self._clients: dict[int, ClientInfo] = {}  # by table slot
         self._next_index = 0
@@ -180,6 +180,7 @@ class Server:
                 self.region, RINGS, server=server_rings, client=client_rings, gc_age=gc_age
             )
         self.port = ApiPort(self.rings)
+        self._outbox = self.port.outbox()
         self.input, _ = Queue.find_or_create(self.region, INPUT_QUEUE, input_capacity, 8)
         self.epoch = (epoch + 1) if takeover else 0
         self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
@@ -237,7 +238,14 @@ class Server:
             types = [request] + ([reply] if reply is not None else [])
             self.register(*types)
             self._handlers[self._ids[request]] = (request, fn)
-            self._inline[self._ids[request]] = (request.decode, fn)
+            self._native[self._ids[request]] = (
+                request,
+                request._codec or request.decode,
+                fn,
+                reply,
+                reply._codec if reply is not None else None,
+                self._ids[reply] if reply is not None else 0,
+            )
             return fn
 
         return decorate
@@ -285,10 +293,9 @@ class Server:
         slice_ = min(self.death_poll, 0.05)
         try:
             while not self._stop.is_set():
-                batch = self.port.recv_runs(self.input, 256, slice_)
-                if batch:
+                if self.port.wait(self.input, slice_):
                     with self._lock:
-                        self._process(batch)
+                        self._serve_batch()
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.death_poll
@@ -301,72 +308,45 @@ class Server:
         finally:
             self._running = False
 
-    def _process(self, runs: list[tuple[int, list[bytes]]]) -> None:
-        """Dispatch a batch, received as runs of messages naming the same client index. The
-        common case (a known request from a registered client, with a handler) is handled
-        inline, with the client looked up once per run; everything else goes through
-        :meth:`_dispatch`. Replies are collected per client and sent with one call each."""
-        outbox: dict[ClientInfo, list[bytes]] = {}
-        self._outbox = outbox
+    def _serve_batch(self) -> None:
+        """Dispatch one batch. Known requests from registered clients are served natively
+        (:meth:`ApiPort.serve`: decode, handler call, reply encoding, with no Python frame
+        of ours per message); everything else, and everything while tracing, goes through
+        :meth:`_dispatch`, in order. Replies and events are collected per client and sent
+        with one queue operation each when the batch ends."""
         counts = self._counts
-        inline, by_handle, ids = self._inline, self._by_handle, self._ids
-        slow = self.trace.enabled
-        reply_type: type[Message] | None = None
-        reply_id = 0
+        self._batching = True
         try:
-            for index, datas in runs:
-                client = None if slow else by_handle.get(index)
-                if client is None:  # memclnt_create, a stale handle, garbage, or tracing
-                    for data in datas:
-                        self._dispatch_guarded(data)
-                    continue
-                items = outbox.get(client)
-                if items is None:
-                    items = outbox[client] = []
-                append = items.append
-                served = 0
-                rest = iter(datas)
-                for data in rest:
-                    try:
-                        entry = inline.get(data[0] << 8 | data[1]) if len(data) >= _HDR else None
-                        if entry is None:
-                            self._dispatch(data)  # unknown id or a memclnt message
-                            if by_handle.get(index) is not client:
-                                # Deleted by that message: the rest of the run is "missing".
-                                for data in rest:
-                                    self._dispatch_guarded(data)
-                            continue
-                        served += 1
-                        try:
-                            msg = entry[0](data)
-                        except MessageError:
-                            counts[_INVALID] += 1
-                            continue
-                        try:
-                            reply = entry[1](msg, client)
-                        except Exception:
-                            counts[_HANDLER_ERRORS] += 1
-                            log.exception("API %s: handler for %s failed", self.name, msg._name)
-                            continue
-                        if reply is not None:
-                            reply.context = msg.context
-                            if type(reply) is not reply_type:
-                                reply_type = type(reply)
-                                reply_id = ids[reply_type]
-                            append(reply.encode(reply_id))
-                    except Exception:  # a bug must not take the data plane down
-                        counts[_HANDLER_ERRORS] += 1
-                        log.exception("API %s: dispatch failed", self.name)
-                client.requests += served
-                counts[_REQUESTS] += served
+            _, served, invalid, errors = self.port.serve(
+                self.input,
+                {} if self.trace.enabled else self._native,
+                self._by_handle,
+                self._outbox,
+                self._dispatch_guarded,
+                self._handler_failed,
+                self._encode_reply,
+                256,
+            )
+            counts[_REQUESTS] += served
+            counts[_INVALID] += invalid
+            counts[_HANDLER_ERRORS] += errors
+        except Exception:  # a bug must not take the data plane down
+            counts[_HANDLER_ERRORS] += 1
+            log.exception("API %s: dispatch failed", self.name)
         finally:
-            self._outbox = None
-            for c, items in outbox.items():
-                if items:
-                    self._send_batch(c, items)
+            self._batching = False
+            for c, sent, dropped in self._outbox.flush():
+                self._count_sent(c, sent, dropped)
             # Rare events are published at once; plain traffic every poll.
             if any(counts[i] for i in _RARE):
                 self.flush_counters()
+
+    def _handler_failed(self, exc: BaseException, request: type[Message]) -> None:
+        log.error("API %s: handler for %s failed", self.name, request._name, exc_info=exc)
+
+    def _encode_reply(self, reply: Message, context: int) -> bytes:
+        reply.context = context
+        return reply.encode(self._ids[type(reply)])
 
     def _dispatch_guarded(self, data: bytes) -> None:
         try:
@@ -563,29 +543,20 @@ class Server:
         data = msg.encode(self._ids[type(msg)])
         if self.trace.enabled:
             self.trace.record("tx", data)
-        outbox = self._outbox
-        if outbox is not None and threading.get_ident() == self._loop_ident:
-            items = outbox.get(c)
-            if items is None:
-                outbox[c] = [data]
-            else:
-                items.append(data)
+        if self._batching and threading.get_ident() == self._loop_ident:
+            self._outbox.push(c, c.queue, data)
             return True
         if self.port.send(c.queue, data):
             self._counts[_REPLIES] += 1
             return True
-        c.dropped += 1
-        self._counts[_DROPPED] += 1
+        self._count_sent(c, 0, 1)
         return False
 
-    def _send_batch(self, c: ClientInfo, items: list[bytes]) -> None:
-        if c.queue.closed:
-            return
-        n = self.port.send_many(c.queue, items)
-        self._counts[_REPLIES] += n
-        if n < len(items):
-            c.dropped += len(items) - n
-            self._counts[_DROPPED] += len(items) - n
+    def _count_sent(self, c: ClientInfo, sent: int, dropped: int) -> None:
+        self._counts[_REPLIES] += sent
+        if dropped:
+            c.dropped += dropped
+            self._counts[_DROPPED] += dropped
 
     def flush_counters(self) -> None:
         """Add the counts accumulated since the last flush to the shared state (the dispatch
@@ -678,8 +649,9 @@ class Server:
     def _forget(self, client: ClientInfo, clean: bool = False) -> None:
         """Drop a registration. A dead (or cleanly leaving) client's queue is drained; a dead
         client's queue object is removed (a live one removes its own)."""
-        if self._outbox and client in self._outbox:
-            self._send_batch(client, self._outbox.pop(client))
+        flushed = self._outbox.flush_client(client)
+        if flushed is not None:
+            self._count_sent(client, *flushed)
         self._clients.pop(client.slot, None)
         self._by_handle.pop(int(client.handle), None)
         self.state.clear_entry(client.slot)

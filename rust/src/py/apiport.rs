@@ -2,15 +2,20 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyType};
+
+use super::apicodec::PyCodec;
 
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
 use crate::apiport::{ApiPort, DEFAULT_SPIN};
-use crate::msgring::Pool;
+use crate::msgring::{MsgRef, Pool};
 
 /// Longest wait without checking for Ctrl-C.
 const SLICE: Duration = Duration::from_millis(50);
@@ -98,49 +103,16 @@ impl PyApiPort {
     #[pyo3(signature = (queue, max=256, timeout=0.0))]
     fn recv<'py>(&self, py: Python<'py>, queue: &PyQueue, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        self.recv_with(py, queue, max, timeout, |b| out.append(b))?;
-        Ok(out)
-    }
-
-    /// `recv`, grouped for a dispatcher: a list of `(client_index, [payload, ...])`, one per
-    /// run of consecutive messages whose headers name the same client index (bytes 2..6,
-    /// big-endian; -1 for a message too short to name one).
-    #[pyo3(signature = (queue, max=256, timeout=0.0))]
-    fn recv_runs<'py>(
-        &self,
-        py: Python<'py>,
-        queue: &PyQueue,
-        max: usize,
-        timeout: f64,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        let mut run: Option<(i64, Bound<'py, PyList>)> = None;
-        self.recv_with(py, queue, max, timeout, |b| {
-            let index = match b.as_bytes().get(2..6) {
-                Some(&[a, b, c, d]) => i64::from(u32::from_be_bytes([a, b, c, d])),
-                _ => -1,
-            };
-            match &run {
-                Some((current, items)) if *current == index => items.append(b),
-                _ => {
-                    if let Some(done) = run.replace((index, PyList::new(py, [b])?)) {
-                        out.append(done)?;
-                    }
-                    Ok(())
-                }
-            }
-        })?;
-        if let Some(done) = run {
-            out.append(done)?;
-        }
+        self.recv_raw(py, queue, max, timeout, |b| out.append(PyBytes::new(py, b)))?;
         Ok(out)
     }
 
     /// `recv` for a pipelining caller: a reply whose header's message id has a decoder in
     /// `decoders` and whose context is `base + i` for an empty index `i` of `out` (contexts
-    /// are 32-bit: the offset is taken modulo 2^32) is decoded (`decoders[id](payload)`) and
-    /// stored at `out[i]`. Returns how many were stored and the payloads of every other
-    /// message (events, keepalives, strays, or a payload its decoder refused), in order.
+    /// are 32-bit: the offset is taken modulo 2^32) is decoded and stored at `out[i]`. A
+    /// decoder is a `Codec` (decoded natively) or a callable taking the payload. Returns how
+    /// many were stored and the payloads of every other message (events, keepalives,
+    /// strays, or a payload its decoder refused), in order.
     #[pyo3(signature = (queue, out, base, decoders, max=256, timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn recv_replies<'py>(
@@ -156,14 +128,24 @@ impl PyApiPort {
         let others = PyList::empty(py);
         let mut placed = 0;
         let n = out.len() as u64;
-        self.recv_with(py, queue, max, timeout, |b| {
-            let decoded = match b.as_bytes() {
-                &[i0, i1, _, _, _, _, c0, c1, c2, c3, ..] => {
+        let mut last: Option<(u16, Option<Bound<'py, PyAny>>)> = None;
+        self.recv_raw(py, queue, max, timeout, |b| {
+            let decoded = match *b {
+                [i0, i1, _, _, _, _, c0, c1, c2, c3, ..] => {
                     let at = u64::from(u32::from_be_bytes([c0, c1, c2, c3]).wrapping_sub(base as u32));
-                    match decoders.get_item(u16::from_be_bytes([i0, i1]))? {
+                    let id = u16::from_be_bytes([i0, i1]);
+                    let decoder = match &last {
+                        Some((i, d)) if *i == id => d.clone(),
+                        _ => {
+                            let d = decoders.get_item(id)?;
+                            last = Some((id, d.clone()));
+                            d
+                        }
+                    };
+                    match decoder {
                         Some(decode) if at < n && out.get_item(at as usize)?.is_none() => {
                             // A payload its decoder refuses goes back with the others.
-                            decode.call1((&b,)).ok().map(|msg| (at as usize, msg))
+                            decode_with(&decode, b).ok().map(|msg| (at as usize, msg))
                         }
                         _ => None,
                     }
@@ -175,10 +157,131 @@ impl PyApiPort {
                     placed += 1;
                     out.set_item(at, msg)
                 }
-                None => others.append(b),
+                None => others.append(PyBytes::new(py, b)),
             }
         })?;
         Ok((placed, others))
+    }
+
+    /// One dispatch batch of a server, natively: receive up to `max` requests (waiting up to
+    /// `timeout` s for the first) and, for each whose id has an entry in `table` and whose
+    /// client index is in `by_handle`, decode it, call its handler with the message and the
+    /// client, encode the reply and add it to `outbox` (sent by `Outbox.flush`). Everything
+    /// else (memclnt messages, unknown ids, stale handles, garbage) goes to `slow(payload)`,
+    /// in order. Each served client's `requests` attribute is incremented.
+    ///
+    /// `table` maps a request id to `(request_type, decoder, handler, reply_type, reply_codec,
+    /// reply_id)`: the decoder is a `Codec` or a callable taking the payload; a reply of type
+    /// `reply_type` is encoded by `reply_codec` (when not None) with id `reply_id`; any other
+    /// reply, or one the codec refuses, is encoded by `encode_reply(reply, context)`. A
+    /// failing handler or reply encoder is reported to `failed(exception, request_type)`.
+    /// Returns `(received, served, invalid, handler_errors)`.
+    #[pyo3(signature = (queue, table, by_handle, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn serve<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &PyQueue,
+        table: &Bound<'py, PyDict>,
+        by_handle: &Bound<'py, PyDict>,
+        outbox: &Bound<'py, PyOutbox>,
+        slow: &Bound<'py, PyAny>,
+        failed: &Bound<'py, PyAny>,
+        encode_reply: &Bound<'py, PyAny>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<(usize, usize, usize, usize)> {
+        let mut d = Dispatch {
+            py,
+            table,
+            by_handle,
+            outbox: outbox.get(),
+            slow,
+            failed,
+            encode_reply,
+            entry: None,
+            client: None,
+            buf: Vec::new(),
+            stats: (0, 0, 0, 0),
+        };
+        let r = self.recv_raw(py, queue, max, timeout, |b| d.one(b));
+        let flushed = d.set_client(None);
+        r.and(flushed)?;
+        Ok(d.stats)
+    }
+
+    /// Encode the requests `msgs` of a pipelined call: message `i` gets context
+    /// `base + i` (modulo 2^32) and client index `handle`. `resolve(type)` gives a message
+    /// type's `(msg_id, codec or None)`; without a codec, or for a value the codec refuses,
+    /// the message's own `encode` is used (after setting its context and client index), so
+    /// a bad value raises its `MessageError` here, before anything is sent.
+    fn encode_calls(
+        &self,
+        msgs: &Bound<'_, PyList>,
+        base: u64,
+        handle: u32,
+        resolve: &Bound<'_, PyAny>,
+    ) -> PyResult<Encoded> {
+        let py = msgs.py();
+        let mut enc = Encoded { data: Vec::with_capacity(msgs.len() * 16), ends: Vec::with_capacity(msgs.len()) };
+        let mut last: Option<(Bound<'_, PyType>, u16, Option<Bound<'_, PyCodec>>)> = None;
+        for (i, m) in msgs.iter().enumerate() {
+            let ty = m.get_type();
+            let (id, codec) = match &last {
+                Some((t, id, c)) if t.is(&ty) => (*id, c.clone()),
+                _ => {
+                    let (id, codec): (u16, Option<Bound<'_, PyCodec>>) = resolve.call1((&ty,))?.extract()?;
+                    last = Some((ty, id, codec.clone()));
+                    (id, codec)
+                }
+            };
+            let ctx = (base.wrapping_add(i as u64)) as u32;
+            let native =
+                codec.is_some_and(|c| c.get().encode_into(&m, id, Some(handle), Some(ctx), &mut enc.data).is_ok());
+            if !native {
+                m.setattr(intern!(py, "context"), ctx)?;
+                m.setattr(intern!(py, "client_index"), handle)?;
+                let data = m.call_method1(intern!(py, "encode"), (id,))?;
+                enc.data.extend_from_slice(InBuf::get(&data)?.as_slice());
+            }
+            enc.ends.push(enc.data.len());
+        }
+        Ok(enc)
+    }
+
+    /// Send messages `start..end` of `batch` as far as they fit now, in order; returns how
+    /// many were queued.
+    #[pyo3(signature = (queue, batch, start, end, pool="client"))]
+    fn send_encoded(&self, queue: &PyQueue, batch: &Encoded, start: usize, end: usize, pool: &str) -> PyResult<usize> {
+        let end = end.min(batch.ends.len());
+        let items = (start.min(end)..end).map(|i| batch.item(i));
+        Ok(self.inner.send_many(queue.shm(), items, self::pool(pool)?)?)
+    }
+
+    /// Wait up to `timeout` s until `queue` may be readable (spinning first, then sleeping
+    /// with the GIL released); returns whether something is queued.
+    fn wait(&self, py: Python<'_>, queue: &PyQueue, timeout: f64) -> PyResult<bool> {
+        let q = queue.shm();
+        if !q.is_empty()? {
+            return Ok(true);
+        }
+        let deadline = std::time::Instant::now() + secs(timeout)?;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
+            if !q.is_empty()? {
+                return Ok(true);
+            }
+            if left <= SLICE {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// A reply collector for `serve`.
+    fn outbox(slf: &Bound<'_, Self>) -> PyOutbox {
+        PyOutbox { port: slf.clone().unbind(), entries: Mutex::new(Vec::new()) }
     }
 
     /// Take and free everything queued in `queue`; returns how many messages were freed.
@@ -193,35 +296,46 @@ impl PyApiPort {
 }
 
 impl PyApiPort {
-    /// Receive like `recv`, handing each payload to `push` as it is copied out.
-    fn recv_with<'py>(
+    /// Receive like `recv`, handing each payload to `f` as a slice (a private copy: the
+    /// peer cannot change it under the callee).
+    fn recv_raw(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         queue: &PyQueue,
         max: usize,
         timeout: f64,
-        mut push: impl FnMut(Bound<'py, PyBytes>) -> PyResult<()>,
+        mut f: impl FnMut(&[u8]) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let mut err = None;
+        let mut buf = Vec::new();
+        self.recv_wait(py, queue, max, timeout, &mut |rings, m| {
+            buf.resize(m.len as usize, 0);
+            let r = match rings.region().mapping().read(m.payload as usize, &mut buf) {
+                Some(()) => f(&buf),
+                None => Err(PyValueError::new_err("message out of range")),
+            };
+            if let Err(e) = r {
+                err.get_or_insert(e);
+            }
+        })?;
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Receive up to `max` messages into `collect`, waiting up to `timeout` s (GIL
+    /// released, spinning first) when none is queued.
+    fn recv_wait(
+        &self,
+        py: Python<'_>,
+        queue: &PyQueue,
+        max: usize,
+        timeout: f64,
+        collect: &mut dyn FnMut(&crate::msgring::MsgRings, &crate::msgring::Msg),
     ) -> PyResult<()> {
         let q = queue.shm();
-        let got = std::cell::Cell::new(0usize);
-        let mut err = None;
-        let mut collect = |rings: &crate::msgring::MsgRings, m: &crate::msgring::Msg| {
-            let map = rings.region().mapping();
-            let pushed = PyBytes::new_with(py, m.len as usize, |buf| {
-                map.read(m.payload as usize, buf).ok_or_else(|| PyValueError::new_err("message out of range"))
-            })
-            .and_then(&mut push);
-            match pushed {
-                Ok(()) => got.set(got.get() + 1),
-                Err(e) => {
-                    err.get_or_insert(e);
-                }
-            }
-        };
         // Fast path without releasing the GIL.
-        self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
+        let mut got = self.inner.recv(q, max, Duration::ZERO, &mut *collect)?;
         let total = secs(timeout)?;
-        if got.get() == 0 && !total.is_zero() {
+        if got == 0 && !total.is_zero() {
             let deadline = std::time::Instant::now() + total;
             loop {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -229,16 +343,262 @@ impl PyApiPort {
                     break;
                 }
                 py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
-                self.inner.recv(q, max, Duration::ZERO, &mut collect)?;
-                if got.get() > 0 {
+                got = self.inner.recv(q, max, Duration::ZERO, &mut *collect)?;
+                if got > 0 {
                     break;
                 }
                 py.check_signals()?;
             }
         }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        Ok(())
+    }
+}
+
+/// A decoded message: natively by a `Codec`, else by calling `decode(payload)`.
+fn decode_with<'py>(decode: &Bound<'py, PyAny>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    match decode.cast::<PyCodec>() {
+        Ok(codec) => codec.get().decode_from(decode.py(), b),
+        Err(_) => decode.call1((PyBytes::new(decode.py(), b),)),
+    }
+}
+
+/// Encoded requests of a pipelined call (`ApiPort.encode_calls`), one buffer for all.
+#[pyclass(name = "Encoded", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct Encoded {
+    data: Vec<u8>,
+    /// End offset of each message in `data`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    fn item(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+}
+
+#[pymethods]
+impl Encoded {
+    fn __len__(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The wire bytes of message `i`.
+    fn __getitem__<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Bound<'py, PyBytes>> {
+        let n = self.ends.len() as isize;
+        let at = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&at) {
+            return Err(PyIndexError::new_err("message index out of range"));
         }
+        Ok(PyBytes::new(py, self.item(at as usize)))
+    }
+}
+
+/// Messages for one client, in the order they were added.
+#[derive(Debug)]
+struct OutEntry {
+    client: Py<PyAny>,
+    queue: Py<PyQueue>,
+    refs: Vec<MsgRef>,
+    /// Messages that could not even be allocated (counted as dropped).
+    failed: usize,
+}
+
+/// The replies and events of one dispatch batch, per client, each client's sent in order
+/// with one queue operation (one wake-up) by `flush`. Never blocks: what does not fit is
+/// freed and counted as dropped.
+#[pyclass(name = "Outbox", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyOutbox {
+    port: Py<PyApiPort>,
+    entries: Mutex<Vec<OutEntry>>,
+}
+
+impl PyOutbox {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<OutEntry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add the message `data` (copied into a server-pool message) for `client`.
+    fn add(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, data: &[u8]) {
+        let msg = self.port.get().inner.alloc_msg(data, Pool::Server);
+        let mut entries = self.entries();
+        let at = match entries.iter().rposition(|e| e.client.is(client)) {
+            Some(at) => at,
+            None => {
+                entries.push(OutEntry {
+                    client: client.clone().unbind(),
+                    queue: queue.clone().unbind(),
+                    refs: Vec::new(),
+                    failed: 0,
+                });
+                entries.len() - 1
+            }
+        };
+        match msg {
+            Ok(r) => entries[at].refs.push(r),
+            Err(_) => entries[at].failed += 1,
+        }
+    }
+}
+
+#[pymethods]
+impl PyOutbox {
+    /// Add `data` (a message's wire bytes) for `client`, whose input queue is `queue`.
+    fn push(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.add(client, queue, InBuf::get(data)?.as_slice());
+        Ok(())
+    }
+
+    /// Messages waiting.
+    fn __len__(&self) -> usize {
+        self.entries().iter().map(|e| e.refs.len() + e.failed).sum()
+    }
+
+    /// Send everything, per client in order, and empty the outbox; returns `(client, sent,
+    /// dropped)` per client. A client whose queue is closed is skipped (its messages freed,
+    /// none counted); a full or failing queue drops the rest.
+    fn flush(&self, py: Python<'_>) -> Vec<(Py<PyAny>, usize, usize)> {
+        let entries = std::mem::take(&mut *self.entries());
+        entries
+            .into_iter()
+            .map(|e| {
+                let (sent, dropped) = self.send_entry(py, &e);
+                (e.client, sent, dropped)
+            })
+            .collect()
+    }
+
+    /// Send what is waiting for `client` only (as `flush`); `(sent, dropped)`, or None if
+    /// nothing was.
+    fn flush_client(&self, py: Python<'_>, client: &Bound<'_, PyAny>) -> Option<(usize, usize)> {
+        let entry = {
+            let mut entries = self.entries();
+            let at = entries.iter().position(|e| e.client.is(client))?;
+            entries.remove(at)
+        };
+        Some(self.send_entry(py, &entry))
+    }
+}
+
+impl PyOutbox {
+    fn send_entry(&self, py: Python<'_>, e: &OutEntry) -> (usize, usize) {
+        let port = &self.port.get().inner;
+        let q = e.queue.bind(py).get().shm();
+        if q.is_closed() {
+            port.free_all(&e.refs);
+            return (0, 0);
+        }
+        let sent = port.put_refs(q, &e.refs).unwrap_or(0);
+        (sent, e.refs.len() - sent + e.failed)
+    }
+}
+
+/// The state of one `ApiPort.serve` batch.
+struct Dispatch<'a, 'py> {
+    py: Python<'py>,
+    table: &'a Bound<'py, PyDict>,
+    by_handle: &'a Bound<'py, PyDict>,
+    outbox: &'a PyOutbox,
+    slow: &'a Bound<'py, PyAny>,
+    failed: &'a Bound<'py, PyAny>,
+    encode_reply: &'a Bound<'py, PyAny>,
+    /// The table entry of the last message id seen.
+    entry: Option<(u16, Option<Entry<'py>>)>,
+    /// The client of the current run of messages: (index, client, its queue, served).
+    client: Option<(u32, Bound<'py, PyAny>, Bound<'py, PyQueue>, u64)>,
+    buf: Vec<u8>,
+    /// received, served, invalid, handler errors
+    stats: (usize, usize, usize, usize),
+}
+
+/// `(request_type, decoder, handler, reply_type, reply_codec, reply_id)`.
+type Entry<'py> =
+    (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyCodec>>, u16);
+
+impl<'py> Dispatch<'_, 'py> {
+    /// Dispatch one received message.
+    fn one(&mut self, b: &[u8]) -> PyResult<()> {
+        self.stats.0 += 1;
+        let &[i0, i1, x0, x1, x2, x3, c0, c1, c2, c3, ..] = b else {
+            return self.slow(b);
+        };
+        let id = u16::from_be_bytes([i0, i1]);
+        let index = u32::from_be_bytes([x0, x1, x2, x3]);
+        let context = u32::from_be_bytes([c0, c1, c2, c3]);
+        if self.entry.as_ref().is_none_or(|(i, _)| *i != id) {
+            let entry = self.table.get_item(id)?.map(|e| e.extract()).transpose()?;
+            self.entry = Some((id, entry));
+        }
+        let Some((_, Some(entry))) = &self.entry else {
+            return self.slow(b);
+        };
+        let entry = entry.clone();
+        if self.client.as_ref().is_none_or(|(i, ..)| *i != index) {
+            let client = match self.by_handle.get_item(index)? {
+                Some(c) => {
+                    let queue = c.getattr(intern!(self.py, "queue"))?.cast_into::<PyQueue>()?;
+                    Some((index, c, queue, 0))
+                }
+                None => None,
+            };
+            self.set_client(client)?;
+        }
+        let Some((_, client, queue, served)) = &mut self.client else {
+            return self.slow(b);
+        };
+        *served += 1;
+        self.stats.1 += 1;
+        let (request_type, decoder, handler, reply_type, reply_codec, reply_id) = entry;
+        let Ok(msg) = decode_with(&decoder, b) else {
+            self.stats.2 += 1;
+            return Ok(());
+        };
+        let reply = match handler.call1((msg, &*client)) {
+            Ok(r) if r.is_none() => return Ok(()),
+            Ok(r) => r,
+            Err(e) => return self.fail(e, &request_type),
+        };
+        self.buf.clear();
+        let native = reply.get_type().is(&reply_type)
+            && reply_codec
+                .is_some_and(|c| c.get().encode_into(&reply, reply_id, None, Some(context), &mut self.buf).is_ok());
+        if native {
+            self.outbox.add(client, queue, &self.buf);
+            return Ok(());
+        }
+        match self.encode_reply.call1((reply, context)) {
+            Ok(data) => {
+                self.outbox.add(client, queue, InBuf::get(&data)?.as_slice());
+                Ok(())
+            }
+            Err(e) => self.fail(e, &request_type),
+        }
+    }
+
+    fn slow(&mut self, b: &[u8]) -> PyResult<()> {
+        // The message may register or delete a client: look clients up again after it.
+        self.set_client(None)?;
+        self.slow.call1((PyBytes::new(self.py, b),))?;
+        Ok(())
+    }
+
+    fn fail(&mut self, e: PyErr, request_type: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.stats.3 += 1;
+        self.failed.call1((e.into_value(self.py), request_type))?;
+        Ok(())
+    }
+
+    /// Switch to another client (or none), adding the requests served to the previous one.
+    fn set_client(&mut self, next: Option<(u32, Bound<'py, PyAny>, Bound<'py, PyQueue>, u64)>) -> PyResult<()> {
+        if let Some((_, client, _, served)) = std::mem::replace(&mut self.client, next) {
+            if served > 0 {
+                let requests = intern!(self.py, "requests");
+                let total = client.getattr(requests)?.extract::<u64>()? + served;
+                client.setattr(requests, total)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! One file per exposed family, plus `errors.rs` (the single error mapping) and `buffer.rs`
 //! (the buffer protocol, the only `unsafe` here).
 
+pub mod apicodec;
 pub mod apiport;
 pub mod buffer;
 pub mod errors;
@@ -17,7 +18,9 @@ use pyo3::prelude::*;
 #[pymodule(name = "_native")]
 mod native {
     #[pymodule_export]
-    use super::apiport::PyApiPort;
+    use super::apicodec::PyCodec;
+    #[pymodule_export]
+    use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
     use super::buffer::ShmView;
     #[pymodule_export]
