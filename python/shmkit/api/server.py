@@ -18,6 +18,12 @@ Where shmkit does better than VPP:
   dead clients, and tells the living ones, who see the new epoch within a second;
 * everything a client sends is validated: references (by the message rings), message ids,
   lengths, handles and epochs; failures are counted, never fatal.
+
+The dispatch loop runs natively (:meth:`shmkit._native.ApiPort.serve`): requests with a
+handler are decoded by their type's native codec, handed to the handler, and the reply is
+encoded into a message ring, with no Python of ours in between; memclnt messages, unknown
+ids, stale handles and garbage go through :meth:`Server._dispatch`, in order. Replies and
+events of a batch wait in a native outbox and go out per client with one queue operation.
 """
 
 from __future__ import annotations
