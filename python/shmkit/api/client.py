@@ -286,6 +286,9 @@ class Client:
     ) -> list[Any]:
         """Pipelined calls: up to ``window`` requests in flight, sent and received in
         batches; returns the replies in the order of ``msgs`` (they may arrive in any).
+        All requests are encoded first (natively for types with a codec), so a bad value
+        raises its :class:`MessageError` before anything is sent; the encoding carries each
+        call's context, which is not stored back on the request objects of those types.
 
         Python's cyclic garbage collector is paused while it runs (and resumed after, if it
         was enabled): the replies it builds hold no reference cycles, and the collections
