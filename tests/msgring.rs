@@ -122,6 +122,36 @@ fn reclaim_by_pid_and_open_validation() {
 }
 
 #[test]
+fn messages_addressed_to_a_dead_reader_are_reclaimed() {
+    let f = fixture(16 << 20);
+    let p = MsgRings::create(&f.region, "r", &[(64, 8)], &[], 10_000).unwrap();
+    let me = std::process::id();
+    let (reader, other) = (me + 1_000_000, me + 2_000_000);
+    // Queued for the reader (or taken out of its queue and not yet taken over): ours, but
+    // addressed to it.
+    let sent = p.alloc(10, Pool::Server).unwrap();
+    p.address(sent, reader).unwrap();
+    // Addressed to another reader: not the dead one's.
+    let elsewhere = p.alloc(10, Pool::Server).unwrap();
+    p.address(elsewhere, other).unwrap();
+    assert_eq!(p.reclaim_pid(reader).unwrap(), 1);
+    assert!(p.validate(sent).is_err());
+    assert!(p.validate(elsewhere).is_ok());
+    // Taking a message over makes it the taker's only: a later address is the taker's.
+    let taken = p.alloc(10, Pool::Server).unwrap();
+    p.address(taken, other).unwrap();
+    p.take(taken).unwrap();
+    assert_eq!(p.reclaim_pid(reader).unwrap(), 0);
+    // A reused slot starts unaddressed.
+    p.free(elsewhere).unwrap();
+    p.free(taken).unwrap();
+    let fresh: Vec<MsgRef> = (0..8).map(|_| p.alloc(10, Pool::Server).unwrap()).collect();
+    assert_eq!(p.reclaim_pid(other).unwrap(), 0);
+    assert_eq!(p.reclaim_pid(me).unwrap(), 8);
+    assert!(fresh.iter().all(|r| p.validate(*r).is_err()));
+}
+
+#[test]
 fn concurrent_claims_never_share_a_slot() {
     let f = fixture(16 << 20);
     let p = Arc::new(MsgRings::create(&f.region, "r", &[], &[(64, 64), (128, 64)], 10_000).unwrap());

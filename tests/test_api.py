@@ -174,7 +174,13 @@ def test_killed_client_is_reaped_quickly(
         kill9(victim)
         wait_until(lambda: describe("api", root).counters["reaped"] == 1, 5, "reap")
         assert time.monotonic() - killed < 1.0, "reaped well under a second"
-        wait_until(lambda: ring_busy(root) == baseline, 5, "ring slots reclaimed")
+        # Per ring, at most the baseline: the bystander's keepalive exchange (every 50 ms)
+        # may have had a message in flight when the baseline was read.
+        wait_until(
+            lambda: all(n <= b for n, b in zip(ring_busy(root), baseline, strict=True)),
+            5,
+            "ring slots reclaimed",
+        )
         assert [c["name"] for c in describe("api", root).clients] == ["bystander"]
         assert describe("api", root).pool_stats["reclaimed"] >= 5
         assert other.call(Echo(x=3)).x == 3  # unaffected

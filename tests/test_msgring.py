@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -143,6 +144,7 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
     class Registered:  # what the server keeps per client: its queue and a request count
         def __init__(self, name: str) -> None:
             self.queue = shmkit.Queue.create(region, name, 8, 8)
+            self.pid = os.getpid()  # the process that reads its queue
             self.requests = 0
 
     a, b = Registered("a"), Registered("b")
@@ -249,4 +251,36 @@ def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
     assert port.drain(shmkit.Queue.open(region, "gone")) == 1
     assert sum(r["busy"] for r in rings.ring_stats()) == 0
     full.close()
+    region.unlink()
+
+
+def test_serve_raises_ctrl_c_after_finishing_the_batch(root: str) -> None:
+    from shmkit._native import ApiPort
+    from shmkit.api.messages import define, u32
+
+    req = define("k_req", [("x", u32)])
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    port = ApiPort(shmkit.MsgRings.create(region))
+    inq = shmkit.Queue.create(region, "in", 64, 8)
+    seen: list[int] = []
+
+    class Registered:
+        queue = shmkit.Queue.create(region, "c", 8, 8)
+        pid = os.getpid()
+        requests = 0
+
+    def handler(msg: object, client: object) -> None:
+        seen.append(msg.x)  # type: ignore[attr-defined]
+        if msg.x == 2:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    msgs = [req(x=i, client_index=1).encode(100) for i in range(5)]
+    assert port.send_many(inq, msgs, "client") == 5
+    table = {100: (req, req._codec, handler, None, None, 0)}
+    with pytest.raises(KeyboardInterrupt):
+        port.serve(inq, table, {1: Registered}, port.outbox(), print, print, print, 64, 1.0)
+    assert seen == [0, 1, 2, 3, 4] and Registered.requests == 5  # nothing lost
+    assert len(inq) == 0
+    Registered.queue.close()
+    inq.close()
     region.unlink()

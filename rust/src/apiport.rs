@@ -69,17 +69,23 @@ impl ApiPort {
         Ok(())
     }
 
-    /// Send `data` to `q` if there is room now; `Ok(false)` (message freed) if the queue is
-    /// full.
-    pub fn send(&self, q: &ShmQueue, data: &[u8], pool: Pool) -> Result<bool> {
+    /// Send `data` to `q` (read by process `to`: see [`ApiPort::put_refs`]) if there is room
+    /// now; `Ok(false)` (message freed) if the queue is full.
+    pub fn send(&self, q: &ShmQueue, data: &[u8], pool: Pool, to: u32) -> Result<bool> {
         Self::check_queue(q)?;
         let r = self.alloc_msg(data, pool)?;
-        Ok(self.put_refs(q, &[r])? == 1)
+        Ok(self.put_refs(q, &[r], to)? == 1)
     }
 
     /// Send as many of `items` as fit now, in order, waking the receiver once; returns how
     /// many were queued (the others were not allocated, or freed again).
-    pub fn send_many<'a>(&self, q: &ShmQueue, items: impl IntoIterator<Item = &'a [u8]>, pool: Pool) -> Result<usize> {
+    pub fn send_many<'a>(
+        &self,
+        q: &ShmQueue,
+        items: impl IntoIterator<Item = &'a [u8]>,
+        pool: Pool,
+        to: u32,
+    ) -> Result<usize> {
         Self::check_queue(q)?;
         let mut refs = Vec::new();
         for data in items {
@@ -91,7 +97,7 @@ impl ApiPort {
                 }
             }
         }
-        self.put_refs(q, &refs)
+        self.put_refs(q, &refs, to)
     }
 
     /// A message holding a copy of `data`, allocated from `pool` (not yet queued anywhere).
@@ -106,10 +112,20 @@ impl ApiPort {
 
     /// Queue as many of the messages `refs` as fit now, in order, waking the receiver once;
     /// the ones that did not fit are freed. Returns how many were queued.
-    pub fn put_refs(&self, q: &ShmQueue, refs: &[MsgRef]) -> Result<usize> {
+    ///
+    /// `to` is the pid of the process that reads `q` (0 if unknown): each message is
+    /// addressed to it ([`MsgRings::address`]) before it is queued, so that if the reader
+    /// dies, reaping it reclaims the message wherever it was between the queue and the
+    /// reader's [`MsgRings::take`].
+    pub fn put_refs(&self, q: &ShmQueue, refs: &[MsgRef], to: u32) -> Result<usize> {
         if let Err(e) = Self::check_queue(q) {
             self.free_all(refs);
             return Err(e);
+        }
+        if to != 0 {
+            for r in refs {
+                let _ = self.rings.address(*r, to);
+            }
         }
         let elems: Vec<[u8; 8]> = refs.iter().map(|r| r.0.to_le_bytes()).collect();
         let n = match q.try_put_iter(elems.iter().map(|e| &e[..])) {
@@ -131,10 +147,10 @@ impl ApiPort {
     }
 
     /// Send `data`, waiting at most `timeout` for room. `Ok(false)`: still full.
-    pub fn send_wait(&self, q: &ShmQueue, data: &[u8], pool: Pool, timeout: Duration) -> Result<bool> {
+    pub fn send_wait(&self, q: &ShmQueue, data: &[u8], pool: Pool, to: u32, timeout: Duration) -> Result<bool> {
         let deadline = Deadline::after(Some(timeout));
         loop {
-            if self.send(q, data, pool)? {
+            if self.send(q, data, pool, to)? {
                 return Ok(true);
             }
             if deadline.expired() {
@@ -156,28 +172,26 @@ impl ApiPort {
         Self::check_queue(q)?;
         let deadline = Deadline::after(Some(timeout));
         loop {
-            let mut refs = Vec::with_capacity(max.min(256));
+            // Each message is taken (made ours, see `MsgRings::take`) inside the queue's
+            // callback, while its reference is still in the queue slot: a receiver killed at
+            // any point leaves a message either queued (freed by whoever drains the queue)
+            // or owned by it (reclaimed when it is reaped), never in between for longer
+            // than those few instructions.
+            let mut msgs = Vec::with_capacity(max.min(256));
             q.try_get_many_with(max, |e| {
                 let mut raw = [0u8; 8];
-                if e.copy_to(&mut raw) == 8 {
-                    refs.push(MsgRef(u64::from_le_bytes(raw)));
-                } else {
-                    self.invalid.fetch_add(1, Relaxed);
-                }
-                true
-            })?;
-            let mut n = 0;
-            for r in refs {
-                match self.rings.take(r) {
-                    Ok(m) => {
-                        f(&self.rings, &m);
-                        let _ = self.rings.free(r);
-                        n += 1;
-                    }
-                    Err(_) => {
+                match (e.copy_to(&mut raw) == 8).then(|| self.rings.take(MsgRef(u64::from_le_bytes(raw)))) {
+                    Some(Ok(m)) => msgs.push(m),
+                    _ => {
                         self.invalid.fetch_add(1, Relaxed);
                     }
                 }
+                true
+            })?;
+            let n = msgs.len();
+            for m in msgs {
+                f(&self.rings, &m);
+                let _ = self.rings.free(m.reference);
             }
             if n > 0 || deadline.expired() {
                 return Ok(n);

@@ -108,7 +108,10 @@ pub struct MsgHeader {
     pub stamp_ms: AtomicU64,
     /// `MSG_MAGIC` (recognises heap messages during a reap).
     pub magic: AtomicU32,
-    _pad: AtomicU32,
+    /// Pid of the process the message was addressed to when it was queued (0: none), so a
+    /// receiver killed between taking a reference out of its queue and [`MsgRings::take`]
+    /// does not leak the message (see [`MsgRings::reclaim_pid`]).
+    pub to_pid: AtomicU32,
 }
 
 /// One ring's descriptor (128 bytes: geometry and stats, then the head on its own line).
@@ -503,6 +506,7 @@ impl MsgRings {
                     d.hits.fetch_add(1, Relaxed);
                 }
                 slot.owner_pid.store(self.pid, Relaxed);
+                slot.to_pid.store(0, Relaxed);
                 slot.len.store(n as u32, Relaxed);
                 slot.stamp_ms.store(0, Relaxed);
                 let seq = slot.state.load(Relaxed) >> 1;
@@ -554,6 +558,7 @@ impl MsgRings {
         h.magic.store(MSG_MAGIC, Relaxed);
         h.slot_id.store(HEAP_RING, Relaxed);
         h.owner_pid.store(self.pid, Relaxed);
+        h.to_pid.store(0, Relaxed);
         h.len.store(n as u32, Relaxed);
         h.stamp_ms.store(0, Relaxed);
         let seq = (h.state.load(Relaxed) >> 1).wrapping_add(1);
@@ -607,8 +612,18 @@ impl MsgRings {
         let m = self.validate(r)?;
         if let Some(h) = self.msg_header(m.payload - HDR) {
             h.owner_pid.store(self.pid, Relaxed);
+            h.to_pid.store(self.pid, Relaxed);
         }
         Ok(m)
+    }
+
+    /// Address a message we hold to `pid`, just before queueing it for that process: from
+    /// then on, if `pid` dies, [`MsgRings::reclaim_pid`] frees it whether it is still queued,
+    /// taken out of the queue but not yet taken over, or taken.
+    pub fn address(&self, r: MsgRef, pid: u32) -> Result<()> {
+        let m = self.validate(r)?;
+        self.msg_header(m.payload - HDR).expect("validated").to_pid.store(pid, Relaxed);
+        Ok(())
     }
 
     /// Set the payload length of an allocated message (≤ its capacity).
@@ -646,8 +661,18 @@ impl MsgRings {
         Ok(())
     }
 
-    /// Reclaim every message held by `pid` (a dead process): busy ring slots it owns and heap
-    /// messages it owns. Returns how many were reclaimed.
+    /// Whether a busy message with this header goes when `pid` is dead: one it owns
+    /// (allocated, maybe sent but not yet taken by its receiver: a sender killed half-way
+    /// through queueing it leaves it in no queue), or one addressed to it (queued for it, or
+    /// taken out of its queue but not yet taken over: a receiver killed in between). A
+    /// message reclaimed while still queued is refused by its receiver's validation (it is
+    /// no longer busy, or its sequence moved on), so nothing is freed twice.
+    fn held_by(h: &MsgHeader, pid: u32) -> bool {
+        h.owner_pid.load(Relaxed) == pid || h.to_pid.load(Relaxed) == pid
+    }
+
+    /// Reclaim every message held by `pid` (a dead process), in ring slots and on the heap:
+    /// see `held_by`. Returns how many were reclaimed.
     pub fn reclaim_pid(&self, pid: u32) -> Result<u64> {
         let mut count = 0;
         for (i, r) in self.rings.iter().enumerate() {
@@ -655,7 +680,7 @@ impl MsgRings {
                 let s = self.slot(i, j);
                 let state = s.state.load(Acquire);
                 if state & BUSY != 0
-                    && s.owner_pid.load(Relaxed) == pid
+                    && Self::held_by(s, pid)
                     && s.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
                 {
                     count += 1;
@@ -671,7 +696,7 @@ impl MsgRings {
             if h.magic.load(Relaxed) == MSG_MAGIC
                 && h.slot_id.load(Relaxed) == HEAP_RING
                 && state & BUSY != 0
-                && h.owner_pid.load(Relaxed) == pid
+                && Self::held_by(h, pid)
                 && h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
             {
                 self.region.free(off)?;

@@ -242,10 +242,14 @@ class Client:
 
     def _send_bytes(self, data: bytes, deadline: float) -> None:
         # The server's input queue is multi-producer: threads need no lock to send.
-        if self.port.send(self.server_input, data, "client"):
+        if self.port.send(self.server_input, data, "client", self.server_pid):
             return
         while not self.port.send_wait(
-            self.server_input, data, min(SLICE, max(0.0, deadline - time.monotonic())), "client"
+            self.server_input,
+            data,
+            min(SLICE, max(0.0, deadline - time.monotonic())),
+            "client",
+            self.server_pid,
         ):
             self._check_server()
             if time.monotonic() >= deadline:
@@ -329,7 +333,9 @@ class Client:
             while got < n:
                 k = 0
                 if sent < n and sent - got < window:
-                    k = self.port.send_encoded(self.server_input, datas, sent, got + window)
+                    k = self.port.send_encoded(
+                        self.server_input, datas, sent, got + window, "client", self.server_pid
+                    )
                     sent += k
                 got += self._pump(0.0 if k else SLICE, (base, out, decoders)) if sent > got else 0
                 if sent < n and sent == got and not k:
@@ -478,7 +484,7 @@ class Client:
             return
         # Never block the receive path on a full server queue: a missed reply only makes
         # the server check our pid.
-        self.port.send(self.server_input, data, "client")
+        self.port.send(self.server_input, data, "client", self.server_pid)
 
     def _background(self) -> None:
         """Keep an idle client healthy: every :data:`IDLE_PERIOD`, if nobody waits for a reply

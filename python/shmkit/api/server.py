@@ -195,7 +195,9 @@ class Server:
             self._recover()
 
     def _recover(self) -> None:
-        """Take over after a dead server: drain its input queue, forget its clients."""
+        """Take over after a dead server: drain its input queue, forget its clients. (What
+        it held outside queues is left to the rings' GC age: its replies still waiting in
+        live clients' queues are theirs to read, and clients read concurrently with us.)"""
         drained = self.port.drain(self.input)
         self._counts[C["restart_reclaims"]] += drained
         for entry in self.state.entries():
@@ -487,7 +489,7 @@ class Server:
         slot = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
         if slot is None:
             reply = mc.MemclntCreateReply(response=-1, context=msg.context)
-            self.port.send(queue, reply.encode(2))
+            self.port.send(queue, reply.encode(2), to=pid)
             os.close(pidfd)
             queue.close()
             return
@@ -550,9 +552,9 @@ class Server:
         if self.trace.enabled:
             self.trace.record("tx", data)
         if self._batching and threading.get_ident() == self._loop_ident:
-            self._outbox.push(c, c.queue, data)
+            self._outbox.push(c, c.queue, data, c.pid)
             return True
-        if self.port.send(c.queue, data):
+        if self.port.send(c.queue, data, to=c.pid):
             self._counts[_REPLIES] += 1
             return True
         self._count_sent(c, 0, 1)

@@ -1,16 +1,14 @@
 //! Python face of `apiport`: `ApiPort`, the binary API's message mover.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use std::sync::Mutex;
-
-use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 use super::apicodec::PyCodec;
-
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
@@ -55,22 +53,24 @@ impl PyApiPort {
         Ok(Self { inner: ApiPort::new(rings.rings().clone()), spin: secs(spin)? })
     }
 
-    /// Send `data` into `queue` if there is room now (`False`: full, message freed).
-    #[pyo3(signature = (queue, data, pool="server"))]
-    fn send(&self, queue: &PyQueue, data: &Bound<'_, PyAny>, pool: &str) -> PyResult<bool> {
+    /// Send `data` into `queue` if there is room now (`False`: full, message freed). `to`
+    /// is the pid of the process reading `queue` (0: unknown): if it dies, reaping it
+    /// reclaims the message even if it was taken out of the queue but not yet read.
+    #[pyo3(signature = (queue, data, pool="server", to=0))]
+    fn send(&self, queue: &PyQueue, data: &Bound<'_, PyAny>, pool: &str, to: u32) -> PyResult<bool> {
         let buf = InBuf::get(data)?;
-        Ok(self.inner.send(queue.shm(), buf.as_slice(), self::pool(pool)?)?)
+        Ok(self.inner.send(queue.shm(), buf.as_slice(), self::pool(pool)?, to)?)
     }
 
     /// Send as many of `items` (buffers) as fit now, in order; returns how many were queued.
-    #[pyo3(signature = (queue, items, pool="server"))]
-    fn send_many(&self, queue: &PyQueue, items: &Bound<'_, PyAny>, pool: &str) -> PyResult<usize> {
+    #[pyo3(signature = (queue, items, pool="server", to=0))]
+    fn send_many(&self, queue: &PyQueue, items: &Bound<'_, PyAny>, pool: &str, to: u32) -> PyResult<usize> {
         let bufs = items.try_iter()?.map(|it| InBuf::get(&it?)).collect::<PyResult<Vec<_>>>()?;
-        Ok(self.inner.send_many(queue.shm(), bufs.iter().map(InBuf::as_slice), self::pool(pool)?)?)
+        Ok(self.inner.send_many(queue.shm(), bufs.iter().map(InBuf::as_slice), self::pool(pool)?, to)?)
     }
 
     /// Send `data`, waiting up to `timeout` s for room (GIL released). `False`: still full.
-    #[pyo3(signature = (queue, data, timeout, pool="client"))]
+    #[pyo3(signature = (queue, data, timeout, pool="client", to=0))]
     fn send_wait(
         &self,
         py: Python<'_>,
@@ -78,11 +78,12 @@ impl PyApiPort {
         data: &Bound<'_, PyAny>,
         timeout: f64,
         pool: &str,
+        to: u32,
     ) -> PyResult<bool> {
         let buf = InBuf::get(data)?;
         let p = self::pool(pool)?;
         let q = queue.shm();
-        if self.inner.send(q, buf.as_slice(), p)? {
+        if self.inner.send(q, buf.as_slice(), p, to)? {
             return Ok(true);
         }
         let bytes = buf.as_slice().to_vec();
@@ -90,7 +91,7 @@ impl PyApiPort {
         let deadline = std::time::Instant::now() + total;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let sent = py.detach(|| self.inner.send_wait(q, &bytes, p, left.min(SLICE)))?;
+            let sent = py.detach(|| self.inner.send_wait(q, &bytes, p, to, left.min(SLICE)))?;
             if sent || left <= SLICE {
                 return Ok(sent);
             }
@@ -168,13 +169,15 @@ impl PyApiPort {
     /// client index is in `by_handle`, decode it, call its handler with the message and the
     /// client, encode the reply and add it to `outbox` (sent by `Outbox.flush`). Everything
     /// else (memclnt messages, unknown ids, stale handles, garbage) goes to `slow(payload)`,
-    /// in order. Each served client's `requests` attribute is incremented.
+    /// in order. A client is an object with attributes `queue`, `pid` (its reader) and
+    /// `requests`, which is incremented by the requests served.
     ///
     /// `table` maps a request id to `(request_type, decoder, handler, reply_type, reply_codec,
     /// reply_id)`: the decoder is a `Codec` or a callable taking the payload; a reply of type
     /// `reply_type` is encoded by `reply_codec` (when not None) with id `reply_id`; any other
     /// reply, or one the codec refuses, is encoded by `encode_reply(reply, context)`. A
-    /// failing handler or reply encoder is reported to `failed(exception, request_type)`.
+    /// failing handler or reply encoder is reported to `failed(exception, request_type)`;
+    /// an error that is not an `Exception` (Ctrl-C) is raised once the batch is done.
     /// Returns `(received, served, invalid, handler_errors)`.
     #[pyo3(signature = (queue, table, by_handle, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
@@ -249,13 +252,22 @@ impl PyApiPort {
         Ok(enc)
     }
 
-    /// Send messages `start..end` of `batch` as far as they fit now, in order; returns how
-    /// many were queued.
-    #[pyo3(signature = (queue, batch, start, end, pool="client"))]
-    fn send_encoded(&self, queue: &PyQueue, batch: &Encoded, start: usize, end: usize, pool: &str) -> PyResult<usize> {
+    /// Send messages `start..end` of `batch` as far as they fit now, in order (to the
+    /// reader `to`, as `send`); returns how many were queued.
+    #[pyo3(signature = (queue, batch, start, end, pool="client", to=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_encoded(
+        &self,
+        queue: &PyQueue,
+        batch: &Encoded,
+        start: usize,
+        end: usize,
+        pool: &str,
+        to: u32,
+    ) -> PyResult<usize> {
         let end = end.min(batch.ends.len());
         let items = (start.min(end)..end).map(|i| batch.item(i));
-        Ok(self.inner.send_many(queue.shm(), items, self::pool(pool)?)?)
+        Ok(self.inner.send_many(queue.shm(), items, self::pool(pool)?, to)?)
     }
 
     /// Wait up to `timeout` s until `queue` may be readable (spinning first, then sleeping
@@ -400,6 +412,8 @@ impl Encoded {
 struct OutEntry {
     client: Py<PyAny>,
     queue: Py<PyQueue>,
+    /// The client's pid (see `ApiPort::put_refs`).
+    to: u32,
     refs: Vec<MsgRef>,
     /// Messages that could not even be allocated (counted as dropped).
     failed: usize,
@@ -420,8 +434,9 @@ impl PyOutbox {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Add the message `data` (copied into a server-pool message) for `client`.
-    fn add(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, data: &[u8]) {
+    /// Add the message `data` (copied into a server-pool message) for `client`, whose queue
+    /// is `queue`, read by process `to`.
+    fn add(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, to: u32, data: &[u8]) {
         let msg = self.port.get().inner.alloc_msg(data, Pool::Server);
         let mut entries = self.entries();
         let at = match entries.iter().rposition(|e| e.client.is(client)) {
@@ -430,6 +445,7 @@ impl PyOutbox {
                 entries.push(OutEntry {
                     client: client.clone().unbind(),
                     queue: queue.clone().unbind(),
+                    to,
                     refs: Vec::new(),
                     failed: 0,
                 });
@@ -445,9 +461,17 @@ impl PyOutbox {
 
 #[pymethods]
 impl PyOutbox {
-    /// Add `data` (a message's wire bytes) for `client`, whose input queue is `queue`.
-    fn push(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.add(client, queue, InBuf::get(data)?.as_slice());
+    /// Add `data` (a message's wire bytes) for `client`, whose input queue is `queue`, read
+    /// by process `to` (0: unknown).
+    #[pyo3(signature = (client, queue, data, to=0))]
+    fn push(
+        &self,
+        client: &Bound<'_, PyAny>,
+        queue: &Bound<'_, PyQueue>,
+        data: &Bound<'_, PyAny>,
+        to: u32,
+    ) -> PyResult<()> {
+        self.add(client, queue, to, InBuf::get(data)?.as_slice());
         Ok(())
     }
 
@@ -490,7 +514,7 @@ impl PyOutbox {
             port.free_all(&e.refs);
             return (0, 0);
         }
-        let sent = port.put_refs(q, &e.refs).unwrap_or(0);
+        let sent = port.put_refs(q, &e.refs, e.to).unwrap_or(0);
         (sent, e.refs.len() - sent + e.failed)
     }
 }
@@ -506,11 +530,22 @@ struct Dispatch<'a, 'py> {
     encode_reply: &'a Bound<'py, PyAny>,
     /// The table entry of the last message id seen.
     entry: Option<(u16, Option<Entry<'py>>)>,
-    /// The client of the current run of messages: (index, client, its queue, served).
-    client: Option<(u32, Bound<'py, PyAny>, Bound<'py, PyQueue>, u64)>,
+    /// The client of the current run of messages.
+    client: Option<RunClient<'py>>,
     buf: Vec<u8>,
     /// received, served, invalid, handler errors
     stats: (usize, usize, usize, usize),
+}
+
+/// The registered client of a run of messages naming the same client index.
+struct RunClient<'py> {
+    index: u32,
+    /// The server's record of it (`ClientInfo`): `queue`, `pid` and `requests` are used.
+    client: Bound<'py, PyAny>,
+    queue: Bound<'py, PyQueue>,
+    pid: u32,
+    /// Requests of this run so far.
+    served: u64,
 }
 
 /// `(request_type, decoder, handler, reply_type, reply_codec, reply_id)`.
@@ -535,25 +570,32 @@ impl<'py> Dispatch<'_, 'py> {
             return self.slow(b);
         };
         let entry = entry.clone();
-        if self.client.as_ref().is_none_or(|(i, ..)| *i != index) {
+        if self.client.as_ref().is_none_or(|c| c.index != index) {
             let client = match self.by_handle.get_item(index)? {
-                Some(c) => {
-                    let queue = c.getattr(intern!(self.py, "queue"))?.cast_into::<PyQueue>()?;
-                    Some((index, c, queue, 0))
-                }
+                Some(c) => Some(RunClient {
+                    index,
+                    queue: c.getattr(intern!(self.py, "queue"))?.cast_into::<PyQueue>()?,
+                    pid: c.getattr(intern!(self.py, "pid"))?.extract()?,
+                    client: c,
+                    served: 0,
+                }),
                 None => None,
             };
             self.set_client(client)?;
         }
-        let Some((_, client, queue, served)) = &mut self.client else {
+        let Some(RunClient { client, queue, pid, served, .. }) = &mut self.client else {
             return self.slow(b);
         };
         *served += 1;
         self.stats.1 += 1;
         let (request_type, decoder, handler, reply_type, reply_codec, reply_id) = entry;
-        let Ok(msg) = decode_with(&decoder, b) else {
-            self.stats.2 += 1;
-            return Ok(());
+        let msg = match decode_with(&decoder, b) {
+            Ok(msg) => msg,
+            Err(e) if !e.is_instance_of::<PyException>(self.py) => return Err(e),
+            Err(_) => {
+                self.stats.2 += 1;
+                return Ok(());
+            }
         };
         let reply = match handler.call1((msg, &*client)) {
             Ok(r) if r.is_none() => return Ok(()),
@@ -565,12 +607,12 @@ impl<'py> Dispatch<'_, 'py> {
             && reply_codec
                 .is_some_and(|c| c.get().encode_into(&reply, reply_id, None, Some(context), &mut self.buf).is_ok());
         if native {
-            self.outbox.add(client, queue, &self.buf);
+            self.outbox.add(client, queue, *pid, &self.buf);
             return Ok(());
         }
         match self.encode_reply.call1((reply, context)) {
             Ok(data) => {
-                self.outbox.add(client, queue, InBuf::get(&data)?.as_slice());
+                self.outbox.add(client, queue, *pid, InBuf::get(&data)?.as_slice());
                 Ok(())
             }
             Err(e) => self.fail(e, &request_type),
@@ -584,19 +626,24 @@ impl<'py> Dispatch<'_, 'py> {
         Ok(())
     }
 
+    /// A handler or reply encoder failed: counted and reported, unless it is not an
+    /// `Exception` (Ctrl-C, `SystemExit`), which stops the loop once the batch is done.
     fn fail(&mut self, e: PyErr, request_type: &Bound<'py, PyAny>) -> PyResult<()> {
+        if !e.is_instance_of::<PyException>(self.py) {
+            return Err(e);
+        }
         self.stats.3 += 1;
         self.failed.call1((e.into_value(self.py), request_type))?;
         Ok(())
     }
 
     /// Switch to another client (or none), adding the requests served to the previous one.
-    fn set_client(&mut self, next: Option<(u32, Bound<'py, PyAny>, Bound<'py, PyQueue>, u64)>) -> PyResult<()> {
-        if let Some((_, client, _, served)) = std::mem::replace(&mut self.client, next) {
-            if served > 0 {
+    fn set_client(&mut self, next: Option<RunClient<'py>>) -> PyResult<()> {
+        if let Some(c) = std::mem::replace(&mut self.client, next) {
+            if c.served > 0 {
                 let requests = intern!(self.py, "requests");
-                let total = client.getattr(requests)?.extract::<u64>()? + served;
-                client.setattr(requests, total)?;
+                let total = c.client.getattr(requests)?.extract::<u64>()? + c.served;
+                c.client.setattr(requests, total)?;
             }
         }
         Ok(())
