@@ -19,8 +19,9 @@
 //! reclaimed and reused fails instead of freeing someone else's message. A message reference
 //! ([`MsgRef`]) is a `u64`: the payload offset in the low 40 bits and the low 24 bits of the
 //! sequence number above — VPP's 8-byte queue element, without raw pointers. Each slot also
-//! records the pid responsible for it, so a dead process's messages can be reclaimed
-//! ([`MsgRings::reclaim_pid`]) instead of leaking until the GC notices.
+//! records the pid responsible for it and, once queued, the pid it was sent to, so a dead
+//! process's messages can be reclaimed ([`MsgRings::reclaim_pid`]) instead of leaking until
+//! the GC notices: also those it was killed holding half-way into or out of a queue.
 //!
 //! Every reference received from a peer is validated before use ([`MsgRings::validate`]):
 //! inside a ring's slot array on a slot boundary (or a live heap allocation carrying a message
