@@ -37,6 +37,7 @@ import argparse
 import array
 import contextlib
 import ctypes
+import functools
 import gc
 import multiprocessing as mp
 import os
@@ -170,6 +171,72 @@ def _send_numbered(send: Callable[[bytearray], object], size: int, seconds: floa
     view[0] = END
     send(buf)
     return i
+
+
+def _consume_numbered(recv: Callable[[], Any]) -> tuple[int, float]:
+    """Receive messages numbered 1, 2, ... (first word) through `recv` until the end marker,
+    checking the order; the clock starts after message 0. Returns (count, seconds)."""
+    unpack = SEQ.unpack_from
+    recv()
+    t0 = time.perf_counter()
+    expect = 1
+    while True:
+        s = unpack(recv())[0]
+        if s != expect:
+            if s == END:
+                return expect, time.perf_counter() - t0
+            raise AssertionError(f"got {s}, expected {expect}")
+        expect += 1
+
+
+def _receiver(
+    get: Callable[[], Any], try_get: Callable[[], Any], empty: Any, blocking: bool
+) -> Callable[[], Any]:
+    """`get` when blocking, else a loop spinning on `try_get` while it raises `empty`."""
+    if blocking:
+        return get
+
+    def spin() -> Any:
+        while True:
+            try:
+                return try_get()
+            except empty:
+                pass
+
+    return spin
+
+
+def _ping_loop(
+    send: Callable[[bytearray], object], recv: Callable[[], Any], n: int, warmup: int
+) -> list[int]:
+    """Round trips of 64-byte numbered messages: `send` one, `recv` the echo (checked); the
+    latencies of the `n` after `warmup`, in ns. Ends with the end marker."""
+    buf = bytearray(64)
+    view = memoryview(buf).cast("Q")
+    lat = [0] * n
+    clock = time.perf_counter_ns
+    for i in range(n + warmup):
+        view[0] = i
+        t0 = clock()
+        send(buf)
+        m = recv()
+        t1 = clock()
+        if SEQ.unpack_from(m)[0] != i:
+            raise AssertionError("bad reply")
+        if i >= warmup:
+            lat[i - warmup] = t1 - t0
+    view[0] = END
+    send(buf)
+    return lat
+
+
+def _pong_loop(send: Callable[[Any], object], recv: Callable[[], Any]) -> None:
+    """Echo what `recv` gives through `send` until the end marker."""
+    while True:
+        m = recv()
+        if SEQ.unpack_from(m)[0] == END:
+            return
+        send(m)
 
 
 class Shmkit(Peer):
@@ -401,63 +468,21 @@ class MpQueue(Peer):
         return i
 
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
-        get = spec[0].get
-        unpack = SEQ.unpack_from
-        get()
-        t0 = time.perf_counter()
-        expect = 1
-        while True:
-            s = unpack(get())[0]
-            if s != expect:
-                if s == END:
-                    return expect, time.perf_counter() - t0
-                raise AssertionError(f"got {s}, expected {expect}")
-            expect += 1
+        return _consume_numbered(spec[0].get)
 
     def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
         import queue as stdq
 
         tx, rx = spec
-        lat = [0] * n
-        clock = time.perf_counter_ns
-        for i in range(n + warmup):
-            msg = SEQ.pack(i) + bytes(56)
-            t0 = clock()
-            tx.put(msg)
-            if blocking:
-                m = rx.get()
-            else:
-                while True:
-                    try:
-                        m = rx.get_nowait()
-                        break
-                    except stdq.Empty:
-                        pass
-            t1 = clock()
-            if SEQ.unpack_from(m)[0] != i:
-                raise AssertionError("bad reply")
-            if i >= warmup:
-                lat[i - warmup] = t1 - t0
-        tx.put(SEQ.pack(END))
-        return lat
+        # The feeder thread pickles later: send a copy, not the buffer the loop reuses.
+        send = lambda b: tx.put(bytes(b))  # noqa: E731
+        return _ping_loop(send, _receiver(rx.get, rx.get_nowait, stdq.Empty, blocking), n, warmup)
 
     def pong(self, spec: Any, blocking: bool) -> None:
         import queue as stdq
 
         rx, tx = spec
-        while True:
-            if blocking:
-                m = rx.get()
-            else:
-                while True:
-                    try:
-                        m = rx.get_nowait()
-                        break
-                    except stdq.Empty:
-                        pass
-            if SEQ.unpack_from(m)[0] == END:
-                return
-            tx.put(m)
+        _pong_loop(tx.put, _receiver(rx.get, rx.get_nowait, stdq.Empty, blocking))
 
 
 class MpPipe(Peer):
@@ -470,53 +495,25 @@ class MpPipe(Peer):
         return _send_numbered(spec[0].send_bytes, size, seconds)
 
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
-        conn = spec[1]
-        recv = conn.recv_bytes
-        unpack = SEQ.unpack_from
-        recv()
-        t0 = time.perf_counter()
-        expect = 1
-        while True:
-            s = unpack(recv())[0]
-            if s != expect:
-                if s == END:
-                    return expect, time.perf_counter() - t0
-                raise AssertionError(f"got {s}, expected {expect}")
-            expect += 1
+        return _consume_numbered(spec[1].recv_bytes)
+
+    @staticmethod
+    def _recv(conn: Any, blocking: bool) -> Callable[[], Any]:
+        if blocking:
+            return conn.recv_bytes  # type: ignore[no-any-return]
+
+        def spin() -> Any:
+            while not conn.poll(0):
+                pass
+            return conn.recv_bytes()
+
+        return spin
 
     def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
-        conn = spec[0]
-        buf = bytearray(64)
-        view = memoryview(buf).cast("Q")
-        lat = [0] * n
-        clock = time.perf_counter_ns
-        for i in range(n + warmup):
-            view[0] = i
-            t0 = clock()
-            conn.send_bytes(buf)
-            if not blocking:
-                while not conn.poll(0):
-                    pass
-            m = conn.recv_bytes()
-            t1 = clock()
-            if SEQ.unpack_from(m)[0] != i:
-                raise AssertionError("bad reply")
-            if i >= warmup:
-                lat[i - warmup] = t1 - t0
-        view[0] = END
-        conn.send_bytes(buf)
-        return lat
+        return _ping_loop(spec[0].send_bytes, self._recv(spec[0], blocking), n, warmup)
 
     def pong(self, spec: Any, blocking: bool) -> None:
-        conn = spec[1]
-        while True:
-            if not blocking:
-                while not conn.poll(0):
-                    pass
-            m = conn.recv_bytes()
-            if SEQ.unpack_from(m)[0] == END:
-                return
-            conn.send_bytes(m)
+        _pong_loop(spec[1].send_bytes, self._recv(spec[1], blocking))
 
 
 class FasterFifo(Peer):
@@ -580,18 +577,7 @@ class FasterFifo(Peer):
         expect = 0
         t0 = 0.0
         if batch is None:
-            get = q.get
-            unpack = SEQ.unpack_from
-            get(timeout=60)
-            t0 = time.perf_counter()
-            expect = 1
-            while True:
-                s = unpack(get(timeout=60))[0]
-                if s != expect:
-                    if s == END:
-                        return expect, time.perf_counter() - t0
-                    raise AssertionError(f"got {s}, expected {expect}")
-                expect += 1
+            return _consume_numbered(functools.partial(q.get, timeout=60))
         seqs = Batches(size)
         while True:
             items = q.get_many(max_messages_to_get=seqs.n, timeout=60)
@@ -605,53 +591,19 @@ class FasterFifo(Peer):
             if last:
                 return expect, time.perf_counter() - t0
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    @staticmethod
+    def _recv(rx: Any, blocking: bool) -> Callable[[], Any]:
         import queue as stdq
 
-        tx, rx = self._raw(spec[0]), spec[1]
-        lat = [0] * n
-        clock = time.perf_counter_ns
-        buf = bytearray(64)
-        view = memoryview(buf).cast("Q")
-        for i in range(n + warmup):
-            view[0] = i
-            msg = bytes(buf)
-            t0 = clock()
-            tx.put(msg)
-            if blocking:
-                m = rx.get(timeout=60)
-            else:
-                while True:
-                    try:
-                        m = rx.get_nowait()
-                        break
-                    except stdq.Empty:
-                        pass
-            t1 = clock()
-            if SEQ.unpack_from(m)[0] != i:
-                raise AssertionError("bad reply")
-            if i >= warmup:
-                lat[i - warmup] = t1 - t0
-        tx.put(SEQ.pack(END))
-        return lat
+        return _receiver(functools.partial(rx.get, timeout=60), rx.get_nowait, stdq.Empty, blocking)
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+        tx = self._raw(spec[0])
+        send = lambda b: tx.put(bytes(b))  # noqa: E731
+        return _ping_loop(send, self._recv(spec[1], blocking), n, warmup)
 
     def pong(self, spec: Any, blocking: bool) -> None:
-        import queue as stdq
-
-        rx, tx = spec[0], self._raw(spec[1])
-        while True:
-            if blocking:
-                m = rx.get(timeout=60)
-            else:
-                while True:
-                    try:
-                        m = rx.get_nowait()
-                        break
-                    except stdq.Empty:
-                        pass
-            if SEQ.unpack_from(m)[0] == END:
-                return
-            tx.put(m)
+        _pong_loop(self._raw(spec[1]).put, self._recv(spec[0], blocking))
 
 
 class Zmq(Peer):
@@ -704,48 +656,15 @@ class Zmq(Peer):
 
         s = zmq.Context.instance().socket(zmq.PULL)
         s.connect(spec)
-        recv = s.recv
-        unpack = SEQ.unpack_from
-        recv()
-        t0 = time.perf_counter()
-        expect = 1
-        while True:
-            v = unpack(recv())[0]
-            if v != expect:
-                if v == END:
-                    return expect, time.perf_counter() - t0
-                raise AssertionError(f"got {v}, expected {expect}")
-            expect += 1
+        return _consume_numbered(s.recv)
 
     def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
         import zmq
 
         s = zmq.Context.instance().socket(zmq.PAIR)
         s.bind(spec)
-        buf = bytearray(64)
-        view = memoryview(buf).cast("Q")
-        lat = [0] * n
-        clock = time.perf_counter_ns
-        for i in range(n + warmup):
-            view[0] = i
-            t0 = clock()
-            s.send(buf)
-            if blocking:
-                m = s.recv()
-            else:
-                while True:
-                    try:
-                        m = s.recv(zmq.NOBLOCK)
-                        break
-                    except zmq.Again:
-                        pass
-            t1 = clock()
-            if SEQ.unpack_from(m)[0] != i:
-                raise AssertionError("bad reply")
-            if i >= warmup:
-                lat[i - warmup] = t1 - t0
-        view[0] = END
-        s.send(buf)
+        recv = _receiver(s.recv, functools.partial(s.recv, zmq.NOBLOCK), zmq.Again, blocking)
+        lat = _ping_loop(s.send, recv, n, warmup)
         s.close(linger=-1)
         return lat
 
@@ -754,20 +673,10 @@ class Zmq(Peer):
 
         s = zmq.Context.instance().socket(zmq.PAIR)
         s.connect(spec)
-        while True:
-            if blocking:
-                m = s.recv()
-            else:
-                while True:
-                    try:
-                        m = s.recv(zmq.NOBLOCK)
-                        break
-                    except zmq.Again:
-                        pass
-            if SEQ.unpack_from(m)[0] == END:
-                s.close(linger=-1)
-                return
-            s.send(m)
+        _pong_loop(
+            s.send, _receiver(s.recv, functools.partial(s.recv, zmq.NOBLOCK), zmq.Again, blocking)
+        )
+        s.close(linger=-1)
 
 
 class Iceoryx2(Peer):
@@ -1006,18 +915,8 @@ class PosixIpc(Peer):
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
         import posix_ipc
 
-        recv = posix_ipc.MessageQueue(spec[0]).receive
-        unpack = SEQ.unpack_from
-        recv()
-        t0 = time.perf_counter()
-        expect = 1
-        while True:
-            s = unpack(recv()[0])[0]
-            if s != expect:
-                if s == END:
-                    return expect, time.perf_counter() - t0
-                raise AssertionError(f"got {s}, expected {expect}")
-            expect += 1
+        receive = posix_ipc.MessageQueue(spec[0]).receive
+        return _consume_numbered(lambda: receive()[0])
 
     def _pair(self, spec: Any, swap: bool) -> tuple[Any, Any]:
         import posix_ipc
@@ -1025,53 +924,21 @@ class PosixIpc(Peer):
         a, b = (posix_ipc.MessageQueue(n) for n in spec)
         return (b, a) if swap else (a, b)
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    @staticmethod
+    def _recv(rx: Any, blocking: bool) -> Callable[[], Any]:
         import posix_ipc
 
+        return _receiver(
+            lambda: rx.receive()[0], lambda: rx.receive(0)[0], posix_ipc.BusyError, blocking
+        )
+
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
         tx, rx = self._pair(spec, False)
-        buf = bytearray(64)
-        view = memoryview(buf).cast("Q")
-        lat = [0] * n
-        clock = time.perf_counter_ns
-        for i in range(n + warmup):
-            view[0] = i
-            t0 = clock()
-            tx.send(buf)
-            if blocking:
-                m = rx.receive()[0]
-            else:
-                while True:
-                    try:
-                        m = rx.receive(0)[0]
-                        break
-                    except posix_ipc.BusyError:
-                        pass
-            t1 = clock()
-            if SEQ.unpack_from(m)[0] != i:
-                raise AssertionError("bad reply")
-            if i >= warmup:
-                lat[i - warmup] = t1 - t0
-        view[0] = END
-        tx.send(buf)
-        return lat
+        return _ping_loop(tx.send, self._recv(rx, blocking), n, warmup)
 
     def pong(self, spec: Any, blocking: bool) -> None:
-        import posix_ipc
-
         tx, rx = self._pair(spec, True)
-        while True:
-            if blocking:
-                m = rx.receive()[0]
-            else:
-                while True:
-                    try:
-                        m = rx.receive(0)[0]
-                        break
-                    except posix_ipc.BusyError:
-                        pass
-            if SEQ.unpack_from(m)[0] == END:
-                return
-            tx.send(m)
+        _pong_loop(tx.send, self._recv(rx, blocking))
 
 
 PEERS: dict[str, Peer] = {
