@@ -61,9 +61,13 @@ class DpdkPeer:
         bsize: int | None = None,
         rsize: int | None = None,
         log: str | None = None,
+        zero_copy: bool = False,
     ) -> None:
         self.prefix = f"shmkit{os.getpid()}x{next(_ids)}"
         vdev = f"net_memif0,role={role},socket={sock},socket-abstract=no,id={id}"
+        if zero_copy:
+            # Buffers in DPDK's own (unsealed) EAL memory files; needs one file per segment list.
+            vdev += ",zero-copy=yes"
         if secret is not None:
             vdev += f",secret={secret}"
         if bsize is not None:
@@ -79,6 +83,7 @@ class DpdkPeer:
             "-m",
             "512",
             "--no-pci",
+            *(["--single-file-segments"] if zero_copy else []),
             # memif's own log shows the DISCONNECT reasons it receives.
             "--log-level=pmd.net.memif:debug",
             f"--file-prefix={self.prefix}",

@@ -182,9 +182,9 @@ fn directory_objects() {
     let info = r2.find_object("q/1").unwrap();
     assert_eq!((info.offset, info.size, info.kind), (off, 4096, kind::QUEUE));
     assert!(matches!(r2.find_object("nope"), Err(RegionError::ObjectNotFound { .. })));
-    assert_eq!(r.objects().len(), 1);
+    assert_eq!(r.objects().unwrap().len(), 1);
     r.remove_object("q/1", true).unwrap();
-    assert!(r.objects().is_empty());
+    assert!(r.objects().unwrap().is_empty());
     assert!(matches!(r.free(off), Err(RegionError::Heap(_))));
     // A corrupted entry pointing outside the data area is refused.
     r.create_object("x", kind::RAW, 64).unwrap();

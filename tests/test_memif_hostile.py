@@ -113,7 +113,6 @@ def test_bad_memory_descriptions(sock: str, server: Interface) -> None:
             "not added",
         ),
         (after_init(lambda c: c.send(CONNECT)), ErrorCode.NO_SHMFD, "without regions"),
-        (lambda c: c.connect(seal=False), ErrorCode.NO_SHMFD, "not sealed"),
         (lambda c: c.connect(size_delta=1 << 20), ErrorCode.NO_SHMFD, "its file has"),
         (lambda c: c.connect(cookie=0xBAD), ErrorCode.COOKIE, "cookie"),
         (lambda c: c.connect(offset=1 << 30), ErrorCode.MAXRING, "outside"),

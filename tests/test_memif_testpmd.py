@@ -82,6 +82,31 @@ def test_echo_100k_random_sizes_two_queues(sock: str, role: str) -> None:
 
 
 @pytest.mark.parametrize("role", ["server", "client"])
+def test_zero_copy_testpmd(sock: str, role: str) -> None:
+    """testpmd with ``zero-copy=yes``: as a client it hands over its EAL memory files (not
+    sealed against shrinking: accepted, and guarded against truncation) and puts packets
+    straight into them; as a server the option changes nothing on the wire."""
+    pkts = random_packets(20_000, 60, 1500, seed=4)
+    if role == "server":
+        with (
+            Interface(sock, role="server") as me,
+            run_testpmd(sock, role="client", zero_copy=True) as tp,
+        ):
+            assert me.wait_connected(30), f"{me.details()['last_error']}\n{tp.log()}"
+            regions = me.details()["regions"]
+            assert len(regions) >= 2 and max(regions) >= 64 << 20, regions  # EAL memory
+            warm_up(me, 0)
+            assert echo(me, 0, pkts) == pkts
+            check_counters(me, tp)
+    else:
+        with run_testpmd(sock, role="server", zero_copy=True) as tp, client(sock) as me:
+            assert me.wait_connected(30), me.details()["last_error"]
+            warm_up(me, 0)
+            assert echo(me, 0, pkts) == pkts
+            check_counters(me, tp)
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
 def test_chained_packets_towards_testpmd(sock: str, role: str) -> None:
     # Uniform sizes (testpmd 22.11 mangles mixed single/chained packets it sends back).
     pkts = random_packets(2_000, 5000, 5000, seed=3)

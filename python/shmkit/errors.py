@@ -25,6 +25,7 @@ __all__ = [
     "QueueEmpty",
     "QueueFull",
     "QueueRoleError",
+    "RegionTruncatedError",
     "RingReinit",
     "ShmkitError",
     "StaleRegionError",
@@ -46,6 +47,14 @@ class VersionMismatchError(ShmkitError):
 
 class CorruptionError(ShmkitError):
     """Shared state was damaged by a buggy or hostile peer; the operation was refused."""
+
+
+class RegionTruncatedError(CorruptionError):
+    """The file behind a mapping shrank under this process (a peer truncated it, or its
+    filesystem ran out of space). Instead of dying of SIGBUS, the process now sees that
+    mapping as zeros: every operation on an object in it raises this, memoryviews into it read
+    zeros, and writes to it are lost. Close the objects and the region; a memif interface
+    disconnects (and reconnects when the peer offers sound memory again)."""
 
 
 class StaleRegionError(ShmkitError):

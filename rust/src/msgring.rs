@@ -230,6 +230,12 @@ pub enum MsgRingError {
     /// The payload is larger than the biggest ring and the heap fallback failed too.
     #[error("message of {0} bytes is too large")]
     TooLarge(u64),
+    /// The region's file shrank under this process: the rings now read zeros.
+    #[error("message rings {name:?}: their region was truncated under this process (its memory now reads as zeros)")]
+    Truncated {
+        /// Object name.
+        name: String,
+    },
 }
 
 /// Result alias.
@@ -445,6 +451,23 @@ impl MsgRings {
         self.region.mapping().get(usize::try_from(hdr_off).ok()?)
     }
 
+    /// `Err(Truncated)` if the region's file was found truncated under this process.
+    pub fn intact(&self) -> Result<()> {
+        if self.region.truncated() {
+            return Err(MsgRingError::Truncated { name: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// Run an operation on the rings. If the mapping turned out truncated before or during
+    /// it, its outcome (a value or an error) came from zero pages: the truncation is reported
+    /// instead (one relaxed load; see `sys::sigbus`).
+    fn guarded<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let outcome = op();
+        self.intact()?;
+        outcome
+    }
+
     /// The region holding the pool.
     pub fn region(&self) -> &Arc<Region> {
         &self.region
@@ -467,11 +490,13 @@ impl MsgRings {
 
     /// Allocate a message of `n` payload bytes from `pool`, falling back to the region heap.
     pub fn alloc(&self, n: u64, pool: Pool) -> Result<MsgRef> {
-        if let Some(r) = self.alloc_ring(n, pool) {
-            return Ok(r);
-        }
-        self.header().ring_misses.fetch_add(1, Relaxed);
-        self.alloc_heap(n)
+        self.guarded(|| {
+            if let Some(r) = self.alloc_ring(n, pool) {
+                return Ok(r);
+            }
+            self.header().ring_misses.fetch_add(1, Relaxed);
+            self.alloc_heap(n)
+        })
     }
 
     fn alloc_ring(&self, n: u64, pool: Pool) -> Option<MsgRef> {
@@ -569,43 +594,45 @@ impl MsgRings {
 
     /// Validate a reference (e.g. received from a peer): a live message of this pool.
     pub fn validate(&self, r: MsgRef) -> Result<Msg> {
-        let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
-        let payload = r.offset();
-        let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
-        let h = self.msg_header(hdr_off).ok_or(bad("outside the region"))?;
-        let id = h.slot_id.load(Relaxed);
-        let (ring, capacity) = if id == HEAP_RING {
-            (None, 0)
-        } else {
-            let (ring, index) = ((id >> 20) as usize, id & ((1 << 20) - 1));
-            // The header's claim is only believed if the slot it names is exactly here.
-            match self.rings.get(ring) {
-                Some(g) if index < g.nitems && self.slot_offset(ring, index) == hdr_off => {
-                    (Some(ring), u64::from(g.size))
+        self.guarded(|| {
+            let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
+            let payload = r.offset();
+            let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
+            let h = self.msg_header(hdr_off).ok_or(bad("outside the region"))?;
+            let id = h.slot_id.load(Relaxed);
+            let (ring, capacity) = if id == HEAP_RING {
+                (None, 0)
+            } else {
+                let (ring, index) = ((id >> 20) as usize, id & ((1 << 20) - 1));
+                // The header's claim is only believed if the slot it names is exactly here.
+                match self.rings.get(ring) {
+                    Some(g) if index < g.nitems && self.slot_offset(ring, index) == hdr_off => {
+                        (Some(ring), u64::from(g.size))
+                    }
+                    _ => return Err(bad("not a message slot")),
                 }
-                _ => return Err(bad("not a message slot")),
+            };
+            if h.magic.load(Relaxed) != MSG_MAGIC {
+                return Err(bad("no message header"));
             }
-        };
-        if h.magic.load(Relaxed) != MSG_MAGIC {
-            return Err(bad("no message header"));
-        }
-        let state = h.state.load(Acquire);
-        if state & BUSY == 0 {
-            return Err(bad("message is free (double free or stale reference)"));
-        }
-        if (state >> 1) & SEQ_MASK != r.seq() {
-            return Err(bad("stale reference (the slot was reused)"));
-        }
-        let capacity = match ring {
-            Some(_) => capacity,
-            // A heap message: it must be a live heap allocation (checked by the heap itself).
-            None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
-        };
-        let len = h.len.load(Relaxed);
-        if u64::from(len) > capacity {
-            return Err(bad("length exceeds the slot"));
-        }
-        Ok(Msg { reference: r, payload, len, capacity, ring })
+            let state = h.state.load(Acquire);
+            if state & BUSY == 0 {
+                return Err(bad("message is free (double free or stale reference)"));
+            }
+            if (state >> 1) & SEQ_MASK != r.seq() {
+                return Err(bad("stale reference (the slot was reused)"));
+            }
+            let capacity = match ring {
+                Some(_) => capacity,
+                // A heap message: it must be a live heap allocation (checked by the heap itself).
+                None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
+            };
+            let len = h.len.load(Relaxed);
+            if u64::from(len) > capacity {
+                return Err(bad("length exceeds the slot"));
+            }
+            Ok(Msg { reference: r, payload, len, capacity, ring })
+        })
     }
 
     /// Take responsibility for a received message (it will be reclaimed if *we* die).
@@ -762,21 +789,34 @@ impl MsgRings {
 
     /// Copy `data` into the payload of `r` and set its length.
     pub fn write(&self, r: MsgRef, data: &[u8]) -> Result<()> {
-        let m = self.validate(r)?;
-        if data.len() as u64 > m.capacity {
-            return Err(MsgRingError::InvalidRef { reference: r.0, reason: "data larger than the message" });
-        }
-        self.region.mapping().write(m.payload as usize, data).expect("validated range");
-        self.msg_header(m.payload - HDR).expect("validated").len.store(data.len() as u32, Relaxed);
-        Ok(())
+        self.guarded(|| {
+            let m = self.validate(r)?;
+            if data.len() as u64 > m.capacity {
+                return Err(MsgRingError::InvalidRef { reference: r.0, reason: "data larger than the message" });
+            }
+            self.region.mapping().write(m.payload as usize, data).expect("validated range");
+            self.msg_header(m.payload - HDR).expect("validated").len.store(data.len() as u32, Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Copy the payload of a validated message into `buf` (resized to its length): a private
+    /// copy the peer can no longer change, refused if the region was found truncated.
+    pub fn copy_payload(&self, m: &Msg, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize(m.len as usize, 0);
+        let copied = self.region.mapping().read(m.payload as usize, buf);
+        self.intact()?;
+        copied.ok_or(MsgRingError::InvalidRef { reference: m.reference.0, reason: "payload outside the region" })
     }
 
     /// Copy the payload of `r` out (its current length).
     pub fn read(&self, r: MsgRef) -> Result<Vec<u8>> {
-        let m = self.validate(r)?;
-        let mut buf = vec![0u8; m.len as usize];
-        self.region.mapping().read(m.payload as usize, &mut buf).expect("validated range");
-        Ok(buf)
+        self.guarded(|| {
+            let m = self.validate(r)?;
+            let mut buf = vec![0u8; m.len as usize];
+            self.region.mapping().read(m.payload as usize, &mut buf).expect("validated range");
+            Ok(buf)
+        })
     }
 }
 

@@ -4,12 +4,17 @@
 //! **Client memory (libmemif layout).** Region 0 holds the rings, S2M rings first then M2S,
 //! each `128 + 16 × size` bytes; region 1 holds the buffers, ring `g` (global index, S2M
 //! first) slot `j` at `(g × size + j) × buffer_size`. Both are memfds sealed against
-//! shrinking and growing before they are sent, so the server can map them without fearing
-//! SIGBUS. One eventfd per ring carries interrupts.
+//! shrinking and growing before they are sent, so a server that insists on seals (libmemif
+//! does not check) can map them. One eventfd per ring carries interrupts.
 //!
 //! **Server mapping.** The server maps whatever layout the client describes (VPP puts rings
 //! and buffers in one region; DPDK too), after checking each region's declared size against
-//! the file, its shrink seal, and every ring's bounds, alignment and cookie.
+//! the file and every ring's bounds, alignment and cookie. Seals are not required: DPDK's
+//! zero-copy client hands over its EAL memory files, which cannot be sealed. Like every
+//! mapping, a peer's region is guarded ([`crate::sys::sigbus`]): if the client shrinks the
+//! file, the pages read zeros instead of raising SIGBUS, and the next burst (or the control
+//! thread's next look) finds the region truncated, disconnects with that reason and raises
+//! [`MemifError::Truncated`].
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +27,7 @@ use super::wire::{AddRegion, AddRing};
 use crate::sys::eventfd::EventFd;
 use crate::sys::fd as sysfd;
 use crate::sys::map::Mapping;
+use crate::sys::sigbus;
 
 /// Largest region a server agrees to map (1 TiB: far beyond any real memif, far below
 /// address-space trouble).
@@ -108,9 +114,33 @@ impl Connection {
         self.faulted.load(Ordering::Acquire)
     }
 
-    /// The recorded fault, if any.
+    /// The recorded fault, if any (a region found truncated is one).
     pub fn take_fault(&self) -> Option<(ErrCode, String)> {
+        self.truncation();
         lock(&self.fault).take()
+    }
+
+    /// The index of a region found truncated under this process (recorded as a fault, so the
+    /// control thread disconnects). One relaxed load while no truncation ever happened.
+    #[inline]
+    pub fn truncation(&self) -> Option<usize> {
+        if !sigbus::any_truncated() {
+            return None;
+        }
+        let i = self.bufs.regions.iter().position(|m| m.truncated())?;
+        self.fault(&format!("region {i} was truncated (its file shrank under the mapping)"));
+        Some(i)
+    }
+
+    /// The outcome of an operation on this connection's memory, unless a region turned out
+    /// truncated before or during it: then what it read came from zero pages, and the
+    /// truncation is reported instead (and the connection torn down).
+    #[inline]
+    pub fn settle<T>(&self, outcome: Result<T>) -> Result<T> {
+        match self.truncation() {
+            Some(region) => Err(MemifError::Truncated { region }),
+            None => outcome,
+        }
     }
 
     /// Per-queue counters: (tx, rx).
@@ -239,8 +269,8 @@ impl ClientPlan {
     }
 }
 
-/// Map a region the client sent: the declared size must be positive, bounded, no larger than
-/// the file, and the file sealed against shrinking.
+/// Map a region the client sent: the declared size must be positive, bounded and no larger
+/// than the file. (The file may shrink later: the mapping is guarded, see the module docs.)
 pub fn map_peer_region(fd: &OwnedFd, size: u64) -> std::result::Result<Arc<Mapping>, (ErrCode, String)> {
     if size == 0 || size > MAX_REGION_SIZE {
         return Err((ErrCode::NO_SHMFD, format!("region size {size} is out of range")));
@@ -248,9 +278,6 @@ pub fn map_peer_region(fd: &OwnedFd, size: u64) -> std::result::Result<Arc<Mappi
     let st = sysfd::info(fd.as_fd()).map_err(|e| (ErrCode::NO_SHMFD, format!("region file: {e}")))?;
     if st.size < size {
         return Err((ErrCode::NO_SHMFD, format!("region of {size} bytes but its file has {}", st.size)));
-    }
-    if !sysfd::sealed_against_shrink(fd.as_fd()) {
-        return Err((ErrCode::NO_SHMFD, "region file is not sealed against shrinking (F_SEAL_SHRINK)".into()));
     }
     let map =
         Mapping::map(fd.as_fd(), size as usize, true).map_err(|e| (ErrCode::NOMEM, format!("mmap region: {e}")))?;

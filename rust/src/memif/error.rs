@@ -132,6 +132,13 @@ pub enum MemifError {
     /// The interface was closed.
     #[error("the memif interface is closed")]
     Closed,
+    /// A region of the connection shrank under this process (the peer truncated its file):
+    /// the connection was torn down.
+    #[error("memif region {region} was truncated by the peer: disconnected")]
+    Truncated {
+        /// Index of the region.
+        region: usize,
+    },
 }
 
 impl MemifError {
@@ -152,6 +159,7 @@ impl MemifError {
             MemifError::Os { source, .. } => code_for_errno(source.raw_os_error().unwrap_or(0)),
             MemifError::InvalidArgument(_) => ErrCode::INVAL_ARG,
             MemifError::Closed => ErrCode::NOCONN,
+            MemifError::Truncated { .. } => ErrCode::DISCONNECTED,
         }
     }
 }

@@ -444,7 +444,7 @@ impl Interface {
     fn with_conn<T>(&self, f: impl FnOnce(&Arc<Connection>) -> Result<T>) -> Result<T> {
         let g = self.shared.current();
         match g.as_ref() {
-            Some(c) => f(c),
+            Some(c) => c.settle(f(c)),
             None if self.closed() => Err(MemifError::Closed),
             None => Err(MemifError::memif(ErrCode::DISCONNECTED, "the interface is not connected")),
         }

@@ -70,6 +70,12 @@ pub enum NetmapError {
     /// A region operation failed.
     #[error(transparent)]
     Region(#[from] RegionError),
+    /// The pipe's region shrank under this process: its rings and buffers now read zeros.
+    #[error("{port}: the pipe's region was truncated under this process (its memory now reads as zeros)")]
+    Truncated {
+        /// The port.
+        port: String,
+    },
     /// A bounded wait expired.
     #[error("timed out after {secs:.3} s waiting for {what}")]
     Timeout {

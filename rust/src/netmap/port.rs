@@ -551,6 +551,17 @@ impl Port {
         }
     }
 
+    /// `Err(Truncated)` if the pipe's region was found truncated under this process: what an
+    /// operation read since came from zero pages (one relaxed load, at the end of a sync,
+    /// poll or copy).
+    #[inline]
+    fn intact(&self) -> Result<()> {
+        if self.pipe.map().truncated() {
+            return Err(NetmapError::Truncated { port: self.name.end_name() });
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ syncs
 
     /// Sync one bound ring. `Ok(Some(detail))` when a strict reinit happened.
@@ -742,6 +753,7 @@ impl Port {
         if dir == Dir::Rx {
             self.rearm();
         }
+        self.intact()?;
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -800,7 +812,7 @@ impl Port {
                 match self.sync_one(br) {
                     Ok(None) => {}
                     Ok(Some(_)) | Err(NetmapError::PeerCorrupt { .. }) => rev |= POLLERR,
-                    Err(e) => return Err(e),
+                    Err(e) => return self.intact().and(Err(e)),
                 }
                 let st = lock(&br.kring);
                 if want_tx && st.k.rcur != st.k.rtail {
@@ -814,7 +826,7 @@ impl Port {
                 match self.sync_one(br) {
                     Ok(None) => {}
                     Ok(Some(_)) | Err(NetmapError::PeerCorrupt { .. }) => rev |= POLLERR,
-                    Err(e) => return Err(e),
+                    Err(e) => return self.intact().and(Err(e)),
                 }
                 if pending(br) {
                     rev |= POLLIN;
@@ -824,6 +836,7 @@ impl Port {
         if events & POLLIN != 0 {
             self.rearm();
         }
+        self.intact()?;
         Ok(rev)
     }
 
@@ -1018,6 +1031,7 @@ impl Port {
             }
         }
         self.counters.tx_packets.fetch_add(i as u64, Ordering::Relaxed);
+        self.intact()?;
         match failure {
             Some(e) if i == 0 => Err(e),
             Some(e) => {
@@ -1152,6 +1166,7 @@ impl Port {
         }
         self.counters.rx_packets.fetch_add(got as u64, Ordering::Relaxed);
         self.rearm();
+        self.intact()?;
         outcome.map(|()| got)
     }
 
@@ -1165,8 +1180,11 @@ impl Port {
             return Ok(());
         }
         self.stop_bridge();
-        self.pipe.unbind(self.end(), &self.binding, self.flags & NR_EXCLUSIVE != 0)?;
-        Ok(())
+        let unbound = self.pipe.unbind(self.end(), &self.binding, self.flags & NR_EXCLUSIVE != 0);
+        if self.pipe.map().truncated() {
+            return Ok(()); // its memory is gone: nothing left to leave tidy
+        }
+        unbound.map(|_| ())
     }
 }
 

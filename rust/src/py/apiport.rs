@@ -321,10 +321,9 @@ impl PyApiPort {
         let mut err = None;
         let mut buf = Vec::new();
         self.recv_wait(py, queue, max, timeout, &mut |rings, m| {
-            buf.resize(m.len as usize, 0);
-            let r = match rings.region().mapping().read(m.payload as usize, &mut buf) {
-                Some(()) => f(&buf),
-                None => Err(PyValueError::new_err("message out of range")),
+            let r = match rings.copy_payload(m, &mut buf) {
+                Ok(()) => f(&buf),
+                Err(e) => Err(e.into()),
             };
             if let Err(e) = r {
                 err.get_or_insert(e);

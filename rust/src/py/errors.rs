@@ -43,6 +43,7 @@ shmkit_exceptions! {
     not_a_region => "NotARegionError",
     version_mismatch => "VersionMismatchError",
     corruption => "CorruptionError",
+    region_truncated => "RegionTruncatedError",
     stale_region => "StaleRegionError",
     out_of_memory => "OutOfMemoryError",
     invalid_offset => "InvalidOffsetError",
@@ -96,6 +97,7 @@ impl From<RegionError> for PyErr {
             RegionError::ObjectExists { path, .. } => PyOSError::new_err((libc::EEXIST, msg, path)),
             RegionError::ObjectNotFound { path, .. } => PyOSError::new_err((libc::ENOENT, msg, path)),
             RegionError::Closed => closed(msg),
+            RegionError::Truncated { .. } => region_truncated(msg),
         }
     }
 }
@@ -108,6 +110,7 @@ impl From<MsgRingError> for PyErr {
             MsgRingError::Config(_) | MsgRingError::TooLarge(_) => PyValueError::new_err(msg),
             MsgRingError::Corrupt { .. } => corruption(msg),
             MsgRingError::InvalidRef { .. } => invalid_offset(msg),
+            MsgRingError::Truncated { .. } => region_truncated(msg),
         }
     }
 }
@@ -132,6 +135,7 @@ impl From<MemifError> for PyErr {
             MemifError::InvalidArgument(_) => PyValueError::new_err(msg),
             MemifError::Closed => closed(msg),
             MemifError::Memif { code, .. } => memif_error(code as u32, msg),
+            MemifError::Truncated { .. } => region_truncated(msg),
         }
     }
 }
@@ -160,6 +164,7 @@ impl From<NetmapError> for PyErr {
                 corruption(msg)
             }
             NetmapError::Region(r) => r.into(),
+            NetmapError::Truncated { .. } => region_truncated(msg),
             NetmapError::Timeout { .. } => PyTimeoutError::new_err(msg),
             NetmapError::Capacity(_) => capacity(msg),
             NetmapError::Closed | NetmapError::Destroyed(_) => closed(msg),
@@ -184,6 +189,7 @@ impl From<QueueError> for PyErr {
             QueueError::RoleTaken { .. } => queue_role(msg),
             QueueError::PidRange(_) => shmkit_error(msg),
             QueueError::Closed => closed(msg),
+            QueueError::Truncated { .. } => region_truncated(msg),
             QueueError::Os { op, source } => match source.raw_os_error() {
                 Some(errno) => os_error(errno, op, ""),
                 None => PyOSError::new_err(msg),

@@ -153,12 +153,14 @@ impl PyMsgRings {
                 Ok(d)
             })
             .collect::<PyResult<Vec<_>>>()?;
+        self.inner.intact()?;
         PyList::new(py, items)
     }
 
     /// Pool counters: ring_misses, restarts, reclaimed, garbage_collects.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
+        self.inner.intact()?;
         let d = PyDict::new(py);
         d.set_item("ring_misses", s.ring_misses)?;
         d.set_item("restarts", s.restarts)?;

@@ -217,15 +217,18 @@ impl PyRegion {
     #[pyo3(signature = (offset, n, *, readonly=false))]
     fn buffer<'py>(&self, py: Python<'py>, offset: u64, n: u64, readonly: bool) -> PyResult<Bound<'py, PyMemoryView>> {
         self.inner.check_data_range(offset, n)?;
+        self.inner.intact()?;
         ShmView::memoryview(py, self.inner.mapping(), offset, n, readonly)
     }
 
     /// Copy `n` bytes at `offset` out of the region.
     fn read<'py>(&self, py: Python<'py>, offset: u64, n: usize) -> PyResult<Bound<'py, PyBytes>> {
         self.inner.check_data_range(offset, n as u64)?;
-        PyBytes::new_with(py, n, |buf| {
+        let bytes = PyBytes::new_with(py, n, |buf| {
             self.inner.mapping().read(offset as usize, buf).ok_or_else(|| PyValueError::new_err("out of range"))
-        })
+        })?;
+        self.inner.intact()?;
+        Ok(bytes)
     }
 
     /// Fill the writable buffer `dest` (bytearray, memoryview, ...) from `offset`; returns the
@@ -235,6 +238,7 @@ impl PyRegion {
         let dst = out.as_mut_slice();
         self.inner.check_data_range(offset, dst.len() as u64)?;
         self.inner.mapping().read(offset as usize, dst).ok_or_else(|| PyValueError::new_err("out of range"))?;
+        self.inner.intact()?;
         Ok(dst.len())
     }
 
@@ -245,7 +249,11 @@ impl PyRegion {
             return Ok(());
         }
         self.inner.check_data_range(offset, buf.len() as u64)?;
-        self.inner.mapping().write(offset as usize, buf.as_slice()).ok_or_else(|| PyValueError::new_err("out of range"))
+        self.inner
+            .mapping()
+            .write(offset as usize, buf.as_slice())
+            .ok_or_else(|| PyValueError::new_err("out of range"))?;
+        Ok(self.inner.intact()?)
     }
 
     /// Allocate `size` bytes and register them under `name` in the region's directory.
@@ -268,7 +276,7 @@ impl PyRegion {
 
     /// All named objects.
     fn objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items = self.inner.objects().iter().map(|o| object_dict(py, o)).collect::<PyResult<Vec<_>>>()?;
+        let items = self.inner.objects()?.iter().map(|o| object_dict(py, o)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 
@@ -292,6 +300,7 @@ impl PyRegion {
     /// Counters (heap usage, allocations, recoveries...).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
+        self.inner.intact()?;
         let d = PyDict::new(py);
         d.set_item("size", s.size)?;
         d.set_item("heap_size", s.heap_size)?;
@@ -309,14 +318,18 @@ impl PyRegion {
 
     /// Registered client processes with details.
     fn client_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items = self.inner.clients().iter().map(|c| client_dict(py, c)).collect::<PyResult<Vec<_>>>()?;
+        let clients = self.inner.clients();
+        self.inner.intact()?;
+        let items = clients.iter().map(|c| client_dict(py, c)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 
     /// Pids of the registered client processes.
     #[getter]
-    fn clients(&self) -> Vec<u32> {
-        self.inner.clients().iter().map(|c| c.pid).collect()
+    fn clients(&self) -> PyResult<Vec<u32>> {
+        let pids = self.inner.clients().iter().map(|c| c.pid).collect();
+        self.inner.intact()?;
+        Ok(pids)
     }
 
     /// Region name (None for anonymous and file regions).
@@ -357,14 +370,18 @@ impl PyRegion {
 
     /// Heap bytes in use (block headers included).
     #[getter]
-    fn used_bytes(&self) -> u64 {
-        self.inner.stats().used_bytes
+    fn used_bytes(&self) -> PyResult<u64> {
+        let n = self.inner.stats().used_bytes;
+        self.inner.intact()?;
+        Ok(n)
     }
 
     /// Heap bytes free.
     #[getter]
-    fn free_bytes(&self) -> u64 {
-        self.inner.stats().free_bytes
+    fn free_bytes(&self) -> PyResult<u64> {
+        let n = self.inner.stats().free_bytes;
+        self.inner.intact()?;
+        Ok(n)
     }
 
     /// `(start, end)` offsets of the heap data area.

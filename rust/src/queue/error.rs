@@ -64,6 +64,12 @@ pub enum QueueError {
     /// The handle was closed.
     #[error("queue is closed")]
     Closed,
+    /// The region's file shrank under this process: the queue's memory now reads zeros.
+    #[error("queue {name:?}: its region was truncated under this process (its memory now reads as zeros)")]
+    Truncated {
+        /// The queue.
+        name: String,
+    },
     /// A system call failed (eventfd, helper thread).
     #[error("{op}: {source}")]
     Os {

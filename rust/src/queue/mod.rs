@@ -251,22 +251,26 @@ impl ShmQueue {
 
     /// Elements in the queue (approximate while operations are in flight).
     pub fn len(&self) -> Result<u64> {
-        self.ring.len()
+        let n = self.ring.len()?;
+        self.ring.intact()?;
+        Ok(n)
     }
 
     /// Whether the queue holds no element.
     pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.ring.len()? == 0)
+        Ok(self.len()? == 0)
     }
 
     /// Whether the queue has no free slot.
     pub fn is_full(&self) -> Result<bool> {
-        Ok(self.ring.len()? >= self.ring.capacity())
+        Ok(self.len()? >= self.ring.capacity())
     }
 
     /// Counters, readable from any process.
     pub fn stats(&self) -> Result<QueueStats> {
-        self.ring.stats()
+        let s = self.ring.stats()?;
+        self.ring.intact()?;
+        Ok(s)
     }
 
     /// Re-validate the shared header (detects a peer that overwrote it).
@@ -342,7 +346,7 @@ impl ShmQueue {
         } else {
             self.ring.mpmc_put(me, data)?
         };
-        let h = self.ring.header()?;
+        let h = self.ring.header_after()?;
         if done {
             self.ring.notify_getters(h);
         } else {
@@ -381,7 +385,7 @@ impl ShmQueue {
             }
             n
         };
-        let h = self.ring.header()?;
+        let h = self.ring.header_after()?;
         if n > 0 {
             self.ring.notify_getters(h);
         }
@@ -402,7 +406,7 @@ impl ShmQueue {
         } else {
             self.ring.mpmc_put_pair(me, a, b)?
         };
-        let h = self.ring.header()?;
+        let h = self.ring.header_after()?;
         if done {
             self.ring.notify_getters(h);
         } else {
@@ -427,7 +431,7 @@ impl ShmQueue {
         } else {
             self.ring.mpmc_get(me, f)?
         };
-        let h = self.ring.header()?;
+        let h = self.ring.header_after()?;
         if out.is_some() {
             self.ring.notify_putters(h);
         } else {
@@ -456,7 +460,7 @@ impl ShmQueue {
             }
             n
         };
-        let h = self.ring.header()?;
+        let h = self.ring.header_after()?;
         if n > 0 {
             self.ring.notify_putters(h);
         }
@@ -503,8 +507,8 @@ impl ShmQueue {
             (false, Role::Consumer) => self.ring.mpmc_claim(me)?,
             (false, Role::Producer) => self.ring.mpmc_reserve(me)?,
         };
+        let h = self.ring.header_after()?;
         if held.is_none() {
-            let h = self.ring.header()?;
             match role {
                 Role::Consumer => self.on_empty(h),
                 Role::Producer => self.on_full(h),
@@ -546,7 +550,7 @@ impl ShmQueue {
         } else {
             self.ring.mpmc_commit(held, len)?;
         }
-        self.ring.notify_getters(self.ring.header()?);
+        self.ring.notify_getters(self.ring.header_after()?);
         Ok(())
     }
 
@@ -571,7 +575,7 @@ impl ShmQueue {
         } else {
             self.ring.mpmc_release(held)?;
         }
-        self.ring.notify_putters(self.ring.header()?);
+        self.ring.notify_putters(self.ring.header_after()?);
         Ok(())
     }
 

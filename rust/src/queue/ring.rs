@@ -461,13 +461,39 @@ impl Ring {
         self.spsc
     }
 
+    /// Damage found in shared memory, unless the memory is gone: a mapping found truncated
+    /// reads zeros, which is reported as such.
+    #[cold]
     fn corrupt(&self, why: impl Into<String>) -> QueueError {
+        if self.map.truncated() {
+            return QueueError::Truncated { name: self.name.clone() };
+        }
         QueueError::corrupt(&self.name, why)
     }
 
     #[inline]
     pub(crate) fn header(&self) -> Result<&QueueHeader> {
         self.map.get::<QueueHeader>(self.hdr).ok_or_else(|| self.corrupt("header out of bounds"))
+    }
+
+    /// `Err(Truncated)` if the region's file was found truncated under this process: what
+    /// was read from the queue since came from zero pages (one relaxed load; call it once an
+    /// operation is done).
+    #[inline]
+    pub(crate) fn intact(&self) -> Result<()> {
+        if self.map.truncated() {
+            return Err(QueueError::Truncated { name: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// The header, at the end of an operation: also where a truncation noticed during (or
+    /// before) the operation is reported, so that a result read from zero pages never passes
+    /// as valid.
+    #[inline]
+    pub(crate) fn header_after(&self) -> Result<&QueueHeader> {
+        self.intact()?;
+        self.header()
     }
 
     /// The slot of position `pos` and the absolute offset of its data.

@@ -112,6 +112,13 @@ pub enum RegionError {
     /// The region handle was closed.
     #[error("region is closed")]
     Closed,
+    /// The file shrank under this process's mapping (a peer truncated it, or its filesystem
+    /// ran out of space): the mapping now reads zeros; close the handle.
+    #[error("region {path} was truncated under this process: its memory now reads as zeros")]
+    Truncated {
+        /// The region.
+        path: String,
+    },
 }
 
 impl RegionError {

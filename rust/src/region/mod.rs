@@ -683,6 +683,28 @@ impl Region {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// Whether the file was found truncated under this process's mapping (it now reads zeros).
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
+    /// `Err(Truncated)` once the file was found truncated under this process's mapping.
+    pub fn intact(&self) -> Result<()> {
+        if self.map.truncated() {
+            return Err(RegionError::Truncated { path: self.display_path() });
+        }
+        Ok(())
+    }
+
+    /// Run an operation on the shared memory. If the mapping turned out truncated before or
+    /// during it, its outcome (a value or an error) was computed from zero pages: the
+    /// truncation is reported instead. (One relaxed load; see `sys::sigbus`.)
+    fn guarded<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let outcome = op();
+        self.intact()?;
+        outcome
+    }
+
     fn ensure_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(RegionError::Closed)
@@ -743,65 +765,79 @@ impl Region {
 
     /// [`Region::alloc`] if the lock is free now; `Ok(None)` if it would have to wait.
     pub fn alloc_nowait(&self, n: u64) -> Result<Option<u64>> {
-        self.ensure_open()?;
-        let Some(g) = self.lock_nowait()? else { return Ok(None) };
-        let off = g.heap()?.alloc(n, self.pid)?;
-        failpoint::hit("region.alloc_locked");
-        Ok(Some(off))
+        self.guarded(|| {
+            self.ensure_open()?;
+            let Some(g) = self.lock_nowait()? else { return Ok(None) };
+            let off = g.heap()?.alloc(n, self.pid)?;
+            failpoint::hit("region.alloc_locked");
+            Ok(Some(off))
+        })
     }
 
     /// [`Region::free`] if the lock is free now; `Ok(None)` if it would have to wait.
     pub fn free_nowait(&self, off: u64) -> Result<Option<()>> {
-        self.ensure_open()?;
-        let Some(g) = self.lock_nowait()? else { return Ok(None) };
-        g.heap()?.free(off)?;
-        Ok(Some(()))
+        self.guarded(|| {
+            self.ensure_open()?;
+            let Some(g) = self.lock_nowait()? else { return Ok(None) };
+            g.heap()?.free(off)?;
+            Ok(Some(()))
+        })
     }
 
     /// Allocate `n` bytes from the heap; returns a 64-byte aligned offset.
     pub fn alloc(&self, n: u64) -> Result<u64> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        let off = g.heap()?.alloc(n, self.pid)?;
-        failpoint::hit("region.alloc_locked");
-        Ok(off)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            let off = g.heap()?.alloc(n, self.pid)?;
+            failpoint::hit("region.alloc_locked");
+            Ok(off)
+        })
     }
 
     /// Free an offset returned by [`Region::alloc`]. Invalid offsets and double frees are
     /// refused and change nothing.
     pub fn free(&self, off: u64) -> Result<()> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        g.heap()?.free(off)?;
-        Ok(())
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            g.heap()?.free(off)?;
+            Ok(())
+        })
     }
 
     /// Usable size of the allocation at `off`.
     pub fn usable_size(&self, off: u64) -> Result<u64> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        Ok(g.heap()?.usable_size(off)?)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            Ok(g.heap()?.usable_size(off)?)
+        })
     }
 
     /// Every live allocation as `(offset, usable size)`, in address order (one pass over the
     /// heap under the lock; for maintenance such as reaping a dead process's blocks).
     pub fn allocations(&self) -> Result<Vec<(u64, u64)>> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        let mut out = Vec::new();
-        g.heap()?.walk(|b, size, used| {
-            if used {
-                out.push((b + layout::BLOCK_HDR, size - layout::BLOCK_HDR));
-            }
-        })?;
-        Ok(out)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            let mut out = Vec::new();
+            g.heap()?.walk(|b, size, used| {
+                if used {
+                    out.push((b + layout::BLOCK_HDR, size - layout::BLOCK_HDR));
+                }
+            })?;
+            Ok(out)
+        })
     }
 
     /// Verify all heap invariants.
     pub fn check_heap(&self) -> Result<HeapSummary> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        Ok(g.heap()?.check()?)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            Ok(g.heap()?.check()?)
+        })
     }
 
     /// Counters.
@@ -864,30 +900,34 @@ impl Region {
 
     /// Allocate `size` bytes and register them under `name` atomically. Returns the offset.
     pub fn create_object(&self, name: &str, kind: u32, size: u64) -> Result<u64> {
-        self.ensure_open()?;
-        name::validate_object_name(name, layout::OBJ_NAME_MAX)?;
-        let g = self.lock()?;
-        if self.find_entry(name).is_some() {
-            return Err(RegionError::ObjectExists { path: self.display_path(), name: name.into() });
-        }
-        let slot = self.free_dir_slot()?;
-        let off = g.heap()?.alloc(size, self.pid)?;
-        self.fill_entry(slot, name, kind, off, size);
-        Ok(off)
+        self.guarded(|| {
+            self.ensure_open()?;
+            name::validate_object_name(name, layout::OBJ_NAME_MAX)?;
+            let g = self.lock()?;
+            if self.find_entry(name).is_some() {
+                return Err(RegionError::ObjectExists { path: self.display_path(), name: name.into() });
+            }
+            let slot = self.free_dir_slot()?;
+            let off = g.heap()?.alloc(size, self.pid)?;
+            self.fill_entry(slot, name, kind, off, size);
+            Ok(off)
+        })
     }
 
     /// Register an existing allocation under `name`.
     pub fn register_object(&self, name: &str, kind: u32, offset: u64, size: u64) -> Result<()> {
-        self.ensure_open()?;
-        name::validate_object_name(name, layout::OBJ_NAME_MAX)?;
-        self.check_data_range(offset, size)?;
-        let _g = self.lock()?;
-        if self.find_entry(name).is_some() {
-            return Err(RegionError::ObjectExists { path: self.display_path(), name: name.into() });
-        }
-        let slot = self.free_dir_slot()?;
-        self.fill_entry(slot, name, kind, offset, size);
-        Ok(())
+        self.guarded(|| {
+            self.ensure_open()?;
+            name::validate_object_name(name, layout::OBJ_NAME_MAX)?;
+            self.check_data_range(offset, size)?;
+            let _g = self.lock()?;
+            if self.find_entry(name).is_some() {
+                return Err(RegionError::ObjectExists { path: self.display_path(), name: name.into() });
+            }
+            let slot = self.free_dir_slot()?;
+            self.fill_entry(slot, name, kind, offset, size);
+            Ok(())
+        })
     }
 
     fn free_dir_slot(&self) -> Result<usize> {
@@ -918,47 +958,57 @@ impl Region {
     /// Look up a named object. The returned offset and size are validated against the data
     /// area, so a corrupted directory entry cannot point outside the region.
     pub fn find_object(&self, name: &str) -> Result<ObjectInfo> {
-        self.ensure_open()?;
-        let (_, info) = self
-            .find_entry(name)
-            .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
-        self.check_data_range(info.offset, info.size).map_err(|_| RegionError::Corrupt {
-            path: self.display_path(),
-            reason: format!("directory entry {name:?} points outside the data area"),
-        })?;
-        Ok(info)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let (_, info) = self
+                .find_entry(name)
+                .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
+            self.check_data_range(info.offset, info.size).map_err(|_| RegionError::Corrupt {
+                path: self.display_path(),
+                reason: format!("directory entry {name:?} points outside the data area"),
+            })?;
+            Ok(info)
+        })
     }
 
     /// Set the owner-defined word of an object.
     pub fn set_object_user(&self, name: &str, user: u32) -> Result<()> {
-        let _g = self.lock()?;
-        let (i, _) = self
-            .find_entry(name)
-            .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
-        self.dir_entry(i).expect("found above").user.store(user, Ordering::Release);
-        Ok(())
+        self.guarded(|| {
+            let _g = self.lock()?;
+            let (i, _) = self
+                .find_entry(name)
+                .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
+            self.dir_entry(i).expect("found above").user.store(user, Ordering::Release);
+            Ok(())
+        })
     }
 
     /// Remove a named object; with `free_memory`, also free its allocation.
     pub fn remove_object(&self, name: &str, free_memory: bool) -> Result<ObjectInfo> {
-        self.ensure_open()?;
-        let g = self.lock()?;
-        let (i, info) = self
-            .find_entry(name)
-            .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
-        if free_memory {
-            g.heap()?.free(info.offset)?;
-        }
-        let e = self.dir_entry(i).expect("found above");
-        e.state.store(0, Ordering::Release);
-        e.name_len.store(0, Ordering::Relaxed);
-        self.header().stats.generation.fetch_add(1, Ordering::Relaxed);
-        Ok(info)
+        self.guarded(|| {
+            self.ensure_open()?;
+            let g = self.lock()?;
+            let (i, info) = self
+                .find_entry(name)
+                .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
+            if free_memory {
+                g.heap()?.free(info.offset)?;
+            }
+            let e = self.dir_entry(i).expect("found above");
+            e.state.store(0, Ordering::Release);
+            e.name_len.store(0, Ordering::Relaxed);
+            self.header().stats.generation.fetch_add(1, Ordering::Relaxed);
+            Ok(info)
+        })
     }
 
     /// All named objects.
-    pub fn objects(&self) -> Vec<ObjectInfo> {
-        (0..self.ident.dir_cap as usize).filter_map(|i| self.dir_entry(i).and_then(|e| self.entry_info(i, e))).collect()
+    pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
+        self.guarded(|| {
+            Ok((0..self.ident.dir_cap as usize)
+                .filter_map(|i| self.dir_entry(i).and_then(|e| self.entry_info(i, e)))
+                .collect())
+        })
     }
 
     // ---------------------------------------------------------------- clients
@@ -1028,9 +1078,11 @@ impl Region {
 
     /// Remove clients whose process is gone; returns their pids.
     pub fn scan_ghosts(&self) -> Result<Vec<u32>> {
-        self.ensure_open()?;
-        let _g = self.lock()?;
-        Ok(self.scan_ghosts_locked())
+        self.guarded(|| {
+            self.ensure_open()?;
+            let _g = self.lock()?;
+            Ok(self.scan_ghosts_locked())
+        })
     }
 
     fn scan_ghosts_locked(&self) -> Vec<u32> {
@@ -1061,7 +1113,8 @@ impl Region {
             return Ok(());
         }
         // A forked child inherits the handle but was never registered: leave the table alone.
-        if !self.registered.swap(false, Ordering::AcqRel) || process::current_pid() != self.pid {
+        // A truncated mapping holds no table any more.
+        if !self.registered.swap(false, Ordering::AcqRel) || process::current_pid() != self.pid || self.truncated() {
             return Ok(());
         }
         let remaining = {

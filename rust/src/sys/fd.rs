@@ -175,10 +175,3 @@ pub fn borrow_raw_checked(fd: i32) -> io::Result<BorrowedFd<'static>> {
     // used at once, while the owner still holds it.
     Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
-
-/// Whether a memfd is sealed against shrinking (`F_SEAL_SHRINK`). A peer that can shrink a
-/// file under our mapping could turn our accesses into SIGBUS; files that cannot carry seals
-/// (not memfd/tmpfs/hugetlbfs) report `false`.
-pub fn sealed_against_shrink(fd: BorrowedFd<'_>) -> bool {
-    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
-}

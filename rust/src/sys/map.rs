@@ -11,12 +11,21 @@
 //! Another process may write the same bytes at any moment. That is why only [`ShmSafe`] types
 //! (every bit pattern valid, all mutation through atomics) are handed out by reference, and why
 //! plain bytes are only ever copied, never borrowed as `&[u8]`.
+//!
+//! Another process may also shrink the file. Every mapping is registered with the truncation
+//! guard ([`super::sigbus`]) for its whole life: a page that disappears turns the whole
+//! mapping into zero pages instead of a SIGBUS, and [`Mapping::truncated`] tells. A truncated
+//! mapping is never unmapped (its zero pages are released but the address range stays
+//! reserved), so nothing that still points into it can fault.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use super::sigbus::Guard;
 
 /// A type that may be accessed by reference inside shared memory.
 ///
@@ -41,10 +50,12 @@ unsafe impl ShmSafe for std::sync::atomic::AtomicI64 {}
 // SAFETY: an array of `ShmSafe` values is itself `ShmSafe` (same argument per element).
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
-/// A shared mapping of a whole file descriptor, unmapped on drop.
+/// A shared mapping of a whole file descriptor, guarded against truncation, unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
-    raw: MmapRaw,
+    /// Unregistered in `drop` before `raw` is unmapped (or kept, if truncated).
+    guard: ManuallyDrop<Guard>,
+    raw: ManuallyDrop<MmapRaw>,
     ptr: NonNull<u8>,
     len: usize,
     writable: bool,
@@ -66,7 +77,17 @@ impl Mapping {
         opts.len(len);
         let raw = if writable { opts.map_raw(fd.as_raw_fd())? } else { opts.map_raw_read_only(fd.as_raw_fd())? };
         let ptr = NonNull::new(raw.as_mut_ptr()).ok_or_else(|| io::Error::other("null mapping"))?;
-        Ok(Self { raw, ptr, len, writable })
+        let guard = Guard::new(fd, ptr.as_ptr(), len, writable)?;
+        Ok(Self { guard: ManuallyDrop::new(guard), raw: ManuallyDrop::new(raw), ptr, len, writable })
+    }
+
+    /// Whether the file was found truncated under this mapping: it now reads zeros (and
+    /// writes are lost), so whatever was computed from it is garbage. Costs one relaxed load
+    /// while no truncation ever happened in this process; check it at the end of an
+    /// operation (see [`super::sigbus`]).
+    #[inline]
+    pub fn truncated(&self) -> bool {
+        self.guard.truncated()
     }
 
     /// Length of the mapping in bytes.
@@ -206,5 +227,25 @@ impl Mapping {
     /// Flush a file-backed mapping to its file (`msync`).
     pub fn flush(&self) -> io::Result<()> {
         self.raw.flush()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let truncated = self.guard.truncated();
+        // SAFETY: each field is dropped exactly once, here, and never used again; the guard
+        // goes first, so the range is unregistered before it can be unmapped and reused.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+        if truncated {
+            // Keep the zero pages' address range (something may still point into it, e.g. a
+            // robust-list link left in a lock word), but give their memory back.
+            // SAFETY: the range is this mapping's own private zero pages; MADV_DONTNEED only
+            // makes them read as zeros again.
+            let _ =
+                unsafe { rustix::mm::madvise(self.ptr.as_ptr().cast(), self.len, rustix::mm::Advice::LinuxDontNeed) };
+        } else {
+            // SAFETY: as above.
+            unsafe { ManuallyDrop::drop(&mut self.raw) };
+        }
     }
 }
