@@ -288,3 +288,49 @@ fn a_previous_handler_that_does_nothing_does_not_make_a_fault_loop() {
     let (status, err) = child("a_previous_handler_that_does_nothing_does_not_make_a_fault_loop", "inert");
     assert_killed_by_sigbus(status, &err);
 }
+
+#[test]
+fn a_forked_child_inherits_the_guard_and_still_dies_of_foreign_faults() {
+    // Everything the child does is async-signal-safe (system calls, reads of memory mapped
+    // before the fork, atomics): it is a fork of this multithreaded test process.
+    let guarded_file = file(2);
+    let guarded = map(&guarded_file, 2);
+    guarded.fill(0, 2 * PAGE, 9).unwrap();
+    let raw_file = file(2);
+    // SAFETY: a fresh shared mapping of our own memfd, unknown to the guard.
+    let raw = unsafe {
+        libc::mmap(std::ptr::null_mut(), 2 * PAGE, libc::PROT_READ, libc::MAP_SHARED, raw_file.as_raw_fd(), 0)
+    };
+    assert_ne!(raw, libc::MAP_FAILED);
+    let mut pipe = [0i32; 2];
+    // SAFETY: `pipe` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child only makes system calls and touches memory mapped before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = set_len(guarded_file.as_fd(), 0).is_ok() && byte(&guarded, PAGE) == 0 && guarded.truncated();
+        let verdict = [u8::from(ok)];
+        // SAFETY: writing one byte from a live buffer to our pipe.
+        unsafe { libc::write(pipe[1], verdict.as_ptr().cast(), 1) };
+        let _ = set_len(raw_file.as_fd(), 0);
+        // SAFETY: inside the unguarded mapping; the page is gone, so this raises SIGBUS.
+        let v = unsafe { std::ptr::read_volatile(raw.cast::<u8>().add(PAGE)) };
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(i32::from(v) + 3) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let mut verdict = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer from our pipe (the child wrote it).
+    assert_eq!(unsafe { libc::read(pipe[0], verdict.as_mut_ptr().cast(), 1) }, 1);
+    // SAFETY: closing our pipe and unmapping our raw mapping.
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+        libc::munmap(raw, 2 * PAGE);
+    }
+    assert_eq!(verdict[0], 1, "the child survived its guarded truncation");
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS, "status {status:#x}");
+}

@@ -148,4 +148,6 @@ def test_memif_server_survives_a_client_truncating_an_unsealed_region(
 def test_region_truncated_error_is_a_corruption_error() -> None:
     assert issubclass(shmkit.RegionTruncatedError, shmkit.CorruptionError)
     assert shmkit.RegionTruncatedError is shmkit.errors.RegionTruncatedError
-    assert "RegionTruncatedError" in shmkit.__all__ and "RegionTruncatedError" in shmkit.errors.__all__
+    assert (
+        "RegionTruncatedError" in shmkit.__all__ and "RegionTruncatedError" in shmkit.errors.__all__
+    )

@@ -13,8 +13,8 @@ the guard; the next mapping shmkit creates puts the guard back in front).
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
-import os
 import sys
 import threading
 import time
@@ -181,7 +181,9 @@ def netmap(root: str) -> tuple[Step, After]:
             assert got == pkts, "packets come through intact"
 
     def after(e: BaseException) -> None:
-        expect_truncated(tx.txsync, rx.rxsync, lambda: rx.poll(timeout=0.1), lambda: tx.send([b"x"]))
+        expect_truncated(
+            tx.txsync, rx.rxsync, lambda: rx.poll(timeout=0.1), lambda: tx.send([b"x"])
+        )
         tx.close()
         rx.close()
 
@@ -203,10 +205,8 @@ def api_server(root: str) -> tuple[Step, After]:
         server.serve_forever()
 
     def after(e: BaseException) -> None:
-        try:
+        with contextlib.suppress(shmkit.RegionTruncatedError):
             server.close()
-        except shmkit.RegionTruncatedError:
-            pass
 
     return step, after
 
@@ -223,10 +223,8 @@ def api_client(root: str) -> tuple[Step, After]:
         assert list(reply.items) == items
 
     def after(e: BaseException) -> None:
-        try:
+        with contextlib.suppress(shmkit.RegionTruncatedError, TimeoutError):
             c.close()
-        except (shmkit.RegionTruncatedError, TimeoutError):
-            pass
 
     return step, after
 

@@ -466,9 +466,15 @@ impl Ring {
     #[cold]
     fn corrupt(&self, why: impl Into<String>) -> QueueError {
         if self.map.truncated() {
-            return QueueError::Truncated { name: self.name.clone() };
+            return self.truncated();
         }
         QueueError::corrupt(&self.name, why)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn truncated(&self) -> QueueError {
+        QueueError::Truncated { name: self.name.clone() }
     }
 
     #[inline]
@@ -482,7 +488,7 @@ impl Ring {
     #[inline]
     pub(crate) fn intact(&self) -> Result<()> {
         if self.map.truncated() {
-            return Err(QueueError::Truncated { name: self.name.clone() });
+            return Err(self.truncated());
         }
         Ok(())
     }

@@ -58,6 +58,11 @@
 //!   operation's loads before it (free on x86), then one relaxed load of a process-wide count
 //!   that is non-zero only once some truncation was caught; only then the slot's own flag.
 //!
+//! The handler is installed with `SA_SIGINFO | SA_NODEFER | SA_RESTART`, without
+//! `SA_ONSTACK`: it runs on the faulting thread's own stack, because a chained handler that
+//! re-raises nests a second signal frame, which overflowed the small alternate stacks Rust
+//! gives its threads in testing.
+//!
 //! A mapping is only flagged when this process touches a page that is gone: a file cut to half
 //! its size leaves the first half readable and shared, and nothing is reported until the
 //! second half is touched. A flagged mapping is never unmapped (see
