@@ -35,7 +35,7 @@ def start(kind: str, root: str, fh: str) -> subprocess.Popen[str]:
         [sys.executable, VICTIMS, kind, root, fh],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,  # closed by `survived` (the API server waits for that)
         text=True,
         env=env,
     )
@@ -53,9 +53,11 @@ def region_file(root: str) -> pathlib.Path:
     return files[0]
 
 
-def survived(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    """The victim's output, after checking it raised, survived and exited 0."""
+def survived(proc: subprocess.Popen[str], timeout: float = 60, seen: str = "") -> str:
+    """The victim's output (after ``seen``, what was already read of it), after checking it
+    raised, survived and exited 0."""
     out, err = proc.communicate(timeout=timeout)
+    out = seen + out
     assert proc.returncode == 0, f"victim ended with {proc.returncode}:\n{out}\n{err}"
     assert "Fatal Python error" not in err, err
     assert "raised RegionTruncatedError" in out or "raised CorruptionError" in out, out
@@ -101,7 +103,8 @@ def test_api_server_and_client_survive_truncation(root: str, how: str, fh: str) 
         survived(client)
         # The server fails cleanly: serve_forever raises (its input queue is in the lost
         # half, and it cannot serve anyone from lost memory) and the process goes on.
-        survived(server, timeout=30)
+        raised = wait_line(server, "raised RegionTruncatedError", 30, stream="stdout")
+        survived(server, seen=raised)
     finally:
         stop(server)
         if client is not None:

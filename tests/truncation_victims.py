@@ -205,6 +205,9 @@ def api_server(root: str) -> tuple[Step, After]:
         server.serve_forever()
 
     def after(e: BaseException) -> None:
+        # Stay (not closed, not gone) until the test says so: the clients must find the
+        # truncation themselves, not a server that left.
+        sys.stdin.read()
         with contextlib.suppress(shmkit.RegionTruncatedError):
             server.close()
 

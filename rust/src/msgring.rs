@@ -594,45 +594,47 @@ impl MsgRings {
 
     /// Validate a reference (e.g. received from a peer): a live message of this pool.
     pub fn validate(&self, r: MsgRef) -> Result<Msg> {
-        self.guarded(|| {
-            let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
-            let payload = r.offset();
-            let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
-            let h = self.msg_header(hdr_off).ok_or(bad("outside the region"))?;
-            let id = h.slot_id.load(Relaxed);
-            let (ring, capacity) = if id == HEAP_RING {
-                (None, 0)
-            } else {
-                let (ring, index) = ((id >> 20) as usize, id & ((1 << 20) - 1));
-                // The header's claim is only believed if the slot it names is exactly here.
-                match self.rings.get(ring) {
-                    Some(g) if index < g.nitems && self.slot_offset(ring, index) == hdr_off => {
-                        (Some(ring), u64::from(g.size))
-                    }
-                    _ => return Err(bad("not a message slot")),
+        self.guarded(|| self.check_ref(r))
+    }
+
+    fn check_ref(&self, r: MsgRef) -> Result<Msg> {
+        let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
+        let payload = r.offset();
+        let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
+        let h = self.msg_header(hdr_off).ok_or(bad("outside the region"))?;
+        let id = h.slot_id.load(Relaxed);
+        let (ring, capacity) = if id == HEAP_RING {
+            (None, 0)
+        } else {
+            let (ring, index) = ((id >> 20) as usize, id & ((1 << 20) - 1));
+            // The header's claim is only believed if the slot it names is exactly here.
+            match self.rings.get(ring) {
+                Some(g) if index < g.nitems && self.slot_offset(ring, index) == hdr_off => {
+                    (Some(ring), u64::from(g.size))
                 }
-            };
-            if h.magic.load(Relaxed) != MSG_MAGIC {
-                return Err(bad("no message header"));
+                _ => return Err(bad("not a message slot")),
             }
-            let state = h.state.load(Acquire);
-            if state & BUSY == 0 {
-                return Err(bad("message is free (double free or stale reference)"));
-            }
-            if (state >> 1) & SEQ_MASK != r.seq() {
-                return Err(bad("stale reference (the slot was reused)"));
-            }
-            let capacity = match ring {
-                Some(_) => capacity,
-                // A heap message: it must be a live heap allocation (checked by the heap itself).
-                None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
-            };
-            let len = h.len.load(Relaxed);
-            if u64::from(len) > capacity {
-                return Err(bad("length exceeds the slot"));
-            }
-            Ok(Msg { reference: r, payload, len, capacity, ring })
-        })
+        };
+        if h.magic.load(Relaxed) != MSG_MAGIC {
+            return Err(bad("no message header"));
+        }
+        let state = h.state.load(Acquire);
+        if state & BUSY == 0 {
+            return Err(bad("message is free (double free or stale reference)"));
+        }
+        if (state >> 1) & SEQ_MASK != r.seq() {
+            return Err(bad("stale reference (the slot was reused)"));
+        }
+        let capacity = match ring {
+            Some(_) => capacity,
+            // A heap message: it must be a live heap allocation (checked by the heap itself).
+            None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
+        };
+        let len = h.len.load(Relaxed);
+        if u64::from(len) > capacity {
+            return Err(bad("length exceeds the slot"));
+        }
+        Ok(Msg { reference: r, payload, len, capacity, ring })
     }
 
     /// Take responsibility for a received message (it will be reclaimed if *we* die).
@@ -789,15 +791,13 @@ impl MsgRings {
 
     /// Copy `data` into the payload of `r` and set its length.
     pub fn write(&self, r: MsgRef, data: &[u8]) -> Result<()> {
-        self.guarded(|| {
-            let m = self.validate(r)?;
-            if data.len() as u64 > m.capacity {
-                return Err(MsgRingError::InvalidRef { reference: r.0, reason: "data larger than the message" });
-            }
-            self.region.mapping().write(m.payload as usize, data).expect("validated range");
-            self.msg_header(m.payload - HDR).expect("validated").len.store(data.len() as u32, Relaxed);
-            Ok(())
-        })
+        let m = self.validate(r)?;
+        if data.len() as u64 > m.capacity {
+            return Err(MsgRingError::InvalidRef { reference: r.0, reason: "data larger than the message" });
+        }
+        self.region.mapping().write(m.payload as usize, data).expect("validated range");
+        self.msg_header(m.payload - HDR).expect("validated").len.store(data.len() as u32, Relaxed);
+        self.intact()
     }
 
     /// Copy the payload of a validated message into `buf` (resized to its length): a private
@@ -811,12 +811,11 @@ impl MsgRings {
 
     /// Copy the payload of `r` out (its current length).
     pub fn read(&self, r: MsgRef) -> Result<Vec<u8>> {
-        self.guarded(|| {
-            let m = self.validate(r)?;
-            let mut buf = vec![0u8; m.len as usize];
-            self.region.mapping().read(m.payload as usize, &mut buf).expect("validated range");
-            Ok(buf)
-        })
+        let m = self.validate(r)?;
+        let mut buf = vec![0u8; m.len as usize];
+        self.region.mapping().read(m.payload as usize, &mut buf).expect("validated range");
+        self.intact()?;
+        Ok(buf)
     }
 }
 

@@ -37,7 +37,7 @@ from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
 from shmkit.api.server import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
 from shmkit.api.state import ApiState
-from shmkit.errors import ShmkitError
+from shmkit.errors import RegionTruncatedError, ShmkitError
 
 __all__ = [
     "Client",
@@ -511,7 +511,11 @@ class Client:
             raise self._error
         epoch, pid = _EPOCH_PID.unpack_from(self.state.view, 12)
         if epoch != self._epoch or pid != self.server_pid:
-            if pid == 0:
+            if self.region.truncated:  # the state reads zeros: the memory is gone, not the server
+                self._error = RegionTruncatedError(
+                    f"API {self.name!r}: its region was truncated under this process"
+                )
+            elif pid == 0:
                 self._error = ServerGoneError(f"API {self.name!r}: the server closed")
             else:
                 self._error = ServerRestartedError(

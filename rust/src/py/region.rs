@@ -396,6 +396,13 @@ impl PyRegion {
         self.inner.is_closed()
     }
 
+    /// Whether the region's file was found truncated under this process: its memory (and
+    /// every memoryview into it) now reads zeros, and operations raise `RegionTruncatedError`.
+    #[getter]
+    fn truncated(&self) -> bool {
+        self.inner.truncated()
+    }
+
     /// The backing descriptor (to pass an anonymous region to another process).
     fn fileno(&self) -> i32 {
         self.inner.raw_fd()
