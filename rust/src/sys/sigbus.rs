@@ -19,7 +19,8 @@
 //!
 //! **What shmkit does.** Repair on fault, for every mapping, because shmkit's accesses are not
 //! bracketed (hot paths, helper threads and Python memoryviews touch shared memory at any
-//! time): every [`crate::sys::map::Mapping`] registers its address range here for its whole
+//! time), and checking the file's size before each access would cost a system call per
+//! operation and still race with the truncation. Every [`crate::sys::map::Mapping`] registers its address range here for its whole
 //! life ([`Guard`]), and the handler consults a process-wide table instead of Wayland's
 //! thread-local "current pool".
 //!
