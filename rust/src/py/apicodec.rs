@@ -18,6 +18,8 @@ use super::buffer::InBuf;
 
 use crate::apicodec::{DecodeError, Kind, Layout, Value};
 
+use super::shield::shielded;
+
 /// A field value as a Python object.
 fn to_py<'py>(py: Python<'py>, v: Value<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -151,6 +153,7 @@ impl PyCodec {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyCodec {
     /// A codec for message type `cls`, whose fields (after the header) are `fields`: pairs of
@@ -202,4 +205,5 @@ impl PyCodec {
         self.encode_into(msg, msg_id, None, None, &mut out)?;
         Ok(PyBytes::new(py, &out))
     }
+}
 }
