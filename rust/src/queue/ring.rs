@@ -689,7 +689,7 @@ impl Ring {
         match state {
             AtTail::Free => Ok(true),
             AtTail::Claimed(owner) if owner & OWNER_PAIR != 0 => {
-                self.help_pair(h, pos, owner)?;
+                self.help_pair(h, pos, owner, slot, w)?;
                 Ok(true)
             }
             AtTail::Claimed(_) | AtTail::Produced => {
@@ -722,9 +722,9 @@ impl Ring {
         }
     }
 
-    /// Complete the claim of a `put_pair` at `pos` on behalf of `owner`: claim the second
-    /// slot for it and advance `tail` by two.
-    fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32) -> Result<()> {
+    /// Complete the claim of a `put_pair` at `pos` (slot `s0`, word `w0`) on behalf of
+    /// `owner`: claim the second slot for it and advance `tail` by two.
+    fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32, s0: &SlotHeader, w0: u64) -> Result<()> {
         let second = owner & !OWNER_PAIR;
         let (s1, _) = self.slot(pos.wrapping_add(1))?;
         let free = pack(pos.wrapping_add(1), 0);
@@ -733,6 +733,14 @@ impl Ring {
         let w1 = s1.word.load(Acquire);
         if w1 == claimed || distance(seq_of(w1), pos.wrapping_add(1)) >= 1 {
             let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
+            return Ok(());
+        }
+        // A pair is only claimed once its second slot is free for `pos + 1`, and nobody else
+        // can take that slot while `tail` stays at `pos`: any other state is garbage, and
+        // retrying would spin until the retry bound.
+        if h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0 && s1.word.load(Acquire) == w1 {
+            h.corrupt_slots.fetch_add(1, Relaxed);
+            return Err(self.corrupt(format!("slot word {w1:#x} is impossible after a pair claimed at {pos}")));
         }
         Ok(())
     }
