@@ -79,11 +79,10 @@ fn server_side(inp: &mut Input<'_>) {
             Ok(ServerStep::Connect(_)) => {
                 if let Some(parts) = s.take_parts() {
                     assert!(!parts.regions.is_empty() && !parts.s2m.is_empty() && !parts.m2s.is_empty());
-                    // The region fds here are unsealed, empty memfds: mapping must refuse them.
+                    // The region fds here are empty memfds (`memif_rings` maps real ones).
                     let wake = Arc::new(EventFd::new().expect("eventfd"));
-                    let r =
+                    let _ =
                         server_connection(&parts.regions, parts.s2m, parts.m2s, false, ConnInfo::default(), 1, wake);
-                    assert!(r.is_err(), "unsealed empty regions are refused");
                 }
                 return;
             }
