@@ -5,6 +5,8 @@ purpose at failpoints (``SHMKIT_FAILPOINTS=panic:<name>``) in a child process.""
 
 from __future__ import annotations
 
+import pathlib
+
 import shmkit
 from procs import finish, python
 
@@ -66,3 +68,22 @@ print(",".join(seen))
 def test_without_failpoints_nothing_panics(root: str) -> None:
     out = finish(python(CALL, root, "q.put(b'x'); region.alloc(64)")).strip()
     assert out == "no error"
+
+
+def test_every_binding_is_shielded() -> None:
+    """Each ``#[pymethods]`` block and ``#[pyfunction]`` sits inside ``shielded! { ... }``
+    (rust/src/py/shield.rs), so a new binding cannot skip the shield."""
+    py_dir = pathlib.Path(__file__).resolve().parent.parent / "rust" / "src" / "py"
+    unshielded = []
+    for path in sorted(py_dir.glob("*.rs")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() not in ("#[pymethods]", "#[pyfunction]") or line.startswith(" "):
+                continue
+            j = i - 1
+            while j >= 0 and lines[j].startswith(("///", "#[")):
+                j -= 1
+            if j < 0 or lines[j] != "shielded! {":
+                unshielded.append(f"{path.name}:{i + 1}")
+    assert unshielded == []
+    assert len(list(py_dir.glob("*.rs"))) > 5

@@ -6,7 +6,7 @@
 //!
 //! PyO3 0.29 has no hook to choose the exception a panic becomes, so every binding body runs
 //! inside [`guard`]. [`shielded!`] does the wrapping for whole `#[pymethods]` blocks and
-//! `#[pyfunction]`s, so a binding cannot be added without it: each method body becomes
+//! `#[pyfunction]`s (a test checks that none is left out): each method body becomes
 //! `guard(|| body)`, and a method that returns a plain value returns `PyResult` of it instead
 //! (the same to Python). Slots (`__len__`, `__getitem__`, `__next__`, the buffer protocol)
 //! are methods too. Values dropped by the interpreter go through [`Shielded`], which reports a
