@@ -34,33 +34,28 @@ fn to_py<'py>(py: Python<'py>, v: Value<'_>) -> PyResult<Bound<'py, PyAny>> {
 /// Append the bytes of `v` as a field of `kind`; an error if it is not a value this codec
 /// takes as is (extraction checks each value's range and type).
 fn write(kind: Kind, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
-    {
-        match kind {
-            Kind::U8 => out.push(v.extract::<u8>()?),
-            Kind::U16 => out.extend(v.extract::<u16>()?.to_be_bytes()),
-            Kind::U32 => out.extend(v.extract::<u32>()?.to_be_bytes()),
-            Kind::U64 => out.extend(v.extract::<u64>()?.to_be_bytes()),
-            Kind::I8 => out.extend(v.extract::<i8>()?.to_be_bytes()),
-            Kind::I16 => out.extend(v.extract::<i16>()?.to_be_bytes()),
-            Kind::I32 => out.extend(v.extract::<i32>()?.to_be_bytes()),
-            Kind::I64 => out.extend(v.extract::<i64>()?.to_be_bytes()),
-            Kind::F64 => out.extend(v.extract::<f64>()?.to_be_bytes()),
-            Kind::Bool => out.push(u8::from(v.is_truthy()?)),
-            Kind::Str(n) => {
-                let text: &[u8] = if let Ok(s) = v.cast::<PyString>() {
-                    s.to_str()?.as_bytes()
-                } else {
-                    v.cast::<PyBytes>()?.as_bytes()
-                };
-                if text.len() > n {
-                    return Err(PyValueError::new_err(format!("string of {} bytes exceeds {n}", text.len())));
-                }
-                out.extend_from_slice(text);
-                out.resize(out.len() + n - text.len(), 0);
+    match kind {
+        Kind::U8 => out.push(v.extract::<u8>()?),
+        Kind::U16 => out.extend(v.extract::<u16>()?.to_be_bytes()),
+        Kind::U32 => out.extend(v.extract::<u32>()?.to_be_bytes()),
+        Kind::U64 => out.extend(v.extract::<u64>()?.to_be_bytes()),
+        Kind::I8 => out.extend(v.extract::<i8>()?.to_be_bytes()),
+        Kind::I16 => out.extend(v.extract::<i16>()?.to_be_bytes()),
+        Kind::I32 => out.extend(v.extract::<i32>()?.to_be_bytes()),
+        Kind::I64 => out.extend(v.extract::<i64>()?.to_be_bytes()),
+        Kind::F64 => out.extend(v.extract::<f64>()?.to_be_bytes()),
+        Kind::Bool => out.push(u8::from(v.is_truthy()?)),
+        Kind::Str(n) => {
+            let text: &[u8] =
+                if let Ok(s) = v.cast::<PyString>() { s.to_str()?.as_bytes() } else { v.cast::<PyBytes>()?.as_bytes() };
+            if text.len() > n {
+                return Err(PyValueError::new_err(format!("string of {} bytes exceeds {n}", text.len())));
             }
+            out.extend_from_slice(text);
+            out.resize(out.len() + n - text.len(), 0);
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The layout of one fixed-size message type: decodes and encodes its instances natively.
