@@ -34,6 +34,11 @@ lint: ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest
 test: ## The README's test command (pytest also runs cargo test)
 	$(PY) -m pytest
 
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz; crashes in fuzz/artifacts)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
 .PHONY: bench
 bench: ## criterion benches, then the Python benchmarks against the peers
 	cargo bench --no-default-features

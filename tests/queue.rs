@@ -469,6 +469,23 @@ fn garbage_is_detected_not_followed() {
 }
 
 #[test]
+fn garbage_after_a_pair_claim_is_reported_at_once() {
+    // A pair claim at tail whose second slot is in no state a pair allows (here: still full
+    // from the previous lap). Helping cannot complete it; retrying used to spin for seconds
+    // (the retry bound) before the queue was reported corrupt.
+    let f = fixture(1 << 20);
+    let q = ShmQueue::create(&f.region, "pair", 4, 8, &MPMC).unwrap();
+    let me = std::process::id();
+    word_at(&q, 0).store(pack(0, me | OWNER_PAIR), Ordering::SeqCst);
+    word_at(&q, 1).store(pack(1u64.wrapping_sub(4), 0), Ordering::SeqCst);
+    match q.try_put(b"x").unwrap_err() {
+        QueueError::Corrupt { reason, .. } => assert!(reason.contains("after a pair"), "{reason}"),
+        e => panic!("unexpected {e}"),
+    }
+    assert_eq!(q.stats().unwrap().corrupt_slots, 1);
+}
+
+#[test]
 fn spsc_garbage_is_detected_and_repaired() {
     let f = fixture(1 << 20);
     let q = ShmQueue::create(&f.region, "sg", 8, 8, &SPSC).unwrap();

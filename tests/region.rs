@@ -146,6 +146,26 @@ fn garbage_list_head_detected_and_repaired() {
 }
 
 #[test]
+fn garbage_bits_beyond_the_free_lists_are_ignored() {
+    // Found by the `region` fuzz target: a second-level bitmap has 16 meaningful bits; a peer
+    // that sets the others used to make the allocator index past its free lists (a panic).
+    let (o, _c) = setup("sl");
+    let r = Region::create("g", 1 << 20, &o).unwrap();
+    let h = r.header();
+    for fl in 0..32 {
+        h.heap.sl_bitmap[fl].store(0xffff_0000, Ordering::Relaxed);
+    }
+    h.heap.fl_bitmap.store(u32::MAX, Ordering::Relaxed);
+    match r.alloc(128) {
+        Ok(off) => r.free(off).unwrap(),
+        Err(e) => assert!(matches!(e, RegionError::Heap(_)), "{e}"),
+    }
+    let _ = r.stats();
+    assert!(r.alloc(100).is_ok(), "the heap recovers (rebuilt from its blocks)");
+    r.check_heap().unwrap();
+}
+
+#[test]
 fn foreign_and_damaged_files_are_refused_untouched() {
     let (o, _c) = setup("f");
     let root = o.root.clone().unwrap();

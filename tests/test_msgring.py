@@ -284,3 +284,33 @@ def test_serve_raises_ctrl_c_after_finishing_the_batch(root: str) -> None:
     Registered.queue.close()
     inq.close()
     region.unlink()
+
+
+PEER_WRITE = """
+import struct, sys, shmkit
+region = shmkit.Region.open(sys.argv[1], root=sys.argv[2])
+for off in sys.argv[4:]:
+    region.write(int(off), struct.pack("<Q", int(sys.argv[3])))
+region.close()
+"""
+
+
+@pytest.mark.parametrize("field", [24, 32])  # RingDesc: hits, misses (msgring.rs)
+def test_boundary_counters_from_another_process(root: str, field: int) -> None:
+    """Issue 11, item 4: a peer writing u64::MAX into a ring's hit counter made the next
+    allocation raise PanicException. The counters wrap; allocation goes on."""
+    region = shmkit.Region.create("api", 16 << 20, root=root)
+    rings = shmkit.MsgRings.create(region)
+    base = next(o for o in region.objects() if o["name"] == "api-rings")["offset"]
+    offsets = [str(base + 128 + 128 * i + field) for i in range(len(rings.ring_stats()))]
+    finish(python(PEER_WRITE, "api", root, str(2**64 - 1), *offsets))
+    for pool in ("server", "client"):
+        for n in (1, 100, 1000):
+            m = rings.alloc(n, pool=pool)
+            rings.free(m)
+    held = [rings.alloc(1, pool="server") for _ in range(2000)]
+    for m in held:
+        rings.free(m)
+    stats = rings.ring_stats()
+    assert any(r["hits"] < 2**64 - 1 for r in stats), stats
+    region.unlink()

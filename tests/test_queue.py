@@ -468,3 +468,47 @@ def test_spin_is_per_handle(region: shmkit.Region) -> None:
         q.spin = 5
     with pytest.raises(shmkit.QueueEmpty):
         q.get(timeout=0.01)  # with spin 0 a blocking call sleeps at once
+
+
+PEER_WRITE = """
+import struct, sys, shmkit
+region = shmkit.Region.open(sys.argv[1], root=sys.argv[2])
+region.write(int(sys.argv[3]), struct.pack("<Q", int(sys.argv[4])))
+region.close()
+"""
+
+QUEUE_TAIL, QUEUE_HEAD = 128, 192  # header fields (queue/layout.rs)
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+@pytest.mark.parametrize("field", [QUEUE_HEAD, QUEUE_TAIL])
+@pytest.mark.parametrize("value", [2**64 - 1, 2**64 - 2, 2**63])
+def test_boundary_positions_from_another_process(
+    root: str, spsc: bool, field: int, value: int
+) -> None:
+    """Issue 11, item 4: a peer writing u64::MAX into head or tail made the next call raise
+    PanicException. Now every call returns, or raises CorruptionError (an Exception)."""
+    region = shmkit.Region.create("q", 1 << 20, root=root)
+    q = shmkit.Queue.create(region, "b", 8, 16, spsc=spsc)
+    q.put(b"before")
+    finish(python(PEER_WRITE, "q", root, str(q.offset + field), str(value)))
+    assert struct.unpack("<Q", region.read(q.offset + field, 8))[0] == value
+    outcomes = set()
+    for op in range(12):
+        try:
+            if op % 3 == 0:
+                q.put(b"after", timeout=0)
+            elif op % 3 == 1:
+                q.get(timeout=0)
+            else:
+                q.put_many([b"x", b"y"])
+                q.get_many(4)
+                len(q)
+            outcomes.add("ok")
+        except (shmkit.QueueFull, shmkit.QueueEmpty):
+            outcomes.add("full/empty")
+        except shmkit.CorruptionError:
+            outcomes.add("corruption")
+    assert outcomes, outcomes
+    q.close()
+    region.close()

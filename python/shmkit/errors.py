@@ -17,6 +17,7 @@ __all__ = [
     "ClosedError",
     "CorruptionError",
     "DoubleFreeError",
+    "InternalError",
     "InvalidOffsetError",
     "LockError",
     "MemifError",
@@ -125,6 +126,11 @@ class RingReinit(ShmkitError):
         super().__init__(message)
         self.direction = direction
         self.rings = list(rings)
+
+
+class InternalError(ShmkitError):
+    """A bug in shmkit: a Rust panic reached the bindings. The message carries the panic's
+    text; please report it. (Peer bytes never cause this: they raise ``CorruptionError``.)"""
 
 
 class QueueRoleError(ShmkitError):

@@ -5,6 +5,10 @@
 //! `SHMKIT_FAILPOINTS=name[,name...]`; when the victim reaches a listed point it prints
 //! `shmkit failpoint <name> reached` on stderr and stops there, until the test (having read
 //! that line) kills it. Without the variable, `hit` is a single cached-flag check.
+//!
+//! A point listed as `panic:<name>` panics there instead: the tests of the bindings' panic
+//! shield (`py/shield.rs`) use it to prove that a panic anywhere under a binding reaches
+//! Python as `shmkit.InternalError`.
 
 use std::sync::OnceLock;
 
@@ -22,8 +26,20 @@ fn points() -> &'static [String] {
 #[inline]
 pub fn hit(name: &str) {
     let pts = points();
-    if !pts.is_empty() && pts.iter().any(|p| p == name) {
-        stall(name);
+    if !pts.is_empty() {
+        act(pts, name);
+    }
+}
+
+#[cold]
+fn act(pts: &[String], name: &str) {
+    for p in pts {
+        if p == name {
+            stall(name);
+        }
+        if p.strip_prefix("panic:") == Some(name) {
+            panic!("shmkit failpoint {name}: deliberate panic");
+        }
     }
 }
 

@@ -9,8 +9,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod apicodec;
 pub mod apiport;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;

@@ -526,7 +526,7 @@ impl MsgRings {
                 // Advance past the slot we took (if nobody did it for us already).
                 if pool == Pool::Server {
                     d.head.store(next, Release);
-                    d.hits.store(d.hits.load(Relaxed) + 1, Relaxed);
+                    d.hits.store(d.hits.load(Relaxed).wrapping_add(1), Relaxed);
                 } else {
                     let _ = d.head.compare_exchange(raw_head, next, Release, Relaxed);
                     d.hits.fetch_add(1, Relaxed);
@@ -540,7 +540,7 @@ impl MsgRings {
                 return Some(MsgRef::new(payload, seq));
             }
             if pool == Pool::Server {
-                d.misses.store(d.misses.load(Relaxed) + 1, Relaxed);
+                d.misses.store(d.misses.load(Relaxed).wrapping_add(1), Relaxed);
             } else {
                 d.misses.fetch_add(1, Relaxed);
             }

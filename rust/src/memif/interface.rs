@@ -540,7 +540,7 @@ impl Interface {
                 return Ok(false);
             }
             if polling {
-                spins += 1;
+                spins = spins.wrapping_add(1);
                 if spins % 64 == 0 {
                     std::thread::yield_now();
                 } else {

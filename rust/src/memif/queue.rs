@@ -512,6 +512,10 @@ impl RxQueue {
         for &(r, o, l) in &self.chain {
             let map = bufs.check(r, o, l).ok_or_else(|| Fault("buffer outside its region".into()))?;
             let start = out.len();
+            // The peer chooses the lengths (up to its regions' sizes): an allocation that
+            // cannot be made is its fault, not a reason to abort this process.
+            out.try_reserve(l as usize)
+                .map_err(|_| Fault(format!("a packet of {} bytes cannot be received", start as u64 + u64::from(l))))?;
             out.resize(start + l as usize, 0);
             map.read(o as usize, &mut out[start..]).ok_or_else(|| Fault("buffer outside its region".into()))?;
             total += l as usize;

@@ -15,6 +15,8 @@ use super::queue::PyQueue;
 use crate::apiport::{ApiPort, DEFAULT_SPIN};
 use crate::msgring::{MsgRef, Pool};
 
+use super::shield::{shielded, Shielded};
+
 /// Longest wait without checking for Ctrl-C.
 const SLICE: Duration = Duration::from_millis(50);
 
@@ -40,17 +42,18 @@ fn secs(t: f64) -> PyResult<Duration> {
 #[pyclass(name = "ApiPort", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyApiPort {
-    inner: ApiPort,
+    inner: Shielded<ApiPort>,
     spin: Duration,
 }
 
+shielded! {
 #[pymethods]
 impl PyApiPort {
     /// A port over `rings`; a receiver spins up to `spin` seconds before sleeping.
     #[new]
     #[pyo3(signature = (rings, *, spin=DEFAULT_SPIN.as_secs_f64()))]
     fn new(rings: &PyMsgRings, spin: f64) -> PyResult<Self> {
-        Ok(Self { inner: ApiPort::new(rings.rings().clone()), spin: secs(spin)? })
+        Ok(Self { inner: Shielded::new(ApiPort::new(rings.rings().clone())), spin: secs(spin)? })
     }
 
     /// Send `data` into `queue` if there is room now (`False`: full, message freed). `to`
@@ -306,6 +309,7 @@ impl PyApiPort {
         self.inner.take_invalid()
     }
 }
+}
 
 impl PyApiPort {
     /// Receive like `recv`, handing each payload to `f` as a slice (a private copy: the
@@ -389,6 +393,7 @@ impl Encoded {
     }
 }
 
+shielded! {
 #[pymethods]
 impl Encoded {
     fn __len__(&self) -> usize {
@@ -404,6 +409,7 @@ impl Encoded {
         }
         Ok(PyBytes::new(py, self.item(at as usize)))
     }
+}
 }
 
 /// Messages for one client, in the order they were added.
@@ -458,6 +464,7 @@ impl PyOutbox {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyOutbox {
     /// Add `data` (a message's wire bytes) for `client`, whose input queue is `queue`, read
@@ -496,13 +503,13 @@ impl PyOutbox {
     /// Send what is waiting for `client` only (as `flush`); `(sent, dropped)`, or None if
     /// nothing was.
     fn flush_client(&self, py: Python<'_>, client: &Bound<'_, PyAny>) -> Option<(usize, usize)> {
-        let entry = {
-            let mut entries = self.entries();
-            let at = entries.iter().position(|e| e.client.is(client))?;
-            entries.remove(at)
-        };
-        Some(self.send_entry(py, &entry))
+        let mut entries = self.entries();
+        let at = entries.iter().position(|e| e.client.is(client));
+        let entry = at.map(|at| entries.remove(at));
+        drop(entries);
+        entry.map(|e| self.send_entry(py, &e))
     }
+}
 }
 
 impl PyOutbox {

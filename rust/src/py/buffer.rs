@@ -19,6 +19,8 @@ use pyo3::types::{PyBytes, PyMemoryView};
 
 use crate::sys::map::Mapping;
 
+use super::shield::shielded;
+
 /// A range of shared memory exported through the buffer protocol.
 #[pyclass(name = "ShmView", module = "shmkit._native", frozen)]
 #[derive(Debug)]
@@ -52,6 +54,7 @@ impl ShmView {
     }
 }
 
+shielded! {
 #[pymethods]
 impl ShmView {
     /// Buffer protocol: one contiguous run of unsigned bytes.
@@ -87,6 +90,7 @@ impl ShmView {
     fn __len__(&self) -> usize {
         self.len
     }
+}
 }
 
 /// A new `bytes` object holding a copy of `[off, off + len)` of `map` (bounds-checked), made

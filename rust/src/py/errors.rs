@@ -54,6 +54,7 @@ shmkit_exceptions! {
     queue_full => "QueueFull",
     queue_empty => "QueueEmpty",
     queue_role => "QueueRoleError",
+    internal => "InternalError",
 }
 
 /// `OSError(errno, strerror, filename)`: Python picks the subclass from the errno.

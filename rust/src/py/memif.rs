@@ -23,6 +23,8 @@ use crate::memif::interface::{Config, EventKind, Interface, Mode, Role};
 use crate::memif::queue::{QueueStats, RxBatch, RxItem, Seg};
 use crate::sys::socket::UnixAddr;
 
+use super::shield::{shielded, Shielded};
+
 /// Base memoryviews of the regions of one connection.
 #[derive(Debug)]
 struct ViewCache {
@@ -34,7 +36,7 @@ struct ViewCache {
 #[pyclass(name = "MemifInterface", module = "shmkit._native", frozen, subclass)]
 #[derive(Debug)]
 pub struct PyMemifInterface {
-    inner: Interface,
+    inner: Shielded<Interface>,
     views: Mutex<Option<ViewCache>>,
     scratch: Mutex<(Vec<Seg>, Vec<RxItem>, RxBatch)>,
 }
@@ -102,6 +104,7 @@ impl PyMemifInterface {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyMemifInterface {
     #[new]
@@ -155,7 +158,7 @@ impl PyMemifInterface {
         cfg.reconnect_interval = duration(Some(reconnect_interval), Duration::ZERO)?;
         cfg.handshake_timeout = duration(Some(handshake_timeout), Duration::ZERO)?;
         let inner = py.detach(|| Interface::new(cfg))?;
-        Ok(Self { inner, views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
+        Ok(Self { inner: Shielded::new(inner), views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
     }
 
     /// Whether the link is up.
@@ -401,15 +404,20 @@ impl PyMemifInterface {
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
+}
 
+shielded! {
 /// libmemif's `memif_strerror` text for a code.
 #[pyfunction]
 pub fn memif_strerror(code: u32) -> &'static str {
     strerror(code)
 }
+}
 
+shielded! {
 /// `(code, name, text)` of every libmemif error code.
 #[pyfunction]
 pub fn memif_error_codes() -> Vec<(u32, &'static str, &'static str)> {
     ErrCode::ALL.iter().map(|c| (*c as u32, c.name(), c.strerror())).collect()
+}
 }

@@ -11,6 +11,7 @@ pub mod msgring;
 pub mod netmap;
 pub mod queue;
 pub mod region;
+pub mod shield;
 
 use pyo3::prelude::*;
 

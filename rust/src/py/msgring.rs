@@ -8,6 +8,8 @@ use super::buffer::{InBuf, ShmView};
 use super::region::PyRegion;
 use crate::msgring::{self, MsgRef, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
 
+use super::shield::{shielded, Shielded};
+
 fn pool(name: &str) -> PyResult<Pool> {
     match name {
         "server" | "vlib" => Ok(Pool::Server),
@@ -29,7 +31,7 @@ fn gc_ms(gc_age: f64) -> PyResult<u64> {
 #[pyclass(name = "MsgRings", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyMsgRings {
-    inner: MsgRings,
+    inner: Shielded<MsgRings>,
 }
 
 impl PyMsgRings {
@@ -39,6 +41,7 @@ impl PyMsgRings {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyMsgRings {
     /// Create a pool named `name` in `region`. `server`/`client` are lists of
@@ -54,14 +57,14 @@ impl PyMsgRings {
     ) -> PyResult<Self> {
         let server = server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec());
         let client = client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec());
-        Ok(Self { inner: MsgRings::create(region.region(), name, &server, &client, gc_ms(gc_age)?)? })
+        Ok(Self { inner: Shielded::new(MsgRings::create(region.region(), name, &server, &client, gc_ms(gc_age)?)?) })
     }
 
     /// Open an existing pool (its geometry is validated).
     #[staticmethod]
     #[pyo3(signature = (region, name="api-rings"))]
     fn open(region: &PyRegion, name: &str) -> PyResult<Self> {
-        Ok(Self { inner: MsgRings::open(region.region(), name)? })
+        Ok(Self { inner: Shielded::new(MsgRings::open(region.region(), name)?) })
     }
 
     /// Allocate a message of `n` payload bytes; returns its reference.
@@ -177,4 +180,5 @@ impl PyMsgRings {
     fn __repr__(&self) -> String {
         format!("<shmkit.MsgRings {:?} in {}>", self.inner.name(), self.inner.region().display_path())
     }
+}
 }

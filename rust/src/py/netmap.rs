@@ -21,6 +21,8 @@ use crate::netmap::port::{BoundRing, Packet, Port, PortOptions, POLLIN, POLLOUT,
 use crate::netmap::NetmapError;
 use crate::sys::time::Deadline;
 
+use super::shield::{shielded, Shielded};
+
 fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
     match s {
         "strict" => Ok(ReinitMode::Strict),
@@ -63,9 +65,10 @@ fn packet_bytes<'py>(py: Python<'py>, port: &Port, p: &Packet<'_>) -> PyResult<B
 #[pyclass(name = "NetmapPort", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyPort {
-    inner: Arc<Port>,
+    inner: Shielded<Arc<Port>>,
 }
 
+shielded! {
 #[pymethods]
 impl PyPort {
     #[new]
@@ -115,7 +118,7 @@ impl PyPort {
             extra_bufs,
         };
         let port = py.detach(|| Port::open(name, &opts))?;
-        Ok(Self { inner: Arc::new(port) })
+        Ok(Self { inner: Shielded::new(Arc::new(port)) })
     }
 
     /// The name of this end (`port{id` or `port}id`).
@@ -146,7 +149,7 @@ impl PyPort {
     #[getter]
     fn tx_rings(&self) -> Vec<PyRing> {
         (0..self.inner.rings(Dir::Tx).len())
-            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Tx, pos })
+            .map(|pos| PyRing { port: Shielded::new(Arc::clone(&self.inner)), dir: Dir::Tx, pos })
             .collect()
     }
 
@@ -154,7 +157,7 @@ impl PyPort {
     #[getter]
     fn rx_rings(&self) -> Vec<PyRing> {
         (0..self.inner.rings(Dir::Rx).len())
-            .map(|pos| PyRing { port: Arc::clone(&self.inner), dir: Dir::Rx, pos })
+            .map(|pos| PyRing { port: Shielded::new(Arc::clone(&self.inner)), dir: Dir::Rx, pos })
             .collect()
     }
 
@@ -464,7 +467,7 @@ impl PyPort {
     /// Iterate over the packets available now (as `bytes`), syncing as needed; stops when
     /// none is left.
     fn __iter__(&self) -> PyPacketIter {
-        PyPacketIter { port: Arc::clone(&self.inner), pending: VecDeque::new() }
+        PyPacketIter { port: Shielded::new(Arc::clone(&self.inner)), pending: VecDeque::new() }
     }
 
     fn __repr__(&self) -> String {
@@ -479,6 +482,7 @@ impl PyPort {
             p.num_slots(Dir::Rx)
         )
     }
+}
 }
 
 impl PyPort {
@@ -537,10 +541,11 @@ fn sizes_of(sizes: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
 #[pyclass(name = "NetmapPacketIter", module = "shmkit._native")]
 #[derive(Debug)]
 pub struct PyPacketIter {
-    port: Arc<Port>,
+    port: Shielded<Arc<Port>>,
     pending: VecDeque<Py<PyBytes>>,
 }
 
+shielded! {
 #[pymethods]
 impl PyPacketIter {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -563,12 +568,13 @@ impl PyPacketIter {
         Ok(self.pending.pop_front())
     }
 }
+}
 
 /// A bound ring of a port: `head`, `cur`, `tail` and the slots, live in shared memory.
 #[pyclass(name = "NetmapRing", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyRing {
-    port: Arc<Port>,
+    port: Shielded<Arc<Port>>,
     dir: Dir,
     pos: usize,
 }
@@ -621,6 +627,7 @@ impl PyRing {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyRing {
     /// Ring id within its direction.
@@ -746,13 +753,13 @@ impl PyRing {
     #[getter]
     fn slots(&self) -> PyResult<PySlots> {
         self.bound()?;
-        Ok(PySlots { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos })
+        Ok(PySlots { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos })
     }
 
     /// Slot `i`.
     fn slot(&self, i: i64) -> PyResult<PySlot> {
         let (_, j) = self.slot_at(i)?;
-        Ok(PySlot { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos, index: j })
+        Ok(PySlot { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos, index: j })
     }
 
     /// Zero-copy memoryview of the whole buffer of slot `i` (its `buf_idx` is checked).
@@ -808,16 +815,18 @@ impl PyRing {
         }
     }
 }
+}
 
 /// The slots of a ring, as a sequence of `NetmapSlot`.
 #[pyclass(name = "NetmapSlots", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PySlots {
-    port: Arc<Port>,
+    port: Shielded<Arc<Port>>,
     dir: Dir,
     pos: usize,
 }
 
+shielded! {
 #[pymethods]
 impl PySlots {
     fn __len__(&self) -> usize {
@@ -830,15 +839,16 @@ impl PySlots {
         if !(0..n).contains(&j) {
             return Err(PyIndexError::new_err(format!("slot {i} out of range for a ring of {n} slots")));
         }
-        Ok(PySlot { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos, index: j as u32 })
+        Ok(PySlot { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos, index: j as u32 })
     }
+}
 }
 
 /// One slot: `buf_idx`, `len`, `flags`, `ptr`, read and written in shared memory.
 #[pyclass(name = "NetmapSlot", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PySlot {
-    port: Arc<Port>,
+    port: Shielded<Arc<Port>>,
     dir: Dir,
     pos: usize,
     index: u32,
@@ -854,6 +864,7 @@ impl PySlot {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PySlot {
     /// Index of the slot in its ring.
@@ -912,7 +923,7 @@ impl PySlot {
 
     /// Zero-copy memoryview of the slot's whole buffer.
     fn buf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
-        PyRing { port: Arc::clone(&self.port), dir: self.dir, pos: self.pos }.buffer_view(
+        PyRing { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos }.buffer_view(
             py,
             i64::from(self.index),
             false,
@@ -929,14 +940,18 @@ impl PySlot {
         }
     }
 }
+}
 
+shielded! {
 /// netmap's prologue acceptance rule for a ring of `n` slots and window `(lo, hi)` (TX:
 /// `(rhead, rtail)`, RX: `(hwcur, hwtail)`), in shmkit's closed form (no `cur >= n` quirk).
 #[pyfunction]
 pub fn netmap_prologue_accepts(n: u32, lo: u32, hi: u32, head: u32, cur: u32) -> bool {
     accepts(n, lo, hi, head, cur)
 }
+}
 
+shielded! {
 /// `{field: (offset, size)}` of netmap's `netmap_slot`, `netmap_ring` and `netmap_if` as
 /// laid out by shmkit.
 #[pyfunction]
@@ -946,4 +961,5 @@ pub fn netmap_abi<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         d.set_item(name, PyTuple::new(py, [off, size])?)?;
     }
     Ok(d)
+}
 }

@@ -20,11 +20,13 @@ use crate::queue::{Borrow, Element, QueueOptions, Reservation, ShmQueue, WAIT_SL
 use crate::sys::map::Mapping;
 use crate::sys::time::Deadline;
 
+use super::shield::{shielded, Shielded};
+
 /// A fixed-element-size FIFO in a shared-memory region, shared by name between processes.
 #[pyclass(name = "Queue", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyQueue {
-    inner: Arc<ShmQueue>,
+    inner: Shielded<Arc<ShmQueue>>,
     region: Py<PyRegion>,
 }
 
@@ -35,7 +37,7 @@ pub struct PyQueue {
 #[pyclass(name = "Borrowed", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyBorrowed {
-    inner: Mutex<Borrow>,
+    inner: Shielded<Mutex<Borrow>>,
     map: Arc<Mapping>,
     off: usize,
     len: usize,
@@ -48,7 +50,7 @@ pub struct PyBorrowed {
 #[pyclass(name = "Reserved", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyReserved {
-    inner: Mutex<Reservation>,
+    inner: Shielded<Mutex<Reservation>>,
     map: Arc<Mapping>,
     off: usize,
     len: usize,
@@ -96,7 +98,7 @@ fn to_bytes<'py>(py: Python<'py>, e: &Element<'_>) -> PyResult<Bound<'py, PyByte
 impl PyQueue {
     fn new(py: Python<'_>, inner: ShmQueue, region: &Bound<'_, PyRegion>) -> Self {
         let _ = py;
-        Self { inner: Arc::new(inner), region: region.clone().unbind() }
+        Self { inner: Shielded::new(Arc::new(inner)), region: region.clone().unbind() }
     }
 
     /// Wait (GIL released, in slices, checking signals) until `attempt` returns `Some` or the
@@ -159,6 +161,7 @@ impl PyQueue {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyQueue {
     /// Create queue `name` in `region`: `capacity` slots (rounded up to a power of two) of
@@ -272,7 +275,7 @@ impl PyQueue {
                 .blocking(py, deadline(timeout, block)?, false, 1, attempt)?
                 .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))?,
         };
-        Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Mutex::new(b) })
+        Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Shielded::new(Mutex::new(b)) })
     }
 
     /// Reserve the next slot for writing an element *in place* (zero-copy send): write into
@@ -289,7 +292,7 @@ impl PyQueue {
                 .blocking(py, deadline(timeout, block)?, true, 1, attempt)?
                 .ok_or_else(|| queue_full(format!("queue {:?} is full", self.inner.name())))?,
         };
-        Ok(PyReserved { map: Arc::clone(r.mapping()), off: r.offset(), len: r.capacity(), inner: Mutex::new(r) })
+        Ok(PyReserved { map: Arc::clone(r.mapping()), off: r.offset(), len: r.capacity(), inner: Shielded::new(Mutex::new(r)) })
     }
 
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns
@@ -593,9 +596,9 @@ impl PyQueue {
         _t: Option<&Bound<'_, PyAny>>,
         _v: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
-        self.close(py);
-        false
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {
@@ -611,6 +614,7 @@ impl PyQueue {
         )
     }
 }
+}
 
 impl PyBorrowed {
     fn check(&self) -> PyResult<()> {
@@ -621,6 +625,7 @@ impl PyBorrowed {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyBorrowed {
     /// A read-only memoryview of the element in shared memory (no copy).
@@ -665,10 +670,11 @@ impl PyBorrowed {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.released() { " released" } else { "" };
-        format!("<shmkit.Borrowed {} bytes{state}>", self.len)
+    fn __repr__(&self) -> PyResult<String> {
+        let state = if self.released()? { " released" } else { "" };
+        Ok(format!("<shmkit.Borrowed {} bytes{state}>", self.len))
     }
+}
 }
 
 impl PyReserved {
@@ -677,6 +683,7 @@ impl PyReserved {
     }
 }
 
+shielded! {
 #[pymethods]
 impl PyReserved {
     /// A writable memoryview of the slot in shared memory (`elsize` bytes, no copy).
@@ -728,10 +735,11 @@ impl PyReserved {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.done() { " done" } else { "" };
-        format!("<shmkit.Reserved {} bytes{state}>", self.len)
+    fn __repr__(&self) -> PyResult<String> {
+        let state = if self.done()? { " done" } else { "" };
+        Ok(format!("<shmkit.Reserved {} bytes{state}>", self.len))
     }
+}
 }
 
 impl PyQueue {

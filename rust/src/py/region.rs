@@ -13,6 +13,8 @@ use super::buffer::{InBuf, OutBuf, ShmView};
 use crate::region::registry::{self, EntryState, RegionEntry};
 use crate::region::{kind, ClientInfo, ObjectInfo, Region, RegionOptions};
 
+use super::shield::{shielded, Shielded};
+
 /// Convert a Python timeout in seconds (`None`: the default) to a duration.
 pub fn duration(secs: Option<f64>, default: Duration) -> PyResult<Duration> {
     match secs {
@@ -47,7 +49,7 @@ fn options(
 #[pyclass(name = "Region", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyRegion {
-    inner: Arc<Region>,
+    inner: Shielded<Arc<Region>>,
 }
 
 impl PyRegion {
@@ -57,7 +59,7 @@ impl PyRegion {
     }
 
     fn wrap(r: Region) -> Self {
-        Self { inner: Arc::new(r) }
+        Self { inner: Shielded::new(Arc::new(r)) }
     }
 }
 
@@ -80,6 +82,7 @@ fn object_dict<'py>(py: Python<'py>, o: &ObjectInfo) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
+shielded! {
 #[pymethods]
 impl PyRegion {
     /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`.
@@ -438,6 +441,7 @@ impl PyRegion {
         format!("<shmkit.Region {} size={}{state}>", self.inner.display_path(), self.inner.size())
     }
 }
+}
 
 /// Borrow a raw descriptor number after checking it is open.
 pub(crate) fn borrow_fd<'a>(fd: i32) -> PyResult<BorrowedFd<'a>> {
@@ -473,6 +477,7 @@ fn entry_dict<'py>(py: Python<'py>, e: &RegionEntry) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
+shielded! {
 /// List the regions of a root as dicts (the Python layer wraps them in `RegionInfo`).
 #[pyfunction]
 #[pyo3(signature = (root=None))]
@@ -481,7 +486,9 @@ pub fn list_regions<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Boun
     let items = entries.iter().map(|e| entry_dict(py, e)).collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
 }
+}
 
+shielded! {
 /// Clean up a root; returns `{"ghosts": [(name, pid)], "removed": [(name, why)], "errors": [...]}`.
 #[pyfunction]
 #[pyo3(signature = (root=None))]
@@ -493,7 +500,9 @@ pub fn scan_root<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'
     d.set_item("errors", report.errors)?;
     Ok(d)
 }
+}
 
+shielded! {
 /// Whether the process `(pid, start_time)` exists (zombies count as dead; `start_time=0`
 /// skips the pid-reuse check).
 #[pyfunction]
@@ -501,9 +510,12 @@ pub fn scan_root<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
     crate::sys::process::liveness(pid, start_time) == crate::sys::process::Liveness::Alive
 }
+}
 
+shielded! {
 /// The start time of `pid` (`/proc/<pid>/stat` field 22), or 0 if it does not exist.
 #[pyfunction]
 pub fn process_start_time(pid: u32) -> u64 {
     crate::sys::process::start_time(pid).unwrap_or(0)
+}
 }

@@ -44,6 +44,7 @@ use notify::Notifier;
 pub use ring::{Dir, Element, QueueStats};
 use ring::{Held, Ring, Role, SideCell, SideGuard};
 
+use crate::failpoint;
 use crate::region::{kind, Region, RegionError};
 use crate::sys::map::Mapping;
 use crate::sys::process;
@@ -729,6 +730,7 @@ impl ShmQueue {
         if self.closed.swap(true, Relaxed) {
             return;
         }
+        failpoint::hit("queue.close");
         self.ring.drop_role(&mut self.producer.lock(), Role::Producer);
         self.ring.drop_role(&mut self.consumer.lock(), Role::Consumer);
         let r = self.readable.lock().unwrap_or_else(|e| e.into_inner()).take();

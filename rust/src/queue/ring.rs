@@ -641,19 +641,19 @@ impl Ring {
         let tail = h.tail.load(SeqCst);
         if self.spsc {
             for i in 0..n.min(self.cap) {
-                let (slot, _) = self.slot(tail + i)?;
+                let (slot, _) = self.slot(tail.wrapping_add(i))?;
                 let w = slot.word.load(SeqCst);
-                if w != pack(tail + i, 0) {
-                    let full = owner_of(w) == 0 && distance(seq_of(w), tail + i) == 1 - self.cap as i64;
+                if w != pack(tail.wrapping_add(i), 0) {
+                    let full = owner_of(w) == 0 && distance(seq_of(w), tail.wrapping_add(i)) == 1 - self.cap as i64;
                     return Ok(!full);
                 }
             }
             return Ok(true);
         }
         for i in 0..n.min(self.cap) {
-            let (slot, _) = self.slot(tail + i)?;
+            let (slot, _) = self.slot(tail.wrapping_add(i))?;
             let w = slot.word.load(SeqCst);
-            match at_tail(w, tail + i, self.cap) {
+            match at_tail(w, tail.wrapping_add(i), self.cap) {
                 AtTail::Free => {}
                 AtTail::Blocked(0) => return Ok(false),
                 AtTail::Blocked(_) => return Ok(self.claim(slot, w) != Claim::Alive),
@@ -721,11 +721,11 @@ impl Ring {
         match state {
             AtTail::Free => Ok(true),
             AtTail::Claimed(owner) if owner & OWNER_PAIR != 0 => {
-                self.help_pair(h, pos, owner)?;
+                self.help_pair(h, pos, owner, slot, w)?;
                 Ok(true)
             }
             AtTail::Claimed(_) | AtTail::Produced => {
-                let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                 Ok(true)
             }
             AtTail::Blocked(owner) => {
@@ -754,17 +754,25 @@ impl Ring {
         }
     }
 
-    /// Complete the claim of a `put_pair` at `pos` on behalf of `owner`: claim the second
-    /// slot for it and advance `tail` by two.
-    fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32) -> Result<()> {
+    /// Complete the claim of a `put_pair` at `pos` (slot `s0`, word `w0`) on behalf of
+    /// `owner`: claim the second slot for it and advance `tail` by two.
+    fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32, s0: &SlotHeader, w0: u64) -> Result<()> {
         let second = owner & !OWNER_PAIR;
-        let (s1, _) = self.slot(pos + 1)?;
-        let free = pack(pos + 1, 0);
-        let claimed = pack(pos + 1, second);
+        let (s1, _) = self.slot(pos.wrapping_add(1))?;
+        let free = pack(pos.wrapping_add(1), 0);
+        let claimed = pack(pos.wrapping_add(1), second);
         let _ = s1.word.compare_exchange(free, claimed, SeqCst, Relaxed);
         let w1 = s1.word.load(Acquire);
-        if w1 == claimed || distance(seq_of(w1), pos + 1) >= 1 {
-            let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+        if w1 == claimed || distance(seq_of(w1), pos.wrapping_add(1)) >= 1 {
+            let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
+            return Ok(());
+        }
+        // A pair is only claimed once its second slot is free for `pos + 1`, and nobody else
+        // can take that slot while `tail` stays at `pos`: any other state is garbage, and
+        // retrying would spin until the retry bound.
+        if h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0 && s1.word.load(Acquire) == w1 {
+            h.corrupt_slots.fetch_add(1, Relaxed);
+            return Err(self.corrupt(format!("slot word {w1:#x} is impossible after a pair claimed at {pos}")));
         }
         Ok(())
     }
@@ -790,7 +798,7 @@ impl Ring {
             let state = at_tail(w, pos, self.cap);
             if state == AtTail::Free {
                 if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
-                    let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                     return Ok(Some(Held { pos, owner: me, off: data_off, len: self.elsize }));
                 }
             } else if !self.tail_obstacle(h, pos, slot, w, state)? {
@@ -828,12 +836,12 @@ impl Ring {
             let w0 = s0.word.load(Acquire);
             let state = at_tail(w0, pos, self.cap);
             if state == AtTail::Free {
-                let (s1, d1) = self.slot(pos + 1)?;
+                let (s1, d1) = self.slot(pos.wrapping_add(1))?;
                 let w1 = s1.word.load(Acquire);
-                if w1 != pack(pos + 1, 0) {
+                if w1 != pack(pos.wrapping_add(1), 0) {
                     // The second slot still belongs to the previous lap (or our view is stale).
                     let current = || h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0;
-                    match at_tail(w1, pos + 1, self.cap) {
+                    match at_tail(w1, pos.wrapping_add(1), self.cap) {
                         AtTail::Blocked(0) => {
                             if current() && s1.word.load(Acquire) == w1 {
                                 return Ok(false);
@@ -857,7 +865,7 @@ impl Ring {
                         }
                     }
                 } else if s0.word.compare_exchange(w0, pack(pos, me | OWNER_PAIR), Acquire, Relaxed).is_ok() {
-                    let mine = pack(pos + 1, me);
+                    let mine = pack(pos.wrapping_add(1), me);
                     match s1.word.compare_exchange(w1, mine, Acquire, Relaxed) {
                         Ok(_) => {}
                         Err(cur) if cur == mine => {} // a helper claimed it for us
@@ -866,12 +874,12 @@ impl Ring {
                             return Err(self.corrupt(format!("second slot of a pair was taken ({cur:#x})")));
                         }
                     }
-                    let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
                     failpoint::hit("queue.put_claimed");
                     self.fill(s0, d0, a)?;
                     self.fill(s1, d1, b)?;
                     self.publish(s0, pos, me | OWNER_PAIR)?;
-                    self.publish(s1, pos + 1, me)?;
+                    self.publish(s1, pos.wrapping_add(1), me)?;
                     return Ok(true);
                 }
             } else if !self.tail_obstacle(h, pos, s0, w0, state)? {
@@ -885,7 +893,7 @@ impl Ring {
     /// Publish the element at `pos` claimed as `owner`.
     #[inline]
     fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
-        match slot.word.compare_exchange(pack(pos, owner), pack(pos + 1, 0), SeqCst, Relaxed) {
+        match slot.word.compare_exchange(pack(pos, owner), pack(pos.wrapping_add(1), 0), SeqCst, Relaxed) {
             Ok(_) => Ok(()),
             Err(cur) => Err(self.corrupt(format!("our claim at position {pos} was overwritten ({cur:#x})"))),
         }
@@ -912,9 +920,9 @@ impl Ring {
             let w = slot.word.load(Acquire);
             match at_head(w, pos, self.cap) {
                 AtHead::Ready => {
-                    let mine = pack(pos + 1, me | OWNER_READER);
+                    let mine = pack(pos.wrapping_add(1), me | OWNER_READER);
                     if slot.word.compare_exchange(w, mine, Acquire, Relaxed).is_ok() {
-                        let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                        let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                         failpoint::hit("queue.get_claimed");
                         let len = slot.len.load(Relaxed) as usize;
                         let held = Held { pos, owner: me | OWNER_READER, off: data_off, len };
@@ -927,7 +935,7 @@ impl Ring {
                     }
                 }
                 AtHead::Taken => {
-                    let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                    let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                 }
                 AtHead::Empty(owner) => {
                     if h.head.load(Relaxed) == pos {
@@ -959,8 +967,12 @@ impl Ring {
     /// Release a slot claimed by [`Ring::mpmc_claim`] for the next lap.
     pub(crate) fn mpmc_release(&self, held: Held) -> Result<()> {
         let (slot, _) = self.slot(held.pos)?;
-        match slot.word.compare_exchange(pack(held.pos + 1, held.owner), pack(held.pos + self.cap, 0), SeqCst, Relaxed)
-        {
+        match slot.word.compare_exchange(
+            pack(held.pos.wrapping_add(1), held.owner),
+            pack(held.pos.wrapping_add(self.cap), 0),
+            SeqCst,
+            Relaxed,
+        ) {
             Ok(_) => Ok(()),
             Err(_) => Err(self.corrupt(format!("our claim at position {} was overwritten", held.pos))),
         }
@@ -1061,7 +1073,7 @@ impl Ring {
             if done {
                 return Ok(pos);
             }
-            pos += 1;
+            pos = pos.wrapping_add(1);
         }
         Err(self.corrupt("positions and slot stamps disagree"))
     }
@@ -1092,7 +1104,7 @@ impl Ring {
         let h = self.header()?;
         let mut k = 0u64;
         for item in items {
-            let pos = side.pos + k;
+            let pos = side.pos.wrapping_add(k);
             let (slot, data_off) = self.slot(pos)?;
             // Full, or garbage after some items: publish what we have (the next call
             // reports the garbage).
@@ -1107,14 +1119,14 @@ impl Ring {
         }
         failpoint::hit("queue.spsc_put_written");
         for i in (1..k).rev() {
-            let (slot, _) = self.slot(side.pos + i)?;
-            slot.word.store(pack(side.pos + i + 1, 0), Release);
+            let (slot, _) = self.slot(side.pos.wrapping_add(i))?;
+            slot.word.store(pack(side.pos.wrapping_add(i + 1), 0), Release);
         }
         // The first stamp, last; a SeqCst swap also orders every publication before the
         // sleeper check of `notify_getters` (cheaper than a separate fence).
         let (first, _) = self.slot(side.pos)?;
-        first.word.swap(pack(side.pos + 1, 0), SeqCst);
-        side.pos += k;
+        first.word.swap(pack(side.pos.wrapping_add(1), 0), SeqCst);
+        side.pos = side.pos.wrapping_add(k);
         h.tail.store(side.pos, Relaxed);
         Ok(k as usize)
     }
@@ -1137,7 +1149,7 @@ impl Ring {
         while taken < max {
             let (slot, data_off) = self.slot(side.pos)?;
             let w = slot.word.load(Acquire);
-            if w != pack(side.pos + 1, 0) {
+            if w != pack(side.pos.wrapping_add(1), 0) {
                 if w != pack(side.pos, 0) {
                     bad = Some(format!("slot word {w:#x} is impossible at head position {}", side.pos));
                     self.spsc_drop_slot(side, slot);
@@ -1156,12 +1168,12 @@ impl Ring {
             let last = !go || taken == max;
             if last {
                 // As in `spsc_put_many`: the last release doubles as the fence.
-                slot.word.swap(pack(side.pos + self.cap, 0), SeqCst);
+                slot.word.swap(pack(side.pos.wrapping_add(self.cap), 0), SeqCst);
                 fenced = true;
             } else {
-                slot.word.store(pack(side.pos + self.cap, 0), Release);
+                slot.word.store(pack(side.pos.wrapping_add(self.cap), 0), Release);
             }
-            side.pos += 1;
+            side.pos = side.pos.wrapping_add(1);
             if last {
                 break;
             }
@@ -1188,8 +1200,8 @@ impl Ring {
             (1..=self.cap).contains(&ahead)
         });
         if filled {
-            slot.word.store(pack(side.pos + self.cap, 0), Release);
-            side.pos += 1;
+            slot.word.store(pack(side.pos.wrapping_add(self.cap), 0), Release);
+            side.pos = side.pos.wrapping_add(1);
         } else {
             slot.word.store(pack(side.pos, 0), Release);
         }
@@ -1206,7 +1218,7 @@ impl Ring {
         let w = slot.word.load(Acquire);
         let why = if w == pack(side.pos, 0) {
             return Ok(None);
-        } else if w != pack(side.pos + 1, 0) {
+        } else if w != pack(side.pos.wrapping_add(1), 0) {
             format!("slot word {w:#x} is impossible at head position {}", side.pos)
         } else {
             let len = slot.len.load(Relaxed) as usize;
@@ -1228,8 +1240,8 @@ impl Ring {
         let h = self.header()?;
         let (slot, _) = self.slot(side.pos)?;
         side.held = false;
-        slot.word.store(pack(side.pos + self.cap, 0), Release);
-        side.pos += 1;
+        slot.word.store(pack(side.pos.wrapping_add(self.cap), 0), Release);
+        side.pos = side.pos.wrapping_add(1);
         h.head.store(side.pos, Relaxed);
         fence(SeqCst);
         Ok(())
@@ -1248,7 +1260,7 @@ impl Ring {
             return Ok(false);
         }
         let consumed = pos.wrapping_sub(h.head.load(Acquire)) < self.cap;
-        let fixed = if consumed { pos } else { pos + 1 - self.cap };
+        let fixed = if consumed { pos } else { pos.wrapping_add(1).wrapping_sub(self.cap) };
         slot.word.store(pack(fixed, 0), Release);
         h.corrupt_slots.fetch_add(1, Relaxed);
         Err(self.corrupt(format!("slot word {w:#x} is impossible at tail position {pos}")))
@@ -1278,8 +1290,8 @@ impl Ring {
         let (slot, _) = self.slot(side.pos)?;
         side.held = false;
         slot.len.store(len as u32, Relaxed);
-        slot.word.swap(pack(side.pos + 1, 0), SeqCst);
-        side.pos += 1;
+        slot.word.swap(pack(side.pos.wrapping_add(1), 0), SeqCst);
+        side.pos = side.pos.wrapping_add(1);
         h.tail.store(side.pos, Relaxed);
         Ok(())
     }
@@ -1304,13 +1316,15 @@ impl Ring {
         if side.held {
             return Err(held_error(Role::Producer));
         }
-        let (s1, _) = self.slot(side.pos + 1)?;
+        let (s1, _) = self.slot(side.pos.wrapping_add(1))?;
         let w1 = s1.word.load(Acquire);
-        if w1 != pack(side.pos + 1, 0) {
-            if owner_of(w1) == 0 && distance(seq_of(w1), side.pos + 1) == 1 - self.cap as i64 {
+        if w1 != pack(side.pos.wrapping_add(1), 0) {
+            if owner_of(w1) == 0 && distance(seq_of(w1), side.pos.wrapping_add(1)) == 1 - self.cap as i64 {
                 return Ok(false);
             }
-            return Err(self.corrupt(format!("slot word {w1:#x} is impossible at position {}", side.pos + 1)));
+            return Err(
+                self.corrupt(format!("slot word {w1:#x} is impossible at position {}", side.pos.wrapping_add(1)))
+            );
         }
         // The second slot is free, so the first is too (or the ring is corrupt: reported).
         match self.spsc_put_many(side, [a, b])? {

@@ -36,6 +36,8 @@ use crate::sys::map::Mapping;
 const USED: u64 = 1;
 const PREV_FREE: u64 = 2;
 const FLAG_MASK: u64 = GRANULE - 1;
+/// The bits of a second-level bitmap that name a list (the rest is garbage if set).
+const SL_MASK: u32 = u32::MAX >> (32 - SL_COUNT);
 /// "SHKB"
 const BLOCK_MAGIC: u32 = 0x424b_4853;
 
@@ -328,7 +330,7 @@ impl<'a> Heap<'a> {
             }
             head.store(next, Relaxed);
             if next == 0 {
-                let left = self.meta.sl_bitmap[fl].load(Relaxed) & !(1 << sl);
+                let left = self.meta.sl_bitmap[fl].load(Relaxed) & SL_MASK & !(1 << sl);
                 self.meta.sl_bitmap[fl].store(left, Relaxed);
                 if left == 0 {
                     self.meta.fl_bitmap.store(self.meta.fl_bitmap.load(Relaxed) & !(1 << fl), Relaxed);
@@ -338,26 +340,29 @@ impl<'a> Heap<'a> {
         Ok(())
     }
 
+    /// The class to allocate `units` from; `Ok(None)`: no free block is large enough.
     #[inline]
-    fn find_suitable(&self, units: u64) -> Option<(usize, usize)> {
+    fn find_suitable(&self, units: u64) -> Result<Option<(usize, usize)>, HeapError> {
         let (fl, sl) = mapping_search(units);
         if fl >= FL_COUNT {
-            return None;
+            return Ok(None);
         }
-        let mut sl_map = self.meta.sl_bitmap[fl].load(Relaxed) & (u32::MAX << sl);
+        let mut sl_map = self.meta.sl_bitmap[fl].load(Relaxed) & SL_MASK & (u32::MAX << sl);
         let mut fl = fl;
         if sl_map == 0 {
             let fl_map = self.meta.fl_bitmap.load(Relaxed) & u32::MAX.checked_shl(fl as u32 + 1).unwrap_or(0);
             if fl_map == 0 {
-                return None;
+                return Ok(None);
             }
             fl = fl_map.trailing_zeros() as usize;
-            sl_map = self.meta.sl_bitmap[fl].load(Relaxed);
+            sl_map = self.meta.sl_bitmap[fl].load(Relaxed) & SL_MASK;
             if sl_map == 0 {
-                return None;
+                // The bitmaps disagree (a peer wrote them): rebuild rather than report a full
+                // heap forever.
+                return Err(HeapError::Corrupt(format!("class {fl} is marked non-empty but has no list")));
             }
         }
-        Some((fl, sl_map.trailing_zeros() as usize))
+        Ok(Some((fl, sl_map.trailing_zeros() as usize)))
     }
 
     // ---- public operations ----
@@ -434,7 +439,7 @@ impl<'a> Heap<'a> {
 
     #[inline]
     fn alloc_inner(&self, need: u64, pid: u32) -> Result<u64, HeapError> {
-        let Some((fl, sl)) = self.find_suitable(need / GRANULE) else {
+        let Some((fl, sl)) = self.find_suitable(need / GRANULE)? else {
             return Err(HeapError::OutOfMemory {
                 requested: need,
                 free: self.meta.free_bytes.load(Relaxed),
@@ -584,7 +589,7 @@ impl<'a> Heap<'a> {
             return 0;
         }
         let fl = 31 - fl_map.leading_zeros() as usize;
-        let sl_map = self.meta.sl_bitmap[fl].load(Relaxed);
+        let sl_map = self.meta.sl_bitmap[fl].load(Relaxed) & SL_MASK;
         if sl_map == 0 {
             return 0;
         }

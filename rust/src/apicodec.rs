@@ -1,0 +1,188 @@
+//! The fixed-layout binary-API message codec, without Python: field kinds, the message size
+//! and the decoding of wire bytes into plain values (`py/apicodec.rs` turns them into
+//! attributes of a message object, and encodes Python values with the same kinds).
+//! (A small home for now: the binary-API core will gather the codec with the port.)
+//!
+//! The wire format is the Python codec's (`shmkit.api.messages`): big-endian and packed,
+//! after the 10-byte header `u16 msg_id, u32 client_index, u32 context`. Received bytes come
+//! from a peer: decoding checks the length once against the layout's size, so every field
+//! read is in bounds; a string that is not UTF-8 is an error.
+
+/// Header size: `u16 msg_id, u32 client_index, u32 context`.
+pub const HEADER: usize = 10;
+
+/// The type of one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `B`
+    U8,
+    /// `H`
+    U16,
+    /// `I`
+    U32,
+    /// `Q`
+    U64,
+    /// `b`
+    I8,
+    /// `h`
+    I16,
+    /// `i`
+    I32,
+    /// `q`
+    I64,
+    /// `d`
+    F64,
+    /// `?`
+    Bool,
+    /// `<n>s`: fixed size, UTF-8, NUL padded.
+    Str(usize),
+}
+
+/// A decoded field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// Any unsigned kind.
+    U(u64),
+    /// Any signed kind.
+    I(i64),
+    /// `d`
+    F(f64),
+    /// `?` (any non-zero byte is true, as `struct` reads it).
+    Bool(bool),
+    /// `<n>s` up to the first NUL.
+    Str(&'a str),
+}
+
+impl Kind {
+    /// From a `struct` format code (`"I"`, `"32s"`, ...); `None` if unsupported.
+    pub fn parse(fmt: &str) -> Option<Self> {
+        Some(match fmt {
+            "B" => Kind::U8,
+            "H" => Kind::U16,
+            "I" => Kind::U32,
+            "Q" => Kind::U64,
+            "b" => Kind::I8,
+            "h" => Kind::I16,
+            "i" => Kind::I32,
+            "q" => Kind::I64,
+            "d" => Kind::F64,
+            "?" => Kind::Bool,
+            s => match s.strip_suffix('s').and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n > 0 => Kind::Str(n),
+                _ => return None,
+            },
+        })
+    }
+
+    /// Bytes on the wire.
+    pub fn size(self) -> usize {
+        match self {
+            Kind::U8 | Kind::I8 | Kind::Bool => 1,
+            Kind::U16 | Kind::I16 => 2,
+            Kind::U32 | Kind::I32 => 4,
+            Kind::U64 | Kind::I64 | Kind::F64 => 8,
+            Kind::Str(n) => n,
+        }
+    }
+
+    /// The value of a field whose bytes are `b` (exactly `size()` of them, as [`Layout`]
+    /// slices them); a string that is not UTF-8 is an error.
+    pub fn read(self, b: &[u8]) -> Result<Value<'_>, std::str::Utf8Error> {
+        fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
+            let mut a = [0u8; N];
+            let n = b.len().min(N);
+            a[..n].copy_from_slice(&b[..n]);
+            a
+        }
+        let first = b.first().copied().unwrap_or(0);
+        Ok(match self {
+            Kind::U8 => Value::U(u64::from(first)),
+            Kind::U16 => Value::U(u64::from(u16::from_be_bytes(arr(b)))),
+            Kind::U32 => Value::U(u64::from(u32::from_be_bytes(arr(b)))),
+            Kind::U64 => Value::U(u64::from_be_bytes(arr(b))),
+            Kind::I8 => Value::I(i64::from(first as i8)),
+            Kind::I16 => Value::I(i64::from(i16::from_be_bytes(arr(b)))),
+            Kind::I32 => Value::I(i64::from(i32::from_be_bytes(arr(b)))),
+            Kind::I64 => Value::I(i64::from_be_bytes(arr(b))),
+            Kind::F64 => Value::F(f64::from_be_bytes(arr(b))),
+            Kind::Bool => Value::Bool(first != 0),
+            Kind::Str(_) => {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                Value::Str(std::str::from_utf8(&b[..end])?)
+            }
+        })
+    }
+}
+
+/// The fields of one message type and its wire size (header included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    kinds: Vec<Kind>,
+    size: usize,
+}
+
+/// Why bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the layout's size.
+    #[error("{got} bytes, need {need}")]
+    Short {
+        /// Bytes given.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// A string field is not UTF-8.
+    #[error("string field is not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+}
+
+/// The fixed header of every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Message id.
+    pub msg_id: u16,
+    /// Client index.
+    pub client_index: u32,
+    /// Context.
+    pub context: u32,
+}
+
+impl Layout {
+    /// A layout of `kinds`; `None` if its size does not fit a `usize`.
+    pub fn new(kinds: Vec<Kind>) -> Option<Self> {
+        let size = kinds.iter().try_fold(HEADER, |acc, k| acc.checked_add(k.size()))?;
+        Some(Self { kinds, size })
+    }
+
+    /// Wire size, header included.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The field kinds in order.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// Decode the header and hand each field's value to `f` in order (bytes past the size
+    /// are ignored, as by the Python codec).
+    pub fn decode<'a>(
+        &self,
+        b: &'a [u8],
+        mut f: impl FnMut(usize, Value<'a>) -> Result<(), DecodeError>,
+    ) -> Result<Header, DecodeError> {
+        let Some(b) = b.get(..self.size) else {
+            return Err(DecodeError::Short { got: b.len(), need: self.size });
+        };
+        let (head, mut rest) = b.split_at(HEADER);
+        let be32 = |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        let header = Header { msg_id: u16::from_be_bytes([head[0], head[1]]), client_index: be32(2), context: be32(6) };
+        for (i, kind) in self.kinds.iter().enumerate() {
+            let (field, tail) = rest.split_at(kind.size());
+            f(i, kind.read(field)?)?;
+            rest = tail;
+        }
+        Ok(header)
+    }
+}
