@@ -61,6 +61,7 @@ class DpdkPeer:
         bsize: int | None = None,
         rsize: int | None = None,
         log: str | None = None,
+        testpmd_args: tuple[str, ...] = (),
     ) -> None:
         self.prefix = f"shmkit{os.getpid()}x{next(_ids)}"
         vdev = f"net_memif0,role={role},socket={sock},socket-abstract=no,id={id}"
@@ -90,6 +91,7 @@ class DpdkPeer:
             "1",
             f"--rxq={queues}",
             f"--txq={queues}",
+            *testpmd_args,
         ]
         self.log_path = log or os.path.join(tempfile.gettempdir(), f"{self.prefix}.log")
         self.logf = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
