@@ -59,7 +59,7 @@ pub(super) fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
     };
     loop {
         if sh.closed.load(Ordering::Acquire) {
-            end(&mut session, None, ErrCode::DISCONNECTED as u32, "interface closed");
+            end(&mut session, Some(&Refusal::goodbye()), ErrCode::DISCONNECTED as u32, "interface closed");
             return;
         }
         let now = Instant::now();
@@ -100,6 +100,7 @@ pub(super) fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
         // Faults found by the data path.
         if let Some(fault) = session.as_ref().and_then(|s| s.conn.as_ref()).and_then(|c| c.take_fault()) {
             let r = Refusal::new(fault.0, fault.1);
+            sh.count_violation();
             end(&mut session, Some(&r), r.code as u32, &format!("protocol violation by the peer: {}", r.reason));
             next_attempt = Instant::now() + cfg.reconnect_interval;
             continue;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use super::client::client_main;
 use super::conn::Connection;
 use super::error::{ErrCode, MemifError, Result};
-use super::queue::{QueueStats, RxBatch, RxItem, Seg};
+use super::queue::{CommitError, QueueStats, RxBatch, RxItem, Seg};
 use super::ring::MAX_LOG2_RING_SIZE;
 use super::server::ServerHandle;
 use super::wire::SECRET_LEN;
@@ -195,6 +195,8 @@ pub(super) struct State {
     pub(super) claimed: bool,
     /// Counters of earlier connections: tx, rx.
     pub(super) past: (QueueStats, QueueStats),
+    /// Connections torn down because the peer violated the protocol on the data path.
+    pub(super) violations: u64,
 }
 
 /// State shared by an interface and its control thread.
@@ -292,6 +294,11 @@ impl Shared {
         self.cond.notify_all();
     }
 
+    /// The peer violated the protocol on an established connection (it is being torn down).
+    pub(super) fn count_violation(&self) {
+        lock(&self.state).violations += 1;
+    }
+
     pub(super) fn next_generation(&self) -> u64 {
         let mut st = lock(&self.state);
         st.generation += 1;
@@ -344,6 +351,9 @@ pub struct Details {
     pub disconnects: u64,
     /// Last disconnect or refusal: (code, reason).
     pub last_error: Option<(u32, String)>,
+    /// Connections torn down because the peer violated the protocol on the data path (bad
+    /// counters or descriptors, a full or blocking interrupt eventfd, ...).
+    pub violations: u64,
     /// Totals over all connections: (tx, rx).
     pub totals: (QueueStats, QueueStats),
 }
@@ -462,7 +472,7 @@ impl Interface {
         self.with_conn(|c| {
             let mut q = c.rx(qid)?;
             if q.want_drain {
-                let _ = c.rx_int[qid].drain();
+                self.drain_interrupt(c, qid)?;
             }
             let n = q.rx_burst(&c.bufs, max, batch).map_err(|f| c.fault(&f.0))?;
             q.want_drain = n < max;
@@ -476,12 +486,28 @@ impl Interface {
         self.with_conn(|c| {
             let mut q = c.rx(qid)?;
             if q.want_drain {
-                let _ = c.rx_int[qid].drain();
+                self.drain_interrupt(c, qid)?;
             }
             let n = q.rx_zero_copy(&c.bufs, max, out).map_err(|f| c.fault(&f.0))?;
             q.want_drain = n < max;
             Ok(c.clone())
         })
+    }
+
+    /// Reset receive queue `qid`'s interrupt counter before the caller may sleep on it (the
+    /// last read emptied the ring). Not in polling mode: the peer does not write it then, so
+    /// there is nothing to reset and no system call to make. The eventfd is shared with the
+    /// peer; a read that would block is a protocol violation (see [`PeerEventFd`]).
+    ///
+    /// [`PeerEventFd`]: crate::sys::eventfd::PeerEventFd
+    fn drain_interrupt(&self, c: &Connection, qid: usize) -> Result<()> {
+        if self.shared.polling.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match c.rx_int.get(qid).map(|ev| ev.drain()) {
+            Some(Err(e)) => Err(c.fault(&format!("interrupt eventfd of receive queue {qid}: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     /// Give back the `n` oldest zero-copy packets of queue `qid` (libmemif's refill).
@@ -499,7 +525,12 @@ impl Interface {
 
     /// Publish the first `lengths.len()` reserved buffers of queue `qid`.
     pub fn commit(&self, qid: usize, lengths: &[u32]) -> Result<usize> {
-        self.with_conn(|c| c.tx(qid)?.commit(lengths).map_err(|e| MemifError::memif(ErrCode::NOBUF, e)))
+        self.with_conn(|c| {
+            c.tx(qid)?.commit(lengths).map_err(|e| match e {
+                CommitError::Invalid(m) => MemifError::memif(ErrCode::NOBUF, m),
+                CommitError::Fault(f) => c.fault(&f.0),
+            })
+        })
     }
 
     /// Drop uncommitted reservations of queue `qid`.
@@ -518,9 +549,7 @@ impl Interface {
         let polling = self.shared.polling.load(Ordering::Acquire);
         let mut spins = 0u32;
         loop {
-            if !polling {
-                let _ = conn.rx_int[qid].drain();
-            }
+            self.drain_interrupt(&conn, qid)?;
             if conn.rx(qid)?.ready().map_err(|f| conn.fault(&f.0))? > 0 {
                 return Ok(true);
             }
@@ -604,6 +633,7 @@ impl Interface {
             connects: st.connects,
             disconnects: st.disconnects,
             last_error: st.last_error.clone(),
+            violations: st.violations,
             totals: st.past,
         };
         drop(st);

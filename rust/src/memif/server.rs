@@ -207,7 +207,7 @@ fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
     loop {
         if inner.stop.load(Ordering::Acquire) {
             for c in conns.drain(..) {
-                server_close(c, None, ErrCode::DISCONNECTED as u32, "interface closed");
+                server_close(c, Some(&Refusal::goodbye()), ErrCode::DISCONNECTED as u32, "interface closed");
             }
             return;
         }
@@ -270,11 +270,14 @@ fn refusal_ending(r: Refusal) -> Ending {
 fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> std::result::Result<(), Ending> {
     if let Some(sh) = &c.iface {
         if sh.closed.load(Ordering::Acquire) {
-            return Err(refusal_ending(Refusal::new(ErrCode::DISCONNECT, "interface deleted")));
+            return Err((Some(Refusal::goodbye()), ErrCode::DISCONNECTED as u32, "interface closed".into()));
         }
     }
     if let Some(conn) = &c.conn {
         if let Some((code, reason)) = conn.take_fault() {
+            if let Some(sh) = &c.iface {
+                sh.count_violation();
+            }
             let r = Refusal::new(code, reason);
             let local = format!("protocol violation by the peer: {}", r.reason);
             return Err((Some(r), code as u32, local));
@@ -305,8 +308,15 @@ fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> st
                 let sh = match check_init(inner, &init) {
                     Ok(sh) => sh,
                     Err(r) => {
-                        // Tell the interface the peer asked for (if any) why it was refused.
-                        if let Some(sh) = lock(&inner.ifaces).get(&init.id) {
+                        // Tell the interface the peer asked for why it was refused; with no
+                        // such interface (unmatched id), every interface on this socket.
+                        let ifaces = lock(&inner.ifaces);
+                        let told: Vec<Arc<Shared>> = match ifaces.get(&init.id) {
+                            Some(sh) => vec![sh.clone()],
+                            None => ifaces.values().cloned().collect(),
+                        };
+                        drop(ifaces);
+                        for sh in told {
                             sh.refused(r.code as u32, &r.reason);
                         }
                         return Err(refusal_ending(r));

@@ -380,6 +380,7 @@ impl PyMemifInterface {
         out.set_item("rx_queues", rx)?;
         out.set_item("connects", d.connects)?;
         out.set_item("disconnects", d.disconnects)?;
+        out.set_item("violations", d.violations)?;
         match d.last_error {
             Some((code, reason)) => {
                 out.set_item("last_error_code", code)?;
