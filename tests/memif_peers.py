@@ -62,7 +62,11 @@ class DpdkPeer:
         rsize: int | None = None,
         log: str | None = None,
         testpmd_args: tuple[str, ...] = (),
+        interactive: bool = False,
     ) -> None:
+        """``interactive``: testpmd reads commands on stdin (``-i --auto-start``: forwarding
+        starts at once), so forwarding can be stopped before a peer disconnects (DPDK 22.11
+        may crash when a peer disconnects while its forwarding core polls the rings)."""
         self.prefix = f"shmkit{os.getpid()}x{next(_ids)}"
         vdev = f"net_memif0,role={role},socket={sock},socket-abstract=no,id={id}"
         if secret is not None:
@@ -72,6 +76,8 @@ class DpdkPeer:
         if rsize is not None:
             vdev += f",rsize={rsize}"
         cmd = [
+            # Line-buffered output: interactive commands are awaited on what they print.
+            *(["stdbuf", "-oL"] if interactive else []),
             require_testpmd(),
             "--lcores",
             "0@0,1@0",
@@ -87,8 +93,7 @@ class DpdkPeer:
             "--",
             "--total-num-mbufs=16384",
             "--forward-mode=io",
-            "--stats-period",
-            "1",
+            *(["-i", "--auto-start"] if interactive else ["--stats-period", "1"]),
             f"--rxq={queues}",
             f"--txq={queues}",
             *testpmd_args,
@@ -96,7 +101,11 @@ class DpdkPeer:
         self.log_path = log or os.path.join(tempfile.gettempdir(), f"{self.prefix}.log")
         self.logf = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+            text=True,
         )
 
     def telemetry_path(self) -> str | None:
@@ -139,12 +148,34 @@ class DpdkPeer:
         except (OSError, ValueError, KeyError):
             return False
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """What testpmd printed (the last ``tail`` characters; None: all of it)."""
         self.logf.flush()
         with open(self.log_path) as f:
-            return f.read()[-4000:]
+            text = f.read()
+        return text if tail is None else text[-tail:]
+
+    def command(self, line: str, done: str, timeout: float = 30.0) -> None:
+        """Send an interactive command; wait until testpmd prints ``done`` once more."""
+        assert self.proc.stdin is not None, "not interactive"
+        before = self.log(None).count(done)
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        wait_until(lambda: self.log(None).count(done) > before, timeout, f"testpmd {line!r}")
+
+    def stop_forwarding(self) -> None:
+        self.command("stop", "Done.\n")
+
+    def start_forwarding(self) -> None:
+        self.command("start", "forwards packets on")
 
     def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:

@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memif_peers import sock_dir
+from memif_peers import close_pipes, sock_dir
 from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
-from procs import wait_until
+from procs import python, wait_line, wait_until
 from shmkit.memif import ErrorCode, Interface, MemifError
 
 pytestmark = pytest.mark.timeout(120)
@@ -248,6 +249,157 @@ def test_hostile_server(sock: str) -> None:
             code, why = raw.expect_disconnect()
             assert code == ErrorCode.MAXREG
             assert not cli.connected
+    finally:
+        raw.close()
+
+
+#: A hostile peer in its own process, attacking the interrupt eventfds it shares with us:
+#: ``pipe`` sends a pipe instead of an eventfd; ``near-max-blocking`` clears O_NONBLOCK on the
+#: shared description and pushes the counter 3 short of its maximum (our 4th write would
+#: block); ``full-nonblocking`` fills the counter; ``empty-blocking`` clears O_NONBLOCK on the
+#: eventfd we read (counter 0: our read would block).
+HOSTILE_FD_PEER = r"""
+import fcntl, os, struct, sys
+from memif_raw import RawClient, RawServer
+role, attack, sock = sys.argv[1:4]
+MAX = 0xFFFFFFFFFFFFFFFE
+if role == "client":
+    peer = RawClient(sock)
+    peer.connect(intfd="pipe" if attack == "pipe" else "eventfd")
+    if attack == "pipe":
+        print("refused", *peer.expect_disconnect(), flush=True)
+        sys.exit(0)
+    assert peer.connected()
+    peer.set_head(1, peer.size)  # post every M2S buffer: the server may send
+    ev = peer.fds[2] if attack == "empty-blocking" else peer.fds[3]
+else:
+    peer = RawServer(sock)
+    peer.accept()
+    peer.serve()
+    ev = peer.ring_fds[(True, 0)]  # the client's transmit interrupt
+print("connected", flush=True)
+sys.stdin.readline()
+if attack != "full-nonblocking":
+    fcntl.fcntl(ev, fcntl.F_SETFL, fcntl.fcntl(ev, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+if attack == "near-max-blocking":
+    os.write(ev, struct.pack("<Q", MAX - 3))
+elif attack == "full-nonblocking":
+    os.write(ev, struct.pack("<Q", MAX))
+print("armed", flush=True)
+code, why = peer.expect_disconnect(timeout=30)
+print("disconnect", code, why, flush=True)
+"""
+
+
+def until_refused(call: Callable[[], object]) -> tuple[MemifError, list[float]]:
+    """Call until it raises; returns the error and how long each call took."""
+    times: list[float] = []
+    for _ in range(20):
+        t = time.monotonic()
+        try:
+            call()
+        except MemifError as e:
+            times.append(time.monotonic() - t)
+            return e, times
+        times.append(time.monotonic() - t)
+    raise AssertionError(f"never refused ({len(times)} calls)")
+
+
+def test_pipe_as_interrupt_fd_is_refused(sock: str, server: Interface) -> None:
+    peer = python(HOSTILE_FD_PEER, "client", "pipe", sock)
+    try:
+        line = wait_line(peer, "refused", stream="stdout", timeout=30)
+        assert peer.wait(30) == 0
+    finally:
+        close_pipes(peer)
+    _, code, why = line.split(" ", 2)
+    assert int(code) == ErrorCode.NO_INTFD and "not an eventfd but pipe:[" in why, line
+    assert not server.connected
+    still_works(sock, server)
+
+
+@pytest.mark.parametrize(
+    ("role", "attack"),
+    [
+        ("server", "near-max-blocking"),
+        ("server", "full-nonblocking"),
+        ("server", "empty-blocking"),
+        ("client", "near-max-blocking"),
+    ],
+)
+def test_hostile_interrupt_eventfd(sock: str, role: str, attack: str) -> None:
+    """The peer makes the eventfd we write (or read) full, blocking or both: our burst returns
+    within milliseconds (a hang would block the whole process: the GIL is held), the link
+    goes down with the reason, and the violation is counted."""
+    if role == "server":
+        me = Interface(sock, role="server", log2_ring_size=10)
+        peer = python(HOSTILE_FD_PEER, "client", attack, sock)
+    else:
+        peer = python(HOSTILE_FD_PEER, "server", attack, sock)
+        wait_until(lambda: os.path.exists(sock), 30, "raw server listening")
+        me = Interface(
+            sock, role="client", log2_ring_size=4, buffer_size=256, reconnect_interval=60
+        )
+    try:
+        wait_line(peer, "connected", stream="stdout", timeout=30)
+        assert me.wait_connected(30)
+        assert peer.stdin is not None
+        peer.stdin.write("go\n")
+        peer.stdin.flush()
+        wait_line(peer, "armed", stream="stdout", timeout=30)
+        if attack == "empty-blocking":
+            err, times = until_refused(lambda: me.rx_burst(0))
+        else:
+            err, times = until_refused(lambda: me.tx_burst(0, [b"x" * 60]))
+        print(f"{role} {attack}: call durations {[f'{t * 1e3:.1f} ms' for t in times]}")
+        assert err.code == ErrorCode.DISCONNECTED
+        # A hang bound, not a speed test: the watchdog interrupts a call after 2-4 ms.
+        assert max(times) < 1.0, times
+        if attack == "near-max-blocking":
+            assert len(times) == 4, "three writes fit below the maximum, the fourth blocks"
+        line = wait_line(peer, "disconnect", stream="stdout", timeout=30)
+        assert me.wait_disconnected(10)
+        d = me.details()
+    finally:
+        me.close()
+        peer.kill()
+        peer.wait(30)
+        close_pipes(peer)
+    what = "full" if attack == "full-nonblocking" else "blocked"
+    assert "interrupt eventfd" in line and what in line, line
+    assert d["violations"] == 1
+    assert "protocol violation by the peer: interrupt eventfd" in d["last_error"], d["last_error"]
+
+
+def test_client_reposts_after_the_server_resets_head(sock: str) -> None:
+    """DPDK's memif_connect() stores 0 into every ring's head and tail. A server whose reset
+    lands after our client posted its receive buffers sees none of them; the client notices
+    at its next receive (or wait) and posts them again, so traffic flows."""
+    raw = RawServer(sock)
+    try:
+        with Interface(
+            sock, role="client", log2_ring_size=4, buffer_size=256, reconnect_interval=60
+        ) as cli:
+            raw.accept()
+            raw.serve()
+            assert cli.wait_connected(10)
+            assert raw.field(False, "head") == 16, "every receive buffer posted at connect"
+            raw.field(False, "head", 0)
+            raw.field(False, "tail", 0)
+            assert not cli.wait(0, 0.01)  # the client looks at its ring: it re-posts
+            assert raw.field(False, "head") == 16
+            raw.fill(0, b"after the reset")
+            raw.field(False, "tail", 1)
+            assert cli.wait(0, 5)
+            assert cli.rx_burst(0) == [b"after the reset"]
+            # A head moved beyond what the client posted is a violation, not a recovery.
+            raw.field(False, "head", 40)
+            with pytest.raises(MemifError):
+                cli.rx_burst(0)
+            _code, why = raw.expect_disconnect()
+            assert "outside the posted buffers" in why, why
+            assert cli.wait_disconnected(10)
+            assert cli.details()["violations"] == 1
     finally:
         raw.close()
 
