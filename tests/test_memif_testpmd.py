@@ -180,8 +180,11 @@ def test_immediate_start_against_testpmd_server(sock: str) -> None:
                     assert st["ipackets"] == st["opackets"] == 300 * (i + 1), st
                     tp.stop_forwarding()
                 # close() said goodbye: testpmd logs our reason instead of reading EOF.
+                goodbyes = i + 1
                 wait_until(
-                    lambda: tp.log(None).count("Disconnect received: interface closed") == i + 1,
+                    lambda tp=tp, n=goodbyes: (
+                        tp.log(None).count("Disconnect received: interface closed") == n
+                    ),
                     30,
                     "testpmd got DISCONNECT",
                 )
