@@ -6,7 +6,9 @@ usable, and nothing may crash or read outside the shared memory."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memif_peers import close_pipes, sock_dir
+from memif_peers import close_pipes, echo, sock_dir
 from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
 from procs import python, wait_line, wait_until
 from shmkit.memif import ErrorCode, Interface, MemifError
@@ -402,6 +404,142 @@ def test_client_reposts_after_the_server_resets_head(sock: str) -> None:
             assert cli.details()["violations"] == 1
     finally:
         raw.close()
+
+
+#: A server process whose descriptor limit is lowered and then used up on command. It
+#: serves interfaces 0 and 1 on one socket, echoes what interface 0 receives, and reports the
+#: CPU time of its control thread (from /proc, in clock ticks) when asked.
+EMFILE_SERVER = r"""
+import os, resource, select, sys, time
+from shmkit.memif import Interface
+sock = sys.argv[1]
+ifs = [Interface(sock, role="server", id=i, handshake_timeout=1.5) for i in (0, 1)]
+def control_thread_stat():
+    deadline = time.monotonic() + 30  # the thread names itself once it runs
+    while time.monotonic() < deadline:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() == "memif-server-0":
+                    return os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+        time.sleep(0.01)
+    raise AssertionError("no control thread")
+stat = control_thread_stat()  # opened now: there will be no descriptor to spare later
+def control_thread_cpu():
+    fields = os.pread(stat, 4096, 0).decode().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+print("ready", flush=True)
+held = []
+while True:
+    if select.select([sys.stdin], [], [], 0.005)[0]:
+        cmd = sys.stdin.readline().strip()
+        if cmd == "exhaust":
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+            try:
+                while True:
+                    held.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError as e:
+                print("exhausted", len(held), e.errno, flush=True)
+        elif cmd == "cpu":
+            print("cpu", control_thread_cpu(), os.sysconf("SC_CLK_TCK"), flush=True)
+        elif cmd == "release":
+            for fd in held:
+                os.close(fd)
+            held.clear()
+            print("released", flush=True)
+        elif cmd == "errors":
+            print("errors", ifs[1].details()["last_error"], flush=True)
+        else:
+            break
+    if ifs[0].connected:
+        try:
+            pkts = ifs[0].rx_burst(0)
+            if pkts:
+                ifs[0].tx_burst(0, pkts)
+        except Exception:
+            pass
+"""
+
+
+def test_fd_exhaustion_backs_off(sock: str) -> None:
+    """With the descriptor limit reached, a client waiting in the backlog keeps the listener
+    readable while accept() fails with EMFILE: the control thread must back off (not spin),
+    keep serving the established connection and keep handshake deadlines, and accept the
+    waiting client once descriptors are free again."""
+    srv = python(EMFILE_SERVER, sock)
+
+    def ask(cmd: str, answer: str) -> list[str]:
+        assert srv.stdin is not None
+        srv.stdin.write(cmd + "\n")
+        srv.stdin.flush()
+        return wait_line(srv, answer, stream="stdout", timeout=30).split()
+
+    try:
+        wait_line(srv, "ready", stream="stdout", timeout=30)
+        with Interface(sock, role="client", id=0, reconnect_interval=0.05) as a:
+            assert a.wait_connected(30)
+            # A client that connects and never speaks: it must still be timed out.
+            silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            silent.connect(sock)
+            silent.settimeout(30)
+            assert silent.recv(256)[0] == 2, "HELLO"
+            _, n, errno_ = ask("exhaust", "exhausted")
+            assert int(errno_) == 24 and int(n) > 0  # EMFILE
+            _, cpu0, hz = ask("cpu", "cpu")
+            t0 = time.monotonic()
+            with Interface(sock, role="client", id=1, reconnect_interval=0.05) as b:
+                # The established link still works, and the silent client's deadline fires.
+                pkts = [bytes([i]) * 100 for i in range(100)]
+                assert echo(a, 0, pkts, timeout=30) == pkts
+                disconnect = silent.recv(256)
+                assert struct.unpack_from("<H", disconnect)[0] == 8, "DISCONNECT"
+                assert b"handshake timed out" in disconnect
+                assert not b.connected
+                _, cpu1, _ = ask("cpu", "cpu")
+                elapsed = time.monotonic() - t0
+                spent = (int(cpu1) - int(cpu0)) / int(hz)
+                print(f"control thread: {spent:.2f} s of CPU in {elapsed:.2f} s under EMFILE")
+                assert elapsed > 1.0
+                # Spinning costs a whole core (spent ~ elapsed); backing off almost nothing.
+                assert spent < 0.25 * elapsed, (spent, elapsed)
+                why = " ".join(ask("errors", "errors"))
+                assert "Too many open files" in why, why
+                ask("release", "released")
+                assert b.wait_connected(30), b.details()["last_error"]
+            silent.close()
+    finally:
+        if srv.poll() is None and srv.stdin is not None:
+            srv.stdin.write("quit\n")
+            srv.stdin.flush()
+        srv.wait(30)
+        close_pipes(srv)
+
+
+def test_pending_connections_are_capped(sock: str, server: Interface) -> None:
+    """At most 16 connections of a socket are in their handshake; the others wait in the
+    backlog until one finishes (here: closes) and are then served."""
+    clients = []
+    try:
+        for _ in range(20):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            c.connect(sock)
+            clients.append(c)
+
+        def greeted() -> list[socket.socket]:
+            ready, _, _ = select.select(clients, [], [], 0)
+            return ready
+
+        wait_until(lambda: len(greeted()) >= 16, 30, "16 HELLOs")
+        first = greeted()
+        assert len(first) == 16, len(first)
+        for c in first[:4]:
+            clients.remove(c)
+            c.close()
+        wait_until(lambda: len(greeted()) == 16, 30, "the 4 waiting clients greeted")
+    finally:
+        for c in clients:
+            c.close()
+    still_works(sock, server)
 
 
 def test_raw_helpers_are_consistent() -> None:

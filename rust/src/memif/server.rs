@@ -5,6 +5,14 @@
 //! A stale socket file (nobody listening) is removed before binding, a live one is an
 //! `EADDRINUSE` error, and the file is unlinked when the last interface on it closes (if it is
 //! still the file we created).
+//!
+//! **Bounded resources.** At most [`MAX_PENDING`] connections of a socket are in their
+//! handshake at once (each with a deadline, the longest `handshake_timeout` of the socket's
+//! interfaces); further clients wait in the kernel's listen backlog. When `accept` fails —
+//! out of descriptors (`EMFILE`, `ENFILE`) or memory — the listener is left out of `poll` for
+//! a pause that doubles up to one second (the waiting connection keeps it readable, so
+//! polling it again at once would spin), while established connections and deadlines are
+//! served as usual; the interfaces record the reason.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -16,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{server_connection, ConnInfo, Connection};
 use super::control::{recv_msg, secret_matches, Incoming, Limits, Refusal, ServerHandshake, ServerStep, Wire};
-use super::error::{ErrCode, MemifError, Result};
+use super::error::{code_for_errno, ErrCode, MemifError, Result};
 use super::interface::{lock, Shared, TICK};
 use super::ring::MAX_LOG2_RING_SIZE;
 use super::wire::{Msg, Name};
@@ -24,6 +32,14 @@ use crate::sys::eventfd::EventFd;
 use crate::sys::fd as sysfd;
 use crate::sys::poll;
 use crate::sys::socket::{self, SeqPacket, UnixAddr};
+
+/// Most connections of one server socket that may be in their handshake at once; more wait
+/// in the kernel's listen backlog until one finishes or times out.
+pub const MAX_PENDING: usize = 16;
+/// First pause after `accept` failed (doubling on each further failure).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest pause after `accept` failed.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A listening socket shared by the server interfaces of this process on one address.
 #[derive(Debug)]
@@ -202,8 +218,57 @@ fn check_init(inner: &ServerInner, init: &super::wire::Init) -> std::result::Res
     Ok(sh)
 }
 
+/// When to look at the listening socket again: accepting is paused while the pending
+/// connections are at [`MAX_PENDING`] (new clients wait in the kernel's backlog) and, with a
+/// doubling delay, after `accept` failed (out of descriptors: `EMFILE`/`ENFILE`, memory). The
+/// listener stays readable while a connection waits in the backlog, so polling it without a
+/// pause after such a failure would spin.
+#[derive(Debug, Default)]
+struct Acceptor {
+    paused_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Acceptor {
+    fn wanted(&self, now: Instant, pending: usize) -> bool {
+        pending < MAX_PENDING && self.paused_until.is_none_or(|t| now >= t)
+    }
+
+    /// `accept` failed: pause, twice as long as last time (bounded).
+    fn failed(&mut self, now: Instant) -> Duration {
+        self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        self.paused_until = Some(now + self.backoff);
+        self.backoff
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Duration::ZERO;
+        self.paused_until = None;
+    }
+
+    /// How long the control thread may sleep before the pause ends.
+    fn sleep_limit(&self, now: Instant) -> Duration {
+        self.paused_until.map_or(TICK, |t| t.saturating_duration_since(now))
+    }
+}
+
+/// The longest handshake the interfaces on this socket allow.
+fn handshake_timeout(inner: &ServerInner) -> Duration {
+    lock(&inner.ifaces).values().map(|s| s.cfg.handshake_timeout).max().unwrap_or(Duration::from_secs(5))
+}
+
+/// Tell the interfaces of this socket why clients cannot be accepted (once per reason).
+fn accept_trouble(inner: &ServerInner, err: &std::io::Error, pause: Duration) {
+    let errno = err.raw_os_error().unwrap_or(0);
+    let reason = format!("accept: {err}; retrying in {} ms", pause.as_millis());
+    for sh in lock(&inner.ifaces).values() {
+        sh.refused(code_for_errno(errno) as u32, &reason);
+    }
+}
+
 fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
     let mut conns: Vec<ServerConn> = Vec::new();
+    let mut acceptor = Acceptor::default();
     loop {
         if inner.stop.load(Ordering::Acquire) {
             for c in conns.drain(..) {
@@ -212,15 +277,23 @@ fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
             return;
         }
         let now = Instant::now();
+        let pending = conns.iter().filter(|c| c.conn.is_none()).count();
+        let accepting = acceptor.wanted(now, pending);
         let timeout = conns
             .iter()
             .filter(|c| c.conn.is_none())
             .map(|c| c.deadline.saturating_duration_since(now))
             .min()
             .unwrap_or(TICK)
+            .min(acceptor.sleep_limit(now))
             .min(TICK);
+        // wake, [listener], connections...
+        let first = if accepting { 2 } else { 1 };
         let ready = {
-            let mut fds: Vec<BorrowedFd<'_>> = vec![inner.wake.as_fd(), listener.as_fd()];
+            let mut fds: Vec<BorrowedFd<'_>> = vec![inner.wake.as_fd()];
+            if accepting {
+                fds.push(listener.as_fd());
+            }
             fds.extend(conns.iter().map(|c| c.sock.as_fd()));
             poll::readable_many(&fds, timeout.as_millis().max(1) as i32).unwrap_or_default()
         };
@@ -230,7 +303,7 @@ fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
         // Work out, for every connection, whether it ends now and why.
         let mut keep = Vec::with_capacity(conns.len());
         for (i, mut c) in conns.drain(..).enumerate() {
-            let readable = ready.get(i + 2) == Some(&true);
+            let readable = ready.get(i + first) == Some(&true);
             let outcome = server_service(&inner, &mut c, readable);
             match outcome {
                 Ok(()) => keep.push(c),
@@ -238,23 +311,38 @@ fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
             }
         }
         conns = keep;
-        if ready.get(1) == Some(&true) {
-            while let Ok(Some(sock)) = listener.accept() {
-                let (limits, name) = server_limits(&inner);
-                let mut w = &sock;
-                if w.send_msg(&limits.hello(&name), &[]).is_err() {
-                    continue;
-                }
-                conns.push(ServerConn {
-                    sock,
-                    hs: ServerHandshake::new(limits),
-                    deadline: Instant::now() + Duration::from_secs(5),
-                    iface: None,
-                    conn: None,
-                    remote_name: String::new(),
-                });
-            }
+        if accepting && ready.get(1) == Some(&true) {
+            accept_pending(&inner, &listener, &mut conns, &mut acceptor);
         }
+    }
+}
+
+/// Accept waiting clients (up to the pending cap) and greet each with HELLO.
+fn accept_pending(inner: &ServerInner, listener: &SeqPacket, conns: &mut Vec<ServerConn>, acceptor: &mut Acceptor) {
+    while conns.iter().filter(|c| c.conn.is_none()).count() < MAX_PENDING {
+        let sock = match listener.accept() {
+            Ok(Some(sock)) => sock,
+            Ok(None) => return,
+            Err(e) => {
+                let pause = acceptor.failed(Instant::now());
+                accept_trouble(inner, &e, pause);
+                return;
+            }
+        };
+        acceptor.succeeded();
+        let (limits, name) = server_limits(inner);
+        let mut w = &sock;
+        if w.send_msg(&limits.hello(&name), &[]).is_err() {
+            continue;
+        }
+        conns.push(ServerConn {
+            sock,
+            hs: ServerHandshake::new(limits),
+            deadline: Instant::now() + handshake_timeout(inner),
+            iface: None,
+            conn: None,
+            remote_name: String::new(),
+        });
     }
 }
 
