@@ -3,6 +3,7 @@ for hostile-peer tests: it can send anything, and write anything into the rings.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -176,12 +177,14 @@ class RawServer(Raw):
         assert r, "no client"
         s, _ = self.l.accept()
         Raw.__init__(self, s)
-        self.send(
-            HELLO,
-            hello
-            if hello is not None
-            else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
-        )
+        # The client may already have said DISCONNECT and gone (it still gets read).
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send(
+                HELLO,
+                hello
+                if hello is not None
+                else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
+            )
 
     def serve(self) -> None:
         """Take whatever the client describes (keeping its memory and eventfds), ACK each

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::conn::Connection;
 use super::control::{recv_msg, ClientHandshake, ClientStep, ClientWants, Incoming, Refusal, Wire};
-use super::error::{code_for_errno, ErrCode};
+use super::error::ErrCode;
 use super::interface::{Config, Shared, TICK};
 use super::wire::Msg;
 use crate::sys::eventfd::EventFd;
@@ -64,7 +64,7 @@ pub(super) fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
         }
         let now = Instant::now();
         if session.is_none() && now >= next_attempt {
-            match SeqPacket::connect(&cfg.socket) {
+            match cfg.access.connect(&cfg.socket) {
                 Ok(sock) => {
                     let wants = client_wants(&cfg, sh.polling.load(Ordering::Acquire));
                     session = Some(ClientSession {
@@ -74,9 +74,8 @@ pub(super) fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
                         conn: None,
                     });
                 }
-                Err(e) => {
-                    let errno = e.raw_os_error().unwrap_or(0);
-                    sh.refused(code_for_errno(errno) as u32, &format!("connect {}: {e}", cfg.socket.display()));
+                Err((code, reason)) => {
+                    sh.refused(code as u32, &reason);
                     next_attempt = now + cfg.reconnect_interval;
                 }
             }

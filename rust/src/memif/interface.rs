@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGua
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::access::Access;
 use super::client::client_main;
 use super::conn::Connection;
 use super::error::{ErrCode, MemifError, Result};
@@ -110,6 +111,8 @@ pub struct Config {
     pub reconnect_interval: Duration,
     /// How long a handshake may take.
     pub handshake_timeout: Duration,
+    /// Socket file permissions and the peer's required credentials.
+    pub access: Access,
 }
 
 impl Config {
@@ -129,6 +132,7 @@ impl Config {
             if_name: "memif0".into(),
             reconnect_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(5),
+            access: Access::default(),
         }
     }
 
@@ -158,7 +162,7 @@ impl Config {
                 return bad("socket path must be 1..=107 bytes".into());
             }
         }
-        Ok(())
+        self.access.validate(&self.socket)
     }
 }
 
@@ -375,6 +379,9 @@ impl Interface {
     /// Create the interface and start connecting (client) or listening (server).
     pub fn new(cfg: Config) -> Result<Self> {
         cfg.validate()?;
+        if cfg.role == Role::Client {
+            cfg.access.check_existing(&cfg.socket)?;
+        }
         let shared = Arc::new(Shared::new(cfg)?);
         let driver = match shared.cfg.role {
             Role::Client => {

@@ -31,7 +31,7 @@ use super::wire::{Msg, Name};
 use crate::sys::eventfd::EventFd;
 use crate::sys::fd as sysfd;
 use crate::sys::poll;
-use crate::sys::socket::{self, SeqPacket, UnixAddr};
+use crate::sys::socket::{PeerCred, SeqPacket, UnixAddr};
 
 /// Most connections of one server socket that may be in their handshake at once; more wait
 /// in the kernel's listen backlog until one finishes or times out.
@@ -48,6 +48,8 @@ pub(super) struct ServerHandle {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// (dev, ino) of the socket file we created, to unlink only our own.
     file: Option<(PathBuf, u64, u64)>,
+    /// Mode, owner and group the socket file was created with (see [`Access`]).
+    settings: (Option<u32>, Option<u32>, Option<u32>),
 }
 
 #[derive(Debug)]
@@ -60,28 +62,6 @@ struct ServerInner {
 
 static SERVERS: Mutex<Vec<(UnixAddr, Weak<ServerHandle>)>> = Mutex::new(Vec::new());
 
-fn bind(addr: &UnixAddr) -> Result<SeqPacket> {
-    if let UnixAddr::Path(p) = addr {
-        if p.symlink_metadata().is_ok() {
-            if !socket::is_socket_file(p).unwrap_or(false) {
-                return Err(MemifError::memif(
-                    ErrCode::FILE_NOT_SOCK,
-                    format!("{} exists and is not a socket", p.display()),
-                ));
-            }
-            if socket::has_listener(p) {
-                return Err(MemifError::os(
-                    format!("bind {}: another server listens there", p.display()),
-                    std::io::Error::from_raw_os_error(libc::EADDRINUSE),
-                ));
-            }
-            // Stale: its server is gone.
-            let _ = sysfd::file_unlink(p);
-        }
-    }
-    SeqPacket::listen(addr, 64).map_err(|e| MemifError::os(format!("listen on {}", addr.display()), e))
-}
-
 impl ServerHandle {
     /// Register `sh` on the server socket of its address, creating the socket if needed.
     pub(super) fn register(sh: &Arc<Shared>) -> Result<Arc<Self>> {
@@ -89,9 +69,17 @@ impl ServerHandle {
         servers.retain(|(_, w)| w.strong_count() > 0);
         let existing = servers.iter().find(|(a, _)| *a == sh.cfg.socket).and_then(|(_, w)| w.upgrade());
         let handle = match existing {
-            Some(h) => h,
+            Some(h) => {
+                if h.settings != sh.cfg.access.file_settings() {
+                    return Err(MemifError::InvalidArgument(format!(
+                        "{} is already open in this process with another socket_mode/uid/gid",
+                        sh.cfg.socket.display()
+                    )));
+                }
+                h
+            }
             None => {
-                let listener = bind(&sh.cfg.socket)?;
+                let listener = sh.cfg.access.listen(&sh.cfg.socket)?;
                 let file = match &sh.cfg.socket {
                     UnixAddr::Path(p) => sysfd::path_info(p).ok().map(|i| (p.clone(), i.dev, i.ino)),
                     UnixAddr::Abstract(_) => None,
@@ -107,7 +95,8 @@ impl ServerHandle {
                     .name(format!("memif-server-{}", sh.cfg.id))
                     .spawn(move || server_main(i2, listener))
                     .map_err(|e| MemifError::os("spawn control thread", e))?;
-                let h = Arc::new(ServerHandle { inner, thread: Mutex::new(Some(thread)), file });
+                let settings = sh.cfg.access.file_settings();
+                let h = Arc::new(ServerHandle { inner, thread: Mutex::new(Some(thread)), file, settings });
                 servers.push((sh.cfg.socket.clone(), Arc::downgrade(&h)));
                 h
             }
@@ -185,7 +174,11 @@ fn server_close(c: ServerConn, refusal: Option<&Refusal>, code: u32, reason: &st
     }
 }
 
-fn check_init(inner: &ServerInner, init: &super::wire::Init) -> std::result::Result<Arc<Shared>, Refusal> {
+fn check_init(
+    inner: &ServerInner,
+    init: &super::wire::Init,
+    peer: std::io::Result<PeerCred>,
+) -> std::result::Result<Arc<Shared>, Refusal> {
     let ifaces = lock(&inner.ifaces);
     let sh = ifaces
         .get(&init.id)
@@ -195,6 +188,8 @@ fn check_init(inner: &ServerInner, init: &super::wire::Init) -> std::result::Res
     if sh.closed.load(Ordering::Acquire) {
         return Err(Refusal::new(ErrCode::ID, format!("unmatched interface id {}", init.id)));
     }
+    let peer = peer.map_err(|e| Refusal::new(ErrCode::SYSCALL, format!("SO_PEERCRED: {e}")))?;
+    sh.cfg.access.check_peer(peer)?;
     let mut st = lock(&sh.state);
     if st.claimed {
         return Err(Refusal::new(ErrCode::ALRCONN, "already connected"));
@@ -393,7 +388,7 @@ fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> st
                 w.send_msg(&m, &[]).map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
             }
             ServerStep::Init(init) => {
-                let sh = match check_init(inner, &init) {
+                let sh = match check_init(inner, &init, c.sock.peer_cred()) {
                     Ok(sh) => sh,
                     Err(r) => {
                         // Tell the interface the peer asked for why it was refused; with no

@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
 use super::buffer::{InBuf, ShmView};
 use super::region::duration;
+use crate::memif::access::Access;
 use crate::memif::conn::Connection;
 use crate::memif::error::{strerror, ErrCode};
 use crate::memif::interface::{Config, EventKind, Interface, Mode, Role};
@@ -107,7 +108,8 @@ impl PyMemifInterface {
     #[new]
     #[pyo3(signature = (socket, *, role="client", id=0, secret=None, mode=None, rings=1, log2_ring_size=10,
         buffer_size=2048, r#abstract=false, rx_mode="interrupt", app_name="shmkit", if_name=None,
-        reconnect_interval=0.5, handshake_timeout=5.0))]
+        reconnect_interval=0.5, handshake_timeout=5.0, socket_mode=None, uid=None, gid=None, peer_uid=None,
+        peer_gid=None, peer_pid=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -125,6 +127,12 @@ impl PyMemifInterface {
         if_name: Option<String>,
         reconnect_interval: f64,
         handshake_timeout: f64,
+        socket_mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        peer_uid: Option<u32>,
+        peer_gid: Option<u32>,
+        peer_pid: Option<u32>,
     ) -> PyResult<Self> {
         let addr = if r#abstract {
             let s = socket.to_string_lossy().into_owned();
@@ -154,6 +162,7 @@ impl PyMemifInterface {
         cfg.if_name = if_name.unwrap_or_else(|| format!("memif{id}"));
         cfg.reconnect_interval = duration(Some(reconnect_interval), Duration::ZERO)?;
         cfg.handshake_timeout = duration(Some(handshake_timeout), Duration::ZERO)?;
+        cfg.access = Access { socket_mode, uid, gid, peer_uid, peer_gid, peer_pid };
         let inner = py.detach(|| Interface::new(cfg))?;
         Ok(Self { inner, views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
     }
