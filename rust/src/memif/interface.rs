@@ -8,15 +8,23 @@
 //! and wakes at least every [`TICK`] for timers (handshake deadline, reconnect interval).
 //!
 //! The data path (bursts) runs on the caller's thread without any system call except the
-//! optional interrupt write: it takes a read lock on the current connection (the control
-//! thread takes the write lock only to install or remove one) and the queue's own mutex. The
-//! Python layer calls bursts with the GIL held (they never block) and releases it for every
-//! wait (`wait_connected`, `wait_rx`, `close`).
+//! optional interrupt write (and the reset of the receive interrupt before a caller may sleep
+//! on it): it takes a read lock on the current connection (the control thread takes the write
+//! lock only to install or remove one) and the queue's own mutex. The interrupt eventfds are
+//! shared with the peer, which can make them full or blocking: those calls are bounded
+//! ([`crate::sys::eventfd::PeerEventFd`]) and such a peer is a protocol violation. The Python
+//! layer calls bursts with the GIL held (they never block) and releases it for every wait
+//! (`wait_connected`, `wait_rx`, `close`).
+//!
+//! **Faults.** A violation found on the data path is recorded on the connection; the control
+//! thread sends DISCONNECT with the reason, tears the connection down and counts it
+//! ([`Details::violations`]). `close()` says goodbye the same way (DISCONNECT, code 0,
+//! "interface closed", as libmemif's `memif_delete`).
 //!
 //! **Events.** Connects and disconnects (with code and reason) are queued on the interface
 //! and signalled on an eventfd, so Python can `select` on it or poll [`Interface::events`].
 //!
-//! The control threads live in [`super::client`] and [`super::server`] (server sockets are
+//! The control threads live in `memif::client` and `memif::server` (server sockets are
 //! shared per address within a process).
 
 use std::collections::VecDeque;

@@ -1,8 +1,9 @@
 //! Python face of `memif`: the native `MemifInterface` class (wrapped by `shmkit.memif`).
 //!
 //! Bursts run with the GIL held: they never block and never make a system call apart from
-//! an eventfd write/read. Every wait (`wait_connected`, `wait`, `close`) releases the GIL in
-//! bounded slices and checks for signals between them.
+//! an eventfd write/read, which is bounded to a few milliseconds whatever the peer does to
+//! the eventfd (`crate::sys::guard`). Every wait (`wait_connected`, `wait`, `close`) releases
+//! the GIL in bounded slices and checks for signals between them.
 //!
 //! Zero-copy buffers are slices of one memoryview per region (an exporter object holding the
 //! region's mapping), cached per connection: a view keeps its region mapped even after the
