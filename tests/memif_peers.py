@@ -329,6 +329,17 @@ def stop_peer(proc: subprocess.Popen[str]) -> tuple[int, int]:
     return int(tx), int(rx)
 
 
+def refusal_of(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """A raw peer process that prints ``refused CODE REASON`` and exits: (code, reason)."""
+    try:
+        line = wait_line(proc, "refused", stream="stdout", timeout=30)
+        assert proc.wait(30) == 0
+    finally:
+        close_pipes(proc)
+    _, code, why = line.split(" ", 2)
+    return int(code), why.strip()
+
+
 def close_pipes(proc: subprocess.Popen[str]) -> None:
     """Close our ends of a child's pipes (after it ended or was killed)."""
     for f in (proc.stdin, proc.stdout, proc.stderr):

@@ -14,11 +14,12 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from memif_peers import close_pipes, sock_dir
+from memif_peers import close_pipes, refusal_of, sock_dir
 from memif_raw import RawClient
-from procs import TESTS_DIR, python, wait_line, wait_until
+from procs import TESTS_DIR, wait_line, wait_until
 from shmkit.memif import ErrorCode, Interface
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,13 +46,18 @@ def mode_of(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def as_user(uid: int) -> dict[str, Any]:
+    """Popen arguments that run a child as ``uid`` (and group ``uid``), or as ourselves."""
+    if uid == os.geteuid():
+        return {"cwd": "/"}
+    return {"user": uid, "group": uid, "extra_groups": [], "cwd": "/"}
+
+
 def interpreter_for(uid: int) -> str:
     """A Python that ``uid`` may run (ours may sit in a private home directory)."""
     for exe in (sys.executable, "/usr/bin/python3"):
         try:
-            r = subprocess.run(
-                [exe, "-c", "pass"], user=uid, group=uid, extra_groups=[], cwd="/", check=False
-            )
+            r = subprocess.run([exe, "-c", "pass"], check=False, **as_user(uid))
         except OSError:  # not even executable for uid
             continue
         if r.returncode == 0:
@@ -88,10 +94,7 @@ else:
 def raw_peer_as(uid: int, role: str, sock: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [interpreter_for(uid), "-c", RAW_PEER, TESTS_DIR, role, sock],
-        user=uid,
-        group=uid,
-        extra_groups=[],
-        cwd="/",
+        **as_user(uid),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,17 +139,10 @@ def test_peer_pid(sock: str) -> None:
     """A server that only accepts this very process refuses a client of another process, and
     a client refuses a server that is not the process it names."""
     with Interface(sock, role="server", peer_pid=os.getpid()) as srv:
-        other = python(
-            "import sys; from memif_raw import RawClient\n"
-            "c = RawClient(sys.argv[1]); c.init(); print('refused', *c.expect_disconnect())",
-            sock,
-        )
-        line = wait_line(other, "refused", stream="stdout", timeout=30)
-        other.wait(30)
-        close_pipes(other)
-        _, code, why = line.split(" ", 2)
-        assert int(code) == ErrorCode.ACCES
-        assert why.strip() == f"peer pid {other.pid} is not the required {os.getpid()}"
+        other = raw_peer_as(os.geteuid(), "client", sock)
+        code, why = refusal_of(other)
+        assert code == ErrorCode.ACCES
+        assert why == f"peer pid {other.pid} is not the required {os.getpid()}"
         ev = srv.events()
         assert ev and ev[-1]["code"] == ErrorCode.ACCES and "peer pid" in ev[-1]["reason"]
         with Interface(sock, role="client", peer_pid=os.getpid()) as me:
@@ -209,14 +205,8 @@ def test_server_requires_the_peer_uid(sock: str) -> None:
     interface: its uid is not the one required; a client of ours is."""
     require_root()
     with Interface(sock, role="server", socket_mode=0o666, peer_uid=0) as srv:
-        peer = raw_peer_as(NOBODY, "client", sock)
-        try:
-            line = wait_line(peer, "refused", stream="stdout", timeout=30)
-            assert peer.wait(30) == 0
-        finally:
-            close_pipes(peer)
-        _, code, why = line.split(" ", 2)
-        assert int(code) == ErrorCode.ACCES and "peer uid 65534 is not the required 0" in why
+        code, why = refusal_of(raw_peer_as(NOBODY, "client", sock))
+        assert code == ErrorCode.ACCES and why == "peer uid 65534 is not the required 0"
         assert "peer uid 65534" in srv.details()["last_error"]
         ours = RawClient(sock)
         try:
@@ -236,8 +226,7 @@ def test_client_requires_the_peer_uid(sock: str) -> None:
     try:
         wait_line(peer, "listening", stream="stdout", timeout=30)
         with Interface(sock, role="client", uid=NOBODY, peer_uid=0, reconnect_interval=60) as me:
-            line = wait_line(peer, "refused", stream="stdout", timeout=30)
-            _, code, why = line.split(" ", 2)
+            _, code, why = wait_line(peer, "refused", stream="stdout", timeout=30).split(" ", 2)
             assert int(code) == ErrorCode.ACCES and "peer uid 65534 is not the required 0" in why
             assert "refusing the server" in me.details()["last_error"]
             assert not me.connected

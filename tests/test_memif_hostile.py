@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memif_peers import close_pipes, echo, sock_dir
+from memif_peers import close_pipes, echo, refusal_of, sock_dir
 from memif_raw import ACK, ADD_REGION, ADD_RING, CONNECT, INIT, RawClient, RawServer, memif_raw_ok
 from procs import python, wait_line, wait_until
 from shmkit.memif import ErrorCode, Interface, MemifError
@@ -308,14 +308,8 @@ def until_refused(call: Callable[[], object]) -> tuple[MemifError, list[float]]:
 
 
 def test_pipe_as_interrupt_fd_is_refused(sock: str, server: Interface) -> None:
-    peer = python(HOSTILE_FD_PEER, "client", "pipe", sock)
-    try:
-        line = wait_line(peer, "refused", stream="stdout", timeout=30)
-        assert peer.wait(30) == 0
-    finally:
-        close_pipes(peer)
-    _, code, why = line.split(" ", 2)
-    assert int(code) == ErrorCode.NO_INTFD and "not an eventfd but pipe:[" in why, line
+    code, why = refusal_of(python(HOSTILE_FD_PEER, "client", "pipe", sock))
+    assert code == ErrorCode.NO_INTFD and "not an eventfd but pipe:[" in why, why
     assert not server.connected
     still_works(sock, server)
 
