@@ -79,6 +79,9 @@ def test_malformed_control_messages(sock: str, server: Interface) -> None:
     for steps, code, reason in cases:
         got = refuse(sock, steps)
         assert got[0] == code and reason in got[1], (got, reason)
+    # The server keeps its own record of an unmatched id (no interface of its was asked for).
+    refusals = {(e["code"], e["reason"]) for e in server.events()}
+    assert (ErrorCode.ID, "unmatched interface id 99") in refusals, refusals
     still_works(sock, server)
 
 

@@ -230,10 +230,9 @@ impl Acceptor {
     }
 
     /// `accept` failed: pause, twice as long as last time (bounded).
-    fn failed(&mut self, now: Instant) -> Duration {
+    fn failed(&mut self, now: Instant) {
         self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
         self.paused_until = Some(now + self.backoff);
-        self.backoff
     }
 
     fn succeeded(&mut self) {
@@ -253,9 +252,9 @@ fn handshake_timeout(inner: &ServerInner) -> Duration {
 }
 
 /// Tell the interfaces of this socket why clients cannot be accepted (once per reason).
-fn accept_trouble(inner: &ServerInner, err: &std::io::Error, pause: Duration) {
+fn accept_trouble(inner: &ServerInner, err: &std::io::Error) {
     let errno = err.raw_os_error().unwrap_or(0);
-    let reason = format!("accept: {err}; retrying in {} ms", pause.as_millis());
+    let reason = format!("accept: {err}; pausing (at most {} ms at a time)", ACCEPT_BACKOFF_MAX.as_millis());
     for sh in lock(&inner.ifaces).values() {
         sh.refused(code_for_errno(errno) as u32, &reason);
     }
@@ -319,8 +318,8 @@ fn accept_pending(inner: &ServerInner, listener: &SeqPacket, conns: &mut Vec<Ser
             Ok(Some(sock)) => sock,
             Ok(None) => return,
             Err(e) => {
-                let pause = acceptor.failed(Instant::now());
-                accept_trouble(inner, &e, pause);
+                acceptor.failed(Instant::now());
+                accept_trouble(inner, &e);
                 return;
             }
         };

@@ -273,7 +273,8 @@ pub fn bounded<T>(
             *local = Some(register()?);
         }
         let Some(l) = local.as_mut() else { return Err(io::Error::other("descriptor watchdog unavailable")) };
-        l.calls = l.calls.wrapping_add(1) & (u64::MAX >> 1);
+        // Call numbers are 63-bit and never 0 (the initial `fired`).
+        l.calls = (l.calls & (u64::MAX >> 1)) % (u64::MAX >> 1) + 1;
         let n = l.calls;
         l.slot.state.store(n << 1 | 1, Ordering::SeqCst);
         if l.watchdog.sleeping.load(Ordering::SeqCst) && l.watchdog.sleeping.swap(false, Ordering::SeqCst) {
