@@ -3,6 +3,10 @@
 //!
 //! Throughput is packets per second end to end: the sender copies packets into the S2M ring
 //! with `tx_burst`, the measuring thread copies them out with `rx_burst`.
+//!
+//! A second group measures the interrupt path on one thread: a burst of one packet (which
+//! writes the peer's eventfd) and its receive (which drains it), i.e. the system calls a
+//! burst makes in interrupt mode, with the bound that keeps a hostile peer's fd from blocking.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +16,12 @@ use _native::memif::queue::RxBatch;
 use _native::sys::socket::UnixAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-fn pair() -> (Arc<Interface>, Arc<Interface>) {
-    let path = std::env::temp_dir().join(format!("shmkit-bench-memif-{}.sock", std::process::id()));
+fn pair(tag: &str, polling: bool) -> (Arc<Interface>, Arc<Interface>) {
+    let path = std::env::temp_dir().join(format!("shmkit-bench-memif-{tag}-{}.sock", std::process::id()));
     let mut s = Config::new(UnixAddr::Path(path.clone()), Role::Server);
-    s.rx_polling = true;
+    s.rx_polling = polling;
     let mut c = Config::new(UnixAddr::Path(path), Role::Client);
-    c.rx_polling = true;
+    c.rx_polling = polling;
     c.reconnect_interval = Duration::from_millis(10);
     let server = Arc::new(Interface::new(s).expect("server"));
     let client = Arc::new(Interface::new(c).expect("client"));
@@ -26,7 +30,7 @@ fn pair() -> (Arc<Interface>, Arc<Interface>) {
 }
 
 fn throughput(c: &mut Criterion) {
-    let (server, client) = pair();
+    let (server, client) = pair("poll", true);
     let mut g = c.benchmark_group("memif 64B client->server");
     g.measurement_time(Duration::from_secs(3));
     for burst in [32usize, 256] {
@@ -71,5 +75,24 @@ fn throughput(c: &mut Criterion) {
     drop(server);
 }
 
-criterion_group!(benches, throughput);
+fn interrupts(c: &mut Criterion) {
+    let (server, client) = pair("int", false);
+    let mut g = c.benchmark_group("memif interrupt mode, one thread");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    let pkt = [[0x5au8; 64]; 1];
+    let mut batch = RxBatch::default();
+    g.bench_function("tx 1 (eventfd write) + rx (eventfd read)", |b| {
+        b.iter(|| {
+            assert_eq!(client.tx_burst(0, &pkt).expect("tx"), 1);
+            batch.clear();
+            assert_eq!(server.rx_burst(0, 32, &mut batch).expect("rx"), 1);
+        })
+    });
+    g.finish();
+    drop(client);
+    drop(server);
+}
+
+criterion_group!(benches, throughput, interrupts);
 criterion_main!(benches);

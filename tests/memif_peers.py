@@ -62,7 +62,12 @@ class DpdkPeer:
         rsize: int | None = None,
         log: str | None = None,
         zero_copy: bool = False,
+        testpmd_args: tuple[str, ...] = (),
+        interactive: bool = False,
     ) -> None:
+        """``interactive``: testpmd reads commands on stdin (``-i --auto-start``: forwarding
+        starts at once), so forwarding can be stopped before a peer disconnects (DPDK 22.11
+        may crash when a peer disconnects while its forwarding core polls the rings)."""
         self.prefix = f"shmkit{os.getpid()}x{next(_ids)}"
         vdev = f"net_memif0,role={role},socket={sock},socket-abstract=no,id={id}"
         if zero_copy:
@@ -75,6 +80,8 @@ class DpdkPeer:
         if rsize is not None:
             vdev += f",rsize={rsize}"
         cmd = [
+            # Line-buffered output: interactive commands are awaited on what they print.
+            *(["stdbuf", "-oL"] if interactive else []),
             require_testpmd(),
             "--lcores",
             "0@0,1@0",
@@ -91,15 +98,19 @@ class DpdkPeer:
             "--",
             "--total-num-mbufs=16384",
             "--forward-mode=io",
-            "--stats-period",
-            "1",
+            *(["-i", "--auto-start"] if interactive else ["--stats-period", "1"]),
             f"--rxq={queues}",
             f"--txq={queues}",
+            *testpmd_args,
         ]
         self.log_path = log or os.path.join(tempfile.gettempdir(), f"{self.prefix}.log")
         self.logf = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+            text=True,
         )
 
     def telemetry_path(self) -> str | None:
@@ -142,12 +153,34 @@ class DpdkPeer:
         except (OSError, ValueError, KeyError):
             return False
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """What testpmd printed (the last ``tail`` characters; None: all of it)."""
         self.logf.flush()
         with open(self.log_path) as f:
-            return f.read()[-4000:]
+            text = f.read()
+        return text if tail is None else text[-tail:]
+
+    def command(self, line: str, done: str, timeout: float = 30.0) -> None:
+        """Send an interactive command; wait until testpmd prints ``done`` once more."""
+        assert self.proc.stdin is not None, "not interactive"
+        before = self.log(None).count(done)
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        wait_until(lambda: self.log(None).count(done) > before, timeout, f"testpmd {line!r}")
+
+    def stop_forwarding(self) -> None:
+        self.command("stop", "Done.\n")
+
+    def start_forwarding(self) -> None:
+        self.command("start", "forwards packets on")
 
     def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -299,6 +332,17 @@ def stop_peer(proc: subprocess.Popen[str]) -> tuple[int, int]:
         close_pipes(proc)
     _, tx, rx = line.split()
     return int(tx), int(rx)
+
+
+def refusal_of(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """A raw peer process that prints ``refused CODE REASON`` and exits: (code, reason)."""
+    try:
+        line = wait_line(proc, "refused", stream="stdout", timeout=30)
+        assert proc.wait(30) == 0
+    finally:
+        close_pipes(proc)
+    _, code, why = line.split(" ", 2)
+    return int(code), why.strip()
 
 
 def close_pipes(proc: subprocess.Popen[str]) -> None:

@@ -3,6 +3,7 @@ for hostile-peer tests: it can send anything, and write anything into the rings.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -48,16 +49,21 @@ class Raw:
             self.s.send(data)
 
     def recv(self, timeout: float = 10.0) -> tuple[int, bytes]:
-        """Next message: (type, payload); (0, b"") at EOF."""
+        """Next message: (type, payload); (0, b"") at EOF. Descriptors are closed."""
+        t, p, fds = self.recv_fds(timeout)
+        for fd in fds:
+            os.close(fd)
+        return t, p
+
+    def recv_fds(self, timeout: float = 10.0) -> tuple[int, bytes, list[int]]:
+        """Next message with the descriptors that came along (the caller owns them)."""
         r, _, _ = select.select([self.s], [], [], timeout)
         if not r:
             raise TimeoutError("no message")
         data, fds, _, _ = socket.recv_fds(self.s, 256, 4)
-        for fd in fds:
-            os.close(fd)
         if not data:
-            return 0, b""
-        return struct.unpack_from("<H", data)[0], data[2:]
+            return 0, b"", fds
+        return struct.unpack_from("<H", data)[0], data[2:], fds
 
     early: tuple[int, str] | None = None
 
@@ -71,12 +77,12 @@ class Raw:
             self.early = (code, reason.split(b"\0")[0].decode())
         return False
 
-    def expect_disconnect(self) -> tuple[int, str]:
+    def expect_disconnect(self, timeout: float = 10.0) -> tuple[int, str]:
         """Read until DISCONNECT; returns (code, reason)."""
         if self.early is not None:
             return self.early
         while True:
-            t, p = self.recv()
+            t, p = self.recv(timeout)
             if t == DISCONNECT:
                 code, reason = struct.unpack_from("<I96s", p)
                 return code, reason.split(b"\0")[0].decode()
@@ -104,7 +110,8 @@ class RawClient(Raw):
         self.send(INIT, struct.pack("<HIB24s32s", version, id, mode, secret, b"raw"))
 
     def connect(self, log2: int = 4, bs: int = 256, **bad: object) -> None:
-        """Full handshake; ``bad`` bends one thing (seal, size_delta, cookie, offset, ...)."""
+        """Full handshake; ``bad`` bends one thing (seal, size_delta, cookie, offset, or
+        ``intfd="pipe"``: the M2S ring's interrupt is the write end of a pipe)."""
         self.init(id=int(bad.get("id", 0)))  # type: ignore[call-overload]
         if not self.ack():
             return
@@ -125,7 +132,11 @@ class RawClient(Raw):
             struct.pack_into("<IHH", self.maps[0], off, int(bad.get("cookie", COOKIE)), 0, 0)  # type: ignore[call-overload]
             for j in range(self.size):
                 self.desc(g, j, 0, 1, bs, (g * self.size + j) * bs)
-            ev = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            if g == 1 and bad.get("intfd") == "pipe":
+                r, ev = os.pipe()
+                self.fds.append(r)
+            else:
+                ev = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.fds.append(ev)
             ring_off = int(bad.get("offset", off)) if g == 0 else off  # type: ignore[call-overload]
             self.send(
@@ -166,12 +177,56 @@ class RawServer(Raw):
         assert r, "no client"
         s, _ = self.l.accept()
         Raw.__init__(self, s)
-        self.send(
-            HELLO,
-            hello
-            if hello is not None
-            else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
-        )
+        # The client may already have said DISCONNECT and gone (it still gets read).
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send(
+                HELLO,
+                hello
+                if hello is not None
+                else struct.pack("<32sHHHHHB", b"rawsrv", VERSION, VERSION, 255, 0, 0, 14),
+            )
+
+    def serve(self) -> None:
+        """Take whatever the client describes (keeping its memory and eventfds), ACK each
+        message and answer CONNECT with CONNECTED."""
+        self.rings: dict[tuple[bool, int], tuple[int, int, int]] = {}
+        self.ring_fds: dict[tuple[bool, int], int] = {}
+        while True:
+            t, p, fds = self.recv_fds()
+            self.fds.extend(fds)
+            if t == INIT:
+                self.send(ACK)
+            elif t == ADD_REGION:
+                _index, size = struct.unpack_from("<HQ", p)
+                self.maps.append(mmap.mmap(fds[0], size))
+                self.send(ACK)
+            elif t == ADD_RING:
+                flags, index, region, offset, log2, _ = struct.unpack_from("<HHHIBH", p)
+                self.rings[(bool(flags & 1), index)] = (region, offset, log2)
+                self.ring_fds[(bool(flags & 1), index)] = fds[0]
+                self.send(ACK)
+            elif t == CONNECT:
+                self.send(CONNECTED, struct.pack("<32s", b"rawsrvif"))
+                return
+            else:
+                raise AssertionError(f"unexpected message {t}")
+
+    def field(self, s2m: bool, name: str, value: int | None = None) -> int:
+        """Read (or write) ``head``/``tail`` of a ring the client described."""
+        region, offset, _ = self.rings[(s2m, 0)]
+        at = offset + {"head": 6, "tail": 64}[name]
+        if value is not None:
+            struct.pack_into("<H", self.maps[region], at, value & 0xFFFF)
+        return int(struct.unpack_from("<H", self.maps[region], at)[0])
+
+    def fill(self, slot: int, data: bytes) -> None:
+        """Write ``data`` into the buffer the client posted in M2S slot ``slot``."""
+        region, offset, log2 = self.rings[(False, 0)]
+        d = offset + RING_HDR + DESC * (slot & ((1 << log2) - 1))
+        _flags, breg, blen, boff = struct.unpack_from("<HHII", self.maps[region], d)
+        assert len(data) <= blen
+        self.maps[breg][boff : boff + len(data)] = data
+        struct.pack_into("<HHI", self.maps[region], d, 0, breg, len(data))
 
     def close(self) -> None:
         if hasattr(self, "s"):

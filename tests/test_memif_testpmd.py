@@ -177,6 +177,59 @@ def test_secret_and_id_with_testpmd_client(sock: str) -> None:
             check_counters(me, tp)
 
 
+def test_immediate_start_against_testpmd_server(sock: str) -> None:
+    """Traffic starts the moment testpmd's port reports started (telemetry ``dev_started``),
+    without probing first, over 20 connects (2 testpmd runs, 10 clients each): every echo
+    must come back, every time, and nothing may be dropped on either side.
+
+    testpmd itself discards what arrives between the port's start and the start of
+    forwarding (``flush_fwd_rx_queues()`` in ``start_packet_forwarding()``, up to 1 s): a
+    client that starts at once loses its first packets there, inside testpmd, whatever the
+    memif peer does. ``--no-flush-rx`` turns that off, which leaves what this test is about:
+    the memif side (DPDK's ``memif_connect()`` stores 0 into the rings' head and tail; the
+    client re-posts its receive buffers whenever the ring shows fewer than it posted).
+    Forwarding is stopped around each disconnect (DPDK 22.11 may crash when a peer leaves
+    while its forwarding core polls the rings) and restarted before the next client.
+    """
+    for run in range(2):
+        tp = DpdkPeer(sock, role="server", interactive=True, testpmd_args=("--no-flush-rx",))
+        try:
+            tp.wait_started()
+            for i in range(10):
+                pkts = random_packets(300, 60, 1500, seed=run * 10 + i)
+                with client(sock) as me:
+                    assert me.wait_connected(30), (run, i, me.details()["last_error"], tp.log())
+                    assert echo(me, 0, pkts, timeout=30) == pkts, (run, i)
+                    assert me.details()["violations"] == 0
+                    st = tp.stats()  # testpmd's counters since it started
+                    assert st["ipackets"] == st["opackets"] == 300 * (i + 1), st
+                    tp.stop_forwarding()
+                # close() said goodbye: testpmd logs our reason instead of reading EOF.
+                goodbyes = i + 1
+                wait_until(
+                    lambda tp=tp, n=goodbyes: (
+                        tp.log(None).count("Disconnect received: interface closed") == n
+                    ),
+                    30,
+                    "testpmd got DISCONNECT",
+                )
+                tp.start_forwarding()
+            assert "Invalid message size = 0" not in tp.log(None)
+        finally:
+            tp.stop()
+
+
+def test_server_close_says_goodbye_to_testpmd_client(sock: str) -> None:
+    with run_testpmd(sock, role="client") as tp:
+        me = Interface(sock, role="server")
+        try:
+            assert me.wait_connected(30), tp.log()
+        finally:
+            me.close()
+        wait_until(lambda: "Disconnect received: interface closed" in tp.log(), 30, "DISCONNECT")
+        assert "Invalid message size = 0" not in tp.log()
+
+
 def test_testpmd_server_stops_and_restarts(sock: str) -> None:
     with client(sock) as me:
         tp = DpdkPeer(sock, role="server")

@@ -181,6 +181,12 @@ class MemifInterface:
         if_name: str | None = None,
         reconnect_interval: float = 0.5,
         handshake_timeout: float = 5.0,
+        socket_mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        peer_uid: int | None = None,
+        peer_gid: int | None = None,
+        peer_pid: int | None = None,
     ) -> Self: ...
     @property
     def connected(self) -> bool: ...

@@ -102,12 +102,24 @@ class Interface(_NativeInterface):
 
     ``Interface(socket, *, role="client"|"server", id=0, secret=None, mode="ethernet",
     rings=1, log2_ring_size=10, buffer_size=2048, abstract=False, rx_mode="interrupt",
-    app_name="shmkit", if_name=None, reconnect_interval=0.5, handshake_timeout=5.0)``
+    app_name="shmkit", if_name=None, reconnect_interval=0.5, handshake_timeout=5.0,
+    socket_mode=None, uid=None, gid=None, peer_uid=None, peer_gid=None, peer_pid=None)``
 
     ``socket`` is a path, or with ``abstract=True`` an abstract name (``@name``). For a
     client, ``rings``/``log2_ring_size``/``buffer_size`` are what it asks for (the server may
     lower the first two); for a server they are the most it accepts. ``secret`` (at most 24
     bytes) travels in clear text: the socket's permissions are the real boundary.
+
+    Access (``mode`` is memif's interface mode, hence ``socket_mode`` for the file):
+
+    * server: the socket file is created with ``socket_mode`` (default ``0o600``, never the
+      umask) and, if given, owner ``uid`` and group ``gid``;
+    * client: the socket file must be owned by ``uid`` (default: our effective uid), have
+      group ``gid`` and a mode no wider than ``socket_mode`` if those are given, else
+      ``PermissionError`` (at once if the file exists, otherwise recorded as a refusal);
+    * both: ``peer_uid``/``peer_gid``/``peer_pid`` require the peer process's credentials
+      (``SO_PEERCRED``); a mismatch is refused with a reason. With ``abstract=True`` there
+      is no file: only these apply.
 
     Use it as a context manager or call :meth:`close`.
     """

@@ -24,7 +24,7 @@ use super::error::{ErrCode, MemifError, Result};
 use super::queue::{Buffers, OwnSlots, QueueStats, RxQueue, Side, TxQueue};
 use super::ring::{ring_bytes, RingHeader, RingRef, COOKIE, RING_FLAG_MASK_INT};
 use super::wire::{AddRegion, AddRing};
-use crate::sys::eventfd::EventFd;
+use crate::sys::eventfd::{EventFd, PeerEventFd};
 use crate::sys::fd as sysfd;
 use crate::sys::map::Mapping;
 use crate::sys::sigbus;
@@ -68,7 +68,7 @@ pub struct Connection {
     /// Receive queues (client: M2S rings; server: S2M rings).
     pub rx: Vec<Mutex<RxQueue>>,
     /// Interrupt eventfd of each receive queue (the peer writes it).
-    pub rx_int: Vec<Arc<EventFd>>,
+    pub rx_int: Vec<Arc<PeerEventFd>>,
     /// Connection number (counts connections of the interface).
     pub generation: u64,
     fault: Mutex<Option<(ErrCode, String)>>,
@@ -161,8 +161,8 @@ impl Connection {
 pub struct PlannedRing {
     /// The ADD_RING message.
     pub msg: AddRing,
-    /// Its eventfd.
-    pub int: Arc<EventFd>,
+    /// Its eventfd (shared with the peer once sent).
+    pub int: Arc<PeerEventFd>,
 }
 
 /// The client's memory for one connection attempt, before CONNECTED.
@@ -216,7 +216,7 @@ impl ClientPlan {
             // Our receive rings are the M2S ones.
             hdr.flags.store(if !s2m && polling { RING_FLAG_MASK_INT } else { 0 }, Ordering::Release);
             let index = if s2m { g } else { g - usize::from(num_s2m) };
-            let int = Arc::new(EventFd::new().map_err(|e| MemifError::os("eventfd", e))?);
+            let int = Arc::new(PeerEventFd::new().map_err(|e| MemifError::os("eventfd", e))?);
             rings.push(PlannedRing {
                 msg: AddRing {
                     flags: if s2m { super::wire::add_ring::FLAG_S2M } else { 0 },
@@ -285,12 +285,12 @@ pub fn map_peer_region(fd: &OwnedFd, size: u64) -> std::result::Result<Arc<Mappi
 }
 
 /// Build the server's view of a connection from what the client sent (already checked for
-/// indexes and counts): map regions, check rings, make queues. `s2m`/`m2s` are indexed by
-/// ring index.
+/// indexes and counts, interrupt descriptors checked to be eventfds): map regions, check
+/// rings, make queues. `s2m`/`m2s` are indexed by ring index.
 pub fn server_connection(
     regions: &[(u64, OwnedFd)],
-    s2m: Vec<(AddRing, OwnedFd)>,
-    m2s: Vec<(AddRing, OwnedFd)>,
+    s2m: Vec<(AddRing, PeerEventFd)>,
+    m2s: Vec<(AddRing, PeerEventFd)>,
     polling: bool,
     info: ConnInfo,
     generation: u64,
@@ -317,19 +317,18 @@ pub fn server_connection(
     let mut rx = Vec::new();
     let mut rx_int = Vec::new();
     let mut log2s = Vec::new();
-    for (r, fd) in s2m {
+    for (r, int) in s2m {
         let ring = ring_of(&r)?;
         log2s.push(ring.log2());
         let q = RxQueue::new(ring, Side::Server, None);
         q.set_polling(polling);
         rx.push(Mutex::new(q));
-        rx_int.push(Arc::new(EventFd::from_owned(fd).map_err(|e| (ErrCode::NO_INTFD, format!("ring eventfd: {e}")))?));
+        rx_int.push(Arc::new(int));
     }
-    for (r, fd) in m2s {
+    for (r, int) in m2s {
         let ring = ring_of(&r)?;
         log2s.push(ring.log2());
-        let int = Arc::new(EventFd::from_owned(fd).map_err(|e| (ErrCode::NO_INTFD, format!("ring eventfd: {e}")))?);
-        tx.push(Mutex::new(TxQueue::new(ring, Side::Server, None, Some(int))));
+        tx.push(Mutex::new(TxQueue::new(ring, Side::Server, None, Some(Arc::new(int)))));
     }
     let mut info = info;
     info.log2_ring_sizes = log2s;

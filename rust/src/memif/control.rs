@@ -23,6 +23,7 @@ use super::conn::{ClientPlan, ConnInfo};
 use super::error::ErrCode;
 use super::ring::MAX_LOG2_RING_SIZE;
 use super::wire::{AddRing, Disconnect, Hello, Init, Msg, Name, Reason, Secret, MSG_SIZE, VERSION};
+use crate::sys::eventfd::PeerEventFd;
 use crate::sys::socket::SeqPacket;
 
 /// Where handshake messages go.
@@ -56,6 +57,12 @@ impl Refusal {
     /// A refusal.
     pub fn new(code: ErrCode, reason: impl Into<String>) -> Self {
         Self { code, reason: reason.into() }
+    }
+
+    /// What `close()` says to the peer, as libmemif's `memif_delete` does (code 0): the peer
+    /// logs a reason instead of reading end-of-file.
+    pub fn goodbye() -> Self {
+        Self::new(ErrCode::SUCCESS, "interface closed")
     }
 
     /// The DISCONNECT message.
@@ -183,10 +190,10 @@ pub struct ServerParts {
     pub init: Init,
     /// (size, memfd) per region.
     pub regions: Vec<(u64, OwnedFd)>,
-    /// S2M rings by index.
-    pub s2m: Vec<(AddRing, OwnedFd)>,
-    /// M2S rings by index.
-    pub m2s: Vec<(AddRing, OwnedFd)>,
+    /// S2M rings by index, with their interrupt eventfds.
+    pub s2m: Vec<(AddRing, PeerEventFd)>,
+    /// M2S rings by index, with their interrupt eventfds.
+    pub m2s: Vec<(AddRing, PeerEventFd)>,
 }
 
 /// The server side of one control connection.
@@ -197,8 +204,8 @@ pub struct ServerHandshake {
     limits: Limits,
     init: Option<Init>,
     regions: Vec<(u64, OwnedFd)>,
-    s2m: Vec<Option<(AddRing, OwnedFd)>>,
-    m2s: Vec<Option<(AddRing, OwnedFd)>>,
+    s2m: Vec<Option<(AddRing, PeerEventFd)>>,
+    m2s: Vec<Option<(AddRing, PeerEventFd)>>,
 }
 
 impl ServerHandshake {
@@ -281,7 +288,10 @@ impl ServerHandshake {
                 if list[i].is_some() {
                     return Err(Refusal::new(ErrCode::MFMSG, format!("ring {} added twice", r.index)));
                 }
-                list[i] = Some((r, fd));
+                // Only a real eventfd: anything else (a pipe, a socket) could block our writes.
+                let int = PeerEventFd::from_peer(fd)
+                    .map_err(|e| Refusal::new(ErrCode::NO_INTFD, format!("interrupt fd of ring {}: {e}", r.index)))?;
+                list[i] = Some((r, int));
                 Ok(ServerStep::Reply(Msg::Ack))
             }
             (ServerState::Building, Msg::Connect(name)) => {

@@ -8,39 +8,41 @@
 //! and wakes at least every [`TICK`] for timers (handshake deadline, reconnect interval).
 //!
 //! The data path (bursts) runs on the caller's thread without any system call except the
-//! optional interrupt write: it takes a read lock on the current connection (the control
-//! thread takes the write lock only to install or remove one) and the queue's own mutex. The
-//! Python layer calls bursts with the GIL held (they never block) and releases it for every
-//! wait (`wait_connected`, `wait_rx`, `close`).
+//! optional interrupt write (and the reset of the receive interrupt before a caller may sleep
+//! on it): it takes a read lock on the current connection (the control thread takes the write
+//! lock only to install or remove one) and the queue's own mutex. The interrupt eventfds are
+//! shared with the peer, which can make them full or blocking: those calls are bounded
+//! ([`crate::sys::eventfd::PeerEventFd`]) and such a peer is a protocol violation. The Python
+//! layer calls bursts with the GIL held (they never block) and releases it for every wait
+//! (`wait_connected`, `wait_rx`, `close`).
+//!
+//! **Faults.** A violation found on the data path is recorded on the connection; the control
+//! thread sends DISCONNECT with the reason, tears the connection down and counts it
+//! ([`Details::violations`]). `close()` says goodbye the same way (DISCONNECT, code 0,
+//! "interface closed", as libmemif's `memif_delete`).
 //!
 //! **Events.** Connects and disconnects (with code and reason) are queued on the interface
 //! and signalled on an eventfd, so Python can `select` on it or poll [`Interface::events`].
 //!
-//! **Server sockets** are shared per address within a process; a stale socket file (nobody
-//! listening) is removed before binding, a live one is an `EADDRINUSE` error, and the file is
-//! unlinked when the last interface on it closes (if it is still the file we created).
+//! The control threads live in `memif::client` and `memif::server` (server sockets are
+//! shared per address within a process).
 
-use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, Weak};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::conn::{server_connection, ConnInfo, Connection};
-use super::control::{
-    recv_msg, secret_matches, ClientHandshake, ClientStep, ClientWants, Incoming, Limits, Refusal, ServerHandshake,
-    ServerStep, Wire,
-};
-use super::error::{code_for_errno, ErrCode, MemifError, Result};
-use super::queue::{QueueStats, RxBatch, RxItem, Seg};
+use super::access::Access;
+use super::client::client_main;
+use super::conn::Connection;
+use super::error::{ErrCode, MemifError, Result};
+use super::queue::{CommitError, QueueStats, RxBatch, RxItem, Seg};
 use super::ring::MAX_LOG2_RING_SIZE;
-use super::wire::{Msg, Name, SECRET_LEN};
+use super::server::ServerHandle;
+use super::wire::SECRET_LEN;
 use crate::sys::eventfd::EventFd;
-use crate::sys::fd as sysfd;
-use crate::sys::poll;
-use crate::sys::socket::{self, SeqPacket, UnixAddr};
+use crate::sys::socket::UnixAddr;
 
 /// Longest a control thread sleeps without looking at its timers.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -117,6 +119,8 @@ pub struct Config {
     pub reconnect_interval: Duration,
     /// How long a handshake may take.
     pub handshake_timeout: Duration,
+    /// Socket file permissions and the peer's required credentials.
+    pub access: Access,
 }
 
 impl Config {
@@ -136,6 +140,7 @@ impl Config {
             if_name: "memif0".into(),
             reconnect_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(5),
+            access: Access::default(),
         }
     }
 
@@ -165,7 +170,7 @@ impl Config {
                 return bad("socket path must be 1..=107 bytes".into());
             }
         }
-        Ok(())
+        self.access.validate(&self.socket)
     }
 }
 
@@ -192,32 +197,34 @@ pub struct Event {
 }
 
 #[derive(Debug, Default)]
-struct State {
-    generation: u64,
-    events: VecDeque<Event>,
-    last_error: Option<(u32, String)>,
-    connects: u64,
-    disconnects: u64,
+pub(super) struct State {
+    pub(super) generation: u64,
+    pub(super) events: VecDeque<Event>,
+    pub(super) last_error: Option<(u32, String)>,
+    pub(super) connects: u64,
+    pub(super) disconnects: u64,
     /// Server: a control connection owns this interface (handshaking or connected).
-    claimed: bool,
+    pub(super) claimed: bool,
     /// Counters of earlier connections: tx, rx.
-    past: (QueueStats, QueueStats),
+    pub(super) past: (QueueStats, QueueStats),
+    /// Connections torn down because the peer violated the protocol on the data path.
+    pub(super) violations: u64,
 }
 
 /// State shared by an interface and its control thread.
 #[derive(Debug)]
-struct Shared {
-    cfg: Config,
-    conn: RwLock<Option<Arc<Connection>>>,
-    state: Mutex<State>,
-    cond: Condvar,
-    events_fd: EventFd,
-    polling: AtomicBool,
-    closed: AtomicBool,
-    wake: OnceLock<Arc<EventFd>>,
+pub(super) struct Shared {
+    pub(super) cfg: Config,
+    pub(super) conn: RwLock<Option<Arc<Connection>>>,
+    pub(super) state: Mutex<State>,
+    pub(super) cond: Condvar,
+    pub(super) events_fd: EventFd,
+    pub(super) polling: AtomicBool,
+    pub(super) closed: AtomicBool,
+    pub(super) wake: OnceLock<Arc<EventFd>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -230,7 +237,7 @@ fn sum(v: &[QueueStats]) -> QueueStats {
 }
 
 impl Shared {
-    fn new(cfg: Config) -> Result<Self> {
+    pub(super) fn new(cfg: Config) -> Result<Self> {
         Ok(Self {
             polling: AtomicBool::new(cfg.rx_polling),
             cfg,
@@ -243,7 +250,7 @@ impl Shared {
         })
     }
 
-    fn push_event(&self, st: &mut State, ev: Event) {
+    pub(super) fn push_event(&self, st: &mut State, ev: Event) {
         if st.events.len() >= MAX_EVENTS {
             st.events.pop_front();
         }
@@ -251,7 +258,7 @@ impl Shared {
         let _ = self.events_fd.notify();
     }
 
-    fn install(&self, conn: Arc<Connection>) {
+    pub(super) fn install(&self, conn: Arc<Connection>) {
         let generation = conn.generation;
         conn.set_polling(self.polling.load(Ordering::Acquire));
         *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
@@ -264,7 +271,7 @@ impl Shared {
     }
 
     /// Remove the connection (if any) and record why.
-    fn teardown(&self, code: u32, reason: &str) {
+    pub(super) fn teardown(&self, code: u32, reason: &str) {
         let old = self.conn.write().unwrap_or_else(|p| p.into_inner()).take();
         let mut st = lock(&self.state);
         st.last_error = Some((code, reason.to_owned()));
@@ -284,7 +291,7 @@ impl Shared {
 
     /// A connection attempt failed before connecting: remember why (and tell, once per
     /// distinct reason, so a retrying client does not flood the queue).
-    fn refused(&self, code: u32, reason: &str) {
+    pub(super) fn refused(&self, code: u32, reason: &str) {
         let mut st = lock(&self.state);
         let same = st.last_error.as_ref().is_some_and(|(c, r)| *c == code && r == reason);
         st.last_error = Some((code, reason.to_owned()));
@@ -299,13 +306,18 @@ impl Shared {
         self.cond.notify_all();
     }
 
-    fn next_generation(&self) -> u64 {
+    /// The peer violated the protocol on an established connection (it is being torn down).
+    pub(super) fn count_violation(&self) {
+        lock(&self.state).violations += 1;
+    }
+
+    pub(super) fn next_generation(&self) -> u64 {
         let mut st = lock(&self.state);
         st.generation += 1;
         st.generation
     }
 
-    fn current(&self) -> RwLockReadGuard<'_, Option<Arc<Connection>>> {
+    pub(super) fn current(&self) -> RwLockReadGuard<'_, Option<Arc<Connection>>> {
         self.conn.read().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -351,6 +363,9 @@ pub struct Details {
     pub disconnects: u64,
     /// Last disconnect or refusal: (code, reason).
     pub last_error: Option<(u32, String)>,
+    /// Connections torn down because the peer violated the protocol on the data path (bad
+    /// counters or descriptors, a full or blocking interrupt eventfd, ...).
+    pub violations: u64,
     /// Totals over all connections: (tx, rx).
     pub totals: (QueueStats, QueueStats),
 }
@@ -372,6 +387,9 @@ impl Interface {
     /// Create the interface and start connecting (client) or listening (server).
     pub fn new(cfg: Config) -> Result<Self> {
         cfg.validate()?;
+        if cfg.role == Role::Client {
+            cfg.access.check_existing(&cfg.socket)?;
+        }
         let shared = Arc::new(Shared::new(cfg)?);
         let driver = match shared.cfg.role {
             Role::Client => {
@@ -469,7 +487,7 @@ impl Interface {
         self.with_conn(|c| {
             let mut q = c.rx(qid)?;
             if q.want_drain {
-                let _ = c.rx_int[qid].drain();
+                self.drain_interrupt(c, qid)?;
             }
             let n = q.rx_burst(&c.bufs, max, batch).map_err(|f| c.fault(&f.0))?;
             q.want_drain = n < max;
@@ -483,12 +501,28 @@ impl Interface {
         self.with_conn(|c| {
             let mut q = c.rx(qid)?;
             if q.want_drain {
-                let _ = c.rx_int[qid].drain();
+                self.drain_interrupt(c, qid)?;
             }
             let n = q.rx_zero_copy(&c.bufs, max, out).map_err(|f| c.fault(&f.0))?;
             q.want_drain = n < max;
             Ok(c.clone())
         })
+    }
+
+    /// Reset receive queue `qid`'s interrupt counter before the caller may sleep on it (the
+    /// last read emptied the ring). Not in polling mode: the peer does not write it then, so
+    /// there is nothing to reset and no system call to make. The eventfd is shared with the
+    /// peer; a read that would block is a protocol violation (see [`PeerEventFd`]).
+    ///
+    /// [`PeerEventFd`]: crate::sys::eventfd::PeerEventFd
+    fn drain_interrupt(&self, c: &Connection, qid: usize) -> Result<()> {
+        if self.shared.polling.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match c.rx_int.get(qid).map(|ev| ev.drain()) {
+            Some(Err(e)) => Err(c.fault(&format!("interrupt eventfd of receive queue {qid}: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     /// Give back the `n` oldest zero-copy packets of queue `qid` (libmemif's refill).
@@ -506,7 +540,12 @@ impl Interface {
 
     /// Publish the first `lengths.len()` reserved buffers of queue `qid`.
     pub fn commit(&self, qid: usize, lengths: &[u32]) -> Result<usize> {
-        self.with_conn(|c| c.tx(qid)?.commit(lengths).map_err(|e| MemifError::memif(ErrCode::NOBUF, e)))
+        self.with_conn(|c| {
+            c.tx(qid)?.commit(lengths).map_err(|e| match e {
+                CommitError::Invalid(m) => MemifError::memif(ErrCode::NOBUF, m),
+                CommitError::Fault(f) => c.fault(&f.0),
+            })
+        })
     }
 
     /// Drop uncommitted reservations of queue `qid`.
@@ -525,9 +564,7 @@ impl Interface {
         let polling = self.shared.polling.load(Ordering::Acquire);
         let mut spins = 0u32;
         loop {
-            if !polling {
-                let _ = conn.rx_int[qid].drain();
-            }
+            self.drain_interrupt(&conn, qid)?;
             if conn.rx(qid)?.ready().map_err(|f| conn.fault(&f.0))? > 0 {
                 return Ok(true);
             }
@@ -611,6 +648,7 @@ impl Interface {
             connects: st.connects,
             disconnects: st.disconnects,
             last_error: st.last_error.clone(),
+            violations: st.violations,
             totals: st.past,
         };
         drop(st);
@@ -656,523 +694,6 @@ impl Interface {
 impl Drop for Interface {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client control thread.
-
-struct ClientSession {
-    sock: SeqPacket,
-    hs: ClientHandshake,
-    deadline: Instant,
-    conn: Option<Arc<Connection>>,
-}
-
-fn client_wants(cfg: &Config, polling: bool) -> ClientWants {
-    ClientWants {
-        id: cfg.id,
-        mode: cfg.mode as u8,
-        secret: cfg.secret.clone(),
-        app_name: cfg.app_name.clone(),
-        if_name: cfg.if_name.clone(),
-        rings: cfg.rings,
-        log2_ring_size: cfg.log2_ring_size,
-        buffer_size: cfg.buffer_size,
-        polling,
-    }
-}
-
-fn client_main(sh: Arc<Shared>, wake: Arc<EventFd>) {
-    let cfg = sh.cfg.clone();
-    let mut session: Option<ClientSession> = None;
-    let mut next_attempt = Instant::now();
-    // End the session: a refusal goes out as DISCONNECT (best effort) and is recorded.
-    let end = |session: &mut Option<ClientSession>, refusal: Option<&Refusal>, code: u32, reason: &str| {
-        if let Some(s) = session.take() {
-            if let Some(r) = refusal {
-                let _ = (&s.sock).send_msg(&r.message(), &[]);
-            }
-            if s.conn.is_some() {
-                sh.teardown(code, reason);
-            } else {
-                sh.refused(code, reason);
-            }
-        }
-    };
-    loop {
-        if sh.closed.load(Ordering::Acquire) {
-            end(&mut session, None, ErrCode::DISCONNECTED as u32, "interface closed");
-            return;
-        }
-        let now = Instant::now();
-        if session.is_none() && now >= next_attempt {
-            match SeqPacket::connect(&cfg.socket) {
-                Ok(sock) => {
-                    let wants = client_wants(&cfg, sh.polling.load(Ordering::Acquire));
-                    session = Some(ClientSession {
-                        sock,
-                        hs: ClientHandshake::new(wants),
-                        deadline: now + cfg.handshake_timeout,
-                        conn: None,
-                    });
-                }
-                Err(e) => {
-                    let errno = e.raw_os_error().unwrap_or(0);
-                    sh.refused(code_for_errno(errno) as u32, &format!("connect {}: {e}", cfg.socket.display()));
-                    next_attempt = now + cfg.reconnect_interval;
-                }
-            }
-        }
-        let timeout = match &session {
-            Some(s) if s.conn.is_none() => s.deadline.saturating_duration_since(now),
-            Some(_) => TICK,
-            None => next_attempt.saturating_duration_since(now),
-        }
-        .min(TICK);
-        let ready = {
-            let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd()];
-            if let Some(s) = &session {
-                fds.push(s.sock.as_fd());
-            }
-            poll::readable_many(&fds, timeout.as_millis().max(1) as i32).unwrap_or_default()
-        };
-        if ready.first() == Some(&true) {
-            let _ = wake.drain();
-        }
-        // Faults found by the data path.
-        if let Some(fault) = session.as_ref().and_then(|s| s.conn.as_ref()).and_then(|c| c.take_fault()) {
-            let r = Refusal::new(fault.0, fault.1);
-            end(&mut session, Some(&r), r.code as u32, &format!("protocol violation by the peer: {}", r.reason));
-            next_attempt = Instant::now() + cfg.reconnect_interval;
-            continue;
-        }
-        if ready.get(1) == Some(&true) {
-            while let Some(s) = session.as_mut() {
-                let step = match recv_msg(&s.sock) {
-                    Ok(Incoming::Nothing) => break,
-                    Ok(Incoming::Eof) => {
-                        Err((None, ErrCode::DISCONNECTED as u32, "peer closed the control channel".to_string()))
-                    }
-                    Ok(Incoming::Msg(msg, fds)) => {
-                        if s.conn.is_some() {
-                            match msg {
-                                Msg::Disconnect(d) => {
-                                    Err((None, d.code, format!("peer disconnected: {}", d.reason.text())))
-                                }
-                                other => {
-                                    let r = Refusal::new(
-                                        ErrCode::MFMSG,
-                                        format!("unexpected {} while connected", other.type_name()),
-                                    );
-                                    let reason = r.reason.clone();
-                                    Err((Some(r), ErrCode::MFMSG as u32, reason))
-                                }
-                            }
-                        } else {
-                            let mut w = &s.sock;
-                            match s.hs.step(&mut w, msg, fds) {
-                                Ok(ClientStep::Continue) => Ok(()),
-                                Ok(ClientStep::Connected(name)) => {
-                                    let pid = s.sock.peer_pid().ok();
-                                    let info = s.hs.info(&name, pid);
-                                    let generation = sh.next_generation();
-                                    match s.hs.plan.take().map(|p| p.into_connection(info, generation, wake.clone())) {
-                                        Some(Ok(c)) => {
-                                            let c = Arc::new(c);
-                                            s.conn = Some(c.clone());
-                                            sh.install(c);
-                                            Ok(())
-                                        }
-                                        Some(Err(e)) => {
-                                            let r = Refusal::new(e.code(), e.to_string());
-                                            let reason = r.reason.clone();
-                                            Err((Some(r), e.code() as u32, reason))
-                                        }
-                                        None => Err((None, ErrCode::NOMEM as u32, "no memory plan".into())),
-                                    }
-                                }
-                                Ok(ClientStep::PeerDisconnect(d)) => {
-                                    Err((None, d.code, format!("refused by the server: {}", d.reason.text())))
-                                }
-                                Err(r) => {
-                                    let reason = r.reason.clone();
-                                    let code = r.code as u32;
-                                    Err((Some(r), code, reason))
-                                }
-                            }
-                        }
-                    }
-                    Err(r) => {
-                        let reason = r.reason.clone();
-                        let code = r.code as u32;
-                        Err((Some(r), code, reason))
-                    }
-                };
-                if let Err((refusal, code, reason)) = step {
-                    end(&mut session, refusal.as_ref(), code, &reason);
-                    next_attempt = Instant::now() + cfg.reconnect_interval;
-                    break;
-                }
-            }
-        }
-        if let Some(s) = &session {
-            if s.conn.is_none() && Instant::now() >= s.deadline {
-                let r = Refusal::new(ErrCode::SYSCALL, "handshake timed out");
-                end(&mut session, Some(&r), r.code as u32, "handshake timed out");
-                next_attempt = Instant::now() + cfg.reconnect_interval;
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Server sockets.
-
-/// A listening socket shared by the server interfaces of this process on one address.
-#[derive(Debug)]
-struct ServerHandle {
-    inner: Arc<ServerInner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// (dev, ino) of the socket file we created, to unlink only our own.
-    file: Option<(PathBuf, u64, u64)>,
-}
-
-#[derive(Debug)]
-struct ServerInner {
-    wake: Arc<EventFd>,
-    stop: AtomicBool,
-    ifaces: Mutex<HashMap<u32, Arc<Shared>>>,
-    generation: AtomicU64,
-}
-
-static SERVERS: Mutex<Vec<(UnixAddr, Weak<ServerHandle>)>> = Mutex::new(Vec::new());
-
-fn bind(addr: &UnixAddr) -> Result<SeqPacket> {
-    if let UnixAddr::Path(p) = addr {
-        if p.symlink_metadata().is_ok() {
-            if !socket::is_socket_file(p).unwrap_or(false) {
-                return Err(MemifError::memif(
-                    ErrCode::FILE_NOT_SOCK,
-                    format!("{} exists and is not a socket", p.display()),
-                ));
-            }
-            if socket::has_listener(p) {
-                return Err(MemifError::os(
-                    format!("bind {}: another server listens there", p.display()),
-                    std::io::Error::from_raw_os_error(libc::EADDRINUSE),
-                ));
-            }
-            // Stale: its server is gone.
-            let _ = sysfd::file_unlink(p);
-        }
-    }
-    SeqPacket::listen(addr, 64).map_err(|e| MemifError::os(format!("listen on {}", addr.display()), e))
-}
-
-impl ServerHandle {
-    /// Register `sh` on the server socket of its address, creating the socket if needed.
-    fn register(sh: &Arc<Shared>) -> Result<Arc<Self>> {
-        let mut servers = lock(&SERVERS);
-        servers.retain(|(_, w)| w.strong_count() > 0);
-        let existing = servers.iter().find(|(a, _)| *a == sh.cfg.socket).and_then(|(_, w)| w.upgrade());
-        let handle = match existing {
-            Some(h) => h,
-            None => {
-                let listener = bind(&sh.cfg.socket)?;
-                let file = match &sh.cfg.socket {
-                    UnixAddr::Path(p) => sysfd::path_info(p).ok().map(|i| (p.clone(), i.dev, i.ino)),
-                    UnixAddr::Abstract(_) => None,
-                };
-                let inner = Arc::new(ServerInner {
-                    wake: Arc::new(EventFd::new().map_err(|e| MemifError::os("eventfd", e))?),
-                    stop: AtomicBool::new(false),
-                    ifaces: Mutex::new(HashMap::new()),
-                    generation: AtomicU64::new(0),
-                });
-                let i2 = inner.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("memif-server-{}", sh.cfg.id))
-                    .spawn(move || server_main(i2, listener))
-                    .map_err(|e| MemifError::os("spawn control thread", e))?;
-                let h = Arc::new(ServerHandle { inner, thread: Mutex::new(Some(thread)), file });
-                servers.push((sh.cfg.socket.clone(), Arc::downgrade(&h)));
-                h
-            }
-        };
-        let mut ifaces = lock(&handle.inner.ifaces);
-        if ifaces.contains_key(&sh.cfg.id) {
-            return Err(MemifError::memif(
-                ErrCode::CONN,
-                format!("interface id {} is already in use on {}", sh.cfg.id, sh.cfg.socket.display()),
-            ));
-        }
-        ifaces.insert(sh.cfg.id, sh.clone());
-        let _ = sh.wake.set(handle.inner.wake.clone());
-        drop(ifaces);
-        let _ = handle.inner.wake.notify();
-        Ok(handle)
-    }
-
-    fn unregister(&self, sh: &Arc<Shared>) {
-        let mut ifaces = lock(&self.inner.ifaces);
-        if ifaces.get(&sh.cfg.id).is_some_and(|s| Arc::ptr_eq(s, sh)) {
-            ifaces.remove(&sh.cfg.id);
-        }
-        drop(ifaces);
-        let _ = self.inner.wake.notify();
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::Release);
-        let _ = self.inner.wake.notify();
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-        if let Some((path, dev, ino)) = &self.file {
-            if sysfd::path_info(path).is_ok_and(|i| i.dev == *dev && i.ino == *ino) {
-                let _ = sysfd::file_unlink(path);
-            }
-        }
-    }
-}
-
-struct ServerConn {
-    sock: SeqPacket,
-    hs: ServerHandshake,
-    deadline: Instant,
-    iface: Option<Arc<Shared>>,
-    conn: Option<Arc<Connection>>,
-    remote_name: String,
-}
-
-/// The HELLO of a server socket: limits wide enough for every interface on it (each
-/// interface then checks its own at CONNECT), and the application name of one of them.
-fn server_limits(inner: &ServerInner) -> (Limits, String) {
-    let ifaces = lock(&inner.ifaces);
-    let name = ifaces.values().next().map_or_else(|| "shmkit".to_string(), |s| s.cfg.app_name.clone());
-    let rings = ifaces.values().map(|s| s.cfg.rings).max().unwrap_or(1);
-    let log2 = ifaces.values().map(|s| s.cfg.log2_ring_size).max().unwrap_or(MAX_LOG2_RING_SIZE);
-    (Limits { max_region: 255, max_s2m_ring: rings - 1, max_m2s_ring: rings - 1, max_log2_ring_size: log2 }, name)
-}
-
-/// Close a server-side control connection: send the refusal (if any), release the interface.
-fn server_close(c: ServerConn, refusal: Option<&Refusal>, code: u32, reason: &str) {
-    if let Some(r) = refusal {
-        let _ = (&c.sock).send_msg(&r.message(), &[]);
-    }
-    if let Some(sh) = &c.iface {
-        lock(&sh.state).claimed = false;
-        if c.conn.is_some() {
-            sh.teardown(code, reason);
-        } else {
-            sh.refused(code, reason);
-        }
-    }
-}
-
-fn check_init(inner: &ServerInner, init: &super::wire::Init) -> std::result::Result<Arc<Shared>, Refusal> {
-    let ifaces = lock(&inner.ifaces);
-    let sh = ifaces
-        .get(&init.id)
-        .ok_or_else(|| Refusal::new(ErrCode::ID, format!("unmatched interface id {}", init.id)))?
-        .clone();
-    drop(ifaces);
-    if sh.closed.load(Ordering::Acquire) {
-        return Err(Refusal::new(ErrCode::ID, format!("unmatched interface id {}", init.id)));
-    }
-    let mut st = lock(&sh.state);
-    if st.claimed {
-        return Err(Refusal::new(ErrCode::ALRCONN, "already connected"));
-    }
-    if let Some(secret) = &sh.cfg.secret {
-        if init.secret.bytes().is_empty() {
-            return Err(Refusal::new(ErrCode::NOSECRET, "secret required"));
-        }
-        if !secret_matches(secret, &init.secret) {
-            return Err(Refusal::new(ErrCode::SECRET, "incorrect secret"));
-        }
-    }
-    if init.mode != sh.cfg.mode as u8 {
-        return Err(Refusal::new(
-            ErrCode::MODE,
-            format!("mode mismatch: interface is {}, peer asked for {}", sh.cfg.mode.name(), init.mode),
-        ));
-    }
-    st.claimed = true;
-    drop(st);
-    Ok(sh)
-}
-
-fn server_main(inner: Arc<ServerInner>, listener: SeqPacket) {
-    let mut conns: Vec<ServerConn> = Vec::new();
-    loop {
-        if inner.stop.load(Ordering::Acquire) {
-            for c in conns.drain(..) {
-                server_close(c, None, ErrCode::DISCONNECTED as u32, "interface closed");
-            }
-            return;
-        }
-        let now = Instant::now();
-        let timeout = conns
-            .iter()
-            .filter(|c| c.conn.is_none())
-            .map(|c| c.deadline.saturating_duration_since(now))
-            .min()
-            .unwrap_or(TICK)
-            .min(TICK);
-        let ready = {
-            let mut fds: Vec<BorrowedFd<'_>> = vec![inner.wake.as_fd(), listener.as_fd()];
-            fds.extend(conns.iter().map(|c| c.sock.as_fd()));
-            poll::readable_many(&fds, timeout.as_millis().max(1) as i32).unwrap_or_default()
-        };
-        if ready.first() == Some(&true) {
-            let _ = inner.wake.drain();
-        }
-        // Work out, for every connection, whether it ends now and why.
-        let mut keep = Vec::with_capacity(conns.len());
-        for (i, mut c) in conns.drain(..).enumerate() {
-            let readable = ready.get(i + 2) == Some(&true);
-            let outcome = server_service(&inner, &mut c, readable);
-            match outcome {
-                Ok(()) => keep.push(c),
-                Err((refusal, code, reason)) => server_close(c, refusal.as_ref(), code, &reason),
-            }
-        }
-        conns = keep;
-        if ready.get(1) == Some(&true) {
-            while let Ok(Some(sock)) = listener.accept() {
-                let (limits, name) = server_limits(&inner);
-                let mut w = &sock;
-                if w.send_msg(&limits.hello(&name), &[]).is_err() {
-                    continue;
-                }
-                conns.push(ServerConn {
-                    sock,
-                    hs: ServerHandshake::new(limits),
-                    deadline: Instant::now() + Duration::from_secs(5),
-                    iface: None,
-                    conn: None,
-                    remote_name: String::new(),
-                });
-            }
-        }
-    }
-}
-
-type Ending = (Option<Refusal>, u32, String);
-
-fn refusal_ending(r: Refusal) -> Ending {
-    let reason = r.reason.clone();
-    let code = r.code as u32;
-    (Some(r), code, reason)
-}
-
-/// Handle timers, faults, closed interfaces and incoming messages of one server connection.
-fn server_service(inner: &ServerInner, c: &mut ServerConn, readable: bool) -> std::result::Result<(), Ending> {
-    if let Some(sh) = &c.iface {
-        if sh.closed.load(Ordering::Acquire) {
-            return Err(refusal_ending(Refusal::new(ErrCode::DISCONNECT, "interface deleted")));
-        }
-    }
-    if let Some(conn) = &c.conn {
-        if let Some((code, reason)) = conn.take_fault() {
-            let r = Refusal::new(code, reason);
-            let local = format!("protocol violation by the peer: {}", r.reason);
-            return Err((Some(r), code as u32, local));
-        }
-    }
-    if c.conn.is_none() && Instant::now() >= c.deadline {
-        return Err(refusal_ending(Refusal::new(ErrCode::SYSCALL, "handshake timed out")));
-    }
-    if !readable {
-        return Ok(());
-    }
-    loop {
-        let (msg, fds) = match recv_msg(&c.sock) {
-            Ok(Incoming::Nothing) => return Ok(()),
-            Ok(Incoming::Eof) => {
-                return Err((None, ErrCode::DISCONNECTED as u32, "peer closed the control channel".into()))
-            }
-            Ok(Incoming::Msg(m, f)) => (m, f),
-            Err(r) => return Err(refusal_ending(r)),
-        };
-        let step = c.hs.step(msg, fds).map_err(refusal_ending)?;
-        match step {
-            ServerStep::Reply(m) => {
-                let mut w = &c.sock;
-                w.send_msg(&m, &[]).map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
-            }
-            ServerStep::Init(init) => {
-                let sh = match check_init(inner, &init) {
-                    Ok(sh) => sh,
-                    Err(r) => {
-                        // Tell the interface the peer asked for (if any) why it was refused.
-                        if let Some(sh) = lock(&inner.ifaces).get(&init.id) {
-                            sh.refused(r.code as u32, &r.reason);
-                        }
-                        return Err(refusal_ending(r));
-                    }
-                };
-                c.remote_name = init.name.text();
-                c.iface = Some(sh);
-                c.hs.init_accepted(init);
-                let mut w = &c.sock;
-                w.send_msg(&Msg::Ack, &[]).map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
-            }
-            ServerStep::Connect(name) => {
-                let sh = c
-                    .iface
-                    .clone()
-                    .ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
-                let parts =
-                    c.hs.take_parts()
-                        .ok_or_else(|| refusal_ending(Refusal::new(ErrCode::MFMSG, "CONNECT before INIT")))?;
-                let rings = usize::from(sh.cfg.rings);
-                if parts.s2m.len() > rings || parts.m2s.len() > rings {
-                    return Err(refusal_ending(Refusal::new(
-                        ErrCode::MAXRING,
-                        format!(
-                            "{}+{} rings exceed the {rings} queue pairs of this interface",
-                            parts.s2m.len(),
-                            parts.m2s.len()
-                        ),
-                    )));
-                }
-                if let Some((r, _)) =
-                    parts.s2m.iter().chain(&parts.m2s).find(|(r, _)| r.log2_ring_size > sh.cfg.log2_ring_size)
-                {
-                    return Err(refusal_ending(Refusal::new(
-                        ErrCode::MAX_RING,
-                        format!("log2 ring size {} > {} of this interface", r.log2_ring_size, sh.cfg.log2_ring_size),
-                    )));
-                }
-                let info = ConnInfo {
-                    remote_name: c.remote_name.clone(),
-                    remote_if_name: name.text(),
-                    peer_pid: c.sock.peer_pid().ok(),
-                    ..ConnInfo::default()
-                };
-                let generation = sh.next_generation();
-                inner.generation.fetch_add(1, Ordering::Relaxed);
-                let wake = inner.wake.clone();
-                let polling = sh.polling.load(Ordering::Acquire);
-                let conn = server_connection(&parts.regions, parts.s2m, parts.m2s, polling, info, generation, wake)
-                    .map_err(|(code, reason)| refusal_ending(Refusal::new(code, reason)))?;
-                let conn = Arc::new(conn);
-                let mut w = &c.sock;
-                w.send_msg(&Msg::Connected(Name::truncated(&sh.cfg.if_name)), &[])
-                    .map_err(|e| (None, ErrCode::SYSCALL as u32, format!("send: {e}")))?;
-                c.conn = Some(conn.clone());
-                sh.install(conn);
-            }
-            ServerStep::PeerDisconnect(d) => {
-                let what = if c.conn.is_some() { "peer disconnected" } else { "peer gave up" };
-                return Err((None, d.code, format!("{what}: {}", d.reason.text())));
-            }
-        }
     }
 }
 

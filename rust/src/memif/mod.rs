@@ -6,18 +6,23 @@
 //! * [`ring`]: the ring header and descriptor layout in shared memory;
 //! * [`queue`]: the data path (bursts, zero copy, chained buffers, validation);
 //! * [`conn`]: the client's memory plan and the server's mapping of it;
-//! * [`interface`]: interfaces, the control threads, reconnection and events.
+//! * [`interface`]: interfaces, their configuration, state and events;
+//! * [`access`]: socket file ownership and mode, the peer's credentials;
+//! * `client`, `server`: the control threads (handshake, reconnection, server sockets).
 //!
 //! Protocol facts follow the memif specification in VPP (`src/plugins/memif/memif.h`,
 //! `extras/libmemif`) and DPDK (`drivers/net/memif`); no code is taken from them. Where the
 //! peers trust what they receive, shmkit checks it (see each module).
 
+pub mod access;
+mod client;
 pub mod conn;
 pub mod control;
 pub mod error;
 pub mod interface;
 pub mod queue;
 pub mod ring;
+mod server;
 pub mod wire;
 
 pub use error::{ErrCode, MemifError, Result};

@@ -30,12 +30,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::ring::{DescCopy, RingRef, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
-use crate::sys::eventfd::EventFd;
+use crate::sys::eventfd::PeerEventFd;
 use crate::sys::map::Mapping;
 
 /// A protocol violation by the peer (the reason goes into the DISCONNECT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault(pub String);
+
+/// Why [`TxQueue::commit`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// The caller's lengths do not fit what was allocated (nothing was published).
+    Invalid(String),
+    /// The peer violated the protocol.
+    Fault(Fault),
+}
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,14 +111,16 @@ pub struct QueueStats {
     pub buffers: u64,
 }
 
-fn notify(int: &Option<Arc<EventFd>>, flags: u16) {
+/// Interrupt the peer unless it polls. The eventfd is shared with the peer, which can fill it
+/// or make it blocking: either is a protocol violation (the write is bounded, see
+/// [`PeerEventFd`]), reported after the data is published.
+fn notify(int: &Option<Arc<PeerEventFd>>, flags: u16) -> Result<(), Fault> {
     if flags & RING_FLAG_MASK_INT == 0 {
         if let Some(ev) = int {
-            // A saturated counter is already readable; other errors cannot happen on a live
-            // eventfd, and an interrupt is only a hint anyway (the data is published).
-            let _ = ev.notify();
+            ev.notify().map_err(|e| Fault(format!("interrupt eventfd: {e}")))?;
         }
     }
+    Ok(())
 }
 
 /// A transmit queue (client: S2M ring; server: M2S ring).
@@ -122,7 +133,7 @@ pub struct TxQueue {
     counter: u16,
     /// Zero-copy reservations, in slot order from `counter`.
     allocated: Vec<Seg>,
-    int: Option<Arc<EventFd>>,
+    int: Option<Arc<PeerEventFd>>,
     /// Counters.
     pub stats: QueueStats,
 }
@@ -130,7 +141,7 @@ pub struct TxQueue {
 impl TxQueue {
     /// A transmit queue over `ring`. The client passes its fixed buffers; the server `None`.
     /// `counter` starts at the ring's current value of our field.
-    pub fn new(ring: RingRef, side: Side, own: Option<OwnSlots>, int: Option<Arc<EventFd>>) -> Self {
+    pub fn new(ring: RingRef, side: Side, own: Option<OwnSlots>, int: Option<Arc<PeerEventFd>>) -> Self {
         let counter = ring.parts().map_or(0, |(h, _)| match side {
             Side::Client => h.head.load(Ordering::Acquire),
             Side::Server => h.tail.load(Ordering::Acquire),
@@ -193,15 +204,14 @@ impl TxQueue {
         }
     }
 
-    fn publish(&mut self, n: u16) {
-        if let Some((hdr, _)) = self.ring.parts() {
-            self.counter = self.counter.wrapping_add(n);
-            match self.side {
-                Side::Client => hdr.head.store(self.counter, Ordering::Release),
-                Side::Server => hdr.tail.store(self.counter, Ordering::Release),
-            }
-            notify(&self.int, hdr.flags.load(Ordering::Relaxed));
+    fn publish(&mut self, n: u16) -> Result<(), Fault> {
+        let (hdr, _) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
+        self.counter = self.counter.wrapping_add(n);
+        match self.side {
+            Side::Client => hdr.head.store(self.counter, Ordering::Release),
+            Side::Server => hdr.tail.store(self.counter, Ordering::Release),
         }
+        notify(&self.int, hdr.flags.load(Ordering::Relaxed))
     }
 
     /// Copy packets into the ring (splitting a packet over several buffers with NEXT when it
@@ -250,10 +260,10 @@ impl TxQueue {
             bytes += data.len() as u64;
         }
         if used > 0 {
-            self.publish(used);
             self.stats.packets += sent as u64;
             self.stats.bytes += bytes;
             self.stats.buffers += u64::from(used);
+            self.publish(used)?;
         }
         Ok(sent)
     }
@@ -279,14 +289,19 @@ impl TxQueue {
     }
 
     /// Publish the first `lengths.len()` reserved buffers with these data lengths.
-    pub fn commit(&mut self, lengths: &[u32]) -> Result<usize, String> {
+    pub fn commit(&mut self, lengths: &[u32]) -> Result<usize, CommitError> {
         if lengths.len() > self.allocated.len() {
-            return Err(format!("{} lengths for {} allocated buffers", lengths.len(), self.allocated.len()));
+            return Err(CommitError::Invalid(format!(
+                "{} lengths for {} allocated buffers",
+                lengths.len(),
+                self.allocated.len()
+            )));
         }
         if let Some((i, (l, s))) = lengths.iter().zip(&self.allocated).enumerate().find(|(_, (l, s))| **l > s.len) {
-            return Err(format!("length {l} of buffer {i} exceeds its size {}", s.len));
+            return Err(CommitError::Invalid(format!("length {l} of buffer {i} exceeds its size {}", s.len)));
         }
-        let (_, descs) = self.ring.parts().ok_or("ring outside its region")?;
+        let (_, descs) =
+            self.ring.parts().ok_or_else(|| CommitError::Fault(Fault("ring outside its region".into())))?;
         let mut bytes = 0u64;
         for (i, (&len, seg)) in lengths.iter().zip(&self.allocated).enumerate() {
             let slot = self.counter.wrapping_add(i as u16) & self.ring.mask();
@@ -296,10 +311,10 @@ impl TxQueue {
         let k = lengths.len();
         self.allocated.drain(..k);
         if k > 0 {
-            self.publish(k as u16);
             self.stats.packets += k as u64;
             self.stats.buffers += k as u64;
             self.stats.bytes += bytes;
+            self.publish(k as u16).map_err(CommitError::Fault)?;
         }
         Ok(k)
     }
@@ -377,6 +392,8 @@ pub struct RxQueue {
     /// Drain the interrupt eventfd before the next read (the last read emptied the ring, so
     /// the caller may sleep on the eventfd next; draining first never loses a wake-up).
     pub want_drain: bool,
+    /// Client: times the peer moved `head` back (see [`RxQueue::repost_if_head_moved`]).
+    reposts: u64,
     /// Counters.
     pub stats: QueueStats,
 }
@@ -399,6 +416,7 @@ impl RxQueue {
             held: VecDeque::new(),
             chain: Vec::new(),
             want_drain: true,
+            reposts: 0,
             stats: QueueStats::default(),
         };
         if side == Side::Client {
@@ -411,6 +429,41 @@ impl RxQueue {
     /// The ring.
     pub fn ring(&self) -> &RingRef {
         &self.ring
+    }
+
+    /// Client: notice that the peer moved our `head` back and post those buffers again.
+    ///
+    /// `head` is the client's to write, but DPDK's `memif_connect()` stores 0 into the head
+    /// and tail of every ring when it connects, and a server whose reset lands after our
+    /// buffers were posted would see none of them and drop everything it has to send. So the
+    /// ring's `head` is compared with what we posted on every receive: if it lies between the
+    /// slots the peer has filled (`tail`) and our posted mark, the buffers above it are posted
+    /// again (descriptors rewritten with our own buffers, `head` republished). Anything else —
+    /// a head below the filled slots or beyond what we posted — is a protocol violation.
+    pub fn repost_if_head_moved(&mut self) -> Result<(), Fault> {
+        let (hdr, _) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
+        let head = hdr.head.load(Ordering::Acquire);
+        if head == self.posted {
+            return Ok(());
+        }
+        let tail = hdr.tail.load(Ordering::Acquire);
+        let window = self.posted.wrapping_sub(self.cur);
+        let (at, filled) = (head.wrapping_sub(self.cur), tail.wrapping_sub(self.cur));
+        if filled > window || at < filled || at > window {
+            return Err(Fault(format!(
+                "rx ring head was moved to {head}, outside the posted buffers ({} filled up to {tail}, posted up to {})",
+                self.cur, self.posted
+            )));
+        }
+        self.posted = head;
+        self.reposts += 1;
+        self.post_free();
+        Ok(())
+    }
+
+    /// How often the peer moved `head` back and the buffers were posted again.
+    pub fn reposts(&self) -> u64 {
+        self.reposts
     }
 
     /// Client: post every buffer that is neither filled nor held (`head = released + size`).
@@ -429,8 +482,12 @@ impl RxQueue {
         }
     }
 
-    /// Slots ready to read from `cur`.
-    pub fn ready(&self) -> Result<u16, Fault> {
+    /// Slots ready to read from `cur`. The client first re-posts buffers the peer no longer
+    /// sees (see [`RxQueue::repost_if_head_moved`]).
+    pub fn ready(&mut self) -> Result<u16, Fault> {
+        if self.side == Side::Client {
+            self.repost_if_head_moved()?;
+        }
         let (hdr, _) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
         let size = self.ring.size();
         match self.side {
@@ -638,6 +695,7 @@ mod tests {
     use super::super::conn::{server_connection, ClientPlan, ConnInfo, Connection};
     use super::super::ring::{Desc, RingHeader, RING_HEADER_SIZE};
     use super::*;
+    use crate::sys::eventfd::EventFd;
     use crate::sys::fd;
     use proptest::prelude::*;
     use std::os::fd::AsFd;
@@ -647,7 +705,11 @@ mod tests {
         let plan = ClientPlan::create(1, 1, 4, 256, true).unwrap();
         let regions: Vec<(u64, std::os::fd::OwnedFd)> =
             plan.regions.iter().map(|(m, f)| (m.size, fd::dup(f.as_fd()).unwrap())).collect();
-        let rings: Vec<_> = plan.rings.iter().map(|r| (r.msg, fd::dup(r.int.as_fd()).unwrap())).collect();
+        let rings: Vec<_> = plan
+            .rings
+            .iter()
+            .map(|r| (r.msg, PeerEventFd::from_peer(fd::dup(r.int.as_fd()).unwrap()).unwrap()))
+            .collect();
         let mut it = rings.into_iter();
         let s2m = vec![it.next().unwrap()];
         let m2s = vec![it.next().unwrap()];
@@ -681,6 +743,46 @@ mod tests {
         let n = server.tx[0].lock().unwrap().tx_burst(&server.bufs, &pkts[..10]).unwrap();
         client.rx[0].lock().unwrap().rx_burst(&client.bufs, 64, &mut batch).unwrap();
         assert_eq!(batch.len(), n);
+    }
+
+    /// DPDK's memif_connect() stores 0 into every ring's head: if that lands after the client
+    /// posted its receive buffers, the client posts them again at its next receive.
+    #[test]
+    fn client_reposts_when_the_peer_resets_head() {
+        let (client, server) = linked();
+        let (hdr, descs) = ring_parts(&client, false);
+        assert_eq!(hdr.head.load(Ordering::Acquire), 16, "all buffers posted at connect");
+        // The server's reset also scribbles over a posted descriptor's length.
+        hdr.head.store(0, Ordering::Release);
+        descs[3].length.store(7, Ordering::Relaxed);
+        let pkts = vec![vec![9u8; 200]; 20];
+        assert_eq!(server.tx[0].lock().unwrap().tx_burst(&server.bufs, &pkts).unwrap(), 0, "nothing posted");
+        let mut batch = RxBatch::default();
+        let mut rx = client.rx[0].lock().unwrap();
+        assert_eq!(rx.rx_burst(&client.bufs, 64, &mut batch).unwrap(), 0);
+        assert_eq!(rx.reposts(), 1);
+        assert_eq!(hdr.head.load(Ordering::Acquire), 16);
+        assert_eq!(descs[3].length.load(Ordering::Relaxed), 256, "descriptor rewritten");
+        drop(rx);
+        assert_eq!(server.tx[0].lock().unwrap().tx_burst(&server.bufs, &pkts).unwrap(), 16);
+        let mut rx = client.rx[0].lock().unwrap();
+        assert_eq!(rx.rx_burst(&client.bufs, 64, &mut batch).unwrap(), 16);
+        assert!(batch.iter().all(|p| p == &pkts[0][..]));
+        // A head moved below the filled slots, or beyond what was posted, is a violation.
+        drop(rx);
+        assert_eq!(server.tx[0].lock().unwrap().tx_burst(&server.bufs, &pkts[..4]).unwrap(), 4);
+        for bad in [17u16, 19, 33, 48] {
+            hdr.head.store(bad, Ordering::Release);
+            let r = client.rx[0].lock().unwrap().rx_burst(&client.bufs, 64, &mut batch);
+            let err =
+                r.expect_err(&format!("head {bad} tail {}", ring_parts(&client, false).0.tail.load(Ordering::Relaxed)));
+            assert!(err.0.contains("outside the posted buffers"), "{bad}: {err:?}");
+        }
+        // Between the filled slots and the posted mark: recovered again.
+        hdr.head.store(30, Ordering::Release);
+        let mut rx = client.rx[0].lock().unwrap();
+        assert_eq!(rx.rx_burst(&client.bufs, 64, &mut batch).unwrap(), 4);
+        assert_eq!((rx.reposts(), hdr.head.load(Ordering::Acquire)), (2, 36));
     }
 
     proptest! {

@@ -1,8 +1,9 @@
 //! Python face of `memif`: the native `MemifInterface` class (wrapped by `shmkit.memif`).
 //!
 //! Bursts run with the GIL held: they never block and never make a system call apart from
-//! an eventfd write/read. Every wait (`wait_connected`, `wait`, `close`) releases the GIL in
-//! bounded slices and checks for signals between them.
+//! an eventfd write/read, which is bounded to a few milliseconds whatever the peer does to
+//! the eventfd (`crate::sys::guard`). Every wait (`wait_connected`, `wait`, `close`) releases
+//! the GIL in bounded slices and checks for signals between them.
 //!
 //! Zero-copy buffers are slices of one memoryview per region (an exporter object holding the
 //! region's mapping), cached per connection: a view keeps its region mapped even after the
@@ -17,6 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
 use super::buffer::{InBuf, ShmView};
 use super::region::duration;
+use crate::memif::access::Access;
 use crate::memif::conn::Connection;
 use crate::memif::error::{strerror, ErrCode};
 use crate::memif::interface::{Config, EventKind, Interface, Mode, Role};
@@ -110,7 +112,8 @@ impl PyMemifInterface {
     #[new]
     #[pyo3(signature = (socket, *, role="client", id=0, secret=None, mode=None, rings=1, log2_ring_size=10,
         buffer_size=2048, r#abstract=false, rx_mode="interrupt", app_name="shmkit", if_name=None,
-        reconnect_interval=0.5, handshake_timeout=5.0))]
+        reconnect_interval=0.5, handshake_timeout=5.0, socket_mode=None, uid=None, gid=None, peer_uid=None,
+        peer_gid=None, peer_pid=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -128,6 +131,12 @@ impl PyMemifInterface {
         if_name: Option<String>,
         reconnect_interval: f64,
         handshake_timeout: f64,
+        socket_mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        peer_uid: Option<u32>,
+        peer_gid: Option<u32>,
+        peer_pid: Option<u32>,
     ) -> PyResult<Self> {
         let addr = if r#abstract {
             let s = socket.to_string_lossy().into_owned();
@@ -157,6 +166,7 @@ impl PyMemifInterface {
         cfg.if_name = if_name.unwrap_or_else(|| format!("memif{id}"));
         cfg.reconnect_interval = duration(Some(reconnect_interval), Duration::ZERO)?;
         cfg.handshake_timeout = duration(Some(handshake_timeout), Duration::ZERO)?;
+        cfg.access = Access { socket_mode, uid, gid, peer_uid, peer_gid, peer_pid };
         let inner = py.detach(|| Interface::new(cfg))?;
         Ok(Self { inner: Shielded::new(inner), views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
     }
@@ -383,6 +393,7 @@ impl PyMemifInterface {
         out.set_item("rx_queues", rx)?;
         out.set_item("connects", d.connects)?;
         out.set_item("disconnects", d.disconnects)?;
+        out.set_item("violations", d.violations)?;
         match d.last_error {
             Some((code, reason)) => {
                 out.set_item("last_error_code", code)?;

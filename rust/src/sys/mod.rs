@@ -9,6 +9,7 @@
 pub mod eventfd;
 pub mod fd;
 pub mod futex;
+pub mod guard;
 pub mod map;
 pub mod mutex;
 pub mod poll;

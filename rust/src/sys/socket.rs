@@ -7,6 +7,17 @@
 //!
 //! Every descriptor is close-on-exec, including received ones (`MSG_CMSG_CLOEXEC`), and sends
 //! never raise `SIGPIPE` (`MSG_NOSIGNAL`).
+//!
+//! **Socket files.** [`SeqPacket::listen_file`] creates the socket file with an explicit mode
+//! (and owner), never visible at its path with a wider mode than asked: it binds inside a
+//! fresh private directory (mode 0700, next to the target so a rename stays on the same
+//! filesystem), sets mode and owner there, and renames the file into place without replacing
+//! anything (`RENAME_NOREPLACE`; a hard link where the filesystem lacks it). Binding at the
+//! target with a restrictive umask or `fchmod` on the socket first would depend on the umask
+//! (which can only narrow) and on kernel details; the private directory does not.
+//! [`SocketFile::open`] pins an existing socket file (`O_PATH`) so its owner and mode are
+//! checked on the very inode that [`SeqPacket::connect_file`] then connects to (through
+//! `/proc/self/fd`), with no window for swapping the file in between.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -166,8 +177,62 @@ impl SeqPacket {
 
     /// Process id of the peer (`SO_PEERCRED`), for diagnostics.
     pub fn peer_pid(&self) -> io::Result<u32> {
+        Ok(self.peer_cred()?.pid)
+    }
+
+    /// The peer's credentials as the kernel recorded them at `connect`/`listen`
+    /// (`SO_PEERCRED`): they cannot be forged by the peer.
+    pub fn peer_cred(&self) -> io::Result<PeerCred> {
         let cred = rustix::net::sockopt::socket_peercred(&self.0)?;
-        Ok(cred.pid.as_raw_nonzero().get() as u32)
+        Ok(PeerCred { pid: cred.pid.as_raw_nonzero().get() as u32, uid: cred.uid.as_raw(), gid: cred.gid.as_raw() })
+    }
+
+    /// Bind and listen on the socket file `path`, created with permissions `mode` and, if
+    /// given, owner `uid`/group `gid` (see the module docs). Fails with `EEXIST` if `path`
+    /// exists (the caller removes a stale file first).
+    pub fn listen_file(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>, backlog: i32) -> io::Result<Self> {
+        use rustix::fs::{AtFlags, Mode, CWD};
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let private = PrivateDir::create(dir)?;
+        let tmp = private.path.join("s");
+        let fd = new_socket(true)?;
+        // Short paths bind directly; long ones through the directory's descriptor.
+        let bound = match SocketAddrUnix::new(tmp.as_path()) {
+            Ok(addr) => rustix::net::bind(&fd, &addr),
+            Err(_) => {
+                let via = format!("/proc/self/fd/{}/s", private.fd.as_raw_fd());
+                rustix::net::bind(&fd, &SocketAddrUnix::new(via.as_str())?)
+            }
+        };
+        bound?;
+        rustix::fs::chmodat(private.fd.as_fd(), "s", Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())?;
+        if uid.is_some() || gid.is_some() {
+            rustix::fs::chownat(
+                private.fd.as_fd(),
+                "s",
+                uid.map(rustix::fs::Uid::from_raw),
+                gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        rustix::net::listen(&fd, backlog)?;
+        match rustix::fs::renameat_with(private.fd.as_fd(), "s", CWD, path, rustix::fs::RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                // No RENAME_NOREPLACE on this filesystem: link (which never replaces) + unlink.
+                rustix::fs::linkat(private.fd.as_fd(), "s", CWD, path, AtFlags::empty())?;
+                let _ = rustix::fs::unlinkat(private.fd.as_fd(), "s", AtFlags::empty());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Self(fd))
+    }
+
+    /// Connect to the socket file pinned by `file` (the inode whose owner was checked).
+    /// The returned socket is non-blocking.
+    pub fn connect_file(file: &SocketFile) -> io::Result<Self> {
+        let via = format!("/proc/self/fd/{}", file.fd.as_raw_fd());
+        Self::connect(&UnixAddr::Path(PathBuf::from(via)))
     }
 
     /// The raw descriptor number.
@@ -179,6 +244,93 @@ impl SeqPacket {
 impl AsFd for SeqPacket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+}
+
+/// A peer's credentials (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id.
+    pub pid: u32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// A fresh directory of mode 0700 next to a socket file being created; removed on drop.
+struct PrivateDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl PrivateDir {
+    fn create(parent: &Path) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags, CWD};
+        let mut nonce = u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos().into());
+        loop {
+            let path = parent.join(format!(".shmkit-{nonce:x}"));
+            match rustix::fs::mkdirat(CWD, &path, Mode::RWXU) {
+                Ok(()) => {
+                    let fd = rustix::fs::openat(
+                        CWD,
+                        &path,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    );
+                    return match fd {
+                        Ok(fd) => Ok(Self { path, fd }),
+                        Err(e) => {
+                            let _ = rustix::fs::unlinkat(CWD, &path, rustix::fs::AtFlags::REMOVEDIR);
+                            Err(e.into())
+                        }
+                    };
+                }
+                Err(rustix::io::Errno::EXIST) => nonce = nonce.wrapping_mul(6364136223846793005).wrapping_add(1),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        use rustix::fs::{AtFlags, CWD};
+        // The socket is gone from here unless binding failed midway.
+        let _ = rustix::fs::unlinkat(self.fd.as_fd(), "s", AtFlags::empty());
+        let _ = rustix::fs::unlinkat(CWD, &self.path, AtFlags::REMOVEDIR);
+    }
+}
+
+/// An existing socket file, pinned (`O_PATH`, following symlinks to the final inode) with
+/// what the checks need.
+#[derive(Debug)]
+pub struct SocketFile {
+    fd: OwnedFd,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// It is a socket (not a regular file, directory, ...).
+    pub is_socket: bool,
+}
+
+impl SocketFile {
+    /// Pin the file at `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags, CWD};
+        let fd = rustix::fs::openat(CWD, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        let st = rustix::fs::fstat(&fd)?;
+        Ok(Self {
+            fd,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            is_socket: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket,
+        })
     }
 }
 
@@ -230,6 +382,33 @@ mod tests {
         drop(a);
         let r = b.recv(&mut buf).unwrap().unwrap();
         assert_eq!(r.len, 0, "EOF after the peer closed");
+    }
+
+    #[test]
+    fn socket_files_get_their_mode_and_are_pinned() {
+        let dir = std::env::temp_dir().join(format!("shmkit-sockfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for mode in [0o600, 0o660, 0o666] {
+            let path = dir.join(format!("m{mode:o}.sock"));
+            let l = SeqPacket::listen_file(&path, mode, None, None, 4).unwrap();
+            let f = SocketFile::open(&path).unwrap();
+            assert_eq!((f.mode, f.is_socket), (mode, true), "mode {mode:o}, whatever the umask");
+            assert_eq!(f.uid, rustix::process::geteuid().as_raw());
+            let c = SeqPacket::connect_file(&f).unwrap();
+            let s = l.accept().unwrap().unwrap();
+            assert_eq!(s.peer_cred().unwrap().pid, std::process::id());
+            assert_eq!(c.peer_cred().unwrap().uid, f.uid);
+            // An existing path is never replaced.
+            let e = SeqPacket::listen_file(&path, mode, None, None, 4).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+            std::fs::remove_file(&path).unwrap();
+        }
+        // Nothing is left behind: no private directories.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        assert!(!SocketFile::open(&plain).unwrap().is_socket);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
