@@ -1,5 +1,5 @@
 //! The only layer that talks to the operating system: shared-memory files, memfd, mappings,
-//! futexes, eventfds, robust process-shared mutexes, process identity, pidfds and sockets.
+//! futexes, eventfds, the owner lock, process identity, pidfds and sockets.
 //!
 //! Everything above this module is safe Rust (apart from the few layout modules that must
 //! hand raw shared memory to Python): the checked accessors of [`map::Mapping`] are the door
@@ -8,9 +8,10 @@
 pub mod eventfd;
 pub mod fd;
 pub mod futex;
+pub mod lock;
 pub mod map;
-pub mod mutex;
 pub mod poll;
 pub mod process;
 pub mod socket;
+pub mod sync;
 pub mod time;
