@@ -1,10 +1,11 @@
-//! The atomics of shared-memory protocols, swapped for loom's when the crate is built with
+//! The atomics of shared-memory protocols, swapped for loom's when the tests are built with
 //! `--cfg loom` (as crossbeam's `primitive` module does), so a loom model runs the very code
 //! that production runs. Only protocols that have a loom model ([`super::lock`]) import their
-//! atomics from here.
+//! atomics from here. (loom is a dev-dependency: only test builds see it.)
 
-#[cfg(loom)]
-pub use loom::sync::atomic::{AtomicU32, AtomicU64};
 pub use std::sync::atomic::Ordering;
-#[cfg(not(loom))]
+
+#[cfg(all(loom, test))]
+pub use loom::sync::atomic::{AtomicU32, AtomicU64};
+#[cfg(not(all(loom, test)))]
 pub use std::sync::atomic::{AtomicU32, AtomicU64};
