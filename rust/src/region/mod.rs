@@ -433,11 +433,14 @@ impl Region {
     /// Wait for the file behind `fd` to be a ready region, validate it and register.
     fn attach_until(fd: OwnedFd, backing: Backing, opts: &RegionOptions, deadline: Deadline) -> Result<Attach> {
         let path = backing.display();
-        let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;
-        trust::check_adoptable(&info, opts, &path)?;
         let mut mapped: Option<Mapping> = None;
+        let mut checked = false;
         loop {
             let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;
+            if !checked {
+                trust::check_adoptable(&info, opts, &path)?;
+                checked = true;
+            }
             if info.size >= HEADER_AREA {
                 if mapped.as_ref().is_none_or(|m| m.len() as u64 != info.size) {
                     let m = Mapping::map(fd.as_fd(), info.size as usize, true)
