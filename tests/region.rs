@@ -152,6 +152,12 @@ fn foreign_and_damaged_files_are_refused_untouched() {
     let path = format!("/dev/shm/{root}-junk");
     let junk = vec![0xa5u8; 256 * 1024];
     std::fs::write(&path, &junk).unwrap();
+    // Readable by all: wider than the 0600 asked for, so not even looked at.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert!(
+        matches!(Region::open("junk", &o), Err(RegionError::Refused { ref reason, .. }) if reason.contains("mode 0o644"))
+    );
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(matches!(Region::open("junk", &o), Err(RegionError::NotARegion { .. })));
     assert!(Region::create("junk", 1 << 20, &o).unwrap_err().raw_os_error() == Some(libc::EEXIST));
     assert_eq!(std::fs::read(&path).unwrap(), junk, "refusing must not change the file");

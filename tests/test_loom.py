@@ -35,4 +35,4 @@ def test_loom_model_of_the_owner_lock() -> None:
         check=False,
     )
     assert proc.returncode == 0, f"loom failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-20000:]}"
-    assert "test result: ok. 6 passed" in proc.stdout, proc.stdout[-5000:]
+    assert "test result: ok. 5 passed" in proc.stdout, proc.stdout[-5000:]
