@@ -35,8 +35,8 @@ test: ## The README's test command (pytest also runs cargo test)
 	$(PY) -m pytest
 
 .PHONY: loom
-loom: ## Model-check the owner lock with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 2)
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2} \
+loom: ## Model-check the owner lock with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 3)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-3} \
 		cargo test --no-default-features --release --lib sys::lock::model
 
 .PHONY: bench
