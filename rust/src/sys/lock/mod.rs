@@ -47,8 +47,9 @@
 //! names no live thread, is recoverable after one slice; a garbage writer that keeps writing
 //! can make lockers wait until their deadline ([`LockError::TimedOut`]) or let two lockers in
 //! at once (the region heap then detects and repairs the damage), never crash or hang them.
-//! A peer can also hold the lock for as long as it lives, legitimately or by forging the word
-//! and identity of some other live thread: lockers then time out, naming that holder.
+//! A peer can also hold the lock for as long as it lives, legitimately, or by forging the word
+//! of some other live thread, which then holds it until that thread exits: lockers time out,
+//! naming the holder (no shared-memory lock can tell a forged live owner from a real one).
 //!
 //! **Assumptions.** All processes sharing a lock share one PID namespace (as the client table
 //! and queue claims already assume). A thread that dies between its CAS and its identity, and
