@@ -106,6 +106,27 @@ fn heap_errors_change_nothing() {
 }
 
 #[test]
+fn a_takeover_verifies_the_heap_and_rebuilds_it_when_it_disagrees() {
+    let (o, _c) = setup("t");
+    let r = Region::create("take", 1 << 20, &o).unwrap();
+    let off = r.alloc(256).unwrap();
+    // Two lockers let in at once by garbage in the lock could leave a counter wrong with the
+    // dirty flag clear; a takeover (here from an invalid word) must notice and rebuild.
+    r.header().heap.used_bytes.fetch_add(64, Ordering::Relaxed);
+    assert!(r.check_heap().is_err());
+    r.mapping().write(128, &u32::MAX.to_le_bytes()).unwrap();
+    r.free(off).unwrap();
+    let s = r.stats();
+    assert_eq!((s.lock_recoveries, s.heap_repairs), (1, 1));
+    r.check_heap().unwrap();
+    // A takeover of a sound heap changes nothing.
+    r.mapping().write(128, &u32::MAX.to_le_bytes()).unwrap();
+    r.free(r.alloc(64).unwrap()).unwrap();
+    let s = r.stats();
+    assert_eq!((s.lock_recoveries, s.heap_repairs), (2, 1));
+}
+
+#[test]
 fn dirty_heap_is_repaired_by_next_locker() {
     let (o, _c) = setup("d");
     let r = Region::create("rep", 1 << 20, &o).unwrap();

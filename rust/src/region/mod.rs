@@ -26,8 +26,9 @@
 //!
 //! **Owner lock.** One [`OwnerLock`](crate::sys::lock) (a futex word plus its owner's
 //! identity, no pointers) guards the client table, the directory and the heap. A locker that
-//! takes it over from a dead owner (or from garbage a peer wrote into it) counts a recovery;
-//! one that finds the heap's `dirty` flag set rebuilds the heap before going on.
+//! takes it over from a dead owner (or from garbage a peer wrote into it) counts a recovery
+//! and verifies the heap, rebuilding it if it disagrees with itself; one that finds the heap's
+//! `dirty` flag set rebuilds it before going on.
 
 pub mod error;
 pub mod heap;
@@ -768,9 +769,17 @@ impl Region {
         Ok(Some(RegionGuard { region: self, _guard: guard }))
     }
 
+    /// After a takeover the heap may be half-updated without its `dirty` flag saying so (a
+    /// peer's garbage in the lock can have let two lockers in at once): verify it, and rebuild
+    /// it if it disagrees with itself. (A dirty heap is rebuilt by [`RegionGuard::heap`].)
     fn after_lock(&self, how: Acquired) -> Result<()> {
         if how == Acquired::Recovered {
-            self.header().stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
+            let stats = &self.header().stats;
+            stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
+            let heap = self.heap();
+            if !heap.is_dirty() && heap.check().is_err() && heap.repair().is_ok() {
+                stats.heap_repairs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
