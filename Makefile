@@ -39,6 +39,11 @@ FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz; crashes in fuzz/artifacts)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
+.PHONY: loom
+loom: ## Model-check the owner lock with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 3)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-3} \
+		cargo test --no-default-features --release --lib sys::lock::model
+
 .PHONY: bench
 bench: ## criterion benches, then the Python benchmarks against the peers
 	cargo bench --no-default-features

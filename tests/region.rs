@@ -106,6 +106,27 @@ fn heap_errors_change_nothing() {
 }
 
 #[test]
+fn a_takeover_verifies_the_heap_and_rebuilds_it_when_it_disagrees() {
+    let (o, _c) = setup("t");
+    let r = Region::create("take", 1 << 20, &o).unwrap();
+    let off = r.alloc(256).unwrap();
+    // Two lockers let in at once by garbage in the lock could leave a counter wrong with the
+    // dirty flag clear; a takeover (here from an invalid word) must notice and rebuild.
+    r.header().heap.used_bytes.fetch_add(64, Ordering::Relaxed);
+    assert!(r.check_heap().is_err());
+    r.mapping().write(128, &u32::MAX.to_le_bytes()).unwrap();
+    r.free(off).unwrap();
+    let s = r.stats();
+    assert_eq!((s.lock_recoveries, s.heap_repairs), (1, 1));
+    r.check_heap().unwrap();
+    // A takeover of a sound heap changes nothing.
+    r.mapping().write(128, &u32::MAX.to_le_bytes()).unwrap();
+    r.free(r.alloc(64).unwrap()).unwrap();
+    let s = r.stats();
+    assert_eq!((s.lock_recoveries, s.heap_repairs), (2, 1));
+}
+
+#[test]
 fn dirty_heap_is_repaired_by_next_locker() {
     let (o, _c) = setup("d");
     let r = Region::create("rep", 1 << 20, &o).unwrap();
@@ -172,6 +193,12 @@ fn foreign_and_damaged_files_are_refused_untouched() {
     let path = format!("/dev/shm/{root}-junk");
     let junk = vec![0xa5u8; 256 * 1024];
     std::fs::write(&path, &junk).unwrap();
+    // Readable by all: wider than the 0600 asked for, so not even looked at.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert!(
+        matches!(Region::open("junk", &o), Err(RegionError::Refused { ref reason, .. }) if reason.contains("mode 0o644"))
+    );
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(matches!(Region::open("junk", &o), Err(RegionError::NotARegion { .. })));
     assert!(Region::create("junk", 1 << 20, &o).unwrap_err().raw_os_error() == Some(libc::EEXIST));
     assert_eq!(std::fs::read(&path).unwrap(), junk, "refusing must not change the file");

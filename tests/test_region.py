@@ -350,14 +350,14 @@ def test_lock_timeout_is_timeout_error(root: str) -> None:
 # ---------------------------------------------------------------- permissions
 
 
-def _open_as_other_user(name: str, root: str, conn: object) -> None:
+def _open_as_other_user(name: str, root: str, kwargs: dict[str, int], conn: object) -> None:
     os.setgid(65534)
     os.setuid(65534)
     try:
-        shmkit.Region.open(name, root=root)
+        shmkit.Region.open(name, root=root, **kwargs)
         conn.send("opened")  # type: ignore[attr-defined]
-    except PermissionError:
-        conn.send("PermissionError")  # type: ignore[attr-defined]
+    except PermissionError as e:
+        conn.send(f"PermissionError: {e}")  # type: ignore[attr-defined]
     except Exception as e:
         conn.send(repr(e))  # type: ignore[attr-defined]
 
@@ -373,14 +373,23 @@ def test_permissions_second_uid(root: str) -> None:
     assert shm_path(root, "shared").stat().st_mode & 0o777 == 0o666
     fork = __import__("multiprocessing").get_context("fork")
     results = {}
-    for name in ("private", "shared"):
+    cases = {
+        "private": ("private", {}),
+        # Readable by all, but another user's: adopted only when that owner is named.
+        "shared, owner not named": ("shared", {}),
+        "shared, owner named": ("shared", {"uid": 0, "mode": 0o666}),
+        "shared, mode not accepted": ("shared", {"uid": 0}),
+    }
+    for case, (name, kwargs) in cases.items():
         parent, child = fork.Pipe()
-        p = fork.Process(target=_open_as_other_user, args=(name, root, child))
+        p = fork.Process(target=_open_as_other_user, args=(name, root, kwargs, child))
         p.start()
-        results[name] = parent.recv()
+        results[case] = parent.recv()
         p.join(10)
-    assert results == {"private": "PermissionError", "shared": "opened"}
-    # The registry shows what it cannot read as inaccessible rather than failing.
+    assert results["private"].startswith("PermissionError: [Errno 13] open: Permission denied")
+    assert "owned by uid 0, expected uid 65534" in results["shared, owner not named"]
+    assert results["shared, owner named"] == "opened"
+    assert "mode 0o666 is wider than 0o600" in results["shared, mode not accepted"]
     private.unlink()
     shared.unlink()
 

@@ -25,6 +25,8 @@ class Region:
         *,
         root: str | None = None,
         mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         auto_unlink: bool = False,
         lock_timeout: float | None = None,
@@ -34,6 +36,9 @@ class Region:
         name: str,
         *,
         root: str | None = None,
+        mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         lock_timeout: float | None = None,
     ) -> Region: ...
@@ -44,6 +49,8 @@ class Region:
         *,
         root: str | None = None,
         mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         auto_unlink: bool = False,
         lock_timeout: float | None = None,
@@ -54,6 +61,8 @@ class Region:
         size: int,
         *,
         mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         auto_unlink: bool = False,
         lock_timeout: float | None = None,
@@ -62,6 +71,9 @@ class Region:
     def open_file(
         path: str | PathLike[str],
         *,
+        mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         lock_timeout: float | None = None,
     ) -> Region: ...
@@ -71,15 +83,30 @@ class Region:
         size: int,
         *,
         mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
         timeout: float | None = None,
         auto_unlink: bool = False,
         lock_timeout: float | None = None,
     ) -> Region: ...
     @staticmethod
-    def create_anonymous(size: int, *, label: str = "shmkit") -> Region: ...
+    def create_anonymous(
+        size: int,
+        *,
+        label: str = "shmkit",
+        mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> Region: ...
     @staticmethod
     def from_fd(
-        fd: int, *, timeout: float | None = None, lock_timeout: float | None = None
+        fd: int,
+        *,
+        mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
+        timeout: float | None = None,
+        lock_timeout: float | None = None,
     ) -> Region: ...
     def alloc(self, n: int) -> int: ...
     def free(self, offset: int) -> None: ...

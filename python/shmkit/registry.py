@@ -81,7 +81,8 @@ def regions(root: str | None = None) -> list[RegionInfo]:
 
 def scan(root: str | None = None) -> ScanReport:
     """Remove ghost client pids, regions whose clients all died, and regions whose creator
-    died before they were ready. Files that are not shmkit regions are never touched."""
+    died before they were ready. Files that are not shmkit regions are never touched, nor are
+    other users' files (each is noted in ``errors``)."""
     d = _native.scan_root(root)
     return ScanReport(
         ghosts=tuple((n, p) for n, p in d["ghosts"]),

@@ -5,21 +5,32 @@
 //!
 //! The core never imports pyo3; the bindings sit behind the default `python` feature, so
 //! `cargo test --no-default-features` builds and tests the core without Python.
+//!
+//! Built with `--cfg loom` (`make loom`), the crate is only `sys`, whose shared-memory
+//! protocols then run on loom's atomics for model checking.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(loom))]
 pub mod apicodec;
+#[cfg(not(loom))]
 pub mod apiport;
 pub mod failpoint;
+#[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(not(loom))]
 pub mod memif;
+#[cfg(not(loom))]
 pub mod msgring;
+#[cfg(not(loom))]
 pub mod netmap;
+#[cfg(not(loom))]
 pub mod queue;
+#[cfg(not(loom))]
 pub mod region;
 pub mod sys;
 
-#[cfg(feature = "python")]
+#[cfg(all(feature = "python", not(loom)))]
 mod py;

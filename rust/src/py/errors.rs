@@ -18,7 +18,7 @@ use crate::netmap::NetmapError;
 use crate::queue::QueueError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
-use crate::sys::mutex::LockError;
+use crate::sys::lock::LockError;
 
 /// Exception classes of `shmkit.errors`, imported once.
 macro_rules! shmkit_exceptions {
@@ -86,6 +86,7 @@ impl From<RegionError> for PyErr {
                 None => PyOSError::new_err(msg),
             },
             RegionError::InvalidName(..) | RegionError::InvalidArgument(_) => PyValueError::new_err(msg),
+            RegionError::Refused { path, reason } => PyOSError::new_err((libc::EACCES, reason, path)),
             RegionError::NotARegion { .. } => not_a_region(msg),
             RegionError::VersionMismatch { .. } => version_mismatch(msg),
             RegionError::Corrupt { .. } => corruption(msg),

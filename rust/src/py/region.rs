@@ -24,20 +24,44 @@ pub fn duration(secs: Option<f64>, default: Duration) -> PyResult<Duration> {
     }
 }
 
+/// Who may share a region: `mode` (permission bits of a new region, widest accepted on an
+/// existing one), `uid`/`gid` (owner and group given to a new region, required of an existing
+/// one; `uid=None`: the caller's effective uid, `gid=None`: unchanged and not checked).
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl Access {
+    fn new(mode: u32, uid: Option<u32>, gid: Option<u32>) -> PyResult<Self> {
+        if mode > 0o777 {
+            return Err(PyValueError::new_err(format!("mode {mode:#o} is not a permission mask")));
+        }
+        // -1 means "unchanged" to chown(2); it is never a real id.
+        for (what, id) in [("uid", uid), ("gid", gid)] {
+            if id == Some(u32::MAX) {
+                return Err(PyValueError::new_err(format!("{what} {} is not a valid id", u32::MAX)));
+            }
+        }
+        Ok(Self { mode, uid, gid })
+    }
+}
+
 fn options(
     root: Option<String>,
-    mode: u32,
+    access: Access,
     timeout: Option<f64>,
     auto_unlink: bool,
     lock_timeout: Option<f64>,
 ) -> PyResult<RegionOptions> {
-    if mode > 0o777 {
-        return Err(PyValueError::new_err(format!("mode {mode:#o} is not a permission mask")));
-    }
     let d = RegionOptions::default();
     Ok(RegionOptions {
         root,
-        mode,
+        mode: access.mode,
+        uid: access.uid,
+        gid: access.gid,
         timeout: duration(timeout, d.timeout)?,
         auto_unlink,
         lock_timeout: duration(lock_timeout, d.lock_timeout)?,
@@ -85,110 +109,145 @@ fn object_dict<'py>(py: Python<'py>, o: &ObjectInfo) -> PyResult<Bound<'py, PyDi
 shielded! {
 #[pymethods]
 impl PyRegion {
-    /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`.
+    /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`, with permission
+    /// bits `mode` and owner `uid`/group `gid` (applied before anyone can open it).
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn create(
         py: Python<'_>,
         name: &str,
         size: u64,
         root: Option<String>,
         mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
         timeout: Option<f64>,
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, mode, timeout, auto_unlink, lock_timeout)?;
+        let o = options(root, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::create(name, size, &o))?))
     }
 
     /// Open an existing named region, waiting up to `timeout` s while it is being created.
+    /// The file must be owned by `uid` (default: this process's effective uid), have group
+    /// `gid` if given, and a mode no wider than `mode`; else `PermissionError`.
     #[staticmethod]
-    #[pyo3(signature = (name, *, root=None, timeout=None, lock_timeout=None))]
+    #[pyo3(signature = (name, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
     fn open(
         py: Python<'_>,
         name: &str,
         root: Option<String>,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
         timeout: Option<f64>,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, 0o600, timeout, false, lock_timeout)?;
+        let o = options(root, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::open(name, &o))?))
     }
 
-    /// Open the named region, or create it if it does not exist (`.created` tells which).
+    /// Open the named region, or create it if it does not exist (`.created` tells which);
+    /// `mode`/`uid`/`gid` as for `create` and `open`.
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn find_or_create(
         py: Python<'_>,
         name: &str,
         size: u64,
         root: Option<String>,
         mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
         timeout: Option<f64>,
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, mode, timeout, auto_unlink, lock_timeout)?;
+        let o = options(root, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::find_or_create(name, size, &o))?))
     }
 
     /// Create a region in a regular file at `path` (any filesystem).
     #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (path, size, *, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn create_file(
         py: Python<'_>,
         path: PathBuf,
         size: u64,
         mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
         timeout: Option<f64>,
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(None, mode, timeout, auto_unlink, lock_timeout)?;
+        let o = options(None, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::create_file(&path, size, &o))?))
     }
 
-    /// Open a region stored in a regular file.
+    /// Open a region stored in a regular file (never through a symbolic link); ownership and
+    /// mode are checked as for `open`.
     #[staticmethod]
-    #[pyo3(signature = (path, *, timeout=None, lock_timeout=None))]
-    fn open_file(py: Python<'_>, path: PathBuf, timeout: Option<f64>, lock_timeout: Option<f64>) -> PyResult<Self> {
-        let o = options(None, 0o600, timeout, false, lock_timeout)?;
+    #[pyo3(signature = (path, *, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
+    fn open_file(
+        py: Python<'_>,
+        path: PathBuf,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        timeout: Option<f64>,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let o = options(None, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::open_file(&path, &o))?))
     }
 
     /// Open or create a region stored in a regular file.
     #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (path, size, *, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
     fn find_or_create_file(
         py: Python<'_>,
         path: PathBuf,
         size: u64,
         mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
         timeout: Option<f64>,
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(None, mode, timeout, auto_unlink, lock_timeout)?;
+        let o = options(None, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
         Ok(Self::wrap(py.detach(|| Region::find_or_create_file(&path, size, &o))?))
     }
 
     /// Create an anonymous region (a sealed memfd); hand it to another process with
     /// `fileno()` (e.g. over a Unix socket) and `Region.from_fd` there.
     #[staticmethod]
-    #[pyo3(signature = (size, *, label="shmkit"))]
-    fn create_anonymous(size: u64, label: &str) -> PyResult<Self> {
-        Ok(Self::wrap(Region::create_anonymous(size, label, &RegionOptions::default())?))
+    #[pyo3(signature = (size, *, label="shmkit", mode=0o600, uid=None, gid=None))]
+    fn create_anonymous(size: u64, label: &str, mode: u32, uid: Option<u32>, gid: Option<u32>) -> PyResult<Self> {
+        let o = options(None, Access::new(mode, uid, gid)?, None, false, None)?;
+        Ok(Self::wrap(Region::create_anonymous(size, label, &o)?))
     }
 
     /// Attach to a region from a descriptor (memfd or file). The descriptor is duplicated.
+    /// Its file must be owned by `uid` (default: this process's effective uid) and, if it has
+    /// a name, have a mode no wider than `mode`.
     #[staticmethod]
-    #[pyo3(signature = (fd, *, timeout=None, lock_timeout=None))]
-    fn from_fd(py: Python<'_>, fd: i32, timeout: Option<f64>, lock_timeout: Option<f64>) -> PyResult<Self> {
+    #[pyo3(signature = (fd, *, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
+    fn from_fd(
+        py: Python<'_>,
+        fd: i32,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        timeout: Option<f64>,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Self> {
         if fd < 0 {
             return Err(PyValueError::new_err("negative file descriptor"));
         }
-        let o = options(None, 0o600, timeout, false, lock_timeout)?;
+        let o = options(None, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)?;
         let b = borrow_fd(fd)?;
         Ok(Self::wrap(py.detach(|| Region::from_fd(b, &o))?))
     }

@@ -3,7 +3,7 @@
 use std::io;
 
 use super::heap::HeapError;
-use crate::sys::mutex::LockError;
+use crate::sys::lock::LockError;
 
 /// Everything that can go wrong with a region. `py/errors.rs` maps each variant to a Python
 /// exception.
@@ -33,6 +33,15 @@ pub enum RegionError {
         /// The file.
         path: String,
         /// What did not match.
+        reason: String,
+    },
+    /// An existing file was not adopted: another user's, a mode wider than asked, a symbolic
+    /// link or not a regular file (nothing was changed). Python: `PermissionError`.
+    #[error("{path}: {reason}")]
+    Refused {
+        /// The file.
+        path: String,
+        /// What was wrong.
         reason: String,
     },
     /// The region was made by an incompatible shmkit (nothing was changed).

@@ -1,7 +1,7 @@
 //! The byte layout of a region, fixed by `LAYOUT_VERSION`.
 //!
 //! ```text
-//! 0        RegionHeader   (8 KiB: identity, ready flag, robust lock, client table, heap meta)
+//! 0        RegionHeader   (8 KiB: identity, ready flag, owner lock, client table, heap meta)
 //! 8 KiB    directory      (DIR_ENTRIES x 128 B: named objects -> offset, size, kind)
 //! ...      block bitmap   (1 bit per 64-byte granule of the data area: "a block starts here")
 //! data_off heap data area (data_off = 48 mod 64, so user offsets are 64-byte aligned)
@@ -18,13 +18,14 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use crate::sys::lock::OwnerLock;
 use crate::sys::map::ShmSafe;
-use crate::sys::mutex::RobustMutex;
 
 /// "SHMKITR\0" little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKITR\0");
-/// Bumped on any incompatible change of this file.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of this file. 2: the owner lock replaced a glibc robust
+/// mutex at offset 128.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Processes that may map one region at the same time (each with a refcount).
 pub const MAX_CLIENTS: usize = 128;
 /// Named objects a region can hold.
@@ -145,8 +146,8 @@ pub struct RegionHeader {
     _pad0a: AtomicU32,
     _pad0: [AtomicU64; 2],
     /// Protects the client table, the directory and the heap.
-    pub lock: RobustMutex,
-    _pad1: [AtomicU64; 3],
+    pub lock: OwnerLock,
+    _pad1: [AtomicU64; 5],
     /// Counters.
     pub stats: RegionStats,
     /// Processes mapping the region.
@@ -176,8 +177,8 @@ pub struct DirEntry {
     pub name: [AtomicU8; OBJ_NAME_MAX],
 }
 
-// SAFETY: all these structs are #[repr(C)] aggregates of atomics (and a RobustMutex, itself
-// ShmSafe): valid for every bit pattern, mutated only through atomic operations or pthreads.
+// SAFETY: all these structs are #[repr(C)] aggregates of atomics (and an OwnerLock, itself
+// ShmSafe): valid for every bit pattern, mutated only through atomic operations.
 unsafe impl ShmSafe for ClientSlot {}
 // SAFETY: as above.
 unsafe impl ShmSafe for RegionStats {}
@@ -192,6 +193,7 @@ const _: () = {
     assert!(std::mem::offset_of!(RegionHeader, ready) == 12);
     assert!(std::mem::offset_of!(RegionHeader, checksum) == 96);
     assert!(std::mem::offset_of!(RegionHeader, lock) == 128);
+    assert!(size_of::<OwnerLock>() == 24);
     assert!(std::mem::offset_of!(RegionHeader, stats) == 192);
     assert!(std::mem::offset_of!(RegionHeader, clients) == 224);
     assert!(size_of::<ClientSlot>() == 16);

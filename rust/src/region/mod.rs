@@ -12,6 +12,10 @@
 //! recover such a stale file: under the flock they check that the name still refers to the
 //! same inode, unlink it and create afresh.
 //!
+//! **Ownership.** A file is adopted only if it is a regular file (never through a symbolic
+//! link) owned by the caller (or the `uid` it names) with a mode no wider than asked; new
+//! files get the requested owner, group and mode before they are published ([`trust`]).
+//!
 //! **Client tracking.** Every process that maps a region is recorded as
 //! `(pid, start_time, refs)`; `close` removes it. [`Region::scan_ghosts`] drops entries of
 //! processes that no longer exist (or whose pid was reused). **Unlink policy:** a region
@@ -20,15 +24,18 @@
 //! last registered client to close unlinks it (VPP's policy). `registry::scan` removes regions
 //! whose clients have all died.
 //!
-//! **Robust lock.** One robust process-shared mutex guards the client table, the directory
-//! and the heap. A locker that inherits it from a dead owner, or finds the heap's `dirty`
-//! flag set, rebuilds the heap before going on.
+//! **Owner lock.** One [`OwnerLock`](crate::sys::lock) (a futex word plus its owner's
+//! identity, no pointers) guards the client table, the directory and the heap. A locker that
+//! takes it over from a dead owner (or from garbage a peer wrote into it) counts a recovery
+//! and verifies the heap, rebuilding it if it disagrees with itself; one that finds the heap's
+//! `dirty` flag set rebuilds it before going on.
 
 pub mod error;
 pub mod heap;
 pub mod layout;
 pub mod name;
 pub mod registry;
+pub(crate) mod trust;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -42,8 +49,8 @@ use layout::{DirEntry, Identity, RegionHeader, DIR_NAME_OFF, FLAG_AUTO_UNLINK, H
 
 use crate::failpoint;
 use crate::sys::fd::{self as sysfd, OpenMode};
+use crate::sys::lock::{Acquired, OwnerGuard};
 use crate::sys::map::Mapping;
-use crate::sys::mutex::{Acquired, RobustGuard};
 use crate::sys::process::{self, Liveness};
 use crate::sys::time::Deadline;
 use crate::sys::{futex, time};
@@ -72,8 +79,14 @@ pub mod kind {
 pub struct RegionOptions {
     /// Namespace (`None`: [`name::DEFAULT_ROOT`]).
     pub root: Option<String>,
-    /// Permission bits of a new region.
+    /// Permission bits of a new region, and the widest an existing one may have to be adopted.
     pub mode: u32,
+    /// Owner of a new region and required owner of an existing one (`None`: the effective
+    /// uid of this process). Giving a new region another owner needs `CAP_CHOWN`.
+    pub uid: Option<u32>,
+    /// Group of a new region and required group of an existing one (`None`: unchanged, not
+    /// checked).
+    pub gid: Option<u32>,
     /// How long an opener waits for a region that is being created.
     pub timeout: Duration,
     /// Unlink when the last registered client closes.
@@ -87,6 +100,8 @@ impl Default for RegionOptions {
         Self {
             root: None,
             mode: 0o600,
+            uid: None,
+            gid: None,
             timeout: Duration::from_secs(5),
             auto_unlink: false,
             lock_timeout: Duration::from_secs(5),
@@ -227,7 +242,7 @@ pub struct Region {
 #[derive(Debug)]
 pub struct RegionGuard<'a> {
     region: &'a Region,
-    _guard: RobustGuard<'a>,
+    _guard: OwnerGuard<'a>,
 }
 
 impl RegionGuard<'_> {
@@ -296,6 +311,7 @@ impl Region {
         let fd = sysfd::memfd(label).map_err(|e| RegionError::os("memfd_create", label, e))?;
         sysfd::set_len(fd.as_fd(), size).map_err(|e| RegionError::os("ftruncate", label, e))?;
         sysfd::seal_size(fd.as_fd()).map_err(|e| RegionError::os("seal", label, e))?;
+        trust::apply(fd.as_fd(), opts, label)?;
         Self::initialise(fd, Backing::Anonymous, size, opts)
     }
 
@@ -313,14 +329,14 @@ impl Region {
         let size = check_size(size)?;
         let path = backing.display();
         for _ in 0..16 {
-            match backing.open(OpenMode::CreateNew, opts.mode) {
+            match trust::open(&backing, OpenMode::CreateNew, opts.mode, "create") {
                 Ok(fd) => return Self::initialise_named(fd, backing, size, opts),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    if !Self::recover_stale(&backing)? {
-                        return Err(RegionError::os("create", path, e));
+                    if !Self::recover_stale(&backing, opts)? {
+                        return Err(e);
                     }
                 }
-                Err(e) => return Err(RegionError::os("create", path, e)),
+                Err(e) => return Err(e),
             }
         }
         Err(RegionError::os("create", path, std::io::Error::from_raw_os_error(libc::EEXIST)))
@@ -329,7 +345,7 @@ impl Region {
     fn open_backing(backing: Backing, opts: &RegionOptions) -> Result<Self> {
         let deadline = Deadline::after(Some(opts.timeout));
         loop {
-            let fd = backing.open(OpenMode::Existing, 0).map_err(|e| RegionError::os("open", backing.display(), e))?;
+            let fd = trust::open(&backing, OpenMode::Existing, 0, "open")?;
             match Self::attach_until(fd, backing.clone(), opts, deadline)? {
                 Attach::Ready(r) => return Ok(r),
                 Attach::Renamed if deadline.expired() => return Err(timeout_err(&backing, opts, "the region")),
@@ -345,11 +361,11 @@ impl Region {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 other => return other,
             }
-            let fd = match backing.open(OpenMode::Existing, 0) {
+            let fd = match trust::open(&backing, OpenMode::Existing, 0, "open") {
                 Ok(fd) => fd,
                 // Unlinked between our create and open: try creating again.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(RegionError::os("open", backing.display(), e)),
+                Err(e) => return Err(e),
             };
             match Self::attach_until(fd, backing.clone(), opts, deadline) {
                 Ok(Attach::Ready(r)) => return Ok(r),
@@ -366,7 +382,8 @@ impl Region {
         let path = backing.display();
         let prepared = sysfd::lock_exclusive(fd.as_fd())
             .and_then(|()| sysfd::set_len(fd.as_fd(), size))
-            .map_err(|e| RegionError::os("initialise", path.clone(), e));
+            .map_err(|e| RegionError::os("initialise", path.clone(), e))
+            .and_then(|()| trust::apply(fd.as_fd(), opts, &path));
         let result = prepared.and_then(|()| Self::initialise(fd, backing.clone(), size, opts));
         if result.is_err() {
             let _ = backing.unlink();
@@ -396,7 +413,7 @@ impl Region {
         let hdr = region.header();
         // Identity first, so an opener that finds us dead can name the creator.
         ident.write(hdr);
-        hdr.lock.init().map_err(|e| RegionError::os("pthread_mutex_init", path.clone(), e))?;
+        hdr.lock.init();
         region.heap().format().map_err(RegionError::Heap)?;
         region.register_client()?;
         hdr.version.store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -418,8 +435,13 @@ impl Region {
     fn attach_until(fd: OwnedFd, backing: Backing, opts: &RegionOptions, deadline: Deadline) -> Result<Attach> {
         let path = backing.display();
         let mut mapped: Option<Mapping> = None;
+        let mut checked = false;
         loop {
             let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;
+            if !checked {
+                trust::check_adoptable(&info, opts, &path)?;
+                checked = true;
+            }
             if info.size >= HEADER_AREA {
                 if mapped.as_ref().is_none_or(|m| m.len() as u64 != info.size) {
                     let m = Mapping::map(fd.as_fd(), info.size as usize, true)
@@ -490,16 +512,30 @@ impl Region {
         age.saturating_sub(info.ctime.max(0) as u64) > STALE_GRACE.as_secs()
     }
 
-    /// `create` found the name taken: remove it if it is a stale, never-initialised region.
-    /// Returns whether the caller should try creating again.
-    fn recover_stale(backing: &Backing) -> Result<bool> {
-        let fd = match backing.open(OpenMode::Existing, 0) {
+    /// `create` found the name taken: remove it if it is a stale, never-initialised region of
+    /// ours. Returns whether the caller should try creating again; another user's file (or a
+    /// symbolic link) is refused, never removed.
+    fn recover_stale(backing: &Backing, opts: &RegionOptions) -> Result<bool> {
+        let path = backing.display();
+        let fd = match trust::open(backing, OpenMode::Existing, 0, "open") {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
-            // Not ours to inspect (e.g. another user's region): report "exists".
-            Err(_) => return Ok(false),
+            Err(e) => {
+                // Unreadable to us: if it is someone else's, say so; else report "exists".
+                if let Some(info) = backing.path().and_then(|p| sysfd::path_info(&p).ok()) {
+                    trust::check_owner(&info, opts, &path)?;
+                }
+                return match e {
+                    RegionError::Refused { .. } => Err(e),
+                    _ => Ok(false),
         };
-        let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", backing.display(), e))?;
+            }
+        };
+        let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;
+        trust::check_owner(&info, opts, &path)?;
+        if !info.regular {
+            return Ok(false);
+        }
         let map =
             if info.size >= HEADER_AREA { Mapping::map(fd.as_fd(), info.size as usize, false).ok() } else { None };
         let hdr = map.as_ref().and_then(|m| m.get::<RegionHeader>(0));
@@ -556,9 +592,10 @@ impl Region {
     /// (the registry and `scan` must not show up as clients themselves).
     pub(crate) fn inspect(backing: Backing, opts: &RegionOptions) -> Result<Self> {
         let path = backing.display();
-        let fd = backing.open(OpenMode::Existing, 0).map_err(|e| RegionError::os("open", path.clone(), e))?;
+        let fd = trust::open(&backing, OpenMode::Existing, 0, "open")?;
         let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;
-        if info.size < HEADER_AREA {
+        trust::check_owner(&info, opts, &path)?;
+        if !info.regular || info.size < HEADER_AREA {
             return Err(RegionError::NotARegion { path, reason: "too small".into() });
         }
         let map =
@@ -583,9 +620,9 @@ impl Region {
     }
 
     /// Unlink a stale (never initialised) file of this name; returns whether it was removed.
-    pub(crate) fn remove_if_stale(backing: &Backing) -> Result<bool> {
+    pub(crate) fn remove_if_stale(backing: &Backing, opts: &RegionOptions) -> Result<bool> {
         let existed = backing.path().is_some_and(|p| p.exists());
-        Ok(existed && Self::recover_stale(backing)? && backing.path().is_some_and(|p| !p.exists()))
+        Ok(existed && Self::recover_stale(backing, opts)? && backing.path().is_some_and(|p| !p.exists()))
     }
 
     /// Check whether a file that is not ready is stale (its creator died).
@@ -754,9 +791,17 @@ impl Region {
         Ok(Some(RegionGuard { region: self, _guard: guard }))
     }
 
+    /// After a takeover the heap may be half-updated without its `dirty` flag saying so (a
+    /// peer's garbage in the lock can have let two lockers in at once): verify it, and rebuild
+    /// it if it disagrees with itself. (A dirty heap is rebuilt by [`RegionGuard::heap`].)
     fn after_lock(&self, how: Acquired) -> Result<()> {
         if how == Acquired::Recovered {
-            self.header().stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
+            let stats = &self.header().stats;
+            stats.lock_recoveries.fetch_add(1, Ordering::Relaxed);
+            let heap = self.heap();
+            if !heap.is_dirty() && heap.check().is_err() && heap.repair().is_ok() {
+                stats.heap_repairs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }

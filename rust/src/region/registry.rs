@@ -3,14 +3,17 @@
 //! `list` reads every `/dev/shm/<root>-*` file read-only (it never registers itself as a
 //! client and never writes); `scan` is the janitor: it removes ghost client pids, regions
 //! whose clients all died, and files whose creator died before they became ready. Files that
-//! are not shmkit regions are reported, never touched.
+//! are not shmkit regions are reported, never touched; neither are other users' files
+//! (listed with their owner, skipped by `scan` with a note in its errors). Files are opened
+//! with `O_NOFOLLOW | O_NONBLOCK`: a symbolic link or a FIFO squatting a name is reported as
+//! invalid, never followed or waited on.
 
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::layout::{Identity, RegionHeader, HEADER_AREA, LAYOUT_VERSION, MAGIC};
-use super::{name, read_clients, Backing, ClientInfo, Region, RegionError, RegionOptions, Result};
+use super::{name, read_clients, trust, Backing, ClientInfo, Region, RegionError, RegionOptions, Result};
 use crate::sys::fd::{self as sysfd, OpenMode};
 use crate::sys::map::Mapping;
 
@@ -94,7 +97,11 @@ fn describe(root: &str, name: &str, file: &str) -> RegionEntry {
     let fd = match sysfd::shm_open(file, OpenMode::ReadOnly, 0) {
         Ok(fd) => fd,
         Err(err) => {
-            e.state = EntryState::Inaccessible(err.to_string());
+            e.state = if sysfd::is_symlink(Path::new(&e.path)) {
+                EntryState::Invalid("a symbolic link (never followed)".into())
+            } else {
+                EntryState::Inaccessible(err.to_string())
+            };
             if let Ok(info) = sysfd::path_info(Path::new(&e.path)) {
                 (e.size, e.uid, e.mode) = (info.size, info.uid, info.mode);
             }
@@ -106,6 +113,10 @@ fn describe(root: &str, name: &str, file: &str) -> RegionEntry {
         return e;
     };
     (e.size, e.uid, e.mode) = (info.size, info.uid, info.mode);
+    if !info.regular {
+        e.state = EntryState::Invalid("not a regular file".into());
+        return e;
+    }
     if info.size < HEADER_AREA {
         e.state = if info.size == 0 && !Region::file_is_stale(fd.as_fd(), None) {
             EntryState::Initialising
@@ -176,15 +187,24 @@ pub struct ScanReport {
 }
 
 /// Clean up a root: drop ghost pids, remove regions whose clients all died and files whose
-/// creator died before they were ready.
+/// creator died before they were ready. Only files owned by this process's effective uid are
+/// touched; other users' are noted in the report's errors.
 pub fn scan(root: Option<&str>) -> Result<ScanReport> {
     let root = roots_of(root)?;
     let mut report = ScanReport::default();
+    let opts = RegionOptions { root: Some(root.clone()), ..RegionOptions::default() };
+    let me = trust::expected_uid(&opts);
     for entry in list(Some(&root))? {
         let backing =
             Backing::Shm { root: root.clone(), name: entry.name.clone(), file: format!("{root}-{}", entry.name) };
+        if entry.uid != me && matches!(entry.state, EntryState::Stale | EntryState::Ready) {
+            report
+                .errors
+                .push((entry.name.clone(), format!("owned by uid {}, not by uid {me}: left alone", entry.uid)));
+            continue;
+        }
         match entry.state {
-            EntryState::Stale => match Region::remove_if_stale(&backing) {
+            EntryState::Stale => match Region::remove_if_stale(&backing, &opts) {
                 Ok(true) => {
                     report.removed.push((entry.name.clone(), "creator died before the region was ready".into()))
                 }
@@ -192,7 +212,6 @@ pub fn scan(root: Option<&str>) -> Result<ScanReport> {
                 Err(err) => report.errors.push((entry.name.clone(), err.to_string())),
             },
             EntryState::Ready => {
-                let opts = RegionOptions { root: Some(root.clone()), ..RegionOptions::default() };
                 let result = Region::inspect(backing.clone(), &opts).and_then(|r| {
                     let ghosts = r.scan_ghosts()?;
                     report.ghosts.extend(ghosts.iter().map(|&pid| (entry.name.clone(), pid)));

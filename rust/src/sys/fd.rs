@@ -24,8 +24,11 @@ pub enum OpenMode {
     ReadOnly,
 }
 
+/// Every open refuses a final symbolic link (`O_NOFOLLOW`: a peer's link in `/dev/shm` must
+/// not redirect us to another file) and never blocks (`O_NONBLOCK`: a FIFO squatting a name
+/// would hang an opener; callers then refuse anything but a regular file).
 fn oflags(mode: OpenMode) -> OFlags {
-    let base = OFlags::CLOEXEC;
+    let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
     match mode {
         OpenMode::CreateNew => base | OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
         OpenMode::Existing => base | OFlags::RDWR,
@@ -94,36 +97,70 @@ pub struct FileInfo {
     pub ino: u64,
     /// Owner uid.
     pub uid: u32,
-    /// Permission bits.
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits (with set-id and sticky bits).
     pub mode: u32,
+    /// Whether it is a regular file (not a directory, FIFO, device, socket or symlink).
+    pub regular: bool,
+    /// Number of names (0: a memfd or an unlinked file that nobody can open by name).
+    pub nlink: u64,
     /// Last status change, seconds since the epoch.
     pub ctime: i64,
 }
 
-/// `fstat` an open descriptor.
-pub fn info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
-    let st = rustix::fs::fstat(fd)?;
-    Ok(FileInfo {
+impl From<rustix::fs::Stat> for FileInfo {
+    fn from(st: rustix::fs::Stat) -> Self {
+        Self {
         size: st.st_size as u64,
         dev: st.st_dev,
         ino: st.st_ino,
         uid: st.st_uid,
+            gid: st.st_gid,
         mode: st.st_mode & 0o7777,
+            regular: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile,
+            nlink: st.st_nlink,
         ctime: st.st_ctime,
-    })
+        }
+    }
+}
+
+/// `fstat` an open descriptor.
+pub fn info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
+    Ok(rustix::fs::fstat(fd)?.into())
 }
 
 /// `stat` a path (without following a final symlink).
 pub fn path_info(path: &Path) -> io::Result<FileInfo> {
-    let st = rustix::fs::lstat(path)?;
-    Ok(FileInfo {
-        size: st.st_size as u64,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        uid: st.st_uid,
-        mode: st.st_mode & 0o7777,
-        ctime: st.st_ctime,
-    })
+    Ok(rustix::fs::lstat(path)?.into())
+}
+
+/// Whether `path` itself is a symbolic link.
+pub fn is_symlink(path: &Path) -> bool {
+    rustix::fs::lstat(path)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+}
+
+/// Give a new file its owner and group (`None`: unchanged) before anyone else may use it.
+pub fn set_owner(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    // -1 would mean "unchanged" to the kernel; callers reject it (it is never a real id).
+    if uid == Some(u32::MAX) || gid == Some(u32::MAX) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(rustix::fs::fchown(fd, uid.map(rustix::fs::Uid::from_raw), gid.map(rustix::fs::Gid::from_raw))?)
+}
+
+/// Set the permission bits of an open file exactly (no umask).
+pub fn set_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?)
+}
+
+/// The effective uid of this process (the owner its new files get).
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// Take an exclusive advisory lock (`flock`), waiting for it. Released when the descriptor

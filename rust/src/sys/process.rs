@@ -167,6 +167,73 @@ pub fn thread_alive(tid: u32) -> bool {
     tid != 0 && proc_stat(tid).is_some_and(|st| st.state != b'Z' && st.state != b'X')
 }
 
+/// What the kernel says about one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadState {
+    /// No such thread (the kernel answered `ESRCH`).
+    Gone,
+    /// A zombie: it will never run again.
+    Exited,
+    /// It exists; `start_time` is its start in clock ticks after boot, when `/proc` shows it
+    /// (`None`: hidden, e.g. by `hidepid`, so its identity cannot be checked).
+    Running {
+        /// Field 22 of the thread's `stat`.
+        start_time: Option<u64>,
+    },
+}
+
+/// Send the null signal to thread `tid` (of process `pid` when known: `tgkill`, else `tkill`)
+/// and report whether it exists. `EPERM` means it exists but belongs to someone else.
+fn thread_exists(pid: Option<u32>, tid: u32) -> bool {
+    // SAFETY: tgkill/tkill with signal 0 take plain integers and only probe for existence
+    // and permission; no memory is passed and nothing is delivered.
+    let rc = unsafe {
+        match pid {
+            Some(p) => {
+                libc::syscall(libc::SYS_tgkill, libc::c_long::from(p), libc::c_long::from(tid), 0 as libc::c_long)
+            }
+            None => libc::syscall(libc::SYS_tkill, libc::c_long::from(tid), 0 as libc::c_long),
+        }
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The state of thread `tid`, in process `pid` if known (then a thread of another process
+/// with the same id does not count).
+///
+/// The kernel is asked first (a null signal), so `/proc` hidden by `hidepid` never makes a
+/// live thread look gone; `/proc/<pid>/task/<tid>/stat` then gives its state and start time.
+pub fn thread_state(pid: Option<u32>, tid: u32) -> ThreadState {
+    let valid = |id: u32| (1..=i32::MAX as u32).contains(&id);
+    if !valid(tid) || pid.is_some_and(|p| !valid(p)) {
+        return ThreadState::Gone;
+    }
+    if !thread_exists(pid, tid) {
+        return ThreadState::Gone;
+    }
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/task/{tid}/stat"),
+        None => format!("/proc/{tid}/stat"),
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => match parse_stat(&text) {
+            Some(st) if matches!(st.state, b'Z' | b'X') => ThreadState::Exited,
+            Some(st) => ThreadState::Running { start_time: Some(st.start_time) },
+            None => ThreadState::Running { start_time: None },
+        },
+        // Exited between the probe and the read, or hidden from us: ask the kernel again.
+        Err(_) if !thread_exists(pid, tid) => ThreadState::Gone,
+        Err(_) => ThreadState::Running { start_time: None },
+    }
+}
+
+/// The start time of thread `tid` of process `pid` (clock ticks after boot), `None` if
+/// `/proc` does not show it. For the main thread it equals the process's start time.
+pub fn thread_start_time(pid: u32, tid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    parse_stat(&text).map(|st| st.start_time)
+}
+
 /// A pidfd: becomes readable when the process exits. Detects death at once, without
 /// polling and without pid-reuse races.
 #[derive(Debug)]
@@ -225,6 +292,32 @@ mod tests {
         assert_eq!(liveness(pid, start + 1), Liveness::Dead);
         assert_eq!(liveness(0, 0), Liveness::Dead);
         assert!(thread_alive(current_tid()));
+    }
+
+    #[test]
+    fn thread_states() {
+        let (pid, tid) = (current_pid(), current_tid());
+        let start = thread_start_time(pid, tid).unwrap();
+        assert_eq!(thread_state(Some(pid), tid), ThreadState::Running { start_time: Some(start) });
+        assert_eq!(thread_state(None, tid), ThreadState::Running { start_time: Some(start) });
+        assert_eq!(thread_state(None, 0), ThreadState::Gone);
+        assert_eq!(thread_state(Some(0), tid), ThreadState::Gone);
+        assert_eq!(thread_state(None, u32::MAX), ThreadState::Gone);
+        // A thread that has exited (and been joined) is gone; so is a tid in another process.
+        let other = std::thread::spawn(|| (current_tid(), thread_start_time(current_pid(), current_tid())));
+        let (other_tid, other_start) = other.join().unwrap();
+        assert!(other_start.is_some_and(|s| s >= start));
+        assert_eq!(thread_state(Some(pid), other_tid), ThreadState::Gone);
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let cpid = child.id();
+        assert!(matches!(thread_state(Some(cpid), cpid), ThreadState::Running { start_time: Some(_) }));
+        assert_eq!(thread_state(Some(pid), cpid), ThreadState::Gone);
+        child.kill().unwrap();
+        let fd = PidFd::open(cpid).unwrap();
+        assert!(fd.wait_exit(5000).unwrap());
+        assert_eq!(thread_state(Some(cpid), cpid), ThreadState::Exited, "a zombie counts as exited");
+        child.wait().unwrap();
+        assert_eq!(thread_state(Some(cpid), cpid), ThreadState::Gone);
     }
 
     #[test]
