@@ -14,7 +14,7 @@ use crate::memif::control::{ClientHandshake, ClientState, ClientWants, Limits, S
 use crate::memif::queue::{RxBatch, RxItem, Seg};
 use crate::memif::ring::{RingHeader, COOKIE};
 use crate::memif::wire::{AddRing, Msg, MSG_SIZE};
-use crate::sys::eventfd::EventFd;
+use crate::sys::eventfd::{EventFd, PeerEventFd};
 use crate::sys::fd as sysfd;
 use crate::sys::map::Mapping;
 
@@ -178,7 +178,7 @@ fn server_conn(inp: &mut Input<'_>, wake: &Arc<EventFd>) -> Option<Connection> {
             rings.iter().filter(|r| usize::from(r.region) == ri).map(|r| r.offset as usize).collect();
         regions.push(peer_region(len, inp.blob(512), &cookies)?);
     }
-    let with_fd = |r: AddRing| Some((r, sysfd::dup(EventFd::new().ok()?.as_fd()).ok()?));
+    let with_fd = |r: AddRing| Some((r, PeerEventFd::from_peer(sysfd::dup(EventFd::new().ok()?.as_fd()).ok()?).ok()?));
     let s2m = rings[..nrings].iter().copied().map(with_fd).collect::<Option<Vec<_>>>()?;
     let m2s = rings[nrings..].iter().copied().map(with_fd).collect::<Option<Vec<_>>>()?;
     server_connection(&regions, s2m, m2s, inp.bool(), ConnInfo::default(), 1, wake.clone()).ok()
