@@ -100,6 +100,9 @@ use crate::sys::futex;
 use crate::sys::map::Mapping;
 use crate::sys::process::{self, Liveness};
 
+mod repair;
+pub use repair::Repair;
+
 /// Re-reads of a held slot's word before asking whether its owner is alive.
 const CLAIM_SPINS: u32 = 128;
 /// A claimer found alive is not looked up again for this long (per handle).
@@ -609,19 +612,19 @@ impl Ring {
         let tail = h.tail.load(SeqCst);
         if self.spsc {
             for i in 0..n.min(self.cap) {
-                let (slot, _) = self.slot(tail + i)?;
+                let (slot, _) = self.slot(tail.wrapping_add(i))?;
                 let w = slot.word.load(SeqCst);
-                if w != pack(tail + i, 0) {
-                    let full = owner_of(w) == 0 && distance(seq_of(w), tail + i) == 1 - self.cap as i64;
+                if w != pack(tail.wrapping_add(i), 0) {
+                    let full = owner_of(w) == 0 && distance(seq_of(w), tail.wrapping_add(i)) == 1 - self.cap as i64;
                     return Ok(!full);
                 }
             }
             return Ok(true);
         }
         for i in 0..n.min(self.cap) {
-            let (slot, _) = self.slot(tail + i)?;
+            let (slot, _) = self.slot(tail.wrapping_add(i))?;
             let w = slot.word.load(SeqCst);
-            match at_tail(w, tail + i, self.cap) {
+            match at_tail(w, tail.wrapping_add(i), self.cap) {
                 AtTail::Free => {}
                 AtTail::Blocked(0) => return Ok(false),
                 AtTail::Blocked(_) => return Ok(self.claim(slot, w) != Claim::Alive),
@@ -693,7 +696,7 @@ impl Ring {
                 Ok(true)
             }
             AtTail::Claimed(_) | AtTail::Produced => {
-                let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                 Ok(true)
             }
             AtTail::Blocked(owner) => {
@@ -726,13 +729,13 @@ impl Ring {
     /// slot for it and advance `tail` by two.
     fn help_pair(&self, h: &QueueHeader, pos: u64, owner: u32) -> Result<()> {
         let second = owner & !OWNER_PAIR;
-        let (s1, _) = self.slot(pos + 1)?;
-        let free = pack(pos + 1, 0);
-        let claimed = pack(pos + 1, second);
+        let (s1, _) = self.slot(pos.wrapping_add(1))?;
+        let free = pack(pos.wrapping_add(1), 0);
+        let claimed = pack(pos.wrapping_add(1), second);
         let _ = s1.word.compare_exchange(free, claimed, SeqCst, Relaxed);
         let w1 = s1.word.load(Acquire);
-        if w1 == claimed || distance(seq_of(w1), pos + 1) >= 1 {
-            let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+        if w1 == claimed || distance(seq_of(w1), pos.wrapping_add(1)) >= 1 {
+            let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
         }
         Ok(())
     }
@@ -758,7 +761,7 @@ impl Ring {
             let state = at_tail(w, pos, self.cap);
             if state == AtTail::Free {
                 if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
-                    let _ = h.tail.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                     return Ok(Some(Held { pos, owner: me, off: data_off, len: self.elsize }));
                 }
             } else if !self.tail_obstacle(h, pos, slot, w, state)? {
@@ -796,12 +799,12 @@ impl Ring {
             let w0 = s0.word.load(Acquire);
             let state = at_tail(w0, pos, self.cap);
             if state == AtTail::Free {
-                let (s1, d1) = self.slot(pos + 1)?;
+                let (s1, d1) = self.slot(pos.wrapping_add(1))?;
                 let w1 = s1.word.load(Acquire);
-                if w1 != pack(pos + 1, 0) {
+                if w1 != pack(pos.wrapping_add(1), 0) {
                     // The second slot still belongs to the previous lap (or our view is stale).
                     let current = || h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0;
-                    match at_tail(w1, pos + 1, self.cap) {
+                    match at_tail(w1, pos.wrapping_add(1), self.cap) {
                         AtTail::Blocked(0) => {
                             if current() && s1.word.load(Acquire) == w1 {
                                 return Ok(false);
@@ -825,7 +828,7 @@ impl Ring {
                         }
                     }
                 } else if s0.word.compare_exchange(w0, pack(pos, me | OWNER_PAIR), Acquire, Relaxed).is_ok() {
-                    let mine = pack(pos + 1, me);
+                    let mine = pack(pos.wrapping_add(1), me);
                     match s1.word.compare_exchange(w1, mine, Acquire, Relaxed) {
                         Ok(_) => {}
                         Err(cur) if cur == mine => {} // a helper claimed it for us
@@ -834,12 +837,12 @@ impl Ring {
                             return Err(self.corrupt(format!("second slot of a pair was taken ({cur:#x})")));
                         }
                     }
-                    let _ = h.tail.compare_exchange(pos, pos + 2, Relaxed, Relaxed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
                     failpoint::hit("queue.put_claimed");
                     self.fill(s0, d0, a)?;
                     self.fill(s1, d1, b)?;
                     self.publish(s0, pos, me | OWNER_PAIR)?;
-                    self.publish(s1, pos + 1, me)?;
+                    self.publish(s1, pos.wrapping_add(1), me)?;
                     return Ok(true);
                 }
             } else if !self.tail_obstacle(h, pos, s0, w0, state)? {
@@ -853,7 +856,7 @@ impl Ring {
     /// Publish the element at `pos` claimed as `owner`.
     #[inline]
     fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
-        match slot.word.compare_exchange(pack(pos, owner), pack(pos + 1, 0), SeqCst, Relaxed) {
+        match slot.word.compare_exchange(pack(pos, owner), pack(pos.wrapping_add(1), 0), SeqCst, Relaxed) {
             Ok(_) => Ok(()),
             Err(cur) => Err(self.corrupt(format!("our claim at position {pos} was overwritten ({cur:#x})"))),
         }
@@ -880,9 +883,9 @@ impl Ring {
             let w = slot.word.load(Acquire);
             match at_head(w, pos, self.cap) {
                 AtHead::Ready => {
-                    let mine = pack(pos + 1, me | OWNER_READER);
+                    let mine = pack(pos.wrapping_add(1), me | OWNER_READER);
                     if slot.word.compare_exchange(w, mine, Acquire, Relaxed).is_ok() {
-                        let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                        let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                         failpoint::hit("queue.get_claimed");
                         let len = slot.len.load(Relaxed) as usize;
                         let held = Held { pos, owner: me | OWNER_READER, off: data_off, len };
@@ -895,7 +898,7 @@ impl Ring {
                     }
                 }
                 AtHead::Taken => {
-                    let _ = h.head.compare_exchange(pos, pos + 1, Relaxed, Relaxed);
+                    let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
                 }
                 AtHead::Empty(owner) => {
                     if h.head.load(Relaxed) == pos {
@@ -927,8 +930,12 @@ impl Ring {
     /// Release a slot claimed by [`Ring::mpmc_claim`] for the next lap.
     pub(crate) fn mpmc_release(&self, held: Held) -> Result<()> {
         let (slot, _) = self.slot(held.pos)?;
-        match slot.word.compare_exchange(pack(held.pos + 1, held.owner), pack(held.pos + self.cap, 0), SeqCst, Relaxed)
-        {
+        match slot.word.compare_exchange(
+            pack(held.pos.wrapping_add(1), held.owner),
+            pack(held.pos.wrapping_add(self.cap), 0),
+            SeqCst,
+            Relaxed,
+        ) {
             Ok(_) => Ok(()),
             Err(_) => Err(self.corrupt(format!("our claim at position {} was overwritten", held.pos))),
         }
