@@ -36,6 +36,8 @@ use crate::region::{kind, Region, RegionError};
 use crate::sys::map::ShmSafe;
 use crate::sys::{process, time};
 
+mod repair;
+
 /// Bytes of the header in front of every message payload.
 pub const HDR: u64 = 32;
 /// Rings per pool object (server and client rings together).
@@ -296,8 +298,28 @@ pub struct MsgRings {
     region: Arc<Region>,
     name: String,
     base: u64,
+    /// Bytes of the pool object.
+    total: u64,
     rings: Vec<RingGeom>,
     pid: u32,
+    /// What this process keeps of the pool rather than re-read from shared memory.
+    private: Arc<Private>,
+}
+
+/// Process-private state of a pool handle (shared by its clones).
+#[derive(Debug)]
+struct Private {
+    /// The GC age this handle allocates with (a peer could set the shared one to 0 to make
+    /// allocators reclaim messages still in flight).
+    gc_age_ms: AtomicU64,
+    /// Slot headers found damaged when this handle claimed their slot, and restored.
+    restamped: AtomicU64,
+}
+
+impl Private {
+    fn new(gc_age_ms: u64) -> Arc<Self> {
+        Arc::new(Self { gc_age_ms: AtomicU64::new(gc_age_ms), restamped: AtomicU64::new(0) })
+    }
 }
 
 fn plan(server: &[(u32, u32)], client: &[(u32, u32)]) -> Result<(Vec<RingGeom>, u64)> {
@@ -359,7 +381,15 @@ impl MsgRings {
         hdr.total_size.store(total, Relaxed);
         hdr.version.store(POOL_VERSION, Relaxed);
         hdr.magic.store(POOL_MAGIC, Release);
-        Ok(Self { region: Arc::clone(region), name: name.to_owned(), base, rings, pid: process::current_pid() })
+        Ok(Self {
+            region: Arc::clone(region),
+            name: name.to_owned(),
+            base,
+            total,
+            rings,
+            pid: process::current_pid(),
+            private: Private::new(gc_age_ms),
+        })
     }
 
     /// Open the pool named `name`, validating its geometry against its object's size.
@@ -407,8 +437,10 @@ impl MsgRings {
             region: Arc::clone(region),
             name: name.to_owned(),
             base: obj.offset,
+            total,
             rings,
             pid: process::current_pid(),
+            private: Private::new(hdr.gc_age_ms.load(Relaxed)),
         })
     }
 
@@ -455,13 +487,15 @@ impl MsgRings {
         &self.name
     }
 
-    /// GC age in ms (settable, shared by all users of the pool).
+    /// GC age in ms this handle allocates with: the pool's when the handle was opened, or
+    /// what it set since (never re-read from shared memory: see [`MsgRings::repair`]).
     pub fn gc_age_ms(&self) -> u64 {
-        self.header().gc_age_ms.load(Relaxed)
+        self.private.gc_age_ms.load(Relaxed)
     }
 
-    /// Change the GC age.
+    /// Change the GC age, for this handle and for handles opened after.
     pub fn set_gc_age_ms(&self, ms: u64) {
+        self.private.gc_age_ms.store(ms, Relaxed);
         self.header().gc_age_ms.store(ms, Relaxed);
     }
 
@@ -475,7 +509,7 @@ impl MsgRings {
     }
 
     fn alloc_ring(&self, n: u64, pool: Pool) -> Option<MsgRef> {
-        let gc_age = self.header().gc_age_ms.load(Relaxed);
+        let gc_age = self.gc_age_ms();
         let hdr = self.header();
         for (i, r) in self.rings.iter().enumerate() {
             if r.pool != pool || n > u64::from(r.size) {
@@ -501,11 +535,12 @@ impl MsgRings {
                 // Advance past the slot we took (if nobody did it for us already).
                 if pool == Pool::Server {
                     d.head.store(next, Release);
-                    d.hits.store(d.hits.load(Relaxed) + 1, Relaxed);
+                    d.hits.store(d.hits.load(Relaxed).wrapping_add(1), Relaxed);
                 } else {
                     let _ = d.head.compare_exchange(raw_head, next, Release, Relaxed);
                     d.hits.fetch_add(1, Relaxed);
                 }
+                self.restamp(slot, slot_id(i, head));
                 slot.owner_pid.store(self.pid, Relaxed);
                 slot.to_pid.store(0, Relaxed);
                 slot.len.store(n as u32, Relaxed);
@@ -515,7 +550,7 @@ impl MsgRings {
                 return Some(MsgRef::new(payload, seq));
             }
             if pool == Pool::Server {
-                d.misses.store(d.misses.load(Relaxed) + 1, Relaxed);
+                d.misses.store(d.misses.load(Relaxed).wrapping_add(1), Relaxed);
             } else {
                 d.misses.fetch_add(1, Relaxed);
             }
@@ -599,7 +634,12 @@ impl MsgRings {
         let capacity = match ring {
             Some(_) => capacity,
             // A heap message: it must be a live heap allocation (checked by the heap itself).
-            None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
+            None => self
+                .region
+                .usable_size(hdr_off)
+                .ok()
+                .and_then(|n| n.checked_sub(HDR))
+                .ok_or(bad("not a live heap allocation"))?,
         };
         let len = h.len.load(Relaxed);
         if u64::from(len) > capacity {
