@@ -124,6 +124,20 @@ impl PyMsgRings {
         self.inner.note_restart();
     }
 
+    /// Restore the shared pool header and ring descriptors (and with `slots`, every slot
+    /// header's identity) from this handle's private copy; returns how many fields were
+    /// wrong. For the pool's owner.
+    #[pyo3(signature = (slots=false))]
+    fn repair(&self, py: Python<'_>, slots: bool) -> u64 {
+        py.detach(|| self.inner.repair(slots))
+    }
+
+    /// Damaged slot headers restored when this handle claimed their slot, since the last
+    /// call.
+    fn take_restamped(&self) -> u64 {
+        self.inner.take_restamped()
+    }
+
     /// GC age in seconds.
     #[getter]
     fn gc_age(&self) -> f64 {
