@@ -147,6 +147,28 @@ fn damaged_slot_headers_are_restored() {
     p.validate(b).unwrap();
 }
 
+#[test]
+fn a_pool_too_damaged_to_open_is_rebuilt_in_place() {
+    let f = fixture();
+    let p = pool(&f);
+    let live = p.alloc(100, Pool::Client).unwrap();
+    for off in (0..RING0 + 128 * 6).step_by(4) {
+        at::<AtomicU32>(&f, off).store(u32::MAX, SeqCst);
+    }
+    assert!(MsgRings::open(&f.region, "r").is_err());
+    // Another configuration does not fit the object.
+    assert!(matches!(
+        MsgRings::rebuild(&f.region, "r", &[(64, 8)], &[(64, 8)], 10_000).unwrap_err(),
+        MsgRingError::Corrupt { .. }
+    ));
+    let q = MsgRings::rebuild(&f.region, "r", DEFAULT_SERVER_RINGS, DEFAULT_CLIENT_RINGS, 10_000).unwrap();
+    assert_eq!(q.validate(live).unwrap().len, 100, "messages in flight stay valid");
+    let other = MsgRings::open(&f.region, "r").unwrap();
+    let r = other.alloc(10, Pool::Server).unwrap();
+    q.free(r).unwrap();
+    q.free(live).unwrap();
+}
+
 /// Random and boundary values over the pool header, the descriptors and slot headers; the
 /// owner allocates and frees all along, repairs, and then the pool is whole again.
 #[test]

@@ -203,6 +203,23 @@ fn a_stalled_claim_at_head_can_be_skipped() {
 }
 
 #[test]
+fn a_queue_too_damaged_to_open_is_rebuilt_in_place() {
+    let f = fixture();
+    let old = ShmQueue::create(&f.region, "q", 8, 8, &MPMC).unwrap();
+    assert!(put_u64(&old, 1));
+    at::<AtomicU64>(&old, 0).store(0, SeqCst); // magic
+    assert!(ShmQueue::open(&f.region, "q").is_err());
+    let q = ShmQueue::rebuild(&f.region, "q", 8, 8, &MPMC).unwrap();
+    assert_eq!(q.offset(), old.offset());
+    assert!(drain(&q).is_empty(), "what was queued is gone");
+    assert!(put_u64(&q, 2));
+    assert_eq!(drain(&ShmQueue::open(&f.region, "q").unwrap()), [2]);
+    assert!(matches!(old.check().unwrap_err(), QueueError::Corrupt { .. }), "a new incarnation");
+    // A shape that does not fit the object is refused.
+    assert!(matches!(ShmQueue::rebuild(&f.region, "q", 64, 8, &MPMC).unwrap_err(), QueueError::Mismatch { .. }));
+}
+
+#[test]
 fn a_removed_queue_is_not_repaired() {
     let f = fixture();
     let q = ShmQueue::create(&f.region, "q", 8, 8, &MPMC).unwrap();

@@ -23,9 +23,50 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use super::{slot_id, MsgHeader, MsgRings, MSG_MAGIC, POOL_MAGIC, POOL_VERSION};
+use std::sync::Arc;
+
+use super::{plan, slot_id, MsgHeader, MsgRingError, MsgRings, Private, Result, MSG_MAGIC, POOL_MAGIC, POOL_VERSION};
+use crate::region::{kind, Region};
+use crate::sys::process;
 
 impl MsgRings {
+    /// Take over a pool too damaged to [`MsgRings::open`], in place, as if created with this
+    /// configuration: refused unless its object has exactly that size (it then has that
+    /// layout, or a peer overwrote it with another one of the same size, which this undoes).
+    /// Slot states are kept (messages in flight stay valid); every descriptor and slot
+    /// identity is rewritten. For a new server taking over a region whose previous one is
+    /// gone; other handles on the pool keep working with their own copies.
+    pub fn rebuild(
+        region: &Arc<Region>,
+        name: &str,
+        server: &[(u32, u32)],
+        client: &[(u32, u32)],
+        gc_age_ms: u64,
+    ) -> Result<Self> {
+        let obj = region.find_object(name)?;
+        let (mut rings, total) = plan(server, client)?;
+        if obj.kind != kind::MSGRINGS || obj.size != total {
+            return Err(MsgRingError::Corrupt {
+                name: name.to_owned(),
+                reason: format!("its object ({} bytes) is not a pool of this configuration ({total} bytes)", obj.size),
+            });
+        }
+        for r in &mut rings {
+            r.slots_off += obj.offset;
+        }
+        let pool = Self {
+            region: Arc::clone(region),
+            name: name.to_owned(),
+            base: obj.offset,
+            total,
+            rings,
+            pid: process::current_pid(),
+            private: Private::new(gc_age_ms),
+        };
+        pool.repair(true);
+        Ok(pool)
+    }
+
     /// Restore the shared pool header and ring descriptors from this handle's private copy,
     /// and with `slots` every slot header's identity too (O(slots)); returns how many fields
     /// were wrong. Use it from the pool's owner, periodically.

@@ -57,6 +57,23 @@ impl PyMsgRings {
         Ok(Self { inner: MsgRings::create(region.region(), name, &server, &client, gc_ms(gc_age)?)? })
     }
 
+    /// Take over a pool too damaged to open, in place, as if created with this
+    /// configuration (refused unless its object has that size); messages in flight stay
+    /// valid. For a new server taking over from one that is gone.
+    #[staticmethod]
+    #[pyo3(signature = (region, name="api-rings", *, server=None, client=None, gc_age=10.0))]
+    fn rebuild(
+        region: &PyRegion,
+        name: &str,
+        server: Option<Vec<(u32, u32)>>,
+        client: Option<Vec<(u32, u32)>>,
+        gc_age: f64,
+    ) -> PyResult<Self> {
+        let server = server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec());
+        let client = client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec());
+        Ok(Self { inner: MsgRings::rebuild(region.region(), name, &server, &client, gc_ms(gc_age)?)? })
+    }
+
     /// Open an existing pool (its geometry is validated).
     #[staticmethod]
     #[pyo3(signature = (region, name="api-rings"))]

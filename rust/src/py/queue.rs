@@ -186,6 +186,23 @@ impl PyQueue {
         Ok(Self::new(py, q, region))
     }
 
+    /// Re-create queue `name`, too damaged to open, in place (fresh header and empty slots;
+    /// what was queued is lost). For a new owner taking over from one that is gone.
+    #[staticmethod]
+    #[pyo3(signature = (region, name, capacity, elsize, *, spsc=false))]
+    fn rebuild(
+        py: Python<'_>,
+        region: &Bound<'_, PyRegion>,
+        name: &str,
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+    ) -> PyResult<Self> {
+        let r = region.get().region();
+        let q = py.detach(|| ShmQueue::rebuild(r, name, capacity, elsize, &QueueOptions { spsc }))?;
+        Ok(Self::new(py, q, region))
+    }
+
     /// Open queue `name` if it exists with this shape, else create it (safe against racing
     /// creators). `.created` tells which happened.
     #[staticmethod]

@@ -175,6 +175,37 @@ impl ShmQueue {
         Err(QueueError::InvalidArgument(format!("queue {name:?} keeps appearing and disappearing")))
     }
 
+    /// Re-create queue `name`, too damaged to [`ShmQueue::open`], in place: a fresh header
+    /// (a new incarnation: handles on the old one notice at their next check) and empty
+    /// slots, in its existing object, which must be large enough. Whatever was queued is
+    /// lost. For a new owner taking over a queue whose previous one is gone (the API server
+    /// after a restart, for its input queue).
+    pub fn rebuild(region: &Arc<Region>, name: &str, capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Self> {
+        let info = region.find_object(name)?;
+        if info.kind != kind::QUEUE {
+            return Err(QueueError::NotAQueue { name: name.into(), kind: info.kind });
+        }
+        let pid = process::cached_pid();
+        check_pid(pid)?;
+        let ident = Identity::plan(
+            capacity,
+            elsize,
+            opts.spsc,
+            make_nonce(pid),
+            (pid, process::current_start_time()),
+            time::realtime_ns(),
+        )
+        .map_err(QueueError::InvalidArgument)?;
+        if ident.total_size > info.size {
+            return Err(QueueError::Mismatch {
+                name: name.into(),
+                reason: format!("its object has {} bytes, a queue of this shape needs {}", info.size, ident.total_size),
+            });
+        }
+        Self::initialise(region, info.offset, &ident)?;
+        Self::attach(region, name, info.offset, info.size)
+    }
+
     /// Write a fresh header and slot array at `off` (not yet visible to anyone).
     fn initialise(region: &Region, off: u64, ident: &Identity) -> Result<()> {
         let map = region.mapping();
