@@ -8,8 +8,8 @@ from typing import Any
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import process_alive as _alive
-from shmkit.api.server import RINGS
 from shmkit.api.state import ApiState, ClientEntry
+from shmkit.api.takeover import RINGS
 from shmkit.errors import ShmkitError
 
 __all__ = ["ApiView", "describe", "format_view"]
