@@ -644,9 +644,10 @@ sys.stdin.readline()
 
 TAKEOVER = """
 import sys, api_defs
+import shmkit.api.clients as clients
 import shmkit.api.server as srv
 name, root, when = sys.argv[1], sys.argv[2], sys.argv[3]
-real_owner, real_recover = srv.queue_owner, srv.Server._recover
+real_owner, real_recover = clients.queue_owner, srv.Server._recover
 
 def recover(self):
     if when == "before":  # the new server holds the region, has not looked at clients yet
@@ -661,7 +662,7 @@ def owner(region, qname):
         sys.stdin.readline()
     return found
 
-srv.Server._recover, srv.queue_owner = recover, owner
+srv.Server._recover, clients.queue_owner = recover, owner
 server = api_defs.make_server(name, root, scan_interval=0.05)
 print("ready", flush=True)
 server.serve_forever()
