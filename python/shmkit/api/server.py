@@ -76,7 +76,6 @@ C = {name: i for i, name in enumerate(COUNTERS)}
 _INVALID, _UNKNOWN, _MISSING = C["invalid_messages"], C["unknown_messages"], C["missing_clients"]
 _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
-_RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
 _unpack_header = HEADER.unpack_from
 #: Errors that end the dispatch loop; anything else (a Rust panic included) is counted.
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -308,9 +307,21 @@ class Server(ClientLifecycle):
         next_scan = time.monotonic() + self.scan_interval
         next_poll = 0.0
         slice_ = min(self.death_poll, 0.05)
+        port, queue, lock = self.port, self.input, self._lock
         try:
             while not self._stop.is_set():
-                self._shielded(self._wait_and_serve, slice_)
+                # The hot path, inline (a failed step is handled as _shielded does).
+                try:
+                    if port.wait(queue, slice_):
+                        with lock:
+                            self._serve_batch()
+                except CorruptionError:
+                    # A peer damaged the input queue: repaired (counted, logged) at once.
+                    self._shielded(self._guard.check_input, True)
+                except _FATAL:
+                    raise
+                except BaseException as exc:
+                    self._loop_failed("dispatch", exc)
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.death_poll
@@ -325,41 +336,31 @@ class Server(ClientLifecycle):
         finally:
             self._running = False
 
-    def _wait_and_serve(self, slice_: float) -> None:
-        try:
-            if self.port.wait(self.input, slice_):
-                with self._lock:
-                    self._serve_batch()
-        except CorruptionError:
-            # A peer damaged the input queue: repaired (counted, logged) at once.
-            self._guard.check_input(thorough=True)
-
     def _shielded(self, step: Callable[..., object], *args: object) -> None:
-        """Run one step of the loop; an error (a Rust panic included) is counted, logged and
-        followed by a check of the input queue, which is what most steps touch."""
+        """Run one step of the loop; an error (a Rust panic included) is :meth:`_loop_failed`."""
         try:
             step(*args)
         except _FATAL:
             raise
         except BaseException as exc:
-            self._counts[C["loop_errors"]] += 1
-            self.report(
-                "loop",
-                logging.ERROR,
-                "API %s: %s failed: %r",
-                self.name,
-                getattr(step, "__name__", "a step"),
-                exc,
-                exc_info=exc,
-            )
+            self._loop_failed(getattr(step, "__name__", "a step"), exc)
+
+    def _loop_failed(self, step: str, exc: BaseException) -> None:
+        """Count and log a failed step, then check the input queue (what most steps touch;
+        unless that check is what failed) and pause briefly, so a failure that comes back at
+        once does not spin."""
+        self._counts[C["loop_errors"]] += 1
+        self.report(
+            "loop", logging.ERROR, "API %s: %s failed: %r", self.name, step, exc, exc_info=exc
+        )
+        if step != "check_input":
             try:
                 self._guard.check_input(thorough=True)
             except _FATAL:
                 raise
             except BaseException as again:
                 self.report("repair", logging.ERROR, "API %s: repair failed: %r", self.name, again)
-            # Do not spin if the same failure comes back at once.
-            self._stop.wait(min(self.death_poll, 0.01))
+        self._stop.wait(min(self.death_poll, 0.01))
 
     def _serve_batch(self) -> None:
         """Dispatch one batch. Known requests from registered clients are served natively
@@ -387,8 +388,7 @@ class Server(ClientLifecycle):
             self._batching = False
             # Rare events are published at once (plain traffic every poll), and before the
             # replies go out: a client reading its reply sees what came before it counted.
-            counts[_INVALID] += self.port.take_invalid()
-            if any(counts[i] for i in _RARE):
+            if sum(counts) != counts[_REQUESTS] + counts[_REPLIES]:
                 self.flush_counters()
             for c, sent, dropped, damaged in self._outbox.flush():
                 self._count_sent(c, sent, dropped)

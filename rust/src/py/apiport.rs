@@ -180,7 +180,8 @@ impl PyApiPort {
     /// failing handler or reply encoder is reported to `failed(exception, request_type,
     /// client, context)`, which may send the client an error reply; an error that is not an
     /// `Exception` (Ctrl-C) is raised once the batch is done.
-    /// Returns `(received, served, invalid, handler_errors)`.
+    /// Returns `(received, served, invalid, handler_errors)`: `invalid` counts undecodable
+    /// requests and the references refused since the last `take_invalid` (this batch's).
     #[pyo3(signature = (queue, table, by_handle, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn serve<'py>(
@@ -212,6 +213,7 @@ impl PyApiPort {
         let r = self.recv_raw(py, queue, max, timeout, |b| d.one(b));
         let flushed = d.set_client(None);
         r.and(flushed)?;
+        d.stats.2 += self.inner.take_invalid() as usize;
         Ok(d.stats)
     }
 
