@@ -288,3 +288,51 @@ def test_garbage_in_the_state_does_not_stop_new_clients(
     assert describe("api", root).counters["state_repairs"] >= 1
     del view
     region.close()
+
+
+STALLER = """
+import sys
+import shmkit
+region = shmkit.Region.open(sys.argv[1], root=sys.argv[2])
+q = shmkit.Queue.open(region, "api/input")
+r = q.reserve()  # claims the next position of the server's input queue, never commits
+print("claimed", flush=True)
+sys.stdin.readline()
+try:
+    r.commit()
+    print("committed", flush=True)
+except shmkit.CorruptionError as exc:
+    print("refused:", exc, flush=True)
+"""
+
+
+def test_a_client_stalled_half_way_through_a_request(root: str, tmp_path: Path) -> None:
+    """A client stopped (or hostile) between claiming a slot of the server's input queue and
+    publishing it makes every later request wait behind it: the server skips the claim after
+    ``claim_timeout``, and the staller's publish is refused."""
+    with open(tmp_path / "server.err", "w") as err:
+        server = subprocess.Popen(
+            [sys.executable, SERVER_SCRIPT, "api", root, "10", json.dumps({"claim_timeout": 0.5})],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": TESTS_DIR},
+        )
+    try:
+        wait_line(server, "ready", stream="stdout")
+        with Client.connect("api", "behind", root=root) as c:
+            assert c.call(Echo(x=1)).x == 1
+            staller = python(STALLER, "api", root)
+            wait_line(staller, "claimed", stream="stdout")
+            assert c.call(Echo(x=2), timeout=30).x == 2, "served once the claim is skipped"
+            assert describe("api", root).counters["stalled_claims"] == 1
+            assert c.call(Echo(x=3)).x == 3
+            staller.stdin.write("\n")
+            staller.stdin.flush()
+            assert "refused:" in finish(staller)
+            assert c.call(Echo(x=4)).x == 4
+        assert "stalled the input queue" in (tmp_path / "server.err").read_text()
+        assert server.poll() is None
+    finally:
+        kill9(server)
