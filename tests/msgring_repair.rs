@@ -3,10 +3,8 @@
 //! open the pool again. Randomised tests print their seed; `SHMKIT_SEED=<n>` replays one.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
 
 use _native::msgring::{MsgRingError, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS, HDR};
-use _native::region::{Region, RegionOptions};
 
 /// Offsets in the pool object: header fields, then 128-byte ring descriptors from 128.
 const GC_AGE: u64 = 16;
@@ -15,23 +13,11 @@ const HITS: u64 = 24;
 const MISSES: u64 = 32;
 const HEAD: u64 = 64;
 
-struct Fixture {
-    region: Arc<Region>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.region.unlink();
-    }
-}
+mod common;
+use common::{seed, Fixture, Rng};
 
 fn fixture() -> Fixture {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let o = RegionOptions {
-        root: Some(format!("mrr{}x{}", std::process::id(), N.fetch_add(1, SeqCst))),
-        ..RegionOptions::default()
-    };
-    Fixture { region: Arc::new(Region::create("rings", 8 << 20, &o).unwrap()) }
+    common::fixture(8 << 20)
 }
 
 fn pool(f: &Fixture) -> MsgRings {
@@ -41,14 +27,6 @@ fn pool(f: &Fixture) -> MsgRings {
 fn at<T: _native::sys::map::ShmSafe>(f: &Fixture, off: u64) -> &T {
     let base = f.region.find_object("r").unwrap().offset;
     f.region.mapping().get::<T>((base + off) as usize).unwrap()
-}
-
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("SHMKIT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("{test}: SHMKIT_SEED={s}");
-    s
 }
 
 #[test]
@@ -173,23 +151,17 @@ fn a_pool_too_damaged_to_open_is_rebuilt_in_place() {
 /// owner allocates and frees all along, repairs, and then the pool is whole again.
 #[test]
 fn sprayed_pools_always_recover() {
-    let mut x = seed("sprayed_pools_always_recover");
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng(seed("sprayed_pools_always_recover"));
     for _ in 0..50 {
         let f = fixture();
         let p = pool(&f);
         let span = RING0 + 128 * 6 + 64 * 1024;
         for _ in 0..200 {
-            let off = (next() % (span / 4)) * 4;
-            let v = [0, 1, u32::MAX, u32::MAX - 1, next() as u32][(next() % 5) as usize];
+            let off = (rng.next() % (span / 4)) * 4;
+            let v = [0, 1, u32::MAX, u32::MAX - 1, rng.next() as u32][(rng.next() % 5) as usize];
             at::<AtomicU32>(&f, off).store(v, SeqCst);
             for kind in [Pool::Server, Pool::Client] {
-                if let Ok(r) = p.alloc(next() % 5000, kind) {
+                if let Ok(r) = p.alloc(rng.next() % 5000, kind) {
                     let _ = p.free(r);
                 }
             }

@@ -8,28 +8,16 @@ use std::sync::Arc;
 
 use _native::queue::layout::{pack, HEADER_SIZE, OWNER_PID_MASK, OWNER_READER};
 use _native::queue::{QueueError, QueueOptions, ShmQueue};
-use _native::region::{Region, RegionOptions};
 
 const MPMC: QueueOptions = QueueOptions { spsc: false };
 const TAIL: u64 = 128;
 const HEAD: u64 = 192;
 
-/// A region in a unique root, unlinked on drop.
-struct Fixture {
-    region: Arc<Region>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.region.unlink();
-    }
-}
+mod common;
+use common::{seed, Fixture, Rng};
 
 fn fixture() -> Fixture {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let root = format!("qr{}x{}", std::process::id(), N.fetch_add(1, SeqCst));
-    let o = RegionOptions { root: Some(root), ..RegionOptions::default() };
-    Fixture { region: Arc::new(Region::create("q", 4 << 20, &o).unwrap()) }
+    common::fixture(4 << 20)
 }
 
 fn at<T: _native::sys::map::ShmSafe>(q: &ShmQueue, off: u64) -> &T {
@@ -57,35 +45,6 @@ fn drain(q: &ShmQueue) -> Vec<u64> {
         }
     }
     out
-}
-
-/// Seed from `SHMKIT_SEED`, else fresh; printed so a failure replays.
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("SHMKIT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("{test}: SHMKIT_SEED={s}");
-    s
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Random or boundary: 0, 1, max, max - 1, a huge length, or anything.
-    fn hostile(&mut self) -> u64 {
-        [0, 1, u64::MAX, u64::MAX - 1, 1 << 40, (1 << 40) - 1, u64::from(u32::MAX), self.next()][self.below(8) as usize]
-    }
 }
 
 #[test]

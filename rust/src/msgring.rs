@@ -357,31 +357,22 @@ impl MsgRings {
         client: &[(u32, u32)],
         gc_age_ms: u64,
     ) -> Result<Self> {
-        let (mut rings, total) = plan(server, client)?;
+        let (rings, total) = plan(server, client)?;
         let base = region.create_object(name, kind::MSGRINGS, total)?;
-        let map = region.mapping();
-        map.fill(base as usize, total as usize, 0).expect("object inside the region");
-        let hdr: &PoolHeader = map.get(base as usize).expect("object inside the region");
-        for (i, r) in rings.iter_mut().enumerate() {
+        region.mapping().fill(base as usize, total as usize, 0).expect("object inside the region");
+        let pool = Self::at(region, name, base, total, rings, gc_age_ms);
+        // Writing a zeroed pool's layout is restoring every field of it (magic last).
+        pool.repair(true);
+        Ok(pool)
+    }
+
+    /// A handle on the pool of planned geometry `rings` (offsets relative to the object)
+    /// whose object is at `base`.
+    fn at(region: &Arc<Region>, name: &str, base: u64, total: u64, mut rings: Vec<RingGeom>, gc_age_ms: u64) -> Self {
+        for r in &mut rings {
             r.slots_off += base;
-            let d = &hdr.rings[i];
-            d.pool.store(r.pool.code(), Relaxed);
-            d.size.store(r.size, Relaxed);
-            d.nitems.store(r.nitems, Relaxed);
-            d.stride.store(r.stride, Relaxed);
-            d.slots_off.store(r.slots_off, Relaxed);
-            for j in 0..r.nitems {
-                let h: &MsgHeader = map.get((r.slots_off + u64::from(j) * u64::from(r.stride)) as usize).expect("slot");
-                h.slot_id.store(slot_id(i, j), Relaxed);
-                h.magic.store(MSG_MAGIC, Relaxed);
-            }
         }
-        hdr.nrings.store(rings.len() as u32, Relaxed);
-        hdr.gc_age_ms.store(gc_age_ms, Relaxed);
-        hdr.total_size.store(total, Relaxed);
-        hdr.version.store(POOL_VERSION, Relaxed);
-        hdr.magic.store(POOL_MAGIC, Release);
-        Ok(Self {
+        Self {
             region: Arc::clone(region),
             name: name.to_owned(),
             base,
@@ -389,7 +380,7 @@ impl MsgRings {
             rings,
             pid: process::current_pid(),
             private: Private::new(gc_age_ms),
-        })
+        }
     }
 
     /// Open the pool named `name`, validating its geometry against its object's size.
@@ -419,29 +410,20 @@ impl MsgRings {
             }
         }
         // Re-derive the layout from the sizes: any tampered offset or stride shows up.
-        let (mut rings, total) = plan(&server, &client).map_err(|e| corrupt(e.to_string()))?;
+        let (rings, total) = plan(&server, &client).map_err(|e| corrupt(e.to_string()))?;
         if total != obj.size || hdr.total_size.load(Relaxed) != total {
             return Err(corrupt("pool size does not match its ring geometry".into()));
         }
-        for (i, r) in rings.iter_mut().enumerate() {
-            r.slots_off += obj.offset;
+        for (i, r) in rings.iter().enumerate() {
             let d = &hdr.rings[i];
             if d.stride.load(Relaxed) != r.stride
-                || d.slots_off.load(Relaxed) != r.slots_off
+                || d.slots_off.load(Relaxed) != r.slots_off + obj.offset
                 || d.pool.load(Relaxed) != r.pool.code()
             {
                 return Err(corrupt(format!("ring {i} descriptor was altered")));
             }
         }
-        Ok(Self {
-            region: Arc::clone(region),
-            name: name.to_owned(),
-            base: obj.offset,
-            total,
-            rings,
-            pid: process::current_pid(),
-            private: Private::new(hdr.gc_age_ms.load(Relaxed)),
-        })
+        Ok(Self::at(region, name, obj.offset, total, rings, hdr.gc_age_ms.load(Relaxed)))
     }
 
     /// Open the pool if it exists, else create it with the given configuration.

@@ -25,9 +25,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use std::sync::Arc;
 
-use super::{plan, slot_id, MsgHeader, MsgRingError, MsgRings, Private, Result, MSG_MAGIC, POOL_MAGIC, POOL_VERSION};
+use super::{plan, slot_id, MsgHeader, MsgRingError, MsgRings, Result, MSG_MAGIC, POOL_MAGIC, POOL_VERSION};
 use crate::region::{kind, Region};
-use crate::sys::process;
 
 impl MsgRings {
     /// Take over a pool too damaged to [`MsgRings::open`], in place, as if created with this
@@ -44,25 +43,14 @@ impl MsgRings {
         gc_age_ms: u64,
     ) -> Result<Self> {
         let obj = region.find_object(name)?;
-        let (mut rings, total) = plan(server, client)?;
+        let (rings, total) = plan(server, client)?;
         if obj.kind != kind::MSGRINGS || obj.size != total {
             return Err(MsgRingError::Corrupt {
                 name: name.to_owned(),
                 reason: format!("its object ({} bytes) is not a pool of this configuration ({total} bytes)", obj.size),
             });
         }
-        for r in &mut rings {
-            r.slots_off += obj.offset;
-        }
-        let pool = Self {
-            region: Arc::clone(region),
-            name: name.to_owned(),
-            base: obj.offset,
-            total,
-            rings,
-            pid: process::current_pid(),
-            private: Private::new(gc_age_ms),
-        };
+        let pool = Self::at(region, name, obj.offset, total, rings, gc_age_ms);
         pool.repair(true);
         Ok(pool)
     }
@@ -133,22 +121,18 @@ trait Restore<T> {
     fn restore(&self, value: T) -> u64;
 }
 
-impl Restore<u32> for AtomicU32 {
-    fn restore(&self, value: u32) -> u64 {
-        let wrong = self.load(Relaxed) != value;
-        if wrong {
-            self.store(value, Relaxed);
+macro_rules! restore {
+    ($($atomic:ty => $value:ty),*) => {$(
+        impl Restore<$value> for $atomic {
+            fn restore(&self, value: $value) -> u64 {
+                let wrong = self.load(Relaxed) != value;
+                if wrong {
+                    self.store(value, Relaxed);
+                }
+                u64::from(wrong)
+            }
         }
-        u64::from(wrong)
-    }
+    )*};
 }
 
-impl Restore<u64> for AtomicU64 {
-    fn restore(&self, value: u64) -> u64 {
-        let wrong = self.load(Relaxed) != value;
-        if wrong {
-            self.store(value, Relaxed);
-        }
-        u64::from(wrong)
-    }
-}
+restore!(AtomicU32 => u32, AtomicU64 => u64);

@@ -24,6 +24,12 @@ fn gc_ms(gc_age: f64) -> PyResult<u64> {
     }
 }
 
+/// A ring configuration, VPP's where not given.
+type Rings = Vec<(u32, u32)>;
+fn config(server: Option<Rings>, client: Option<Rings>) -> (Rings, Rings) {
+    (server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec()), client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec()))
+}
+
 /// VPP-style size-class message rings in a region (server and client pools, heap fallback).
 /// Messages are referenced by an int (offset and sequence) that fits an 8-byte queue element.
 #[pyclass(name = "MsgRings", module = "shmkit._native", frozen)]
@@ -52,8 +58,7 @@ impl PyMsgRings {
         client: Option<Vec<(u32, u32)>>,
         gc_age: f64,
     ) -> PyResult<Self> {
-        let server = server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec());
-        let client = client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec());
+        let (server, client) = config(server, client);
         Ok(Self { inner: MsgRings::create(region.region(), name, &server, &client, gc_ms(gc_age)?)? })
     }
 
@@ -69,8 +74,7 @@ impl PyMsgRings {
         client: Option<Vec<(u32, u32)>>,
         gc_age: f64,
     ) -> PyResult<Self> {
-        let server = server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec());
-        let client = client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec());
+        let (server, client) = config(server, client);
         Ok(Self { inner: MsgRings::rebuild(region.region(), name, &server, &client, gc_ms(gc_age)?)? })
     }
 

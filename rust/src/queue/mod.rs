@@ -97,17 +97,7 @@ impl ShmQueue {
     /// Create queue `name` in `region` with room for `capacity` elements (rounded up to a
     /// power of two, at least 2) of up to `elsize` bytes.
     pub fn create(region: &Arc<Region>, name: &str, capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Self> {
-        let pid = process::cached_pid();
-        check_pid(pid)?;
-        let ident = Identity::plan(
-            capacity,
-            elsize,
-            opts.spsc,
-            make_nonce(pid),
-            (pid, process::current_start_time()),
-            time::realtime_ns(),
-        )
-        .map_err(QueueError::InvalidArgument)?;
+        let ident = Self::plan(capacity, elsize, opts)?;
         // Fail early without allocating if the name is taken (registration re-checks).
         match region.find_object(name) {
             Ok(_) => {
@@ -185,17 +175,7 @@ impl ShmQueue {
         if info.kind != kind::QUEUE {
             return Err(QueueError::NotAQueue { name: name.into(), kind: info.kind });
         }
-        let pid = process::cached_pid();
-        check_pid(pid)?;
-        let ident = Identity::plan(
-            capacity,
-            elsize,
-            opts.spsc,
-            make_nonce(pid),
-            (pid, process::current_start_time()),
-            time::realtime_ns(),
-        )
-        .map_err(QueueError::InvalidArgument)?;
+        let ident = Self::plan(capacity, elsize, opts)?;
         if ident.total_size > info.size {
             return Err(QueueError::Mismatch {
                 name: name.into(),
@@ -204,6 +184,21 @@ impl ShmQueue {
         }
         Self::initialise(region, info.offset, &ident)?;
         Self::attach(region, name, info.offset, info.size)
+    }
+
+    /// The identity of a new incarnation created by this process.
+    fn plan(capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Identity> {
+        let pid = process::cached_pid();
+        check_pid(pid)?;
+        Identity::plan(
+            capacity,
+            elsize,
+            opts.spsc,
+            make_nonce(pid),
+            (pid, process::current_start_time()),
+            time::realtime_ns(),
+        )
+        .map_err(QueueError::InvalidArgument)
     }
 
     /// Write a fresh header and slot array at `off` (not yet visible to anyone).
