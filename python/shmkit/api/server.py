@@ -33,6 +33,10 @@ Where shmkit does better than VPP:
 Cross-user sharing is explicit, as VPP's ``api-segment { uid gid }``: ``uid=``, ``gid=`` and
 ``mode=`` go to the API region (default 0o600: the server's user only).
 
+This module is the dispatch loop, the handlers and sending; registration, liveness and the
+clients' queues are :mod:`shmkit.api.clients`, taking a region over
+:mod:`shmkit.api.takeover`, the integrity checks :mod:`shmkit.api.guard`.
+
 The dispatch loop runs natively (:meth:`shmkit._native.ApiPort.serve`): requests with a
 handler are decoded by their type's native codec, handed to the handler, and the reply is
 encoded into a message ring, with no Python of ours in between; memclnt messages, unknown
