@@ -3,9 +3,10 @@ process and by its children)."""
 
 from __future__ import annotations
 
+import json
 import sys
 
-from shmkit.api.messages import define, string, u32, u64, vla
+from shmkit.api.messages import define, i32, string, u32, u64, vla
 from shmkit.api.server import Server
 
 Echo = define("echo", [("x", u32)])
@@ -16,6 +17,10 @@ Event = define("event", [("seq", u32), ("text", string(32))])
 # Variable length (no native codec): the Python codec on both sides.
 Sum = define("sum", [("n", u32), ("items", vla(u32, "n"))])
 SumReply = define("sum_reply", [("total", u64), ("n", u32), ("items", vla(u32, "n"))])
+# Handlers that fail: one whose reply has a retval (VPP's convention), one whose has not.
+Fail = define("fail", [("x", u32)])
+FailReply = define("fail_reply", [("retval", i32), ("x", u32)])
+Boom = define("boom", [("x", u32)])
 
 
 def make_server(name: str, root: str, **kw: object) -> Server:
@@ -35,14 +40,25 @@ def make_server(name: str, root: str, **kw: object) -> Server:
     def total(msg, client):  # type: ignore[no-untyped-def]
         return SumReply(total=sum(msg.items), n=msg.n, items=msg.items)
 
+    @server.handle(Fail, reply=FailReply)
+    def fail(msg, client):  # type: ignore[no-untyped-def]
+        raise ValueError(f"fail {msg.x}")
+
+    @server.handle(Boom, reply=EchoReply)
+    def boom(msg, client):  # type: ignore[no-untyped-def]
+        if msg.x == 1:
+            return EchoReply(x=-1)  # cannot be encoded
+        raise RuntimeError("boom")
+
     server.register(Event)
     return server
 
 
 def main() -> None:
-    """``python api_defs.py NAME ROOT SCAN_INTERVAL``: serve until killed."""
+    """``python api_defs.py NAME ROOT SCAN_INTERVAL [JSON KEYWORDS]``: serve until killed."""
     name, root, scan = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    server = make_server(name, root, scan_interval=scan)
+    extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    server = make_server(name, root, scan_interval=scan, **extra)
     print(f"ready {server.epoch}", flush=True)
     server.serve_forever()
 

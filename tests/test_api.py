@@ -15,7 +15,18 @@ from collections.abc import Iterator
 
 import pytest
 import shmkit
-from api_defs import Echo, EchoReply, Event, Flood, Sum, SumReply, make_server
+from api_defs import (
+    Boom,
+    Echo,
+    EchoReply,
+    Event,
+    Fail,
+    FailReply,
+    Flood,
+    Sum,
+    SumReply,
+    make_server,
+)
 from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
 from shmkit._native import ApiPort
 from shmkit.api import Handle, memclnt
@@ -33,9 +44,9 @@ from shmkit.api.trace import Trace
 SERVER = os.path.join(TESTS_DIR, "api_defs.py")
 
 
-def start_server(name: str, root: str, scan: float = 10.0) -> subprocess.Popen[str]:
+def start_server(name: str, root: str, scan: float = 10.0, **kw: object) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, SERVER, name, root, str(scan)],
+        [sys.executable, SERVER, name, root, str(scan), json.dumps(kw)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.PIPE,
@@ -529,3 +540,192 @@ def test_idle_client_answers_keepalives(root: str, server: subprocess.Popen[str]
         assert view.counters["lazy_clients"] == 0 and view.counters["reaped"] == 0
         assert view.clients[0]["health"] in ("ok", "pinged")
         assert c.call(Echo(x=9)).x == 9
+
+
+# ---------------------------------------------------------------- isolation paths
+
+
+def test_handlers_that_raise_are_counted_and_the_server_goes_on(
+    root: str, server: subprocess.Popen[str]
+) -> None:
+    with Client.connect("api", "failing", root=root) as c:
+        before = describe("api", root).counters["handler_errors"]
+        # A reply with a retval: the client learns at once (VPP's VNET_API_ERROR_UNSPECIFIED).
+        t = time.monotonic()
+        r = c.call(Fail(x=7), timeout=30)
+        assert type(r) is FailReply and r.retval == memclnt.UNSPECIFIED
+        assert time.monotonic() - t < 10, "answered, not timed out"
+        # A reply without one (or a reply that cannot be encoded): no reply.
+        for x in (0, 1):
+            with pytest.raises(TimeoutError):
+                c.call(Boom(x=x), timeout=0.3)
+        # Pipelined, mixed with good calls: the good ones are answered, in order.
+        replies = c.call_many([Echo(x=1), Fail(x=2), Echo(x=3)], timeout=5)
+        assert [type(r) for r in replies] == [EchoReply, FailReply, EchoReply]
+        assert c.call(Echo(x=9)).x == 9
+        wait_until(
+            lambda: describe("api", root).counters["handler_errors"] == before + 4,
+            5,
+            "handler errors counted",
+        )
+        assert server.poll() is None
+
+
+def test_handlers_that_raise_on_the_slow_path(root: str) -> None:
+    """The same through Server._dispatch (taken for every message while tracing)."""
+    s = make_server("api", root)
+    s.trace.enabled = True
+    s.start()
+    try:
+        with Client.connect("api", "traced", root=root) as c:
+            assert c.call(Fail(x=1), timeout=5).retval == memclnt.UNSPECIFIED
+            with pytest.raises(TimeoutError):
+                c.call(Boom(x=0), timeout=0.3)
+            assert c.call(Echo(x=2)).x == 2
+        assert s.counters()["handler_errors"] == 2
+        assert s.running
+    finally:
+        s.close()
+        s.region.unlink()
+
+
+TABLE_CLIENT = """
+import sys
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], sys.argv[3], root=sys.argv[2], timeout=10)
+print("connected", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_full_client_table(root: str) -> None:
+    server = start_server("api", root, scan=0.05, max_clients=2)
+    try:
+        first = Client.connect("api", "first", root=root)
+        second = python(TABLE_CLIENT, "api", root, "second")
+        wait_line(second, "connected", stream="stdout")
+        t = time.monotonic()
+        with pytest.raises(shmkit.CapacityError, match="all 2 client slots"):
+            Client.connect("api", "third", root=root, timeout=30)
+        assert time.monotonic() - t < 10, "refused, not timed out"
+        wait_until(
+            lambda: describe("api", root).counters["refused_registrations"] == 1, 5, "counted"
+        )
+        assert first.call(Echo(x=1)).x == 1  # service goes on
+        # A slot frees when a client leaves...
+        assert first.close()
+        with Client.connect("api", "third", root=root) as third:
+            assert third.call(Echo(x=3)).x == 3
+            with pytest.raises(shmkit.CapacityError):
+                Client.connect("api", "fourth", root=root, timeout=5)
+            # ... or dies.
+            kill9(second)
+            wait_until(lambda: describe("api", root).counters["reaped"] == 1, 5, "reap")
+            with Client.connect("api", "fourth", root=root) as fourth:
+                assert fourth.call(Echo(x=4)).x == 4
+        region = shmkit.Region.open("api", root=root)
+        assert [o["name"] for o in region.objects() if o["name"].startswith("api/client/")] == []
+        region.close()
+        assert server.poll() is None
+    finally:
+        kill9(server)
+
+
+HOLDER = """
+import sys, api_defs
+from shmkit.api.client import Client
+c = Client.connect(sys.argv[1], "holder", root=sys.argv[2], timeout=10)
+held = [c.rings.alloc(n) for n in (10, 700, 1500, 3000, 50_000)]  # slots it holds
+for i in range(20):
+    c.submit(api_defs.Echo(x=i))  # calls in flight, replies unread
+print(c.queue_name, flush=True)
+sys.stdin.readline()
+"""
+
+TAKEOVER = """
+import sys, api_defs
+import shmkit.api.clients as clients
+import shmkit.api.server as srv
+name, root, when = sys.argv[1], sys.argv[2], sys.argv[3]
+real_owner, real_recover = clients.queue_owner, srv.Server._recover
+
+def recover(self):
+    if when == "before":  # the new server holds the region, has not looked at clients yet
+        print("paused", flush=True)
+        sys.stdin.readline()
+    real_recover(self)
+
+def owner(region, qname):
+    found = real_owner(region, qname)
+    if when == "after":  # the client was found alive, its queue kept for it
+        print("paused", flush=True)
+        sys.stdin.readline()
+    return found
+
+srv.Server._recover, clients.queue_owner = recover, owner
+server = api_defs.make_server(name, root, scan_interval=0.05)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def client_leftovers(root: str, pid: int) -> tuple[list[str], list[int], bool]:
+    """The victim's queues, the region's client pids, and whether the victim holds slots."""
+    region = shmkit.Region.open("api", root=root)
+    try:
+        queues = [o["name"] for o in region.objects() if o["name"].startswith(f"api/client/{pid}-")]
+        return queues, region.clients, sum(ring_busy(root)) > 0
+    finally:
+        region.close()
+
+
+@pytest.mark.parametrize("when", ["down", "before", "after"])
+def test_client_dies_while_the_server_is_down_or_taken_over(root: str, when: str) -> None:
+    """A client dies while no server runs ("down"), or while a new server is taking the
+    region over: before it looked at the clients, or just after it found this one alive. The
+    new server removes its queue, reclaims everything it held, and serves new clients."""
+    first = start_server("api", root)
+    victim = python(HOLDER, "api", root)
+    queue = wait_line(victim, "api/client/", stream="stdout").strip()
+    assert sum(ring_busy(root)) >= 4
+    kill9(first)
+    second = None
+    try:
+        if when == "down":
+            kill9(victim)
+            second = start_server("api", root)
+        else:
+            second = python(TAKEOVER, "api", root, when)
+            wait_line(second, "paused", stream="stdout")
+            kill9(victim)
+            second.stdin.write("\n")
+            second.stdin.flush()
+            wait_line(second, "ready", stream="stdout")
+
+        def cleaned() -> bool:
+            queues, pids, busy = client_leftovers(root, victim.pid)
+            return not queues and victim.pid not in pids and not busy
+
+        wait_until(cleaned, 10, f"the dead client's queue {queue} removed and slots reclaimed")
+        view = describe("api", root)
+        assert view.epoch == 1 and view.clients == []
+        with Client.connect("api", "after", root=root) as c:
+            assert c.call(Echo(x=5)).x == 5
+        assert second.poll() is None
+    finally:
+        if second is not None:
+            kill9(second)
+
+
+def test_server_mode_and_ownership(root: str) -> None:
+    s = make_server("api", root, mode=0o640)
+    try:
+        path = f"/dev/shm/{root}-api"
+        assert os.stat(path).st_mode & 0o777 == 0o640
+        assert os.stat(path).st_uid == os.getuid()
+        s.start()
+        with Client.connect("api", "owner", root=root) as c:
+            assert c.call(Echo(x=1)).x == 1
+    finally:
+        s.close()
+        s.region.unlink()

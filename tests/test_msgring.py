@@ -196,18 +196,18 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
         by_handle,
         outbox,
         slow,
-        lambda e, t: failures.append((type(e), t)),
+        lambda e, t, client, ctx: failures.append((type(e), t, client, ctx)),
         encode_reply,
         64,
         1.0,
     )
     assert stats == (11, 6, 1, 1)  # received, served, invalid, handler errors
     assert routed == [msgs[i] for i in (4, 6, 7, 8, 9)]
-    assert failures == [(RuntimeError, req)]
+    assert failures == [(RuntimeError, req, a, 3)]
     assert encoded == [2]
     assert (a.requests, b.requests) == (5, 1)
     assert len(outbox) == 3
-    assert sorted(outbox.flush(), key=lambda e: e[1]) == [(b, 1, 0), (a, 2, 0)]
+    assert sorted(outbox.flush(), key=lambda e: e[1]) == [(b, 1, 0, False), (a, 2, 0, False)]
     assert len(outbox) == 0
     assert port.recv(a.queue, 8) == [
         rep(x=2, context=1).encode(101),
@@ -241,11 +241,11 @@ def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
     for i in range(6):
         outbox.push("full", full, bytes([i]) * 12)
     outbox.push("gone", gone, b"x" * 12)
-    assert outbox.flush_client("gone") == (1, 0)
+    assert outbox.flush_client("gone") == (1, 0, False)
     assert outbox.flush_client("gone") is None
     outbox.push("gone", gone, b"y" * 12)
     gone.close()
-    assert sorted(outbox.flush()) == [("full", 4, 2), ("gone", 0, 0)]  # closed: skipped
+    assert sorted(outbox.flush()) == [("full", 4, 2, False), ("gone", 0, 0, False)]  # closed
     assert port.recv(full, 8) == [bytes([i]) * 12 for i in range(4)]
     # Every message that was not delivered was freed.
     assert port.drain(shmkit.Queue.open(region, "gone")) == 1

@@ -10,7 +10,9 @@
 //!   use towards the server.
 //! * [`ApiPort::recv`] takes a batch of references, validates each one against the rings
 //!   (a garbage or stale reference from a hostile peer is counted in `invalid` and skipped),
-//!   copies the payload out and frees the message.
+//!   copies the payload out and frees the message. If the queue reports damage half-way
+//!   through a batch, the messages already taken are still handed over and freed before the
+//!   error is returned, so a peer scribbling over a queue never makes a receiver leak.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -178,7 +180,7 @@ impl ApiPort {
             // or owned by it (reclaimed when it is reaped), never in between for longer
             // than those few instructions.
             let mut msgs = Vec::with_capacity(max.min(256));
-            q.try_get_many_with(max, |e| {
+            let got = q.try_get_many_with(max, |e| {
                 let mut raw = [0u8; 8];
                 match (e.copy_to(&mut raw) == 8).then(|| self.rings.take(MsgRef(u64::from_le_bytes(raw)))) {
                     Some(Ok(m)) => msgs.push(m),
@@ -187,12 +189,15 @@ impl ApiPort {
                     }
                 }
                 true
-            })?;
+            });
+            // Messages taken before the queue reported damage are ours: hand them over (and
+            // free them) before reporting it.
             let n = msgs.len();
             for m in msgs {
                 f(&self.rings, &m);
                 let _ = self.rings.free(m.reference);
             }
+            got?;
             if n > 0 || deadline.expired() {
                 return Ok(n);
             }
@@ -230,19 +235,19 @@ impl ApiPort {
         let mut freed = 0;
         loop {
             let mut refs = Vec::new();
-            let n = q.try_get_many_with(256, |e| {
+            let got = q.try_get_many_with(256, |e| {
                 let mut raw = [0u8; 8];
                 if e.copy_to(&mut raw) == 8 {
                     refs.push(MsgRef(u64::from_le_bytes(raw)));
                 }
                 true
-            })?;
+            });
             for r in refs {
                 if self.rings.free_reclaimed(r).is_ok() {
                     freed += 1;
                 }
             }
-            if n == 0 {
+            if got? == 0 {
                 return Ok(freed);
             }
         }

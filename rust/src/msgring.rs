@@ -36,6 +36,8 @@ use crate::region::{kind, Region, RegionError};
 use crate::sys::map::ShmSafe;
 use crate::sys::{process, time};
 
+mod repair;
+
 /// Bytes of the header in front of every message payload.
 pub const HDR: u64 = 32;
 /// Rings per pool object (server and client rings together).
@@ -302,8 +304,28 @@ pub struct MsgRings {
     region: Arc<Region>,
     name: String,
     base: u64,
+    /// Bytes of the pool object.
+    total: u64,
     rings: Vec<RingGeom>,
     pid: u32,
+    /// What this process keeps of the pool rather than re-read from shared memory.
+    private: Arc<Private>,
+}
+
+/// Process-private state of a pool handle (shared by its clones).
+#[derive(Debug)]
+struct Private {
+    /// The GC age this handle allocates with (a peer could set the shared one to 0 to make
+    /// allocators reclaim messages still in flight).
+    gc_age_ms: AtomicU64,
+    /// Slot headers found damaged when this handle claimed their slot, and restored.
+    restamped: AtomicU64,
+}
+
+impl Private {
+    fn new(gc_age_ms: u64) -> Arc<Self> {
+        Arc::new(Self { gc_age_ms: AtomicU64::new(gc_age_ms), restamped: AtomicU64::new(0) })
+    }
 }
 
 fn plan(server: &[(u32, u32)], client: &[(u32, u32)]) -> Result<(Vec<RingGeom>, u64)> {
@@ -341,31 +363,30 @@ impl MsgRings {
         client: &[(u32, u32)],
         gc_age_ms: u64,
     ) -> Result<Self> {
-        let (mut rings, total) = plan(server, client)?;
+        let (rings, total) = plan(server, client)?;
         let base = region.create_object(name, kind::MSGRINGS, total)?;
-        let map = region.mapping();
-        map.fill(base as usize, total as usize, 0).expect("object inside the region");
-        let hdr: &PoolHeader = map.get(base as usize).expect("object inside the region");
-        for (i, r) in rings.iter_mut().enumerate() {
+        region.mapping().fill(base as usize, total as usize, 0).expect("object inside the region");
+        let pool = Self::at(region, name, base, total, rings, gc_age_ms);
+        // Writing a zeroed pool's layout is restoring every field of it (magic last).
+        pool.repair(true);
+        Ok(pool)
+    }
+
+    /// A handle on the pool of planned geometry `rings` (offsets relative to the object)
+    /// whose object is at `base`.
+    fn at(region: &Arc<Region>, name: &str, base: u64, total: u64, mut rings: Vec<RingGeom>, gc_age_ms: u64) -> Self {
+        for r in &mut rings {
             r.slots_off += base;
-            let d = &hdr.rings[i];
-            d.pool.store(r.pool.code(), Relaxed);
-            d.size.store(r.size, Relaxed);
-            d.nitems.store(r.nitems, Relaxed);
-            d.stride.store(r.stride, Relaxed);
-            d.slots_off.store(r.slots_off, Relaxed);
-            for j in 0..r.nitems {
-                let h: &MsgHeader = map.get((r.slots_off + u64::from(j) * u64::from(r.stride)) as usize).expect("slot");
-                h.slot_id.store(slot_id(i, j), Relaxed);
-                h.magic.store(MSG_MAGIC, Relaxed);
             }
+        Self {
+            region: Arc::clone(region),
+            name: name.to_owned(),
+            base,
+            total,
+            rings,
+            pid: process::current_pid(),
+            private: Private::new(gc_age_ms),
         }
-        hdr.nrings.store(rings.len() as u32, Relaxed);
-        hdr.gc_age_ms.store(gc_age_ms, Relaxed);
-        hdr.total_size.store(total, Relaxed);
-        hdr.version.store(POOL_VERSION, Relaxed);
-        hdr.magic.store(POOL_MAGIC, Release);
-        Ok(Self { region: Arc::clone(region), name: name.to_owned(), base, rings, pid: process::current_pid() })
     }
 
     /// Open the pool named `name`, validating its geometry against its object's size.
@@ -395,27 +416,20 @@ impl MsgRings {
             }
         }
         // Re-derive the layout from the sizes: any tampered offset or stride shows up.
-        let (mut rings, total) = plan(&server, &client).map_err(|e| corrupt(e.to_string()))?;
+        let (rings, total) = plan(&server, &client).map_err(|e| corrupt(e.to_string()))?;
         if total != obj.size || hdr.total_size.load(Relaxed) != total {
             return Err(corrupt("pool size does not match its ring geometry".into()));
         }
-        for (i, r) in rings.iter_mut().enumerate() {
-            r.slots_off += obj.offset;
+        for (i, r) in rings.iter().enumerate() {
             let d = &hdr.rings[i];
             if d.stride.load(Relaxed) != r.stride
-                || d.slots_off.load(Relaxed) != r.slots_off
+                || d.slots_off.load(Relaxed) != r.slots_off + obj.offset
                 || d.pool.load(Relaxed) != r.pool.code()
             {
                 return Err(corrupt(format!("ring {i} descriptor was altered")));
             }
         }
-        Ok(Self {
-            region: Arc::clone(region),
-            name: name.to_owned(),
-            base: obj.offset,
-            rings,
-            pid: process::current_pid(),
-        })
+        Ok(Self::at(region, name, obj.offset, total, rings, hdr.gc_age_ms.load(Relaxed)))
     }
 
     /// Open the pool if it exists, else create it with the given configuration.
@@ -478,13 +492,15 @@ impl MsgRings {
         &self.name
     }
 
-    /// GC age in ms (settable, shared by all users of the pool).
+    /// GC age in ms this handle allocates with: the pool's when the handle was opened, or
+    /// what it set since (never re-read from shared memory: see [`MsgRings::repair`]).
     pub fn gc_age_ms(&self) -> u64 {
-        self.header().gc_age_ms.load(Relaxed)
+        self.private.gc_age_ms.load(Relaxed)
     }
 
-    /// Change the GC age.
+    /// Change the GC age, for this handle and for handles opened after.
     pub fn set_gc_age_ms(&self, ms: u64) {
+        self.private.gc_age_ms.store(ms, Relaxed);
         self.header().gc_age_ms.store(ms, Relaxed);
     }
 
@@ -500,7 +516,7 @@ impl MsgRings {
     }
 
     fn alloc_ring(&self, n: u64, pool: Pool) -> Option<MsgRef> {
-        let gc_age = self.header().gc_age_ms.load(Relaxed);
+        let gc_age = self.gc_age_ms();
         let hdr = self.header();
         for (i, r) in self.rings.iter().enumerate() {
             if r.pool != pool || n > u64::from(r.size) {
@@ -531,6 +547,7 @@ impl MsgRings {
                     let _ = d.head.compare_exchange(raw_head, next, Release, Relaxed);
                     d.hits.fetch_add(1, Relaxed);
                 }
+                self.restamp(slot, slot_id(i, head));
                 slot.owner_pid.store(self.pid, Relaxed);
                 slot.to_pid.store(0, Relaxed);
                 slot.len.store(n as u32, Relaxed);
@@ -628,7 +645,12 @@ impl MsgRings {
         let capacity = match ring {
             Some(_) => capacity,
             // A heap message: it must be a live heap allocation (checked by the heap itself).
-            None => self.region.usable_size(hdr_off).map_err(|_| bad("not a live heap allocation"))? - HDR,
+            None => self
+                .region
+                .usable_size(hdr_off)
+                .ok()
+                .and_then(|n| n.checked_sub(HDR))
+                .ok_or(bad("not a live heap allocation"))?,
         };
         let len = h.len.load(Relaxed);
         if u64::from(len) > capacity {

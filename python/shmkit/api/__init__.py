@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from shmkit.api.client import (
     Client,
+    ConnectionDamagedError,
     ServerGoneError,
     ServerRestartedError,
     UnknownMessageError,
@@ -22,6 +23,7 @@ from shmkit.api.trace import Trace
 __all__ = [
     "Client",
     "ClientInfo",
+    "ConnectionDamagedError",
     "Handle",
     "Message",
     "MessageError",

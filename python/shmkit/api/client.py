@@ -12,6 +12,12 @@ small background thread does the same when nobody is waiting, so an idle client 
 healthy. The server's liveness is checked through a pidfd and the shared epoch, so a dead or
 restarted server surfaces as :class:`ServerGoneError` / :class:`ServerRestartedError` within a
 fraction of a second, not after a timeout.
+
+Other processes can write into the API region too, so the client believes a change of server
+only if the server's identity carries its seal (garbage there is repaired by the server and
+ignored here), retries a send while the server repairs a damaged input queue, and turns
+damage to its own queue (or the server dropping it for that) into
+:class:`ConnectionDamagedError`: connect again.
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
-from shmkit.api.server import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
 from shmkit.api.state import ApiState
-from shmkit.errors import RegionTruncatedError, ShmkitError
+from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
+from shmkit.errors import CapacityError, CorruptionError, RegionTruncatedError, ShmkitError
 
 __all__ = [
     "Client",
+    "ConnectionDamagedError",
     "ServerGoneError",
     "ServerRestartedError",
     "UnknownMessageError",
@@ -65,6 +72,11 @@ class ServerRestartedError(ConnectionError, ShmkitError):
     """A new server took over; this connection's handle is stale. Connect again."""
 
 
+class ConnectionDamagedError(ConnectionError, ShmkitError):
+    """This client's queue in shared memory was damaged (another process wrote into it), so
+    the server dropped the connection. Connect again."""
+
+
 class UnknownMessageError(KeyError, ShmkitError):
     """The server does not know this message (name or CRC differ): refusing to send it."""
 
@@ -87,6 +99,8 @@ class RawMessage(Message):
 class Client:
     """A connection to an API server. Thread-safe. Use :meth:`connect`."""
 
+    _owner: dict[str, Any]  # what the API region's owner and mode must be (Region.open)
+
     def __init__(self) -> None:  # use connect()
         self._closed = True
 
@@ -100,9 +114,16 @@ class Client:
         timeout: float = 10.0,
         queue_capacity: int = 4096,
         keepalive_thread: bool = True,
+        uid: int | None = None,
+        mode: int | None = None,
     ) -> Client:
-        """Register with the server of API ``name``; ``TimeoutError`` if none answers."""
+        """Register with the server of API ``name``; ``TimeoutError`` if none answers,
+        :class:`~shmkit.CapacityError` if its client table is full. The API region must be
+        owned by this process's user, or by ``uid`` (a server shared across users, VPP's
+        ``api-segment { uid gid }``), and its mode be no wider than ``mode``; else
+        ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region)."""
         self = cls.__new__(cls)
+        self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
         self._setup(name, client_name, root, timeout, queue_capacity)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -132,36 +153,53 @@ class Client:
         self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._next_liveness = 0.0
-        self.region, self.state = self._wait_for_server(deadline)
+        self._server_may_hold_queue = False
+        self.region, self.state, server = self._wait_for_server(deadline)
         try:
-            self.rings = MsgRings.open(self.region, RINGS)
             self.port = ApiPort(self.rings)
-            self.server_input = Queue.open(self.region, INPUT_QUEUE)
             self.queue_name = f"{CLIENT_QUEUE_PREFIX}{os.getpid()}-{next(_counter)}"
             self.queue = Queue.create(self.region, self.queue_name, capacity, 8)
         except BaseException:
             self.region.close()
             raise
         try:
-            self._register(client_name, deadline)
+            self._register(client_name, server, deadline)
         except BaseException:
-            self._teardown(remove_queue=True)
+            if self._server_may_hold_queue:
+                # The server may have registered us (its reply lost, or late) and hold the
+                # queue open: never free it under it. Marked invalid, the server drops the
+                # registration, and removes the queue once this process is gone.
+                with contextlib.suppress(ShmkitError):
+                    self.queue.invalidate()
+            self._teardown(remove_queue=not self._server_may_hold_queue)
             raise
         self._closed = False
 
-    def _wait_for_server(self, deadline: float) -> tuple[Region, ApiState]:
+    def _wait_for_server(self, deadline: float) -> tuple[Region, ApiState, tuple[int, int, int]]:
+        """Open the API region once it has a live server and its shared objects validate
+        (a server repairs what a peer damaged within its ``death_poll``); the rings and the
+        server's input queue are opened too."""
         last: Exception | None = None
         while True:
             try:
                 region = Region.open(
-                    self.name, root=self.root, timeout=max(0.0, deadline - time.monotonic())
+                    self.name,
+                    root=self.root,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    **self._owner,
                 )
                 try:
                     state = ApiState.open(region)
-                    _, pid, start, _ = state.head()
-                    if pid and _alive(pid, start):
-                        return region, state
-                    last = ServerGoneError(f"API {self.name!r} has no live server")
+                    server = state.sealed()
+                    if server is not None and server[1] and _alive(*server[1:]):
+                        self.rings = MsgRings.open(region, RINGS)
+                        self.server_input = Queue.open(region, INPUT_QUEUE)
+                        return region, state, server
+                    last = (
+                        ServerGoneError(f"API {self.name!r} has no live server")
+                        if server is not None
+                        else CorruptionError(f"API {self.name!r}: its state is damaged")
+                    )
                 except (OSError, ValueError, ShmkitError) as exc:
                     last = exc
                 region.close()
@@ -173,8 +211,8 @@ class Client:
                 )
             time.sleep(0.02)  # waiting for a server process to appear; bounded by the deadline
 
-    def _register(self, client_name: str, deadline: float) -> None:
-        epoch, pid, start, _ = self.state.head()
+    def _register(self, client_name: str, server: tuple[int, int, int], deadline: float) -> None:
+        epoch, pid, start = server
         self.server_pid, self._server_start = pid, start
         try:
             self._server_fd = os.pidfd_open(pid)
@@ -193,8 +231,16 @@ class Client:
             context=next(self._contexts) & 0xFFFFFFFF,
         )
         self._pending.add(create.context)
+        self._server_may_hold_queue = True  # from here on, the server may know our queue
         self._send_bytes(create.encode(1), deadline)  # no handle yet: raw id 1
         reply = self._wait(create.context, deadline, registering=True)
+        if reply.response != 0:
+            self._server_may_hold_queue = False  # refused: the server let go of it
+        if reply.response == mc.TABLE_TOO_BIG:
+            raise CapacityError(
+                f"API {self.name!r} is full: all {self.state.max_clients} client slots are "
+                "taken (a slot frees when a client leaves or dies)"
+            )
         if reply.response != 0:
             raise ShmkitError(
                 f"API {self.name!r} refused the registration (response {reply.response})"
@@ -242,18 +288,30 @@ class Client:
 
     def _send_bytes(self, data: bytes, deadline: float) -> None:
         # The server's input queue is multi-producer: threads need no lock to send.
-        if self.port.send(self.server_input, data, "client", self.server_pid):
-            return
-        while not self.port.send_wait(
-            self.server_input,
-            data,
-            min(SLICE, max(0.0, deadline - time.monotonic())),
-            "client",
-            self.server_pid,
-        ):
+        try:
+            if self.port.send(self.server_input, data, "client", self.server_pid):
+                return
+        except CorruptionError:
+            pass  # retried below
+        while True:
+            try:
+                if self.port.send_wait(
+                    self.server_input,
+                    data,
+                    min(SLICE, max(0.0, deadline - time.monotonic())),
+                    "client",
+                    self.server_pid,
+                ):
+                    return
+                what = "stays full"
+            except CorruptionError:
+                # Another process damaged the server's input queue; the server repairs it
+                # within its death_poll. Nothing was queued: try again shortly.
+                what = "is damaged"
+                time.sleep(0.005)  # back-off while the server repairs, bounded by the deadline
             self._check_server()
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"API {self.name!r}: the server's input queue stays full")
+                raise TimeoutError(f"API {self.name!r}: the server's input queue {what}")
 
     def send(self, msg: Message, timeout: float = 5.0) -> int:
         """Send a message without waiting for a reply; returns its context. Its reply (if
@@ -333,9 +391,10 @@ class Client:
             while got < n:
                 k = 0
                 if sent < n and sent - got < window:
-                    k = self.port.send_encoded(
-                        self.server_input, datas, sent, got + window, "client", self.server_pid
-                    )
+                    with contextlib.suppress(CorruptionError):  # see _send_bytes
+                        k = self.port.send_encoded(
+                            self.server_input, datas, sent, got + window, "client", self.server_pid
+                        )
                     sent += k
                 got += self._pump(0.0 if k else SLICE, (base, out, decoders)) if sent > got else 0
                 if sent < n and sent == got and not k:
@@ -426,12 +485,17 @@ class Client:
         """Read one batch from our queue and route it (caller holds the rx lock). Replies to
         the contexts of ``sink`` (``base``, ``out``, ``decoders``: the contexts ``base + i``
         for the indexes of ``out``) go straight into its list; returns how many did."""
-        if sink is None:
-            placed, batch = 0, self.port.recv(self.queue, 256, timeout)
-            base, out = 0, cast("list[Message | None]", [])
-        else:
-            base, out, decoders = sink
-            placed, batch = self.port.recv_replies(self.queue, out, base, decoders, 256, timeout)
+        try:
+            if sink is None:
+                placed, batch = 0, self.port.recv(self.queue, 256, timeout)
+                base, out = 0, cast("list[Message | None]", [])
+            else:
+                base, out, decoders = sink
+                placed, batch = self.port.recv_replies(
+                    self.queue, out, base, decoders, 256, timeout
+                )
+        except CorruptionError as exc:
+            raise self._damaged(exc) from exc
         if not batch:
             return placed
         routed: list[tuple[int, Message]] = []
@@ -482,9 +546,10 @@ class Client:
             data = self._encode(reply)
         except UnknownMessageError:
             return
-        # Never block the receive path on a full server queue: a missed reply only makes
-        # the server check our pid.
-        self.port.send(self.server_input, data, "client", self.server_pid)
+        # Never block the receive path on a full (or damaged) server queue: a missed reply
+        # only makes the server check our pid.
+        with contextlib.suppress(ShmkitError):
+            self.port.send(self.server_input, data, "client", self.server_pid)
 
     def _background(self) -> None:
         """Keep an idle client healthy: every :data:`IDLE_PERIOD`, if nobody waits for a reply
@@ -505,8 +570,9 @@ class Client:
     # ---------------------------------------------------------------- liveness
 
     def _check_server(self, force: bool = False) -> None:
-        """Raise if the server died or was replaced. The epoch word is read every time (a
-        few hundred ns); the pidfd and /proc are looked at once per :data:`SLICE`."""
+        """Raise if the server died or was replaced, or dropped us. The epoch word is read
+        every time (a few hundred ns; a change is believed only with its seal); the pidfd,
+        /proc and our queue's header are looked at once per :data:`SLICE`."""
         if self._error is not None:
             raise self._error
         epoch, pid = _EPOCH_PID.unpack_from(self.state.view, 12)
@@ -515,14 +581,18 @@ class Client:
                 self._error = RegionTruncatedError(
                     f"API {self.name!r}: its region was truncated under this process"
                 )
-            elif pid == 0:
-                self._error = ServerGoneError(f"API {self.name!r}: the server closed")
-            else:
-                self._error = ServerRestartedError(
-                    f"API {self.name!r}: the server restarted (epoch {self._epoch} -> {epoch}); "
-                    "connect again"
-                )
-            raise self._error
+                raise self._error
+            sealed = self.state.sealed()
+            if sealed is not None and sealed[:2] != (self._epoch, self.server_pid):
+                if sealed[1] == 0:
+                    self._error = ServerGoneError(f"API {self.name!r}: the server closed")
+                else:
+                    self._error = ServerRestartedError(
+                        f"API {self.name!r}: the server restarted (epoch {self._epoch} -> "
+                        f"{sealed[0]}); connect again"
+                    )
+                raise self._error
+            # Else garbage (or a write caught half-way): the server rewrites it.
         now = time.monotonic()
         if not force and now < self._next_liveness:
             return
@@ -532,6 +602,21 @@ class Client:
         ):
             self._error = ServerGoneError(f"API {self.name!r}: server pid {self.server_pid} died")
             raise self._error
+        try:
+            self.queue.check()
+        except CorruptionError as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: Exception) -> ConnectionDamagedError:
+        """Give up this connection: its queue cannot be trusted. It is marked invalid, so
+        the server (if it has not noticed yet) drops the registration at its next check."""
+        with contextlib.suppress(ShmkitError):
+            self.queue.invalidate()
+        self._error = ConnectionDamagedError(
+            f"API {self.name!r}: this client's queue was damaged by another process ({exc}); "
+            "the server dropped the connection: connect again"
+        )
+        return self._error
 
     def _check_open(self) -> None:
         if self._closed:
@@ -572,6 +657,10 @@ class Client:
             acked = True  # the new server never knew us: the queue is ours to remove
         except ServerGoneError:
             acked = True  # nobody can write into the queue any more
+        except ConnectionDamagedError:
+            # The server drops us (our queue is marked invalid) and removes the queue once
+            # this process is gone: it may still hold it open until then.
+            pass
         except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
             log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
         self._teardown(remove_queue=acked)
@@ -585,7 +674,8 @@ class Client:
             self._bg.join(2)
         with self._rx_lock:
             if remove_queue:
-                self.port.drain(self.queue)
+                with contextlib.suppress(ShmkitError):  # a damaged queue is removed all the same
+                    self.port.drain(self.queue)
             self.queue.close()
             if remove_queue:
                 with contextlib.suppress(OSError, ShmkitError):

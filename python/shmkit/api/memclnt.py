@@ -6,6 +6,8 @@ from shmkit.api.messages import array, boolean, define, i32, string, struct_type
 
 __all__ = [
     "BUILTIN_IDS",
+    "TABLE_TOO_BIG",
+    "UNSPECIFIED",
     "ControlPing",
     "ControlPingReply",
     "GetFirstMsgId",
@@ -52,6 +54,13 @@ ControlPingReply = define(
 )
 GetFirstMsgId = define("get_first_msg_id", [("name", string(64))])
 GetFirstMsgIdReply = define("get_first_msg_id_reply", [("retval", i32), ("first_msg_id", u16)])
+
+#: ``memclnt_create_reply.response`` when every client slot is taken (VPP's
+#: ``VNET_API_ERROR_TABLE_TOO_BIG``).
+TABLE_TOO_BIG = -99
+#: ``retval`` of the error reply a server sends when a handler fails (VPP's
+#: ``VNET_API_ERROR_UNSPECIFIED``).
+UNSPECIFIED = -1
 
 #: VPP's fixed ids for the memclnt module.
 BUILTIN_IDS = {

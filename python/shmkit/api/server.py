@@ -17,7 +17,25 @@ Where shmkit does better than VPP:
   rejected), drains and frees whatever was queued for the dead server, removes the queues of
   dead clients, and tells the living ones, who see the new epoch within a second;
 * everything a client sends is validated: references (by the message rings), message ids,
-  lengths, handles and epochs; failures are counted, never fatal.
+  lengths, handles and epochs; failures are counted, never fatal;
+* nothing a client can write is trusted (:mod:`shmkit.api.guard`): the server keeps private
+  copies of the ring and queue geometry, the state, the client table, the epoch and the
+  counters, checks the shared ones every ``death_poll`` and repairs them; a client whose
+  own queue is damaged is dropped, never the server. No error leaves the dispatch loop: a
+  failed step is counted (``loop_errors``), logged and the loop goes on;
+* a handler that raises is counted (``handler_errors``) and logged; if its reply type has a
+  ``retval`` field (VPP's convention), the client gets that reply with ``retval = -1``
+  (``VNET_API_ERROR_UNSPECIFIED``) at once, else no reply;
+* a full client table refuses a registration with ``TABLE_TOO_BIG`` (the client raises
+  :class:`~shmkit.CapacityError`); a producer's claim that stalls the input queue for
+  ``claim_timeout`` seconds is skipped.
+
+Cross-user sharing is explicit, as VPP's ``api-segment { uid gid }``: ``uid=``, ``gid=`` and
+``mode=`` go to the API region (default 0o600: the server's user only).
+
+This module is the dispatch loop, the handlers and sending; registration, liveness and the
+clients' queues are :mod:`shmkit.api.clients`, taking a region over
+:mod:`shmkit.api.takeover`, the integrity checks :mod:`shmkit.api.guard`.
 
 The dispatch loop runs natively (:meth:`shmkit._native.ApiPort.serve`): requests with a
 handler are decoded by their type's native codec, handed to the handler, and the reply is
@@ -28,41 +46,45 @@ events of a batch wait in a native outbox and go out per client with one queue o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from shmkit import MsgRings, Queue, Region
+from shmkit import Region
 from shmkit._native import ApiPort
 from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
-from shmkit.api.handle import MAX_INDEX, Handle
+from shmkit.api.clients import ClientInfo, ClientLifecycle
+from shmkit.api.guard import Guard, Throttle
+from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, Message, MessageError
-from shmkit.api.state import COUNTERS, ApiState
+from shmkit.api.state import COUNTERS, ApiState, StateImage
+from shmkit.api.takeover import (
+    open_input,
+    open_rings,
+    previous_server,
+)
 from shmkit.api.trace import Trace
-from shmkit.errors import ShmkitError
+from shmkit.errors import CorruptionError, RegionTruncatedError, ShmkitError
 
 __all__ = ["ClientInfo", "Server", "ServerRunningError"]
 
 log = logging.getLogger("shmkit.api")
 
-INPUT_QUEUE = "api/input"
-RINGS = "api/rings"
-CLIENT_QUEUE_PREFIX = "api/client/"
 FIRST_USER_ID = 100
 C = {name: i for i, name in enumerate(COUNTERS)}
 _INVALID, _UNKNOWN, _MISSING = C["invalid_messages"], C["unknown_messages"], C["missing_clients"]
 _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
-_RARE = [i for name, i in C.items() if name not in ("requests", "replies")]
 _unpack_header = HEADER.unpack_from
+#: Errors that end the dispatch loop; anything else (a Rust panic included) is counted.
+# What ends the loop: the user's stop, and a region that shrank under us (every object the
+# server serves from lives in it: there is nothing left to repair or to serve).
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, RegionTruncatedError)
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
@@ -71,33 +93,7 @@ class ServerRunningError(ShmkitError):
     """Another live process is already the server of this API."""
 
 
-@dataclass(eq=False)
-class ClientInfo:
-    """A registered client, as the server sees it."""
-
-    slot: int
-    index: int
-    handle: Handle
-    name: str
-    pid: int
-    start_time: int
-    queue_name: str
-    queue: Queue = field(repr=False)
-    pidfd: int = field(default=-1, repr=False)
-    last_heard: float = 0.0
-    unanswered: int = 0
-    health: str = "ok"
-    requests: int = 0
-    dropped: int = 0
-    last_gets: int = -1
-    last_requests: int = 0
-
-    @property
-    def queue_length(self) -> int:
-        return len(self.queue)
-
-
-class Server:
+class Server(ClientLifecycle):
     """A binary-API server.
 
     ``Server(name, root=...)`` creates the API region (or takes over a surviving one).
@@ -120,15 +116,22 @@ class Server:
         client_rings: list[tuple[int, int]] | None = None,
         gc_age: float = 10.0,
         trace_size: int = 1024,
+        claim_timeout: float = 1.0,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int = 0o600,
     ) -> None:
-        if scan_interval <= 0 or death_poll <= 0:
-            raise ValueError("scan_interval and death_poll must be positive")
+        if scan_interval <= 0 or death_poll <= 0 or claim_timeout <= 0:
+            raise ValueError("scan_interval, death_poll and claim_timeout must be positive")
         self.name = name
         self.root = root
         self.scan_interval = scan_interval
         self.death_poll = death_poll
         self.pid = os.getpid()
-        self.region = Region.find_or_create(name, region_size, root=root)
+        # Ownership as VPP's api-segment { uid gid }: checked by the region when it adopts
+        # an existing file, applied when it creates one.
+        owner: dict[str, Any] = {k: v for k, v in (("uid", uid), ("gid", gid)) if v is not None}
+        self.region = Region.find_or_create(name, region_size, root=root, mode=mode, **owner)
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[type[Message], Handler | None]] = {}
         # Requests with a user handler, for the native dispatch loop (ApiPort.serve):
@@ -142,8 +145,12 @@ class Server:
         self._clients: dict[int, ClientInfo] = {}  # by table slot
         self._next_index = 0
         self._by_handle: dict[int, ClientInfo] = {}
-        self._counts = [0] * len(COUNTERS)
-        self._stale: dict[str, tuple[int, int]] = {}  # queues of a previous server's clients
+        self._counts = [0] * len(COUNTERS)  # since the last flush
+        self._totals = [0] * len(COUNTERS)  # private: the shared ones are only written
+        self._stale: dict[str, tuple[int, int]] = {}  # queues of clients we no longer serve
+        self._error_replies: dict[type[Message], type[Message]] = {}
+        self.report = Throttle(log)
+        self._guard = Guard(self, claim_timeout)
         self._reapers: list[Callable[[Handle, ClientInfo], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -171,44 +178,46 @@ class Server:
         gc_age: float,
     ) -> None:
         try:
-            self.state = ApiState.open(self.region)
+            ApiState.open(self.region)
             takeover = True
         except FileNotFoundError:
-            self.state = ApiState.create(self.region, max_clients)
             takeover = False
-        epoch, old_pid, old_start, _ = self.state.head()
-        if takeover and old_pid and old_pid != self.pid and _alive(old_pid, old_start):
-            raise ServerRunningError(f"API {self.name!r} is served by live pid {old_pid}")
-        try:
-            self.rings = MsgRings.open(self.region, RINGS)
-        except FileNotFoundError:
-            self.rings = MsgRings.create(
-                self.region, RINGS, server=server_rings, client=client_rings, gc_age=gc_age
-            )
+        except ValueError:
+            takeover = True  # damaged: see _previous_server
+        prior = previous_server(self.region, self.name) if takeover else None
+        if prior is not None and prior[1] and prior[1] != self.pid and _alive(*prior[1:]):
+            raise ServerRunningError(f"API {self.name!r} is served by live pid {prior[1]}")
+        self.rings = open_rings(self.region, server_rings, client_rings, gc_age, takeover)
         self.port = ApiPort(self.rings)
         self._outbox = self.port.outbox()
-        self.input, _ = Queue.find_or_create(self.region, INPUT_QUEUE, input_capacity, 8)
-        self.epoch = (epoch + 1) if takeover else 0
+        self.input = open_input(self.region, input_capacity, takeover)
+        if takeover:
+            self.state = StateImage.adopt(self.region, max_clients)
+            self._totals = list(self.state.counters().values())
+            # The epoch the state carried; if it was unreadable, the rings' restart count
+            # (kept equal to it) stands in.
+            old = prior[0] if prior is not None else self.rings.stats()["restarts"]
+            self.epoch = (old + 1) & 0xFFFFFFFF
+        else:
+            self.state = StateImage.create(self.region, max_clients)
+            self.epoch = 0
         self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
         if takeover:
             self.rings.note_restart()
             self._recover()
 
     def _recover(self) -> None:
-        """Take over after a dead server: drain its input queue, forget its clients. (What
-        it held outside queues is left to the rings' GC age: its replies still waiting in
-        live clients' queues are theirs to read, and clients read concurrently with us.)"""
+        """Take over after a dead server: drain its input queue, find its clients' queues.
+        The old client table is not believed: each queue object names its creator. (What the
+        dead server held outside queues is left to the rings' GC age: its replies still
+        waiting in live clients' queues are theirs to read, and clients read concurrently
+        with us.)"""
+        self._guard.check_input(thorough=True)
         drained = self.port.drain(self.input)
         self._counts[C["restart_reclaims"]] += drained
-        for entry in self.state.entries():
-            self.state.clear_entry(entry.slot)
-            if entry.queue.startswith(CLIENT_QUEUE_PREFIX):
-                if _alive(entry.pid, entry.start_time):
-                    # The client lives on and will notice the new epoch; its queue is its own
-                    # to remove, or ours once it dies.
-                    self._stale[entry.queue] = (entry.pid, entry.start_time)
-                else:
-                    self._remove_queue(entry.queue, entry.pid)
+        # A live client lives on and will notice the new epoch; its queue is its own to
+        # remove, or ours once it dies.
+        self.collect_queues(adopt_live=True)
         self.region.scan_ghosts()
         log.info(
             "API %s: took over as epoch %d (%d queued messages reclaimed)",
@@ -240,7 +249,9 @@ class Server:
     def handle(
         self, request: type[Message], *, reply: type[Message] | None = None
     ) -> Callable[[Handler], Handler]:
-        """Decorator: ``handler(msg, client) -> reply | None`` for ``request``."""
+        """Decorator: ``handler(msg, client) -> reply | None`` for ``request``. If the
+        handler raises and ``reply`` has a ``retval`` field, the client gets a ``reply`` with
+        ``retval = -1`` (else no reply); either way the failure is counted and logged."""
 
         def decorate(fn: Handler) -> Handler:
             types = [request] + ([reply] if reply is not None else [])
@@ -254,6 +265,8 @@ class Server:
                 reply._codec if reply is not None else None,
                 self._ids[reply] if reply is not None else 0,
             )
+            if reply is not None and any(n == "retval" for n, _ in reply._fields):
+                self._error_replies[request] = reply
             return fn
 
         return decorate
@@ -293,28 +306,69 @@ class Server:
         self._thread = None
 
     def serve_forever(self) -> None:
-        """Dispatch until :meth:`stop` (or Ctrl-C when run in the main thread)."""
+        """Dispatch until :meth:`stop` (or Ctrl-C when run in the main thread). Nothing else
+        ends it but a truncated region (``RegionTruncatedError``: the memory every object of
+        the API lives in is gone): an error in any step is counted, logged, and the loop goes
+        on."""
         self._running = True
         self._loop_ident = threading.get_ident()
         next_scan = time.monotonic() + self.scan_interval
         next_poll = 0.0
         slice_ = min(self.death_poll, 0.05)
+        port, queue, lock = self.port, self.input, self._lock
         try:
             while not self._stop.is_set():
-                if self.port.wait(self.input, slice_):
-                    with self._lock:
-                        self._serve_batch()
+                # The hot path, inline (a failed step is handled as _shielded does).
+                try:
+                    if port.wait(queue, slice_):
+                        with lock:
+                            self._serve_batch()
+                except _FATAL:
+                    raise
+                except CorruptionError:
+                    # A peer damaged the input queue: repaired (counted, logged) at once.
+                    self._shielded(self._guard.check_input, True)
+                except BaseException as exc:
+                    self._loop_failed("dispatch", exc)
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.death_poll
-                    self._poll_deaths()
-                    self.flush_counters()
-                    self.state.heartbeat()
+                    thorough = now >= next_scan
+                    self._shielded(self._poll_deaths)
+                    self._shielded(self._guard.check, thorough)
+                    self._shielded(self.flush_counters)
+                    self._shielded(self.state.heartbeat)
                 if now >= next_scan:
                     next_scan = now + self.scan_interval
-                    self.keepalive_scan()
+                    self._shielded(self.keepalive_scan)
         finally:
             self._running = False
+
+    def _shielded(self, step: Callable[..., object], *args: object) -> None:
+        """Run one step of the loop; an error (a Rust panic included) is :meth:`_loop_failed`."""
+        try:
+            step(*args)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            self._loop_failed(getattr(step, "__name__", "a step"), exc)
+
+    def _loop_failed(self, step: str, exc: BaseException) -> None:
+        """Count and log a failed step, then check the input queue (what most steps touch;
+        unless that check is what failed) and pause briefly, so a failure that comes back at
+        once does not spin."""
+        self._counts[C["loop_errors"]] += 1
+        self.report(
+            "loop", logging.ERROR, "API %s: %s failed: %r", self.name, step, exc, exc_info=exc
+        )
+        if step != "check_input":
+            try:
+                self._guard.check_input(thorough=True)
+            except _FATAL:
+                raise
+            except BaseException as again:
+                self.report("repair", logging.ERROR, "API %s: repair failed: %r", self.name, again)
+        self._stop.wait(min(self.death_poll, 0.01))
 
     def _serve_batch(self) -> None:
         """Dispatch one batch. Known requests from registered clients are served natively
@@ -338,19 +392,35 @@ class Server:
             counts[_REQUESTS] += served
             counts[_INVALID] += invalid
             counts[_HANDLER_ERRORS] += errors
-        except Exception:  # a bug must not take the data plane down
-            counts[_HANDLER_ERRORS] += 1
-            log.exception("API %s: dispatch failed", self.name)
         finally:
             self._batching = False
-            for c, sent, dropped in self._outbox.flush():
-                self._count_sent(c, sent, dropped)
-            # Rare events are published at once; plain traffic every poll.
-            if any(counts[i] for i in _RARE):
+            # Rare events are published at once (plain traffic every poll), and before the
+            # replies go out: a client reading its reply sees what came before it counted.
+            if sum(counts) != counts[_REQUESTS] + counts[_REPLIES]:
                 self.flush_counters()
+            for c, sent, dropped, damaged in self._outbox.flush():
+                self._count_sent(c, sent, dropped)
+                if damaged:
+                    self.drop_damaged(c, "a send found its queue corrupted")
 
-    def _handler_failed(self, exc: BaseException, request: type[Message]) -> None:
-        log.error("API %s: handler for %s failed", self.name, request._name, exc_info=exc)
+    def _handler_failed(
+        self, exc: BaseException, request: type[Message], client: ClientInfo, context: int
+    ) -> None:
+        """A handler (or the encoding of its reply) raised: logged (rate-limited), and the
+        client answered with an error reply if the reply type has a ``retval``."""
+        self.report(
+            f"handler:{request._name}",
+            logging.ERROR,
+            "API %s: handler for %s failed",
+            self.name,
+            request._name,
+            exc_info=exc,
+        )
+        reply_type = self._error_replies.get(request)
+        if reply_type is not None:
+            reply = reply_type(retval=mc.UNSPECIFIED)
+            reply.context = context
+            self.send(client, reply)
 
     def _encode_reply(self, reply: Message, context: int) -> bytes:
         reply.context = context
@@ -361,14 +431,17 @@ class Server:
             self._dispatch(data)
         except Exception:  # a bug must not take the data plane down
             self._counts[_HANDLER_ERRORS] += 1
-            log.exception("API %s: dispatch failed", self.name)
+            self.report(
+                "dispatch", logging.ERROR, "API %s: dispatch failed", self.name, exc_info=True
+            )
 
     def close(self) -> None:
         """Stop, forget every client and release the region. Clients see the server gone."""
         self.stop()
         with self._lock:
             for c in list(self._clients.values()):
-                self._forget(c)
+                self._shielded(self._forget, c)
+            self.flush_counters()
             self.state.set_server(self.epoch, 0, 0)
         self.region.close()
 
@@ -413,13 +486,15 @@ class Server:
             return
         try:
             reply = handler(msg, client)
-        except Exception:
+            if reply is not None:
+                reply.context = context
+                data = reply.encode(self._ids[type(reply)])
+        except Exception as exc:
             counts[_HANDLER_ERRORS] += 1
-            log.exception("API %s: handler for %s failed", self.name, cls._name)
+            self._handler_failed(exc, cls, client, context)
             return
         if reply is not None:
-            reply.context = context
-            self.send(client, reply)
+            self._send_encoded(client, data)
 
     def _client_for(self, handle: int) -> ClientInfo | None:
         return self._by_handle.get(handle)
@@ -452,93 +527,6 @@ class Server:
         else:
             self._counts[C["unknown_messages"]] += 1
 
-    def _create(self, data: bytes) -> None:
-        try:
-            msg = mc.MemclntCreate.decode(data)
-        except MessageError:
-            self._counts[C["invalid_messages"]] += 1
-            return
-        qname = msg.input_queue  # type: ignore[attr-defined]
-        pid = msg.pid  # type: ignore[attr-defined]
-        # Only a client queue may be named: a hostile client cannot make us send into our
-        # own input queue or any other object.
-        if not qname.startswith(CLIENT_QUEUE_PREFIX):
-            self._counts[C["invalid_messages"]] += 1
-            return
-        try:
-            queue = Queue.open(self.region, qname)
-        except (OSError, ShmkitError):
-            self._counts[C["invalid_messages"]] += 1
-            return
-        if queue.elsize != 8:
-            self._counts[C["invalid_messages"]] += 1
-            queue.close()
-            return
-        start = _proc_start(pid)
-        pidfd = -1
-        with contextlib.suppress(OSError):
-            pidfd = os.pidfd_open(pid)
-        if pidfd < 0 or not _alive(pid, start):
-            if pidfd >= 0:
-                os.close(pidfd)
-            queue.close()
-            self._counts[C["invalid_messages"]] += 1
-            return
-        # The table slot is reused; the registration index is not (until 2^24 registrations),
-        # so a message from a dead client can never reach the next client in its slot.
-        slot = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
-        if slot is None:
-            reply = mc.MemclntCreateReply(response=-1, context=msg.context)
-            self.port.send(queue, reply.encode(2), to=pid)
-            os.close(pidfd)
-            queue.close()
-            return
-        index = self._next_index
-        self._next_index = (index + 1) % (MAX_INDEX + 1)
-        handle = Handle(index, self.epoch)
-        client = ClientInfo(
-            slot=slot,
-            index=index,
-            handle=handle,
-            name=msg.name,  # type: ignore[attr-defined]
-            pid=pid,
-            start_time=start,
-            queue_name=qname,
-            queue=queue,
-            pidfd=pidfd,
-            last_heard=time.monotonic(),
-        )
-        self._clients[slot] = client
-        self._by_handle[int(handle)] = client
-        self._stale.pop(qname, None)
-        self.state.write_entry(
-            slot,
-            state=1,
-            pid=pid,
-            start_time=start,
-            handle=int(handle),
-            index=index,
-            epoch=self.epoch,
-            health=0,
-            last_heard_ns=time.monotonic_ns(),
-            requests=0,
-            dropped=0,
-            name=client.name,
-            queue=qname,
-        )
-        self._counts[C["registrations"]] += 1
-        table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
-        reply = mc.MemclntCreateReply(
-            response=0,
-            handle=int(handle),
-            index=index,
-            server_pid=self.pid,
-            count=len(table),
-            message_table=table,
-            context=msg.context,
-        )
-        self.send(client, reply)
-
     # ---------------------------------------------------------------- sending
 
     def send(self, client: ClientInfo | Handle | int, msg: Message) -> bool:
@@ -548,17 +536,21 @@ class Server:
         if c is None:
             self._counts[_MISSING] += 1
             return False
-        data = msg.encode(self._ids[type(msg)])
+        return self._send_encoded(c, msg.encode(self._ids[type(msg)]))
+
+    def _send_encoded(self, c: ClientInfo, data: bytes) -> bool:
+        """Send through the outbox (its flush tells a damaged client queue from any other
+        failure); at once, unless the dispatch loop is in a batch (then at its end)."""
         if self.trace.enabled:
             self.trace.record("tx", data)
+        self._outbox.push(c, c.queue, data, c.pid)
         if self._batching and threading.get_ident() == self._loop_ident:
-            self._outbox.push(c, c.queue, data, c.pid)
             return True
-        if self.port.send(c.queue, data, to=c.pid):
-            self._counts[_REPLIES] += 1
-            return True
-        self._count_sent(c, 0, 1)
-        return False
+        sent, dropped, damaged = self._outbox.flush_client(c) or (0, 0, False)
+        self._count_sent(c, sent, dropped)
+        if damaged:
+            self.drop_damaged(c, "a send found its queue corrupted")
+        return sent > 0
 
     def _count_sent(self, c: ClientInfo, sent: int, dropped: int) -> None:
         self._counts[_REPLIES] += sent
@@ -566,123 +558,26 @@ class Server:
             c.dropped += dropped
             self._counts[_DROPPED] += dropped
 
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to one of the counters (:data:`~shmkit.api.state.COUNTERS`)."""
+        self._counts[C[counter]] += n
+
     def flush_counters(self) -> None:
-        """Add the counts accumulated since the last flush to the shared state (the dispatch
-        loop does it every ``death_poll`` seconds)."""
-        counts = self._counts
+        """Add the counts accumulated since the last flush to the totals and publish them
+        in the shared state (the dispatch loop does it every ``death_poll`` seconds). The
+        totals are the server's own: the shared copy is written, never read back."""
+        counts, totals = self._counts, self._totals
         counts[_INVALID] += self.port.take_invalid()
-        for i, n in enumerate(counts):
-            if n:
-                self.state.bump(i, n)
+        if any(counts):
+            for i, n in enumerate(counts):
+                totals[i] += n
                 counts[i] = 0
+            self.state.set_counters(totals)
 
     def broadcast(self, msg: Message) -> int:
         """Send an event to every client; returns how many queued it."""
         with self._lock:
             return sum(self.send(c, msg) for c in list(self._clients.values()))
-
-    # ---------------------------------------------------------------- liveness
-
-    def _poll_deaths(self) -> None:
-        with self._lock:
-            clients = [c for c in self._clients.values() if c.pidfd >= 0]
-            if clients:
-                poller = select.poll()
-                for c in clients:
-                    poller.register(c.pidfd, select.POLLIN)
-                dead = {fd for fd, _ in poller.poll(0)}
-                for c in clients:
-                    if c.pidfd in dead:
-                        self.reap(c, "process exited")
-            for qname, (pid, start) in list(self._stale.items()):
-                if not _alive(pid, start):
-                    self._remove_queue(qname, pid)
-                    del self._stale[qname]
-
-    def keepalive_scan(self) -> None:
-        """VPP's periodic scan: quiet clients get a keepalive; two unanswered pings lead to a
-        liveness check: alive -> "lazy", dead -> reaped."""
-        now = time.monotonic()
-        with self._lock:
-            for c in list(self._clients.values()):
-                # Heard from: it sent something, or consumed from its queue (its head moved).
-                gets = c.queue.stats()["gets"]
-                heard = gets != c.last_gets or c.requests != c.last_requests
-                c.last_gets, c.last_requests = gets, c.requests
-                if heard:
-                    c.last_heard = now
-                    c.unanswered = 0
-                    c.health = "ok"
-                if heard or now - c.last_heard < self.scan_interval:
-                    self.state.write_entry(c.slot, health=_HEALTH[c.health])
-                    continue
-                if c.unanswered >= 2:
-                    if _alive(c.pid, c.start_time):
-                        c.health = "lazy"
-                        c.unanswered = 0
-                        self._counts[C["lazy_clients"]] += 1
-                    else:
-                        self.reap(c, "no keepalive reply and the process is gone")
-                        continue
-                else:
-                    self.send(c, mc.MemclntKeepalive())
-                    self._counts[C["keepalives_sent"]] += 1
-                    c.unanswered += 1
-                    c.health = "pinged"
-                self.state.write_entry(c.slot, health=(c.unanswered << 16) | _HEALTH[c.health])
-            for c in self._clients.values():
-                self.state.write_entry(
-                    c.slot, requests=c.requests, last_heard_ns=int(c.last_heard * 1e9)
-                )
-
-    def reap(self, client: ClientInfo, reason: str = "reaped") -> None:
-        """Reap a dead client: run reaper callbacks, reclaim its queue and every message it
-        held, free its registration."""
-        with self._lock:
-            if self._clients.get(client.slot) is not client:
-                return
-            log.info(
-                "API %s: reaping client %r pid %d (%s)", self.name, client.name, client.pid, reason
-            )
-            for fn in self._reapers:
-                try:
-                    fn(client.handle, client)
-                except Exception:
-                    log.exception("API %s: reaper callback failed", self.name)
-            self._forget(client)
-            self.rings.reclaim_pid(client.pid)
-            self.region.scan_ghosts()
-            self._counts[C["reaped"]] += 1
-
-    def _forget(self, client: ClientInfo, clean: bool = False) -> None:
-        """Drop a registration. A dead (or cleanly leaving) client's queue is drained; a dead
-        client's queue object is removed (a live one removes its own)."""
-        flushed = self._outbox.flush_client(client)
-        if flushed is not None:
-            self._count_sent(client, *flushed)
-        self._clients.pop(client.slot, None)
-        self._by_handle.pop(int(client.handle), None)
-        self.state.clear_entry(client.slot)
-        if client.pidfd >= 0:
-            os.close(client.pidfd)
-            client.pidfd = -1
-        if not clean and not _alive(client.pid, client.start_time):
-            self.port.drain(client.queue)
-            client.queue.close()
-            self._remove_queue(client.queue_name, client.pid)
-        else:
-            client.queue.close()
-
-    def _remove_queue(self, qname: str, pid: int) -> None:
-        try:
-            q = Queue.open(self.region, qname)
-        except (OSError, ShmkitError):
-            return
-        self.port.drain(q)
-        q.close()
-        with contextlib.suppress(OSError, ShmkitError):
-            self.region.remove_object(qname)
-        self.rings.reclaim_pid(pid)
 
     # ---------------------------------------------------------------- introspection
 
@@ -692,9 +587,10 @@ class Server:
             return list(self._clients.values())
 
     def counters(self) -> dict[str, int]:
+        """Every counter (:data:`~shmkit.api.state.COUNTERS`), as this server counted."""
         with self._lock:
             self.flush_counters()
-        return self.state.counters()
+            return dict(zip(COUNTERS, self._totals, strict=True))
 
     def ring_stats(self) -> list[dict[str, Any]]:
         return self.rings.ring_stats()
@@ -708,6 +604,3 @@ class Server:
 
     def __repr__(self) -> str:
         return f"<shmkit.api.Server {self.name!r} epoch={self.epoch} clients={len(self._clients)}>"
-
-
-_HEALTH = {"ok": 0, "pinged": 1, "lazy": 2}

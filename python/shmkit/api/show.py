@@ -8,9 +8,9 @@ from typing import Any
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import process_alive as _alive
-from shmkit.api.server import RINGS
 from shmkit.api.state import ApiState, ClientEntry
-from shmkit.errors import ShmkitError
+from shmkit.api.takeover import RINGS
+from shmkit.errors import CorruptionError, ShmkitError
 
 __all__ = ["ApiView", "describe", "format_view"]
 
@@ -43,13 +43,34 @@ def _queue_length(region: Region, entry: ClientEntry) -> int | None:
         q.close()
 
 
-def describe(name: str, root: str | None = None) -> ApiView:
+def _open(
+    region: Region, name: str, wait: float
+) -> tuple[ApiState, MsgRings, tuple[int, int, int]]:
+    """The state (with its sealed server identity) and the rings. Another process may have
+    damaged them: a live server repairs that within its ``death_poll``, so it is given
+    ``wait`` seconds before a ``CorruptionError``."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = ApiState.open(region)
+            rings = MsgRings.open(region, RINGS)
+            sealed = state.sealed()
+            if sealed is not None:
+                return state, rings, sealed
+            why = "the server's identity does not carry its seal"
+        except (ValueError, CorruptionError) as exc:
+            why = str(exc)
+        if time.monotonic() >= deadline:
+            raise CorruptionError(f"API {name!r}: its shared objects are damaged ({why})")
+        time.sleep(0.02)  # for a live server's repair, bounded by the deadline
+
+
+def describe(name: str, root: str | None = None, *, wait: float = 1.0) -> ApiView:
     """Read the API region ``name``: server, counters, clients, ring stats."""
     region = Region.open(name, root=root, timeout=1.0)
     try:
-        state = ApiState.open(region)
-        rings = MsgRings.open(region, RINGS)
-        epoch, pid, start, beat = state.head()
+        state, rings, (epoch, pid, start) = _open(region, name, wait)
+        beat = state.head()[3]
         now = time.monotonic_ns()
         clients = []
         for e in state.entries():

@@ -12,8 +12,9 @@ use super::apicodec::PyCodec;
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
-use crate::apiport::{ApiPort, DEFAULT_SPIN};
+use crate::apiport::{ApiPort, PortError, DEFAULT_SPIN};
 use crate::msgring::{MsgRef, Pool};
+use crate::queue::QueueError;
 
 use super::shield::{shielded, Shielded};
 
@@ -179,9 +180,11 @@ impl PyApiPort {
     /// reply_id)`: the decoder is a `Codec` or a callable taking the payload; a reply of type
     /// `reply_type` is encoded by `reply_codec` (when not None) with id `reply_id`; any other
     /// reply, or one the codec refuses, is encoded by `encode_reply(reply, context)`. A
-    /// failing handler or reply encoder is reported to `failed(exception, request_type)`;
-    /// an error that is not an `Exception` (Ctrl-C) is raised once the batch is done.
-    /// Returns `(received, served, invalid, handler_errors)`.
+    /// failing handler or reply encoder is reported to `failed(exception, request_type,
+    /// client, context)`, which may send the client an error reply; an error that is not an
+    /// `Exception` (Ctrl-C) is raised once the batch is done.
+    /// Returns `(received, served, invalid, handler_errors)`: `invalid` counts undecodable
+    /// requests and the references refused since the last `take_invalid` (this batch's).
     #[pyo3(signature = (queue, table, by_handle, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn serve<'py>(
@@ -213,6 +216,7 @@ impl PyApiPort {
         let r = self.recv_raw(py, queue, max, timeout, |b| d.one(b));
         let flushed = d.set_client(None);
         r.and(flushed)?;
+        d.stats.2 += self.inner.take_invalid() as usize;
         Ok(d.stats)
     }
 
@@ -487,22 +491,23 @@ impl PyOutbox {
     }
 
     /// Send everything, per client in order, and empty the outbox; returns `(client, sent,
-    /// dropped)` per client. A client whose queue is closed is skipped (its messages freed,
-    /// none counted); a full or failing queue drops the rest.
-    fn flush(&self, py: Python<'_>) -> Vec<(Py<PyAny>, usize, usize)> {
+    /// dropped, damaged)` per client. A client whose queue is closed is skipped (its
+    /// messages freed, none counted); a full or failing queue drops the rest; `damaged`:
+    /// the queue was found corrupted (by a peer writing into it).
+    fn flush(&self, py: Python<'_>) -> Vec<(Py<PyAny>, usize, usize, bool)> {
         let entries = std::mem::take(&mut *self.entries());
         entries
             .into_iter()
             .map(|e| {
-                let (sent, dropped) = self.send_entry(py, &e);
-                (e.client, sent, dropped)
+                let (sent, dropped, damaged) = self.send_entry(py, &e);
+                (e.client, sent, dropped, damaged)
             })
             .collect()
     }
 
-    /// Send what is waiting for `client` only (as `flush`); `(sent, dropped)`, or None if
-    /// nothing was.
-    fn flush_client(&self, py: Python<'_>, client: &Bound<'_, PyAny>) -> Option<(usize, usize)> {
+    /// Send what is waiting for `client` only (as `flush`); `(sent, dropped, damaged)`, or
+    /// None if nothing was.
+    fn flush_client(&self, py: Python<'_>, client: &Bound<'_, PyAny>) -> Option<(usize, usize, bool)> {
         let mut entries = self.entries();
         let at = entries.iter().position(|e| e.client.is(client));
         let entry = at.map(|at| entries.remove(at));
@@ -513,15 +518,17 @@ impl PyOutbox {
 }
 
 impl PyOutbox {
-    fn send_entry(&self, py: Python<'_>, e: &OutEntry) -> (usize, usize) {
+    fn send_entry(&self, py: Python<'_>, e: &OutEntry) -> (usize, usize, bool) {
         let port = &self.port.get().inner;
         let q = e.queue.bind(py).get().shm();
         if q.is_closed() {
             port.free_all(&e.refs);
-            return (0, 0);
+            return (0, 0, false);
         }
-        let sent = port.put_refs(q, &e.refs, e.to).unwrap_or(0);
-        (sent, e.refs.len() - sent + e.failed)
+        match port.put_refs(q, &e.refs, e.to) {
+            Ok(sent) => (sent, e.refs.len() - sent + e.failed, false),
+            Err(err) => (0, e.refs.len() + e.failed, matches!(err, PortError::Queue(QueueError::Corrupt { .. }))),
+        }
     }
 }
 
@@ -606,7 +613,10 @@ impl<'py> Dispatch<'_, 'py> {
         let reply = match handler.call1((msg, &*client)) {
             Ok(r) if r.is_none() => return Ok(()),
             Ok(r) => r,
-            Err(e) => return self.fail(e, &request_type),
+            Err(e) => {
+                let client = client.clone();
+                return self.fail(e, &request_type, &client, context);
+            }
         };
         self.buf.clear();
         let native = reply.get_type().is(&reply_type)
@@ -621,7 +631,10 @@ impl<'py> Dispatch<'_, 'py> {
                 self.outbox.add(client, queue, *pid, InBuf::get(&data)?.as_slice());
                 Ok(())
             }
-            Err(e) => self.fail(e, &request_type),
+            Err(e) => {
+                let client = client.clone();
+                self.fail(e, &request_type, &client, context)
+            }
         }
     }
 
@@ -632,14 +645,21 @@ impl<'py> Dispatch<'_, 'py> {
         Ok(())
     }
 
-    /// A handler or reply encoder failed: counted and reported, unless it is not an
-    /// `Exception` (Ctrl-C, `SystemExit`), which stops the loop once the batch is done.
-    fn fail(&mut self, e: PyErr, request_type: &Bound<'py, PyAny>) -> PyResult<()> {
+    /// A handler or reply encoder failed: counted and reported to `failed` (which may
+    /// answer the client), unless it is not an `Exception` (Ctrl-C, `SystemExit`), which
+    /// stops the loop once the batch is done.
+    fn fail(
+        &mut self,
+        e: PyErr,
+        request_type: &Bound<'py, PyAny>,
+        client: &Bound<'py, PyAny>,
+        context: u32,
+    ) -> PyResult<()> {
         if !e.is_instance_of::<PyException>(self.py) {
             return Err(e);
         }
         self.stats.3 += 1;
-        self.failed.call1((e.into_value(self.py), request_type))?;
+        self.failed.call1((e.into_value(self.py), request_type, client, context))?;
         Ok(())
     }
 

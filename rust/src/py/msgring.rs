@@ -26,6 +26,12 @@ fn gc_ms(gc_age: f64) -> PyResult<u64> {
     }
 }
 
+/// A ring configuration, VPP's where not given.
+type Rings = Vec<(u32, u32)>;
+fn config(server: Option<Rings>, client: Option<Rings>) -> (Rings, Rings) {
+    (server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec()), client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec()))
+}
+
 /// VPP-style size-class message rings in a region (server and client pools, heap fallback).
 /// Messages are referenced by an int (offset and sequence) that fits an 8-byte queue element.
 #[pyclass(name = "MsgRings", module = "shmkit._native", frozen)]
@@ -55,9 +61,24 @@ impl PyMsgRings {
         client: Option<Vec<(u32, u32)>>,
         gc_age: f64,
     ) -> PyResult<Self> {
-        let server = server.unwrap_or_else(|| DEFAULT_SERVER_RINGS.to_vec());
-        let client = client.unwrap_or_else(|| DEFAULT_CLIENT_RINGS.to_vec());
+        let (server, client) = config(server, client);
         Ok(Self { inner: Shielded::new(MsgRings::create(region.region(), name, &server, &client, gc_ms(gc_age)?)?) })
+    }
+
+    /// Take over a pool too damaged to open, in place, as if created with this
+    /// configuration (refused unless its object has that size); messages in flight stay
+    /// valid. For a new server taking over from one that is gone.
+    #[staticmethod]
+    #[pyo3(signature = (region, name="api-rings", *, server=None, client=None, gc_age=10.0))]
+    fn rebuild(
+        region: &PyRegion,
+        name: &str,
+        server: Option<Vec<(u32, u32)>>,
+        client: Option<Vec<(u32, u32)>>,
+        gc_age: f64,
+    ) -> PyResult<Self> {
+        let (server, client) = config(server, client);
+        Ok(Self { inner: Shielded::new(MsgRings::rebuild(region.region(), name, &server, &client, gc_ms(gc_age)?)?) })
     }
 
     /// Open an existing pool (its geometry is validated).
@@ -125,6 +146,20 @@ impl PyMsgRings {
     /// Record a server restart.
     fn note_restart(&self) {
         self.inner.note_restart();
+    }
+
+    /// Restore the shared pool header and ring descriptors (and with `slots`, every slot
+    /// header's identity) from this handle's private copy; returns how many fields were
+    /// wrong. For the pool's owner.
+    #[pyo3(signature = (slots=false))]
+    fn repair(&self, py: Python<'_>, slots: bool) -> u64 {
+        py.detach(|| self.inner.repair(slots))
+    }
+
+    /// Damaged slot headers restored when this handle claimed their slot, since the last
+    /// call.
+    fn take_restamped(&self) -> u64 {
+        self.inner.take_restamped()
     }
 
     /// GC age in seconds.

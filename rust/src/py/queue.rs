@@ -189,6 +189,23 @@ impl PyQueue {
         Ok(Self::new(py, q, region))
     }
 
+    /// Re-create queue `name`, too damaged to open, in place (fresh header and empty slots;
+    /// what was queued is lost). For a new owner taking over from one that is gone.
+    #[staticmethod]
+    #[pyo3(signature = (region, name, capacity, elsize, *, spsc=false))]
+    fn rebuild(
+        py: Python<'_>,
+        region: &Bound<'_, PyRegion>,
+        name: &str,
+        capacity: u64,
+        elsize: u64,
+        spsc: bool,
+    ) -> PyResult<Self> {
+        let r = region.get().region();
+        let q = py.detach(|| ShmQueue::rebuild(r, name, capacity, elsize, &QueueOptions { spsc }))?;
+        Ok(Self::new(py, q, region))
+    }
+
     /// Open queue `name` if it exists with this shape, else create it (safe against racing
     /// creators). `.created` tells which happened.
     #[staticmethod]
@@ -520,6 +537,47 @@ impl PyQueue {
     /// Re-validate the shared header; raises `CorruptionError` if a peer damaged it.
     fn check(&self) -> PyResult<()> {
         Ok(self.inner.check()?)
+    }
+
+    /// Put the queue right after a peer scribbled over it, from this handle's private copy
+    /// of its geometry (for the queue's only consumer; see the Rust docs of
+    /// `ShmQueue::repair`). Returns what was found: `header`, `head`, `tail` (bools),
+    /// `slots` (stamps rewritten) and `lost` (elements lost with them).
+    #[pyo3(signature = (full=false))]
+    fn repair<'py>(&self, py: Python<'py>, full: bool) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.repair(full))?;
+        let d = PyDict::new(py);
+        d.set_item("header", r.header)?;
+        d.set_item("head", r.head)?;
+        d.set_item("tail", r.tail)?;
+        d.set_item("slots", r.slots)?;
+        d.set_item("lost", r.lost)?;
+        Ok(d)
+    }
+
+    /// `(position, word)` of a producer's unpublished claim that readers are waiting for,
+    /// or None.
+    fn head_claim(&self) -> PyResult<Option<(u64, u64)>> {
+        Ok(self.inner.head_claim()?)
+    }
+
+    /// Skip the claim `head_claim()` returned, as a dead producer's (its put will fail).
+    /// Returns whether it was still there.
+    fn skip_claim(&self, pos: u64, word: u64) -> PyResult<bool> {
+        Ok(self.inner.skip_claim(pos, word)?)
+    }
+
+    /// Make the queue unusable for every process (`check()` and opens report it corrupt).
+    fn invalidate(&self) -> PyResult<()> {
+        Ok(self.inner.invalidate()?)
+    }
+
+    /// `(pid, start time)` of the process that created the queue (from its validated
+    /// header).
+    #[getter]
+    fn creator(&self) -> (u32, u64) {
+        let id = self.inner.identity();
+        (id.creator_pid, id.creator_start)
     }
 
     /// Seconds a blocking call of this handle polls before sleeping on the futex (default

@@ -41,7 +41,7 @@ use crossbeam_utils::CachePadded;
 pub use error::{QueueError, Result};
 use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};
 use notify::Notifier;
-pub use ring::{Dir, Element, QueueStats};
+pub use ring::{Dir, Element, QueueStats, Repair};
 use ring::{Held, Ring, Role, SideCell, SideGuard};
 
 use crate::failpoint;
@@ -98,17 +98,7 @@ impl ShmQueue {
     /// Create queue `name` in `region` with room for `capacity` elements (rounded up to a
     /// power of two, at least 2) of up to `elsize` bytes.
     pub fn create(region: &Arc<Region>, name: &str, capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Self> {
-        let pid = process::cached_pid();
-        check_pid(pid)?;
-        let ident = Identity::plan(
-            capacity,
-            elsize,
-            opts.spsc,
-            make_nonce(pid),
-            (pid, process::current_start_time()),
-            time::realtime_ns(),
-        )
-        .map_err(QueueError::InvalidArgument)?;
+        let ident = Self::plan(capacity, elsize, opts)?;
         // Fail early without allocating if the name is taken (registration re-checks).
         match region.find_object(name) {
             Ok(_) => {
@@ -174,6 +164,42 @@ impl ShmQueue {
             }
         }
         Err(QueueError::InvalidArgument(format!("queue {name:?} keeps appearing and disappearing")))
+    }
+
+    /// Re-create queue `name`, too damaged to [`ShmQueue::open`], in place: a fresh header
+    /// (a new incarnation: handles on the old one notice at their next check) and empty
+    /// slots, in its existing object, which must be large enough. Whatever was queued is
+    /// lost. For a new owner taking over a queue whose previous one is gone (the API server
+    /// after a restart, for its input queue).
+    pub fn rebuild(region: &Arc<Region>, name: &str, capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Self> {
+        let info = region.find_object(name)?;
+        if info.kind != kind::QUEUE {
+            return Err(QueueError::NotAQueue { name: name.into(), kind: info.kind });
+        }
+        let ident = Self::plan(capacity, elsize, opts)?;
+        if ident.total_size > info.size {
+            return Err(QueueError::Mismatch {
+                name: name.into(),
+                reason: format!("its object has {} bytes, a queue of this shape needs {}", info.size, ident.total_size),
+            });
+        }
+        Self::initialise(region, info.offset, &ident)?;
+        Self::attach(region, name, info.offset, info.size)
+    }
+
+    /// The identity of a new incarnation created by this process.
+    fn plan(capacity: u64, elsize: u64, opts: &QueueOptions) -> Result<Identity> {
+        let pid = process::cached_pid();
+        check_pid(pid)?;
+        Identity::plan(
+            capacity,
+            elsize,
+            opts.spsc,
+            make_nonce(pid),
+            (pid, process::current_start_time()),
+            time::realtime_ns(),
+        )
+        .map_err(QueueError::InvalidArgument)
     }
 
     /// Write a fresh header and slot array at `off` (not yet visible to anyone).
@@ -277,6 +303,51 @@ impl ShmQueue {
     /// Re-validate the shared header (detects a peer that overwrote it).
     pub fn check(&self) -> Result<()> {
         self.ring.check_header()
+    }
+
+    /// Put the queue right after a peer scribbled over it, from this handle's private copy
+    /// of its geometry: a damaged header is rewritten; for an MPMC queue, implausible
+    /// `head`/`tail` words are rebuilt from the slot stamps and impossible stamps rewritten
+    /// (their elements, if any, are lost; counted in `corrupt_slots`). Without `full`, the
+    /// stamps are only all read when `head` and `tail` look wrong (two slot reads when
+    /// nothing is); with it, always (O(capacity)). Call it from the queue's only consumer,
+    /// holding no borrowed element (the binary-API server does, for its input queue);
+    /// producers may run. Refused if the region's directory no longer names this object (it
+    /// was removed: its memory may belong to someone else now). See `ring/repair.rs`.
+    pub fn repair(&self, full: bool) -> Result<Repair> {
+        self.me()?;
+        match self.region.find_object(self.name()) {
+            Ok(o) if o.offset == self.offset && o.kind == kind::QUEUE => self.ring.repair(full),
+            Ok(_) | Err(RegionError::ObjectNotFound { .. }) => {
+                Err(QueueError::corrupt(self.name(), "the queue was removed from its region: nothing to repair"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The producer's claim readers are waiting for (MPMC): `(position, slot word)` when the
+    /// slot at `head` is claimed by a producer that has not published it, else `None`.
+    /// A consumer that sees the same claim for too long may [`ShmQueue::skip_claim`] it.
+    pub fn head_claim(&self) -> Result<Option<(u64, u64)>> {
+        self.ring.head_claim()
+    }
+
+    /// Stop waiting for the producer holding the claim `(pos, word)` found by
+    /// [`ShmQueue::head_claim`]: its position is skipped as a dead producer's is (counted in
+    /// `recovered_puts`), and its publish will fail. For a consumer's policy against a peer
+    /// stopped or hostile half-way through a put (a live one, which recovery leaves alone).
+    /// Returns whether the claim was still there.
+    pub fn skip_claim(&self, pos: u64, word: u64) -> Result<bool> {
+        self.me()?;
+        self.ring.skip_claim(pos, word)
+    }
+
+    /// Make the queue unusable for every process that has it open or opens it (its header
+    /// stops validating: `check`, blocking calls and `open` report it corrupt). For an owner
+    /// that found the queue damaged and stops using it, so its peer learns at once.
+    pub fn invalidate(&self) -> Result<()> {
+        self.ring.header()?.magic.store(0, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Whether [`ShmQueue::close`] was called.

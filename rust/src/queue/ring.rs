@@ -100,6 +100,9 @@ use crate::sys::futex;
 use crate::sys::map::Mapping;
 use crate::sys::process::{self, Liveness};
 
+mod repair;
+pub use repair::Repair;
+
 /// Re-reads of a held slot's word before asking whether its owner is alive.
 const CLAIM_SPINS: u32 = 128;
 /// A claimer found alive is not looked up again for this long (per handle).

@@ -1,0 +1,357 @@
+"""The binary-API server's clients: registration, liveness, reaping, dropping, and the
+queues of clients that are gone.
+
+:class:`ClientLifecycle` is the half of :class:`~shmkit.api.server.Server` that deals with
+clients rather than messages:
+
+* **registration** (``memclnt_create``): the named queue must be a client queue created by
+  the registering process (its validated header says so: nobody registers someone else's
+  queue or in someone else's name), the process must be alive (a pidfd is kept), and the
+  table must have a free slot (else ``TABLE_TOO_BIG``); the handle is VPP's
+  ``index << 8 | epoch``;
+* **liveness**: pidfds are polled every ``death_poll``, keepalive scans run every
+  ``scan_interval`` (VPP's "lazy client" rule); a dead client is **reaped**: reaper
+  callbacks, its queue drained and removed, every message its process held reclaimed;
+* **damage**: a client whose queue a peer damaged is **dropped** (reaper callbacks, its
+  queue marked invalid so it learns at once) and its queue removed once it dies;
+* **leftovers**: client queues that no registration accounts for and whose process is gone
+  are removed (:meth:`ClientLifecycle.collect_queues`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shmkit import Queue, Region
+from shmkit._native import ApiPort
+from shmkit._native import process_alive as _alive
+from shmkit._native import process_start_time as _proc_start
+from shmkit.api import memclnt as mc
+from shmkit.api.guard import Throttle
+from shmkit.api.handle import MAX_INDEX, Handle
+from shmkit.api.messages import Message, MessageError
+from shmkit.api.state import COUNTERS, StateImage
+from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, queue_owner, remove_client_queue
+from shmkit.errors import ShmkitError
+
+if TYPE_CHECKING:
+    from shmkit import MsgRings
+    from shmkit._native import Outbox
+
+__all__ = ["ClientInfo", "ClientLifecycle"]
+
+log = logging.getLogger("shmkit.api")
+
+C = {name: i for i, name in enumerate(COUNTERS)}
+_HEALTH = {"ok": 0, "pinged": 1, "lazy": 2}
+
+
+@dataclass(eq=False)
+class ClientInfo:
+    """A registered client, as the server sees it."""
+
+    slot: int
+    index: int
+    handle: Handle
+    name: str
+    pid: int
+    start_time: int
+    queue_name: str
+    queue: Queue = field(repr=False)
+    pidfd: int = field(default=-1, repr=False)
+    last_heard: float = 0.0
+    unanswered: int = 0
+    health: str = "ok"
+    requests: int = 0
+    dropped: int = 0
+    last_gets: int = -1
+    last_requests: int = 0
+
+    @property
+    def queue_length(self) -> int:
+        return len(self.queue)
+
+
+class ClientLifecycle:
+    """Registration, liveness and cleanup of a server's clients (mixed into ``Server``,
+    whose state it shares: the attributes below)."""
+
+    name: str
+    pid: int
+    epoch: int
+    scan_interval: float
+    region: Region
+    rings: MsgRings
+    port: ApiPort
+    state: StateImage
+    report: Throttle
+    _lock: threading.RLock
+    _outbox: Outbox
+    _counts: list[int]
+    _clients: dict[int, ClientInfo]  # by table slot
+    _by_handle: dict[int, ClientInfo]
+    _next_index: int
+    _stale: dict[str, tuple[int, int]]  # queues of clients we no longer serve
+    _reapers: list[Callable[[Handle, ClientInfo], None]]
+
+    # The server's own, used here.
+    send: Callable[[ClientInfo | Handle | int, Message], bool]
+    message_table: Callable[[], dict[int, str]]
+    _count_sent: Callable[[ClientInfo, int, int], None]
+
+    # ---------------------------------------------------------------- registration
+
+    def _create(self, data: bytes) -> None:
+        try:
+            msg = mc.MemclntCreate.decode(data)
+        except MessageError:
+            self._counts[C["invalid_messages"]] += 1
+            return
+        qname = msg.input_queue  # type: ignore[attr-defined]
+        pid = msg.pid  # type: ignore[attr-defined]
+        # Only a client queue may be named: a hostile client cannot make us send into our
+        # own input queue or any other object.
+        if not qname.startswith(CLIENT_QUEUE_PREFIX):
+            self._counts[C["invalid_messages"]] += 1
+            return
+        try:
+            queue = Queue.open(self.region, qname)
+        except (OSError, ShmkitError):
+            self._counts[C["invalid_messages"]] += 1
+            return
+        # The queue must be the registering process's own (its validated header names its
+        # creator): nobody registers someone else's queue, or in someone else's name.
+        if queue.elsize != 8 or queue.creator[0] != pid:
+            self._counts[C["invalid_messages"]] += 1
+            queue.close()
+            return
+        start = _proc_start(pid)
+        pidfd = -1
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(pid)
+        if pidfd < 0 or not _alive(pid, start):
+            if pidfd >= 0:
+                os.close(pidfd)
+            queue.close()
+            self._counts[C["invalid_messages"]] += 1
+            return
+        # The table slot is reused; the registration index is not (until 2^24 registrations),
+        # so a message from a dead client can never reach the next client in its slot.
+        slot = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
+        if slot is None:
+            self._counts[C["refused_registrations"]] += 1
+            self.report(
+                "table_full",
+                logging.WARNING,
+                "API %s: refused client %r (pid %d): all %d client slots are taken",
+                self.name,
+                msg.name,  # type: ignore[attr-defined]
+                pid,
+                self.state.max_clients,
+            )
+            reply = mc.MemclntCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
+            with contextlib.suppress(ShmkitError):
+                self.port.send(queue, reply.encode(2), to=pid)
+            os.close(pidfd)
+            queue.close()
+            return
+        index = self._next_index
+        self._next_index = (index + 1) % (MAX_INDEX + 1)
+        handle = Handle(index, self.epoch)
+        client = ClientInfo(
+            slot=slot,
+            index=index,
+            handle=handle,
+            name=msg.name,  # type: ignore[attr-defined]
+            pid=pid,
+            start_time=start,
+            queue_name=qname,
+            queue=queue,
+            pidfd=pidfd,
+            last_heard=time.monotonic(),
+        )
+        self._clients[slot] = client
+        self._by_handle[int(handle)] = client
+        self._stale.pop(qname, None)
+        self.state.write_entry(
+            slot,
+            state=1,
+            pid=pid,
+            start_time=start,
+            handle=int(handle),
+            index=index,
+            epoch=self.epoch,
+            health=0,
+            last_heard_ns=time.monotonic_ns(),
+            requests=0,
+            dropped=0,
+            name=client.name,
+            queue=qname,
+        )
+        self._counts[C["registrations"]] += 1
+        table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
+        reply = mc.MemclntCreateReply(
+            response=0,
+            handle=int(handle),
+            index=index,
+            server_pid=self.pid,
+            count=len(table),
+            message_table=table,
+            context=msg.context,
+        )
+        self.send(client, reply)
+
+    # ---------------------------------------------------------------- liveness
+
+    def _poll_deaths(self) -> None:
+        with self._lock:
+            clients = [c for c in self._clients.values() if c.pidfd >= 0]
+            if clients:
+                poller = select.poll()
+                for c in clients:
+                    poller.register(c.pidfd, select.POLLIN)
+                dead = {fd for fd, _ in poller.poll(0)}
+                for c in clients:
+                    if c.pidfd in dead:
+                        self.reap(c, "process exited")
+            for qname, (pid, start) in list(self._stale.items()):
+                if not _alive(pid, start):
+                    del self._stale[qname]
+                    self._remove_queue(qname, pid, start)
+
+    def keepalive_scan(self) -> None:
+        """VPP's periodic scan: quiet clients get a keepalive; two unanswered pings lead to a
+        liveness check: alive -> "lazy", dead -> reaped."""
+        now = time.monotonic()
+        with self._lock:
+            for c in list(self._clients.values()):
+                # Heard from: it sent something, or consumed from its queue (its head moved).
+                gets = c.queue.stats()["gets"]
+                heard = gets != c.last_gets or c.requests != c.last_requests
+                c.last_gets, c.last_requests = gets, c.requests
+                if heard:
+                    c.last_heard = now
+                    c.unanswered = 0
+                    c.health = "ok"
+                if heard or now - c.last_heard < self.scan_interval:
+                    self.state.write_entry(c.slot, health=_HEALTH[c.health])
+                    continue
+                if c.unanswered >= 2:
+                    if _alive(c.pid, c.start_time):
+                        c.health = "lazy"
+                        c.unanswered = 0
+                        self._counts[C["lazy_clients"]] += 1
+                    else:
+                        self.reap(c, "no keepalive reply and the process is gone")
+                        continue
+                else:
+                    self.send(c, mc.MemclntKeepalive())
+                    self._counts[C["keepalives_sent"]] += 1
+                    c.unanswered += 1
+                    c.health = "pinged"
+                    if self._clients.get(c.slot) is not c:
+                        continue  # dropped: its queue was found damaged
+                self.state.write_entry(c.slot, health=(c.unanswered << 16) | _HEALTH[c.health])
+            for c in self._clients.values():
+                self.state.write_entry(
+                    c.slot, requests=c.requests, last_heard_ns=int(c.last_heard * 1e9)
+                )
+
+    def reap(self, client: ClientInfo, reason: str = "reaped") -> None:
+        """Reap a dead client: run reaper callbacks, reclaim its queue and every message it
+        held, free its registration."""
+        with self._lock:
+            if self._clients.get(client.slot) is not client:
+                return
+            log.info(
+                "API %s: reaping client %r pid %d (%s)", self.name, client.name, client.pid, reason
+            )
+            self._end(client)
+            self.rings.reclaim_pid(client.pid)
+            self.region.scan_ghosts()
+            self._counts[C["reaped"]] += 1
+
+    def drop_damaged(self, client: ClientInfo, why: str) -> None:
+        """Drop a client whose queue a peer damaged (the server cannot trust what it would
+        send through it): run reaper callbacks, free its registration, and mark its queue
+        invalid so the client learns at its next call (``ConnectionDamagedError``) and can
+        connect again. Its queue object is removed once its process is gone."""
+        with self._lock:
+            if self._clients.get(client.slot) is not client:
+                return
+            self._counts[C["damaged_clients"]] += 1
+            self.report(
+                "damaged_client",
+                logging.WARNING,
+                "API %s: dropped client %r (pid %d): its queue is damaged (%s)",
+                self.name,
+                client.name,
+                client.pid,
+                why,
+            )
+            with contextlib.suppress(ShmkitError):
+                client.queue.invalidate()
+            self._end(client)
+
+    def _end(self, client: ClientInfo) -> None:
+        """End a registration the client did not end itself: reaper callbacks, then forget."""
+        for fn in self._reapers:
+            try:
+                fn(client.handle, client)
+            except Exception:
+                self.report(
+                    "reaper",
+                    logging.ERROR,
+                    "API %s: reaper callback failed",
+                    self.name,
+                    exc_info=True,
+                )
+        self._forget(client)
+
+    def _forget(self, client: ClientInfo, clean: bool = False) -> None:
+        """Drop a registration. A dead client's queue is drained and removed; a live one
+        removes its own (if it does not, it is removed when the client dies)."""
+        flushed = self._outbox.flush_client(client)
+        if flushed is not None:
+            self._count_sent(client, *flushed[:2])
+        self._clients.pop(client.slot, None)
+        self._by_handle.pop(int(client.handle), None)
+        self.state.clear_entry(client.slot)
+        if client.pidfd >= 0:
+            os.close(client.pidfd)
+            client.pidfd = -1
+        client.queue.close()
+        if clean:
+            return
+        if _alive(client.pid, client.start_time):
+            self._stale[client.queue_name] = (client.pid, client.start_time)
+        else:
+            self._remove_queue(client.queue_name, client.pid, client.start_time)
+
+    def _remove_queue(self, qname: str, pid: int, start: int = 0) -> None:
+        remove_client_queue(self.region, self.port, self.rings, qname, pid, start)
+
+    def collect_queues(self, adopt_live: bool = False) -> None:
+        """Remove the client queues in the region that no registration of this server
+        accounts for and whose process is gone (a client that gave up registering, or one
+        of a previous server); with ``adopt_live``, track the live ones to remove when they
+        die. (The guard calls it every ``scan_interval``.)"""
+        with self._lock:
+            known = {c.queue_name for c in self._clients.values()} | set(self._stale)
+            for obj in self.region.objects():
+                qname = obj["name"]
+                if not qname.startswith(CLIENT_QUEUE_PREFIX) or qname in known:
+                    continue
+                pid, start = queue_owner(self.region, qname)
+                if not (pid and _alive(pid, start)):
+                    self._remove_queue(qname, pid, start)
+                elif adopt_live:
+                    self._stale[qname] = (pid, start)

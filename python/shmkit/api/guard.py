@@ -1,0 +1,151 @@
+"""The API server's integrity guard: what the server does about clients' garbage.
+
+Every process that talks to an API maps its region read-write, so any client (buggy or
+hostile) can scribble over the message rings, the server's input queue, the shared state or
+another client's queue. The server trusts none of them; it keeps private copies of what it
+needs (the ring geometry and GC age in its :class:`~shmkit.MsgRings` handle, the queue
+geometry in its :class:`~shmkit.Queue` handles, the state in a :class:`StateImage`, the
+client table, epoch and counters in Python) and, every ``death_poll`` seconds:
+
+* **message rings**: restores the pool header and ring descriptors from its copy (so new
+  clients can open the pool again), and counts the slot headers its allocator found
+  damaged and restored (``MsgRings.repair``, ``take_restamped``);
+* **input queue**: restores its header and, when ``head``/``tail`` look wrong, rebuilds them
+  from the slot stamps (``Queue.repair``); a producer's claim that stalls the queue for
+  ``claim_timeout`` seconds (a client stopped or hostile half-way through a put) is skipped;
+* **state**: compares the shared bytes with the image and rewrites them where they differ;
+* **client queues**: re-validates each header; a client whose queue is damaged (found here,
+  or by a send that fails) is dropped, not the server (see ``Server.drop_damaged``).
+
+Every ``scan_interval`` the check is thorough: all slot headers, all input-queue stamps,
+and the client queues no registration accounts for whose process is gone (a client that
+gave up registering while the server may have held its queue leaves it for this).
+Each finding is counted (``ring_repairs``, ``queue_repairs``, ``state_repairs``,
+``damaged_clients``, ``stalled_claims``: ``shmkit api show``) and logged on the
+``shmkit.api`` logger, at most once per :data:`LOG_INTERVAL` seconds per kind (with the
+number of findings in between). Payloads are not protected: a peer that can write the region
+can alter a message in flight; what it can't do is crash, hang or mislead the server about
+anything but that message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from shmkit.errors import ShmkitError
+
+if TYPE_CHECKING:
+    from shmkit.api.server import Server
+
+__all__ = ["LOG_INTERVAL", "Guard", "Throttle"]
+
+log = logging.getLogger("shmkit.api")
+
+#: at most one log record per kind of finding per this many seconds
+LOG_INTERVAL = 10.0
+
+
+class Throttle:
+    """Rate-limited logging: the first event of a kind is logged at once, the next ones at
+    most once per ``interval`` seconds, saying how many were not logged in between."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, msg: str, *args: object, **kw: object) -> None:
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return
+        self._next[kind] = now + self.interval
+        quiet = self._quiet.pop(kind, 0)
+        if quiet:
+            msg += f" ({quiet} more since the last report)"
+        self.logger.log(level, msg, *args, **kw)  # type: ignore[arg-type]
+
+
+class Guard:
+    """The periodic integrity check of one server (run by its dispatch loop)."""
+
+    def __init__(self, server: Server, claim_timeout: float) -> None:
+        self.server = server
+        self.claim_timeout = claim_timeout
+        self.report = Throttle(log)
+        self._claim: tuple[int, int] | None = None
+        self._claim_since = 0.0
+
+    def check(self, thorough: bool = False) -> None:
+        """One pass over everything the server shares (see the module docs)."""
+        s = self.server
+        name = s.name
+        fixed = s.rings.repair(thorough) + s.rings.take_restamped()
+        if fixed:
+            s.count("ring_repairs", fixed)
+            self.report(
+                "rings",
+                logging.WARNING,
+                "API %s: restored %d damaged message-ring fields",
+                name,
+                fixed,
+            )
+        self.check_input(thorough)
+        damaged = s.state.damage()
+        if damaged:
+            s.state.restore()
+            s.count("state_repairs")
+            self.report(
+                "state",
+                logging.WARNING,
+                "API %s: shared state damaged (%s), rewritten",
+                name,
+                ", ".join(damaged),
+            )
+        for c in s.clients:
+            try:
+                c.queue.check()
+            except ShmkitError as exc:
+                s.drop_damaged(c, str(exc))
+        if thorough:
+            s.collect_queues()
+
+    def check_input(self, thorough: bool = False) -> None:
+        """Repair the input queue if needed; skip a producer's claim that stalls it."""
+        s = self.server
+        rep = s.input.repair(thorough)
+        if any(rep.values()):
+            s.count("queue_repairs")
+            self.report(
+                "queue",
+                logging.WARNING,
+                "API %s: input queue damaged, repaired (header %s, head %s, tail %s, "
+                "%d slots rewritten, %d requests lost)",
+                s.name,
+                rep["header"],
+                rep["head"],
+                rep["tail"],
+                rep["slots"],
+                rep["lost"],
+            )
+        claim = s.input.head_claim()
+        now = time.monotonic()
+        if claim is None or claim != self._claim:
+            self._claim, self._claim_since = claim, now
+        elif now - self._claim_since >= self.claim_timeout:
+            pos, word = claim
+            if s.input.skip_claim(pos, word):
+                s.count("stalled_claims")
+                self.report(
+                    "claim",
+                    logging.WARNING,
+                    "API %s: a client (pid %d) stalled the input queue for %.1f s "
+                    "half-way through a request; skipped it",
+                    s.name,
+                    (word >> 40) & 0x3FFFFF,
+                    now - self._claim_since,
+                )
+            self._claim = None
