@@ -724,7 +724,10 @@ def test_server_mode_and_ownership(root: str) -> None:
         assert os.stat(path).st_mode & 0o777 == 0o640
         assert os.stat(path).st_uid == os.getuid()
         s.start()
-        with Client.connect("api", "owner", root=root) as c:
+        # A client adopts a region no wider than it expects (0o600 unless it names a mode).
+        with pytest.raises(PermissionError, match="wider"):
+            Client.connect("api", "strict", root=root, timeout=5.0)
+        with Client.connect("api", "owner", root=root, mode=0o640) as c:
             assert c.call(Echo(x=1)).x == 1
     finally:
         s.close()

@@ -377,7 +377,7 @@ impl MsgRings {
     fn at(region: &Arc<Region>, name: &str, base: u64, total: u64, mut rings: Vec<RingGeom>, gc_age_ms: u64) -> Self {
         for r in &mut rings {
             r.slots_off += base;
-            }
+        }
         Self {
             region: Arc::clone(region),
             name: name.to_owned(),

@@ -203,6 +203,8 @@ class Client:
                 except (OSError, ValueError, ShmkitError) as exc:
                     last = exc
                 region.close()
+            except PermissionError:
+                raise  # not ours to adopt (owner, mode, symlink): waiting changes nothing
             except (OSError, ShmkitError, TimeoutError) as exc:
                 last = exc
             if time.monotonic() >= deadline:
@@ -291,6 +293,8 @@ class Client:
         try:
             if self.port.send(self.server_input, data, "client", self.server_pid):
                 return
+        except RegionTruncatedError:
+            raise  # the memory is gone: no repair will come
         except CorruptionError:
             pass  # retried below
         while True:
@@ -304,6 +308,8 @@ class Client:
                 ):
                     return
                 what = "stays full"
+            except RegionTruncatedError:
+                raise  # the memory is gone: no repair will come
             except CorruptionError:
                 # Another process damaged the server's input queue; the server repairs it
                 # within its death_poll. Nothing was queued: try again shortly.
@@ -494,6 +500,8 @@ class Client:
                 placed, batch = self.port.recv_replies(
                     self.queue, out, base, decoders, 256, timeout
                 )
+        except RegionTruncatedError:
+            raise  # the memory is gone: no repair will come
         except CorruptionError as exc:
             raise self._damaged(exc) from exc
         if not batch:
@@ -604,6 +612,8 @@ class Client:
             raise self._error
         try:
             self.queue.check()
+        except RegionTruncatedError:
+            raise  # the memory is gone: no repair will come
         except CorruptionError as exc:
             raise self._damaged(exc) from exc
 

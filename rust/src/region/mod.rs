@@ -528,7 +528,7 @@ impl Region {
                 return match e {
                     RegionError::Refused { .. } => Err(e),
                     _ => Ok(false),
-        };
+                };
             }
         };
         let info = sysfd::info(fd.as_fd()).map_err(|e| RegionError::os("fstat", path.clone(), e))?;

@@ -112,15 +112,15 @@ pub struct FileInfo {
 impl From<rustix::fs::Stat> for FileInfo {
     fn from(st: rustix::fs::Stat) -> Self {
         Self {
-        size: st.st_size as u64,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        uid: st.st_uid,
+            size: st.st_size as u64,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            uid: st.st_uid,
             gid: st.st_gid,
-        mode: st.st_mode & 0o7777,
+            mode: st.st_mode & 0o7777,
             regular: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile,
             nlink: st.st_nlink,
-        ctime: st.st_ctime,
+            ctime: st.st_ctime,
         }
     }
 }
