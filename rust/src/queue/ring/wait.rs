@@ -1,0 +1,155 @@
+//! Sleeping and waking (futex words "someone may be asleep"), adaptive spinning, and the
+//! readiness checks sleepers and pollers use.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
+
+use super::super::layout::{distance, owner_of, pack, seq_of, QueueHeader};
+use super::recovery::Claim;
+use super::{at_head, at_tail, AtHead, AtTail, Result, Ring};
+use crate::sys::futex;
+
+/// Which condition a sleeper waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Something to get.
+    Readable,
+    /// Room for this many elements.
+    Writable(u64),
+}
+
+impl Ring {
+    /// Wake sleeping consumers if there may be any (no system call otherwise). Must follow a
+    /// SeqCst publication.
+    #[inline]
+    pub(crate) fn notify_getters(&self, h: &QueueHeader) {
+        if h.not_empty.load(SeqCst) != 0 {
+            Self::wake(&h.not_empty, &h.get_wakeups);
+        }
+    }
+
+    /// Wake sleeping producers if there may be any.
+    #[inline]
+    pub(crate) fn notify_putters(&self, h: &QueueHeader) {
+        if h.not_full.load(SeqCst) != 0 {
+            Self::wake(&h.not_full, &h.put_wakeups);
+        }
+    }
+
+    #[cold]
+    fn wake(word: &AtomicU32, counter: &AtomicU64) {
+        if word.swap(0, SeqCst) != 0 {
+            futex::wake_all(word);
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn wake_unconditionally(word: &AtomicU32, counter: &AtomicU64) {
+        word.store(0, SeqCst);
+        futex::wake_all(word);
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Wake every sleeper of `dir` unconditionally (closing a helper thread).
+    pub(crate) fn wake_all(&self, dir: Dir) {
+        if let Ok(h) = self.header() {
+            match dir {
+                Dir::Readable => Self::wake_unconditionally(&h.not_empty, &h.get_wakeups),
+                Dir::Writable(_) => Self::wake_unconditionally(&h.not_full, &h.put_wakeups),
+            }
+        }
+    }
+
+    /// Sleep until `dir` may hold, at most `max`. Returns early on any wake-up; the caller
+    /// retries its operation. Re-validates the header first.
+    pub(crate) fn wait(&self, dir: Dir, max: Duration) -> Result<()> {
+        self.check_header()?;
+        let h = self.header()?;
+        let (word, sleeps) = match dir {
+            Dir::Readable => (&h.not_empty, &h.get_waits),
+            Dir::Writable(_) => (&h.not_full, &h.put_waits),
+        };
+        word.store(1, SeqCst);
+        if !self.ready(dir)? {
+            sleeps.fetch_add(1, Relaxed);
+            futex::wait(word, 1, Some(max));
+        }
+        Ok(())
+    }
+
+    /// Poll `dir` for at most `budget` before a caller goes to sleep (adaptive waiting: a
+    /// peer that answers within microseconds is caught without the futex round trip).
+    /// Returns whether `dir` became ready.
+    pub(crate) fn spin(&self, dir: Dir, budget: Duration) -> Result<bool> {
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let end = Instant::now() + budget;
+        loop {
+            if self.ready(dir)? {
+                return Ok(true);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Whether an operation in direction `dir` could make progress now (succeed, recover a
+    /// dead claim, or report damage).
+    pub(crate) fn ready(&self, dir: Dir) -> Result<bool> {
+        match dir {
+            Dir::Readable => self.readable(),
+            Dir::Writable(n) => self.writable(n),
+        }
+    }
+
+    fn readable(&self) -> Result<bool> {
+        let h = self.header()?;
+        let head = h.head.load(SeqCst);
+        let (slot, _) = self.slot(head)?;
+        let w = slot.word.load(SeqCst);
+        if self.spsc {
+            // Not empty-and-current: published, or a stale hint or garbage the consumer's
+            // own call will sort out.
+            return Ok(w != pack(head, 0));
+        }
+        Ok(match at_head(w, head, self.cap) {
+            AtHead::Ready | AtHead::Taken | AtHead::Corrupt => true,
+            AtHead::Empty(0) => false,
+            AtHead::Empty(_) => self.claim(slot, w) != Claim::Alive,
+        })
+    }
+
+    fn writable(&self, n: u64) -> Result<bool> {
+        let h = self.header()?;
+        let tail = h.tail.load(SeqCst);
+        if self.spsc {
+            for i in 0..n.min(self.cap) {
+                let (slot, _) = self.slot(tail.wrapping_add(i))?;
+                let w = slot.word.load(SeqCst);
+                if w != pack(tail.wrapping_add(i), 0) {
+                    let full = owner_of(w) == 0 && distance(seq_of(w), tail.wrapping_add(i)) == 1 - self.cap as i64;
+                    return Ok(!full);
+                }
+            }
+            return Ok(true);
+        }
+        for i in 0..n.min(self.cap) {
+            let (slot, _) = self.slot(tail.wrapping_add(i))?;
+            let w = slot.word.load(SeqCst);
+            match at_tail(w, tail.wrapping_add(i), self.cap) {
+                AtTail::Free => {}
+                AtTail::Blocked(0) => return Ok(false),
+                AtTail::Blocked(_) => return Ok(self.claim(slot, w) != Claim::Alive),
+                AtTail::Claimed(_) | AtTail::Produced | AtTail::Corrupt => return Ok(true),
+            }
+        }
+        Ok(true)
+    }
+}
