@@ -23,8 +23,6 @@ mod native {
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
-    use super::buffer::ShmView;
-    #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
     use super::msgring::PyMsgRings;
@@ -40,6 +38,7 @@ mod native {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
+        m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
         Ok(())
     }
 
