@@ -34,6 +34,12 @@ def python(
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS_DIR, full_env.get("PYTHONPATH")]))
     if failpoints:
+        from shmkit import _native
+
+        assert "failpoints" in _native.build_features(), (
+            "this test needs the test build of shmkit (failpoints compiled in): "
+            "pip install -e '.[test]'"
+        )
         full_env["SHMKIT_FAILPOINTS"] = failpoints
     full_env.update(env or {})
     return subprocess.Popen(

@@ -10,6 +10,8 @@ __version__: str
 LAYOUT_VERSION: int
 DEFAULT_ROOT: str
 
+def build_features() -> list[str]: ...
+
 @final
 class ShmView:
     def __len__(self) -> int: ...

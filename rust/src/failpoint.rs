@@ -9,11 +9,29 @@
 //! A point listed as `panic:<name>` panics there instead: the tests of the bindings' panic
 //! shield (`py/shield.rs`) use it to prove that a panic anywhere under a binding reaches
 //! Python as `shmkit.InternalError`.
+//!
+//! Failpoints exist only in builds with the cargo feature `failpoints`, which the test build
+//! turns on (the editable install, `pip install -e .`, see `tools/build_backend.py`); release
+//! wheels are built without it, so there `hit` is an empty inline function and no
+//! environment variable can stall a production process. `shmkit._native.build_features()`
+//! tells which build is loaded.
 
+/// Whether this build has failpoints (the cargo feature `failpoints`).
+pub const ENABLED: bool = cfg!(feature = "failpoints");
+
+/// Without the `failpoints` feature: nothing, whatever the environment says.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
+
+#[cfg(feature = "failpoints")]
 
 static POINTS: OnceLock<Vec<String>> = OnceLock::new();
 
+#[cfg(feature = "failpoints")]
 fn points() -> &'static [String] {
     POINTS.get_or_init(|| {
         std::env::var("SHMKIT_FAILPOINTS")
@@ -23,6 +41,7 @@ fn points() -> &'static [String] {
 }
 
 /// Stop here forever if the failpoint `name` is enabled.
+#[cfg(feature = "failpoints")]
 #[inline]
 pub fn hit(name: &str) {
     let pts = points();
@@ -31,6 +50,7 @@ pub fn hit(name: &str) {
     }
 }
 
+#[cfg(feature = "failpoints")]
 #[cold]
 fn act(pts: &[String], name: &str) {
     for p in pts {
@@ -43,6 +63,7 @@ fn act(pts: &[String], name: &str) {
     }
 }
 
+#[cfg(feature = "failpoints")]
 #[cold]
 fn stall(name: &str) -> ! {
     use std::io::Write;
@@ -51,5 +72,17 @@ fn stall(name: &str) -> ! {
     let _ = err.flush();
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(all(test, not(feature = "failpoints")))]
+mod tests {
+    /// Without the feature, a listed failpoint does nothing (it would panic here otherwise).
+    #[test]
+    fn compiled_out_without_the_feature() {
+        const { assert!(!super::ENABLED) };
+        std::env::set_var("SHMKIT_FAILPOINTS", "panic:test.point");
+        super::hit("test.point");
+        std::env::remove_var("SHMKIT_FAILPOINTS");
     }
 }

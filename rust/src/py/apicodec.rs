@@ -46,8 +46,13 @@ fn write(kind: Kind, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         Kind::F64 => out.extend(v.extract::<f64>()?.to_be_bytes()),
         Kind::Bool => out.push(u8::from(v.is_truthy()?)),
         Kind::Str(n) => {
-            let text: &[u8] =
-                if let Ok(s) = v.cast::<PyString>() { s.to_str()?.as_bytes() } else { v.cast::<PyBytes>()?.as_bytes() };
+            let owned;
+            let text: &[u8] = if let Ok(s) = v.cast::<PyString>() {
+                owned = s.to_cow()?;
+                owned.as_bytes()
+            } else {
+                v.cast::<PyBytes>()?.as_bytes()
+            };
             if text.len() > n {
                 return Err(PyValueError::new_err(format!("string of {} bytes exceeds {n}", text.len())));
             }

@@ -9,29 +9,115 @@
 //!
 //! This is the one place in `py/` with `unsafe`: the buffer protocol is a C API.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyMemoryView, PyType};
 
 use crate::sys::map::Mapping;
 
-use super::shield::shielded;
+/// The buffer protocol's C API, declared here because shmkit is built for the stable ABI
+/// from Python 3.9 (one abi3 extension for every CPython >= 3.9), and the limited API only
+/// names it from 3.11. The struct layout and the three functions below are the same in every
+/// CPython 3.x (3.11 made them stable without changing them), and every interpreter exports
+/// the functions; the buffer slots (`Py_bf_getbuffer` = 1, `Py_bf_releasebuffer` = 2) are
+/// accepted by `PyType_FromSpec` since 3.3 (they were left out of the 3.2 limited API only
+/// because of bpo-10181, fixed in 3.3).
+#[allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs)]
+mod cbuf {
+    use std::ffi::{c_char, c_int, c_void};
+
+    use pyo3::ffi::{PyObject, Py_ssize_t};
+
+    /// `Py_buffer` (CPython `Include/pybuffer.h`).
+    #[repr(C)]
+    #[derive(Debug)]
+    pub struct Py_buffer {
+        pub buf: *mut c_void,
+        pub obj: *mut PyObject,
+        pub len: Py_ssize_t,
+        pub itemsize: Py_ssize_t,
+        pub readonly: c_int,
+        pub ndim: c_int,
+        pub format: *mut c_char,
+        pub shape: *mut Py_ssize_t,
+        pub strides: *mut Py_ssize_t,
+        pub suboffsets: *mut Py_ssize_t,
+        pub internal: *mut c_void,
+    }
+
+    pub const PyBUF_WRITABLE: c_int = 0x0001;
+    pub const PyBUF_C_CONTIGUOUS: c_int = 0x0038;
+
+    extern "C" {
+        pub fn PyObject_GetBuffer(obj: *mut PyObject, view: *mut Py_buffer, flags: c_int) -> c_int;
+        pub fn PyBuffer_Release(view: *mut Py_buffer);
+        pub fn PyBuffer_FillInfo(
+            view: *mut Py_buffer,
+            obj: *mut PyObject,
+            buf: *mut c_void,
+            len: Py_ssize_t,
+            readonly: c_int,
+            flags: c_int,
+        ) -> c_int;
+    }
+}
+
+use cbuf::Py_buffer;
 
 /// A range of shared memory exported through the buffer protocol.
-#[pyclass(name = "ShmView", module = "shmkit._native", frozen)]
+///
+/// A C-level type built with `PyType_FromSpec` (the stable ABI before 3.11 lets no PyO3 class
+/// export buffers): the object header, then an `Arc<Mapping>` (as a raw pointer) and the
+/// range. Python cannot construct one; [`ShmView::memoryview`] does.
+#[repr(C)]
 #[derive(Debug)]
 pub struct ShmView {
-    map: Arc<Mapping>,
+    ob_base: ffi::PyObject,
+    /// `Arc::into_raw` of the mapping; dropped in `dealloc`.
+    map: *const Mapping,
     offset: usize,
     len: usize,
     readonly: bool,
 }
 
+static SHMVIEW_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
 impl ShmView {
+    /// The `ShmView` type (created on first use).
+    pub fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        SHMVIEW_TYPE.get_or_try_init(py, || Self::make_type(py)).map(|t| t.bind(py))
+    }
+
+    fn make_type(py: Python<'_>) -> PyResult<Py<PyType>> {
+        let mut slots = [
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_doc,
+                pfunc: c"A range of shared memory exported through the buffer protocol.".as_ptr() as *mut c_void,
+            },
+            ffi::PyType_Slot { slot: ffi::Py_tp_new, pfunc: view_new as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: view_dealloc as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_sq_length, pfunc: view_len as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_bf_getbuffer, pfunc: view_getbuffer as *mut c_void },
+            ffi::PyType_Slot { slot: 0, pfunc: std::ptr::null_mut() },
+        ];
+        let mut spec = ffi::PyType_Spec {
+            name: c"shmkit._native.ShmView".as_ptr(),
+            basicsize: c_int::try_from(std::mem::size_of::<Self>()).expect("a small struct"),
+            itemsize: 0,
+            flags: ffi::Py_TPFLAGS_DEFAULT as _,
+            slots: slots.as_mut_ptr(),
+        };
+        // SAFETY: `spec` and `slots` are valid for the call (CPython copies what it keeps,
+        // except `name`, a 'static literal); a NULL result is the pending Python error.
+        let ty = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
+        Ok(ty.cast_into::<PyType>()?.unbind())
+    }
+
     /// A memoryview of `[offset, offset + len)` of `map`, bounds-checked.
     pub fn memoryview<'py>(
         py: Python<'py>,
@@ -49,48 +135,88 @@ impl ShmView {
                 map.len()
             )));
         }
-        let view = Bound::new(py, Self { map: Arc::clone(map), offset, len, readonly: readonly || !map.writable() })?;
-        PyMemoryView::from(view.as_any())
+        let ty = Self::type_object(py)?;
+        // SAFETY: `ty` is the ShmView heap type; GenericAlloc returns a zeroed object of its
+        // basicsize (or NULL with an exception set).
+        let obj = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0))? };
+        // SAFETY: `obj` is a fresh, zeroed instance of ShmView's type, whose layout is `Self`;
+        // nobody else has seen it yet.
+        unsafe {
+            let me = obj.as_ptr().cast::<Self>();
+            (*me).map = Arc::into_raw(Arc::clone(map));
+            (*me).offset = offset;
+            (*me).len = len;
+            (*me).readonly = readonly || !map.writable();
+        }
+        PyMemoryView::from(&obj)
     }
 }
 
-shielded! {
-#[pymethods]
-impl ShmView {
-    /// Buffer protocol: one contiguous run of unsigned bytes.
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
-        let me = slf.get();
-        if flags & ffi::PyBUF_WRITABLE != 0 && me.readonly {
-            return Err(PyBufferError::new_err("this view of shared memory is read-only"));
-        }
-        let ptr =
-            me.map.ptr_range(me.offset, me.len).ok_or_else(|| PyBufferError::new_err("range outside the mapping"))?;
-        // SAFETY: `ptr_range` bounds-checked `[offset, offset + len)` against the mapping just
-        // above; the mapping stays alive as long as this exporter object, which
-        // PyBuffer_FillInfo stores (with a new reference) in `view.obj`. `view` is the
-        // interpreter's buffer struct for this call.
-        let rc = unsafe {
-            ffi::PyBuffer_FillInfo(
-                view,
-                slf.as_ptr(),
-                ptr.cast(),
-                me.len as ffi::Py_ssize_t,
-                c_int::from(me.readonly),
-                flags,
-            )
-        };
-        if rc != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
+/// `ShmView()` from Python: refused.
+unsafe extern "C" fn view_new(
+    _ty: *mut ffi::PyTypeObject,
+    _args: *mut ffi::PyObject,
+    _kwargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: called by the interpreter, attached.
+    let py = unsafe { Python::assume_attached() };
+    PyTypeError::new_err("ShmView objects are made by shmkit (Region.buffer, Queue.borrow...)").restore(py);
+    std::ptr::null_mut()
+}
 
-    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
-
-    fn __len__(&self) -> usize {
-        self.len
+unsafe extern "C" fn view_dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: `obj` is a ShmView being deallocated; `map` is NULL or the `Arc::into_raw` set in
+    // `memoryview`, dropped exactly once, here. A heap type's instances own a reference to the
+    // type, released after the memory is freed with the type's `tp_free`.
+    unsafe {
+        let me = obj.cast::<ShmView>();
+        let map = std::mem::replace(&mut (*me).map, std::ptr::null());
+        if !map.is_null() {
+            drop(Arc::from_raw(map));
+        }
+        let ty = ffi::Py_TYPE(obj);
+        let free: ffi::freefunc = std::mem::transmute(ffi::PyType_GetSlot(ty, ffi::Py_tp_free));
+        free(obj.cast());
+        ffi::Py_DECREF(ty.cast());
     }
 }
+
+unsafe extern "C" fn view_len(obj: *mut ffi::PyObject) -> ffi::Py_ssize_t {
+    // SAFETY: `obj` is a ShmView (this slot belongs to its type); `len` fits isize (checked in
+    // `memoryview`).
+    unsafe { (*obj.cast::<ShmView>()).len as ffi::Py_ssize_t }
+}
+
+/// Buffer protocol: one contiguous run of unsigned bytes.
+unsafe extern "C" fn view_getbuffer(obj: *mut ffi::PyObject, view: *mut Py_buffer, flags: c_int) -> c_int {
+    // SAFETY: called by the interpreter, attached; `obj` is a ShmView (this slot belongs to
+    // its type).
+    let (py, me) = unsafe { (Python::assume_attached(), &*obj.cast::<ShmView>()) };
+    let fail = |e: PyErr| {
+        e.restore(py);
+        -1
+    };
+    if view.is_null() {
+        return fail(PyBufferError::new_err("NULL view"));
+    }
+    if flags & cbuf::PyBUF_WRITABLE != 0 && me.readonly {
+        return fail(PyBufferError::new_err("this view of shared memory is read-only"));
+    }
+    // SAFETY: `map` is NULL (never for objects made by `memoryview`) or an Arc this object
+    // owns until dealloc.
+    let Some(map) = (unsafe { me.map.as_ref() }) else {
+        return fail(PyBufferError::new_err("an empty ShmView"));
+    };
+    let Some(ptr) = map.ptr_range(me.offset, me.len) else {
+        return fail(PyBufferError::new_err("range outside the mapping"));
+    };
+    // SAFETY: `ptr_range` bounds-checked `[offset, offset + len)` against the mapping just
+    // above; the mapping stays alive as long as this exporter object, which
+    // PyBuffer_FillInfo stores (with a new reference) in `view.obj`. `view` is the
+    // interpreter's buffer struct for this call.
+    unsafe {
+        cbuf::PyBuffer_FillInfo(view, obj, ptr.cast(), me.len as ffi::Py_ssize_t, c_int::from(me.readonly), flags)
+    }
 }
 
 /// A new `bytes` object holding a copy of `[off, off + len)` of `map` (bounds-checked), made
@@ -122,13 +248,13 @@ pub fn bytes_from_mapping<'py>(
 }
 
 /// Releases a `Py_buffer` filled on the caller's stack, on every path out (panics included).
-struct StackView(*mut ffi::Py_buffer);
+struct StackView(*mut Py_buffer);
 
 impl Drop for StackView {
     fn drop(&mut self) {
         // SAFETY: constructed only right after a successful PyObject_GetBuffer on this very
         // buffer, which does not move until this guard drops; released exactly once, here.
-        unsafe { ffi::PyBuffer_Release(self.0) };
+        unsafe { cbuf::PyBuffer_Release(self.0) };
     }
 }
 
@@ -141,9 +267,9 @@ pub fn with_buffer<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyR
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(f(b.as_bytes()));
     }
-    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed();
+    let mut view = std::mem::MaybeUninit::<Py_buffer>::zeroed();
     // SAFETY: `obj` is alive (we hold a Bound); `view` is zeroed writable memory in this frame.
-    let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS) };
+    let rc = unsafe { cbuf::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), cbuf::PyBUF_C_CONTIGUOUS) };
     if rc != 0 {
         return Err(PyErr::fetch(obj.py()));
     }
@@ -165,10 +291,10 @@ pub fn with_buffer<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyR
 /// the `Py_buffer` on this stack frame as in [`with_buffer`].
 #[inline]
 pub fn with_buffer_mut<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut [u8]) -> R) -> PyResult<R> {
-    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed();
+    let mut view = std::mem::MaybeUninit::<Py_buffer>::zeroed();
     // SAFETY: as in `with_buffer`, asking for a writable buffer.
     let rc = unsafe {
-        ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE)
+        cbuf::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), cbuf::PyBUF_C_CONTIGUOUS | cbuf::PyBUF_WRITABLE)
     };
     if rc != 0 {
         return Err(PyErr::fetch(obj.py()));
@@ -194,7 +320,7 @@ pub struct InBuf<'py> {
 
 enum Inner<'py> {
     Bytes(Bound<'py, PyBytes>),
-    View(Box<ffi::Py_buffer>),
+    View(Box<Py_buffer>),
 }
 
 impl<'py> InBuf<'py> {
@@ -206,10 +332,10 @@ impl<'py> InBuf<'py> {
         }
         // SAFETY: an all-zero Py_buffer is the documented "empty" state before a
         // PyObject_GetBuffer call fills it.
-        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        let mut view: Box<Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: `obj` is a live object (we hold a Bound), `view` points to writable memory
         // owned by this Box; on success Python owns a reference we release in Drop.
-        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_C_CONTIGUOUS) };
+        let rc = unsafe { cbuf::PyObject_GetBuffer(obj.as_ptr(), &mut *view, cbuf::PyBUF_C_CONTIGUOUS) };
         if rc != 0 {
             return Err(PyErr::fetch(obj.py()));
         }
@@ -247,14 +373,14 @@ impl Drop for InBuf<'_> {
         if let Inner::View(v) = &mut self.inner {
             // SAFETY: `v` was filled by a successful PyObject_GetBuffer and is released exactly
             // once, here; an InBuf only exists while the GIL is held (it carries 'py).
-            unsafe { ffi::PyBuffer_Release(&mut **v) };
+            unsafe { cbuf::PyBuffer_Release(&mut **v) };
         }
     }
 }
 
 /// A writable destination buffer (`bytearray`, writable `memoryview`, numpy array...).
 pub struct OutBuf {
-    view: Box<ffi::Py_buffer>,
+    view: Box<Py_buffer>,
 }
 
 impl std::fmt::Debug for OutBuf {
@@ -267,10 +393,11 @@ impl OutBuf {
     /// Borrow `obj` writable and C-contiguous.
     pub fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         // SAFETY: as in `InBuf::get`.
-        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        let mut view: Box<Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: as in `InBuf::get`, asking for a writable buffer.
-        let rc =
-            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE) };
+        let rc = unsafe {
+            cbuf::PyObject_GetBuffer(obj.as_ptr(), &mut *view, cbuf::PyBUF_C_CONTIGUOUS | cbuf::PyBUF_WRITABLE)
+        };
         if rc != 0 {
             return Err(PyErr::fetch(obj.py()));
         }
@@ -293,6 +420,6 @@ impl Drop for OutBuf {
     fn drop(&mut self) {
         // SAFETY: filled by a successful PyObject_GetBuffer, released exactly once. OutBuf is
         // only created and dropped while attached to the interpreter.
-        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+        unsafe { cbuf::PyBuffer_Release(&mut *self.view) };
     }
 }

@@ -15,6 +15,21 @@ pub mod shield;
 
 use pyo3::prelude::*;
 
+use shield::shielded;
+
+shielded! {
+/// The optional cargo features this extension was built with: `["failpoints"]` in the test
+/// build (the editable install), `[]` in release wheels.
+#[pyfunction]
+pub fn build_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if crate::failpoint::ENABLED {
+        features.push("failpoints");
+    }
+    features
+}
+}
+
 /// The native core of shmkit (import `shmkit`, not this module).
 #[pymodule(name = "_native")]
 mod native {
@@ -23,7 +38,7 @@ mod native {
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
-    use super::buffer::ShmView;
+    use super::build_features;
     #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
@@ -40,6 +55,7 @@ mod native {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
+        m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
         Ok(())
     }
 
