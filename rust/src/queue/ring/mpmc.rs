@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use super::super::layout::{distance, pack, seq_of, QueueHeader, SlotHeader, OWNER_PAIR, OWNER_READER};
 use super::recovery::Claim;
-use super::{at_head, at_tail, AtHead, AtTail, Element, Held, Result, Ring, MAX_RETRIES};
+use super::{at_head, at_tail, AtHead, AtTail, Element, Held, Host, Result, Ring, Step, MAX_RETRIES};
 use crate::failpoint;
 
 // `head` and `tail` are advanced with Release and read with Acquire: a process that reads a
@@ -13,7 +13,7 @@ use crate::failpoint;
 // Relaxed, a consumer could read `head` = p + 2 and still the stale "published" stamp of
 // position p in its slot, and report a healthy queue as corrupt (found by the loom model,
 // `mpmc_dead_consumer_is_recovered_once`; on x86-64 both compile to the same instructions).
-impl Ring {
+impl<H: Host> Ring<H> {
     /// What to do about a non-free slot at `tail`: `Ok(true)` retry, `Ok(false)` full.
     fn tail_obstacle(&self, h: &QueueHeader, pos: u64, slot: &SlotHeader, w: u64, state: AtTail) -> Result<bool> {
         match state {
@@ -81,6 +81,7 @@ impl Ring {
         failpoint::hit("queue.put_claimed");
         let (slot, _) = self.slot(held.pos)?;
         self.fill(slot, held.off, data)?;
+        self.host.step(Step::PutFilled);
         self.publish(slot, held.pos, me).map(|()| true)
     }
 
@@ -96,7 +97,9 @@ impl Ring {
             let state = at_tail(w, pos, self.cap);
             if state == AtTail::Free {
                 if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
+                    self.host.step(Step::PutClaimed);
                     let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
+                    self.host.step(Step::PutReserved);
                     return Ok(Some(Held { pos, owner: me, off: data_off, len: self.elsize }));
                 }
             } else if !self.tail_obstacle(h, pos, slot, w, state)? {
@@ -163,6 +166,7 @@ impl Ring {
                         }
                     }
                 } else if s0.word.compare_exchange(w0, pack(pos, me | OWNER_PAIR), Acquire, Relaxed).is_ok() {
+                    self.host.step(Step::PutClaimed);
                     let mine = pack(pos.wrapping_add(1), me);
                     match s1.word.compare_exchange(w1, mine, Acquire, Relaxed) {
                         Ok(_) => {}
@@ -173,9 +177,11 @@ impl Ring {
                         }
                     }
                     let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Release, Relaxed);
+                    self.host.step(Step::PutReserved);
                     failpoint::hit("queue.put_claimed");
                     self.fill(s0, d0, a)?;
                     self.fill(s1, d1, b)?;
+                    self.host.step(Step::PutFilled);
                     self.publish(s0, pos, me | OWNER_PAIR)?;
                     self.publish(s1, pos.wrapping_add(1), me)?;
                     return Ok(true);
@@ -204,6 +210,7 @@ impl Ring {
     pub(crate) fn mpmc_get<R>(&self, me: u32, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
         let Some(held) = self.mpmc_claim(me)? else { return Ok(None) };
         let out = f(Element { map: &self.map, off: held.off, len: held.len });
+        self.host.step(Step::GetCopied);
         self.mpmc_release(held)?;
         Ok(Some(out))
     }
@@ -220,7 +227,9 @@ impl Ring {
                 AtHead::Ready => {
                     let mine = pack(pos.wrapping_add(1), me | OWNER_READER);
                     if slot.word.compare_exchange(w, mine, Acquire, Relaxed).is_ok() {
+                        self.host.step(Step::GetClaimed);
                         let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
+                        self.host.step(Step::GetCounted);
                         failpoint::hit("queue.get_claimed");
                         let len = slot.len.load(Relaxed) as usize;
                         let held = Held { pos, owner: me | OWNER_READER, off: data_off, len };
