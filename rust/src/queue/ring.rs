@@ -84,6 +84,18 @@
 //! reachable state is reported as [`QueueError::Corrupt`] (the bad slot is dropped so the
 //! queue keeps moving); loops are bounded, waits are bounded; the header identity is
 //! re-validated on every slow path.
+//!
+//! # Rooms, and the model check
+//!
+//! This file holds the validated view ([`Ring`]: geometry, header and slot access); `stamp`
+//! classifies slot words, `mpmc` claims, publishes and helps, `spsc` keeps roles and stored
+//! stamps, `recovery` judges and frees dead claims, `wait` sleeps and wakes, `view` lends
+//! elements out and reads the counters, `repair` rebuilds a damaged queue. The protocol's
+//! atomics come from [`crate::sys::sync`] and everything it asks of the OS (pid, liveness,
+//! futex, time) goes through [`host::Host`], whose production implementation [`host::Os`] is
+//! a zero-sized type: built with `--cfg loom`, `model.rs` runs this very code on loom's
+//! atomics, a model of the shared mapping and a model host, where processes die between any
+//! two steps of a claim (`make loom`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
