@@ -40,9 +40,9 @@ fuzz: ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz; crashes 
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 .PHONY: loom
-loom: ## Model-check the owner lock with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 3)
+loom: ## Model-check the owner lock and the queue's slot protocol with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 3; some queue models cap it at 2)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-3} \
-		cargo test --no-default-features --release --lib sys::lock::model
+		cargo test --no-default-features --release --lib -- sys::lock::model queue::ring::model
 
 .PHONY: bench
 bench: ## criterion benches, then the Python benchmarks against the peers

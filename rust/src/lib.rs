@@ -6,8 +6,9 @@
 //! The core never imports pyo3; the bindings sit behind the default `python` feature, so
 //! `cargo test --no-default-features` builds and tests the core without Python.
 //!
-//! Built with `--cfg loom` (`make loom`), the crate is only `sys`, whose shared-memory
-//! protocols then run on loom's atomics for model checking.
+//! Built with `--cfg loom` (`make loom`), the crate is only `sys` and the queue's slot
+//! protocol (`queue::ring`), whose shared-memory protocols then run on loom's atomics for model
+//! checking.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -28,6 +29,14 @@ pub mod msgring;
 pub mod netmap;
 #[cfg(not(loom))]
 pub mod queue;
+/// The queue's slot protocol alone, for its loom model (`queue/ring/model.rs`).
+#[cfg(all(loom, test))]
+#[allow(dead_code, unused_imports)]
+pub mod queue {
+    pub mod error;
+    pub mod layout;
+    mod ring;
+}
 #[cfg(not(loom))]
 pub mod region;
 pub mod sys;

@@ -3,6 +3,7 @@
 
 use std::io;
 
+#[cfg(not(loom))]
 use crate::region::RegionError;
 
 /// Everything that can go wrong with a queue.
@@ -10,6 +11,7 @@ use crate::region::RegionError;
 pub enum QueueError {
     /// The region refused (missing name, name taken, out of memory, closed region...).
     #[error(transparent)]
+    #[cfg(not(loom))]
     Region(#[from] RegionError),
     /// A capacity, element size or other argument is out of range.
     #[error("{0}")]

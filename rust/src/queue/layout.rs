@@ -24,8 +24,9 @@
 //!
 //! All offsets are relative to the object; nothing in shared memory is a pointer.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::sync::{AtomicU32, AtomicU64, Ordering};
 
+#[cfg(not(loom))]
 use crate::sys::map::ShmSafe;
 
 /// `b"shmkQue1"` little-endian: marks an initialised queue header.
@@ -86,6 +87,7 @@ pub const fn distance(seq: u64, pos: u64) -> i64 {
 /// Per-slot metadata (16 bytes) followed by the element data.
 #[repr(C)]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub struct SlotHeader {
     /// Stamp: `pack(seq, owner)`. For the element at position `p`: `seq == p` and owner 0
     /// means free for a producer, `seq == p` with a writer owner means a producer is filling
@@ -103,6 +105,7 @@ pub struct SlotHeader {
 /// The queue header at offset 0 of the object.
 #[repr(C, align(64))]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub struct QueueHeader {
     /// [`MAGIC`], stored (release) after everything else is initialised.
     pub magic: AtomicU64,
@@ -200,10 +203,14 @@ pub struct QueueHeader {
 
 // SAFETY: both structs are #[repr(C)] aggregates of atomics: valid for every bit pattern a
 // peer may write, mutated only through atomic operations.
+#[cfg(not(loom))]
 unsafe impl ShmSafe for SlotHeader {}
 // SAFETY: as above.
+#[cfg(not(loom))]
 unsafe impl ShmSafe for QueueHeader {}
 
+// (Under loom the atomics are loom's, larger: the model lays the ring out by index.)
+#[cfg(not(loom))]
 const _: () = {
     use std::mem::offset_of;
     assert!(size_of::<SlotHeader>() as u64 == SLOT_HDR);

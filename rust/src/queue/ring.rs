@@ -84,6 +84,18 @@
 //! reachable state is reported as [`QueueError::Corrupt`] (the bad slot is dropped so the
 //! queue keeps moving); loops are bounded, waits are bounded; the header identity is
 //! re-validated on every slow path.
+//!
+//! # Rooms, and the model check
+//!
+//! This file holds the validated view ([`Ring`]: geometry, header and slot access); `stamp`
+//! classifies slot words, `mpmc` claims, publishes and helps, `spsc` keeps roles and stored
+//! stamps, `recovery` judges and frees dead claims, `wait` sleeps and wakes, `view` lends
+//! elements out and reads the counters, `repair` rebuilds a damaged queue. The protocol's
+//! atomics come from [`crate::sys::sync`] and everything it asks of the OS (pid, liveness,
+//! futex, time) goes through [`host::Host`], whose production implementation [`host::Os`] is
+//! a zero-sized type: built with `--cfg loom`, `model.rs` runs this very code on loom's
+//! atomics, a model of the shared mapping and a model host, where processes die between any
+//! two steps of a claim (`make loom`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -91,8 +103,14 @@ use std::time::Instant;
 
 use super::error::{QueueError, Result};
 use super::layout::{Identity, QueueHeader, SlotHeader, SLOT_HDR};
+#[cfg(not(loom))]
 use crate::sys::map::Mapping;
+#[cfg(loom)]
+use model::Mapping;
 
+mod host;
+#[cfg(loom)]
+mod model;
 mod mpmc;
 mod recovery;
 mod repair;
@@ -101,6 +119,9 @@ mod stamp;
 mod view;
 mod wait;
 
+#[cfg(not(loom))]
+use host::Os;
+use host::{Host, Step};
 pub use repair::Repair;
 pub(crate) use spsc::{Role, SideCell, SideGuard};
 use stamp::{at_head, at_tail, AtHead, AtTail};
@@ -112,9 +133,16 @@ pub use wait::Dir;
 /// a hostile peer keeps rewriting slots): past it the queue is reported corrupt.
 const MAX_RETRIES: u32 = 1 << 24;
 
+/// The host a [`Ring`] gets unless it names one: the operating system (the loom model's host
+/// under `--cfg loom`, where the real one does not exist).
+#[cfg(not(loom))]
+type DefaultHost = Os;
+#[cfg(loom)]
+type DefaultHost = model::ModelHost;
+
 /// A validated view of one queue in a mapping. Shared by a handle and its helper threads.
 #[derive(Debug)]
-pub(crate) struct Ring {
+pub(crate) struct Ring<H = DefaultHost> {
     map: Arc<Mapping>,
     /// Absolute offset of the header.
     hdr: usize,
@@ -130,11 +158,22 @@ pub(crate) struct Ring {
     name: String,
     /// Last claimer found alive, and when.
     alive_cache: Mutex<Option<(u32, Instant)>>,
+    /// The operating system (or a model of it).
+    host: H,
 }
 
+#[cfg(not(loom))]
 impl Ring {
     /// Validate the header at absolute offset `hdr` of an object of `object_size` bytes.
+    #[inline]
     pub(crate) fn attach(map: Arc<Mapping>, hdr: u64, object_size: u64, name: &str) -> Result<Self> {
+        Self::attach_with(map, hdr, object_size, name, Os)
+    }
+}
+
+impl<H: Host> Ring<H> {
+    /// [`Ring::attach`] with the given host.
+    pub(crate) fn attach_with(map: Arc<Mapping>, hdr: u64, object_size: u64, name: &str, host: H) -> Result<Self> {
         let corrupt = |why: String| QueueError::corrupt(name, why);
         let hdr = usize::try_from(hdr).map_err(|_| corrupt("offset out of range".into()))?;
         if !map.contains(hdr, object_size as usize) {
@@ -156,6 +195,7 @@ impl Ring {
             name: name.to_owned(),
             alive_cache: Mutex::new(None),
             map,
+            host,
         })
     }
 

@@ -1,14 +1,19 @@
 //! The MPMC ring: claims by CAS on the slot word, publication, helping lagging counters and
 //! pair claims on, reservations, and consumers' claims and releases.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use super::super::layout::{distance, pack, seq_of, QueueHeader, SlotHeader, OWNER_PAIR, OWNER_READER};
 use super::recovery::Claim;
-use super::{at_head, at_tail, AtHead, AtTail, Element, Held, Result, Ring, MAX_RETRIES};
+use super::{at_head, at_tail, AtHead, AtTail, Element, Held, Host, Result, Ring, Step, MAX_RETRIES};
 use crate::failpoint;
 
-impl Ring {
+// `head` and `tail` are advanced with Release and read with Acquire: a process that reads a
+// position must also see the slot claim that let someone move the counter there. With
+// Relaxed, a consumer could read `head` = p + 2 and still the stale "published" stamp of
+// position p in its slot, and report a healthy queue as corrupt (found by the loom model,
+// `mpmc_dead_consumer_is_recovered_once`; on x86-64 both compile to the same instructions).
+impl<H: Host> Ring<H> {
     /// What to do about a non-free slot at `tail`: `Ok(true)` retry, `Ok(false)` full.
     fn tail_obstacle(&self, h: &QueueHeader, pos: u64, slot: &SlotHeader, w: u64, state: AtTail) -> Result<bool> {
         match state {
@@ -18,11 +23,11 @@ impl Ring {
                 Ok(true)
             }
             AtTail::Claimed(_) | AtTail::Produced => {
-                let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
+                let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
                 Ok(true)
             }
             AtTail::Blocked(owner) => {
-                if h.tail.load(Relaxed) != pos {
+                if h.tail.load(Acquire) != pos {
                     return Ok(true);
                 }
                 if owner == 0 {
@@ -38,7 +43,7 @@ impl Ring {
                 }
             }
             AtTail::Corrupt => {
-                if h.tail.load(Relaxed) != pos || slot.word.load(Acquire) != w {
+                if h.tail.load(Acquire) != pos || slot.word.load(Acquire) != w {
                     return Ok(true);
                 }
                 h.corrupt_slots.fetch_add(1, Relaxed);
@@ -57,13 +62,13 @@ impl Ring {
         let _ = s1.word.compare_exchange(free, claimed, SeqCst, Relaxed);
         let w1 = s1.word.load(Acquire);
         if w1 == claimed || distance(seq_of(w1), pos.wrapping_add(1)) >= 1 {
-            let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
+            let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Release, Relaxed);
             return Ok(());
         }
         // A pair is only claimed once its second slot is free for `pos + 1`, and nobody else
         // can take that slot while `tail` stays at `pos`: any other state is garbage, and
         // retrying would spin until the retry bound.
-        if h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0 && s1.word.load(Acquire) == w1 {
+        if h.tail.load(Acquire) == pos && s0.word.load(Acquire) == w0 && s1.word.load(Acquire) == w1 {
             h.corrupt_slots.fetch_add(1, Relaxed);
             return Err(self.corrupt(format!("slot word {w1:#x} is impossible after a pair claimed at {pos}")));
         }
@@ -76,6 +81,7 @@ impl Ring {
         failpoint::hit("queue.put_claimed");
         let (slot, _) = self.slot(held.pos)?;
         self.fill(slot, held.off, data)?;
+        self.host.step(Step::PutFilled);
         self.publish(slot, held.pos, me).map(|()| true)
     }
 
@@ -84,20 +90,22 @@ impl Ring {
     /// skips the position. `Ok(None)`: full. Consumers wait at this position meanwhile.
     pub(crate) fn mpmc_reserve(&self, me: u32) -> Result<Option<Held>> {
         let h = self.header()?;
-        let mut pos = h.tail.load(Relaxed);
+        let mut pos = h.tail.load(Acquire);
         for _ in 0..MAX_RETRIES {
             let (slot, data_off) = self.slot(pos)?;
             let w = slot.word.load(Acquire);
             let state = at_tail(w, pos, self.cap);
             if state == AtTail::Free {
                 if slot.word.compare_exchange(w, pack(pos, me), Acquire, Relaxed).is_ok() {
-                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
+                    self.host.step(Step::PutClaimed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
+                    self.host.step(Step::PutReserved);
                     return Ok(Some(Held { pos, owner: me, off: data_off, len: self.elsize }));
                 }
             } else if !self.tail_obstacle(h, pos, slot, w, state)? {
                 return Ok(None);
             }
-            pos = h.tail.load(Relaxed);
+            pos = h.tail.load(Acquire);
         }
         Err(self.corrupt("no progress after many retries"))
     }
@@ -123,7 +131,7 @@ impl Ring {
     /// Put two elements in consecutive positions, or neither (MPMC). `Ok(false)`: no room.
     pub(crate) fn mpmc_put_pair(&self, me: u32, a: &[u8], b: &[u8]) -> Result<bool> {
         let h = self.header()?;
-        let mut pos = h.tail.load(Relaxed);
+        let mut pos = h.tail.load(Acquire);
         for _ in 0..MAX_RETRIES {
             let (s0, d0) = self.slot(pos)?;
             let w0 = s0.word.load(Acquire);
@@ -133,7 +141,7 @@ impl Ring {
                 let w1 = s1.word.load(Acquire);
                 if w1 != pack(pos.wrapping_add(1), 0) {
                     // The second slot still belongs to the previous lap (or our view is stale).
-                    let current = || h.tail.load(Relaxed) == pos && s0.word.load(Acquire) == w0;
+                    let current = || h.tail.load(Acquire) == pos && s0.word.load(Acquire) == w0;
                     match at_tail(w1, pos.wrapping_add(1), self.cap) {
                         AtTail::Blocked(0) => {
                             if current() && s1.word.load(Acquire) == w1 {
@@ -158,6 +166,7 @@ impl Ring {
                         }
                     }
                 } else if s0.word.compare_exchange(w0, pack(pos, me | OWNER_PAIR), Acquire, Relaxed).is_ok() {
+                    self.host.step(Step::PutClaimed);
                     let mine = pack(pos.wrapping_add(1), me);
                     match s1.word.compare_exchange(w1, mine, Acquire, Relaxed) {
                         Ok(_) => {}
@@ -167,10 +176,12 @@ impl Ring {
                             return Err(self.corrupt(format!("second slot of a pair was taken ({cur:#x})")));
                         }
                     }
-                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Relaxed, Relaxed);
+                    let _ = h.tail.compare_exchange(pos, pos.wrapping_add(2), Release, Relaxed);
+                    self.host.step(Step::PutReserved);
                     failpoint::hit("queue.put_claimed");
                     self.fill(s0, d0, a)?;
                     self.fill(s1, d1, b)?;
+                    self.host.step(Step::PutFilled);
                     self.publish(s0, pos, me | OWNER_PAIR)?;
                     self.publish(s1, pos.wrapping_add(1), me)?;
                     return Ok(true);
@@ -178,7 +189,7 @@ impl Ring {
             } else if !self.tail_obstacle(h, pos, s0, w0, state)? {
                 return Ok(false);
             }
-            pos = h.tail.load(Relaxed);
+            pos = h.tail.load(Acquire);
         }
         Err(self.corrupt("no progress after many retries"))
     }
@@ -199,6 +210,7 @@ impl Ring {
     pub(crate) fn mpmc_get<R>(&self, me: u32, f: impl FnOnce(Element<'_>) -> R) -> Result<Option<R>> {
         let Some(held) = self.mpmc_claim(me)? else { return Ok(None) };
         let out = f(Element { map: &self.map, off: held.off, len: held.len });
+        self.host.step(Step::GetCopied);
         self.mpmc_release(held)?;
         Ok(Some(out))
     }
@@ -207,7 +219,7 @@ impl Ring {
     /// and then calls [`Ring::mpmc_release`]. A bad length releases the slot and errors.
     pub(crate) fn mpmc_claim(&self, me: u32) -> Result<Option<Held>> {
         let h = self.header()?;
-        let mut pos = h.head.load(Relaxed);
+        let mut pos = h.head.load(Acquire);
         for _ in 0..MAX_RETRIES {
             let (slot, data_off) = self.slot(pos)?;
             let w = slot.word.load(Acquire);
@@ -215,7 +227,9 @@ impl Ring {
                 AtHead::Ready => {
                     let mine = pack(pos.wrapping_add(1), me | OWNER_READER);
                     if slot.word.compare_exchange(w, mine, Acquire, Relaxed).is_ok() {
-                        let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
+                        self.host.step(Step::GetClaimed);
+                        let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
+                        self.host.step(Step::GetCounted);
                         failpoint::hit("queue.get_claimed");
                         let len = slot.len.load(Relaxed) as usize;
                         let held = Held { pos, owner: me | OWNER_READER, off: data_off, len };
@@ -228,10 +242,10 @@ impl Ring {
                     }
                 }
                 AtHead::Taken => {
-                    let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Relaxed, Relaxed);
+                    let _ = h.head.compare_exchange(pos, pos.wrapping_add(1), Release, Relaxed);
                 }
                 AtHead::Empty(owner) => {
-                    if h.head.load(Relaxed) == pos {
+                    if h.head.load(Acquire) == pos {
                         if owner == 0 {
                             if slot.word.load(Acquire) == w {
                                 return Ok(None);
@@ -246,13 +260,13 @@ impl Ring {
                     }
                 }
                 AtHead::Corrupt => {
-                    if h.head.load(Relaxed) == pos && slot.word.load(Acquire) == w {
+                    if h.head.load(Acquire) == pos && slot.word.load(Acquire) == w {
                         h.corrupt_slots.fetch_add(1, Relaxed);
                         return Err(self.corrupt(format!("slot word {w:#x} is impossible at head position {pos}")));
                     }
                 }
             }
-            pos = h.head.load(Relaxed);
+            pos = h.head.load(Acquire);
         }
         Err(self.corrupt("no progress after many retries"))
     }

@@ -2,14 +2,16 @@
 //! with one CAS from the exact word observed.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::super::layout::{owner_of, pack, seq_of, QueueHeader, SlotHeader, OWNER_PID_MASK, OWNER_READER};
-use super::Ring;
-use crate::sys::process::{self, Liveness};
+use super::{Host, Ring};
+use crate::sys::process::Liveness;
 
-/// Re-reads of a held slot's word before asking whether its owner is alive.
-const CLAIM_SPINS: u32 = 128;
+/// Re-reads of a held slot's word before asking whether its owner is alive (one under loom,
+/// where every read is a scheduling point: the model explores the word moving before any
+/// read anyway).
+const CLAIM_SPINS: u32 = if cfg!(loom) { 1 } else { 128 };
 /// A claimer found alive is not looked up again for this long (per handle).
 const ALIVE_CACHE: Duration = Duration::from_millis(2);
 
@@ -24,7 +26,7 @@ pub(super) enum Claim {
     Dead,
 }
 
-impl Ring {
+impl<H: Host> Ring<H> {
     /// Decide whether the claim in `word` (found blocking progress) belongs to a dead process.
     pub(super) fn claim(&self, slot: &SlotHeader, word: u64) -> Claim {
         for _ in 0..CLAIM_SPINS {
@@ -38,10 +40,10 @@ impl Ring {
             // A claim with no pid was written by no shmkit process: garbage, recover it.
             return Claim::Dead;
         }
-        if pid == process::cached_pid() {
+        if pid == self.host.pid() {
             return Claim::Alive;
         }
-        let now = Instant::now();
+        let now = self.host.now();
         {
             let cache = self.alive_cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((p, t)) = *cache {
@@ -50,7 +52,7 @@ impl Ring {
                 }
             }
         }
-        if process::liveness(pid, 0) == Liveness::Dead {
+        if self.host.liveness(pid) == Liveness::Dead {
             return Claim::Dead;
         }
         *self.alive_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((pid, now));

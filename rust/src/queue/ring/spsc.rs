@@ -2,12 +2,13 @@
 //! per-handle side state.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use super::super::layout::{distance, owner_of, pack, seq_of, QueueHeader, SlotHeader};
-use super::{Element, Held, QueueError, Result, Ring};
+use super::{Element, Held, Host, QueueError, Result, Ring, Step};
 use crate::failpoint;
-use crate::sys::process::{self, Liveness};
+use crate::sys::process::Liveness;
+use crate::sys::sync::{self, fence};
 
 /// Private state of one SPSC side of a handle (guarded by the handle's mutex).
 #[derive(Debug, Default)]
@@ -116,8 +117,8 @@ impl Role {
     }
 }
 
-impl Ring {
-    fn role_word(h: &QueueHeader, role: Role) -> &AtomicU64 {
+impl<H: Host> Ring<H> {
+    fn role_word(h: &QueueHeader, role: Role) -> &sync::AtomicU64 {
         match role {
             Role::Producer => &h.producer,
             Role::Consumer => &h.consumer,
@@ -130,7 +131,7 @@ impl Ring {
     pub(crate) fn hold_role(&self, side: &mut SpscSide, role: Role) -> Result<()> {
         let h = self.header()?;
         let word = Self::role_word(h, role);
-        if side.token != 0 && side.forks == process::fork_generation() && word.load(Relaxed) == side.token {
+        if side.token != 0 && side.forks == self.host.fork_generation() && word.load(Relaxed) == side.token {
             return Ok(());
         }
         self.take_role(h, side, role)
@@ -139,8 +140,8 @@ impl Ring {
     #[cold]
     fn take_role(&self, h: &QueueHeader, side: &mut SpscSide, role: Role) -> Result<()> {
         static SERIAL: AtomicU32 = AtomicU32::new(1);
-        let pid = process::cached_pid();
-        let forks = process::fork_generation();
+        let pid = self.host.pid();
+        let forks = self.host.fork_generation();
         // Keep our token if we still hold it in this process; else make a new one.
         let token = if side.token != 0 && side.forks == forks && (side.token >> 32) as u32 == pid {
             side.token
@@ -155,7 +156,7 @@ impl Ring {
             }
             let holder = (cur >> 32) as u32;
             let takeover = cur != 0;
-            if takeover && (holder == pid || process::liveness(holder, 0) == Liveness::Alive) {
+            if takeover && (holder == pid || self.host.liveness(holder) == Liveness::Alive) {
                 return Err(QueueError::RoleTaken { name: self.name.clone(), role: role.name(), pid: holder });
             }
             if word.compare_exchange(cur, token, SeqCst, Relaxed).is_ok() {
@@ -212,7 +213,7 @@ impl Ring {
 
     /// Give up a role held by `side` (if this process holds it).
     pub(crate) fn drop_role(&self, side: &mut SpscSide, role: Role) {
-        if side.token != 0 && (side.token >> 32) as u32 == process::cached_pid() {
+        if side.token != 0 && (side.token >> 32) as u32 == self.host.pid() {
             if let Ok(h) = self.header() {
                 let _ = Self::role_word(h, role).compare_exchange(side.token, 0, SeqCst, Relaxed);
             }
@@ -250,6 +251,7 @@ impl Ring {
             return Ok(0);
         }
         failpoint::hit("queue.spsc_put_written");
+        self.host.step(Step::SpscFilled);
         for i in (1..k).rev() {
             let (slot, _) = self.slot(side.pos.wrapping_add(i))?;
             slot.word.store(pack(side.pos.wrapping_add(i + 1), 0), Release);
@@ -297,6 +299,7 @@ impl Ring {
             taken += 1;
             let go = f(Element { map: &self.map, off: data_off, len });
             failpoint::hit("queue.spsc_get_copied");
+            self.host.step(Step::SpscCopied);
             let last = !go || taken == max;
             if last {
                 // As in `spsc_put_many`: the last release doubles as the fence.
@@ -428,14 +431,6 @@ impl Ring {
         Ok(())
     }
 
-    /// Drop the reservation of [`Ring::spsc_reserve`]: nothing was published, the slot stays
-    /// free for the next put.
-    pub(crate) fn spsc_abort(side: &mut SpscSide, held: Held) -> Result<()> {
-        Self::check_held(side, held)?;
-        side.held = false;
-        Ok(())
-    }
-
     fn check_held(side: &SpscSide, held: Held) -> Result<()> {
         if !side.held || side.pos != held.pos {
             return Err(QueueError::InvalidArgument("this slot is not held by this handle".into()));
@@ -464,5 +459,15 @@ impl Ring {
             0 => Ok(false),
             _ => Err(self.corrupt("a pair was split")),
         }
+    }
+}
+
+impl Ring {
+    /// Drop the reservation of [`Ring::spsc_reserve`]: nothing was published, the slot stays
+    /// free for the next put.
+    pub(crate) fn spsc_abort(side: &mut SpscSide, held: Held) -> Result<()> {
+        Self::check_held(side, held)?;
+        side.held = false;
+        Ok(())
     }
 }

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use super::{Result, Ring};
-use crate::sys::map::Mapping;
+use super::{Host, Mapping, Result, Ring};
 
 /// An element held by the caller while it copies the bytes out.
 #[derive(Debug)]
@@ -95,7 +94,7 @@ pub struct QueueStats {
     pub corrupt_slots: u64,
 }
 
-impl Ring {
+impl<H: Host> Ring<H> {
     /// Elements in the queue (approximate under concurrency, clamped to `[0, capacity]`).
     pub(crate) fn len(&self) -> Result<u64> {
         let h = self.header()?;

@@ -2,13 +2,12 @@
 //! readiness checks sleepers and pollers use.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::super::layout::{distance, owner_of, pack, seq_of, QueueHeader};
 use super::recovery::Claim;
-use super::{at_head, at_tail, AtHead, AtTail, Result, Ring};
-use crate::sys::futex;
+use super::{at_head, at_tail, AtHead, AtTail, Host, Result, Ring};
+use crate::sys::sync::{AtomicU32, AtomicU64};
 
 /// Which condition a sleeper waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +18,13 @@ pub enum Dir {
     Writable(u64),
 }
 
-impl Ring {
+impl<H: Host> Ring<H> {
     /// Wake sleeping consumers if there may be any (no system call otherwise). Must follow a
     /// SeqCst publication.
     #[inline]
     pub(crate) fn notify_getters(&self, h: &QueueHeader) {
         if h.not_empty.load(SeqCst) != 0 {
-            Self::wake(&h.not_empty, &h.get_wakeups);
+            self.wake(&h.not_empty, &h.get_wakeups);
         }
     }
 
@@ -33,22 +32,22 @@ impl Ring {
     #[inline]
     pub(crate) fn notify_putters(&self, h: &QueueHeader) {
         if h.not_full.load(SeqCst) != 0 {
-            Self::wake(&h.not_full, &h.put_wakeups);
+            self.wake(&h.not_full, &h.put_wakeups);
         }
     }
 
     #[cold]
-    fn wake(word: &AtomicU32, counter: &AtomicU64) {
+    fn wake(&self, word: &AtomicU32, counter: &AtomicU64) {
         if word.swap(0, SeqCst) != 0 {
-            futex::wake_all(word);
+            self.host.wake_all(word);
             counter.fetch_add(1, Relaxed);
         }
     }
 
     #[cold]
-    fn wake_unconditionally(word: &AtomicU32, counter: &AtomicU64) {
+    fn wake_unconditionally(&self, word: &AtomicU32, counter: &AtomicU64) {
         word.store(0, SeqCst);
-        futex::wake_all(word);
+        self.host.wake_all(word);
         counter.fetch_add(1, Relaxed);
     }
 
@@ -56,8 +55,8 @@ impl Ring {
     pub(crate) fn wake_all(&self, dir: Dir) {
         if let Ok(h) = self.header() {
             match dir {
-                Dir::Readable => Self::wake_unconditionally(&h.not_empty, &h.get_wakeups),
-                Dir::Writable(_) => Self::wake_unconditionally(&h.not_full, &h.put_wakeups),
+                Dir::Readable => self.wake_unconditionally(&h.not_empty, &h.get_wakeups),
+                Dir::Writable(_) => self.wake_unconditionally(&h.not_full, &h.put_wakeups),
             }
         }
     }
@@ -74,7 +73,7 @@ impl Ring {
         word.store(1, SeqCst);
         if !self.ready(dir)? {
             sleeps.fetch_add(1, Relaxed);
-            futex::wait(word, 1, Some(max));
+            self.host.wait(word, 1, max);
         }
         Ok(())
     }
@@ -86,7 +85,7 @@ impl Ring {
         if budget.is_zero() {
             return Ok(false);
         }
-        let end = Instant::now() + budget;
+        let end = self.host.now() + budget;
         loop {
             if self.ready(dir)? {
                 return Ok(true);
@@ -94,7 +93,7 @@ impl Ring {
             for _ in 0..32 {
                 std::hint::spin_loop();
             }
-            if Instant::now() >= end {
+            if self.host.now() >= end {
                 return Ok(false);
             }
         }
