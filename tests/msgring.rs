@@ -174,3 +174,43 @@ fn concurrent_claims_never_share_a_slot() {
     }
     assert!(p.ring_stats().iter().all(|r| r.busy == 0));
 }
+
+/// A peer forges a heap-message header at the start of a region object (the pool itself, or
+/// any other named object): it is a live heap allocation, but not a message. Accepting it
+/// would make this process free the object's memory (on `free`, or in `reclaim_pid` when the
+/// forged owner is dead) while the object is still registered and in use.
+#[test]
+fn a_forged_heap_header_on_a_region_object_is_refused() {
+    use _native::msgring::{MsgHeader, HEAP_RING};
+    let f = fixture(8 << 20);
+    let p = MsgRings::create(&f.region, "r", &[(64, 4)], &[(64, 4)], 10_000).unwrap();
+    // A real heap message, to copy the magic from and to check that it still works.
+    let real = p.alloc(1000, Pool::Server).unwrap();
+    let real_hdr: &MsgHeader = f.region.mapping().get((real.offset() - 32) as usize).unwrap();
+    let magic = real_hdr.magic.load(Ordering::Relaxed);
+    let victim_off = f.region.create_object("victim", _native::region::kind::RAW, 4096).unwrap();
+    let pool_off = f.region.find_object("r").unwrap().offset;
+    let dead = std::process::id() + 1_000_000;
+    for off in [victim_off, pool_off] {
+        let h: &MsgHeader = f.region.mapping().get(off as usize).unwrap();
+        let seq = 5u32;
+        h.state.store(seq << 1 | 1, Ordering::Relaxed);
+        h.slot_id.store(HEAP_RING, Ordering::Relaxed);
+        h.magic.store(magic, Ordering::Relaxed);
+        h.len.store(8, Ordering::Relaxed);
+        h.owner_pid.store(dead, Ordering::Relaxed);
+        let forged = MsgRef(u64::from(seq) << 40 | (off + 32));
+        for result in [p.validate(forged).map(|_| ()), p.free(forged), p.take(forged).map(|_| ())] {
+            assert!(matches!(result, Err(MsgRingError::InvalidRef { .. })), "forged header at {off:#x}: {result:?}");
+        }
+    }
+    // Reaping the forged dead owner frees nothing.
+    assert_eq!(p.reclaim_pid(dead).unwrap(), 0);
+    assert_eq!(f.region.find_object("victim").unwrap().offset, victim_off);
+    f.region.usable_size(victim_off).unwrap();
+    f.region.usable_size(pool_off).unwrap();
+    // Genuine heap messages still validate and free.
+    assert_eq!(p.validate(real).unwrap().ring, None);
+    p.free(real).unwrap();
+    f.region.check_heap().unwrap();
+}

@@ -644,19 +644,29 @@ impl MsgRings {
         }
         let capacity = match ring {
             Some(_) => capacity,
-            // A heap message: it must be a live heap allocation (checked by the heap itself).
-            None => self
-                .region
-                .usable_size(hdr_off)
-                .ok()
-                .and_then(|n| n.checked_sub(HDR))
-                .ok_or(bad("not a live heap allocation"))?,
+            // A heap message: it must be a live heap allocation (checked by the heap itself)
+            // that is no region object: a header forged at the start of one (this pool, a
+            // queue...) would make us free memory still registered and in use.
+            None => {
+                let n = self.region.usable_size(hdr_off).ok().and_then(|n| n.checked_sub(HDR));
+                let n = n.ok_or(bad("not a live heap allocation"))?;
+                if self.is_object(hdr_off) {
+                    return Err(bad("a region object, not a message"));
+                }
+                n
+            }
         };
         let len = h.len.load(Relaxed);
         if u64::from(len) > capacity {
             return Err(bad("length exceeds the slot"));
         }
         Ok(Msg { reference: r, payload, len, capacity, ring })
+    }
+
+    /// Whether a region object starts at `off` (or the directory cannot be read: then
+    /// nothing there may be treated as a message).
+    fn is_object(&self, off: u64) -> bool {
+        self.region.objects().map_or(true, |objects| objects.iter().any(|o| o.offset == off))
     }
 
     /// Take responsibility for a received message (it will be reclaimed if *we* die).
@@ -739,8 +749,10 @@ impl MsgRings {
                 }
             }
         }
+        // Region objects are never messages, whatever a peer wrote at their start.
+        let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
         for (off, usable) in self.region.allocations()? {
-            if usable < HDR {
+            if usable < HDR || objects.contains(&off) {
                 continue;
             }
             let Some(h) = self.msg_header(off) else { continue };
