@@ -635,6 +635,24 @@ mod tests {
         assert_eq!(Msg::decode(&b), Ok(Msg::AddRegion(AddRegion { index: 1, size: 8 })));
     }
 
+    /// The field readers take offsets into the payload (after the type), at any offset.
+    #[test]
+    fn field_readers_take_payload_offsets() {
+        let mut b = [0u8; MSG_SIZE];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        assert_eq!(u16_at(&b, 0), 0x0302);
+        assert_eq!(u16_at(&b, 5), 0x0807);
+        assert_eq!(u32_at(&b, 3), 0x0807_0605);
+        assert_eq!(u64_at(&b, 2), 0x0b0a_0908_0706_0504);
+        assert_eq!(u64_at(&b, 7), 0x100f_0e0d_0c0b_0a09);
+        assert_eq!(str_at::<3>(&b, 4).0, [6, 7, 8]);
+        let mut c = [0u8; MSG_SIZE];
+        put(&mut c, 3, &[1, 2]);
+        assert_eq!(c[5..7], [1, 2]);
+    }
+
     #[test]
     fn type_names_and_fd_carriers() {
         let all = [
