@@ -243,11 +243,21 @@ fn shared_lock() -> Mapping {
 fn fork(child: impl FnOnce() -> i32) -> u32 {
     // Compute our identity before forking, so the child must notice it is someone else.
     let _ = me();
+    let parent = process::current_pid();
     // SAFETY: the child only runs `child` (lock operations, plain Rust) and then `_exit`s
     // without running the parent's destructors or returning into the test harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // A child must not outlive a test that failed before reaping it (one parked holding
+        // the lock would stay forever): it dies with the test's thread.
+        // SAFETY: prctl with an integer option and signal number; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } as u32 != parent {
+            // SAFETY: as below.
+            unsafe { libc::_exit(98) };
+        }
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
         // SAFETY: `_exit` ends the child at once; nothing of the parent's state is touched.
         unsafe { libc::_exit(code) };
@@ -366,9 +376,8 @@ struct Log {
     wake_all: u32,
 }
 
-/// A host with a fixed identity whose verdict on suspects is fixed too; its waits sleep out
-/// their timeout unless the word already changed (nobody wakes them), and everything is
-/// logged.
+/// A host with a fixed identity whose verdict on suspects is fixed too; its waits time out
+/// (after at most 1 ms) unless the word already changed, and everything is logged.
 #[derive(Debug, Clone)]
 struct Script {
     me: Me,
@@ -405,7 +414,9 @@ impl Host for Script {
         if word.load(Relaxed) != expected {
             return Wake::Changed;
         }
-        std::thread::sleep(timeout);
+        // Sleep briefly, not the whole slice: the slices stay far from the caller's
+        // deadline even on a loaded machine.
+        std::thread::sleep(timeout.min(Duration::from_millis(1)));
         Wake::TimedOut
     }
     fn wake_one(&self, _: &AtomicU32) {
@@ -526,7 +537,7 @@ fn contention_with_a_live_owner_backs_off_and_times_out() {
     let lock = OwnerLock::new();
     lock.word.store(b().word, Relaxed);
     let host = Script::new(a(), false);
-    let err = lock.lock_with(host.clone(), Some(Duration::from_millis(200))).unwrap_err();
+    let err = lock.lock_with(host.clone(), Some(Duration::from_millis(300))).unwrap_err();
     assert!(matches!(err, LockError::TimedOut { holder: Holder { word, pid: None } } if word == b().word), "{err:?}");
     assert_eq!(word(&lock), b().word | WAITERS, "the waiters' bit stays for the owner's release");
     let log = host.log();
@@ -547,7 +558,7 @@ fn a_dead_owner_is_judged_on_its_identity_and_taken_over() {
     lock.word.store(b().word, Relaxed);
     record(&lock, b());
     let host = Script::new(a(), true);
-    let (g, how) = lock.lock_with(host.clone(), SHORT).unwrap();
+    let (g, how) = lock.lock_with(host.clone(), LONG).unwrap();
     assert_eq!(how, Acquired::Recovered);
     assert_eq!(lock.epoch.load(Relaxed), 1);
     assert_eq!(word(&lock), a().word | WAITERS);
@@ -560,14 +571,14 @@ fn a_dead_owner_is_judged_on_its_identity_and_taken_over() {
     lock.word.store(b().word, Relaxed);
     record(&lock, Me { start: b().start + 1, ..b() });
     let host = Script::new(a(), true);
-    drop(lock.lock_with(host.clone(), SHORT).unwrap());
+    drop(lock.lock_with(host.clone(), LONG).unwrap());
     assert_eq!(host.log().judged, [Suspect { tid: 202, tag: 9, identity: None }]);
     assert_eq!(lock.epoch.load(Relaxed), 2);
     // Nor is one recorded for another tid.
     lock.word.store(b().word, Relaxed);
     record(&lock, Me { tid: 203, ..b() });
     let host = Script::new(a(), true);
-    drop(lock.lock_with(host.clone(), SHORT).unwrap());
+    drop(lock.lock_with(host.clone(), LONG).unwrap());
     assert_eq!(host.log().judged, [Suspect { tid: 202, tag: 9, identity: None }]);
 }
 
@@ -596,7 +607,8 @@ fn our_word_is_ours_only_with_our_identity() {
     for other in [Me { pid: 99, ..a() }, Me { start: a().start + 511, ..a() }] {
         record(&lock, other);
         let host = Script::new(a(), false);
-        assert!(matches!(lock.lock_with(host.clone(), SHORT), Err(LockError::TimedOut { .. })), "{other:?}");
+        let waited = Some(Duration::from_millis(300));
+        assert!(matches!(lock.lock_with(host.clone(), waited), Err(LockError::TimedOut { .. })), "{other:?}");
         assert!(!host.log().waits.is_empty());
     }
 }
