@@ -443,3 +443,22 @@ fn concurrent_frees_of_one_message_succeed_once() {
         assert_eq!(wins + helper.join().unwrap(), 2000);
     });
 }
+
+/// Reaping a dead process takes only busy messages: a heap message whose busy bit is clear
+/// (its freer released the state and is about to free the block) is left to that freer.
+#[test]
+fn reclaim_leaves_heap_blocks_that_are_not_busy() {
+    let f = fixture(8 << 20);
+    let p = MsgRings::create(&f.region, "r", &[(64, 1)], &[], 0).unwrap();
+    let dead = std::process::id() + 1_000_000;
+    let idle = p.alloc(1000, Pool::Server).unwrap();
+    let held = p.alloc(1000, Pool::Server).unwrap();
+    for r in [idle, held] {
+        header(&f, r).owner_pid.store(dead, Ordering::Relaxed);
+    }
+    header(&f, idle).state.fetch_and(!1, Ordering::Relaxed);
+    assert_eq!(p.reclaim_pid(dead).unwrap(), 1);
+    assert!(p.validate(held).is_err());
+    f.region.usable_size(idle.offset() - 32).unwrap();
+    assert!(f.region.usable_size(held.offset() - 32).is_err(), "the busy one was freed");
+}

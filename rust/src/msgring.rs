@@ -615,6 +615,11 @@ impl MsgRings {
     }
 
     fn check_ref(&self, r: MsgRef) -> Result<Msg> {
+        self.check_ref_state(r).map(|(m, _)| m)
+    }
+
+    /// [`MsgRings::check_ref`], also returning the slot state word it found valid.
+    fn check_ref_state(&self, r: MsgRef) -> Result<(Msg, u32)> {
         let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
         let payload = r.offset();
         let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
@@ -660,7 +665,7 @@ impl MsgRings {
         if u64::from(len) > capacity {
             return Err(bad("length exceeds the slot"));
         }
-        Ok(Msg { reference: r, payload, len, capacity, ring })
+        Ok((Msg { reference: r, payload, len, capacity, ring }, state))
     }
 
     /// Whether a region object starts at `off` (or the directory cannot be read: then
@@ -701,12 +706,10 @@ impl MsgRings {
     /// Free a message. Lock-free for ring slots: one CAS from the exact state the reference
     /// names, so a stale or repeated free is refused.
     pub fn free(&self, r: MsgRef) -> Result<()> {
-        let m = self.validate(r)?;
+        let (m, state) = self.guarded(|| self.check_ref_state(r))?;
         let h = self.msg_header(m.payload - HDR).expect("validated");
-        let state = h.state.load(Acquire);
-        if state & BUSY == 0 || (state >> 1) & SEQ_MASK != r.seq() {
-            return Err(MsgRingError::InvalidRef { reference: r.0, reason: "freed concurrently" });
-        }
+        // From the exact state found valid: if the message was freed, reclaimed or its slot
+        // reused since, the CAS fails.
         if h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_err() {
             return Err(MsgRingError::InvalidRef { reference: r.0, reason: "freed concurrently" });
         }
