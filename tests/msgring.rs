@@ -462,3 +462,36 @@ fn reclaim_leaves_heap_blocks_that_are_not_busy() {
     f.region.usable_size(idle.offset() - 32).unwrap();
     assert!(f.region.usable_size(held.offset() - 32).is_err(), "the busy one was freed");
 }
+
+/// A reference stays stale however many times its slot was reused (not only when the
+/// sequence number moved by an odd amount).
+#[test]
+fn a_reference_is_stale_after_any_number_of_reuses() {
+    let f = fixture(8 << 20);
+    let p = MsgRings::create(&f.region, "r", &[(64, 1)], &[], 10_000).unwrap();
+    let first = p.alloc(8, Pool::Server).unwrap();
+    p.free(first).unwrap();
+    for reuses in 1..=4 {
+        let r = p.alloc(8, Pool::Server).unwrap();
+        assert_eq!(r.offset(), first.offset());
+        assert!(matches!(p.validate(first), Err(MsgRingError::InvalidRef { .. })), "after {reuses} reuses");
+        assert!(p.free(first).is_err(), "after {reuses} reuses");
+        p.free(r).unwrap();
+    }
+}
+
+/// Another process opening the pool sees each ring in the pool it was created in, and a
+/// region object of another kind is never opened as a pool, even over a pool's memory.
+#[test]
+fn an_opener_sees_the_pools_as_created() {
+    let f = fixture(8 << 20);
+    let p = MsgRings::create(&f.region, "r", &[(64, 2), (256, 1)], &[(128, 2)], 10_000).unwrap();
+    let other = MsgRings::open(&f.region, "r").unwrap();
+    let pools: Vec<Pool> = other.ring_stats().iter().map(|s| s.pool).collect();
+    assert_eq!(pools, [Pool::Server, Pool::Server, Pool::Client]);
+    let r = other.alloc(100, Pool::Client).unwrap();
+    assert_eq!(p.validate(r).unwrap().ring, Some(2));
+    let obj = f.region.find_object("r").unwrap();
+    f.region.register_object("alias", _native::region::kind::RAW, obj.offset, obj.size).unwrap();
+    assert!(matches!(MsgRings::open(&f.region, "alias"), Err(MsgRingError::Corrupt { .. })));
+}
