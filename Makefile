@@ -39,6 +39,34 @@ FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz; crashes in fuzz/artifacts)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
+# Each examined file (see .cargo/mutants.toml) with the test targets that exercise it: the
+# lib's unit tests where the file has its own, plus the integration tests of its component.
+# Only those are built and run for each of the hundreds of mutants (`cargo test
+# --no-default-features --lib --test ...`); tests/queue.rs is left out (9 s a run), the queue
+# header has its rules tested in layout.rs itself.
+MUTANTS_FILES := \
+	region/name.rs=--lib,--test,region \
+	queue/layout.rs=--lib,--test,queue_repair,--test,peer_words,--test,fuzz_corpus \
+	memif/wire.rs=--lib \
+	netmap/kring.rs=--lib,--test,netmap,--test,fuzz_corpus \
+	msgring.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
+	msgring/repair.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
+	sys/lock/mod.rs=--lib,--test,region
+MUTANTS_JOBS ?= 1
+.PHONY: mutants
+mutants: ## Mutation-test the validation and protocol modules (cargo-mutants; fails if a mutant is missed)
+	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	@status=0; for spec in $(MUTANTS_FILES); do \
+		file=$${spec%%=*}; args=; \
+		for t in $$(echo "$${spec#*=}" | tr , ' '); do args="$$args --cargo-arg=$$t"; done; \
+		echo "== rust/src/$$file"; mkdir -p "target/mutants-out/$$file"; \
+		nice -n 10 cargo mutants -j $(MUTANTS_JOBS) -F "^rust/src/$$file:" -o "target/mutants-out/$$file" $$args; \
+		rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || status=1; \
+	done; \
+	cat target/mutants-out/*/mutants.out/missed.txt target/mutants-out/*/*/mutants.out/missed.txt 2>/dev/null \
+		| sed 's/^/MISSED: /'; \
+	exit $$status
+
 .PHONY: loom
 loom: ## Model-check the owner lock and the queue's slot protocol with loom (every interleaving up to LOOM_MAX_PREEMPTIONS, default 3; some queue models cap it at 2)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-3} \

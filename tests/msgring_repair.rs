@@ -176,3 +176,41 @@ fn sprayed_pools_always_recover() {
         }
     }
 }
+
+/// A head is reset from the first value out of range on (`nitems`), not before; rebuilding
+/// needs a message-ring object of exactly the configured size.
+#[test]
+fn repair_and_rebuild_boundaries() {
+    let f = fixture();
+    let p = MsgRings::create(&f.region, "r", &[(64, 8)], &[(64, 4)], 10_000).unwrap();
+    for (ring, nitems) in [(0u64, 8u32), (1, 4)] {
+        let head = at::<AtomicU32>(&f, RING0 + 128 * ring + HEAD);
+        head.store(nitems - 1, SeqCst);
+        assert_eq!(p.repair(false), 0, "ring {ring}: head at the last slot is fine");
+        assert_eq!(head.load(SeqCst), nitems - 1);
+        head.store(nitems, SeqCst);
+        assert_eq!(p.repair(false), 1, "ring {ring}: head == nitems");
+        assert_eq!(head.load(SeqCst), 0);
+    }
+    // Every slot header is counted once when a thorough repair restores it.
+    let mapping = f.region.mapping();
+    let slots = f.region.find_object("r").unwrap().offset + 128 + 128 * 16;
+    for i in 0..12 {
+        mapping.get::<AtomicU32>((slots + 128 * i + 24) as usize).unwrap().store(0, SeqCst);
+    }
+    assert_eq!(p.repair(true), 12);
+    assert_eq!(p.repair(true), 0);
+    // The same size under another kind is not a pool to take over.
+    let size = f.region.find_object("r").unwrap().size;
+    f.region.create_object("raw", _native::region::kind::RAW, size).unwrap();
+    assert!(matches!(
+        MsgRings::rebuild(&f.region, "raw", &[(64, 8)], &[(64, 4)], 10_000).unwrap_err(),
+        MsgRingError::Corrupt { .. }
+    ));
+    assert!(matches!(
+        MsgRings::rebuild(&f.region, "missing", &[(64, 8)], &[(64, 4)], 10_000).unwrap_err(),
+        MsgRingError::Region(_)
+    ));
+    assert!(matches!(MsgRings::rebuild(&f.region, "r", &[(0, 8)], &[], 10_000).unwrap_err(), MsgRingError::Config(_)));
+    MsgRings::rebuild(&f.region, "r", &[(64, 8)], &[(64, 4)], 10_000).unwrap();
+}

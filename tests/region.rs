@@ -242,6 +242,30 @@ fn directory_objects() {
 }
 
 #[test]
+fn object_names_are_validated_before_the_directory_is_touched() {
+    let (o, _c) = setup("n");
+    let r = Region::create("names", 1 << 20, &o).unwrap();
+    let longest = "n".repeat(96);
+    for bad in [String::new(), "n".repeat(97), "a\nb".into(), "nul\0".into()] {
+        assert!(
+            matches!(r.create_object(&bad, kind::RAW, 64), Err(RegionError::InvalidName(..))),
+            "create_object({bad:?})"
+        );
+        assert!(
+            matches!(r.register_object(&bad, kind::RAW, r.alloc(64).unwrap(), 64), Err(RegionError::InvalidName(..))),
+            "register_object({bad:?})"
+        );
+    }
+    // Nothing was registered, and the longest legal name round-trips through the directory.
+    assert!(r.objects().unwrap().is_empty());
+    let off = r.create_object(&longest, kind::RAW, 64).unwrap();
+    let r2 = Region::open("names", &o).unwrap();
+    assert_eq!(r2.find_object(&longest).unwrap().offset, off);
+    assert_eq!(r2.objects().unwrap().len(), 1);
+    assert_eq!(r2.objects().unwrap()[0].name, longest);
+}
+
+#[test]
 fn anonymous_and_file_regions() {
     let (o, _c) = setup("h");
     let a = Region::create_anonymous(1 << 20, "test", &o).unwrap();

@@ -615,6 +615,11 @@ impl MsgRings {
     }
 
     fn check_ref(&self, r: MsgRef) -> Result<Msg> {
+        self.check_ref_state(r).map(|(m, _)| m)
+    }
+
+    /// [`MsgRings::check_ref`], also returning the slot state word it found valid.
+    fn check_ref_state(&self, r: MsgRef) -> Result<(Msg, u32)> {
         let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
         let payload = r.offset();
         let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
@@ -644,19 +649,29 @@ impl MsgRings {
         }
         let capacity = match ring {
             Some(_) => capacity,
-            // A heap message: it must be a live heap allocation (checked by the heap itself).
-            None => self
-                .region
-                .usable_size(hdr_off)
-                .ok()
-                .and_then(|n| n.checked_sub(HDR))
-                .ok_or(bad("not a live heap allocation"))?,
+            // A heap message: it must be a live heap allocation (checked by the heap itself)
+            // that is no region object: a header forged at the start of one (this pool, a
+            // queue...) would make us free memory still registered and in use.
+            None => {
+                let n = self.region.usable_size(hdr_off).ok().and_then(|n| n.checked_sub(HDR));
+                let n = n.ok_or(bad("not a live heap allocation"))?;
+                if self.is_object(hdr_off) {
+                    return Err(bad("a region object, not a message"));
+                }
+                n
+            }
         };
         let len = h.len.load(Relaxed);
         if u64::from(len) > capacity {
             return Err(bad("length exceeds the slot"));
         }
-        Ok(Msg { reference: r, payload, len, capacity, ring })
+        Ok((Msg { reference: r, payload, len, capacity, ring }, state))
+    }
+
+    /// Whether a region object starts at `off` (or the directory cannot be read: then
+    /// nothing there may be treated as a message).
+    fn is_object(&self, off: u64) -> bool {
+        self.region.objects().map_or(true, |objects| objects.iter().any(|o| o.offset == off))
     }
 
     /// Take responsibility for a received message (it will be reclaimed if *we* die).
@@ -691,12 +706,10 @@ impl MsgRings {
     /// Free a message. Lock-free for ring slots: one CAS from the exact state the reference
     /// names, so a stale or repeated free is refused.
     pub fn free(&self, r: MsgRef) -> Result<()> {
-        let m = self.validate(r)?;
+        let (m, state) = self.guarded(|| self.check_ref_state(r))?;
         let h = self.msg_header(m.payload - HDR).expect("validated");
-        let state = h.state.load(Acquire);
-        if state & BUSY == 0 || (state >> 1) & SEQ_MASK != r.seq() {
-            return Err(MsgRingError::InvalidRef { reference: r.0, reason: "freed concurrently" });
-        }
+        // From the exact state found valid: if the message was freed, reclaimed or its slot
+        // reused since, the CAS fails.
         if h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_err() {
             return Err(MsgRingError::InvalidRef { reference: r.0, reason: "freed concurrently" });
         }
@@ -739,8 +752,10 @@ impl MsgRings {
                 }
             }
         }
+        // Region objects are never messages, whatever a peer wrote at their start.
+        let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
         for (off, usable) in self.region.allocations()? {
-            if usable < HDR {
+            if usable < HDR || objects.contains(&off) {
                 continue;
             }
             let Some(h) = self.msg_header(off) else { continue };

@@ -540,6 +540,172 @@ mod tests {
         assert_eq!(Msg::decode(&b), Err(WireError::UnknownType(9)));
     }
 
+    /// 128 bytes of message type `t` with `fields` (payload offset, bytes) written in.
+    fn raw(t: u16, fields: &[(usize, &[u8])]) -> [u8; MSG_SIZE] {
+        let mut b = [0u8; MSG_SIZE];
+        b[..2].copy_from_slice(&t.to_le_bytes());
+        for (off, bytes) in fields {
+            b[PAYLOAD + off..PAYLOAD + off + bytes.len()].copy_from_slice(bytes);
+        }
+        b
+    }
+
+    /// Decoding reads every field from its C offset (bytes built by hand, not by `encode`),
+    /// and encoding writes the same bytes back.
+    #[test]
+    fn golden_decode_of_every_type() {
+        let cases = [
+            (raw(1, &[]), Msg::Ack),
+            (
+                raw(
+                    2,
+                    &[
+                        (0, b"vpp"),
+                        (32, &[0x00, 0x02]),
+                        (34, &[0x01, 0x02]),
+                        (36, &[3, 1]),
+                        (38, &[4, 0]),
+                        (40, &[5, 0]),
+                        (42, &[15]),
+                    ],
+                ),
+                Msg::Hello(Hello {
+                    name: Name::truncated("vpp"),
+                    min_version: 0x0200,
+                    max_version: 0x0201,
+                    max_region: 0x0103,
+                    max_m2s_ring: 4,
+                    max_s2m_ring: 5,
+                    max_log2_ring_size: 15,
+                }),
+            ),
+            (
+                raw(
+                    3,
+                    &[(0, &[0x00, 0x02]), (2, &[0x78, 0x56, 0x34, 0x12]), (6, &[2]), (7, b"secret"), (31, b"client")],
+                ),
+                Msg::Init(Init {
+                    version: 0x0200,
+                    id: 0x1234_5678,
+                    mode: 2,
+                    secret: Secret::truncated("secret"),
+                    name: Name::truncated("client"),
+                }),
+            ),
+            (
+                raw(4, &[(0, &[7, 1]), (2, &[1, 2, 3, 4, 5, 6, 7, 0x80])]),
+                Msg::AddRegion(AddRegion { index: 0x0107, size: 0x8007_0605_0403_0201 }),
+            ),
+            (
+                raw(
+                    5,
+                    &[
+                        (0, &[1, 0]),
+                        (2, &[2, 1]),
+                        (4, &[3, 0]),
+                        (6, &[0, 0x10, 0, 0x80]),
+                        (10, &[12]),
+                        (11, &[0x34, 0x12]),
+                    ],
+                ),
+                Msg::AddRing(AddRing {
+                    flags: 1,
+                    index: 0x0102,
+                    region: 3,
+                    offset: 0x8000_1000,
+                    log2_ring_size: 12,
+                    private_hdr_size: 0x1234,
+                }),
+            ),
+            (raw(6, &[(0, b"memif0/0")]), Msg::Connect(Name::truncated("memif0/0"))),
+            (raw(7, &[(0, b"memif0/1")]), Msg::Connected(Name::truncated("memif0/1"))),
+            (
+                raw(8, &[(0, &[25, 0, 0, 0x80]), (4, b"bye")]),
+                Msg::Disconnect(Disconnect { code: 0x8000_0019, reason: Reason::truncated("bye") }),
+            ),
+        ];
+        for (bytes, msg) in cases {
+            assert_eq!(Msg::decode(&bytes), Ok(msg), "{}", msg.type_name());
+            assert_eq!(msg.encode(), bytes, "{}", msg.type_name());
+            assert_eq!(msg.type_id(), u16::from_le_bytes([bytes[0], bytes[1]]));
+        }
+        // Fields end exactly where the C layout says: a byte past the last field is ignored.
+        let mut b = raw(4, &[(0, &[1, 0]), (2, &[8, 0, 0, 0, 0, 0, 0, 0])]);
+        b[PAYLOAD + add_region::SIZE] = 0xff;
+        assert_eq!(Msg::decode(&b), Ok(Msg::AddRegion(AddRegion { index: 1, size: 8 })));
+    }
+
+    /// The field readers take offsets into the payload (after the type), at any offset.
+    #[test]
+    fn field_readers_take_payload_offsets() {
+        let mut b = [0u8; MSG_SIZE];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        assert_eq!(u16_at(&b, 0), 0x0302);
+        assert_eq!(u16_at(&b, 5), 0x0807);
+        assert_eq!(u32_at(&b, 3), 0x0807_0605);
+        assert_eq!(u64_at(&b, 2), 0x0b0a_0908_0706_0504);
+        assert_eq!(u64_at(&b, 7), 0x100f_0e0d_0c0b_0a09);
+        assert_eq!(str_at::<3>(&b, 4).0, [6, 7, 8]);
+        let mut c = [0u8; MSG_SIZE];
+        put(&mut c, 3, &[1, 2]);
+        assert_eq!(c[5..7], [1, 2]);
+    }
+
+    #[test]
+    fn type_names_and_fd_carriers() {
+        let all = [
+            (Msg::Ack, "ACK", false),
+            (Msg::Hello(Hello::default()), "HELLO", false),
+            (Msg::Init(Init::default()), "INIT", false),
+            (Msg::AddRegion(AddRegion::default()), "ADD_REGION", true),
+            (Msg::AddRing(AddRing::default()), "ADD_RING", true),
+            (Msg::Connect(Name::default()), "CONNECT", false),
+            (Msg::Connected(Name::default()), "CONNECTED", false),
+            (Msg::Disconnect(Disconnect::default()), "DISCONNECT", false),
+        ];
+        for (i, (m, name, fd)) in all.into_iter().enumerate() {
+            assert_eq!(m.type_id(), i as u16 + 1);
+            assert_eq!(m.type_name(), name);
+            assert_eq!(m.carries_fd(), fd, "{name}");
+        }
+    }
+
+    #[test]
+    fn ring_direction_is_bit_zero() {
+        let ring = |flags| AddRing { flags, ..AddRing::default() };
+        assert!(!ring(0).is_s2m());
+        assert!(ring(1).is_s2m());
+        assert!(!ring(2).is_s2m());
+        assert!(ring(0xffff).is_s2m());
+        assert!(!ring(0xfffe).is_s2m());
+    }
+
+    #[test]
+    fn fixed_strings() {
+        // Exactly N bytes fit, N + 1 do not.
+        assert_eq!(Name::new(&[b'a'; NAME_LEN]).unwrap().bytes(), &[b'a'; NAME_LEN]);
+        assert!(Name::new(&[b'a'; NAME_LEN + 1]).is_none());
+        assert_eq!(Name::new(b"ab").unwrap().0[..3], *b"ab\0");
+        // C-string semantics: the text ends at the first NUL; no NUL means all N bytes.
+        let mut a = [b'x'; NAME_LEN];
+        a[3] = 0;
+        assert_eq!(FixedStr(a).bytes(), b"xxx");
+        assert_eq!(FixedStr(a).text(), "xxx");
+        assert_eq!(FixedStr([0u8; 4]).bytes(), b"");
+        assert_eq!(FixedStr(*b"\xffab\0").text(), "\u{fffd}ab");
+        assert_eq!(format!("{:?}", FixedStr(*b"hi\0\0")), "\"hi\"");
+        // Truncation cuts at N bytes, backing off to a character boundary.
+        assert_eq!(Name::truncated(&"y".repeat(40)).bytes(), &[b'y'; NAME_LEN]);
+        let s = format!("{}\u{e9}", "z".repeat(NAME_LEN - 1)); // the é straddles byte 32
+        assert_eq!(Name::truncated(&s).bytes(), "z".repeat(NAME_LEN - 1).as_bytes());
+        assert_eq!(FixedStr::<4>::truncated("\u{e9}\u{e9}\u{e9}").text(), "\u{e9}\u{e9}");
+        assert_eq!(FixedStr::<4>::truncated("ab").text(), "ab");
+        assert_eq!(FixedStr::<3>::truncated("\u{20ac}x").text(), "\u{20ac}");
+        assert_eq!(FixedStr::<2>::truncated("\u{20ac}").bytes(), b"");
+    }
+
     fn any_msg() -> impl Strategy<Value = Msg> {
         let name = prop::array::uniform32(any::<u8>()).prop_map(FixedStr);
         prop_oneof![

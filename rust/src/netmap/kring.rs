@@ -376,6 +376,102 @@ mod tests {
     }
 
     #[test]
+    fn names_and_directions() {
+        assert_eq!(Dir::Tx.other(), Dir::Rx);
+        assert_eq!(Dir::Rx.other(), Dir::Tx);
+        assert_eq!((Dir::Tx.as_str(), Dir::Rx.as_str()), ("tx", "rx"));
+        assert_eq!((ReinitMode::Strict.as_str(), ReinitMode::Compat.as_str()), ("strict", "compat"));
+    }
+
+    /// "Initial: TX tail = hwtail = n − 1, RX tail = hwtail = 0, all else 0."
+    #[test]
+    fn initial_state() {
+        let tx = KRing::new(Dir::Tx, 8);
+        assert_eq!((tx.num_slots, tx.hwcur, tx.hwtail, tx.rhead, tx.rcur, tx.rtail), (8, 0, 7, 0, 0, 7));
+        let rx = KRing::new(Dir::Rx, 8);
+        assert_eq!((rx.num_slots, rx.hwcur, rx.hwtail, rx.rhead, rx.rcur, rx.rtail), (8, 0, 0, 0, 0, 0));
+        // A zero-slot request still gives a ring whose indexes are all in range.
+        let one = KRing::new(Dir::Tx, 0);
+        assert_eq!((one.num_slots, one.hwtail), (1, 0));
+        assert!(one.in_range());
+        let r = KRing::resume(Dir::Rx, 16, 5, 9);
+        assert_eq!((r.num_slots, r.hwcur, r.hwtail, r.rhead, r.rcur, r.rtail), (16, 5, 9, 5, 5, 9));
+    }
+
+    /// "TX checks against (lo, hi) = (rhead, rtail); RX against (hwcur, hwtail)": with the two
+    /// windows apart, each direction must use its own.
+    #[test]
+    fn each_direction_checks_its_own_window() {
+        let k = |dir| KRing { dir, num_slots: 8, hwcur: 1, hwtail: 3, rhead: 4, rcur: 4, rtail: 6 };
+        assert_eq!(k(Dir::Tx).window(), (4, 6));
+        assert_eq!(k(Dir::Rx).window(), (1, 3));
+        // head 5 is inside TX's [4, 6] but outside RX's [1, 3]; head 2 the other way round.
+        assert!(k(Dir::Tx).prologue(5, 6));
+        assert!(!k(Dir::Tx).prologue(2, 2));
+        assert!(k(Dir::Rx).prologue(2, 3));
+        assert!(!k(Dir::Rx).prologue(5, 5));
+        // A TX prologue never moves the port's own indexes, success or not.
+        let mut tx = k(Dir::Tx);
+        assert!(tx.prologue(6, 6));
+        assert_eq!((tx.hwcur, tx.hwtail, tx.rhead, tx.rcur, tx.rtail), (1, 3, 6, 6, 6));
+    }
+
+    /// A window bound out of range (which no sane kring holds) accepts nothing.
+    #[test]
+    fn window_bounds_out_of_range_accept_nothing() {
+        for n in 1..=8u32 {
+            for i in 0..n {
+                assert!(!accepts(n, n, i, i, i), "lo = n = {n}");
+                assert!(!accepts(n, i, n, i, i), "hi = n = {n}");
+                assert!(!accepts(n, u32::MAX, i, i, i));
+            }
+        }
+        assert!(!accepts(0, 0, 0, 0, 0));
+    }
+
+    /// "Finalize: tail = rtail = hwtail (head/cur untouched)."
+    #[test]
+    fn finalize_publishes_hwtail() {
+        for hwtail in [0, 1, 5, 7] {
+            let mut k = KRing::resume(Dir::Tx, 8, 2, 0);
+            k.rhead = 3;
+            k.rcur = 4;
+            k.hwtail = hwtail;
+            assert_eq!(k.finalize(), hwtail);
+            assert_eq!((k.rtail, k.rhead, k.rcur, k.hwcur), (hwtail, 3, 4, 2));
+        }
+    }
+
+    /// Upstream's reinit resets when any one index is `>= n`, and only then.
+    #[test]
+    fn compat_reinit_resets_on_any_index_out_of_range() {
+        for (head, cur, tail) in [(8, 2, 2), (2, 8, 2), (2, 2, 8), (u32::MAX, 0, 0), (9, 9, 9)] {
+            let mut c = KRing::resume(Dir::Rx, 8, 6, 1);
+            assert_eq!(c.reinit_compat(head, cur, tail), Some((6, 6, 1)), "({head},{cur},{tail})");
+            assert_eq!((c.rhead, c.rcur, c.rtail), (6, 6, 1));
+        }
+        let mut c = KRing::resume(Dir::Rx, 8, 6, 1);
+        assert_eq!(c.reinit_compat(7, 7, 7), None);
+        assert_eq!((c.rhead, c.rcur, c.rtail, c.hwcur, c.hwtail), (7, 7, 7, 6, 1));
+    }
+
+    #[test]
+    fn space_and_range() {
+        assert_eq!(KRing::resume(Dir::Rx, 8, 6, 2).space(), 4);
+        assert_eq!(KRing::resume(Dir::Rx, 8, 2, 6).space(), 4);
+        assert_eq!(KRing::resume(Dir::Rx, 8, 3, 3).space(), 0);
+        let good = KRing { dir: Dir::Tx, num_slots: 8, hwcur: 7, hwtail: 7, rhead: 7, rcur: 7, rtail: 7 };
+        assert!(good.in_range());
+        let fields: [fn(&mut KRing); 5] =
+            [|k| k.hwcur = 8, |k| k.hwtail = 8, |k| k.rhead = 8, |k| k.rcur = 8, |k| k.rtail = 8];
+        for (i, f) in fields.into_iter().enumerate() {
+            let mut k = good;
+            f(&mut k);
+            assert!(!k.in_range(), "field {i}");
+        }
+    }
+
+    #[test]
     fn index_helpers() {
         for n in 1..=9u32 {
             for i in 0..n {
@@ -385,6 +481,7 @@ mod tests {
                     assert_eq!(dist(n, i, j), (j + n - i) % n);
                     assert_eq!(add(n, i, j), (i + j) % n);
                 }
+                assert_eq!(add(n, i, n), i);
             }
         }
         assert_eq!(KRing::new(Dir::Tx, 8).space(), 7);

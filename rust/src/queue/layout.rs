@@ -441,6 +441,179 @@ mod tests {
         assert_eq!(stride_for(65536), 65536 + 64);
     }
 
+    /// A fresh header in memory of its own (a memfd page), holding `id` with a good checksum.
+    fn header_holding(id: &Identity) -> crate::sys::map::Mapping {
+        use std::os::fd::AsFd;
+        let fd = crate::sys::fd::memfd("layout-test").unwrap();
+        crate::sys::fd::set_len(fd.as_fd(), 4096).unwrap();
+        let map = crate::sys::map::Mapping::map(fd.as_fd(), 4096, true).unwrap();
+        let h = map.get::<QueueHeader>(0).unwrap();
+        id.write(h);
+        h.magic.store(MAGIC, Ordering::Release);
+        map
+    }
+
+    fn good() -> Identity {
+        Identity::plan(4, 100, false, 77, (4242, 99), 123).unwrap()
+    }
+
+    /// Validate `id` (checksum made to match) against an object of `size` bytes.
+    fn check(id: &Identity, size: u64) -> Result<Identity, String> {
+        let map = header_holding(id);
+        Identity::validate(map.get(0).unwrap(), size)
+    }
+
+    #[test]
+    fn validate_accepts_what_plan_makes() {
+        let id = good();
+        assert_eq!(check(&id, id.total_size), Ok(id));
+        assert_eq!(check(&id, id.total_size + 4096), Ok(id));
+        let spsc = Identity::plan(2, 8, true, 5, (1, 1), 0).unwrap();
+        assert_eq!(check(&spsc, spsc.total_size), Ok(spsc));
+        // The extremes of the element size are valid shapes too (validate reads no slots).
+        let big = Identity::plan(2, MAX_ELSIZE, false, 5, (1, 1), 0).unwrap();
+        assert_eq!(check(&big, big.total_size), Ok(big));
+        let small = Identity::plan(MAX_CAPACITY, 1, false, 5, (1, 1), 0).unwrap();
+        assert_eq!(check(&small, small.total_size), Ok(small));
+    }
+
+    /// The object-size check on its own: geometry and checksum are right, the object is one
+    /// byte too small (a directory entry a peer shrank).
+    #[test]
+    fn validate_refuses_a_header_larger_than_its_object() {
+        let id = good();
+        let err = check(&id, id.total_size - 1).unwrap_err();
+        assert_eq!(err, format!("queue needs {} bytes but its object has {}", id.total_size, id.total_size - 1));
+        assert!(check(&id, 0).unwrap_err().starts_with("queue needs"));
+    }
+
+    /// Each geometry rule on its own: the tampered identity is written with a matching
+    /// checksum, so only the rule under test can refuse it.
+    #[test]
+    fn validate_checks_each_geometry_rule() {
+        let good = good();
+        type Tamper = fn(&mut Identity);
+        let cases: [(&str, Tamper, &str); 12] = [
+            ("flags", |i| i.flags = 2, "unknown flags 0x2"),
+            ("flags", |i| i.flags = FLAG_SPSC | 4, "unknown flags 0x5"),
+            ("capacity", |i| i.capacity = 3, "capacity 3 is not a power of two in range"),
+            ("capacity", |i| i.capacity = 1, "capacity 1 is not a power of two in range"),
+            ("capacity", |i| i.capacity = MAX_CAPACITY * 2, "is not a power of two in range"),
+            ("capacity", |i| i.capacity = 0, "capacity 0 is not a power of two in range"),
+            ("elsize", |i| i.elsize = 0, "element size 0 out of range"),
+            ("elsize", |i| i.elsize = MAX_ELSIZE + 1, "out of range"),
+            ("stride", |i| i.stride += SLOT_ALIGN, "slot geometry is inconsistent"),
+            ("slots_off", |i| i.slots_off = HEADER_SIZE + SLOT_ALIGN, "slot geometry is inconsistent"),
+            ("total_size", |i| i.total_size -= 1, "total size is inconsistent with the geometry"),
+            ("nonce", |i| i.nonce = 0, "zero nonce"),
+        ];
+        for (field, tamper, want) in cases {
+            let mut id = good;
+            tamper(&mut id);
+            let err = check(&id, u64::MAX).unwrap_err();
+            assert!(err.contains(want), "{field}: {err:?} should say {want:?}");
+        }
+        // A total one byte too large is as wrong as one too small.
+        let mut id = good;
+        id.total_size += 1;
+        assert_eq!(check(&id, u64::MAX).unwrap_err(), "total size is inconsistent with the geometry");
+    }
+
+    #[test]
+    fn validate_checks_magic_version_and_checksum() {
+        let id = good();
+        let map = header_holding(&id);
+        let h: &QueueHeader = map.get(0).unwrap();
+        h.magic.store(MAGIC + 1, Ordering::Relaxed);
+        assert!(Identity::validate(h, u64::MAX).unwrap_err().starts_with("bad magic"));
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        h.version.store(VERSION + 1, Ordering::Relaxed);
+        assert!(Identity::validate(h, u64::MAX).unwrap_err().starts_with("queue layout version 3"));
+        h.version.store(VERSION, Ordering::Relaxed);
+        assert_eq!(Identity::validate(h, u64::MAX), Ok(id));
+        // Any diagnostic field changed behind the checksum's back is noticed.
+        h.created_ns.store(124, Ordering::Relaxed);
+        assert_eq!(Identity::validate(h, u64::MAX).unwrap_err(), "header checksum mismatch");
+        h.created_ns.store(123, Ordering::Relaxed);
+        h.checksum.fetch_xor(1, Ordering::Relaxed);
+        assert_eq!(Identity::validate(h, u64::MAX).unwrap_err(), "header checksum mismatch");
+    }
+
+    #[test]
+    fn checksum_is_fnv1a_of_the_identity_words() {
+        // Pinned: two builds of this layout version must agree on it (they share queues).
+        let id = good();
+        let mut want: u64 = 0xcbf2_9ce4_8422_2325;
+        for w in [2u64, 0, 4, 100, 128, 77, HEADER_SIZE, HEADER_SIZE + 4 * 128, 4242, 99, 123] {
+            for b in w.to_le_bytes() {
+                want = (want ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(id.checksum(), want);
+        // Every field takes part.
+        let tweaks: [fn(&mut Identity); 10] = [
+            |i| i.flags ^= 1,
+            |i| i.capacity ^= 1,
+            |i| i.elsize ^= 1,
+            |i| i.stride ^= 1,
+            |i| i.nonce ^= 1,
+            |i| i.slots_off ^= 1,
+            |i| i.total_size ^= 1,
+            |i| i.creator_pid ^= 1,
+            |i| i.creator_start ^= 1,
+            |i| i.created_ns ^= 1,
+        ];
+        for t in tweaks {
+            let mut other = id;
+            t(&mut other);
+            assert_ne!(other.checksum(), id.checksum(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn identity_write_then_read_round_trips() {
+        let id = Identity::plan(1000, 4000, true, 0xdead_beef, (77, 1 << 40), 1 << 50).unwrap();
+        let map = header_holding(&id);
+        let h: &QueueHeader = map.get(0).unwrap();
+        assert_eq!(Identity::read(h), id);
+        assert_eq!(h.version.load(Ordering::Relaxed), VERSION);
+        assert_eq!(h.checksum.load(Ordering::Relaxed), id.checksum());
+        assert!(id.spsc());
+        assert!(!good().spsc());
+    }
+
+    #[test]
+    fn plan_bounds() {
+        assert!(Identity::plan(MAX_CAPACITY, 1, false, 1, (1, 1), 0).is_ok());
+        assert!(Identity::plan(MAX_CAPACITY + 1, 1, false, 1, (1, 1), 0).is_err());
+        assert!(Identity::plan(2, MAX_ELSIZE, false, 1, (1, 1), 0).is_ok());
+        let id = Identity::plan(5, 48, false, 9, (3, 4), 5).unwrap();
+        assert_eq!(
+            (id.flags, id.capacity, id.elsize, id.stride, id.nonce, id.slots_off),
+            (0, 8, 48, 64, 9, HEADER_SIZE)
+        );
+        assert_eq!((id.total_size, id.creator_pid, id.creator_start, id.created_ns), (HEADER_SIZE + 8 * 64, 3, 4, 5));
+        assert_eq!(effective_capacity(MAX_CAPACITY), Some(MAX_CAPACITY));
+        assert_eq!(effective_capacity(u64::MAX), None);
+        assert_eq!(effective_capacity(3), Some(4));
+    }
+
+    #[test]
+    fn layout_constants() {
+        assert_eq!(MAX_CAPACITY, 1 << 30);
+        assert_eq!(MAX_ELSIZE, 1 << 30);
+        assert_eq!(SEQ_MASK, 0xff_ffff_ffff);
+        assert_eq!(OWNER_PID_MASK, 0x3f_ffff);
+        assert_eq!(OWNER_PAIR, 0x40_0000);
+        assert_eq!(OWNER_READER, 0x80_0000);
+        assert_eq!(pack(0, OWNER_READER), 0x80_0000 << 40);
+        assert_eq!(pack(1, 0), 1);
+        assert_eq!(owner_of(pack(u64::MAX, OWNER_PID_MASK)), OWNER_PID_MASK);
+        assert_eq!(distance(0, 0), 0);
+        assert_eq!(distance(1 << 39, 0), -(1 << 39));
+        assert_eq!(distance((1 << 39) - 1, 0), (1 << 39) - 1);
+    }
+
     #[test]
     fn plan_validates_arguments() {
         assert!(Identity::plan(0, 8, false, 1, (1, 1), 0).is_err());

@@ -86,6 +86,13 @@ pub fn region_name<'a>(root: &str, file: &'a str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn reason(r: Result<()>) -> &'static str {
+        match r {
+            Err(RegionError::InvalidName(_, why)) => why,
+            other => panic!("expected InvalidName, got {other:?}"),
+        }
+    }
+
     #[test]
     fn names() {
         assert!(validate_name("ok-name_1.x", NAME_MAX).is_ok());
@@ -100,5 +107,61 @@ mod tests {
         assert_eq!(region_name("r", "r-a-b"), Some("a-b"));
         assert_eq!(region_name("r", "rx-a"), None);
         assert_eq!(region_name("r", "r-"), None);
+    }
+
+    #[test]
+    fn region_name_bounds_and_reasons() {
+        // The limit is inclusive, and each refusal says why.
+        assert!(validate_name(&"x".repeat(NAME_MAX), NAME_MAX).is_ok());
+        assert_eq!(reason(validate_name(&"x".repeat(NAME_MAX + 1), NAME_MAX)), "too long");
+        assert_eq!(reason(validate_name("", NAME_MAX)), "empty");
+        assert_eq!(reason(validate_name("a/b", NAME_MAX)), "contains '/'");
+        assert_eq!(reason(validate_name("a..b", NAME_MAX)), "contains '..'");
+        assert_eq!(reason(validate_name(".", NAME_MAX)), "is '.'");
+        assert_eq!(reason(validate_name("tab\there", NAME_MAX)), "contains control characters");
+        assert_eq!(reason(validate_name("del\u{7f}", NAME_MAX)), "contains control characters");
+        // Single dots, leading dots and non-ASCII text are names like any other.
+        for ok in [".hidden", "a.b", "x", "\u{e9}t\u{e9}", "a-b_c"] {
+            assert!(validate_name(ok, NAME_MAX).is_ok(), "{ok:?}");
+        }
+        // The limit counts bytes, not characters.
+        assert!(validate_name(&"\u{e9}".repeat(3), 6).is_ok());
+        assert_eq!(reason(validate_name(&"\u{e9}".repeat(3), 5)), "too long");
+    }
+
+    #[test]
+    fn object_name_bounds_and_reasons() {
+        assert!(validate_object_name(&"o".repeat(96), 96).is_ok());
+        assert_eq!(reason(validate_object_name(&"o".repeat(97), 96)), "too long");
+        assert_eq!(reason(validate_object_name("", 96)), "empty");
+        assert_eq!(reason(validate_object_name("q\0", 96)), "contains control characters");
+        assert_eq!(reason(validate_object_name("\nq", 96)), "contains control characters");
+        // Object names are not paths: '/' and '..' are fine.
+        for ok in ["q/1", "../x", ".", "api:input"] {
+            assert!(validate_object_name(ok, 96).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn root_bounds() {
+        assert!(validate_root(&"r".repeat(ROOT_MAX)).is_ok());
+        assert!(validate_root(&"r".repeat(ROOT_MAX + 1)).is_err());
+        for ok in ["a", "_", "a.b", "A_9", "x."] {
+            assert!(validate_root(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [".", "..", "a b", "a\n", "\u{e9}", "a:b"] {
+            assert!(validate_root(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(reason(validate_root("a..b")), "contains '..'");
+    }
+
+    #[test]
+    fn shm_file_joins_root_and_name() {
+        assert_eq!(shm_file(Some("vpp"), "api").unwrap(), ("vpp".to_owned(), "vpp-api".to_owned()));
+        assert_eq!(shm_file(None, "x").unwrap(), (DEFAULT_ROOT.to_owned(), "shmkit-x".to_owned()));
+        assert!(shm_file(Some("a-b"), "x").is_err());
+        assert!(shm_file(None, "a/b").is_err());
+        assert_eq!(region_name("vpp", "vpp-api"), Some("api"));
+        assert_eq!(region_name("vpp", "other-api"), None);
     }
 }

@@ -243,11 +243,21 @@ fn shared_lock() -> Mapping {
 fn fork(child: impl FnOnce() -> i32) -> u32 {
     // Compute our identity before forking, so the child must notice it is someone else.
     let _ = me();
+    let parent = process::current_pid();
     // SAFETY: the child only runs `child` (lock operations, plain Rust) and then `_exit`s
     // without running the parent's destructors or returning into the test harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // A child must not outlive a test that failed before reaping it (one parked holding
+        // the lock would stay forever): it dies with the test's thread.
+        // SAFETY: prctl with an integer option and signal number; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } as u32 != parent {
+            // SAFETY: as below.
+            unsafe { libc::_exit(98) };
+        }
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
         // SAFETY: `_exit` ends the child at once; nothing of the parent's state is touched.
         unsafe { libc::_exit(code) };
@@ -352,4 +362,276 @@ fn processes_exclude_each_other() {
         assert_eq!(wait_exit(k), 0);
     }
     assert_eq!(count.load(Relaxed), 3 * ROUNDS);
+}
+
+// ---------------------------------------------------------------- a scripted host
+
+/// What the lock asked of a [`Script`] host.
+#[derive(Debug, Default)]
+struct Log {
+    judged: Vec<Suspect>,
+    /// `(expected word, timeout)` of every futex wait.
+    waits: Vec<(u32, Duration)>,
+    wake_one: u32,
+    wake_all: u32,
+}
+
+/// A host with a fixed identity whose verdict on suspects is fixed too; its waits time out
+/// (after at most 1 ms) unless the word already changed, and everything is logged.
+#[derive(Debug, Clone)]
+struct Script {
+    me: Me,
+    dead: bool,
+    log: Arc<std::sync::Mutex<Log>>,
+}
+
+impl Script {
+    fn new(me: Me, dead: bool) -> Self {
+        Self { me, dead, log: Arc::default() }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap()
+    }
+
+    /// `(wake_one, wake_all)` so far.
+    fn wakes(&self) -> (u32, u32) {
+        let log = self.log();
+        (log.wake_one, log.wake_all)
+    }
+}
+
+impl Host for Script {
+    fn me(&self) -> Result<Me, LockError> {
+        Ok(self.me)
+    }
+    fn is_dead(&self, suspect: &Suspect) -> bool {
+        self.log().judged.push(*suspect);
+        self.dead
+    }
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) -> Wake {
+        self.log().waits.push((expected, timeout));
+        if word.load(Relaxed) != expected {
+            return Wake::Changed;
+        }
+        // Sleep briefly, not the whole slice: the slices stay far from the caller's
+        // deadline even on a loaded machine.
+        std::thread::sleep(timeout.min(Duration::from_millis(1)));
+        Wake::TimedOut
+    }
+    fn wake_one(&self, _: &AtomicU32) {
+        self.log().wake_one += 1;
+    }
+    fn wake_all(&self, _: &AtomicU32) {
+        self.log().wake_all += 1;
+    }
+}
+
+/// Thread 101 of process 100 (tag 6) and thread 202 of process 200 (tag 9).
+fn a() -> Me {
+    Me::new(100, 101, 5).unwrap()
+}
+fn b() -> Me {
+    Me::new(200, 202, 8).unwrap()
+}
+
+/// Write `who`'s complete identity into the lock, as an owner does after taking the word.
+fn record(lock: &OwnerLock, who: Me) {
+    lock.pid.store(who.pid, Relaxed);
+    lock.start.store(who.start, Relaxed);
+    lock.tid.store(who.tid, Relaxed);
+}
+
+#[test]
+fn tags_and_words() {
+    assert_eq!((tag_of(0), tag_of(1), tag_of(510), tag_of(511), tag_of(1022)), (1, 2, 511, 1, 1));
+    assert_eq!(tag_of(u64::MAX), (u64::MAX % 511) as u32 + 1);
+    assert_eq!(a().word, 101 | 6 << 22);
+    assert_eq!((a().pid, a().tid, a().start), (100, 101, 5));
+    assert!(Me::new(1, 0, 0).is_none());
+    assert!(Me::new(1, TID_MASK + 1, 0).is_none());
+    assert_eq!(Me::new(1, TID_MASK, 510).unwrap().word, TID_MASK | 511 << 22);
+    assert_eq!(WAITERS, 0x8000_0000);
+    assert_eq!(TID_MASK, 0x3f_ffff);
+}
+
+#[test]
+fn holder_descriptions() {
+    let h = |word, pid| Holder { word, pid }.to_string();
+    assert_eq!(h(0, None), "nobody");
+    assert_eq!(h(0, Some(3)), "nobody");
+    assert_eq!(h(7 << 22, Some(3)), "an invalid owner word 0x01c00000");
+    assert_eq!(h(77, None), "an invalid owner word 0x0000004d");
+    assert_eq!(h(a().word, Some(100)), "pid 100 tid 101");
+    assert_eq!(h(a().word, None), "tid 101");
+    assert_eq!(Holder { word: a().word, pid: None }.tid(), 101);
+    let lock = OwnerLock::new();
+    lock.word.store(a().word | WAITERS, Relaxed);
+    assert_eq!(format!("{lock:?}"), format!("OwnerLock {{ word: {:#x} }}", a().word | WAITERS));
+    // The holder never shows the waiters' bit; its pid only with a matching identity.
+    assert_eq!(lock.holder(), Holder { word: a().word, pid: None });
+    record(&lock, a());
+    assert_eq!(lock.holder(), Holder { word: a().word, pid: Some(100) });
+    record(&lock, b());
+    assert_eq!(lock.holder(), Holder { word: a().word, pid: None });
+}
+
+#[test]
+fn init_frees_whatever_was_there() {
+    let lock = OwnerLock::new();
+    lock.word.store(u32::MAX, Relaxed);
+    record(&lock, b());
+    lock.epoch.store(9, Relaxed);
+    lock.init();
+    assert_eq!(
+        (
+            word(&lock),
+            lock.pid.load(Relaxed),
+            lock.start.load(Relaxed),
+            lock.tid.load(Relaxed),
+            lock.epoch.load(Relaxed)
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    let host = Script::new(a(), false);
+    let (_g, how) = lock.try_lock_with(host.clone()).unwrap().unwrap();
+    assert_eq!(how, Acquired::Clean);
+    assert_eq!(
+        (word(&lock), lock.pid.load(Relaxed), lock.start.load(Relaxed), lock.tid.load(Relaxed)),
+        (a().word, 100, 5, 101)
+    );
+    assert!(lock.try_lock_with(Script::new(b(), true)).unwrap().is_none(), "try_lock never takes over");
+}
+
+/// A release wakes one sleeper exactly when the word says someone may sleep, and wakes
+/// everyone (leaving the word alone) when the word no longer names the releaser.
+#[test]
+fn release_wakes_exactly_who_may_sleep() {
+    let lock = OwnerLock::new();
+    let host = Script::new(a(), false);
+    drop(lock.lock_with(host.clone(), SHORT).unwrap().0);
+    assert_eq!((word(&lock), host.wakes()), (0, (0, 0)));
+    // A contender announced itself after we took the word.
+    let (g, _) = lock.lock_with(host.clone(), SHORT).unwrap();
+    lock.word.fetch_or(WAITERS, Relaxed);
+    drop(g);
+    assert_eq!((word(&lock), host.wakes()), (0, (1, 0)));
+    assert_eq!(lock.tid.load(Relaxed), 0, "identity cleared on release");
+    // The word was taken from us (judged dead, or overwritten).
+    let (g, _) = lock.lock_with(host.clone(), SHORT).unwrap();
+    lock.word.store(b().word, Relaxed);
+    drop(g);
+    assert_eq!((word(&lock), host.wakes()), (b().word, (1, 1)));
+    // ...also when it still has our tid, with the waiters' bit: only our exact word is ours.
+    lock.word.store(0, Relaxed);
+    let (g, _) = lock.lock_with(host.clone(), SHORT).unwrap();
+    lock.word.store(a().word ^ 1 << 22 | WAITERS, Relaxed);
+    drop(g);
+    assert_eq!((word(&lock), host.log().wake_all), (a().word ^ 1 << 22 | WAITERS, 2));
+}
+
+/// A live owner: the contender sets the waiters' bit, sleeps in slices of 1 ms doubling to
+/// 50 ms, asks about the owner after each, and gives up at its deadline naming the owner.
+#[test]
+fn contention_with_a_live_owner_backs_off_and_times_out() {
+    let lock = OwnerLock::new();
+    lock.word.store(b().word, Relaxed);
+    let host = Script::new(a(), false);
+    let err = lock.lock_with(host.clone(), Some(Duration::from_millis(300))).unwrap_err();
+    assert!(matches!(err, LockError::TimedOut { holder: Holder { word, pid: None } } if word == b().word), "{err:?}");
+    assert_eq!(word(&lock), b().word | WAITERS, "the waiters' bit stays for the owner's release");
+    let log = host.log();
+    assert!(log.waits.iter().all(|&(w, _)| w == b().word | WAITERS), "{:?}", log.waits);
+    let slices: Vec<u64> = log.waits.iter().map(|&(_, t)| t.as_millis() as u64).take(7).collect();
+    assert_eq!(slices, [1, 2, 4, 8, 16, 32, 50]);
+    assert!(log.waits.iter().all(|&(_, t)| t <= MAX_SLICE));
+    // Asked after every slice, and once more at the deadline.
+    assert_eq!(log.judged.len(), log.waits.len() + 1);
+    assert!(log.judged.iter().all(|s| *s == Suspect { tid: 202, tag: 9, identity: None }), "{:?}", log.judged);
+}
+
+/// A dead owner with a complete identity: judged with it, taken over once (the epoch moves
+/// on), and the new owner's identity replaces it.
+#[test]
+fn a_dead_owner_is_judged_on_its_identity_and_taken_over() {
+    let lock = OwnerLock::new();
+    lock.word.store(b().word, Relaxed);
+    record(&lock, b());
+    let host = Script::new(a(), true);
+    let (g, how) = lock.lock_with(host.clone(), LONG).unwrap();
+    assert_eq!(how, Acquired::Recovered);
+    assert_eq!(lock.epoch.load(Relaxed), 1);
+    assert_eq!(word(&lock), a().word | WAITERS);
+    assert_eq!((lock.pid.load(Relaxed), lock.start.load(Relaxed), lock.tid.load(Relaxed)), (100, 5, 101));
+    assert_eq!(host.log().judged, [Suspect { tid: 202, tag: 9, identity: Some(Identity { pid: 200, start: 8 }) }]);
+    assert_eq!(host.log().waits.len(), 1, "judged after one slice");
+    drop(g);
+    assert_eq!((word(&lock), host.log().wake_one), (0, 1));
+    // An identity whose start time does not give the word's tag is not the word's owner's.
+    lock.word.store(b().word, Relaxed);
+    record(&lock, Me { start: b().start + 1, ..b() });
+    let host = Script::new(a(), true);
+    drop(lock.lock_with(host.clone(), LONG).unwrap());
+    assert_eq!(host.log().judged, [Suspect { tid: 202, tag: 9, identity: None }]);
+    assert_eq!(lock.epoch.load(Relaxed), 2);
+    // Nor is one recorded for another tid.
+    lock.word.store(b().word, Relaxed);
+    record(&lock, Me { tid: 203, ..b() });
+    let host = Script::new(a(), true);
+    drop(lock.lock_with(host.clone(), LONG).unwrap());
+    assert_eq!(host.log().judged, [Suspect { tid: 202, tag: 9, identity: None }]);
+}
+
+/// A word that names nobody (tid 0 or tag 0) is taken without asking the host.
+#[test]
+fn a_word_naming_nobody_is_taken_without_a_judgement() {
+    for garbage in [WAITERS, 5 << TID_BITS, 5 << TID_BITS | WAITERS, 77, 77 | WAITERS] {
+        let lock = OwnerLock::new();
+        lock.word.store(garbage, Relaxed);
+        let host = Script::new(a(), false);
+        let (_g, how) = lock.lock_with(host.clone(), SHORT).unwrap_or_else(|e| panic!("{garbage:#x}: {e}"));
+        assert_eq!(how, Acquired::Recovered, "{garbage:#x}");
+        assert!(host.log().judged.is_empty(), "{garbage:#x}");
+    }
+}
+
+/// Our own word is refused at once when our identity backs it, and waited on otherwise.
+#[test]
+fn our_word_is_ours_only_with_our_identity() {
+    let lock = OwnerLock::new();
+    lock.word.store(a().word | WAITERS, Relaxed);
+    record(&lock, a());
+    let host = Script::new(a(), false);
+    assert!(matches!(lock.lock_with(host.clone(), SHORT), Err(LockError::HeldByCaller { .. })));
+    assert!(host.log().waits.is_empty());
+    for other in [Me { pid: 99, ..a() }, Me { start: a().start + 511, ..a() }] {
+        record(&lock, other);
+        let host = Script::new(a(), false);
+        let waited = Some(Duration::from_millis(300));
+        assert!(matches!(lock.lock_with(host.clone(), waited), Err(LockError::TimedOut { .. })), "{other:?}");
+        assert!(!host.log().waits.is_empty());
+    }
+}
+
+/// A lock freed while we sleep is taken with the waiters' bit set (others may sleep too).
+#[test]
+fn a_lock_freed_during_contention_is_taken_with_the_waiters_bit() {
+    let lock = Arc::new(OwnerLock::new());
+    lock.word.store(b().word, Relaxed);
+    let l = Arc::clone(&lock);
+    let freer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while l.word.load(Relaxed) & WAITERS == 0 {
+            assert!(std::time::Instant::now() < deadline, "the contender never announced itself");
+            std::thread::yield_now();
+        }
+        l.word.store(0, Relaxed);
+    });
+    let host = Script::new(a(), false);
+    let (g, how) = lock.lock_with(host.clone(), LONG).unwrap();
+    freer.join().unwrap();
+    assert_eq!(how, Acquired::Clean);
+    assert_eq!(word(&lock), a().word | WAITERS);
+    drop(g);
+    assert_eq!(host.log().wake_one, 1);
 }
