@@ -30,6 +30,8 @@ pub mod netmap;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod region;
+#[cfg(not(loom))]
+pub mod shmlayout;
 pub mod sys;
 
 #[cfg(all(feature = "python", not(loom)))]
