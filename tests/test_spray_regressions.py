@@ -1,0 +1,56 @@
+"""Regression tests for what the cross-object spray suite (``test_spray.py``) found: each
+writes the exact bytes that once broke a victim, aimed through ``shm_layout()``, and checks
+the victim now gets a clear answer.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+import shmkit
+from shmkit._native import shm_layout
+
+LAYOUT = shm_layout()
+
+
+def field(struct_name: str, name: str) -> tuple[int, int]:
+    off, size, _ = LAYOUT["structs"][struct_name]["fields"][name]
+    return off, size
+
+
+def poke(region: shmkit.Region, at: int, size: int, value: int) -> None:
+    region.write(at, struct.pack({4: "<I", 8: "<Q"}[size], value))
+
+
+@pytest.fixture
+def region(root: str) -> Iterator[shmkit.Region]:
+    r = shmkit.Region.create("reg", 1 << 20, root=root)
+    yield r
+    r.unlink()
+    r.close()
+
+
+def test_layout_facts_match_the_documented_offsets() -> None:
+    assert field("QueueHeader", "head") == (192, 8)
+    assert field("QueueHeader", "tail") == (128, 8)
+    assert field("RegionHeader", "lock") == (128, 24)
+    assert LAYOUT["structs"]["RegionHeader"]["fields"]["clients"][2] == "ClientSlot"
+    assert field("MsgHeader", "stamp_ms") == (16, 8)
+    assert field("NetmapRing", "head") == (20, 4)
+    assert field("MemifRingHeader", "tail") == (64, 2)
+    assert LAYOUT["constants"]["queue.header_size"] == 1024
+
+
+def test_queue_stats_with_counters_at_their_maximum(region: shmkit.Region) -> None:
+    """Queue.stats() summed wake-up, timeout and recovery counters with overflowing
+    arithmetic: a peer's u64::MAX there made stats() panic."""
+    q = shmkit.Queue.create(region, "q", 8, 16)
+    for name in ("get_wakeups", "put_wakeups", "put_timeouts", "get_timeouts", "recovered_gets", "role_takeovers"):
+        poke(region, q.offset + field("QueueHeader", name)[0], 8, (1 << 64) - 1)
+    s = q.stats()
+    assert s["wakeups"] == (1 << 64) - 2  # wrapped, like the counters themselves
+    assert s["timeouts"] == (1 << 64) - 2
+    assert s["get_wakeups"] == (1 << 64) - 1
+    q.close()
