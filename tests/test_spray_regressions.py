@@ -54,3 +54,26 @@ def test_queue_stats_with_counters_at_their_maximum(region: shmkit.Region) -> No
     assert s["timeouts"] == (1 << 64) - 2
     assert s["get_wakeups"] == (1 << 64) - 1
     q.close()
+
+
+def test_spsc_role_word_with_our_pid_and_a_foreign_serial(region: shmkit.Region) -> None:
+    """A role word naming our own pid with a serial none of our handles holds (a peer's
+    garbage, e.g. the real token plus one) used to lock this process out of the role for
+    good: every call raised QueueRoleError. It is taken over now; a role another handle of
+    ours really holds is still refused."""
+    import os
+
+    q = shmkit.Queue.create(region, "s", 8, 16, spsc=True)
+    with pytest.raises(shmkit.QueueEmpty):
+        q.get_nowait()  # takes the consumer role
+    other = shmkit.Queue.open(region, "s")
+    with pytest.raises(shmkit.QueueRoleError):
+        other.get_nowait()  # q really holds it
+    poke(region, q.offset + field("QueueHeader", "consumer")[0], 8, os.getpid() << 32 | 0xDEAD)
+    with pytest.raises(shmkit.QueueEmpty):
+        other.get_nowait()  # no handle of ours holds 0xdead: taken over
+    assert q.stats()["role_takeovers"] == 1
+    with pytest.raises(shmkit.QueueRoleError):
+        q.get_nowait()  # and now `other` really holds it
+    other.close()
+    q.close()

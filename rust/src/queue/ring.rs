@@ -1026,7 +1026,14 @@ impl Ring {
             }
             let holder = (cur >> 32) as u32;
             let takeover = cur != 0;
-            if takeover && (holder == pid || process::liveness(holder, 0) == Liveness::Alive) {
+            // Our own pid: held only if one of our handles holds exactly that token (a peer's
+            // garbage with our pid and another serial must not lock us out for good).
+            let held = if holder == pid {
+                live_tokens(|t| t.contains(&cur))
+            } else {
+                process::liveness(holder, 0) == Liveness::Alive
+            };
+            if takeover && held {
                 return Err(QueueError::RoleTaken { name: self.name.clone(), role: role.name(), pid: holder });
             }
             if word.compare_exchange(cur, token, SeqCst, Relaxed).is_ok() {
@@ -1046,11 +1053,17 @@ impl Ring {
         match pos {
             Ok(pos) => {
                 *side = SpscSide { token, forks, pos, held: false };
+                live_tokens(|t| {
+                    if !t.contains(&token) {
+                        t.push(token);
+                    }
+                });
                 Ok(())
             }
             Err(e) => {
                 // Do not keep a role we cannot use; the next call tries again.
                 let _ = word.compare_exchange(token, 0, SeqCst, Relaxed);
+                live_tokens(|t| t.retain(|&x| x != token));
                 *side = SpscSide::default();
                 Err(e)
             }
@@ -1084,6 +1097,7 @@ impl Ring {
     /// Give up a role held by `side` (if this process holds it).
     pub(crate) fn drop_role(&self, side: &mut SpscSide, role: Role) {
         if side.token != 0 && (side.token >> 32) as u32 == process::cached_pid() {
+            live_tokens(|t| t.retain(|&x| x != side.token));
             if let Ok(h) = self.header() {
                 let _ = Self::role_word(h, role).compare_exchange(side.token, 0, SeqCst, Relaxed);
             }
@@ -1373,6 +1387,13 @@ impl Ring {
             corrupt_slots: h.corrupt_slots.load(r),
         })
     }
+}
+
+/// Run `f` on the SPSC role tokens held by this process's handles: a role word naming our
+/// pid is ours only if it is one of them.
+fn live_tokens<R>(f: impl FnOnce(&mut Vec<u64>) -> R) -> R {
+    static LIVE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    f(&mut LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 #[cfg(test)]
