@@ -77,3 +77,22 @@ def test_spsc_role_word_with_our_pid_and_a_foreign_serial(region: shmkit.Region)
         q.get_nowait()  # and now `other` really holds it
     other.close()
     q.close()
+
+
+def test_msgring_gc_mark_from_the_future(region: shmkit.Region) -> None:
+    """A busy head slot whose GC mark a peer set in the future was never reclaimed (its age
+    stayed 0): the ring was lost for good. The mark is now renewed and the age rule applies."""
+    import time
+
+    rings = shmkit.MsgRings.create(region, "r", server=[(64, 2)], client=[(64, 2)], gc_age=0.05)
+    held = [rings.alloc(8, pool="client") for _ in range(2)]  # the ring is full, both busy
+    head = rings.validate(held[0])["offset"] - 32  # the next alloc looks at slot 0 again
+    poke(region, head + field("MsgHeader", "stamp_ms")[0], 8, (1 << 64) - 1)
+    before = rings.stats()["garbage_collects"]
+    deadline = time.monotonic() + 10
+    while rings.stats()["garbage_collects"] == before:
+        assert time.monotonic() < deadline, "the slot marked in the future was never reclaimed"
+        ref = rings.alloc(8, pool="client")  # the heap while the ring is busy
+        if rings.validate(ref)["ring"] is None:
+            rings.free(ref)
+        time.sleep(0.01)  # polling interval of a deadline-bounded wait
