@@ -47,7 +47,14 @@ def test_queue_stats_with_counters_at_their_maximum(region: shmkit.Region) -> No
     """Queue.stats() summed wake-up, timeout and recovery counters with overflowing
     arithmetic: a peer's u64::MAX there made stats() panic."""
     q = shmkit.Queue.create(region, "q", 8, 16)
-    for name in ("get_wakeups", "put_wakeups", "put_timeouts", "get_timeouts", "recovered_gets", "role_takeovers"):
+    for name in (
+        "get_wakeups",
+        "put_wakeups",
+        "put_timeouts",
+        "get_timeouts",
+        "recovered_gets",
+        "role_takeovers",
+    ):
         poke(region, q.offset + field("QueueHeader", name)[0], 8, (1 << 64) - 1)
     s = q.stats()
     assert s["wakeups"] == (1 << 64) - 2  # wrapped, like the counters themselves
@@ -96,3 +103,38 @@ def test_msgring_gc_mark_from_the_future(region: shmkit.Region) -> None:
         if rings.validate(ref)["ring"] is None:
             rings.free(ref)
         time.sleep(0.01)  # polling interval of a deadline-bounded wait
+
+
+@pytest.mark.parametrize("garbage", ["state", "state_destroyed", "end_user"])
+def test_netmap_pipe_destroyed_despite_garbage(root: str, garbage: str) -> None:
+    """Closing both ends of a pipe left its file in /dev/shm for good when a peer had written
+    garbage into the state word (anything but READY) or a user entry naming a live pid with
+    no start time (pid 1: it matched init). Both ends closed now always remove it."""
+    import mmap
+    import os
+    import pathlib
+
+    import shmkit.netmap as nm
+
+    a = nm.open("g{0", root=root, slots=8)
+    b = nm.open("g}0", root=root)
+    lay = a.layout()
+    path = f"/dev/shm/{root}-{lay['region']}"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, os.fstat(fd).st_size) as m:
+            state = lay["object"] + field("PipeHeader", "state")[0]
+            if garbage == "state":
+                struct.pack_into("<I", m, state, 0xFFFF_FFFF)
+            elif garbage == "state_destroyed":
+                struct.pack_into("<I", m, state, 2)
+            else:
+                users = (
+                    lay["object"] + field("PipeHeader", "ends")[0] + field("EndShared", "users")[0]
+                )
+                struct.pack_into("<IIQ", m, users + 5 * 16, 1, 1, 0)  # pid 1, start time 0
+    finally:
+        os.close(fd)
+    a.close()
+    b.close()
+    assert not pathlib.Path(path).exists()
