@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import queue
 import random
 import select
@@ -534,6 +535,76 @@ def api_client(root: str, v: Victim) -> dict[str, Any]:
     return {"served_after": last_ok[0] >= v.end}
 
 
+# --------------------------------------------------------------------------- memif
+
+MEMIF_LOG2 = 6
+
+
+def memif_socket(root: str) -> str:
+    return f"/tmp/shmkit-spray-{root}.sock"
+
+
+def memif_interface(root: str, role: str) -> Any:
+    from shmkit.memif import Interface
+
+    return Interface(
+        memif_socket(root), role=role, rings=1, log2_ring_size=MEMIF_LOG2, buffer_size=256
+    )
+
+
+def memif_owner(root: str, v: Victim) -> None:
+    """The memif client: it owns the memory (memfds sealed against shrinking). The sprayer
+    reaches its ring region through /proc/PID/map_files, as a process of the same user with
+    the rights to read our mappings could."""
+    iface = memif_interface(root, "client")
+    try:
+        if not iface.wait_connected(10):
+            raise TimeoutError("the memif server never connected")
+        ring_bytes = 128 + 16 * (1 << MEMIF_LOG2)
+        rings_size = iface.details()["regions"][0]
+        with open("/proc/self/maps") as maps:
+            line = next(ln for ln in maps if "memif-region0" in ln)
+        path = f"/proc/{os.getpid()}/map_files/{line.split()[0]}"
+        targets = []
+        for k in range(rings_size // ring_bytes):
+            targets.append(["MemifRingHeader", k * ring_bytes, 1, 0])
+            targets.append(["MemifDesc", k * ring_bytes + 128, 1 << MEMIF_LOG2, 16])
+        ready({"path": path, "targets": targets})
+        memif_work(iface, v)
+        released()
+    finally:
+        v.attempt("close", iface.close)
+
+
+def memif_server(root: str, v: Victim) -> dict[str, Any]:
+    iface = memif_interface(root, "server")
+    try:
+        memif_work(iface, v)
+    finally:
+        v.attempt("close", iface.close)
+    # close() removes the socket file: nothing is left behind.
+    return {"leaked": [memif_socket(root)] if os.path.exists(memif_socket(root)) else []}
+
+
+def memif_work(iface: Any, v: Victim) -> None:
+    def send() -> None:
+        if iface.connected or iface.wait_connected(WAIT):
+            iface.tx_burst(
+                0, [payload(v.rng, v.rng.randrange(1, 257)) for _ in range(v.rng.randrange(1, 16))]
+            )
+
+    def recv() -> None:
+        if iface.connected or iface.wait_connected(WAIT):
+            iface.wait(0, WAIT)
+            iface.rx_burst(0, v.rng.randrange(1, 32))
+
+    def inspect() -> None:
+        iface.details()
+        iface.events()
+
+    v.run({"send": send, "recv": recv, "inspect": inspect}, iface.details)
+
+
 # --------------------------------------------------------------------------- main
 
 ROLES: dict[tuple[str, str], Callable[[str, Victim], dict[str, Any] | None]] = {
@@ -549,6 +620,8 @@ ROLES: dict[tuple[str, str], Callable[[str, Victim], dict[str, Any] | None]] = {
     ("netmap", "peer"): netmap_peer,
     ("api", "owner"): api_server,
     ("api", "client"): api_client,
+    ("memif", "server"): memif_server,
+    ("memif", "owner"): memif_owner,
 }
 
 

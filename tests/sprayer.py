@@ -14,7 +14,8 @@ chain as the allocator does), or ``Bytes`` (a span sprayed at random offsets). F
 from the layout map, so writes land on real counters, indexes, offsets, lengths, stamps and
 lock words, never only on padding.
 
-Prints ``sprayed N truncated_to M`` at the end (M = -1 when the file was not cut).
+Prints ``sprayed N truncated_to M`` at the end (M = -1 when the file was not cut, -2 when the
+cut was refused: a memfd sealed against shrinking).
 """
 
 from __future__ import annotations
@@ -240,8 +241,12 @@ def main() -> None:
         if cut_at is not None and time.monotonic() >= cut_at:
             cut_at = None
             truncated_to = rng.choice([0, 4096, 8192, size // 2, size - 4096]) // 4096 * 4096
-            os.ftruncate(fd, truncated_to)
-            limit = truncated_to
+            try:
+                os.ftruncate(fd, truncated_to)
+            except PermissionError:  # a memfd sealed against shrinking (memif): refused
+                truncated_to = -2
+            else:
+                limit = truncated_to
             fields = [(o, w) for o, w in fields if o + w <= limit]
             if not fields:
                 break

@@ -32,13 +32,15 @@ from procs import TESTS_DIR, wait_line
 
 VICTIMS = os.path.join(TESTS_DIR, "spray_victims.py")
 SPRAYER = os.path.join(TESTS_DIR, "sprayer.py")
-#: Each kind: the owner first (it creates the objects), then the other victims.
+#: Each kind's victims, started in this order; the ``owner`` creates the objects (it prints
+#: where they are for the sprayer) and cleans up last.
 ROLES = {
     "region": ["owner", "opener", "opener"],
     "queue": ["owner", "producer", "producer2", "consumer"],
     "msgring": ["owner", "user", "user"],
     "netmap": ["owner", "peer"],
     "api": ["owner", "client", "client"],
+    "memif": ["server", "owner"],
 }
 #: Seconds of spraying per round by default (a soak runs as many rounds as fit).
 SPRAY_SECONDS = 2.5
@@ -93,18 +95,17 @@ def run_round(
     sprayer: Proc | None = None
     try:
         for i, role in enumerate(ROLES[kind]):
-            secs = seconds + AFTER + (0.5 if i == 0 else 0.0)
+            secs = seconds + AFTER + (0.5 if role == "owner" else 0.0)
             cmd = [VICTIMS, kind, role, root, str(seed + i), str(secs)]
             victims.append(start(cmd, tmp / f"{root}-{i}-{role}.err", role))
-            if i == 0:
+            if role == "owner":
+                owner = victims[-1]
                 try:
                     spec = json.loads(
-                        wait_line(victims[0].proc, "ready", stream="stdout").split(" ", 1)[1]
+                        wait_line(owner.proc, "ready", stream="stdout").split(" ", 1)[1]
                     )
                 except (AssertionError, TimeoutError) as e:
-                    raise AssertionError(
-                        f"owner never got ready: {e}\n{victims[0].stderr()}"
-                    ) from None
+                    raise AssertionError(f"owner never got ready: {e}\n{owner.stderr()}") from None
         sprayer = start(
             [SPRAYER, json.dumps(spec), str(seed ^ 0x5A5A), str(seconds), "1" if truncate else "0"],
             tmp / f"{root}-sprayer.err",
@@ -112,8 +113,8 @@ def run_round(
         )
         results = []
         deadline = time.monotonic() + seconds + AFTER + HANG
-        for v in [sprayer, *victims[1:], victims[0]]:
-            if v is victims[0]:
+        for v in [sprayer, *(v for v in victims if v is not owner), owner]:
+            if v is owner:
                 assert v.proc.stdin is not None
                 v.proc.stdin.close()  # every other victim is done: the owner cleans up
                 v.proc.stdin = None
@@ -170,7 +171,7 @@ def test_spray(kind: str, root: str, seed: int, tmp_path: pathlib.Path) -> None:
         try:
             results = run_round(kind, r, base + 1000 * n, truncate, tmp_path)
             print(f"  {kind} round {n} (truncate={truncate}):\n{summary(results)}")
-            left = shm_files(r)
+            left = shm_files(r) + [f for res in results for f in res.get("leaked", [])]  # type: ignore[attr-defined]
             assert not left, f"{kind} round {n}: files left in /dev/shm: {left}"
             assert any(
                 k.endswith(":ok")
