@@ -123,12 +123,17 @@ def retry(fn: Callable[[], Any], v: Victim, seconds: float = 10.0) -> Any:
 def region_owner(root: str, v: Victim) -> None:
     r = shmkit.Region.create("victim", 1 << 20, root=root, lock_timeout=0.5)
     data_off, data_end = r.data_range
+    facts = shm_layout()
+    dir_off = facts["constants"]["region.header_area"]
+    entry = facts["structs"]["DirEntry"]["size"]
+    bitmap_off = dir_off + facts["constants"]["region.dir_entries"] * entry
     ready(
         {
             "path": str(r.path),
             "targets": [
                 ["RegionHeader", 0, 1, 0],
-                ["DirEntry", 8192, 8, 128],
+                ["DirEntry", dir_off, 8, entry],
+                ["Bytes", bitmap_off, data_off - bitmap_off, 0],  # the block-start bitmap
                 ["HeapWalk", data_off, data_end, 0],
             ],
         }
@@ -452,12 +457,20 @@ def api_server(root: str, v: Victim) -> dict[str, Any]:
     rings = r.find_object(RINGS)["offset"]
     inp = r.find_object(INPUT_QUEUE)["offset"]
     entries = (st["size"] - api_state.CLIENTS_OFF) // api_state.ENTRY.size
+    consts = shm_layout()["constants"]
+    entry = shm_layout()["structs"]["DirEntry"]["size"]
     targets: list[list[Any]] = [
         ["ApiState", st["offset"], 1, 0],
         ["ApiClient", st["offset"] + api_state.CLIENTS_OFF, min(entries, 8), api_state.ENTRY.size],
         ["PoolHeader", rings, 1, 0],
         ["QueueHeader", inp, 1, 0],
-        ["DirQueues", 8192, 256, 128, CLIENT_QUEUE_PREFIX],
+        [
+            "DirQueues",
+            consts["region.header_area"],
+            consts["region.dir_entries"],
+            entry,
+            CLIENT_QUEUE_PREFIX,
+        ],
     ]
     ready({"path": str(r.path), "targets": targets})
     failure: list[BaseException] = []

@@ -4,7 +4,8 @@
 (plain ``mmap``, no shmkit), and for ``SECONDS`` write boundary and random values (0, 1, max,
 max - 1, the sign bit, the file size and beyond, a neighbour of the current value) into the
 fields of the objects the spec names. With ``TRUNCATE`` = 1, cut the file (``ftruncate``) to
-a smaller size part-way through, then keep spraying what is left.
+a smaller size part-way through (sometimes growing it back at once, so the cut pages return as
+zeros), then keep spraying what is left.
 
 The spec (printed by the victim that owns the objects) is ``{"path": file, "targets": [[what,
 offset, count, stride], ...]}``: ``what`` is a structure of :func:`shmkit._native.shm_layout`
@@ -235,6 +236,7 @@ def main() -> None:
     writes = 0
     cut_at = time.monotonic() + seconds * rng.uniform(0.3, 0.7) if truncate else None
     truncated_to = -1
+    regrown = False
     start = time.monotonic()
     end = start + seconds
     while time.monotonic() < end:
@@ -247,6 +249,12 @@ def main() -> None:
                 truncated_to = -2
             else:
                 limit = truncated_to
+                if rng.random() < 0.3:
+                    # Grow it back: the cut pages return as zeros, without any fault for the
+                    # victims to notice (only what the zeros say).
+                    os.ftruncate(fd, size)
+                    limit = size
+                    regrown = True
             fields = [(o, w) for o, w in fields if o + w <= limit]
             if not fields:
                 break
@@ -261,7 +269,7 @@ def main() -> None:
         time.sleep(rng.choice((0.0005, 0.002, 0.01)))  # pacing, not synchronisation
     buf.close()
     os.close(fd)
-    print(f"sprayed {writes} truncated_to {truncated_to}", flush=True)
+    print(f"sprayed {writes} truncated_to {truncated_to} regrown {regrown}", flush=True)
 
 
 if __name__ == "__main__":
