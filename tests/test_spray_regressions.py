@@ -138,3 +138,46 @@ def test_netmap_pipe_destroyed_despite_garbage(root: str, garbage: str) -> None:
     a.close()
     b.close()
     assert not pathlib.Path(path).exists()
+
+
+def test_closed_damaged_api_client_releases_its_region_at_once(root: str) -> None:
+    """A client closed after ConnectionDamagedError kept its region's fd and mapping until a
+    GC pass (its stored error's traceback referred back to it): a process reconnecting
+    through damage piled them up. close() now releases them at once."""
+    import gc
+    import os
+    import subprocess
+    import sys
+
+    from api_defs import Echo
+    from procs import TESTS_DIR, kill9, wait_line
+    from shmkit.api.client import Client, ConnectionDamagedError
+
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(TESTS_DIR, "api_defs.py"), "api", root, "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    region = None
+    try:
+        wait_line(server, "ready", stream="stdout")
+        region = shmkit.Region.open("api", root=root)
+        gc.disable()
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+            c = Client.connect("api", "victim", root=root, timeout=10)
+            q = region.find_object(c.queue_name)
+            region.write(q["offset"] + 16, b"\xff" * 64)  # the queue's geometry: damaged
+            with pytest.raises(ConnectionDamagedError):
+                c.call(Echo(x=1), timeout=5)
+            c.close()
+            del c
+            assert len(os.listdir("/proc/self/fd")) == fds
+        finally:
+            gc.enable()
+    finally:
+        if region is not None:
+            region.unlink()
+            region.close()
+        kill9(server)
