@@ -18,13 +18,16 @@ objects are dead for everyone: the victim checks that the next call says so agai
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import gc
 import json
 import os
 import queue
 import random
 import select
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,13 +35,35 @@ from typing import Any
 
 import shmkit
 import shmkit.netmap as nm
+from api_defs import Echo, EchoReply, make_server
 from shmkit._native import shm_layout
+from shmkit.api import state as api_state
+from shmkit.api.client import Client
+from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
+from shmkit.memif import Interface
 
 ALLOWED = (shmkit.ShmkitError, OSError, TimeoutError, queue.Empty, queue.Full)
 #: Waits inside one operation stay short, so a victim notices its deadline quickly.
 WAIT = 0.1
 #: Beyond SECONDS + GRACE a victim is hung: faulthandler dumps its stacks and exits 70.
 GRACE = 15.0
+
+
+def resources() -> tuple[int, int]:
+    """Open file descriptors and mappings of this process (a failure path that leaks either
+    shows as growth between the start and the end, once everything is closed)."""
+    gc.collect()  # handles caught in reference cycles (e.g. through a traceback) go too
+    with open("/proc/self/maps") as maps:
+        return len(os.listdir("/proc/self/fd")), sum(1 for _ in maps)
+
+
+def open_fds() -> list[str]:
+    """What each open file descriptor is (for the report of a leak)."""
+    out = []
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        with contextlib.suppress(OSError):  # the directory's own fd, closed by now
+            out.append(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+    return out
 
 
 class Victim:
@@ -48,6 +73,7 @@ class Victim:
         self.counts: Counter[str] = Counter()
         self.truncated = False
         self.errors: list[str] = []
+        self.resources_at_start = resources()
 
     def attempt(self, what: str, fn: Callable[[], object]) -> Any:
         try:
@@ -86,6 +112,9 @@ class Victim:
             "counts": dict(self.counts),
             "truncated": self.truncated,
             "errors": self.errors,
+            "resources": [self.resources_at_start, resources()],
+            "fds": open_fds(),
+            "threads": len(os.listdir("/proc/self/task")),
             **extra,
         }
         print("result " + json.dumps(out), flush=True)
@@ -446,10 +475,6 @@ def netmap_work(port: nm.Port, v: Victim, before_close: Callable[[], None] = lam
 
 
 def api_server(root: str, v: Victim) -> dict[str, Any]:
-    from api_defs import Echo, EchoReply, make_server
-    from shmkit.api import state as api_state
-    from shmkit.api.client import Client
-    from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
 
     server = make_server("api", root, scan_interval=0.2)
     r = server.region
@@ -484,8 +509,6 @@ def api_server(root: str, v: Victim) -> dict[str, Any]:
         except BaseException as e:
             failure.append(e)
 
-    import threading
-
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     while time.monotonic() < v.end and t.is_alive():
@@ -507,14 +530,14 @@ def api_server(root: str, v: Victim) -> dict[str, Any]:
             served_after = v.attempt("newcomer", newcomer)
         released()  # the clients are done
         server.stop()
+        t.join(5)
+        assert not t.is_alive(), "serve_forever did not return after stop()"
     r.unlink()
     v.attempt("close", server.close)
     return {"served_after": served_after, "counters": v.attempt("counters", server.counters)}
 
 
 def api_client(root: str, v: Victim) -> dict[str, Any]:
-    from api_defs import Echo, EchoReply
-    from shmkit.api.client import Client
 
     me = f"c{v.rng.randrange(1 << 20)}"
     c = retry(lambda: Client.connect("api", me, root=root, timeout=2), v)
@@ -558,8 +581,6 @@ def memif_socket(root: str) -> str:
 
 
 def memif_interface(root: str, role: str) -> Any:
-    from shmkit.memif import Interface
-
     return Interface(
         memif_socket(root), role=role, rings=1, log2_ring_size=MEMIF_LOG2, buffer_size=256
     )

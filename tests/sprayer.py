@@ -242,7 +242,9 @@ def main() -> None:
     while time.monotonic() < end:
         if cut_at is not None and time.monotonic() >= cut_at:
             cut_at = None
-            truncated_to = rng.choice([0, 4096, 8192, size // 2, size - 4096]) // 4096 * 4096
+            truncated_to = (
+                rng.choice([0, 4096, 8192, size // 2, max(size - 4096, 0)]) // 4096 * 4096
+            )
             try:
                 os.ftruncate(fd, truncated_to)
             except PermissionError:  # a memfd sealed against shrinking (memif): refused

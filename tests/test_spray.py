@@ -137,6 +137,13 @@ def run_round(
             assert line, f"{kind}/{v.role} printed no result:\n{out[-2000:]}\n{err[-4000:]}"
             res = json.loads(line[-1].split(" ", 1)[1])
             res["role"] = v.role
+            (fds0, maps0), (fds1, maps1) = res["resources"]
+            print(f"  {kind}/{v.role}: fds {fds0} -> {fds1}, mappings {maps0} -> {maps1}")
+            # Everything closed: no descriptor may be left behind (mappings are only shown:
+            # thread stacks and malloc arenas come and go with the threads shmkit starts).
+            assert fds1 <= fds0, (
+                f"{kind}/{v.role} leaked descriptors: {res['fds']} threads {res['threads']}"
+            )
             results.append(res)
         return results
     finally:
