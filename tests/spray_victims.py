@@ -661,6 +661,9 @@ ROLES: dict[tuple[str, str], Callable[[str, Victim], dict[str, Any] | None]] = {
 
 def main() -> None:
     kind, role, root, seed, seconds = sys.argv[1:6]
+    # A fatal signal shows the Python stacks (shmkit's SIGBUS guard stays in front of it for
+    # its own mappings); a hang dumps them and exits at the deadline.
+    faulthandler.enable()
     faulthandler.dump_traceback_later(float(seconds) + GRACE, exit=True)
     v = Victim(int(seed), float(seconds))
     extra = ROLES[kind, role](root, v) or {}
