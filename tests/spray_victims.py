@@ -45,14 +45,19 @@ from shmkit.memif import Interface
 ALLOWED = (shmkit.ShmkitError, OSError, TimeoutError, queue.Empty, queue.Full)
 #: Waits inside one operation stay short, so a victim notices its deadline quickly.
 WAIT = 0.1
-#: Beyond SECONDS + GRACE a victim is hung: faulthandler dumps its stacks and exits 70.
-GRACE = 15.0
+#: Beyond SECONDS + GRACE a victim is hung: faulthandler dumps its stacks and exits. (A
+#: victim's own bounded steps after SECONDS, such as an API client's reconnect-and-call
+#: loop, take up to about 15 s.)
+GRACE = 25.0
 
 
 def resources() -> tuple[int, int]:
     """Open file descriptors and mappings of this process (a failure path that leaks either
     shows as growth between the start and the end, once everything is closed)."""
+    started = time.monotonic()
     gc.collect()  # handles caught in reference cycles (e.g. through a traceback) go too
+    if time.monotonic() - started > 1.0:
+        print(f"gc.collect took {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     with open("/proc/self/maps") as maps:
         return len(os.listdir("/proc/self/fd")), sum(1 for _ in maps)
 
@@ -120,10 +125,10 @@ class Victim:
         print("result " + json.dumps(out), flush=True)
 
 
-def released(seconds: float = GRACE - 5) -> None:
-    """The owner cleans up last: wait (bounded) until the supervisor closes our stdin, which
-    it does once every other victim has ended."""
-    deadline = time.monotonic() + seconds
+def released(v: Victim) -> None:
+    """The owner cleans up last: wait until the supervisor closes our stdin, which it does
+    once every other victim has ended (bounded: well before our own hang deadline)."""
+    deadline = v.end + GRACE - 5
     while (left := deadline - time.monotonic()) > 0:
         if select.select([sys.stdin], [], [], left)[0] and not sys.stdin.buffer.read1(4096):
             return
@@ -202,7 +207,7 @@ def region_owner(root: str, v: Victim) -> None:
             {"alloc": alloc, "free": free, "objects": objects, "inspect": inspect},
             lambda: r.alloc(64),
         )
-        released()
+        released(v)
     finally:
         r.unlink()
         v.attempt("close", r.close)
@@ -260,7 +265,7 @@ def queue_owner(root: str, v: Victim) -> None:
 
     try:
         v.run({"inspect": inspect, "repair": repair}, lambda: qs["mpmc"].put_nowait(b"x"))
-        released()
+        released(v)
     finally:
         r.unlink()
         for q in qs.values():
@@ -356,7 +361,7 @@ def msgring_owner(root: str, v: Victim) -> None:
     ready({"path": str(r.path), "targets": targets})
     try:
         msgring_work(rings, v, "server")
-        released()
+        released(v)
     finally:
         r.unlink()
         v.attempt("close", r.close)
@@ -444,7 +449,9 @@ def netmap_peer(root: str, v: Victim) -> None:
         netmap_work(port, v)
 
 
-def netmap_work(port: nm.Port, v: Victim, before_close: Callable[[], None] = lambda: None) -> None:
+def netmap_work(
+    port: nm.Port, v: Victim, before_close: Callable[[Victim], None] = lambda v: None
+) -> None:
     def send() -> None:
         pkts = [payload(v.rng, v.rng.randrange(1, 257)) for _ in range(v.rng.randrange(1, 16))]
         port.send(pkts, timeout=WAIT)
@@ -466,7 +473,7 @@ def netmap_work(port: nm.Port, v: Victim, before_close: Callable[[], None] = lam
 
     try:
         v.run({"send": send, "recv": recv, "sync": sync}, port.txsync)
-        before_close()
+        before_close(v)
     finally:
         v.attempt("close", port.close)
 
@@ -528,7 +535,7 @@ def api_server(root: str, v: Victim) -> dict[str, Any]:
         deadline = time.monotonic() + 8
         while served_after is None and time.monotonic() < deadline and not v.truncated:
             served_after = v.attempt("newcomer", newcomer)
-        released()  # the clients are done
+        released(v)  # the clients are done
         server.stop()
         t.join(5)
         assert not t.is_alive(), "serve_forever did not return after stop()"
@@ -605,7 +612,7 @@ def memif_owner(root: str, v: Victim) -> None:
             targets.append(["MemifDesc", k * ring_bytes + 128, 1 << MEMIF_LOG2, 16])
         ready({"path": path, "targets": targets})
         memif_work(iface, v)
-        released()
+        released(v)
     finally:
         v.attempt("close", iface.close)
 
