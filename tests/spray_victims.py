@@ -4,8 +4,9 @@
 object for ``SECONDS`` while ``sprayer.py`` writes garbage into it (and perhaps truncates its
 file). The ``owner`` role creates the objects and prints ``ready <spec>`` (the spec tells the
 sprayer where the fields are); other roles open them. At the end every victim cleans up as a
-user would (the owner unlinks what it created) and prints ``result <json>`` with how often
-each operation succeeded or failed, by exception type, and exits 0.
+user would (the owner last, once the supervisor closes its stdin: it unlinks what it created)
+and prints ``result <json>``: how often each operation succeeded or failed, by exception
+type, and its open file descriptors before and after (the supervisor fails on any growth).
 
 What a victim may see is a clear error: a :class:`shmkit.ShmkitError` subclass (never
 :class:`shmkit.InternalError`, a panic that reached a binding), an ``OSError``, a
@@ -13,7 +14,8 @@ What a victim may see is a clear error: a :class:`shmkit.ShmkitError` subclass (
 ``AssertionError``, an ``IndexError`` ...) escapes, so the victim dies with a traceback and a
 non-zero status; a signal death or a hang (``faulthandler`` dumps every thread's stack and
 exits at the deadline) is caught by the supervisor too. After ``RegionTruncatedError`` the
-objects are dead for everyone: the victim checks that the next call says so again and stops.
+objects are dead for everyone: the victim makes one more call (which must fail as clearly)
+and stops.
 """
 
 from __future__ import annotations
