@@ -34,6 +34,11 @@ lint: ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest
 test: ## The README's test command (pytest also runs cargo test)
 	$(PY) -m pytest
 
+SOAK_SECONDS ?= 300
+.PHONY: soak
+soak: ## Cross-object spray suite for SOAK_SECONDS per object kind (SHMKIT_SEED=n replays a run)
+	SHMKIT_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest tests/test_spray.py -s -q --timeout=0
+
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZ_SECONDS each (nightly + cargo-fuzz; crashes in fuzz/artifacts)

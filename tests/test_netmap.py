@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import shmkit
 import shmkit.netmap as nm
+from shmkit._native import process_start_time
 
 # --------------------------------------------------------------------------- helpers
 
@@ -604,10 +605,11 @@ def test_capacity_of_an_end(root: str) -> None:
     m = nm.open("cap{0", root=root, slots=4, buf_size=64)
     lay = m.layout()
     region = shmkit.Region.open(lay["region"], root=root)
-    # Fill the slave's table of user processes with a live pid (1 never dies).
+    # Fill the slave's table of user processes with a live process (1 never dies), named
+    # with its real start time (a start time of 0 is garbage, not a live user).
     slave_users = lay["object"] + 256 + 576 + 64
     for i in range(32):
-        region.write(slave_users + 16 * i, struct.pack("<IIQ", 1, 1, 0))
+        region.write(slave_users + 16 * i, struct.pack("<IIQ", 1, 1, process_start_time(1)))
     with pytest.raises(shmkit.CapacityError):
         nm.open("cap}0", root=root)
     region.close()

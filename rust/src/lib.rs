@@ -39,6 +39,8 @@ pub mod queue {
 }
 #[cfg(not(loom))]
 pub mod region;
+#[cfg(not(loom))]
+pub mod shmlayout;
 pub mod sys;
 
 #[cfg(all(feature = "python", not(loom)))]

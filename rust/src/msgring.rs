@@ -574,7 +574,13 @@ impl MsgRings {
             let _ = slot.stamp_ms.compare_exchange(0, now, Relaxed, Relaxed);
             return false;
         }
-        if now.saturating_sub(stamp) <= gc_age {
+        if stamp > now {
+            // A mark from the future is a peer's garbage: it would keep the slot from ever
+            // being reclaimed. Mark it afresh, as if first seen now.
+            let _ = slot.stamp_ms.compare_exchange(stamp, now, Relaxed, Relaxed);
+            return false;
+        }
+        if now - stamp <= gc_age {
             return false;
         }
         // Reclaim: bump the sequence so the old holder's reference goes stale.

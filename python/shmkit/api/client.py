@@ -693,6 +693,9 @@ class Client:
         if getattr(self, "_server_fd", -1) >= 0:
             os.close(self._server_fd)
             self._server_fd = -1
+        # The stored error's traceback refers back to this client: without this, a damaged
+        # client's handles (and so its region's fd and mapping) lived on until a GC pass.
+        self._error = None
         self.region.close()
 
     def __enter__(self) -> Client:

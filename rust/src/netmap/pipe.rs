@@ -144,8 +144,13 @@ fn me() -> (u32, u64) {
     (process::current_pid(), process::current_start_time())
 }
 
+/// Whether the process `pid` that started at `start` is alive. Every user and owner entry
+/// shmkit writes carries the writer's real start time, so a pid with start time 0 is a peer's
+/// garbage: it would match any live process of that pid (init, say) and keep a ring bound or
+/// the pipe from being destroyed for good. (Where the system gives no start times, 0 is what
+/// everyone records and is taken as is.)
 fn alive(pid: u32, start: u64) -> bool {
-    pid != 0 && process::liveness(pid, start) == Liveness::Alive
+    pid != 0 && (start != 0 || process::current_start_time() == 0) && process::liveness(pid, start) == Liveness::Alive
 }
 
 impl Pipe {
@@ -635,13 +640,15 @@ impl Pipe {
             self.remove_end_user(end, pid, start);
         }
         if local.end_refs == [0, 0] && !self.any_user() {
+            // Any state but DESTROYED means ready: we attached to a ready pipe and only the
+            // last user destroys it (garbage in the word must not keep the file forever).
+            // Even DESTROYED may be garbage: unlink removes the name only if it still names
+            // this file (a destroyer's successor pipe is never touched).
             let hdr = self.header();
-            if hdr.state.load(Ordering::Acquire) == STATE_READY {
-                hdr.state.store(STATE_DESTROYED, Ordering::Release);
-                futex::wake_all(&hdr.state);
-                let _ = self.region.unlink();
-                return Ok(true);
-            }
+            let was = hdr.state.swap(STATE_DESTROYED, Ordering::AcqRel);
+            futex::wake_all(&hdr.state);
+            let unlinked = self.region.unlink().is_ok();
+            return Ok(was != STATE_DESTROYED || unlinked);
         }
         Ok(false)
     }

@@ -6,6 +6,7 @@ pub mod apicodec;
 pub mod apiport;
 pub mod buffer;
 pub mod errors;
+pub mod layout;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;
@@ -39,6 +40,8 @@ mod native {
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
     use super::build_features;
+    #[pymodule_export]
+    use super::layout::shm_layout;
     #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]

@@ -421,7 +421,7 @@ impl PyPort {
 
     /// Offsets (in the region) of the structures of this end, for inspection and for C
     /// programs that map the region: `object`, `nifp`, `pool`, `tx_rings`, `rx_rings`,
-    /// `tx_crossings`, `rx_crossings`, plus `region`, `buf_size`, `total_bufs`.
+    /// `tx_crossings`, `rx_crossings`, `owners` (the ring-owner table), plus `region`, `buf_size`, `total_bufs`.
     fn layout<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let p = self.inner.pipe();
         let geo = *p.geometry();
@@ -431,6 +431,7 @@ impl PyPort {
         d.set_item("object", p.base())?;
         d.set_item("nifp", p.if_offset(end))?;
         d.set_item("pool", p.base() + p.layout().pool_off)?;
+        d.set_item("owners", p.base() + p.layout().owners_off)?;
         d.set_item("buf_size", geo.buf_size)?;
         d.set_item("total_bufs", geo.total_bufs())?;
         for dir in [Dir::Tx, Dir::Rx] {

@@ -520,13 +520,13 @@ impl PyQueue {
         d.set_item("empty", s.empty)?;
         d.set_item("put_waits", s.put_waits)?;
         d.set_item("get_waits", s.get_waits)?;
-        d.set_item("wakeups", s.get_wakeups + s.put_wakeups)?;
+        d.set_item("wakeups", s.wakeups())?;
         d.set_item("get_wakeups", s.get_wakeups)?;
         d.set_item("put_wakeups", s.put_wakeups)?;
-        d.set_item("timeouts", s.put_timeouts + s.get_timeouts)?;
+        d.set_item("timeouts", s.timeouts())?;
         d.set_item("put_timeouts", s.put_timeouts)?;
         d.set_item("get_timeouts", s.get_timeouts)?;
-        d.set_item("recovered", s.recovered_puts + s.recovered_gets + s.role_takeovers)?;
+        d.set_item("recovered", s.recovered())?;
         d.set_item("recovered_puts", s.recovered_puts)?;
         d.set_item("recovered_gets", s.recovered_gets)?;
         d.set_item("role_takeovers", s.role_takeovers)?;

@@ -92,6 +92,26 @@ pub struct ShmQueue {
     closed: AtomicBool,
 }
 
+/// Totals over the counters. The counters live in shared memory, where a peer may write any
+/// value: the sums wrap instead of overflowing (a garbage counter gives a garbage total, never
+/// a panic).
+impl QueueStats {
+    /// Wake-ups sent either way.
+    pub fn wakeups(&self) -> u64 {
+        self.get_wakeups.wrapping_add(self.put_wakeups)
+    }
+
+    /// Timeouts either way.
+    pub fn timeouts(&self) -> u64 {
+        self.put_timeouts.wrapping_add(self.get_timeouts)
+    }
+
+    /// Everything recovered from dead processes: skipped puts, released gets, roles.
+    pub fn recovered(&self) -> u64 {
+        self.recovered_puts.wrapping_add(self.recovered_gets).wrapping_add(self.role_takeovers)
+    }
+}
+
 impl ShmQueue {
     // ------------------------------------------------------------------ create / open
 

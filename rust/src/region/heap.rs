@@ -40,6 +40,16 @@ const FLAG_MASK: u64 = GRANULE - 1;
 const SL_MASK: u32 = u32::MAX >> (32 - SL_COUNT);
 /// "SHKB"
 const BLOCK_MAGIC: u32 = 0x424b_4853;
+/// Offset of the `BLOCK_MAGIC` word in a block header.
+pub const BLK_MAGIC: u64 = 8;
+/// Offset of the allocating pid in a block header.
+pub const BLK_PID: u64 = 12;
+/// Offset of a free block's "next in class" link.
+pub const BLK_NEXT: u64 = 16;
+/// Offset of a free block's "previous in class" link.
+pub const BLK_PREV: u64 = 24;
+/// Bytes of the size footer at the end of a free block.
+pub const BLK_FOOTER: u64 = 8;
 
 /// Heap failures. None of them leaves the heap inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +255,7 @@ impl<'a> Heap<'a> {
             return Err(HeapError::Corrupt(format!("block {b:#x} off the block grid")));
         }
         let sf = self.size_word(b)?.load(Relaxed);
-        let magic = self.word32(b + 8)?.load(Relaxed);
+        let magic = self.word32(b + BLK_MAGIC)?.load(Relaxed);
         let size = sf & !FLAG_MASK;
         if magic != BLOCK_MAGIC || size < GRANULE || b.checked_add(size).is_none_or(|e| e > self.lay.data_end) {
             return Err(HeapError::Corrupt(format!("block header at {b:#x} is damaged")));
@@ -255,7 +265,7 @@ impl<'a> Heap<'a> {
 
     #[inline]
     fn write_header(&self, b: u64, size: u64, flags: u64) -> Result<(), HeapError> {
-        self.word32(b + 8)?.store(BLOCK_MAGIC, Relaxed);
+        self.word32(b + BLK_MAGIC)?.store(BLOCK_MAGIC, Relaxed);
         self.size_word(b)?.store(size | flags, Relaxed);
         Ok(())
     }
@@ -270,7 +280,7 @@ impl<'a> Heap<'a> {
 
     #[inline]
     fn set_footer(&self, b: u64, size: u64) -> Result<(), HeapError> {
-        self.word(b + size - 8)?.store(size, Relaxed);
+        self.word(b + size - BLK_FOOTER)?.store(size, Relaxed);
         Ok(())
     }
 
@@ -289,11 +299,11 @@ impl<'a> Heap<'a> {
         }
         let head = self.head(fl, sl);
         let old = head.load(Relaxed);
-        self.word(b + 16)?.store(old, Relaxed);
-        self.word(b + 24)?.store(0, Relaxed);
+        self.word(b + BLK_NEXT)?.store(old, Relaxed);
+        self.word(b + BLK_PREV)?.store(0, Relaxed);
         if old != 0 {
             self.check_free_block(old, fl, sl)?;
-            self.word(old + 24)?.store(b, Relaxed);
+            self.word(old + BLK_PREV)?.store(b, Relaxed);
         }
         head.store(b, Relaxed);
         or32(&self.meta.sl_bitmap[fl], 1 << sl);
@@ -314,15 +324,15 @@ impl<'a> Heap<'a> {
     #[inline]
     fn remove_free(&self, b: u64, size: u64) -> Result<(), HeapError> {
         let (fl, sl) = mapping_insert(size / GRANULE);
-        let next = self.word(b + 16)?.load(Relaxed);
-        let prev = self.word(b + 24)?.load(Relaxed);
+        let next = self.word(b + BLK_NEXT)?.load(Relaxed);
+        let prev = self.word(b + BLK_PREV)?.load(Relaxed);
         if next != 0 {
             self.check_free_block(next, fl, sl)?;
-            self.word(next + 24)?.store(prev, Relaxed);
+            self.word(next + BLK_PREV)?.store(prev, Relaxed);
         }
         if prev != 0 {
             self.check_free_block(prev, fl, sl)?;
-            self.word(prev + 16)?.store(next, Relaxed);
+            self.word(prev + BLK_NEXT)?.store(next, Relaxed);
         } else {
             let head = self.head(fl, sl);
             if head.load(Relaxed) != b {
@@ -382,7 +392,7 @@ impl<'a> Heap<'a> {
         }
         let b = self.lay.data_off;
         self.write_header(b, size, 0)?;
-        self.word32(b + 12)?.store(0, Relaxed);
+        self.word32(b + BLK_PID)?.store(0, Relaxed);
         self.set_footer(b, size)?;
         self.set_start(b, true)?;
         self.insert_free(b, size)?;
@@ -459,7 +469,7 @@ impl<'a> Heap<'a> {
             // of sizes stays walkable if we die in between.
             let r = b + need;
             self.write_header(r, rest, 0)?;
-            self.word32(r + 12)?.store(0, Relaxed);
+            self.word32(r + BLK_PID)?.store(0, Relaxed);
             self.set_footer(r, rest)?;
             self.set_start(r, true)?;
             crate::failpoint::hit("heap.mid_split");
@@ -473,7 +483,7 @@ impl<'a> Heap<'a> {
             }
             size
         };
-        self.word32(b + 12)?.store(pid, Relaxed);
+        self.word32(b + BLK_PID)?.store(pid, Relaxed);
         self.set_flags(b, USED, 0)?;
         add(&self.meta.used_bytes, used_size);
         add(&self.meta.used_blocks, 1);
@@ -559,7 +569,7 @@ impl<'a> Heap<'a> {
         }
         // Merge with the previous block.
         if flags & PREV_FREE != 0 {
-            let psize = self.word(b - 8)?.load(Relaxed);
+            let psize = self.word(b - BLK_FOOTER)?.load(Relaxed);
             let p = b.checked_sub(psize).filter(|&p| self.on_grid(p));
             let Some(p) = p else {
                 return Err(HeapError::Corrupt(format!("bad footer before block {b:#x}")));
@@ -603,7 +613,7 @@ impl<'a> Heap<'a> {
                 Ok((size, _)) => best = best.max(size),
                 Err(_) => break,
             }
-            b = self.word(b + 16).map(|w| w.load(Relaxed)).unwrap_or(0);
+            b = self.word(b + BLK_NEXT).map(|w| w.load(Relaxed)).unwrap_or(0);
             steps += 1;
         }
         best
@@ -699,7 +709,7 @@ impl<'a> Heap<'a> {
                 if prev_free && bad.is_none() {
                     bad = Some(format!("adjacent free blocks at {b:#x}"));
                 }
-                let footer = self.word(b + size - 8).map(|w| w.load(Relaxed)).unwrap_or(0);
+                let footer = self.word(b + size - BLK_FOOTER).map(|w| w.load(Relaxed)).unwrap_or(0);
                 if footer != size && bad.is_none() {
                     bad = Some(format!("footer of {b:#x} is {footer}, size {size}"));
                 }
@@ -731,7 +741,7 @@ impl<'a> Heap<'a> {
                 let mut prev = 0;
                 while b != 0 {
                     self.check_free_block(b, fl, sl)?;
-                    if self.word(b + 24)?.load(Relaxed) != prev {
+                    if self.word(b + BLK_PREV)?.load(Relaxed) != prev {
                         return corrupt(format!("back link wrong at {b:#x}"));
                     }
                     listed += 1;
@@ -739,7 +749,7 @@ impl<'a> Heap<'a> {
                         return corrupt("free lists longer than the free blocks (cycle?)".into());
                     }
                     prev = b;
-                    b = self.word(b + 16)?.load(Relaxed);
+                    b = self.word(b + BLK_NEXT)?.load(Relaxed);
                 }
             }
             let fl_bit = self.meta.fl_bitmap.load(Relaxed) & (1 << fl) != 0;

@@ -156,7 +156,10 @@ impl<H: Host> Ring<H> {
             }
             let holder = (cur >> 32) as u32;
             let takeover = cur != 0;
-            if takeover && (holder == pid || self.host.liveness(holder) == Liveness::Alive) {
+            // Our own pid: held only if one of our handles holds exactly that token (a peer's
+            // garbage with our pid and another serial must not lock us out for good).
+            let held = if holder == pid { held_here(cur) } else { self.host.liveness(holder) == Liveness::Alive };
+            if takeover && held {
                 return Err(QueueError::RoleTaken { name: self.name.clone(), role: role.name(), pid: holder });
             }
             if word.compare_exchange(cur, token, SeqCst, Relaxed).is_ok() {
@@ -176,11 +179,17 @@ impl<H: Host> Ring<H> {
         match pos {
             Ok(pos) => {
                 *side = SpscSide { token, forks, pos, held: false };
+                live_tokens(|t| {
+                    if !t.contains(&token) {
+                        t.push(token);
+                    }
+                });
                 Ok(())
             }
             Err(e) => {
                 // Do not keep a role we cannot use; the next call tries again.
                 let _ = word.compare_exchange(token, 0, SeqCst, Relaxed);
+                live_tokens(|t| t.retain(|&x| x != token));
                 *side = SpscSide::default();
                 Err(e)
             }
@@ -214,6 +223,7 @@ impl<H: Host> Ring<H> {
     /// Give up a role held by `side` (if this process holds it).
     pub(crate) fn drop_role(&self, side: &mut SpscSide, role: Role) {
         if side.token != 0 && (side.token >> 32) as u32 == self.host.pid() {
+            live_tokens(|t| t.retain(|&x| x != side.token));
             if let Ok(h) = self.header() {
                 let _ = Self::role_word(h, role).compare_exchange(side.token, 0, SeqCst, Relaxed);
             }
@@ -470,4 +480,23 @@ impl Ring {
         side.held = false;
         Ok(())
     }
+}
+
+/// Run `f` on the SPSC role tokens held by this process's handles: a role word naming our
+/// pid is ours only if it is one of them.
+fn live_tokens<R>(f: impl FnOnce(&mut Vec<u64>) -> R) -> R {
+    static LIVE: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    f(&mut LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Whether one of this process's handles holds `token`. (In the loom model, where model
+/// processes share the real one, a token naming our pid is always treated as held.)
+#[cfg(not(all(loom, test)))]
+fn held_here(token: u64) -> bool {
+    live_tokens(|t| t.contains(&token))
+}
+
+#[cfg(all(loom, test))]
+fn held_here(_token: u64) -> bool {
+    true
 }

@@ -118,6 +118,20 @@ const _: () = {
     assert!(std::mem::offset_of!(OwnerLock, epoch) == 20);
 };
 
+/// `(field, offset, size)` of every word of [`OwnerLock`] (its fields stay private), for
+/// tools that aim at them (the cross-object spray suite).
+#[cfg(not(loom))]
+pub const FIELDS: [(&str, usize, usize); 5] = {
+    use std::mem::offset_of;
+    [
+        ("word", offset_of!(OwnerLock, word), size_of::<AtomicU32>()),
+        ("pid", offset_of!(OwnerLock, pid), size_of::<AtomicU32>()),
+        ("start", offset_of!(OwnerLock, start), size_of::<AtomicU64>()),
+        ("tid", offset_of!(OwnerLock, tid), size_of::<AtomicU32>()),
+        ("epoch", offset_of!(OwnerLock, epoch), size_of::<AtomicU32>()),
+    ]
+};
+
 // SAFETY: a #[repr(C)] aggregate of atomics: valid for every bit pattern, shared between
 // processes only through atomic operations.
 unsafe impl ShmSafe for OwnerLock {}
