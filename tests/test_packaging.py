@@ -18,9 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 HOOK = """
 import json, sys
-sys.path.insert(0, "build_backend")
-import shmkit_build
-print(json.dumps(getattr(shmkit_build, sys.argv[1])()))
+sys.path.insert(0, "tools")
+import build_backend
+print(json.dumps(getattr(build_backend, sys.argv[1])()))
 """
 
 
@@ -86,7 +86,7 @@ def test_sdist_carries_the_backend_and_the_license(tmp_path: pathlib.Path) -> No
         "pyproject.toml",
         "Cargo.toml",
         "Cargo.lock",
-        "build_backend/shmkit_build.py",
+        "tools/build_backend.py",
         "LICENSE",
         "README.md",
         "python/shmkit/__init__.py",

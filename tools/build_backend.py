@@ -51,16 +51,16 @@ def _check_rust() -> None:
 
 def get_requires_for_build_wheel(config_settings: Mapping[str, Any] | None = None) -> list[str]:
     _check_rust()
-    return maturin.get_requires_for_build_wheel(config_settings)
+    return list(maturin.get_requires_for_build_wheel(config_settings))
 
 
 def get_requires_for_build_editable(
     config_settings: Mapping[str, Any] | None = None,
 ) -> list[str]:
     _check_rust()
-    return maturin.get_requires_for_build_editable(config_settings)
+    return list(maturin.get_requires_for_build_editable(config_settings))
 
 
 def get_requires_for_build_sdist(config_settings: Mapping[str, Any] | None = None) -> list[str]:
     _check_rust()
-    return maturin.get_requires_for_build_sdist(config_settings)
+    return list(maturin.get_requires_for_build_sdist(config_settings))
