@@ -160,3 +160,21 @@ def test_check_wheel_reads_the_glibc_floor_of_the_extension(tmp_path: pathlib.Pa
     )
     r = check_wheel("--abi3", plain)
     assert r.returncode == 1 and "expected cp3X-abi3" in r.stdout
+
+
+def test_wheel_smoke_says_which_python_is_missing(tmp_path: pathlib.Path) -> None:
+    """.ci/wheel-smoke needs Python 3.9 and 3.13 (pyenv's, or on PATH): without them it stops
+    before building anything, naming what to install."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    r = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "wheel-smoke")],
+        env={"PATH": f"{empty}:/usr/bin:/bin", "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAILED: no usable Python 3.9" in r.stderr and "pyenv install 3.9" in r.stderr
+    assert "maturin" not in r.stdout
