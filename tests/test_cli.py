@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import shmkit
 from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
+from shmkit.api import Client
 from shmkit.cli import Exit
 
 MiB = 1 << 20
@@ -49,9 +50,9 @@ def shm_path(root: str, name: str) -> pathlib.Path:
     return pathlib.Path(f"/dev/shm/{root}-{name}")
 
 
-def start_api_server(name: str, root: str) -> subprocess.Popen[str]:
+def start_api_server(name: str, root: str, **kw: object) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, API_SERVER, name, root, "0.05"],
+        [sys.executable, API_SERVER, name, root, "0.05", json.dumps(kw)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.PIPE,
@@ -192,6 +193,16 @@ def test_unanswered_ping_times_out_exits_7(root: str) -> None:
         assert "api" in line
     finally:
         os.kill(server.pid, signal.SIGCONT)
+        kill9(server)
+
+
+def test_other_failures_exit_1(root: str) -> None:
+    # A shmkit refusal that is no mistake of the caller: the API's client table is full.
+    server = start_api_server("api", root, max_clients=1)
+    try:
+        with Client.connect("api", "the-only-one", root=root, timeout=10):
+            fails(Exit.FAILED, "api", "ping", "api", "--root", root, says="client slots")
+    finally:
         kill9(server)
 
 
