@@ -17,16 +17,16 @@ build-dev: ## Rebuild the extension in place (release profile)
 .PHONY: format
 format: ## Format Rust and Python
 	cargo fmt
-	$(PY) -m ruff format python tests benches tools
-	$(PY) -m ruff check --fix python tests benches tools
+	$(PY) -m ruff format python tests benches examples tools .ci/check-wheel.py .ci/smoke.py
+	$(PY) -m ruff check --fix python tests benches examples tools .ci/check-wheel.py .ci/smoke.py
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings
-	$(PY) -m ruff format --check python tests benches tools
-	$(PY) -m ruff check python tests benches tools
+	$(PY) -m ruff format --check python tests benches examples tools .ci/check-wheel.py .ci/smoke.py
+	$(PY) -m ruff check python tests benches examples tools .ci/check-wheel.py .ci/smoke.py
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest shmkit._native --allowlist .stubtest-allowlist
 

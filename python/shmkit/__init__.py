@@ -15,8 +15,8 @@ from shmkit._native import (
     Region,
     Reserved,
     ShmView,
-    __version__,
 )
+from shmkit._version import __version__
 from shmkit.errors import (
     CapacityError,
     ClosedError,
@@ -36,7 +36,7 @@ from shmkit.errors import (
     StaleRegionError,
     VersionMismatchError,
 )
-from shmkit.registry import ClientInfo, RegionInfo, ScanReport, regions, scan
+from shmkit.registry import ClientInfo, RegionInfo, Removal, ScanReport, regions, remove, scan
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -60,6 +60,7 @@ __all__ = [
     "Region",
     "RegionInfo",
     "RegionTruncatedError",
+    "Removal",
     "Reserved",
     "ScanReport",
     "ShmView",
@@ -70,5 +71,6 @@ __all__ = [
     "memif",
     "netmap",
     "regions",
+    "remove",
     "scan",
 ]

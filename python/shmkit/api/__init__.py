@@ -18,6 +18,7 @@ from shmkit.api.client import (
 from shmkit.api.handle import Handle
 from shmkit.api.messages import Message, MessageError, define, struct_type
 from shmkit.api.server import ClientInfo, Server, ServerRunningError
+from shmkit.api.show import NotAnApiError
 from shmkit.api.trace import Trace
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Handle",
     "Message",
     "MessageError",
+    "NotAnApiError",
     "Server",
     "ServerGoneError",
     "ServerRestartedError",

@@ -590,7 +590,7 @@ class Server(ClientLifecycle):
         """Every counter (:data:`~shmkit.api.state.COUNTERS`), as this server counted."""
         with self._lock:
             self.flush_counters()
-            return dict(zip(COUNTERS, self._totals, strict=True))
+            return dict(zip(COUNTERS, self._totals))
 
     def ring_stats(self) -> list[dict[str, Any]]:
         return self.rings.ring_stats()

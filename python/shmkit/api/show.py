@@ -7,12 +7,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from shmkit import MsgRings, Queue, Region
+from shmkit._format import table
 from shmkit._native import process_alive as _alive
-from shmkit.api.state import ApiState, ClientEntry
+from shmkit.api.state import OBJECT, ApiState, ClientEntry
 from shmkit.api.takeover import RINGS
 from shmkit.errors import CorruptionError, ShmkitError
 
-__all__ = ["ApiView", "describe", "format_view"]
+__all__ = ["ApiView", "NotAnApiError", "describe", "format_view"]
+
+
+class NotAnApiError(ShmkitError):
+    """The region exists but holds no shmkit binary API (no ``api/state`` object)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,12 @@ def describe(name: str, root: str | None = None, *, wait: float = 1.0) -> ApiVie
     """Read the API region ``name``: server, counters, clients, ring stats."""
     region = Region.open(name, root=root, timeout=1.0)
     try:
+        try:
+            region.find_object(OBJECT)
+        except FileNotFoundError:
+            raise NotAnApiError(
+                f"region {name!r} holds no shmkit API (no {OBJECT!r} object)"
+            ) from None
         state, rings, (epoch, pid, start) = _open(region, name, wait)
         beat = state.head()[3]
         now = time.monotonic_ns()
@@ -96,8 +107,6 @@ def describe(name: str, root: str | None = None, *, wait: float = 1.0) -> ApiVie
 
 
 def format_view(v: ApiView) -> str:
-    from shmkit.cli import table
-
     alive = "alive" if v.server_alive else "NOT RUNNING"
     lines = [f"API {v.name}: server pid {v.server_pid} ({alive}), epoch {v.epoch}"]
     rows = []

@@ -169,7 +169,7 @@ class ApiState:
     # ---------------------------------------------------------------- counters, clients
 
     def counters(self) -> dict[str, int]:
-        return dict(zip(COUNTERS, _COUNTS.unpack_from(self.view, COUNTERS_OFF), strict=True))
+        return dict(zip(COUNTERS, _COUNTS.unpack_from(self.view, COUNTERS_OFF)))
 
     def entry(self, index: int) -> ClientEntry | None:
         off = CLIENTS_OFF + index * ENTRY.size

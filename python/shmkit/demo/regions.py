@@ -9,7 +9,7 @@ import signal
 from multiprocessing.connection import Connection
 
 import shmkit
-from shmkit.cli import regions_table
+from shmkit._format import regions_table
 
 NAME = "tour"
 SIZE = 4 << 20

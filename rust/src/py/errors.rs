@@ -99,6 +99,7 @@ impl From<RegionError> for PyErr {
             RegionError::ObjectExists { path, .. } => PyOSError::new_err((libc::EEXIST, msg, path)),
             RegionError::ObjectNotFound { path, .. } => PyOSError::new_err((libc::ENOENT, msg, path)),
             RegionError::Closed => closed(msg),
+            RegionError::Busy { path, .. } => PyOSError::new_err((libc::EBUSY, msg, path)),
             RegionError::Truncated { .. } => region_truncated(msg),
         }
     }

@@ -51,7 +51,7 @@ mod native {
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
-    use super::region::{list_regions, process_alive, process_start_time, scan_root, PyRegion};
+    use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

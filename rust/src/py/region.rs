@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView};
 
 use super::buffer::{InBuf, OutBuf, ShmView};
-use crate::region::registry::{self, EntryState, RegionEntry};
+use crate::region::registry::{self, EntryState, RegionEntry, ScanMode};
 use crate::region::{kind, ClientInfo, ObjectInfo, Region, RegionOptions};
 
 use super::shield::{shielded, Shielded};
@@ -508,19 +508,23 @@ pub(crate) fn borrow_fd<'a>(fd: i32) -> PyResult<BorrowedFd<'a>> {
         .map_err(|e| super::errors::os_error(e.raw_os_error().unwrap_or(libc::EBADF), "fd", &format!("fd {fd}")))
 }
 
-fn entry_dict<'py>(py: Python<'py>, e: &RegionEntry) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("root", &e.root)?;
-    d.set_item("name", &e.name)?;
-    d.set_item("path", &e.path)?;
-    let (state, detail) = match &e.state {
+fn state_text(state: &EntryState) -> (&'static str, String) {
+    match state {
         EntryState::Ready => ("ready", String::new()),
         EntryState::Initialising => ("initialising", String::new()),
         EntryState::Stale => ("stale", String::new()),
         EntryState::Invalid(why) => ("invalid", why.clone()),
         EntryState::OtherVersion(v) => ("other-version", format!("layout version {v}")),
         EntryState::Inaccessible(why) => ("inaccessible", why.clone()),
-    };
+    }
+}
+
+fn entry_dict<'py>(py: Python<'py>, e: &RegionEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("root", &e.root)?;
+    d.set_item("name", &e.name)?;
+    d.set_item("path", &e.path)?;
+    let (state, detail) = state_text(&e.state);
     d.set_item("state", state)?;
     d.set_item("detail", detail)?;
     d.set_item("size", e.size)?;
@@ -548,15 +552,36 @@ pub fn list_regions<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Boun
 }
 
 shielded! {
-/// Clean up a root; returns `{"ghosts": [(name, pid)], "removed": [(name, why)], "errors": [...]}`.
+/// Clean up a root (or, with `dry_run`, report what it would clean up, changing nothing);
+/// returns `{"ghosts": [(name, pid)], "removed": [(name, why)], "errors": [...], "dry_run": bool}`.
 #[pyfunction]
-#[pyo3(signature = (root=None))]
-pub fn scan_root<'py>(py: Python<'py>, root: Option<String>) -> PyResult<Bound<'py, PyDict>> {
-    let report = py.detach(|| registry::scan(root.as_deref()))?;
+#[pyo3(signature = (root=None, dry_run=false))]
+pub fn scan_root<'py>(py: Python<'py>, root: Option<String>, dry_run: bool) -> PyResult<Bound<'py, PyDict>> {
+    let mode = if dry_run { ScanMode::DryRun } else { ScanMode::Clean };
+    let report = py.detach(|| registry::scan_with(root.as_deref(), mode))?;
     let d = PyDict::new(py);
     d.set_item("ghosts", report.ghosts)?;
     d.set_item("removed", report.removed)?;
     d.set_item("errors", report.errors)?;
+    d.set_item("dry_run", report.dry_run)?;
+    Ok(d)
+}
+}
+
+shielded! {
+/// Unlink the region `name` of `root` (see `registry::remove`); returns
+/// `{"name", "path", "state", "detail", "live_clients"}`.
+#[pyfunction]
+#[pyo3(signature = (name, root=None, force=false))]
+pub fn remove_region<'py>(py: Python<'py>, name: String, root: Option<String>, force: bool) -> PyResult<Bound<'py, PyDict>> {
+    let removal = py.detach(|| registry::remove(root.as_deref(), &name, force))?;
+    let d = PyDict::new(py);
+    d.set_item("name", removal.name)?;
+    d.set_item("path", removal.path)?;
+    let (state, detail) = state_text(&removal.state);
+    d.set_item("state", state)?;
+    d.set_item("detail", detail)?;
+    d.set_item("live_clients", removal.live_clients)?;
     Ok(d)
 }
 }

@@ -118,6 +118,19 @@ pub enum RegionError {
         /// The object.
         name: String,
     },
+    /// Live processes still use the region; removing it needs `force`. Python: `OSError`
+    /// with `EBUSY`.
+    #[error(
+        "region {path} is {what} live process(es) {pids:?}: not removed (force removes it; they keep their mapping)"
+    )]
+    Busy {
+        /// The region.
+        path: String,
+        /// How they use it ("mapped by", "being created by").
+        what: String,
+        /// Their pids.
+        pids: Vec<u32>,
+    },
     /// The region handle was closed.
     #[error("region is closed")]
     Closed,

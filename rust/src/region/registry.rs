@@ -2,11 +2,13 @@
 //!
 //! `list` reads every `/dev/shm/<root>-*` file read-only (it never registers itself as a
 //! client and never writes); `scan` is the janitor: it removes ghost client pids, regions
-//! whose clients all died, and files whose creator died before they became ready. Files that
-//! are not shmkit regions are reported, never touched; neither are other users' files
-//! (listed with their owner, skipped by `scan` with a note in its errors). Files are opened
-//! with `O_NOFOLLOW | O_NONBLOCK`: a symbolic link or a FIFO squatting a name is reported as
-//! invalid, never followed or waited on.
+//! whose clients all died, and files whose creator died before they became ready (a dry run
+//! reports the same without changing anything). Files that are not shmkit regions are
+//! reported, never touched; neither are other users' files (listed with their owner, skipped
+//! by `scan` with a note in its errors). Files are opened with `O_NOFOLLOW | O_NONBLOCK`: a
+//! symbolic link or a FIFO squatting a name is reported as invalid, never followed or waited
+//! on. `remove` unlinks one region of one's own by name, and refuses one that live processes
+//! still map (unless forced: they keep their mapping, the name goes).
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -184,14 +186,31 @@ pub struct ScanReport {
     pub removed: Vec<(String, String)>,
     /// `(region name, error)` of regions that could not be scanned.
     pub errors: Vec<(String, String)>,
+    /// Whether this was a dry run: the ghosts and regions above would be removed, nothing was.
+    pub dry_run: bool,
+}
+
+/// Whether `scan` changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Remove ghosts and dead regions.
+    Clean,
+    /// Report what `Clean` would remove, changing nothing.
+    DryRun,
 }
 
 /// Clean up a root: drop ghost pids, remove regions whose clients all died and files whose
 /// creator died before they were ready. Only files owned by this process's effective uid are
 /// touched; other users' are noted in the report's errors.
 pub fn scan(root: Option<&str>) -> Result<ScanReport> {
+    scan_with(root, ScanMode::Clean)
+}
+
+/// [`scan`], or with [`ScanMode::DryRun`] the report of what it would do, changing nothing.
+pub fn scan_with(root: Option<&str>, mode: ScanMode) -> Result<ScanReport> {
     let root = roots_of(root)?;
-    let mut report = ScanReport::default();
+    let dry = mode == ScanMode::DryRun;
+    let mut report = ScanReport { dry_run: dry, ..ScanReport::default() };
     let opts = RegionOptions { root: Some(root.clone()), ..RegionOptions::default() };
     let me = trust::expected_uid(&opts);
     for entry in list(Some(&root))? {
@@ -204,6 +223,21 @@ pub fn scan(root: Option<&str>) -> Result<ScanReport> {
             continue;
         }
         match entry.state {
+            EntryState::Stale if dry => {
+                report.removed.push((entry.name.clone(), "creator died before the region was ready".into()))
+            }
+            EntryState::Ready if dry => match Region::inspect(backing, &opts) {
+                Ok(r) => {
+                    let clients = r.clients();
+                    let dead: Vec<u32> = clients.iter().filter(|c| !c.alive).map(|c| c.pid).collect();
+                    report.ghosts.extend(dead.iter().map(|&pid| (entry.name.clone(), pid)));
+                    // As `Region::is_orphaned` will find it once the ghosts are gone.
+                    if dead.len() == clients.len() && r.header().clean_idle.load(Ordering::Relaxed) == 0 {
+                        report.removed.push((entry.name.clone(), orphan_reason(dead.len())));
+                    }
+                }
+                Err(err) => report.errors.push((entry.name.clone(), err.to_string())),
+            },
             EntryState::Stale => match Region::remove_if_stale(&backing, &opts) {
                 Ok(true) => {
                     report.removed.push((entry.name.clone(), "creator died before the region was ready".into()))
@@ -216,12 +250,7 @@ pub fn scan(root: Option<&str>) -> Result<ScanReport> {
                     let ghosts = r.scan_ghosts()?;
                     report.ghosts.extend(ghosts.iter().map(|&pid| (entry.name.clone(), pid)));
                     if r.is_orphaned() && r.unlink().is_ok() {
-                        let why = if ghosts.is_empty() {
-                            "orphaned: its clients all died".to_owned()
-                        } else {
-                            format!("orphaned: all {} clients died", ghosts.len())
-                        };
-                        report.removed.push((entry.name.clone(), why));
+                        report.removed.push((entry.name.clone(), orphan_reason(ghosts.len())));
                     }
                     Ok(())
                 });
@@ -234,4 +263,74 @@ pub fn scan(root: Option<&str>) -> Result<ScanReport> {
         }
     }
     Ok(report)
+}
+
+fn orphan_reason(ghosts: usize) -> String {
+    if ghosts == 0 {
+        "orphaned: its clients all died".to_owned()
+    } else {
+        format!("orphaned: all {ghosts} clients died")
+    }
+}
+
+/// What [`remove`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Region name.
+    pub name: String,
+    /// The file that was unlinked.
+    pub path: String,
+    /// The state it was in.
+    pub state: EntryState,
+    /// Live processes that still map it (only when forced): they keep their mapping.
+    pub live_clients: Vec<u32>,
+}
+
+/// Unlink the region `name` of `root`. Only a file owned by this process's effective uid is
+/// removed (else [`RegionError::Refused`]). Without `force`, a region that live processes
+/// map, or that a live creator is still initialising, is refused ([`RegionError::Busy`]), and
+/// so is a file that is not a region of this layout version ([`RegionError::NotARegion`],
+/// [`RegionError::VersionMismatch`]); with `force` each is unlinked all the same (processes
+/// that map it keep their memory until they close it; the name is free at once).
+pub fn remove(root: Option<&str>, name: &str, force: bool) -> Result<Removal> {
+    let root = roots_of(root)?;
+    let (root, file) = name::shm_file(Some(&root), name)?;
+    let backing = Backing::Shm { root: root.clone(), name: name.to_owned(), file: file.clone() };
+    let path = backing.display();
+    let info = sysfd::path_info(Path::new(&path)).map_err(|e| RegionError::os("remove", path.clone(), e))?;
+    let opts = RegionOptions { root: Some(root.clone()), ..RegionOptions::default() };
+    trust::check_owner(&info, &opts, &path)?;
+    let entry = describe(&root, name, &file);
+    let mut removal =
+        Removal { name: name.to_owned(), path: path.clone(), state: entry.state.clone(), live_clients: vec![] };
+    let busy = |pids: Vec<u32>, what: &str| RegionError::Busy { path: path.clone(), what: what.to_owned(), pids };
+    match entry.state {
+        EntryState::Ready => match Region::inspect(backing, &opts) {
+            Ok(region) => {
+                removal.live_clients = region.clients().iter().filter(|c| c.alive).map(|c| c.pid).collect();
+                if !force && !removal.live_clients.is_empty() {
+                    return Err(busy(removal.live_clients, "mapped by"));
+                }
+                region.unlink()?;
+            }
+            Err(err) if !force => return Err(err),
+            Err(_) => sysfd::shm_unlink(&file).map_err(|e| RegionError::os("unlink", path.clone(), e))?,
+        },
+        EntryState::Stale if Region::remove_if_stale(&backing, &opts)? => {}
+        EntryState::Stale | EntryState::Initialising if !force => {
+            return Err(busy(vec![entry.creator_pid].into_iter().filter(|&p| p != 0).collect(), "being created by"));
+        }
+        EntryState::Invalid(reason) if !force => return Err(RegionError::NotARegion { path, reason }),
+        EntryState::OtherVersion(found) if !force => {
+            return Err(RegionError::VersionMismatch { path, found, expected: LAYOUT_VERSION })
+        }
+        EntryState::Inaccessible(why) if !force => {
+            return Err(RegionError::Refused {
+                path,
+                reason: format!("cannot be read ({why}); force removes it unread"),
+            })
+        }
+        _ => sysfd::shm_unlink(&file).map_err(|e| RegionError::os("unlink", path.clone(), e))?,
+    }
+    Ok(removal)
 }
