@@ -22,74 +22,40 @@ class ShmView:
 class Region:
     @staticmethod
     def create(
-        name: str,
+        name: str | PathLike[str],
         size: int,
         *,
         root: str | None = None,
         mode: int = 0o600,
         uid: int | None = None,
         gid: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = 5.0,
         auto_unlink: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: float | None = 5.0,
     ) -> Region: ...
     @staticmethod
     def open(
-        name: str,
+        name: str | PathLike[str],
         *,
         root: str | None = None,
         mode: int = 0o600,
         uid: int | None = None,
         gid: int | None = None,
-        timeout: float | None = None,
-        lock_timeout: float | None = None,
+        timeout: float | None = 5.0,
+        lock_timeout: float | None = 5.0,
     ) -> Region: ...
     @staticmethod
     def find_or_create(
-        name: str,
+        name: str | PathLike[str],
         size: int,
         *,
         root: str | None = None,
         mode: int = 0o600,
         uid: int | None = None,
         gid: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = 5.0,
         auto_unlink: bool = False,
-        lock_timeout: float | None = None,
-    ) -> Region: ...
-    @staticmethod
-    def create_file(
-        path: str | PathLike[str],
-        size: int,
-        *,
-        mode: int = 0o600,
-        uid: int | None = None,
-        gid: int | None = None,
-        timeout: float | None = None,
-        auto_unlink: bool = False,
-        lock_timeout: float | None = None,
-    ) -> Region: ...
-    @staticmethod
-    def open_file(
-        path: str | PathLike[str],
-        *,
-        mode: int = 0o600,
-        uid: int | None = None,
-        gid: int | None = None,
-        timeout: float | None = None,
-        lock_timeout: float | None = None,
-    ) -> Region: ...
-    @staticmethod
-    def find_or_create_file(
-        path: str | PathLike[str],
-        size: int,
-        *,
-        mode: int = 0o600,
-        uid: int | None = None,
-        gid: int | None = None,
-        timeout: float | None = None,
-        auto_unlink: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: float | None = 5.0,
     ) -> Region: ...
     @staticmethod
     def create_anonymous(
@@ -99,6 +65,7 @@ class Region:
         mode: int = 0o600,
         uid: int | None = None,
         gid: int | None = None,
+        lock_timeout: float | None = 5.0,
     ) -> Region: ...
     @staticmethod
     def from_fd(
@@ -107,8 +74,8 @@ class Region:
         mode: int = 0o600,
         uid: int | None = None,
         gid: int | None = None,
-        timeout: float | None = None,
-        lock_timeout: float | None = None,
+        timeout: float | None = 5.0,
+        lock_timeout: float | None = 5.0,
     ) -> Region: ...
     def alloc(self, n: int) -> int: ...
     def free(self, offset: int) -> None: ...
@@ -220,7 +187,7 @@ class MemifInterface:
         app_name: str = "shmkit",
         if_name: str | None = None,
         reconnect_interval: float = 0.5,
-        handshake_timeout: float = 5.0,
+        handshake_timeout: float | None = 5.0,
         socket_mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
@@ -276,7 +243,7 @@ class NetmapPort:
         rx_slots: int | None = None,
         buf_size: int | None = None,
         extra_bufs: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = 5.0,
         perm: int = 0o600,
     ) -> Self: ...
     @property
@@ -420,15 +387,13 @@ class Queue:
     def rebuild(
         region: Region, name: str, capacity: int, elsize: int, *, spsc: bool = False
     ) -> Queue: ...
-    def put(self, data: Buffer, timeout: float | None = None, *, block: bool = True) -> None: ...
-    def put_nowait(self, data: Buffer) -> None: ...
+    def put(self, item: Buffer, block: bool = True, timeout: float | None = None) -> None: ...
+    def put_nowait(self, item: Buffer) -> None: ...
     def try_put(self, data: Buffer) -> bool: ...
-    def get(self, timeout: float | None = None, *, block: bool = True) -> bytes: ...
+    def get(self, block: bool = True, timeout: float | None = None) -> bytes: ...
     def get_nowait(self) -> bytes: ...
     def try_get(self) -> bytes | None: ...
-    def get_into(
-        self, buffer: Buffer, timeout: float | None = None, *, block: bool = True
-    ) -> int: ...
+    def get_into(self, buffer: Buffer, block: bool = True, timeout: float | None = None) -> int: ...
     def put_many(self, items: Iterable[Buffer]) -> int: ...
     def get_many(self, max: int, timeout: float | None = 0.0) -> list[bytes]: ...
     def put_many_from(self, buffer: Buffer, itemsize: int) -> int: ...
@@ -440,10 +405,10 @@ class Queue:
         timeout: float | None = 0.0,
     ) -> int: ...
     def put_pair(
-        self, a: Buffer, b: Buffer, timeout: float | None = None, *, block: bool = True
+        self, a: Buffer, b: Buffer, block: bool = True, timeout: float | None = None
     ) -> None: ...
-    def borrow(self, timeout: float | None = None, *, block: bool = True) -> Borrowed: ...
-    def reserve(self, timeout: float | None = None, *, block: bool = True) -> Reserved: ...
+    def borrow(self, block: bool = True, timeout: float | None = None) -> Borrowed: ...
+    def reserve(self, block: bool = True, timeout: float | None = None) -> Reserved: ...
     def get_async(self, timeout: float | None = None) -> Coroutine[Any, Any, bytes]: ...
     def put_async(
         self, data: Buffer, timeout: float | None = None
@@ -492,9 +457,9 @@ class ApiPort:
         self, queue: Queue, items: Iterable[Buffer], pool: str = "server", to: int = 0
     ) -> int: ...
     def send_wait(
-        self, queue: Queue, data: Buffer, timeout: float, pool: str = "client", to: int = 0
+        self, queue: Queue, data: Buffer, timeout: float | None, pool: str = "client", to: int = 0
     ) -> bool: ...
-    def recv(self, queue: Queue, max: int = 256, timeout: float = 0.0) -> list[bytes]: ...
+    def recv(self, queue: Queue, max: int = 256, timeout: float | None = 0.0) -> list[bytes]: ...
     def recv_replies(
         self,
         queue: Queue,
@@ -502,7 +467,7 @@ class ApiPort:
         base: int,
         decoders: dict[int, Callable[[bytes], Any]],
         max: int = 256,
-        timeout: float = 0.0,
+        timeout: float | None = 0.0,
     ) -> tuple[int, list[bytes]]: ...
     def serve(
         self,
@@ -514,7 +479,7 @@ class ApiPort:
         failed: Callable[[BaseException, Any, Any, int], object],
         encode_reply: Callable[[Any, int], Buffer],
         max: int = 256,
-        timeout: float = 0.0,
+        timeout: float | None = 0.0,
     ) -> tuple[int, int, int, int]: ...
     def encode_calls(
         self,
@@ -532,7 +497,7 @@ class ApiPort:
         pool: str = "client",
         to: int = 0,
     ) -> int: ...
-    def wait(self, queue: Queue, timeout: float) -> bool: ...
+    def wait(self, queue: Queue, timeout: float | None) -> bool: ...
     def outbox(self) -> Outbox: ...
     def drain(self, queue: Queue) -> int: ...
     def take_invalid(self) -> int: ...

@@ -12,6 +12,7 @@ pub mod netmap;
 pub mod queue;
 pub mod region;
 pub mod shield;
+pub mod wait;
 
 use pyo3::prelude::*;
 

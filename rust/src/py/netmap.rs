@@ -4,9 +4,8 @@
 //! and builds Python objects.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
@@ -17,11 +16,12 @@ use super::region::duration;
 use crate::netmap::abi::{field_offsets, NetmapRing, NetmapSlot};
 use crate::netmap::kring::{accepts, dist, Dir, ReinitMode};
 use crate::netmap::pipe::{region_name, PipeOptions};
-use crate::netmap::port::{BoundRing, Packet, Port, PortOptions, POLLIN, POLLOUT, WAIT_SLICE};
+use crate::netmap::port::{BoundRing, Packet, Port, PortOptions, POLLERR, POLLIN, POLLOUT};
 use crate::netmap::NetmapError;
 use crate::sys::time::Deadline;
 
 use super::shield::{shielded, Shielded};
+use super::wait::{wait, Timeout};
 
 fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
     match s {
@@ -31,20 +31,29 @@ fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
     }
 }
 
-fn timeout_of(t: Option<f64>) -> PyResult<Option<Duration>> {
-    t.map(|s| duration(Some(s), Duration::ZERO)).transpose()
-}
-
-/// Poll with the GIL released, in bounded slices, checking for signals in between.
-fn wait(py: Python<'_>, port: &Port, events: u32, timeout: Option<Duration>) -> PyResult<u32> {
-    let deadline = Deadline::after(timeout);
-    loop {
-        let rev = py.detach(|| port.poll_slice(events, &deadline, WAIT_SLICE))?;
-        if rev != 0 || deadline.expired() {
-            return Ok(rev);
-        }
-        py.check_signals()?;
-    }
+/// Wait (see `py::wait`) until `attempt` returns `Some` or `timeout` passes, sleeping on
+/// the port's doorbell between attempts with one pass of netmap's poll for `events`. A pass
+/// that reports `POLLERR` (a ring was reinitialised, or the peer misbehaved) and none of
+/// `events` ends the wait (`Ok(None)`), as netmap's poll returns then.
+fn poll_wait<T>(
+    py: Python<'_>,
+    port: &Port,
+    events: u32,
+    timeout: Timeout,
+    mut attempt: impl FnMut() -> PyResult<Option<T>>,
+) -> PyResult<Option<T>> {
+    let failed = AtomicBool::new(false);
+    let got = wait(
+        py,
+        timeout,
+        || if failed.load(Ordering::Relaxed) { Ok(Some(None)) } else { Ok(attempt()?.map(Some)) },
+        |slice| {
+            let rev = port.poll_slice(events, &Deadline::after(Some(slice)), slice)?;
+            failed.store(rev & POLLERR != 0 && rev & events == 0, Ordering::Relaxed);
+            Ok::<_, NetmapError>(())
+        },
+    )?;
+    Ok(got.flatten())
 }
 
 /// Copy a packet's fragments into a new `bytes`.
@@ -73,7 +82,7 @@ shielded! {
 impl PyPort {
     #[new]
     #[pyo3(signature = (name, *, root=None, mode=None, ring=None, flags=0, reinit="strict", rings=None, slots=None,
-        tx_rings=None, rx_rings=None, tx_slots=None, rx_slots=None, buf_size=None, extra_bufs=None, timeout=None,
+        tx_rings=None, rx_rings=None, tx_slots=None, rx_slots=None, buf_size=None, extra_bufs=None, timeout=5.0,
         perm=0o600))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -105,7 +114,7 @@ impl PyPort {
             (x, y) => Ok(x.or(y)),
         };
         let opts = PortOptions {
-            pipe: PipeOptions { root, perm, timeout: duration(timeout, Duration::from_secs(5))? },
+            pipe: PipeOptions { root, perm, timeout: duration(timeout)? },
             mode,
             ringid: ring,
             flags,
@@ -262,7 +271,9 @@ impl PyPort {
     /// ring was reinitialised or the peer misbehaved), 0 on timeout. Releases the GIL.
     #[pyo3(signature = (timeout=None, events=POLLIN))]
     fn poll(&self, py: Python<'_>, timeout: Option<f64>, events: u32) -> PyResult<u32> {
-        wait(py, &self.inner, events, timeout_of(timeout)?)
+        let port = &self.inner;
+        let attempt = || Ok(Some(port.poll_once(events)?).filter(|&rev| rev != 0));
+        Ok(poll_wait(py, port, events, Timeout::new(timeout)?, attempt)?.unwrap_or(0))
     }
 
     /// An eventfd that is readable while a bound RX ring has packets to read.
@@ -305,7 +316,7 @@ impl PyPort {
     fn send(&self, py: Python<'_>, packets: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let bufs = packets.try_iter()?.map(|o| InBuf::get(&o?)).collect::<PyResult<Vec<_>>>()?;
         let slices: Vec<&[u8]> = bufs.iter().map(InBuf::as_slice).collect();
-        self.send_slices(py, &slices, timeout_of(timeout)?)
+        self.send_slices(py, &slices, Timeout::new(timeout)?)
     }
 
     /// Send a batch packed in one buffer: `data` holds the packets back to back, `sizes`
@@ -332,7 +343,7 @@ impl PyPort {
             slices.push(&bytes[at..at + l as usize]);
             at += l as usize;
         }
-        self.send_slices(py, &slices, timeout_of(timeout)?)
+        self.send_slices(py, &slices, Timeout::new(timeout)?)
     }
 
     /// Receive a batch: sync, copy out up to `max` packets as `bytes`, release them and sync
@@ -341,7 +352,7 @@ impl PyPort {
     fn recv<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let port = &self.inner;
-        self.receive(py, timeout_of(timeout)?, || {
+        self.receive(py, Timeout::new(timeout)?, || {
             port.consume::<PyErr>(max, |p| {
                 out.append(packet_bytes(py, port, p)?)?;
                 Ok(true)
@@ -371,7 +382,7 @@ impl PyPort {
         let cap = s.len() / 4;
         let port = &self.inner;
         let (mut count, mut at) = (0usize, 0usize);
-        self.receive(py, timeout_of(timeout)?, || {
+        self.receive(py, Timeout::new(timeout)?, || {
             port.consume::<PyErr>(cap - count, |p| {
                 if at + p.len > d.len() {
                     return Ok(false);
@@ -486,39 +497,22 @@ impl PyPort {
 }
 
 impl PyPort {
-    fn send_slices(&self, py: Python<'_>, slices: &[&[u8]], timeout: Option<Duration>) -> PyResult<usize> {
+    fn send_slices(&self, py: Python<'_>, slices: &[&[u8]], timeout: Timeout) -> PyResult<usize> {
         let port = &self.inner;
-        let mut sent = port.send(slices)?;
-        if sent == slices.len() || timeout == Some(Duration::ZERO) {
-            return Ok(sent);
-        }
-        let deadline = Deadline::after(timeout);
-        while sent < slices.len() {
-            let left = deadline.remaining();
-            if left.is_some_and(|d| d.is_zero()) {
-                break;
-            }
-            if wait(py, port, POLLOUT, left)? & POLLOUT == 0 {
-                break;
-            }
+        let mut sent = 0;
+        poll_wait(py, port, POLLOUT, timeout, || {
             sent += port.send(&slices[sent..])?;
-        }
+            Ok((sent == slices.len()).then_some(()))
+        })?;
         Ok(sent)
     }
 
-    /// rxsync, take, wait once if nothing came and a timeout allows, rxsync to release.
-    fn receive(
-        &self,
-        py: Python<'_>,
-        timeout: Option<Duration>,
-        mut take: impl FnMut() -> PyResult<usize>,
-    ) -> PyResult<usize> {
+    /// rxsync, take (waiting for packets if nothing came and `timeout` allows), rxsync again
+    /// to release what was taken.
+    fn receive(&self, py: Python<'_>, timeout: Timeout, mut take: impl FnMut() -> PyResult<usize>) -> PyResult<usize> {
         let port = &self.inner;
         port.rxsync()?;
-        let mut got = take()?;
-        if got == 0 && timeout != Some(Duration::ZERO) && wait(py, port, POLLIN, timeout)? & POLLIN != 0 {
-            got = take()?;
-        }
+        let got = poll_wait(py, port, POLLIN, timeout, || Ok(Some(take()?).filter(|&n| n > 0)))?.unwrap_or(0);
         if got > 0 {
             port.rxsync()?;
         }
