@@ -43,7 +43,16 @@ from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
 from shmkit.api.state import ApiState
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
-from shmkit.errors import CapacityError, CorruptionError, RegionTruncatedError, ShmkitError
+from shmkit.errors import (
+    CapacityError,
+    ConnectionDamagedError,
+    CorruptionError,
+    RegionTruncatedError,
+    ServerGoneError,
+    ServerRestartedError,
+    ShmkitError,
+    UnknownMessageError,
+)
 
 __all__ = [
     "Client",
@@ -62,23 +71,6 @@ IDLE_PERIOD = 0.02
 _unpack_header = HEADER.unpack_from
 _EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
-
-
-class ServerGoneError(ConnectionError, ShmkitError):
-    """The API server died (or closed)."""
-
-
-class ServerRestartedError(ConnectionError, ShmkitError):
-    """A new server took over; this connection's handle is stale. Connect again."""
-
-
-class ConnectionDamagedError(ConnectionError, ShmkitError):
-    """This client's queue in shared memory was damaged (another process wrote into it), so
-    the server dropped the connection. Connect again."""
-
-
-class UnknownMessageError(KeyError, ShmkitError):
-    """The server does not know this message (name or CRC differ): refusing to send it."""
 
 
 class RawMessage(Message):

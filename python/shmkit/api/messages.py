@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shmkit._native import Codec
+from shmkit.errors import MessageError
 
 __all__ = [
     "HEADER",
@@ -65,10 +66,6 @@ HEADER = struct.Struct(">HII")
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
 REGISTRY: dict[str, type[Message]] = {}
-
-
-class MessageError(ValueError):
-    """A message could not be encoded or decoded (bad value, truncated or garbage bytes)."""
 
 
 # ---------------------------------------------------------------- field types

@@ -41,6 +41,8 @@ mod native {
     #[pymodule_export]
     use super::build_features;
     #[pymodule_export]
+    use super::errors::ErrorField;
+    #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
     use super::msgring::PyMsgRings;
@@ -57,6 +59,7 @@ mod native {
         m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
         m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
+        super::errors::add_to(m)?;
         Ok(())
     }
 
