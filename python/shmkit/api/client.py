@@ -92,6 +92,8 @@ class Client:
     """A connection to an API server. Thread-safe. Use :meth:`connect`."""
 
     _owner: dict[str, Any]  # what the API region's owner and mode must be (Region.open)
+    #: how it connected (name, client name, root, timeout, queue capacity, keepalive): pickling
+    _connect_args: tuple[str, str, str | None, float, int, bool]
 
     def __init__(self) -> None:  # use connect()
         self._closed = True
@@ -116,6 +118,7 @@ class Client:
         ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region)."""
         self = cls.__new__(cls)
         self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
+        self._connect_args = (name, client_name, root, timeout, queue_capacity, keepalive_thread)
         self._setup(name, client_name, root, timeout, queue_capacity)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -123,6 +126,13 @@ class Client:
             )
             self._bg.start()
         return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling: a client pickles as how it connected, and unpickles by connecting again
+        (a new registration, with its own handle, in the receiving process), so
+        ``multiprocessing`` can hand it to a child with any start method."""
+        name, client_name, root, timeout, capacity, keepalive = self._connect_args
+        return (_reconnect, (name, client_name, root, timeout, capacity, keepalive, self._owner))
 
     # ---------------------------------------------------------------- connecting
 
@@ -696,3 +706,24 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"handle={self.handle}"
         return f"<shmkit.api.Client {self.client_name!r} of {self.name!r} {state}>"
+
+
+def _reconnect(
+    name: str,
+    client_name: str,
+    root: str | None,
+    timeout: float,
+    capacity: int,
+    keepalive: bool,
+    owner: dict[str, int],
+) -> Client:
+    """Unpickle a :class:`Client` (see ``Client.__reduce__``)."""
+    return Client.connect(
+        name,
+        client_name,
+        root=root,
+        timeout=timeout,
+        queue_capacity=capacity,
+        keepalive_thread=keepalive,
+        **owner,
+    )

@@ -130,6 +130,33 @@ impl PyPort {
         Ok(Self { inner: Shielded::new(Arc::new(port)) })
     }
 
+    /// Pickling: a port pickles as its end's name, binding (mode, ring, flags) and root, and
+    /// unpickles by opening that end again, so a process can hand a pipe end to a child with
+    /// any `multiprocessing` start method. Opening binds the end's rings in the receiver:
+    /// hand over an end this process does not use (netmap rings have one user each).
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let p = &self.inner;
+        let reopen = py.get_type::<Self>().getattr(pyo3::intern!(py, "_reopen"))?;
+        let root = p.region().root().map(str::to_owned);
+        let args = (p.port_name().end_name(), root, p.mode(), p.ringid(), p.flags(), p.reinit_mode().as_str());
+        Ok((reopen, args.into_pyobject(py)?))
+    }
+
+    /// Unpickle a port (see `__reduce__`): open the end `name` again.
+    #[staticmethod]
+    fn _reopen(
+        py: Python<'_>,
+        name: &str,
+        root: Option<String>,
+        mode: u32,
+        ring: u32,
+        flags: u64,
+        reinit: &str,
+    ) -> PyResult<Self> {
+        let none = None;
+        Self::new(py, name, root, Some(mode), Some(ring), flags, reinit, none, none, none, none, none, none, none, none, Some(5.0), 0o600)
+    }
+
     /// The name of this end (`port{id` or `port}id`).
     #[getter]
     fn name(&self) -> String {

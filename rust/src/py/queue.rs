@@ -136,6 +136,16 @@ impl PyQueue {
         Ok(Self::new(py, q, region))
     }
 
+    /// Pickling: a queue pickles as its region (itself re-opened by name) and its name, and
+    /// unpickles with `Queue.open`, so `multiprocessing` (any start method, `Pool`) can hand
+    /// it to another process.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let open = py.get_type::<Self>().getattr(pyo3::intern!(py, "open"))?;
+        let me = slf.get();
+        Ok((open, (me.region.clone_ref(py), me.inner.name().to_owned()).into_pyobject(py)?))
+    }
+
     /// Open the existing queue `name` of `region`.
     #[staticmethod]
     fn open(py: Python<'_>, region: &Bound<'_, PyRegion>, name: &str) -> PyResult<Self> {

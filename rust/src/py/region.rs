@@ -8,7 +8,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
 use super::buffer::{InBuf, OutBuf, ShmView};
 use crate::region::registry::{self, EntryState, RegionEntry};
@@ -407,6 +407,36 @@ impl PyRegion {
         let pids = self.inner.clients().iter().map(|c| c.pid).collect();
         self.inner.intact()?;
         Ok(pids)
+    }
+
+    /// Pickling: a named or file-backed region pickles as where it lives, and unpickles by
+    /// opening it again there, requiring the owner and mode it has now (what this process
+    /// trusts). So `multiprocessing` can hand a region to a child with any start method.
+    /// An anonymous region has nowhere to be found by: pass its descriptor instead.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let reopen = py.get_type::<Self>().getattr(pyo3::intern!(py, "_reopen"))?;
+        let (uid, mode) = self.inner.owner_and_mode()?;
+        let root = self.inner.root().map(str::to_owned);
+        let args = match (self.inner.name(), self.inner.path()) {
+            (Some(name), _) => (name.to_owned(), false, root, uid, mode).into_pyobject(py)?,
+            (None, Some(path)) => (path.to_string_lossy().into_owned(), true, root, uid, mode).into_pyobject(py)?,
+            (None, None) => {
+                return Err(PyTypeError::new_err(
+                    "an anonymous region cannot be pickled (it has no name to be opened by): \
+                     send its descriptor (fileno()) over a Unix socket and use Region.from_fd",
+                ))
+            }
+        };
+        Ok((reopen, args))
+    }
+
+    /// Unpickle a region (see `__reduce__`): open it again at `place` (a name, or a file path
+    /// if `file`), requiring owner `uid` and mode `mode`.
+    #[staticmethod]
+    fn _reopen(py: Python<'_>, place: String, file: bool, root: Option<String>, uid: u32, mode: u32) -> PyResult<Self> {
+        let place = if file { Place::File(PathBuf::from(place)) } else { Place::Name(place) };
+        let o = options(root, Access::new(mode, Some(uid), None)?, Some(5.0), false, Some(5.0))?;
+        Ok(Self::wrap(py.detach(|| place.attach(How::Open, &o))?))
     }
 
     /// Region name (None for anonymous and file regions).
