@@ -9,6 +9,7 @@ pub mod errors;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;
+pub mod netmap_ring;
 pub mod queue;
 pub mod region;
 pub mod shield;
@@ -47,7 +48,9 @@ mod native {
     #[pymodule_export]
     use super::msgring::PyMsgRings;
     #[pymodule_export]
-    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
+    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort};
+    #[pymodule_export]
+    use super::netmap_ring::{PyRing, PySlot, PySlots};
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
