@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort, Codec
@@ -71,6 +71,8 @@ IDLE_PERIOD = 0.02
 _unpack_header = HEADER.unpack_from
 _EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
+#: a reply message class (Client.call(..., reply=...))
+R = TypeVar("R", bound=Message)
 
 
 class RawMessage(Message):
@@ -347,9 +349,18 @@ class Client:
         """The reply to a submitted request."""
         return self._wait(context, time.monotonic() + timeout)
 
-    def call(self, msg: Message, timeout: float = 5.0) -> Any:
-        """Send a request and return its reply."""
-        return self._wait(self.submit(msg, timeout), time.monotonic() + timeout)
+    @overload
+    def call(self, msg: Message, timeout: float = 5.0) -> Any: ...
+    @overload
+    def call(self, msg: Message, timeout: float = 5.0, *, reply: type[R]) -> R: ...
+    def call(self, msg: Message, timeout: float = 5.0, *, reply: type[R] | None = None) -> Any:
+        """Send a request and return its reply. With ``reply`` (the reply's message class),
+        the reply is checked to be one (else :class:`~shmkit.api.MessageError`) and typed
+        as one for type checkers."""
+        r = self._wait(self.submit(msg, timeout), time.monotonic() + timeout)
+        if reply is not None and not isinstance(r, reply):
+            raise MessageError(f"expected a {reply._name} reply, got {r!r}")
+        return r
 
     def call_many(
         self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024
