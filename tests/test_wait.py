@@ -61,3 +61,13 @@ def test_ctrl_c_interrupts_a_memif_wait() -> None:
         assert "interrupted" in finish(child, 20)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_api_client_timeouts_follow_the_convention(root: str) -> None:
+    """The Python faces take timeouts the same way: a negative one is a ValueError."""
+    from shmkit.api import Client
+
+    with pytest.raises(ValueError, match="non-negative"):
+        Client.connect("nothing-here", "c", root=root, timeout=-1)
+    with pytest.raises(TimeoutError):
+        Client.connect("nothing-here", "c", root=root, timeout=0)
