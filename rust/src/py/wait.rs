@@ -22,13 +22,15 @@ use crate::sys::time::Deadline;
 /// The longest a binding sleeps without checking for signals.
 pub const SLICE: Duration = Duration::from_millis(50);
 
-/// A parsed Python timeout: `None` forever, else at most this long (zero: do not wait).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeout(Option<Duration>);
+/// A checked Python timeout: `None` forever, else at most this many seconds (finite, not
+/// negative; zero: do not wait). The seconds become a `Duration` only when a call has to
+/// wait, so the hot path (an attempt that succeeds at once) pays for no conversion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeout(Option<f64>);
 
 impl Timeout {
     /// Do not wait.
-    pub const NOW: Self = Self(Some(Duration::ZERO));
+    pub const NOW: Self = Self(Some(0.0));
     /// Wait forever.
     pub const FOREVER: Self = Self(None);
 
@@ -37,8 +39,7 @@ impl Timeout {
     pub fn new(timeout: Option<f64>) -> PyResult<Self> {
         match timeout {
             None => Ok(Self::FOREVER),
-            Some(0.0) => Ok(Self::NOW),
-            Some(s) if s > 0.0 && s.is_finite() => Ok(Self(Some(Duration::from_secs_f64(s.min(1e9))))),
+            Some(s) if s >= 0.0 && s.is_finite() => Ok(Self(Some(s))),
             Some(s) if s > 0.0 => Ok(Self::FOREVER),
             Some(s) => Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}"))),
         }
@@ -57,18 +58,22 @@ impl Timeout {
     /// Whether this does not wait at all.
     #[inline]
     pub fn is_zero(self) -> bool {
-        self == Self::NOW
+        self.0 == Some(0.0)
+    }
+
+    fn limit(self) -> Option<Duration> {
+        self.0.map(|s| Duration::from_secs_f64(s.min(1e9)))
     }
 
     /// The duration for a core option that takes one (`None`: forever, as the longest
     /// duration the core's deadlines accept).
     pub fn duration(self) -> Duration {
-        self.0.unwrap_or(Duration::MAX)
+        self.limit().unwrap_or(Duration::MAX)
     }
 
     /// The deadline this timeout sets, starting now.
     pub fn deadline(self) -> Deadline {
-        Deadline::after(self.0)
+        Deadline::after(self.limit())
     }
 }
 
