@@ -512,3 +512,52 @@ def test_boundary_positions_from_another_process(
     assert outcomes, outcomes
     q.close()
     region.close()
+
+
+def test_put_and_get_are_shaped_like_queue_queue(region: shmkit.Region) -> None:
+    """Same parameters, positional or by keyword, and the same meaning, as ``queue.Queue``."""
+    import inspect
+
+    for name in ("put", "get"):
+        ours = list(inspect.signature(getattr(shmkit.Queue, name)).parameters)[1:]
+        theirs = list(inspect.signature(getattr(stdqueue.Queue, name)).parameters)[1:]
+        assert ours == theirs, (name, ours, theirs)
+    q = shmkit.Queue.create(region, "shape", 2, 8)
+    q.put(b"1", True, 0.1)
+    q.put(b"2", False)
+    with pytest.raises(stdqueue.Full):
+        q.put(b"3", True, 0.01)
+    with pytest.raises(stdqueue.Full):
+        q.put(b"3", False, -1)  # block=False ignores the timeout, as queue.Queue does
+    with pytest.raises(ValueError, match="non-negative"):
+        q.put(b"3", True, -1)
+    assert q.get(True, 0.1) == b"1"
+    assert q.get(False) == b"2"
+    with pytest.raises(stdqueue.Empty):
+        q.get(True, 0.01)
+    with pytest.raises(stdqueue.Empty):
+        q.get(False, -1)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(True, -1)
+    assert (q.qsize(), q.empty(), q.full()) == (0, True, False)
+
+
+def test_get_true_blocks_until_an_item_comes(region: shmkit.Region) -> None:
+    """``get(True)`` waits forever (it once gave up after one second): still waiting well
+    after that, it returns the item put later."""
+    import threading
+
+    q = shmkit.Queue.create(region, "forever", 2, 8)
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(q.get(True)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while q.stats()["get_waits"] < 1:
+        assert time.monotonic() < deadline, "the getter never blocked"
+        time.sleep(0.001)
+    t.join(1.5)
+    assert t.is_alive(), "get(True) gave up"
+    q.put(b"late")
+    t.join(20)
+    assert got == [b"late"]
+    assert q.stats()["get_timeouts"] == 0

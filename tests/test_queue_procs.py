@@ -497,7 +497,8 @@ def test_killed_reserver_does_not_wedge_the_queue(region: shmkit.Region, spsc: b
 
 
 def test_demo_scene_runs() -> None:
-    """`shmkit demo queues`: real processes stream, a killed producer is recovered."""
+    """`shmkit demo queues`: real processes stream, a process killed mid-stream leaves a
+    working queue (the demo runs on release builds too, so it uses no failpoint)."""
     proc = subprocess.run(
         [sys.executable, "-m", "shmkit.cli", "demo", "queues"],
         capture_output=True,
@@ -507,8 +508,8 @@ def test_demo_scene_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "M msg/s" in proc.stdout
-    assert "got b'after the crash'" in proc.stdout
-    assert "recovered_puts 1" in proc.stdout
+    assert "a consumer gets: b'after the crash'" in proc.stdout
+    assert "recovered_puts " in proc.stdout
 
 
 def _forked_child(q: shmkit.Queue, n: int) -> None:

@@ -532,13 +532,13 @@ r.write(off, b"answered through memfd")
 
 def test_file_backed_region(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "region.bin"
-    r = shmkit.Region.create_file(path, MiB)
+    r = shmkit.Region.create(path, MiB)
     off = r.alloc(8)
     r.write(off, b"on disk!")
     child = python(
         """
-import sys, shmkit
-r = shmkit.Region.open_file(sys.argv[1])
+import pathlib, sys, shmkit
+r = shmkit.Region.open(pathlib.Path(sys.argv[1]))
 print(r.read(int(sys.argv[2]), 8).decode())
 """,
         str(path),
@@ -548,6 +548,17 @@ print(r.read(int(sys.argv[2]), 8).decode())
     assert path.stat().st_size == MiB and path.stat().st_mode & 0o777 == 0o600
     r.unlink()
     assert not path.exists()
+
+
+def test_region_place_is_a_name_or_a_path(root: str, tmp_path: pathlib.Path) -> None:
+    """A ``str`` is a name, an ``os.PathLike`` a file; anything else is a TypeError, and a
+    root makes no sense for a file."""
+    with pytest.raises(TypeError, match=r"a name \(str\) or a file"):
+        shmkit.Region.create(42, MiB)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="root applies to named regions"):
+        shmkit.Region.create(tmp_path / "f", MiB, root=root)
+    with pytest.raises(ValueError, match="timeout must be a non-negative number"):
+        shmkit.Region.open("x", root=root, timeout=-1)
 
 
 def test_unlink_policy(root: str) -> None:

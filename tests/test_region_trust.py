@@ -36,8 +36,8 @@ def adopters(name: str, root: str) -> dict[str, object]:
         "open": lambda: shmkit.Region.open(name, root=root, timeout=1),
         "find_or_create": lambda: shmkit.Region.find_or_create(name, MiB, root=root, timeout=1),
         "create": lambda: shmkit.Region.create(name, MiB, root=root),
-        "open_file": lambda: shmkit.Region.open_file(shm_path(root, name), timeout=1),
-        "find_or_create_file": lambda: shmkit.Region.find_or_create_file(
+        "open_file": lambda: shmkit.Region.open(shm_path(root, name), timeout=1),
+        "find_or_create_file": lambda: shmkit.Region.find_or_create(
             shm_path(root, name), MiB, timeout=1
         ),
     }

@@ -33,11 +33,11 @@ thread without blocking. Errors carry libmemif's codes: :class:`MemifError` ``.c
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 from shmkit._native import MemifInterface as _NativeInterface
 from shmkit._native import memif_error_codes, memif_strerror
 from shmkit.errors import MemifError
+from shmkit.stats import MemifStats
 
 __all__ = ["ErrorCode", "Interface", "MemifError", "error_codes", "strerror"]
 
@@ -136,7 +136,7 @@ class Interface(_NativeInterface):
         d = self.details()
         return len(d["tx_queues"]), len(d["rx_queues"])
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> MemifStats:
         """Packet/byte/buffer totals over all connections: ``{"tx": {...}, "rx": {...}}``."""
         d = self.details()
         return {"tx": d["tx_total"], "rx": d["rx_total"]}

@@ -168,7 +168,7 @@ def open(
     rx_slots: int | None = None,
     buf_size: int | None = None,
     extra_bufs: int | None = None,
-    timeout: float | None = None,
+    timeout: float | None = 5.0,
     perm: int = 0o600,
 ) -> Port:
     """Open one end of a netmap pipe (creating the pipe if needed) and bind its rings.
@@ -178,7 +178,7 @@ def open(
     direction ``tx_*``/``rx_*``), ``buf_size`` (default 2048) and ``extra_bufs`` (per end)
     size a new pipe, from the master's point of view; an existing pipe keeps its geometry.
     ``reinit`` is ``"strict"`` (default) or ``"compat"``. ``timeout`` bounds the wait for a
-    pipe another process is creating (default 5 s).
+    pipe another process is creating (seconds; ``None``: forever).
     """
     return Port(
         name,

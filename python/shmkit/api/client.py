@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort, Codec
@@ -43,7 +43,16 @@ from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
 from shmkit.api.state import ApiState
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
-from shmkit.errors import CapacityError, CorruptionError, RegionTruncatedError, ShmkitError
+from shmkit.errors import (
+    CapacityError,
+    ConnectionDamagedError,
+    CorruptionError,
+    RegionTruncatedError,
+    ServerGoneError,
+    ServerRestartedError,
+    ShmkitError,
+    UnknownMessageError,
+)
 
 __all__ = [
     "Client",
@@ -64,21 +73,18 @@ _EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
 
 
-class ServerGoneError(ConnectionError, ShmkitError):
-    """The API server died (or closed)."""
+def _deadline(timeout: float | None) -> float:
+    """The deadline of a call given ``timeout`` seconds, as everywhere in shmkit: ``None``
+    waits forever, ``0`` does not wait, a negative timeout is a ``ValueError``."""
+    if timeout is None:
+        return time.monotonic() + 1e9
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number, got {timeout}")
+    return time.monotonic() + timeout
 
 
-class ServerRestartedError(ConnectionError, ShmkitError):
-    """A new server took over; this connection's handle is stale. Connect again."""
-
-
-class ConnectionDamagedError(ConnectionError, ShmkitError):
-    """This client's queue in shared memory was damaged (another process wrote into it), so
-    the server dropped the connection. Connect again."""
-
-
-class UnknownMessageError(KeyError, ShmkitError):
-    """The server does not know this message (name or CRC differ): refusing to send it."""
+#: a reply message class (Client.call(..., reply=...))
+R = TypeVar("R", bound=Message)
 
 
 class RawMessage(Message):
@@ -100,6 +106,8 @@ class Client:
     """A connection to an API server. Thread-safe. Use :meth:`connect`."""
 
     _owner: dict[str, Any]  # what the API region's owner and mode must be (Region.open)
+    #: how it connected (name, client name, root, timeout, queue capacity, keepalive): pickling
+    _connect_args: tuple[str, str, str | None, float | None, int, bool]
 
     def __init__(self) -> None:  # use connect()
         self._closed = True
@@ -111,7 +119,7 @@ class Client:
         client_name: str,
         *,
         root: str | None = None,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
         queue_capacity: int = 4096,
         keepalive_thread: bool = True,
         uid: int | None = None,
@@ -124,6 +132,7 @@ class Client:
         ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region)."""
         self = cls.__new__(cls)
         self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
+        self._connect_args = (name, client_name, root, timeout, queue_capacity, keepalive_thread)
         self._setup(name, client_name, root, timeout, queue_capacity)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -132,12 +141,19 @@ class Client:
             self._bg.start()
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling: a client pickles as how it connected, and unpickles by connecting again
+        (a new registration, with its own handle, in the receiving process), so
+        ``multiprocessing`` can hand it to a child with any start method."""
+        name, client_name, root, timeout, capacity, keepalive = self._connect_args
+        return (_reconnect, (name, client_name, root, timeout, capacity, keepalive, self._owner))
+
     # ---------------------------------------------------------------- connecting
 
     def _setup(
-        self, name: str, client_name: str, root: str | None, timeout: float, capacity: int
+        self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
     ) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = _deadline(timeout)
         self.name, self.client_name, self.root = name, client_name, root
         self._closed = True
         self._bg: threading.Thread | None = None
@@ -319,15 +335,15 @@ class Client:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"API {self.name!r}: the server's input queue {what}")
 
-    def send(self, msg: Message, timeout: float = 5.0) -> int:
+    def send(self, msg: Message, timeout: float | None = 5.0) -> int:
         """Send a message without waiting for a reply; returns its context. Its reply (if
         any) is then an event for :meth:`recv`, unless collected with :meth:`result`."""
         self._check_open()
         msg.context = next(self._contexts) & 0xFFFFFFFF
-        self._send_bytes(self._encode(msg), time.monotonic() + timeout)
+        self._send_bytes(self._encode(msg), _deadline(timeout))
         return msg.context
 
-    def submit(self, msg: Message, timeout: float = 5.0) -> int:
+    def submit(self, msg: Message, timeout: float | None = 5.0) -> int:
         """Send a request whose reply :meth:`result` will collect; returns its context."""
         if self._closed or self._error is not None:
             self._check_open()
@@ -335,22 +351,33 @@ class Client:
         data = self._encode(msg)
         self._pending.add(ctx)  # set.add is atomic; readers take self._mu
         try:
-            self._send_bytes(data, time.monotonic() + timeout)
+            self._send_bytes(data, _deadline(timeout))
         except BaseException:
             self._pending.discard(ctx)
             raise
         return ctx
 
-    def result(self, context: int, timeout: float = 5.0) -> Any:
+    def result(self, context: int, timeout: float | None = 5.0) -> Any:
         """The reply to a submitted request."""
-        return self._wait(context, time.monotonic() + timeout)
+        return self._wait(context, _deadline(timeout))
 
-    def call(self, msg: Message, timeout: float = 5.0) -> Any:
-        """Send a request and return its reply."""
-        return self._wait(self.submit(msg, timeout), time.monotonic() + timeout)
+    @overload
+    def call(self, msg: Message, timeout: float | None = 5.0) -> Any: ...
+    @overload
+    def call(self, msg: Message, timeout: float | None = 5.0, *, reply: type[R]) -> R: ...
+    def call(
+        self, msg: Message, timeout: float | None = 5.0, *, reply: type[R] | None = None
+    ) -> Any:
+        """Send a request and return its reply. With ``reply`` (the reply's message class),
+        the reply is checked to be one (else :class:`~shmkit.api.MessageError`) and typed
+        as one for type checkers."""
+        r = self._wait(self.submit(msg, timeout), _deadline(timeout))
+        if reply is not None and not isinstance(r, reply):
+            raise MessageError(f"expected a {reply._name} reply, got {r!r}")
+        return r
 
     def call_many(
-        self, msgs: Iterable[Message], timeout: float = 5.0, window: int = 1024
+        self, msgs: Iterable[Message], timeout: float | None = 5.0, window: int = 1024
     ) -> list[Any]:
         """Pipelined calls: up to ``window`` requests in flight, sent and received in
         batches; returns the replies in the order of ``msgs`` (they may arrive in any).
@@ -369,11 +396,11 @@ class Client:
         finally:
             gc.enable()
 
-    def _call_many(self, msgs: Iterable[Message], timeout: float, window: int) -> list[Any]:
+    def _call_many(self, msgs: Iterable[Message], timeout: float | None, window: int) -> list[Any]:
         if window <= 0:
             raise ValueError("window must be positive")
         self._check_open()
-        deadline = time.monotonic() + timeout
+        deadline = _deadline(timeout)
         msgs = list(msgs)
         n = len(msgs)
         out: list[Message | None] = [None] * n
@@ -385,7 +412,7 @@ class Client:
         base = next(itertools.islice(self._contexts, n - 1, None)) - (n - 1)
         # Encoded natively, in one buffer; a bad value raises here, before anything is sent.
         datas = self.port.encode_calls(msgs, base, self._handle_int, self._resolve)
-        if not self._rx_lock.acquire(timeout=min(SLICE, timeout)):
+        if not self._rx_lock.acquire(timeout=min(SLICE, max(0.0, deadline - time.monotonic()))):
             # Another thread is reading: take the general path.
             return [self.call(m, timeout) for m in msgs]
         # Replies are decoded and placed natively; keepalives go the general way (answered).
@@ -422,7 +449,7 @@ class Client:
 
     def recv(self, timeout: float | None = 5.0) -> Any:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
-        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        deadline = _deadline(timeout)
         return self._wait(None, deadline)
 
     def ping(self, timeout: float = 5.0) -> float:
@@ -646,7 +673,7 @@ class Client:
 
     # ---------------------------------------------------------------- closing
 
-    def close(self, timeout: float = 2.0) -> bool:
+    def close(self, timeout: float | None = 2.0) -> bool:
         """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
@@ -659,7 +686,7 @@ class Client:
             req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
             req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
-            deadline = time.monotonic() + timeout
+            deadline = _deadline(timeout)
             self._send_bytes(self._encode(req), deadline)
             self._wait(req.context, deadline)
             acked = True
@@ -707,3 +734,24 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"handle={self.handle}"
         return f"<shmkit.api.Client {self.client_name!r} of {self.name!r} {state}>"
+
+
+def _reconnect(
+    name: str,
+    client_name: str,
+    root: str | None,
+    timeout: float | None,
+    capacity: int,
+    keepalive: bool,
+    owner: dict[str, int],
+) -> Client:
+    """Unpickle a :class:`Client` (see ``Client.__reduce__``)."""
+    return Client.connect(
+        name,
+        client_name,
+        root=root,
+        timeout=timeout,
+        queue_capacity=capacity,
+        keepalive_thread=keepalive,
+        **owner,
+    )

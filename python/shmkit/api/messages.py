@@ -29,13 +29,16 @@ Python frame per message; the two codecs produce the same bytes.
 
 from __future__ import annotations
 
+import inspect
 import struct
+import typing
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shmkit._native import Codec
+from shmkit.errors import MessageError
 
 __all__ = [
     "HEADER",
@@ -65,10 +68,6 @@ HEADER = struct.Struct(">HII")
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
 REGISTRY: dict[str, type[Message]] = {}
-
-
-class MessageError(ValueError):
-    """A message could not be encoded or decoded (bad value, truncated or garbage bytes)."""
 
 
 # ---------------------------------------------------------------- field types
@@ -270,7 +269,22 @@ def _canonical(t: FieldType) -> str:
 
 
 class Message:
-    """Base of generated message and struct types. Instances are plain value objects."""
+    """Base of message and struct types. Instances are plain value objects.
+
+    Besides :func:`define`, a message type can be written as a class whose fields a type
+    checker (``mypy --strict``) sees: each field is annotated ``Annotated[<Python type>,
+    <wire type>]``, in wire order, and the class names the message::
+
+        from typing import Annotated
+        from shmkit.api.messages import Message, string, u32
+
+        class Echo(Message, name="echo"):
+            x: Annotated[int, u32]
+            text: Annotated[str, string(16)]
+
+    ``struct=True`` makes a struct type to nest in messages. Such a class is the same as
+    ``define("echo", [("x", u32), ("text", string(16))])``: same CRC, same bytes.
+    """
 
     _name: ClassVar[str] = ""
     _fields: ClassVar[tuple[tuple[str, FieldType], ...]] = ()
@@ -286,6 +300,30 @@ class Message:
 
     client_index: int
     context: int
+
+    def __init_subclass__(cls, *, name: str | None = None, struct: bool = False, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if name is None:
+            return  # made by define()/struct_type(), which configure it themselves
+        own = (
+            inspect.get_annotations(cls)
+            if hasattr(inspect, "get_annotations")  # 3.10+ (and lazy annotations, 3.14)
+            else cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (3.9, no typing_extensions)
+        )
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields: list[tuple[str, FieldType]] = []
+        for fname in own:
+            hint = hints[fname]
+            if typing.get_origin(hint) is typing.ClassVar:
+                continue
+            wire = [m for m in getattr(hint, "__metadata__", ()) if _is_field_type(m)]
+            if len(wire) != 1:
+                raise TypeError(
+                    f"{name}.{fname}: annotate fields as Annotated[<type>, <wire type>], "
+                    f"e.g. Annotated[int, u32]; got {hint!r}"
+                )
+            fields.append((fname, wire[0]))
+        _configure(cls, name, _check_fields(name, fields), struct)
 
     def __init__(self, **values: Any) -> None:
         self.client_index = values.pop("client_index", 0)
@@ -412,7 +450,9 @@ class Message:
         return obj
 
 
-def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) -> type[Message]:
+def _check_fields(
+    name: str, fields: Iterable[tuple[str, FieldType]]
+) -> tuple[tuple[str, FieldType], ...]:
     if not name.isidentifier():
         raise ValueError(f"message name {name!r} must be an identifier")
     fields = tuple(fields)
@@ -432,15 +472,17 @@ def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) 
         ):
             raise TypeError(f"{name}.{fname}: unsupported field type {ft!r}")
         seen[fname] = ft
+    return fields
+
+
+def _configure(
+    cls: type[Message], name: str, fields: tuple[tuple[str, FieldType], ...], is_struct: bool
+) -> None:
+    """Give ``cls`` its definition: name, fields, CRC, packing and codecs."""
     dynamic = any(isinstance(ft, Vla) for _, ft in fields)
-    ns: dict[str, Any] = {
-        "__slots__": tuple(f for f, _ in fields),
-        "_name": name,
-        "_fields": fields,
-        "_dynamic": dynamic,
-        "_is_struct": is_struct,
-    }
-    cls: type[Message] = type(name, (Message,), ns)
+    if is_struct and dynamic:
+        raise ValueError("structs may not contain variable-length arrays")
+    cls._name, cls._fields, cls._dynamic, cls._is_struct = name, fields, dynamic, is_struct
     cls._crc = zlib.crc32(_canonical(cls).encode())
     cls._name_crc = f"{name}_{cls._crc:08x}"
     if not dynamic:
@@ -451,7 +493,22 @@ def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) 
             _compile(cls)
             if all(isinstance(ft, (Scalar, String)) for _, ft in fields):
                 cls._codec = Codec(cls, [(f, _fmt(ft)) for f, ft in fields])
+    if not is_struct:
+        REGISTRY[cls._name_crc] = cls
+
+
+def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) -> type[Message]:
+    fields = _check_fields(name, fields)
+    ns: dict[str, Any] = {"__slots__": tuple(f for f, _ in fields)}
+    cls: type[Message] = type(name, (Message,), ns)
+    _configure(cls, name, fields, is_struct)
     return cls
+
+
+def _is_field_type(t: object) -> bool:
+    return isinstance(t, (Scalar, String, Array, Vla)) or (
+        isinstance(t, type) and issubclass(t, Message)
+    )
 
 
 def _str_field(value: Any, size: int, where: str = "string") -> bytes:
@@ -599,15 +656,11 @@ def _text_field(raw: bytes) -> str:
 
 
 def define(name: str, fields: Iterable[tuple[str, FieldType]] = ()) -> type[Message]:
-    """Define a message type (name, ordered typed fields)."""
-    cls = _build(name, fields, is_struct=False)
-    REGISTRY[cls.name_crc()] = cls
-    return cls
+    """Define a message type (name, ordered typed fields). For field types a type checker
+    sees, write a class instead (see :class:`Message`)."""
+    return _build(name, fields, is_struct=False)
 
 
 def struct_type(name: str, fields: Iterable[tuple[str, FieldType]]) -> type[Message]:
     """Define a struct type to nest in messages (fixed size only)."""
-    cls = _build(name, fields, is_struct=True)
-    if cls._dynamic:
-        raise ValueError("structs may not contain variable-length arrays")
-    return cls
+    return _build(name, fields, is_struct=True)

@@ -69,7 +69,7 @@ from shmkit.api.takeover import (
     previous_server,
 )
 from shmkit.api.trace import Trace
-from shmkit.errors import CorruptionError, RegionTruncatedError, ShmkitError
+from shmkit.errors import CorruptionError, RegionTruncatedError, ServerRunningError
 
 __all__ = ["ClientInfo", "Server", "ServerRunningError"]
 
@@ -87,10 +87,6 @@ _unpack_header = HEADER.unpack_from
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, RegionTruncatedError)
 
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
-
-
-class ServerRunningError(ShmkitError):
-    """Another live process is already the server of this API."""
 
 
 class Server(ClientLifecycle):

@@ -12,6 +12,7 @@ from shmkit._native import process_alive as _alive
 from shmkit.api.state import OBJECT, ApiState, ClientEntry
 from shmkit.api.takeover import RINGS
 from shmkit.errors import CorruptionError, ShmkitError
+from shmkit.stats import MsgRingStats
 
 __all__ = ["ApiView", "NotAnApiError", "describe", "format_view"]
 
@@ -30,7 +31,7 @@ class ApiView:
     counters: dict[str, int]
     clients: list[dict[str, Any]]
     ring_stats: list[dict[str, Any]]
-    pool_stats: dict[str, int]
+    pool_stats: MsgRingStats
     ring_text: str
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,14 +12,12 @@ use super::apicodec::PyCodec;
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
+use super::wait::{wait, Timeout};
 use crate::apiport::{ApiPort, PortError, DEFAULT_SPIN};
 use crate::msgring::{MsgRef, Pool};
 use crate::queue::QueueError;
 
 use super::shield::{shielded, Shielded};
-
-/// Longest wait without checking for Ctrl-C.
-const SLICE: Duration = Duration::from_millis(50);
 
 fn pool(name: &str) -> PyResult<Pool> {
     match name {
@@ -33,7 +31,7 @@ fn secs(t: f64) -> PyResult<Duration> {
     if t.is_finite() && t >= 0.0 {
         Ok(Duration::from_secs_f64(t.min(1e9)))
     } else {
-        Err(PyValueError::new_err("timeout must be a non-negative number of seconds"))
+        Err(PyValueError::new_err(format!("spin must be a non-negative number of seconds, got {t}")))
     }
 }
 
@@ -73,40 +71,32 @@ impl PyApiPort {
         Ok(self.inner.send_many(queue.shm(), bufs.iter().map(InBuf::as_slice), self::pool(pool)?, to)?)
     }
 
-    /// Send `data`, waiting up to `timeout` s for room (GIL released). `False`: still full.
+    /// Send `data`, waiting up to `timeout` s (`None`: forever) for room (see `py::wait`).
+    /// `False`: still full.
     #[pyo3(signature = (queue, data, timeout, pool="client", to=0))]
     fn send_wait(
         &self,
         py: Python<'_>,
         queue: &PyQueue,
         data: &Bound<'_, PyAny>,
-        timeout: f64,
+        timeout: Option<f64>,
         pool: &str,
         to: u32,
     ) -> PyResult<bool> {
+        let timeout = Timeout::new(timeout)?;
         let buf = InBuf::get(data)?;
         let p = self::pool(pool)?;
         let q = queue.shm();
-        if self.inner.send(q, buf.as_slice(), p, to)? {
-            return Ok(true);
-        }
-        let bytes = buf.as_slice().to_vec();
-        let total = secs(timeout)?;
-        let deadline = std::time::Instant::now() + total;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let sent = py.detach(|| self.inner.send_wait(q, &bytes, p, to, left.min(SLICE)))?;
-            if sent || left <= SLICE {
-                return Ok(sent);
-            }
-            py.check_signals()?;
-        }
+        let sent = wait(py, timeout, || Ok(self.inner.send(q, buf.as_slice(), p, to)?.then_some(())), |slice| {
+            q.wait_writable(1, slice)
+        })?;
+        Ok(sent.is_some())
     }
 
     /// Receive up to `max` messages, waiting up to `timeout` s for the first (GIL released
     /// while waiting). Returns their payloads; invalid references are counted and skipped.
     #[pyo3(signature = (queue, max=256, timeout=0.0))]
-    fn recv<'py>(&self, py: Python<'py>, queue: &PyQueue, max: usize, timeout: f64) -> PyResult<Bound<'py, PyList>> {
+    fn recv<'py>(&self, py: Python<'py>, queue: &PyQueue, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         self.recv_raw(py, queue, max, timeout, |b| out.append(PyBytes::new(py, b)))?;
         Ok(out)
@@ -128,7 +118,7 @@ impl PyApiPort {
         base: u64,
         decoders: &Bound<'py, PyDict>,
         max: usize,
-        timeout: f64,
+        timeout: Option<f64>,
     ) -> PyResult<(usize, Bound<'py, PyList>)> {
         let others = PyList::empty(py);
         let mut placed = 0;
@@ -198,7 +188,7 @@ impl PyApiPort {
         failed: &Bound<'py, PyAny>,
         encode_reply: &Bound<'py, PyAny>,
         max: usize,
-        timeout: f64,
+        timeout: Option<f64>,
     ) -> PyResult<(usize, usize, usize, usize)> {
         let mut d = Dispatch {
             py,
@@ -279,23 +269,12 @@ impl PyApiPort {
 
     /// Wait up to `timeout` s until `queue` may be readable (spinning first, then sleeping
     /// with the GIL released); returns whether something is queued.
-    fn wait(&self, py: Python<'_>, queue: &PyQueue, timeout: f64) -> PyResult<bool> {
+    fn wait(&self, py: Python<'_>, queue: &PyQueue, timeout: Option<f64>) -> PyResult<bool> {
         let q = queue.shm();
-        if !q.is_empty()? {
-            return Ok(true);
-        }
-        let deadline = std::time::Instant::now() + secs(timeout)?;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
-            if !q.is_empty()? {
-                return Ok(true);
-            }
-            if left <= SLICE {
-                return Ok(false);
-            }
-            py.check_signals()?;
-        }
+        let ready = wait(py, Timeout::new(timeout)?, || Ok((!q.is_empty()?).then_some(())), |slice| {
+            self.inner.wait_readable(q, slice, self.spin)
+        })?;
+        Ok(ready.is_some())
     }
 
     /// A reply collector for `serve`.
@@ -323,7 +302,7 @@ impl PyApiPort {
         py: Python<'_>,
         queue: &PyQueue,
         max: usize,
-        timeout: f64,
+        timeout: Option<f64>,
         mut f: impl FnMut(&[u8]) -> PyResult<()>,
     ) -> PyResult<()> {
         let mut err = None;
@@ -347,28 +326,13 @@ impl PyApiPort {
         py: Python<'_>,
         queue: &PyQueue,
         max: usize,
-        timeout: f64,
+        timeout: Option<f64>,
         collect: &mut dyn FnMut(&crate::msgring::MsgRings, &crate::msgring::Msg),
     ) -> PyResult<()> {
         let q = queue.shm();
-        // Fast path without releasing the GIL.
-        let mut got = self.inner.recv(q, max, Duration::ZERO, &mut *collect)?;
-        let total = secs(timeout)?;
-        if got == 0 && !total.is_zero() {
-            let deadline = std::time::Instant::now() + total;
-            loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                py.detach(|| self.inner.wait_readable(q, left.min(SLICE), self.spin))?;
-                got = self.inner.recv(q, max, Duration::ZERO, &mut *collect)?;
-                if got > 0 {
-                    break;
-                }
-                py.check_signals()?;
-            }
-        }
+        let timeout = if max == 0 { Timeout::NOW } else { Timeout::new(timeout)? };
+        let attempt = || Ok((self.inner.recv(q, max, Duration::ZERO, &mut *collect)? > 0).then_some(()));
+        wait(py, timeout, attempt, |slice| self.inner.wait_readable(q, slice, self.spin))?;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
 use super::buffer::{InBuf, ShmView};
 use super::region::duration;
+use super::wait::{wait, Timeout};
 use crate::memif::access::Access;
 use crate::memif::conn::Connection;
 use crate::memif::error::{strerror, ErrCode};
@@ -26,6 +27,15 @@ use crate::memif::queue::{QueueStats, RxBatch, RxItem, Seg};
 use crate::sys::socket::UnixAddr;
 
 use super::shield::{shielded, Shielded};
+
+/// A period in seconds (non-negative, finite).
+fn interval(secs: f64) -> PyResult<Duration> {
+    if secs.is_finite() && secs >= 0.0 {
+        Ok(Duration::from_secs_f64(secs.min(1e9)))
+    } else {
+        Err(PyValueError::new_err(format!("an interval must be a non-negative number of seconds, got {secs}")))
+    }
+}
 
 /// Base memoryviews of the regions of one connection.
 #[derive(Debug)]
@@ -130,7 +140,7 @@ impl PyMemifInterface {
         app_name: &str,
         if_name: Option<String>,
         reconnect_interval: f64,
-        handshake_timeout: f64,
+        handshake_timeout: Option<f64>,
         socket_mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -164,8 +174,8 @@ impl PyMemifInterface {
         cfg.rx_polling = parse_rx_mode(rx_mode)?;
         cfg.app_name = app_name.to_owned();
         cfg.if_name = if_name.unwrap_or_else(|| format!("memif{id}"));
-        cfg.reconnect_interval = duration(Some(reconnect_interval), Duration::ZERO)?;
-        cfg.handshake_timeout = duration(Some(handshake_timeout), Duration::ZERO)?;
+        cfg.reconnect_interval = interval(reconnect_interval)?;
+        cfg.handshake_timeout = duration(handshake_timeout)?;
         cfg.access = Access { socket_mode, uid, gid, peer_uid, peer_gid, peer_pid };
         let inner = py.detach(|| Interface::new(cfg))?;
         Ok(Self { inner: Shielded::new(inner), views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
@@ -186,37 +196,24 @@ impl PyMemifInterface {
     /// Wait until the link is up (True) or `timeout` seconds pass (False); None waits forever.
     #[pyo3(signature = (timeout=None))]
     fn wait_connected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline =
-            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
-        loop {
-            let left =
-                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
-            if py.detach(|| self.inner.wait_connected(left.min(Duration::from_millis(100)))) {
-                return Ok(true);
-            }
-            py.check_signals()?;
-            if self.inner.closed() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
+        let i = &self.inner;
+        let attempt = || Ok(if i.connected() { Some(true) } else { i.closed().then_some(false) });
+        let up = wait(py, Timeout::new(timeout)?, attempt, |slice| {
+            i.wait_connected(slice);
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(up.unwrap_or(false))
     }
 
     /// Wait until the link is down (True) or `timeout` seconds pass (False).
     #[pyo3(signature = (timeout=None))]
     fn wait_disconnected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline =
-            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
-        loop {
-            let left =
-                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
-            if py.detach(|| self.inner.wait_disconnected(left.min(Duration::from_millis(100)))) {
-                return Ok(true);
-            }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
+        let i = &self.inner;
+        let down = wait(py, Timeout::new(timeout)?, || Ok((!i.connected()).then_some(())), |slice| {
+            i.wait_disconnected(slice);
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(down.is_some())
     }
 
     /// Copy `packets` (buffers) into queue `qid`; returns how many were queued.
@@ -299,19 +296,11 @@ impl PyMemifInterface {
     /// Wait until receive queue `qid` has a packet (True) or `timeout` passes (False).
     #[pyo3(signature = (qid=0, timeout=None))]
     fn wait(&self, py: Python<'_>, qid: usize, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline =
-            timeout.map(|t| duration(Some(t), Duration::ZERO)).transpose()?.map(|d| std::time::Instant::now() + d);
-        loop {
-            let left =
-                deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(std::time::Instant::now()));
-            if py.detach(|| self.inner.wait_rx(qid, left.min(Duration::from_millis(100))))? {
-                return Ok(true);
-            }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
+        let i = &self.inner;
+        let ready = wait(py, Timeout::new(timeout)?, || Ok(i.wait_rx(qid, Duration::ZERO)?.then_some(())), |slice| {
+            i.wait_rx(qid, slice).map(drop)
+        })?;
+        Ok(ready.is_some())
     }
 
     /// Interrupt eventfd of receive queue `qid` (changes on reconnect).

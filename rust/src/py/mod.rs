@@ -10,9 +10,11 @@ pub mod layout;
 pub mod memif;
 pub mod msgring;
 pub mod netmap;
+pub mod netmap_ring;
 pub mod queue;
 pub mod region;
 pub mod shield;
+pub mod wait;
 
 use pyo3::prelude::*;
 
@@ -43,11 +45,15 @@ mod native {
     #[pymodule_export]
     use super::layout::shm_layout;
     #[pymodule_export]
+    use super::errors::ErrorField;
+    #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
     use super::msgring::PyMsgRings;
     #[pymodule_export]
-    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort, PyRing, PySlot, PySlots};
+    use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort};
+    #[pymodule_export]
+    use super::netmap_ring::{PyRing, PySlot, PySlots};
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
@@ -59,6 +65,7 @@ mod native {
         m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
         m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
+        super::errors::add_to(m)?;
         Ok(())
     }
 

@@ -1,12 +1,11 @@
-//! Python face of `netmap`: `NetmapPort`, `NetmapRing`, `NetmapSlots`, `NetmapSlot` and the
-//! packet iterator (re-exported as `shmkit.netmap.Port`, `Ring`, ...). Thin: every rule
-//! lives in `crate::netmap`; this file converts arguments, releases the GIL around waits
-//! and builds Python objects.
+//! Python face of `netmap`: `NetmapPort` and the packet iterator (re-exported as
+//! `shmkit.netmap.Port`, ...); the rings and slots are in `netmap_ring.rs`. Thin: every rule
+//! lives in `crate::netmap`; this file converts arguments, waits (`py::wait`) and builds
+//! Python objects.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
@@ -14,14 +13,16 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
 use super::buffer::{InBuf, OutBuf, ShmView};
 use super::region::duration;
-use crate::netmap::abi::{field_offsets, NetmapRing, NetmapSlot};
-use crate::netmap::kring::{accepts, dist, Dir, ReinitMode};
+use crate::netmap::abi::field_offsets;
+use crate::netmap::kring::{accepts, Dir, ReinitMode};
 use crate::netmap::pipe::{region_name, PipeOptions};
-use crate::netmap::port::{BoundRing, Packet, Port, PortOptions, POLLIN, POLLOUT, WAIT_SLICE};
+use crate::netmap::port::{Packet, Port, PortOptions, POLLERR, POLLIN, POLLOUT};
 use crate::netmap::NetmapError;
 use crate::sys::time::Deadline;
 
+use super::netmap_ring::PyRing;
 use super::shield::{shielded, Shielded};
+use super::wait::{wait, Timeout};
 
 fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
     match s {
@@ -31,20 +32,29 @@ fn reinit_mode(s: &str) -> PyResult<ReinitMode> {
     }
 }
 
-fn timeout_of(t: Option<f64>) -> PyResult<Option<Duration>> {
-    t.map(|s| duration(Some(s), Duration::ZERO)).transpose()
-}
-
-/// Poll with the GIL released, in bounded slices, checking for signals in between.
-fn wait(py: Python<'_>, port: &Port, events: u32, timeout: Option<Duration>) -> PyResult<u32> {
-    let deadline = Deadline::after(timeout);
-    loop {
-        let rev = py.detach(|| port.poll_slice(events, &deadline, WAIT_SLICE))?;
-        if rev != 0 || deadline.expired() {
-            return Ok(rev);
-        }
-        py.check_signals()?;
-    }
+/// Wait (see `py::wait`) until `attempt` returns `Some` or `timeout` passes, sleeping on
+/// the port's doorbell between attempts with one pass of netmap's poll for `events`. A pass
+/// that reports `POLLERR` (a ring was reinitialised, or the peer misbehaved) and none of
+/// `events` ends the wait (`Ok(None)`), as netmap's poll returns then.
+fn poll_wait<T>(
+    py: Python<'_>,
+    port: &Port,
+    events: u32,
+    timeout: Timeout,
+    mut attempt: impl FnMut() -> PyResult<Option<T>>,
+) -> PyResult<Option<T>> {
+    let failed = AtomicBool::new(false);
+    let got = wait(
+        py,
+        timeout,
+        || if failed.load(Ordering::Relaxed) { Ok(Some(None)) } else { Ok(attempt()?.map(Some)) },
+        |slice| {
+            let rev = port.poll_slice(events, &Deadline::after(Some(slice)), slice)?;
+            failed.store(rev & POLLERR != 0 && rev & events == 0, Ordering::Relaxed);
+            Ok::<_, NetmapError>(())
+        },
+    )?;
+    Ok(got.flatten())
 }
 
 /// Copy a packet's fragments into a new `bytes`.
@@ -73,7 +83,7 @@ shielded! {
 impl PyPort {
     #[new]
     #[pyo3(signature = (name, *, root=None, mode=None, ring=None, flags=0, reinit="strict", rings=None, slots=None,
-        tx_rings=None, rx_rings=None, tx_slots=None, rx_slots=None, buf_size=None, extra_bufs=None, timeout=None,
+        tx_rings=None, rx_rings=None, tx_slots=None, rx_slots=None, buf_size=None, extra_bufs=None, timeout=5.0,
         perm=0o600))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -105,7 +115,7 @@ impl PyPort {
             (x, y) => Ok(x.or(y)),
         };
         let opts = PortOptions {
-            pipe: PipeOptions { root, perm, timeout: duration(timeout, Duration::from_secs(5))? },
+            pipe: PipeOptions { root, perm, timeout: duration(timeout)? },
             mode,
             ringid: ring,
             flags,
@@ -119,6 +129,33 @@ impl PyPort {
         };
         let port = py.detach(|| Port::open(name, &opts))?;
         Ok(Self { inner: Shielded::new(Arc::new(port)) })
+    }
+
+    /// Pickling: a port pickles as its end's name, binding (mode, ring, flags) and root, and
+    /// unpickles by opening that end again, so a process can hand a pipe end to a child with
+    /// any `multiprocessing` start method. Opening binds the end's rings in the receiver:
+    /// hand over an end this process does not use (netmap rings have one user each).
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let p = &self.inner;
+        let reopen = py.get_type::<Self>().getattr(pyo3::intern!(py, "_reopen"))?;
+        let root = p.region().root().map(str::to_owned);
+        let args = (p.port_name().end_name(), root, p.mode(), p.ringid(), p.flags(), p.reinit_mode().as_str());
+        Ok((reopen, args.into_pyobject(py)?))
+    }
+
+    /// Unpickle a port (see `__reduce__`): open the end `name` again.
+    #[staticmethod]
+    fn _reopen(
+        py: Python<'_>,
+        name: &str,
+        root: Option<String>,
+        mode: u32,
+        ring: u32,
+        flags: u64,
+        reinit: &str,
+    ) -> PyResult<Self> {
+        let none = None;
+        Self::new(py, name, root, Some(mode), Some(ring), flags, reinit, none, none, none, none, none, none, none, none, Some(5.0), 0o600)
     }
 
     /// The name of this end (`port{id` or `port}id`).
@@ -149,7 +186,7 @@ impl PyPort {
     #[getter]
     fn tx_rings(&self) -> Vec<PyRing> {
         (0..self.inner.rings(Dir::Tx).len())
-            .map(|pos| PyRing { port: Shielded::new(Arc::clone(&self.inner)), dir: Dir::Tx, pos })
+            .map(|pos| PyRing::new(&self.inner, Dir::Tx, pos))
             .collect()
     }
 
@@ -157,7 +194,7 @@ impl PyPort {
     #[getter]
     fn rx_rings(&self) -> Vec<PyRing> {
         (0..self.inner.rings(Dir::Rx).len())
-            .map(|pos| PyRing { port: Shielded::new(Arc::clone(&self.inner)), dir: Dir::Rx, pos })
+            .map(|pos| PyRing::new(&self.inner, Dir::Rx, pos))
             .collect()
     }
 
@@ -262,7 +299,9 @@ impl PyPort {
     /// ring was reinitialised or the peer misbehaved), 0 on timeout. Releases the GIL.
     #[pyo3(signature = (timeout=None, events=POLLIN))]
     fn poll(&self, py: Python<'_>, timeout: Option<f64>, events: u32) -> PyResult<u32> {
-        wait(py, &self.inner, events, timeout_of(timeout)?)
+        let port = &self.inner;
+        let attempt = || Ok(Some(port.poll_once(events)?).filter(|&rev| rev != 0));
+        Ok(poll_wait(py, port, events, Timeout::new(timeout)?, attempt)?.unwrap_or(0))
     }
 
     /// An eventfd that is readable while a bound RX ring has packets to read.
@@ -305,7 +344,7 @@ impl PyPort {
     fn send(&self, py: Python<'_>, packets: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let bufs = packets.try_iter()?.map(|o| InBuf::get(&o?)).collect::<PyResult<Vec<_>>>()?;
         let slices: Vec<&[u8]> = bufs.iter().map(InBuf::as_slice).collect();
-        self.send_slices(py, &slices, timeout_of(timeout)?)
+        self.send_slices(py, &slices, Timeout::new(timeout)?)
     }
 
     /// Send a batch packed in one buffer: `data` holds the packets back to back, `sizes`
@@ -332,7 +371,7 @@ impl PyPort {
             slices.push(&bytes[at..at + l as usize]);
             at += l as usize;
         }
-        self.send_slices(py, &slices, timeout_of(timeout)?)
+        self.send_slices(py, &slices, Timeout::new(timeout)?)
     }
 
     /// Receive a batch: sync, copy out up to `max` packets as `bytes`, release them and sync
@@ -341,7 +380,7 @@ impl PyPort {
     fn recv<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let port = &self.inner;
-        self.receive(py, timeout_of(timeout)?, || {
+        self.receive(py, Timeout::new(timeout)?, || {
             port.consume::<PyErr>(max, |p| {
                 out.append(packet_bytes(py, port, p)?)?;
                 Ok(true)
@@ -371,7 +410,7 @@ impl PyPort {
         let cap = s.len() / 4;
         let port = &self.inner;
         let (mut count, mut at) = (0usize, 0usize);
-        self.receive(py, timeout_of(timeout)?, || {
+        self.receive(py, Timeout::new(timeout)?, || {
             port.consume::<PyErr>(cap - count, |p| {
                 if at + p.len > d.len() {
                     return Ok(false);
@@ -487,39 +526,22 @@ impl PyPort {
 }
 
 impl PyPort {
-    fn send_slices(&self, py: Python<'_>, slices: &[&[u8]], timeout: Option<Duration>) -> PyResult<usize> {
+    fn send_slices(&self, py: Python<'_>, slices: &[&[u8]], timeout: Timeout) -> PyResult<usize> {
         let port = &self.inner;
-        let mut sent = port.send(slices)?;
-        if sent == slices.len() || timeout == Some(Duration::ZERO) {
-            return Ok(sent);
-        }
-        let deadline = Deadline::after(timeout);
-        while sent < slices.len() {
-            let left = deadline.remaining();
-            if left.is_some_and(|d| d.is_zero()) {
-                break;
-            }
-            if wait(py, port, POLLOUT, left)? & POLLOUT == 0 {
-                break;
-            }
+        let mut sent = 0;
+        poll_wait(py, port, POLLOUT, timeout, || {
             sent += port.send(&slices[sent..])?;
-        }
+            Ok((sent == slices.len()).then_some(()))
+        })?;
         Ok(sent)
     }
 
-    /// rxsync, take, wait once if nothing came and a timeout allows, rxsync to release.
-    fn receive(
-        &self,
-        py: Python<'_>,
-        timeout: Option<Duration>,
-        mut take: impl FnMut() -> PyResult<usize>,
-    ) -> PyResult<usize> {
+    /// rxsync, take (waiting for packets if nothing came and `timeout` allows), rxsync again
+    /// to release what was taken.
+    fn receive(&self, py: Python<'_>, timeout: Timeout, mut take: impl FnMut() -> PyResult<usize>) -> PyResult<usize> {
         let port = &self.inner;
         port.rxsync()?;
-        let mut got = take()?;
-        if got == 0 && timeout != Some(Duration::ZERO) && wait(py, port, POLLIN, timeout)? & POLLIN != 0 {
-            got = take()?;
-        }
+        let got = poll_wait(py, port, POLLIN, timeout, || Ok(Some(take()?).filter(|&n| n > 0)))?.unwrap_or(0);
         if got > 0 {
             port.rxsync()?;
         }
@@ -567,378 +589,6 @@ impl PyPacketIter {
             }
         }
         Ok(self.pending.pop_front())
-    }
-}
-}
-
-/// A bound ring of a port: `head`, `cur`, `tail` and the slots, live in shared memory.
-#[pyclass(name = "NetmapRing", module = "shmkit._native", frozen)]
-#[derive(Debug)]
-pub struct PyRing {
-    port: Shielded<Arc<Port>>,
-    dir: Dir,
-    pos: usize,
-}
-
-impl PyRing {
-    fn bound(&self) -> PyResult<&BoundRing> {
-        if self.port.is_closed() {
-            return Err(NetmapError::Closed.into());
-        }
-        Ok(&self.port.rings(self.dir)[self.pos])
-    }
-
-    fn hdr(&self) -> PyResult<&NetmapRing> {
-        let br = self.bound()?;
-        Ok(self.port.ring(br))
-    }
-
-    fn slot_at(&self, i: i64) -> PyResult<(&NetmapSlot, u32)> {
-        let br = self.bound()?;
-        let n = i64::from(br.n);
-        let j = if i < 0 { i + n } else { i };
-        if !(0..n).contains(&j) {
-            return Err(PyIndexError::new_err(format!("slot {i} out of range for a ring of {n} slots")));
-        }
-        Ok((&self.port.slots(br)[j as usize], j as u32))
-    }
-
-    fn buffer_view<'py>(&self, py: Python<'py>, i: i64, data_only: bool) -> PyResult<Bound<'py, PyMemoryView>> {
-        let (s, j) = self.slot_at(i)?;
-        let idx = s.buf_idx.load(Ordering::Relaxed);
-        let bad = |what: String| NetmapError::BadSlot { port: self.port.port_name().end_name(), what };
-        let off = self.port.buffer_offset(idx).ok_or_else(|| {
-            bad(format!(
-                "{} ring {} slot {j}: buffer index {idx} is not a buffer of this pipe",
-                self.dir.as_str(),
-                self.bound().map(|b| b.id).unwrap_or(0)
-            ))
-        })?;
-        let bs = self.port.buf_size();
-        let len = if data_only {
-            let l = u32::from(s.len.load(Ordering::Relaxed));
-            if l > bs {
-                return Err(bad(format!("slot {j}: length {l} exceeds the buffer size {bs}")).into());
-            }
-            l
-        } else {
-            bs
-        };
-        ShmView::memoryview(py, self.port.mapping(), off as u64, u64::from(len), false)
-    }
-}
-
-shielded! {
-#[pymethods]
-impl PyRing {
-    /// Ring id within its direction.
-    #[getter]
-    fn index(&self) -> PyResult<u32> {
-        Ok(self.bound()?.id)
-    }
-
-    /// `"tx"` or `"rx"`.
-    #[getter]
-    fn kind(&self) -> &'static str {
-        self.dir.as_str()
-    }
-
-    /// Slots in the ring.
-    #[getter]
-    fn num_slots(&self) -> PyResult<u32> {
-        Ok(self.bound()?.n)
-    }
-
-    /// Size of every buffer.
-    #[getter]
-    fn buf_size(&self) -> u32 {
-        self.port.buf_size()
-    }
-
-    /// First slot owned by the user. Written as is; checked at the next sync.
-    #[getter]
-    fn get_head(&self) -> PyResult<u32> {
-        Ok(self.hdr()?.head.load(Ordering::Acquire))
-    }
-
-    #[setter]
-    fn set_head(&self, v: u32) -> PyResult<()> {
-        self.hdr()?.head.store(v, Ordering::Release);
-        Ok(())
-    }
-
-    /// Wake-up point. Written as is; checked at the next sync.
-    #[getter]
-    fn get_cur(&self) -> PyResult<u32> {
-        Ok(self.hdr()?.cur.load(Ordering::Acquire))
-    }
-
-    #[setter]
-    fn set_cur(&self, v: u32) -> PyResult<()> {
-        self.hdr()?.cur.store(v, Ordering::Release);
-        Ok(())
-    }
-
-    /// First slot not owned by the user (set by syncs; a value written here is restored).
-    #[getter]
-    fn get_tail(&self) -> PyResult<u32> {
-        Ok(self.hdr()?.tail.load(Ordering::Acquire))
-    }
-
-    #[setter]
-    fn set_tail(&self, v: u32) -> PyResult<()> {
-        self.hdr()?.tail.store(v, Ordering::Release);
-        Ok(())
-    }
-
-    /// Ring flags (`NR_TIMESTAMP`, `NR_FORWARD`).
-    #[getter]
-    fn get_flags(&self) -> PyResult<u32> {
-        Ok(self.hdr()?.flags.load(Ordering::Relaxed))
-    }
-
-    #[setter]
-    fn set_flags(&self, v: u32) -> PyResult<()> {
-        self.hdr()?.flags.store(v, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Time of the last RX sync with `NR_TIMESTAMP` set (seconds since the epoch).
-    #[getter]
-    fn timestamp(&self) -> PyResult<f64> {
-        let r = self.hdr()?;
-        Ok(r.ts_sec.load(Ordering::Relaxed) as f64 + r.ts_usec.load(Ordering::Relaxed) as f64 / 1e6)
-    }
-
-    /// Slots between `cur` and `tail` (netmap's `nm_ring_space`).
-    #[getter]
-    fn space(&self) -> PyResult<u32> {
-        let br = self.bound()?;
-        let r = self.port.ring(br);
-        let (c, t) = (r.cur.load(Ordering::Acquire), r.tail.load(Ordering::Acquire));
-        Ok(if c < br.n && t < br.n { dist(br.n, c, t) } else { 0 })
-    }
-
-    /// Whether `cur == tail` (netmap's `nm_ring_empty`).
-    #[getter]
-    fn empty(&self) -> PyResult<bool> {
-        let r = self.hdr()?;
-        Ok(r.cur.load(Ordering::Acquire) == r.tail.load(Ordering::Acquire))
-    }
-
-    /// Private `hwcur` (read-only).
-    #[getter]
-    fn hwcur(&self) -> PyResult<u32> {
-        Ok(self.bound()?.kstate().0.hwcur)
-    }
-
-    /// Private `hwtail` (read-only).
-    #[getter]
-    fn hwtail(&self) -> PyResult<u32> {
-        Ok(self.bound()?.kstate().0.hwtail)
-    }
-
-    /// Failed prologues on this ring (in this process).
-    #[getter]
-    fn reinits(&self) -> PyResult<u64> {
-        Ok(self.bound()?.kstate().2)
-    }
-
-    /// Offset of the ring header in the region.
-    #[getter]
-    fn offset(&self) -> PyResult<usize> {
-        Ok(self.bound()?.offset())
-    }
-
-    /// The slots, as a sequence.
-    #[getter]
-    fn slots(&self) -> PyResult<PySlots> {
-        self.bound()?;
-        Ok(PySlots { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos })
-    }
-
-    /// Slot `i`.
-    fn slot(&self, i: i64) -> PyResult<PySlot> {
-        let (_, j) = self.slot_at(i)?;
-        Ok(PySlot { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos, index: j })
-    }
-
-    /// Zero-copy memoryview of the whole buffer of slot `i` (its `buf_idx` is checked).
-    fn buf<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyMemoryView>> {
-        self.buffer_view(py, i, false)
-    }
-
-    /// Zero-copy memoryview of the first `len` bytes of the buffer of slot `i`.
-    fn packet<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyMemoryView>> {
-        self.buffer_view(py, i, true)
-    }
-
-    /// Move `head` and `cur` forward by `count` slots (at most to `tail`).
-    #[pyo3(signature = (count=1))]
-    fn advance(&self, count: u32) -> PyResult<u32> {
-        let br = self.bound()?;
-        let r = self.port.ring(br);
-        let (c, t) = (r.cur.load(Ordering::Acquire), r.tail.load(Ordering::Acquire));
-        if c >= br.n || t >= br.n || count > dist(br.n, c, t) {
-            return Err(PyValueError::new_err(format!("cannot advance {count} slots from cur {c} to tail {t}")));
-        }
-        let nc = ((u64::from(c) + u64::from(count)) % u64::from(br.n)) as u32;
-        r.cur.store(nc, Ordering::Release);
-        r.head.store(nc, Ordering::Release);
-        Ok(nc)
-    }
-
-    /// Sync this ring alone (txsync or rxsync).
-    fn sync(&self) -> PyResult<()> {
-        self.bound()?;
-        Ok(self.port.sync_ring(self.dir, self.pos)?)
-    }
-
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.bound()?.n as usize)
-    }
-
-    fn __repr__(&self) -> String {
-        match self.bound() {
-            Ok(br) => {
-                let r = self.port.ring(br);
-                format!(
-                    "<shmkit.netmap.Ring {} {} head={} cur={} tail={} slots={}>",
-                    self.dir.as_str(),
-                    br.id,
-                    r.head.load(Ordering::Relaxed),
-                    r.cur.load(Ordering::Relaxed),
-                    r.tail.load(Ordering::Relaxed),
-                    br.n
-                )
-            }
-            Err(_) => format!("<shmkit.netmap.Ring {} (port closed)>", self.dir.as_str()),
-        }
-    }
-}
-}
-
-/// The slots of a ring, as a sequence of `NetmapSlot`.
-#[pyclass(name = "NetmapSlots", module = "shmkit._native", frozen)]
-#[derive(Debug)]
-pub struct PySlots {
-    port: Shielded<Arc<Port>>,
-    dir: Dir,
-    pos: usize,
-}
-
-shielded! {
-#[pymethods]
-impl PySlots {
-    fn __len__(&self) -> usize {
-        self.port.rings(self.dir)[self.pos].n as usize
-    }
-
-    fn __getitem__(&self, i: i64) -> PyResult<PySlot> {
-        let n = i64::from(self.port.rings(self.dir)[self.pos].n);
-        let j = if i < 0 { i + n } else { i };
-        if !(0..n).contains(&j) {
-            return Err(PyIndexError::new_err(format!("slot {i} out of range for a ring of {n} slots")));
-        }
-        Ok(PySlot { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos, index: j as u32 })
-    }
-}
-}
-
-/// One slot: `buf_idx`, `len`, `flags`, `ptr`, read and written in shared memory.
-#[pyclass(name = "NetmapSlot", module = "shmkit._native", frozen)]
-#[derive(Debug)]
-pub struct PySlot {
-    port: Shielded<Arc<Port>>,
-    dir: Dir,
-    pos: usize,
-    index: u32,
-}
-
-impl PySlot {
-    fn slot(&self) -> PyResult<&NetmapSlot> {
-        if self.port.is_closed() {
-            return Err(NetmapError::Closed.into());
-        }
-        let br = &self.port.rings(self.dir)[self.pos];
-        Ok(&self.port.slots(br)[self.index as usize])
-    }
-}
-
-shielded! {
-#[pymethods]
-impl PySlot {
-    /// Index of the slot in its ring.
-    #[getter]
-    fn index(&self) -> u32 {
-        self.index
-    }
-
-    /// Buffer index (set `NS_BUF_CHANGED` in `flags` when changing it).
-    #[getter]
-    fn get_buf_idx(&self) -> PyResult<u32> {
-        Ok(self.slot()?.buf_idx.load(Ordering::Relaxed))
-    }
-
-    #[setter]
-    fn set_buf_idx(&self, v: u32) -> PyResult<()> {
-        self.slot()?.buf_idx.store(v, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Bytes of data in the buffer.
-    #[getter]
-    fn get_len(&self) -> PyResult<u16> {
-        Ok(self.slot()?.len.load(Ordering::Relaxed))
-    }
-
-    #[setter]
-    fn set_len(&self, v: u16) -> PyResult<()> {
-        self.slot()?.len.store(v, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// `NS_*` flags.
-    #[getter]
-    fn get_flags(&self) -> PyResult<u16> {
-        Ok(self.slot()?.flags.load(Ordering::Relaxed))
-    }
-
-    #[setter]
-    fn set_flags(&self, v: u16) -> PyResult<()> {
-        self.slot()?.flags.store(v, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The `ptr` field (carried, never dereferenced).
-    #[getter]
-    fn get_ptr(&self) -> PyResult<u64> {
-        Ok(self.slot()?.ptr.load(Ordering::Relaxed))
-    }
-
-    #[setter]
-    fn set_ptr(&self, v: u64) -> PyResult<()> {
-        self.slot()?.ptr.store(v, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Zero-copy memoryview of the slot's whole buffer.
-    fn buf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyMemoryView>> {
-        PyRing { port: Shielded::new(Arc::clone(&self.port)), dir: self.dir, pos: self.pos }.buffer_view(
-            py,
-            i64::from(self.index),
-            false,
-        )
-    }
-
-    fn __repr__(&self) -> String {
-        match self.slot() {
-            Ok(s) => {
-                let v = s.load();
-                format!("<shmkit.netmap.Slot {} buf_idx={} len={} flags={:#x}>", self.index, v.buf_idx, v.len, v.flags)
-            }
-            Err(_) => format!("<shmkit.netmap.Slot {} (port closed)>", self.index),
-        }
     }
 }
 }

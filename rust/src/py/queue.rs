@@ -16,9 +16,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 use super::buffer::{bytes_from_mapping, with_buffer, with_buffer_mut, InBuf, OutBuf, ShmView};
 use super::errors::{closed, queue_empty, queue_full};
 use super::region::PyRegion;
-use crate::queue::{Borrow, Element, QueueOptions, Reservation, ShmQueue, WAIT_SLICE};
+use super::wait::{wait, Timeout};
+use crate::queue::{Borrow, Element, QueueOptions, Reservation, ShmQueue};
 use crate::sys::map::Mapping;
-use crate::sys::time::Deadline;
 
 use super::shield::{shielded, Shielded};
 
@@ -56,32 +56,6 @@ pub struct PyReserved {
     len: usize,
 }
 
-/// Convert `timeout` (seconds, `None`: forever) and `block` into a deadline.
-fn deadline(timeout: Option<f64>, block: bool) -> PyResult<Deadline> {
-    if !block {
-        return Ok(Deadline::after(Some(Duration::ZERO)));
-    }
-    match timeout {
-        None => Ok(Deadline::never()),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Deadline::after(Some(Duration::from_secs_f64(s.min(1e9))))),
-        Some(s) if s.is_nan() || s < 0.0 => {
-            Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
-        }
-        Some(_) => Ok(Deadline::never()),
-    }
-}
-
-/// Reject a negative or NaN timeout before anything else (as `queue.Queue` does).
-#[inline]
-fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
-    match timeout {
-        Some(s) if s.is_nan() || s < 0.0 => {
-            Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Run `f` on the bytes of `data` (a `bytes` directly, anything else through the buffer
 /// protocol, with no copy and no allocation).
 #[inline]
@@ -101,63 +75,44 @@ impl PyQueue {
         Self { inner: Shielded::new(Arc::new(inner)), region: region.clone().unbind() }
     }
 
-    /// Wait (GIL released, in slices, checking signals) until `attempt` returns `Some` or the
-    /// deadline passes (`Ok(None)`).
+    /// Wait (see `py::wait`) until `attempt` returns `Some` or `timeout` passes (`Ok(None)`,
+    /// counted as a timeout unless the call was not to wait).
     fn blocking<T>(
         &self,
         py: Python<'_>,
-        deadline: Deadline,
+        timeout: Timeout,
         put: bool,
         need: u64,
-        mut attempt: impl FnMut() -> PyResult<Option<T>>,
+        attempt: impl FnMut() -> PyResult<Option<T>>,
     ) -> PyResult<Option<T>> {
-        let mut waited = false;
-        loop {
-            if let Some(v) = attempt()? {
-                return Ok(Some(v));
-            }
-            if deadline.expired() {
-                // A non-blocking call that finds the queue full/empty is not a timeout.
-                if waited {
-                    self.inner.note_timeout(put);
-                }
-                return Ok(None);
-            }
-            let q = &self.inner;
-            if !std::mem::replace(&mut waited, true) {
-                // First poll briefly (a peer answering within microseconds needs no futex).
-                if py.detach(|| if put { q.spin_writable(need) } else { q.spin_readable() })? {
-                    continue;
-                }
-            }
-            let slice = deadline.slice(WAIT_SLICE);
-            py.detach(|| if put { q.wait_writable(need, slice) } else { q.wait_readable(slice) })?;
-            py.check_signals()?;
+        let q: &ShmQueue = &self.inner;
+        let mut first = true;
+        let got = wait(py, timeout, attempt, |slice| q.sleep(put, need, std::mem::replace(&mut first, false), slice))?;
+        if got.is_none() && !timeout.is_zero() {
+            q.note_timeout(put);
         }
+        Ok(got)
     }
 
-    fn put_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
-        check_timeout(timeout)?;
-        if with_bytes(data, |b| self.inner.try_put(b))?? {
-            return Ok(());
-        }
-        let d = deadline(timeout, block)?;
-        let done = self.blocking(py, d, true, 1, || Ok(with_bytes(data, |b| self.inner.try_put(b))??.then_some(())))?;
-        done.ok_or_else(|| queue_full(format!("queue {:?} is full", self.inner.name())))
+    fn full_error(&self) -> PyErr {
+        queue_full(format!("queue {:?} is full", self.inner.name()))
+    }
+
+    fn empty_error(&self) -> PyErr {
+        queue_empty(format!("queue {:?} is empty", self.inner.name()))
+    }
+
+    fn put_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Timeout) -> PyResult<()> {
+        let attempt = || Ok(with_bytes(data, |b| self.inner.try_put(b))??.then_some(()));
+        self.blocking(py, timeout, true, 1, attempt)?.ok_or_else(|| self.full_error())
     }
 
     fn try_get_bytes<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.inner.try_get_with(|e| to_bytes(py, &e))?.transpose()
     }
 
-    fn get_impl<'py>(&self, py: Python<'py>, timeout: Option<f64>, block: bool) -> PyResult<Bound<'py, PyBytes>> {
-        check_timeout(timeout)?;
-        if let Some(b) = self.try_get_bytes(py)? {
-            return Ok(b);
-        }
-        let d = deadline(timeout, block)?;
-        self.blocking(py, d, false, 1, || self.try_get_bytes(py))?
-            .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
+    fn get_impl<'py>(&self, py: Python<'py>, timeout: Timeout) -> PyResult<Bound<'py, PyBytes>> {
+        self.blocking(py, timeout, false, 1, || self.try_get_bytes(py))?.ok_or_else(|| self.empty_error())
     }
 }
 
@@ -179,6 +134,16 @@ impl PyQueue {
         let r = region.get().region();
         let q = py.detach(|| ShmQueue::create(r, name, capacity, elsize, &QueueOptions { spsc }))?;
         Ok(Self::new(py, q, region))
+    }
+
+    /// Pickling: a queue pickles as its region (itself re-opened by name) and its name, and
+    /// unpickles with `Queue.open`, so `multiprocessing` (any start method, `Pool`) can hand
+    /// it to another process.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let open = py.get_type::<Self>().getattr(pyo3::intern!(py, "open"))?;
+        let me = slf.get();
+        Ok((open, (me.region.clone_ref(py), me.inner.name().to_owned()).into_pyobject(py)?))
     }
 
     /// Open the existing queue `name` of `region`.
@@ -223,17 +188,18 @@ impl PyQueue {
         Ok((Self::new(py, q, region), created))
     }
 
-    /// Put `data` (any bytes-like object, not copied first), waiting up to `timeout` seconds
-    /// (`None`: forever) for room; raises `QueueFull` on timeout, or at once if `block` is
-    /// false. Longer than `elsize`: `ValueError`.
-    #[pyo3(signature = (data, timeout=None, *, block=true))]
-    fn put(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
-        self.put_impl(py, data, timeout, block)
+    /// Put `item` (any bytes-like object, not copied first), as `queue.Queue.put`: with
+    /// `block` true, wait up to `timeout` seconds (`None`: forever, `0`: not at all) for room,
+    /// else raise `QueueFull`; with `block` false, raise `QueueFull` at once when full (the
+    /// timeout is ignored). Longer than `elsize`: `ValueError`.
+    #[pyo3(signature = (item, block=true, timeout=None))]
+    fn put(&self, py: Python<'_>, item: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<()> {
+        self.put_impl(py, item, Timeout::blocking(block, timeout)?)
     }
 
-    /// Put `data` if there is room now, else raise `QueueFull`.
-    fn put_nowait(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.put_impl(py, data, None, false)
+    /// Put `item` if there is room now, else raise `QueueFull` (`put(item, False)`).
+    fn put_nowait(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.put_impl(py, item, Timeout::NOW)
     }
 
     /// Put `data` if there is room now; returns whether it was put (never raises `QueueFull`).
@@ -241,16 +207,17 @@ impl PyQueue {
         Ok(with_bytes(data, |b| self.inner.try_put(b))??)
     }
 
-    /// Take the next element as `bytes`, waiting up to `timeout` seconds (`None`: forever);
-    /// raises `QueueEmpty` on timeout, or at once if `block` is false.
-    #[pyo3(signature = (timeout=None, *, block=true))]
-    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>, block: bool) -> PyResult<Bound<'py, PyBytes>> {
-        self.get_impl(py, timeout, block)
+    /// Take the next element as `bytes`, as `queue.Queue.get`: with `block` true, wait up to
+    /// `timeout` seconds (`None`: forever, `0`: not at all), else raise `QueueEmpty`; with
+    /// `block` false, raise `QueueEmpty` at once when empty.
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn get<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        self.get_impl(py, Timeout::blocking(block, timeout)?)
     }
 
-    /// Take the next element now, else raise `QueueEmpty`.
+    /// Take the next element now, else raise `QueueEmpty` (`get(False)`).
     fn get_nowait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        self.get_impl(py, None, false)
+        self.get_impl(py, Timeout::NOW)
     }
 
     /// Take the next element now, or return `None` if the queue is empty (no exception: the
@@ -261,37 +228,21 @@ impl PyQueue {
 
     /// Copy the next element into `buffer` (writable, at least `elsize` bytes) and return its
     /// length: no allocation. Waits like `get`.
-    #[pyo3(signature = (buffer, timeout=None, *, block=true))]
-    fn get_into(
-        &self,
-        py: Python<'_>,
-        buffer: &Bound<'_, PyAny>,
-        timeout: Option<f64>,
-        block: bool,
-    ) -> PyResult<usize> {
-        check_timeout(timeout)?;
+    #[pyo3(signature = (buffer, block=true, timeout=None))]
+    fn get_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = Timeout::blocking(block, timeout)?;
         let attempt = || -> PyResult<Option<usize>> { Ok(with_buffer_mut(buffer, |b| self.inner.try_get_into(b))??) };
-        if let Some(n) = attempt()? {
-            return Ok(n);
-        }
-        let d = deadline(timeout, block)?;
-        self.blocking(py, d, false, 1, attempt)?
-            .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))
+        self.blocking(py, timeout, false, 1, attempt)?.ok_or_else(|| self.empty_error())
     }
 
     /// Take the next element *without copying it*: it stays in its slot, readable in place
     /// through the returned `Borrowed` (`with q.borrow() as view: ...`), until released.
     /// Waits like `get`. Hold it briefly: its slot is not reused until then.
-    #[pyo3(signature = (timeout=None, *, block=true))]
-    fn borrow(&self, py: Python<'_>, timeout: Option<f64>, block: bool) -> PyResult<PyBorrowed> {
-        check_timeout(timeout)?;
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn borrow(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<PyBorrowed> {
+        let timeout = Timeout::blocking(block, timeout)?;
         let attempt = || -> PyResult<Option<Borrow>> { Ok(self.inner.try_borrow()?) };
-        let b = match attempt()? {
-            Some(b) => b,
-            None => self
-                .blocking(py, deadline(timeout, block)?, false, 1, attempt)?
-                .ok_or_else(|| queue_empty(format!("queue {:?} is empty", self.inner.name())))?,
-        };
+        let b = self.blocking(py, timeout, false, 1, attempt)?.ok_or_else(|| self.empty_error())?;
         Ok(PyBorrowed { map: Arc::clone(b.mapping()), off: b.offset(), len: b.len(), inner: Shielded::new(Mutex::new(b)) })
     }
 
@@ -299,16 +250,11 @@ impl PyQueue {
     /// the returned `Reserved` (`with q.reserve() as view: view[:n] = ...`), and it is
     /// published on commit. Waits for room like `put`. Hold it briefly: consumers wait at
     /// its position. An aborted MPMC reservation skips its position (`recovered_puts`).
-    #[pyo3(signature = (timeout=None, *, block=true))]
-    fn reserve(&self, py: Python<'_>, timeout: Option<f64>, block: bool) -> PyResult<PyReserved> {
-        check_timeout(timeout)?;
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn reserve(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<PyReserved> {
+        let timeout = Timeout::blocking(block, timeout)?;
         let attempt = || -> PyResult<Option<Reservation>> { Ok(self.inner.try_reserve()?) };
-        let r = match attempt()? {
-            Some(r) => r,
-            None => self
-                .blocking(py, deadline(timeout, block)?, true, 1, attempt)?
-                .ok_or_else(|| queue_full(format!("queue {:?} is full", self.inner.name())))?,
-        };
+        let r = self.blocking(py, timeout, true, 1, attempt)?.ok_or_else(|| self.full_error())?;
         Ok(PyReserved { map: Arc::clone(r.mapping()), off: r.offset(), len: r.capacity(), inner: Shielded::new(Mutex::new(r)) })
     }
 
@@ -369,7 +315,7 @@ impl PyQueue {
         lengths: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
-        check_timeout(timeout)?;
+        let timeout = Timeout::new(timeout)?;
         if itemsize < self.inner.elsize() {
             return Err(PyValueError::new_err(format!(
                 "itemsize {itemsize} is smaller than the element size {}",
@@ -396,12 +342,7 @@ impl PyQueue {
             })?;
             Ok((n > 0 || max == 0).then_some(n))
         };
-        let got = match attempt()? {
-            Some(n) => Some(n),
-            None if timeout == Some(0.0) => None,
-            None => self.blocking(py, deadline(timeout, true)?, false, 1, attempt)?,
-        };
-        Ok(got.unwrap_or(0))
+        Ok(self.blocking(py, timeout, false, 1, attempt)?.unwrap_or(0))
     }
 
     /// Take up to `max` elements in one call, as a list of `bytes`. With `timeout` other
@@ -409,7 +350,7 @@ impl PyQueue {
     /// means none came.
     #[pyo3(signature = (max, timeout=0.0))]
     fn get_many<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
-        check_timeout(timeout)?;
+        let timeout = if max == 0 { Timeout::NOW } else { Timeout::new(timeout)? };
         let cap = max.min(self.inner.capacity() as usize);
         let attempt = || -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
             let mut out = Vec::with_capacity(cap);
@@ -429,35 +370,26 @@ impl PyQueue {
                 _ => Ok((!out.is_empty()).then_some(out)),
             }
         };
-        let got = match attempt()? {
-            Some(v) => Some(v),
-            None if max == 0 || timeout == Some(0.0) => None,
-            None => self.blocking(py, deadline(timeout, true)?, false, 1, attempt)?,
-        };
-        PyList::new(py, got.unwrap_or_default())
+        PyList::new(py, self.blocking(py, timeout, false, 1, attempt)?.unwrap_or_default())
     }
 
     /// Put `a` and `b` at consecutive positions, both or neither (VPP's `svm_queue_add2`),
     /// waiting like `put` for two free slots.
-    #[pyo3(signature = (a, b, timeout=None, *, block=true))]
+    #[pyo3(signature = (a, b, block=true, timeout=None))]
     fn put_pair(
         &self,
         py: Python<'_>,
         a: &Bound<'_, PyAny>,
         b: &Bound<'_, PyAny>,
-        timeout: Option<f64>,
         block: bool,
+        timeout: Option<f64>,
     ) -> PyResult<()> {
-        check_timeout(timeout)?;
+        let timeout = Timeout::blocking(block, timeout)?;
         let attempt = || -> PyResult<Option<()>> {
             let done = with_bytes(a, |a| with_bytes(b, |b| self.inner.try_put_pair(a, b)))???;
             Ok(done.then_some(()))
         };
-        if attempt()?.is_some() {
-            return Ok(());
-        }
-        let d = deadline(timeout, block)?;
-        self.blocking(py, d, true, 2, attempt)?
+        self.blocking(py, timeout, true, 2, attempt)?
             .ok_or_else(|| queue_full(format!("queue {:?} has no room for a pair", self.inner.name())))
     }
 

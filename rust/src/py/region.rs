@@ -5,23 +5,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
 use super::buffer::{InBuf, OutBuf, ShmView};
 use crate::region::registry::{self, EntryState, RegionEntry, ScanMode};
 use crate::region::{kind, ClientInfo, ObjectInfo, Region, RegionOptions};
 
 use super::shield::{shielded, Shielded};
+use super::wait::Timeout;
 
-/// Convert a Python timeout in seconds (`None`: the default) to a duration.
-pub fn duration(secs: Option<f64>, default: Duration) -> PyResult<Duration> {
-    match secs {
-        None => Ok(default),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
-        Some(s) => Err(PyValueError::new_err(format!("timeout must be a non-negative number, got {s}"))),
-    }
+/// A timeout option in seconds for the core (`None`: forever; see `py::wait`).
+pub fn duration(secs: Option<f64>) -> PyResult<Duration> {
+    Ok(Timeout::new(secs)?.duration())
 }
 
 /// Who may share a region: `mode` (permission bits of a new region, widest accepted on an
@@ -56,16 +54,78 @@ fn options(
     auto_unlink: bool,
     lock_timeout: Option<f64>,
 ) -> PyResult<RegionOptions> {
-    let d = RegionOptions::default();
     Ok(RegionOptions {
         root,
         mode: access.mode,
         uid: access.uid,
         gid: access.gid,
-        timeout: duration(timeout, d.timeout)?,
+        timeout: duration(timeout)?,
         auto_unlink,
-        lock_timeout: duration(lock_timeout, d.lock_timeout)?,
+        lock_timeout: duration(lock_timeout)?,
     })
+}
+
+/// Where a region lives: a name (`str`) in `/dev/shm/<root>-<name>`, or a regular file on any
+/// filesystem (an `os.PathLike`, e.g. a `pathlib.Path`).
+#[derive(Debug)]
+enum Place {
+    Name(String),
+    File(PathBuf),
+}
+
+/// What an opener does where the region lives.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    Create(u64),
+    Open,
+    FindOrCreate(u64),
+}
+
+impl Place {
+    fn of(target: &Bound<'_, PyAny>, root: &Option<String>) -> PyResult<Self> {
+        if let Ok(s) = target.cast::<PyString>() {
+            return Ok(Self::Name(s.to_cow()?.into_owned()));
+        }
+        if !target.hasattr(intern!(target.py(), "__fspath__"))? {
+            return Err(PyTypeError::new_err(format!(
+                "a region is a name (str) or a file (os.PathLike), not {}",
+                target.get_type().name()?
+            )));
+        }
+        if root.is_some() {
+            return Err(PyValueError::new_err("root applies to named regions, not to files"));
+        }
+        Ok(Self::File(target.extract()?))
+    }
+
+    /// The one opener behind `create`, `open` and `find_or_create`.
+    fn attach(&self, how: How, opts: &RegionOptions) -> crate::region::Result<Region> {
+        match (self, how) {
+            (Self::Name(n), How::Create(size)) => Region::create(n, size, opts),
+            (Self::Name(n), How::Open) => Region::open(n, opts),
+            (Self::Name(n), How::FindOrCreate(size)) => Region::find_or_create(n, size, opts),
+            (Self::File(p), How::Create(size)) => Region::create_file(p, size, opts),
+            (Self::File(p), How::Open) => Region::open_file(p, opts),
+            (Self::File(p), How::FindOrCreate(size)) => Region::find_or_create_file(p, size, opts),
+        }
+    }
+}
+
+/// `Place::attach` with the Python arguments every opener shares, the GIL released.
+#[allow(clippy::too_many_arguments)]
+fn open_at(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    how: How,
+    root: Option<String>,
+    access: Access,
+    timeout: Option<f64>,
+    auto_unlink: bool,
+    lock_timeout: Option<f64>,
+) -> PyResult<PyRegion> {
+    let place = Place::of(name, &root)?;
+    let o = options(root, access, timeout, auto_unlink, lock_timeout)?;
+    Ok(PyRegion::wrap(py.detach(|| place.attach(how, &o))?))
 }
 
 /// A shared-memory region: a named (or anonymous, or file-backed) segment with a heap, a
@@ -109,13 +169,15 @@ fn object_dict<'py>(py: Python<'py>, o: &ObjectInfo) -> PyResult<Bound<'py, PyDi
 shielded! {
 #[pymethods]
 impl PyRegion {
-    /// Create a new named region of `size` bytes in `/dev/shm/<root>-<name>`, with permission
-    /// bits `mode` and owner `uid`/group `gid` (applied before anyone can open it).
+    /// Create a new region of `size` bytes: named (`name` a `str`: `/dev/shm/<root>-<name>`)
+    /// or in a regular file (`name` an `os.PathLike`), with permission bits `mode` and owner
+    /// `uid`/group `gid` (applied before anyone can open it). `timeout`, `lock_timeout`:
+    /// seconds (`None`: forever) to wait for a half-made region and for the region lock.
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=5.0, auto_unlink=false, lock_timeout=5.0))]
     fn create(
         py: Python<'_>,
-        name: &str,
+        name: &Bound<'_, PyAny>,
         size: u64,
         root: Option<String>,
         mode: u32,
@@ -125,18 +187,18 @@ impl PyRegion {
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::create(name, size, &o))?))
+        open_at(py, name, How::Create(size), root, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)
     }
 
-    /// Open an existing named region, waiting up to `timeout` s while it is being created.
-    /// The file must be owned by `uid` (default: this process's effective uid), have group
-    /// `gid` if given, and a mode no wider than `mode`; else `PermissionError`.
+    /// Open an existing region (a name or a file, as for `create`; a file is never opened
+    /// through a symbolic link), waiting up to `timeout` s while it is being created. The
+    /// file must be owned by `uid` (default: this process's effective uid), have group `gid`
+    /// if given, and a mode no wider than `mode`; else `PermissionError`.
     #[staticmethod]
-    #[pyo3(signature = (name, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
+    #[pyo3(signature = (name, *, root=None, mode=0o600, uid=None, gid=None, timeout=5.0, lock_timeout=5.0))]
     fn open(
         py: Python<'_>,
-        name: &str,
+        name: &Bound<'_, PyAny>,
         root: Option<String>,
         mode: u32,
         uid: Option<u32>,
@@ -144,17 +206,16 @@ impl PyRegion {
         timeout: Option<f64>,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::open(name, &o))?))
+        open_at(py, name, How::Open, root, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)
     }
 
-    /// Open the named region, or create it if it does not exist (`.created` tells which);
-    /// `mode`/`uid`/`gid` as for `create` and `open`.
+    /// Open the region, or create it if it does not exist (`.created` tells which);
+    /// arguments as for `create` and `open`.
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
+    #[pyo3(signature = (name, size, *, root=None, mode=0o600, uid=None, gid=None, timeout=5.0, auto_unlink=false, lock_timeout=5.0))]
     fn find_or_create(
         py: Python<'_>,
-        name: &str,
+        name: &Bound<'_, PyAny>,
         size: u64,
         root: Option<String>,
         mode: u32,
@@ -164,69 +225,23 @@ impl PyRegion {
         auto_unlink: bool,
         lock_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let o = options(root, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::find_or_create(name, size, &o))?))
-    }
-
-    /// Create a region in a regular file at `path` (any filesystem).
-    #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
-    fn create_file(
-        py: Python<'_>,
-        path: PathBuf,
-        size: u64,
-        mode: u32,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        timeout: Option<f64>,
-        auto_unlink: bool,
-        lock_timeout: Option<f64>,
-    ) -> PyResult<Self> {
-        let o = options(None, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::create_file(&path, size, &o))?))
-    }
-
-    /// Open a region stored in a regular file (never through a symbolic link); ownership and
-    /// mode are checked as for `open`.
-    #[staticmethod]
-    #[pyo3(signature = (path, *, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
-    fn open_file(
-        py: Python<'_>,
-        path: PathBuf,
-        mode: u32,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        timeout: Option<f64>,
-        lock_timeout: Option<f64>,
-    ) -> PyResult<Self> {
-        let o = options(None, Access::new(mode, uid, gid)?, timeout, false, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::open_file(&path, &o))?))
-    }
-
-    /// Open or create a region stored in a regular file.
-    #[staticmethod]
-    #[pyo3(signature = (path, size, *, mode=0o600, uid=None, gid=None, timeout=None, auto_unlink=false, lock_timeout=None))]
-    fn find_or_create_file(
-        py: Python<'_>,
-        path: PathBuf,
-        size: u64,
-        mode: u32,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        timeout: Option<f64>,
-        auto_unlink: bool,
-        lock_timeout: Option<f64>,
-    ) -> PyResult<Self> {
-        let o = options(None, Access::new(mode, uid, gid)?, timeout, auto_unlink, lock_timeout)?;
-        Ok(Self::wrap(py.detach(|| Region::find_or_create_file(&path, size, &o))?))
+        let access = Access::new(mode, uid, gid)?;
+        open_at(py, name, How::FindOrCreate(size), root, access, timeout, auto_unlink, lock_timeout)
     }
 
     /// Create an anonymous region (a sealed memfd); hand it to another process with
     /// `fileno()` (e.g. over a Unix socket) and `Region.from_fd` there.
     #[staticmethod]
-    #[pyo3(signature = (size, *, label="shmkit", mode=0o600, uid=None, gid=None))]
-    fn create_anonymous(size: u64, label: &str, mode: u32, uid: Option<u32>, gid: Option<u32>) -> PyResult<Self> {
-        let o = options(None, Access::new(mode, uid, gid)?, None, false, None)?;
+    #[pyo3(signature = (size, *, label="shmkit", mode=0o600, uid=None, gid=None, lock_timeout=5.0))]
+    fn create_anonymous(
+        size: u64,
+        label: &str,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let o = options(None, Access::new(mode, uid, gid)?, Some(RegionOptions::default().timeout.as_secs_f64()), false, lock_timeout)?;
         Ok(Self::wrap(Region::create_anonymous(size, label, &o)?))
     }
 
@@ -234,7 +249,7 @@ impl PyRegion {
     /// Its file must be owned by `uid` (default: this process's effective uid) and, if it has
     /// a name, have a mode no wider than `mode`.
     #[staticmethod]
-    #[pyo3(signature = (fd, *, mode=0o600, uid=None, gid=None, timeout=None, lock_timeout=None))]
+    #[pyo3(signature = (fd, *, mode=0o600, uid=None, gid=None, timeout=5.0, lock_timeout=5.0))]
     fn from_fd(
         py: Python<'_>,
         fd: i32,
@@ -392,6 +407,36 @@ impl PyRegion {
         let pids = self.inner.clients().iter().map(|c| c.pid).collect();
         self.inner.intact()?;
         Ok(pids)
+    }
+
+    /// Pickling: a named or file-backed region pickles as where it lives, and unpickles by
+    /// opening it again there, requiring the owner and mode it has now (what this process
+    /// trusts). So `multiprocessing` can hand a region to a child with any start method.
+    /// An anonymous region has nowhere to be found by: pass its descriptor instead.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let reopen = py.get_type::<Self>().getattr(pyo3::intern!(py, "_reopen"))?;
+        let (uid, mode) = self.inner.owner_and_mode()?;
+        let root = self.inner.root().map(str::to_owned);
+        let args = match (self.inner.name(), self.inner.path()) {
+            (Some(name), _) => (name.to_owned(), false, root, uid, mode).into_pyobject(py)?,
+            (None, Some(path)) => (path.to_string_lossy().into_owned(), true, root, uid, mode).into_pyobject(py)?,
+            (None, None) => {
+                return Err(PyTypeError::new_err(
+                    "an anonymous region cannot be pickled (it has no name to be opened by): \
+                     send its descriptor (fileno()) over a Unix socket and use Region.from_fd",
+                ))
+            }
+        };
+        Ok((reopen, args))
+    }
+
+    /// Unpickle a region (see `__reduce__`): open it again at `place` (a name, or a file path
+    /// if `file`), requiring owner `uid` and mode `mode`.
+    #[staticmethod]
+    fn _reopen(py: Python<'_>, place: String, file: bool, root: Option<String>, uid: u32, mode: u32) -> PyResult<Self> {
+        let place = if file { Place::File(PathBuf::from(place)) } else { Place::Name(place) };
+        let o = options(root, Access::new(mode, Some(uid), None)?, Some(5.0), false, Some(5.0))?;
+        Ok(Self::wrap(py.detach(|| place.attach(How::Open, &o))?))
     }
 
     /// Region name (None for anonymous and file regions).

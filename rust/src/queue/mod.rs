@@ -736,15 +736,23 @@ impl ShmQueue {
                 self.note_timeout(put);
                 return Ok(None);
             }
-            if !std::mem::replace(&mut spun, true) && if put { self.spin_writable(1)? } else { self.spin_readable()? } {
-                continue;
-            }
-            let slice = deadline.slice(WAIT_SLICE);
-            if put {
-                self.wait_writable(1, slice)?;
-            } else {
-                self.wait_readable(slice)?;
-            }
+            self.sleep(put, 1, !std::mem::replace(&mut spun, true), deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// One sleep of a blocking call, for callers that loop around their `try_*` themselves
+    /// (the Python bindings check for signals between sleeps): the `first` sleep of a call
+    /// polls for this handle's spin time and returns as soon as the condition may hold (a
+    /// peer answering within microseconds needs no futex); otherwise sleep at most `max`
+    /// until `need` elements may fit (`put`) or one may be taken.
+    pub fn sleep(&self, put: bool, need: u64, first: bool, max: Duration) -> Result<()> {
+        if first && if put { self.spin_writable(need)? } else { self.spin_readable()? } {
+            return Ok(());
+        }
+        if put {
+            self.wait_writable(need, max)
+        } else {
+            self.wait_readable(max)
         }
     }
 

@@ -688,6 +688,13 @@ impl Region {
         self.created
     }
 
+    /// Owner uid and permission bits of the backing file now: what another process opening
+    /// this region by name should require, to accept what this one trusts (pickling).
+    pub fn owner_and_mode(&self) -> Result<(u32, u32)> {
+        let st = sysfd::info(self.fd.as_fd()).map_err(|e| RegionError::os("fstat", self.backing.display(), e))?;
+        Ok((st.uid, st.mode & 0o777))
+    }
+
     /// The backing descriptor (to hand an anonymous region to another process).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
