@@ -43,9 +43,9 @@ mod native {
     #[pymodule_export]
     use super::build_features;
     #[pymodule_export]
-    use super::layout::shm_layout;
-    #[pymodule_export]
     use super::errors::ErrorField;
+    #[pymodule_export]
+    use super::layout::shm_layout;
     #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
