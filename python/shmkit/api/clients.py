@@ -100,6 +100,7 @@ class ClientLifecycle:
     _by_handle: dict[int, ClientInfo]
     _next_index: int
     _stale: dict[str, tuple[int, int]]  # queues of clients we no longer serve
+    _orphans_of: int  # the dead previous server whose messages wait for _stale to empty
     _reapers: list[Callable[[Handle, ClientInfo], None]]
 
     # The server's own, used here.
@@ -226,6 +227,21 @@ class ClientLifecycle:
                 if not _alive(pid, start):
                     del self._stale[qname]
                     self._remove_queue(qname, pid, start)
+            self.reclaim_orphans()
+
+    def reclaim_orphans(self) -> None:
+        """Free what a dead previous server held outside any queue (a request it was serving,
+        replies it had not sent) once nothing can still refer to it: its input queue was
+        drained at takeover, and the last queue it may have replied into (those of its
+        clients still alive then) is gone. Until then the rings' GC age covers it."""
+        with self._lock:
+            pid = self._orphans_of
+            if not pid or self._stale:
+                return
+            self._orphans_of = 0
+            if any(c.pid == pid for c in self._clients.values()):
+                return  # the pid now names a client of ours: its messages are its own
+            self._counts[C["restart_reclaims"]] += self.rings.reclaim_pid(pid)
 
     def keepalive_scan(self) -> None:
         """VPP's periodic scan: quiet clients get a keepalive; two unanswered pings lead to a

@@ -144,6 +144,7 @@ class Server(ClientLifecycle):
         self._counts = [0] * len(COUNTERS)  # since the last flush
         self._totals = [0] * len(COUNTERS)  # private: the shared ones are only written
         self._stale: dict[str, tuple[int, int]] = {}  # queues of clients we no longer serve
+        self._orphans_of = 0
         self._error_replies: dict[type[Message], type[Message]] = {}
         self.report = Throttle(log)
         self._guard = Guard(self, claim_timeout)
@@ -200,20 +201,23 @@ class Server(ClientLifecycle):
         self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
         if takeover:
             self.rings.note_restart()
+            if prior is not None and prior[1] != self.pid:
+                self._orphans_of = prior[1]
             self._recover()
 
     def _recover(self) -> None:
         """Take over after a dead server: drain its input queue, find its clients' queues.
-        The old client table is not believed: each queue object names its creator. (What the
-        dead server held outside queues is left to the rings' GC age: its replies still
-        waiting in live clients' queues are theirs to read, and clients read concurrently
-        with us.)"""
+        The old client table is not believed: each queue object names its creator. What the
+        dead server held outside queues is reclaimed once no queue it may have replied into is
+        left (:meth:`reclaim_orphans`): its replies still waiting in live clients' queues are
+        theirs to read, and clients read concurrently with us."""
         self._guard.check_input(thorough=True)
         drained = self.port.drain(self.input)
         self._counts[C["restart_reclaims"]] += drained
         # A live client lives on and will notice the new epoch; its queue is its own to
         # remove, or ours once it dies.
         self.collect_queues(adopt_live=True)
+        self.reclaim_orphans()
         self.region.scan_ghosts()
         log.info(
             "API %s: took over as epoch %d (%d queued messages reclaimed)",
