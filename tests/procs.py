@@ -6,6 +6,7 @@ predicate), never a bare sleep.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import selectors
@@ -87,6 +88,25 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "con
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(delay)  # polling interval of a deadline-bounded wait, not synchronisation
         delay = min(delay * 2, 0.05)
+
+
+def start_api_server(
+    name: str, root: str, scan: float = 10.0, *, stderr: Any = subprocess.PIPE, **kw: object
+) -> subprocess.Popen[str]:
+    """Start the test API server (``tests/api_defs.py``) in its own process and wait until it
+    serves: ``scan`` is its reaper interval, ``kw`` the extra ``Server`` arguments. Pass a
+    file as ``stderr`` when nobody will read the server's log."""
+    script = os.path.join(TESTS_DIR, "api_defs.py")
+    proc = subprocess.Popen(
+        [sys.executable, script, name, root, str(scan), json.dumps(kw)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TESTS_DIR},
+    )
+    wait_line(proc, "ready", stream="stdout")
+    return proc
 
 
 def kill9(proc: subprocess.Popen[str] | mp.process.BaseProcess) -> None:

@@ -27,7 +27,7 @@ from api_defs import (
     SumReply,
     make_server,
 )
-from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
+from procs import finish, kill9, python, start_api_server, wait_line, wait_until
 from shmkit._native import ApiPort
 from shmkit.api import Handle, memclnt
 from shmkit.api.client import (
@@ -41,25 +41,10 @@ from shmkit.api.server import Server, ServerRunningError
 from shmkit.api.show import describe
 from shmkit.api.trace import Trace
 
-SERVER = os.path.join(TESTS_DIR, "api_defs.py")
-
-
-def start_server(name: str, root: str, scan: float = 10.0, **kw: object) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, name, root, str(scan), json.dumps(kw)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TESTS_DIR},
-    )
-    wait_line(proc, "ready", stream="stdout")
-    return proc
-
 
 @pytest.fixture
 def server(root: str) -> Iterator[subprocess.Popen[str]]:
-    proc = start_server("api", root, scan=0.05)
+    proc = start_api_server("api", root, scan=0.05)
     yield proc
     if proc.poll() is None:
         kill9(proc)
@@ -202,7 +187,7 @@ def test_killed_client_is_reaped_quickly(
 
 
 def test_killed_server_then_takeover(root: str) -> None:
-    first = start_server("api", root)
+    first = start_api_server("api", root)
     old = Client.connect("api", "old", root=root)
     idle = Client.connect("api", "idle", root=root)
     assert old.call(Echo(x=1)).x == 1
@@ -212,7 +197,7 @@ def test_killed_server_then_takeover(root: str) -> None:
     with pytest.raises(ServerGoneError):
         old.call(Echo(x=2), timeout=5)
     assert time.monotonic() - t < 1.0
-    second = start_server("api", root)
+    second = start_api_server("api", root)
     try:
         view = describe("api", root)
         assert view.epoch == 1 and view.server_pid == second.pid
@@ -246,14 +231,14 @@ def test_killed_server_then_takeover(root: str) -> None:
 
 
 def test_server_drains_queued_messages_on_takeover(root: str) -> None:
-    first = start_server("api", root)
+    first = start_api_server("api", root)
     c = Client.connect("api", "c", root=root)
     first.send_signal(signal.SIGSTOP)  # frozen: requests pile up in its input queue
     for i in range(20):
         c.submit(Echo(x=i))
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
-    second = start_server("api", root)
+    second = start_api_server("api", root)
     try:
         view = describe("api", root)
         assert view.counters["restart_reclaims"] == 20
@@ -599,7 +584,7 @@ sys.stdin.readline()
 
 
 def test_full_client_table(root: str) -> None:
-    server = start_server("api", root, scan=0.05, max_clients=2)
+    server = start_api_server("api", root, scan=0.05, max_clients=2)
     try:
         first = Client.connect("api", "first", root=root)
         second = python(TABLE_CLIENT, "api", root, "second")
@@ -683,8 +668,9 @@ def client_leftovers(root: str, pid: int) -> tuple[list[str], list[int], bool]:
 def test_client_dies_while_the_server_is_down_or_taken_over(root: str, when: str) -> None:
     """A client dies while no server runs ("down"), or while a new server is taking the
     region over: before it looked at the clients, or just after it found this one alive. The
-    new server removes its queue, reclaims everything it held, and serves new clients."""
-    first = start_server("api", root)
+    new server removes its queue, reclaims everything it held (and what the dead server held
+    outside any queue, once no queue it replied into is left), and serves new clients."""
+    first = start_api_server("api", root)
     victim = python(HOLDER, "api", root)
     queue = wait_line(victim, "api/client/", stream="stdout").strip()
     assert sum(ring_busy(root)) >= 4
@@ -693,7 +679,7 @@ def test_client_dies_while_the_server_is_down_or_taken_over(root: str, when: str
     try:
         if when == "down":
             kill9(victim)
-            second = start_server("api", root)
+            second = start_api_server("api", root)
         else:
             second = python(TAKEOVER, "api", root, when)
             wait_line(second, "paused", stream="stdout")

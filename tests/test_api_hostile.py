@@ -18,18 +18,15 @@ import json
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import shmkit
 from api_defs import Echo
-from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
+from procs import finish, kill9, python, start_api_server, wait_line, wait_until
 from shmkit.api.client import Client
 from shmkit.api.show import describe
-
-SERVER_SCRIPT = os.path.join(TESTS_DIR, "api_defs.py")
 
 GOOD = """
 import json, sys, threading
@@ -155,15 +152,7 @@ def seed() -> int:
 def server(root: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     # stderr to a file: a server that logs while nobody reads must never block on a pipe.
     with open(tmp_path / "server.err", "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, SERVER_SCRIPT, "api", root, "0.2"],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            stdin=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": TESTS_DIR},
-        )
-    wait_line(proc, "ready", stream="stdout")
+        proc = start_api_server("api", root, 0.2, stderr=err)
     yield proc
     if proc.poll() is None:
         kill9(proc)
@@ -311,16 +300,8 @@ def test_a_client_stalled_half_way_through_a_request(root: str, tmp_path: Path) 
     publishing it makes every later request wait behind it: the server skips the claim after
     ``claim_timeout``, and the staller's publish is refused."""
     with open(tmp_path / "server.err", "w") as err:
-        server = subprocess.Popen(
-            [sys.executable, SERVER_SCRIPT, "api", root, "10", json.dumps({"claim_timeout": 0.5})],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            stdin=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": TESTS_DIR},
-        )
+        server = start_api_server("api", root, 10, stderr=err, claim_timeout=0.5)
     try:
-        wait_line(server, "ready", stream="stdout")
         with Client.connect("api", "behind", root=root) as c:
             assert c.call(Echo(x=1)).x == 1
             staller = python(STALLER, "api", root)

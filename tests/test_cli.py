@@ -15,12 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 import shmkit
-from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
+from procs import finish, kill9, python, start_api_server, wait_line, wait_until
 from shmkit.api import Client
 from shmkit.cli import Exit
 
 MiB = 1 << 20
-API_SERVER = os.path.join(TESTS_DIR, "api_defs.py")
 
 
 def shmkit_cmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,19 +47,6 @@ def fails(code: Exit, *args: str, says: str = "") -> str:
 
 def shm_path(root: str, name: str) -> pathlib.Path:
     return pathlib.Path(f"/dev/shm/{root}-{name}")
-
-
-def start_api_server(name: str, root: str, **kw: object) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, API_SERVER, name, root, "0.05", json.dumps(kw)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TESTS_DIR},
-    )
-    wait_line(proc, "ready", stream="stdout")
-    return proc
 
 
 @pytest.fixture
@@ -170,7 +156,7 @@ def test_damaged_region_exits_9(root: str) -> None:
 
 
 def test_server_not_running_exits_6(root: str) -> None:
-    server = start_api_server("api", root)
+    server = start_api_server("api", root, 0.05)
     pid = server.pid
     kill9(server)
     line = fails(Exit.SERVER_DOWN, "api", "ping", "api", "--root", root, says="not running")
@@ -184,7 +170,7 @@ def test_server_not_running_exits_6(root: str) -> None:
 
 
 def test_unanswered_ping_times_out_exits_7(root: str) -> None:
-    server = start_api_server("api", root)
+    server = start_api_server("api", root, 0.05)
     try:
         os.kill(server.pid, signal.SIGSTOP)  # alive, but deaf
         line = fails(
@@ -198,7 +184,7 @@ def test_unanswered_ping_times_out_exits_7(root: str) -> None:
 
 def test_other_failures_exit_1(root: str) -> None:
     # A shmkit refusal that is no mistake of the caller: the API's client table is full.
-    server = start_api_server("api", root, max_clients=1)
+    server = start_api_server("api", root, 0.05, max_clients=1)
     try:
         with Client.connect("api", "the-only-one", root=root, timeout=10):
             fails(Exit.FAILED, "api", "ping", "api", "--root", root, says="client slots")
@@ -207,7 +193,7 @@ def test_other_failures_exit_1(root: str) -> None:
 
 
 def test_api_show_and_ping_json(root: str) -> None:
-    server = start_api_server("api", root)
+    server = start_api_server("api", root, 0.05)
     try:
         r = shmkit_cmd("api", "ping", "api", "--root", root, "-n", "3", "--json")
         assert r.returncode == 0, r.stderr
@@ -314,7 +300,7 @@ def test_a_bug_exits_70_with_a_hint_and_debug_shows_the_traceback() -> None:
 
 
 def test_ctrl_c_exits_130(root: str) -> None:
-    server = start_api_server("api", root)
+    server = start_api_server("api", root, 0.05)
     try:
         os.kill(server.pid, signal.SIGSTOP)
         ping = subprocess.Popen(

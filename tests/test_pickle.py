@@ -4,20 +4,18 @@ Real processes, one test per start method."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import pickle
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import shmkit
 import shmkit.netmap
 from api_defs import Echo
-from procs import TESTS_DIR, kill9, wait_line
+from procs import kill9, start_api_server
 from shmkit.api import Client
 
 METHODS = [m for m in ("spawn", "forkserver", "fork") if m in mp.get_all_start_methods()]
@@ -96,22 +94,7 @@ def test_anonymous_regions_refuse_to_pickle_clearly() -> None:
 
 @pytest.fixture
 def api_server(root: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(TESTS_DIR, "api_defs.py"),
-            "api",
-            root,
-            "0.05",
-            json.dumps({}),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TESTS_DIR},
-    )
-    wait_line(proc, "ready", stream="stdout")
+    proc = start_api_server("api", root, 0.05)
     yield proc
     kill9(proc)
 

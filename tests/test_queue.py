@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import shmkit
-from procs import finish, python
+from procs import finish, python, wait_until
 
 HEADER = 1024  # queue header size; slot i starts at offset + HEADER + i * stride
 
@@ -551,10 +551,7 @@ def test_get_true_blocks_until_an_item_comes(region: shmkit.Region) -> None:
     got: list[bytes] = []
     t = threading.Thread(target=lambda: got.append(q.get(True)))
     t.start()
-    deadline = time.monotonic() + 20
-    while q.stats()["get_waits"] < 1:
-        assert time.monotonic() < deadline, "the getter never blocked"
-        time.sleep(0.001)
+    wait_until(lambda: q.stats()["get_waits"] >= 1, 20, "the getter blocking")
     t.join(1.5)
     assert t.is_alive(), "get(True) gave up"
     q.put(b"late")
