@@ -1,0 +1,13 @@
+//! The binary API's native core: everything under the API that is mechanism, not policy.
+//!
+//! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
+//! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
+//!   processes, in batches, never blocking towards a slow receiver;
+//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes).
+//!
+//! Registration, keepalive reaping and epoch handles are the server's policy and live in
+//! Python (`shmkit.api`); they drive these pieces through the bindings in `py/`.
+
+pub mod codec;
+pub mod msgring;
+pub mod port;
