@@ -28,7 +28,6 @@ import itertools
 import logging
 import os
 import select
-import struct
 import threading
 import time
 from collections import deque
@@ -69,7 +68,6 @@ SLICE = 0.05
 #: the idle reader looks at the queue at most this often
 IDLE_PERIOD = 0.02
 _unpack_header = HEADER.unpack_from
-_EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
 
 
@@ -610,7 +608,7 @@ class Client:
         /proc and our queue's header are looked at once per :data:`SLICE`."""
         if self._error is not None:
             raise self._error
-        epoch, pid = _EPOCH_PID.unpack_from(self.state.view, 12)
+        epoch, pid = self.state.head()[:2]
         if epoch != self._epoch or pid != self.server_pid:
             if self.region.truncated:  # the state reads zeros: the memory is gone, not the server
                 self._error = RegionTruncatedError(

@@ -3,7 +3,8 @@
 //! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
 //! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
 //!   processes, in batches, never blocking towards a slow receiver;
-//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes).
+//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes);
+//! * [`state`]: the shared state object (server identity and epoch, counters, client table).
 //!
 //! Registration, keepalive reaping and epoch handles are the server's policy and live in
 //! Python (`shmkit.api`); they drive these pieces through the bindings in `py/`.
@@ -11,3 +12,4 @@
 pub mod codec;
 pub mod msgring;
 pub mod port;
+pub mod state;

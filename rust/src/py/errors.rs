@@ -463,3 +463,12 @@ impl From<PortError> for PyErr {
         }
     }
 }
+
+impl From<crate::api::state::StateError> for PyErr {
+    fn from(e: crate::api::state::StateError) -> Self {
+        match e {
+            crate::api::state::StateError::Region(r) => r.into(),
+            crate::api::state::StateError::Invalid(msg) => PyValueError::new_err(msg),
+        }
+    }
+}
