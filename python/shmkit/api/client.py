@@ -164,6 +164,7 @@ class Client:
         self._contexts = itertools.count(1)
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
+        self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
         self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._next_liveness = 0.0
@@ -267,6 +268,19 @@ class Client:
         self.server_pid = reply.server_pid
         self._table = {e.name: e.index for e in reply.message_table}
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+        # What came with the reply (e.g. sent by the server's on_register callbacks) was read
+        # before the table was known: decode it now.
+        with self._cv:
+            self._events = deque(self._known(m) for m in self._events)
+
+    def _known(self, msg: Message) -> Message:
+        """``msg`` decoded as its type, if it is a :class:`RawMessage` of a type now known."""
+        if type(msg) is RawMessage:
+            cls = self._ids.get(msg.msg_id)
+            if cls is not None:
+                with contextlib.suppress(MessageError):
+                    return cls.decode(msg.data)
+        return msg
 
     # ---------------------------------------------------------------- message table
 
@@ -445,6 +459,39 @@ class Client:
                     self._cv.notify_all()
         return out
 
+    def dump(self, msg: Message, timeout: float | None = 5.0) -> list[Any]:
+        """Send a dump request and return its details, in order: everything the server
+        sends with the request's context until the ``control_ping_reply`` that closes the
+        stream (VPP's convention; :mod:`shmkit.api.services`). ``timeout`` bounds the whole
+        dump. If the server's handler failed (or the stream was abandoned), the close carries
+        a non-zero ``retval``: :class:`~shmkit.ShmkitError` is raised, with the details
+        received so far as its ``details`` attribute and the code as ``retval``."""
+        if self._closed or self._error is not None:
+            self._check_open()
+        deadline = _deadline(timeout)
+        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
+        data = self._encode(msg)
+        details: list[Message] = []
+        self._dumps[ctx] = details  # before sending: the first detail may come at once
+        self._pending.add(ctx)
+        try:
+            self._send_bytes(data, deadline)
+            close = self._wait(ctx, deadline)
+        finally:
+            self._dumps.pop(ctx, None)
+            self._pending.discard(ctx)
+        if type(close) is not mc.ControlPingReply:
+            raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
+        retval: int = close.retval  # type: ignore[attr-defined]
+        if retval != 0:
+            error = ShmkitError(
+                f"API {self.name!r}: the {type(msg)._name} dump failed on the server "
+                f"(retval {retval}) after {len(details)} details"
+            )
+            error.details, error.retval = details, retval  # type: ignore[attr-defined]
+            raise error
+        return details
+
     def recv(self, timeout: float | None = 5.0) -> Any:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = _deadline(timeout)
@@ -566,6 +613,10 @@ class Client:
         with self._cv:
             for context, msg in routed:
                 if context in self._pending:
+                    details = self._dumps.get(context)
+                    if details is not None and type(msg) is not mc.ControlPingReply:
+                        details.append(msg)  # the stream's close is its reply
+                        continue
                     self._replies[context] = msg
                 else:
                     self._events.append(msg)

@@ -107,6 +107,7 @@ class ClientLifecycle:
     send: Callable[[ClientInfo | Handle | int, Message], bool]
     message_table: Callable[[], dict[int, str]]
     _count_sent: Callable[[ClientInfo, int, int], None]
+    _registered: Callable[[ClientInfo], None]
 
     # ---------------------------------------------------------------- registration
 
@@ -209,6 +210,7 @@ class ClientLifecycle:
             context=msg.context,
         )
         self.send(client, reply)
+        self._registered(client)
 
     # ---------------------------------------------------------------- liveness
 

@@ -51,7 +51,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from shmkit import Region
 from shmkit._native import ApiPort
@@ -62,6 +62,7 @@ from shmkit.api.clients import ClientInfo, ClientLifecycle
 from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, Message, MessageError
+from shmkit.api.services import Services, StreamHandler
 from shmkit.api.state import COUNTERS, ApiState, StateImage
 from shmkit.api.takeover import (
     open_input,
@@ -90,7 +91,7 @@ _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, RegionTruncatedError)
 Handler = Callable[[Message, "ClientInfo"], "Message | None"]
 
 
-class Server(ClientLifecycle):
+class Server(ClientLifecycle, Services):
     """A binary-API server.
 
     ``Server(name, root=...)`` creates the API region (or takes over a surviving one).
@@ -154,6 +155,7 @@ class Server(ClientLifecycle):
         self._stop = threading.Event()
         self._running = False
         self.trace = Trace(trace_size)
+        self._init_services()
         try:
             self._setup(max_clients, input_capacity, server_rings, client_rings, gc_age)
         except BaseException:
@@ -247,12 +249,30 @@ class Server(ClientLifecycle):
                 self._next_id += 1
             self.trace.table = self.message_table()
 
+    @overload
     def handle(
-        self, request: type[Message], *, reply: type[Message] | None = None
-    ) -> Callable[[Handler], Handler]:
+        self,
+        request: type[Message],
+        *,
+        reply: type[Message] | None = None,
+        stream: Literal[False] = False,
+    ) -> Callable[[Handler], Handler]: ...
+    @overload
+    def handle(
+        self, request: type[Message], *, reply: type[Message], stream: Literal[True]
+    ) -> Callable[[StreamHandler], StreamHandler]: ...
+    def handle(
+        self, request: type[Message], *, reply: type[Message] | None = None, stream: bool = False
+    ) -> Callable[[Handler], Handler] | Callable[[StreamHandler], StreamHandler]:
         """Decorator: ``handler(msg, client) -> reply | None`` for ``request``. If the
         handler raises and ``reply`` has a ``retval`` field, the client gets a ``reply`` with
-        ``retval = -1`` (else no reply); either way the failure is counted and logged."""
+        ``retval = -1`` (else no reply); either way the failure is counted and logged.
+
+        With ``stream=True`` (a dump), the handler returns or yields the details (of type
+        ``reply``); they are sent with the request's context and a ``control_ping_reply``
+        closes the stream (:mod:`shmkit.api.services`)."""
+        if stream:
+            return self._handle_stream(request, reply)
 
         def decorate(fn: Handler) -> Handler:
             types = [request] + ([reply] if reply is not None else [])
@@ -321,9 +341,11 @@ class Server(ClientLifecycle):
             while not self._stop.is_set():
                 # The hot path, inline (a failed step is handled as _shielded does).
                 try:
-                    if port.wait(queue, slice_):
+                    if port.wait(queue, self._stream_wait or slice_):
                         with lock:
                             self._serve_batch()
+                    if self._streams:
+                        self._pump_streams()
                 except _FATAL:
                     raise
                 except CorruptionError:
@@ -511,6 +533,8 @@ class Server(ClientLifecycle):
         elif msg_id == 22:  # keepalive reply: counted as a request, seen by the next scan
             pass
         elif msg_id == 23:  # control_ping
+            if self._stream_ping(client, ctx):
+                return  # a VPP client's dump terminator: the stream's close answers it
             self.send(
                 client,
                 mc.ControlPingReply(

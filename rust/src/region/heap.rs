@@ -64,7 +64,7 @@ pub enum HeapError {
         /// Largest free block's usable size.
         largest: u64,
     },
-    /// Zero or absurd size.
+    /// A zero size (a size larger than the heap is `OutOfMemory`).
     #[error("invalid allocation size {0}")]
     InvalidSize(u64),
     /// The offset is not the start of a live allocation.
@@ -425,13 +425,21 @@ impl<'a> Heap<'a> {
 
     /// Allocate `n` bytes; returns the offset of the usable memory (64-byte aligned).
     pub fn alloc(&self, n: u64, pid: u32) -> Result<u64, HeapError> {
+        if n == 0 {
+            return Err(HeapError::InvalidSize(n));
+        }
         let total = self.lay.data_end - self.lay.data_off;
-        let need = n
-            .checked_add(BLOCK_HDR)
-            .map(|v| v.next_multiple_of(GRANULE))
-            .filter(|&v| n > 0 && v <= total)
-            .ok_or(HeapError::InvalidSize(n))?;
-        let result = self.guarded(|h| h.alloc_inner(need, pid));
+        // More than the whole heap (or more than u64 can count once the header is added) is
+        // simply out of memory, as for any other request the heap cannot satisfy.
+        let need = n.checked_add(BLOCK_HDR).and_then(|v| v.checked_next_multiple_of(GRANULE));
+        let result = match need {
+            Some(need) if need <= total => self.guarded(|h| h.alloc_inner(need, pid)),
+            _ => Err(HeapError::OutOfMemory {
+                requested: n,
+                free: self.meta.free_bytes.load(Relaxed),
+                largest: self.largest_free().saturating_sub(BLOCK_HDR),
+            }),
+        };
         match &result {
             Ok(_) => {
                 add(&self.meta.allocs, 1);

@@ -1,0 +1,350 @@
+"""Services as VPP defines them, on the server side: dumps (streams of details) and events.
+
+**Dumps.** ``@server.handle(FooDump, reply=FooDetails, stream=True)`` registers a handler that
+returns (or yields) ``FooDetails`` messages. The server sends each one with the request's
+context, then closes the stream with a ``control_ping_reply`` carrying the same context,
+VPP's barrier. ``vpp_papi`` (and VPP's own clients) send a ``control_ping`` with the dump's
+context right after the dump and take *its* reply as the end of the stream: a ``control_ping``
+whose context is that of the last dump of the same client is that terminator, and is not
+answered a second time (the server's close already is its answer). Either way a client sees
+exactly one ``control_ping_reply`` per dump, after every detail.
+
+A stream never blocks the server and never loses a detail to a full client queue: details go
+out while the client's queue is less than half full (the other half stays free for replies
+and events meanwhile; one slot is always kept for the close); past that, the stream pauses
+and the dispatch loop resumes it as the client reads (polling with a back-off from 0.5 ms
+to ``death_poll``). A stream that makes no progress for
+:attr:`Services.stream_stall` seconds (a client that stopped reading) is abandoned: the
+handler's iterator is closed, ``dropped_sends`` counts one, and the close carries
+``retval = STREAM_ABORTED``. A handler that raises before or during the stream is counted in
+``handler_errors`` and logged; the details sent so far stay sent and the close carries
+``retval = -1`` (``VNET_API_ERROR_UNSPECIFIED``), which :meth:`shmkit.api.Client.dump` raises.
+The handler's iterator runs in the dispatch loop's thread, lazily: a generator holds no
+lock between details.
+
+**Events.** ``server.events(EventType, want=WantType, reply=WantReply)`` serves VPP's
+``want_*`` registration: ``WantType`` has ``enable_disable`` and ``pid`` fields (as
+``want_interface_events``); the client is registered for ``EventType`` while
+``enable_disable`` is non-zero and answered with ``WantReply(retval=0)``.
+``server.publish(event)`` sends the event with context 0 to the registered clients only,
+never blocking (a full queue drops it, counted in ``dropped_sends`` and the client's
+``dropped``); registrations end when their client deregisters, is reaped or dropped.
+
+**Registration callbacks.** ``@server.on_register`` functions are called with the handle and
+info of every client that registers, after its ``memclnt_create_reply`` was sent (so an event
+sent from the callback reaches a client that already knows the message table).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shmkit.api import memclnt as mc
+from shmkit.api.handle import Handle
+from shmkit.api.messages import Message
+from shmkit.api.state import COUNTERS
+
+if TYPE_CHECKING:
+    from shmkit._native import Outbox
+    from shmkit.api.clients import ClientInfo
+    from shmkit.api.guard import Throttle
+
+__all__ = ["STREAM_ABORTED", "Services", "StreamHandler"]
+
+log = logging.getLogger("shmkit.api")
+
+C = {name: i for i, name in enumerate(COUNTERS)}
+
+#: ``retval`` of the close of a stream abandoned because its client stopped reading
+#: (VPP's ``VNET_API_ERROR_QUEUE_FULL``).
+STREAM_ABORTED = -107
+
+#: A dump handler: returns (or is a generator of) the details.
+StreamHandler = Callable[[Message, "ClientInfo"], "Iterable[Message] | None"]
+
+_FIRST_WAIT = 0.0005  # the dispatch loop's wait while a stream is paused, doubled up to its slice
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One dump being sent: the rest of its details are ``items``."""
+
+    client: ClientInfo
+    context: int
+    request: type[Message]
+    items: Iterator[Message]
+    sent: int = 0
+    progress: float = field(default_factory=time.monotonic)
+
+
+class Services:
+    """Dumps, events and registration callbacks of a server (mixed into ``Server``, whose
+    state it shares: the attributes below)."""
+
+    name: str
+    pid: int
+    death_poll: float
+    report: Throttle
+    _lock: threading.RLock
+    _outbox: Outbox
+    _counts: list[int]
+    _clients: dict[int, ClientInfo]
+    _by_handle: dict[int, ClientInfo]
+    _ids: dict[type[Message], int]
+    _handlers: dict[int, tuple[type[Message], Any]]
+
+    # The server's own, used here.
+    register: Callable[..., None]
+    send: Callable[[ClientInfo | Handle | int, Message], bool]
+    _send_encoded: Callable[[ClientInfo, bytes], bool]
+    _count_sent: Callable[[ClientInfo, int, int], None]
+    drop_damaged: Callable[[ClientInfo, str], None]
+
+    #: seconds a paused stream may make no progress before it is abandoned
+    stream_stall: float = 30.0
+
+    def _init_services(self) -> None:
+        self._streams: list[_Stream] = []
+        self._stream_wait = 0.0  # 0: no stream is paused
+        self._dump_contexts: dict[int, int] = {}  # client handle -> context of its last dump
+        self._subscribers: dict[type[Message], dict[int, int]] = {}  # event -> {handle: pid}
+        self._registrars: list[Callable[[Handle, ClientInfo], None]] = []
+
+    # ---------------------------------------------------------------- dumps
+
+    def _handle_stream(
+        self, request: type[Message], details: type[Message] | None
+    ) -> Callable[[StreamHandler], StreamHandler]:
+        if details is None:
+            raise TypeError("a stream handler needs reply=<the details type>")
+
+        def decorate(fn: StreamHandler) -> StreamHandler:
+            self.register(request, details, mc.ControlPingReply)
+
+            def serve(msg: Message, client: ClientInfo) -> None:
+                self._start_stream(fn, msg, client, request)
+
+            # Not a native handler: the stream is sent from Python, in order with the rest.
+            self._handlers[self._ids[request]] = (request, serve)
+            return fn
+
+        return decorate
+
+    def _start_stream(
+        self, fn: StreamHandler, msg: Message, client: ClientInfo, request: type[Message]
+    ) -> None:
+        context = msg.context
+        handle = int(client.handle)
+        if len(self._dump_contexts) > 2 * len(self._by_handle) + 64:
+            self._dump_contexts = {
+                h: c for h, c in self._dump_contexts.items() if h in self._by_handle
+            }
+        self._dump_contexts[handle] = context
+        try:
+            items = iter(fn(msg, client) or ())
+        except Exception as exc:
+            self._stream_failed(request, exc)
+            self._close_stream(client, context, mc.UNSPECIFIED)
+            return
+        stream = _Stream(client, context, request, items)
+        if not self._run_stream(stream):
+            self._streams.append(stream)
+            self._stream_wait = _FIRST_WAIT
+
+    def _stream_ping(self, client: ClientInfo, context: int) -> bool:
+        """Whether a ``control_ping`` is the terminator a VPP client sends after its dump
+        (same client, same context): the stream's own close answers it."""
+        handle = int(client.handle)
+        if self._dump_contexts.get(handle) != context:
+            return False
+        del self._dump_contexts[handle]
+        return True
+
+    def _run_stream(self, stream: _Stream) -> bool:
+        """Send what fits of a stream; returns whether it is finished."""
+        c = stream.client
+        if self._clients.get(c.slot) is not c:  # the client left, was reaped or dropped
+            _close_quietly(stream.items)
+            return True
+        # What this client has in the outbox goes out first, so the queue's length is exact.
+        flushed = self._outbox.flush_client(c)
+        if flushed is not None:
+            self._count_sent(c, flushed[0], flushed[1])
+            if flushed[2]:
+                _close_quietly(stream.items)
+                self.drop_damaged(c, "a send found its queue corrupted")
+                return True
+        # A stream fills at most half the queue (one slot of it kept for the close): the
+        # rest stays free for the replies and events the client gets meanwhile.
+        room = c.queue.capacity // 2 - len(c.queue) - 1
+        ids = self._ids
+        while room > 0:
+            try:
+                item = next(stream.items)
+                item.context = stream.context
+                data = item.encode(ids[type(item)])
+            except StopIteration:
+                break
+            except Exception as exc:
+                self._stream_failed(stream.request, exc)
+                _close_quietly(stream.items)
+                self._close_stream(c, stream.context, mc.UNSPECIFIED)
+                return True
+            self._send_encoded(c, data)
+            stream.sent += 1
+            stream.progress = time.monotonic()
+            room -= 1
+        else:
+            if time.monotonic() - stream.progress < self.stream_stall:
+                return False  # paused: resumed when the client has read
+            _close_quietly(stream.items)
+            self._counts[C["dropped_sends"]] += 1
+            c.dropped += 1
+            self.report(
+                "stream_stall",
+                logging.WARNING,
+                "API %s: abandoned a %s stream to client %r after %d details: it stopped reading",
+                self.name,
+                stream.request._name,
+                c.name,
+                stream.sent,
+            )
+            self._close_stream(c, stream.context, STREAM_ABORTED)
+            return True
+        self._close_stream(c, stream.context, 0)
+        return True
+
+    def _pump_streams(self) -> None:
+        """Resume paused streams (the dispatch loop calls it while there are any)."""
+        with self._lock:
+            before = sum(s.sent for s in self._streams)
+            self._streams = [s for s in self._streams if not self._run_stream(s)]
+            if not self._streams:
+                self._stream_wait = 0.0
+            elif sum(s.sent for s in self._streams) > before:
+                self._stream_wait = _FIRST_WAIT
+            else:
+                self._stream_wait = min(self._stream_wait * 2, self.death_poll, 0.05)
+
+    def _close_stream(self, client: ClientInfo, context: int, retval: int) -> None:
+        self.send(
+            client,
+            mc.ControlPingReply(
+                retval=retval,
+                client_index_reply=int(client.handle),
+                vpe_pid=self.pid,
+                context=context,
+            ),
+        )
+
+    def _stream_failed(self, request: type[Message], exc: BaseException) -> None:
+        self._counts[C["handler_errors"]] += 1
+        self.report(
+            f"handler:{request._name}",
+            logging.ERROR,
+            "API %s: stream handler for %s failed",
+            self.name,
+            request._name,
+            exc_info=exc,
+        )
+
+    # ---------------------------------------------------------------- events
+
+    def events(
+        self,
+        event: type[Message],
+        *,
+        want: type[Message],
+        reply: type[Message],
+    ) -> None:
+        """Serve VPP's ``want_*`` registration for ``event``: a ``want`` request (with
+        ``enable_disable`` and ``pid`` fields, as ``want_interface_events``) registers its
+        client for the events :meth:`publish` sends (``enable_disable`` non-zero) or ends
+        the registration (zero); it is answered with ``reply(retval=0)``."""
+        fields = {n for n, _ in want._fields}
+        if not {"enable_disable", "pid"} <= fields:
+            raise TypeError(
+                f"{want._name} needs enable_disable and pid fields (as VPP's want_* requests)"
+            )
+        if not any(n == "retval" for n, _ in reply._fields):
+            raise TypeError(f"{reply._name} needs a retval field")
+        subscribers = self._subscribers.setdefault(event, {})
+        self.register(event, want, reply)
+
+        def serve(msg: Message, client: ClientInfo) -> Message:
+            handle = int(client.handle)
+            if msg.enable_disable:  # type: ignore[attr-defined]
+                subscribers[handle] = msg.pid  # type: ignore[attr-defined]
+            else:
+                subscribers.pop(handle, None)
+            return reply(retval=0)
+
+        self._handlers[self._ids[want]] = (want, serve)
+
+    def publish(self, event: Message) -> int:
+        """Send ``event`` with context 0 to every client registered for its type (see
+        :meth:`events`), never blocking: a full queue drops it (counted). Returns how many
+        queued it. Callable from any thread."""
+        subscribers = self._subscribers.get(type(event))
+        if subscribers is None:
+            raise ValueError(f"{type(event)._name} is not an event type of this server")
+        event.context = 0
+        sent = 0
+        with self._lock:
+            for handle in list(subscribers):
+                client = self._by_handle.get(handle)
+                if client is None:  # deregistered, reaped or dropped: registration ended
+                    del subscribers[handle]
+                    continue
+                sent += self.send(client, event)
+        return sent
+
+    def subscribers(self, event: type[Message]) -> list[ClientInfo]:
+        """The clients registered for ``event``."""
+        with self._lock:
+            subscribers = self._subscribers.get(event, {})
+            return [self._by_handle[h] for h in list(subscribers) if h in self._by_handle]
+
+    # ---------------------------------------------------------------- registration
+
+    def on_register(
+        self, fn: Callable[[Handle, ClientInfo], None]
+    ) -> Callable[[Handle, ClientInfo], None]:
+        """Decorator: called with the handle and info of every client that registers, after
+        its registration reply was sent (in the dispatch loop's thread; an exception is
+        logged and changes nothing)."""
+        self._registrars.append(fn)
+        return fn
+
+    def _registered(self, client: ClientInfo) -> None:
+        for fn in self._registrars:
+            try:
+                fn(client.handle, client)
+            except Exception:
+                self.report(
+                    "registrar",
+                    logging.ERROR,
+                    "API %s: registration callback failed",
+                    self.name,
+                    exc_info=True,
+                )
+
+    @property
+    def open_streams(self) -> int:
+        """How many dumps are paused, waiting for their client to read."""
+        return len(self._streams)
+
+
+def _close_quietly(items: Iterator[Message]) -> None:
+    """Close a handler's generator (its ``finally`` runs); a failure there is only logged."""
+    close = getattr(items, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("API: closing a stream handler failed")
