@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 #[cfg(not(loom))]
+pub mod api;
+#[cfg(not(loom))]
 pub mod apicodec;
 #[cfg(not(loom))]
 pub mod apiport;

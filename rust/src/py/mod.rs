@@ -4,6 +4,7 @@
 
 pub mod apicodec;
 pub mod apiport;
+pub mod apisock;
 pub mod buffer;
 pub mod errors;
 pub mod layout;
@@ -40,6 +41,8 @@ mod native {
     use super::apicodec::PyCodec;
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
+    #[pymodule_export]
+    use super::apisock::PySockListener;
     #[pymodule_export]
     use super::build_features;
     #[pymodule_export]
