@@ -15,18 +15,12 @@
 
 #[cfg(not(loom))]
 pub mod api;
-#[cfg(not(loom))]
-pub mod apicodec;
-#[cfg(not(loom))]
-pub mod apiport;
 pub mod failpoint;
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(not(loom))]
 pub mod memif;
-#[cfg(not(loom))]
-pub mod msgring;
 #[cfg(not(loom))]
 pub mod netmap;
 #[cfg(not(loom))]

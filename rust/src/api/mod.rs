@@ -1,10 +1,17 @@
-//! The binary API's Rust home.
+//! The binary API's native core: everything under the API that is mechanism, not policy.
 //!
-//! The API's machinery below the policy that lives in Python (client registration, keepalive
-//! reaping, epoch handles, the handler registry): the transports that carry its messages.
-//!
-//! - [`sock`]: VPP's socket transport — a Unix stream socket whose messages are framed by
+//! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
+//! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
+//!   processes, in batches, never blocking towards a slow receiver;
+//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes);
+//! * [`sock`]: VPP's socket transport — a Unix stream socket whose messages are framed by
 //!   VPP's 16-byte header, served to many clients from one `poll` call, never blocked by a
 //!   client that stops reading.
+//!
+//! Registration, keepalive reaping and epoch handles are the server's policy and live in
+//! Python (`shmkit.api`); they drive these pieces through the bindings in `py/`.
 
+pub mod codec;
+pub mod msgring;
+pub mod port;
 pub mod sock;
