@@ -3,7 +3,7 @@
 import queue
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from os import PathLike
-from typing import Any, final
+from typing import Any, Literal, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
@@ -614,6 +614,42 @@ class ApiPort:
     def outbox(self) -> Outbox: ...
     def drain(self, queue: Queue) -> int: ...
     def take_invalid(self) -> int: ...
+
+_SockEvent = (
+    tuple[Literal["connected"], int, int, int, int]
+    | tuple[Literal["frame"], int, bytes]
+    | tuple[Literal["closed"], int, str]
+)
+
+@final
+class SockListener:
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        *,
+        mode: int = 0o600,
+        uid: int | None = None,
+        gid: int | None = None,
+        uids: Sequence[int] | None = None,
+        max_frame: int = ...,
+        out_cap: int = ...,
+        max_connections: int = ...,
+        backlog: int = 128,
+    ) -> Self: ...
+    def poll(self, timeout: float | None = None) -> list[_SockEvent]: ...
+    def send(self, conn: int, data: Buffer) -> Literal["queued", "dropped", "closed"]: ...
+    def close_conn(self, conn: int) -> bool: ...
+    def connections(self) -> list[int]: ...
+    def conn_info(self, conn: int) -> dict[str, int] | None: ...
+    def stats(self) -> dict[str, int]: ...
+    def fileno(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def max_frame(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
 
 @final
 class Codec:

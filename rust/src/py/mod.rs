@@ -4,6 +4,7 @@
 
 pub mod apicodec;
 pub mod apiport;
+pub mod apisock;
 pub mod apistate;
 pub mod buffer;
 pub mod errors;
@@ -41,6 +42,8 @@ mod native {
     use super::apicodec::PyCodec;
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
+    #[pymodule_export]
+    use super::apisock::PySockListener;
     #[pymodule_export]
     use super::apistate::{PyApiState, PyStateImage};
     #[pymodule_export]
