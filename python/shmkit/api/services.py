@@ -236,7 +236,7 @@ class Services:
             client,
             mc.ControlPingReply(
                 retval=retval,
-                client_index_reply=int(client.handle),
+                client_index=int(client.handle),
                 vpe_pid=self.pid,
                 context=context,
             ),

@@ -2,7 +2,7 @@
 //!
 //! `shmkit.api.messages` generates a `Codec` for every message type whose fields are all
 //! scalars or fixed strings (the common shape of requests and replies). The wire format is
-//! the Python codec's: big-endian and packed, after the 10-byte header `u16 msg_id,
+//! the Python codec's: big-endian and packed (`f64` in host order, as VPP's), after the 10-byte header `u16 msg_id,
 //! u32 client_index, u32 context`. The port uses it to decode a received message straight
 //! from the bytes it copied out of shared memory, and to encode a message straight into a
 //! buffer it then copies into a message ring, with no intermediate `bytes` object and no
@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyType};
 
 use super::buffer::InBuf;
+use super::errors::message_error;
 
 use crate::api::codec::{DecodeError, Kind, Layout, Value};
 
@@ -43,7 +44,7 @@ fn write(kind: Kind, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         Kind::I16 => out.extend(v.extract::<i16>()?.to_be_bytes()),
         Kind::I32 => out.extend(v.extract::<i32>()?.to_be_bytes()),
         Kind::I64 => out.extend(v.extract::<i64>()?.to_be_bytes()),
-        Kind::F64 => out.extend(v.extract::<f64>()?.to_be_bytes()),
+        Kind::F64 => out.extend(v.extract::<f64>()?.to_ne_bytes()),
         Kind::Bool => out.push(u8::from(v.is_truthy()?)),
         Kind::Str(n) => {
             let owned;
@@ -101,11 +102,11 @@ impl PyCodec {
             Ok(())
         });
         let header = header.map_err(|e| match e {
-            DecodeError::Short { got, need } => PyValueError::new_err(format!(
+            DecodeError::Short { got, need } => message_error(format!(
                 "{}: {got} bytes, need {need}",
                 self.cls.bind(py).qualname().map(|q| q.to_string()).unwrap_or_default()
             )),
-            DecodeError::Utf8(e) => PyValueError::new_err(format!("string field is not UTF-8: {e}")),
+            DecodeError::Utf8(e) => message_error(format!("string field is not UTF-8: {e}")),
         })?;
         if let Some(e) = failed {
             return Err(e);
@@ -185,8 +186,8 @@ impl PyCodec {
         self.layout.size()
     }
 
-    /// A message from its wire bytes; `ValueError` if they are too short or a string field is
-    /// not UTF-8.
+    /// A message from its wire bytes; `MessageError` (a `ValueError`) if they are too short
+    /// or a string field is not UTF-8.
     fn decode<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let buf = InBuf::get(data)?;
         self.decode_from(py, buf.as_slice())
