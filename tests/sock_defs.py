@@ -4,7 +4,8 @@ process): the binary-API test server (``api_defs``) plus a VPP-style dump and ev
 ``python sock_defs.py NAME ROOT SCAN SOCKET [JSON KEYWORDS]``: prints ``ready`` and serves
 until killed. ``thing_dump`` is a dump (``thing_details`` closed by a control_ping_reply);
 ``want_ticks`` registers its client for ``tick_event``, which ``tick`` publishes (context 0);
-``whoami`` tells a client its pid and transport as the server sees them.
+``whoami`` tells a client its pid and transport as the server sees them, and how many clients
+the ``on_reap`` callbacks saw go.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ Tick = define("tick", [("count", u32)])
 TickReply = define("tick_reply", [("retval", i32), ("sent", u32)])
 TickEvent = define("tick_event", [("seq", u32)])
 Whoami = define("whoami", [("x", u32)])
-WhoamiReply = define("whoami_reply", [("retval", i32), ("pid", u32), ("socket", u32)])
+WhoamiReply = define(
+    "whoami_reply", [("retval", i32), ("pid", u32), ("socket", u32), ("reaped", u32)]
+)
 
 
 def make_sock_server(name: str, root: str, **kw: object) -> Server:
@@ -42,9 +45,17 @@ def make_sock_server(name: str, root: str, **kw: object) -> Server:
         sent = sum(server.publish(TickEvent(seq=seq)) for seq in range(msg.count))
         return TickReply(retval=0, sent=sent)
 
+    reaped: list[str] = []
+
+    @server.on_reap
+    def gone(handle, client):  # type: ignore[no-untyped-def]
+        reaped.append(client.name)
+
     @server.handle(Whoami, reply=WhoamiReply)
     def whoami(msg, client):  # type: ignore[no-untyped-def]
-        return WhoamiReply(retval=0, pid=client.pid, socket=int(client.conn != 0))
+        return WhoamiReply(
+            retval=0, pid=client.pid, socket=int(client.conn != 0), reaped=len(reaped)
+        )
 
     return server
 

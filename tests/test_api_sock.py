@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +94,9 @@ def test_shmkit_client_over_the_socket(
         assert (c.result(b).x, c.result(a).x) == (2, 1)
         me = c.call(Whoami(x=0))
         assert (me.pid, me.socket) == (os.getpid(), 1), "the server sees our SO_PEERCRED pid"
+        first = c.call(memclnt.GetFirstMsgId(name="memclnt"))
+        assert (first.retval, first.first_msg_id) == (0, 1)
+        assert c.call(memclnt.GetFirstMsgId(name="nope")).retval != 0
         # A dump, VPP-style: details, then the control_ping_reply that closes it.
         assert [d.name for d in c.dump(ThingDump(count=3))] == ["thing0", "thing1", "thing2"]
         assert len(c.dump(ThingDump(count=2000))) == 2000
@@ -265,7 +270,8 @@ def test_killed_socket_client_is_reaped(
         assert w.call(Tick(count=1)).sent == 1
         kill9(child)
         wait_until(lambda: counters(root)["reaped"] == 1, what="reaped at EOF")
-        # Its event registration ended with it (on_reap).
+        assert w.call(Whoami(x=0)).reaped == 1, "on_reap callbacks ran"
+        # Its event registration ended with it.
         assert w.call(Tick(count=1)).sent == 0
 
 
@@ -345,3 +351,70 @@ def test_a_server_sending_garbage_damages_the_client_connection(tmp_path: Path) 
     conn.close()
     lst.close()
     assert peer.returncode == 0 and "damaged" in err, err
+
+
+#: A stdlib-only socket peer for another user: connects, registers with hand-made bytes and
+#: reports what happened.
+OTHER_USER_PEER = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("EACCES", flush=True)
+    sys.exit(0)
+name = b"intruder".ljust(64, b"\0")
+body = struct.pack(">HI", 15, 7) + name
+try:
+    s.sendall(struct.pack(">QII", 0, len(body), 0) + body)
+    s.settimeout(10)
+    print("closed" if s.recv(16) == b"" else "served", flush=True)
+except (ConnectionResetError, BrokenPipeError):  # closed with our bytes unread
+    print("closed", flush=True)
+"""
+
+
+def test_other_users_by_mode_and_by_peer_uid(root: str) -> None:
+    from test_memif_access import NOBODY, as_user, interpreter_for, require_root
+
+    require_root()
+    d = tempfile.mkdtemp(prefix="shmkit-apisock-")
+    os.chmod(d, 0o755)  # reachable by the other user: the socket file's mode decides
+    sock = Path(d) / "api.sock"
+    exe = interpreter_for(NOBODY)
+
+    def peer() -> str:
+        r = subprocess.run(
+            [exe, "-c", OTHER_USER_PEER, str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            **as_user(NOBODY),
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    try:
+        # Default mode 0o600: another user cannot even connect.
+        proc = start_sock_server(root, sock)
+        try:
+            assert peer() == "EACCES"
+        finally:
+            kill9(proc)
+        # 0o666 lets anyone connect; the uid allow-list (SO_PEERCRED) refuses nobody.
+        proc = start_sock_server(root, sock, socket_mode=0o666, socket_uids=[os.geteuid()])
+        try:
+            assert peer() == "closed"
+            with Client.connect("api", "me", socket=sock) as c:
+                assert c.call(Echo(x=5)).x == 5
+        finally:
+            kill9(proc)
+        # Without the list, nobody is served as anyone else.
+        proc = start_sock_server(root, sock, socket_mode=0o666)
+        try:
+            assert peer() == "served"
+        finally:
+            kill9(proc)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
