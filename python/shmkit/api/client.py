@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import os
 import select
@@ -455,6 +456,17 @@ class Client:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = _deadline(timeout)
         return self._wait(None, deadline)
+
+    def api_json(self, timeout: float | None = 5.0) -> list[dict[str, Any]]:
+        """The server's message definitions (``get_api_json``): a list of VPP ``.api.json``
+        modules, for :func:`shmkit.api.apijson.load` or any VPP tool."""
+        reply = self.call(mc.GetApiJson(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: get_api_json failed (retval {reply.retval})")
+        modules = json.loads(reply.json)
+        if not isinstance(modules, list):
+            raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
+        return modules
 
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""
