@@ -1,7 +1,7 @@
 """The binary-API client: a control plane's connection to a :class:`~shmkit.api.Server`.
 
 ``Client.connect(name, client_name)`` creates the client's input queue in the API region,
-sends ``memclnt_create`` and learns the handle and the message table from the reply. Then
+sends ``shmkit_client_create`` and learns the handle and the message table from the reply. Then
 ``call(msg)`` sends a request with a fresh context and returns the matching reply; replies may
 arrive out of order and many calls may be in flight (``call_many``, or ``submit`` +
 ``result``); messages that answer no pending call are events, read with ``recv()``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import os
 import select
@@ -39,7 +40,7 @@ from shmkit._native import ApiPort, Codec
 from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import Handle
-from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
+from shmkit.api.messages import HEADER, REGISTRY, REQUEST, Message, MessageError
 from shmkit.api.state import ApiState
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
 from shmkit.errors import (
@@ -68,6 +69,7 @@ SLICE = 0.05
 #: the idle reader looks at the queue at most this often
 IDLE_PERIOD = 0.02
 _unpack_header = HEADER.unpack_from
+_KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
 _counter = itertools.count()
 
 
@@ -235,10 +237,11 @@ class Client:
             self._server_fd = os.pidfd_open(pid)
         except OSError as exc:
             raise ServerGoneError(f"API {self.name!r}: server pid {pid} is gone") from exc
-        self._table: dict[str, int] = {mc.MemclntCreate.name_crc(): 1}
-        self._ids: dict[int, type[Message]] = {2: mc.MemclntCreateReply}
+        create_id, reply_id = mc.SHMKIT_IDS[mc.ShmkitCreate], mc.SHMKIT_IDS[mc.ShmkitCreateReply]
+        self._table: dict[str, int] = {mc.ShmkitCreate.name_crc(): create_id}
+        self._ids: dict[int, type[Message]] = {reply_id: mc.ShmkitCreateReply}
         self._epoch = epoch
-        create = mc.MemclntCreate(
+        create = mc.ShmkitCreate(
             ctx_quota=0,
             pid=os.getpid(),
             input_queue=self.queue_name,
@@ -249,7 +252,7 @@ class Client:
         )
         self._pending.add(create.context)
         self._server_may_hold_queue = True  # from here on, the server may know our queue
-        self._send_bytes(create.encode(1), deadline)  # no handle yet: raw id 1
+        self._send_bytes(create.encode(create_id), deadline)  # no handle yet: raw id
         reply = self._wait(create.context, deadline, registering=True)
         if reply.response != 0:
             self._server_may_hold_queue = False  # refused: the server let go of it
@@ -429,7 +432,9 @@ class Client:
             return [self.call(m, timeout) for m in msgs]
         # Replies are decoded and placed natively; keepalives go the general way (answered).
         decoders: dict[int, Any] = {
-            i: c._codec or c.decode for i, c in self._ids.items() if i != 21
+            i: c._codec or c.decode
+            for i, c in self._ids.items()
+            if i != _KEEPALIVE and c._header == REQUEST  # (the native path reads that header)
         }
         sent = got = 0
         try:
@@ -496,6 +501,17 @@ class Client:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = _deadline(timeout)
         return self._wait(None, deadline)
+
+    def api_json(self, timeout: float | None = 5.0) -> list[dict[str, Any]]:
+        """The server's message definitions (``get_api_json``): a list of VPP ``.api.json``
+        modules, for :func:`shmkit.api.apijson.load` or any VPP tool."""
+        reply = self.call(mc.GetApiJson(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: get_api_json failed (retval {reply.retval})")
+        modules = json.loads(reply.json)
+        if not isinstance(modules, list):
+            raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
+        return modules
 
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""
@@ -589,9 +605,9 @@ class Client:
             msg_id = data[0] << 8 | data[1]
             if msg_id != last_id:
                 last_id, cls = msg_id, ids_get(msg_id)
-            if cls is None or msg_id == 21:
+            if cls is None or msg_id == _KEEPALIVE:
                 context = _unpack_header(data)[2]
-                if msg_id == 21:  # memclnt_keepalive: answer at once
+                if msg_id == _KEEPALIVE:  # memclnt_keepalive: answer at once
                     self._keepalive_reply(context)
                     continue
                 routed.append((context, RawMessage(msg_id, data)))
@@ -723,7 +739,7 @@ class Client:
     # ---------------------------------------------------------------- closing
 
     def close(self, timeout: float | None = 2.0) -> bool:
-        """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
+        """Deregister (shmkit_client_delete, bounded by ``timeout``). Returns whether the server
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
         if self._closed:
@@ -732,7 +748,7 @@ class Client:
         acked = False
         try:
             self._check_server()
-            req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
+            req = mc.ShmkitDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
             req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
             deadline = _deadline(timeout)
@@ -748,7 +764,7 @@ class Client:
             # this process is gone: it may still hold it open until then.
             pass
         except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
-            log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
+            log.warning("API %s: peer unresponsive, giving up on shmkit_client_delete", self.name)
         self._teardown(remove_queue=acked)
         return acked
 

@@ -4,7 +4,7 @@ queues of clients that are gone.
 :class:`ClientLifecycle` is the half of :class:`~shmkit.api.server.Server` that deals with
 clients rather than messages:
 
-* **registration** (``memclnt_create``): the named queue must be a client queue created by
+* **registration** (``shmkit_client_create``): the named queue must be a client queue created by
   the registering process (its validated header says so: nobody registers someone else's
   queue or in someone else's name), the process must be alive (a pidfd is kept), and the
   table must have a free slot (else ``TABLE_TOO_BIG``); the handle is VPP's
@@ -113,7 +113,7 @@ class ClientLifecycle:
 
     def _create(self, data: bytes) -> None:
         try:
-            msg = mc.MemclntCreate.decode(data)
+            msg = mc.ShmkitCreate.decode(data)
         except MessageError:
             self._counts[C["invalid_messages"]] += 1
             return
@@ -159,9 +159,9 @@ class ClientLifecycle:
                 pid,
                 self.state.max_clients,
             )
-            reply = mc.MemclntCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
+            reply = mc.ShmkitCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
             with contextlib.suppress(ShmkitError):
-                self.port.send(queue, reply.encode(2), to=pid)
+                self.port.send(queue, reply.encode(mc.SHMKIT_IDS[mc.ShmkitCreateReply]), to=pid)
             os.close(pidfd)
             queue.close()
             return
@@ -200,7 +200,7 @@ class ClientLifecycle:
         )
         self._counts[C["registrations"]] += 1
         table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
-        reply = mc.MemclntCreateReply(
+        reply = mc.ShmkitCreateReply(
             response=0,
             handle=int(handle),
             index=index,
@@ -271,7 +271,9 @@ class ClientLifecycle:
                         self.reap(c, "no keepalive reply and the process is gone")
                         continue
                 else:
-                    self.send(c, mc.MemclntKeepalive())
+                    # As VPP: the context names the client (its reply has no client index).
+                    handle = int(c.handle)
+                    self.send(c, mc.MemclntKeepalive(client_index=handle, context=handle))
                     self._counts[C["keepalives_sent"]] += 1
                     c.unanswered += 1
                     c.health = "pinged"

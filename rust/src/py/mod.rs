@@ -39,7 +39,7 @@ pub fn build_features() -> Vec<&'static str> {
 #[pymodule(name = "_native")]
 mod native {
     #[pymodule_export]
-    use super::apicodec::PyCodec;
+    use super::apicodec::{PyCodec, PyConstructor};
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
