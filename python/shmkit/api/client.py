@@ -124,12 +124,23 @@ class Client:
         keepalive_thread: bool = True,
         uid: int | None = None,
         mode: int | None = None,
+        socket: str | os.PathLike[str] | None = None,
     ) -> Client:
         """Register with the server of API ``name``; ``TimeoutError`` if none answers,
         :class:`~shmkit.CapacityError` if its client table is full. The API region must be
         owned by this process's user, or by ``uid`` (a server shared across users, VPP's
         ``api-segment { uid gid }``), and its mode be no wider than ``mode``; else
-        ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region)."""
+        ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region).
+
+        With ``socket=PATH``, connects over VPP's socket transport instead (a server made
+        with ``Server(..., socket=PATH)``; :class:`~shmkit.api.sockclient.SockClient`, the
+        same API); ``root``, ``queue_capacity``, ``uid`` and ``mode`` do not apply."""
+        if socket is not None:
+            from shmkit.api.sockclient import SockClient  # (it builds on this module)
+
+            return SockClient.connect_socket(
+                socket, client_name, name=name, timeout=timeout, keepalive_thread=keepalive_thread
+            )
         self = cls.__new__(cls)
         self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
         self._connect_args = (name, client_name, root, timeout, queue_capacity, keepalive_thread)
@@ -624,8 +635,13 @@ class Client:
                 placed += 1
                 continue
             routed.append((context, msg))
-        if not routed:
-            return placed
+        if routed:
+            self._deliver(routed)
+        return placed
+
+    def _deliver(self, routed: list[tuple[int, Message]]) -> None:
+        """Hand received messages to their waiters: a pending call's reply, a dump's
+        details, or an event (also the socket client's way, :mod:`shmkit.api.sockclient`)."""
         with self._cv:
             for context, msg in routed:
                 if context in self._pending:
@@ -638,7 +654,6 @@ class Client:
                     self._events.append(msg)
             if self._followers:
                 self._cv.notify_all()
-        return placed
 
     def _keepalive_reply(self, context: int) -> None:
         reply = mc.MemclntKeepaliveReply(retval=0, context=context)
@@ -818,5 +833,6 @@ def _reconnect(
         timeout=timeout,
         queue_capacity=capacity,
         keepalive_thread=keepalive,
-        **owner,
+        uid=owner.get("uid"),
+        mode=owner.get("mode"),
     )

@@ -56,7 +56,9 @@ _HEALTH = {"ok": 0, "pinged": 1, "lazy": 2}
 
 @dataclass(eq=False)
 class ClientInfo:
-    """A registered client, as the server sees it."""
+    """A registered client, as the server sees it. A client of the socket transport
+    (:mod:`shmkit.api.sockserver`) has a connection (``conn``) instead of a queue and no
+    slot in the region's client table (``slot`` -1)."""
 
     slot: int
     index: int
@@ -65,7 +67,7 @@ class ClientInfo:
     pid: int
     start_time: int
     queue_name: str
-    queue: Queue = field(repr=False)
+    queue: Queue | None = field(repr=False)
     pidfd: int = field(default=-1, repr=False)
     last_heard: float = 0.0
     unanswered: int = 0
@@ -74,10 +76,12 @@ class ClientInfo:
     dropped: int = 0
     last_gets: int = -1
     last_requests: int = 0
+    #: the socket connection (0: a shared-memory client)
+    conn: int = 0
 
     @property
     def queue_length(self) -> int:
-        return len(self.queue)
+        return len(self.queue) if self.queue is not None else 0
 
 
 class ClientLifecycle:
@@ -251,6 +255,7 @@ class ClientLifecycle:
         now = time.monotonic()
         with self._lock:
             for c in list(self._clients.values()):
+                assert c.queue is not None  # the table holds shared-memory clients only
                 # Heard from: it sent something, or consumed from its queue (its head moved).
                 gets = c.queue.stats()["gets"]
                 heard = gets != c.last_gets or c.requests != c.last_requests
@@ -317,8 +322,9 @@ class ClientLifecycle:
                 client.pid,
                 why,
             )
-            with contextlib.suppress(ShmkitError):
-                client.queue.invalidate()
+            if client.queue is not None:
+                with contextlib.suppress(ShmkitError):
+                    client.queue.invalidate()
             self._end(client)
 
     def _end(self, client: ClientInfo) -> None:
@@ -348,7 +354,8 @@ class ClientLifecycle:
         if client.pidfd >= 0:
             os.close(client.pidfd)
             client.pidfd = -1
-        client.queue.close()
+        if client.queue is not None:
+            client.queue.close()
         if clean:
             return
         if _alive(client.pid, client.start_time):

@@ -33,6 +33,12 @@ Where shmkit does better than VPP:
 Cross-user sharing is explicit, as VPP's ``api-segment { uid gid }``: ``uid=``, ``gid=`` and
 ``mode=`` go to the API region (default 0o600: the server's user only).
 
+With ``socket=PATH`` the server also serves VPP's socket transport (stock ``vpp_papi``
+connects there): ``socket_mode`` is the socket file's mode, ``socket_uids`` an optional
+allow-list of peer uids (``SO_PEERCRED``), ``max_frame`` the largest message a socket client
+may send. Socket clients share the handler registry, ``send``/``broadcast`` and ``on_reap``
+with the shared-memory ones (:mod:`shmkit.api.sockserver`).
+
 This module is the dispatch loop, the handlers and sending; registration, liveness and the
 clients' queues are :mod:`shmkit.api.clients`, taking a region over
 :mod:`shmkit.api.takeover`, the integrity checks :mod:`shmkit.api.guard`.
@@ -50,7 +56,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 from shmkit import Region
@@ -64,6 +70,7 @@ from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REQUEST, Message, MessageError
 from shmkit.api.services import Services, StreamHandler
+from shmkit.api.sockserver import DEFAULT_MAX_FRAME, SockServer
 from shmkit.api.state import COUNTERS, ApiState, StateImage
 from shmkit.api.takeover import (
     open_input,
@@ -122,6 +129,10 @@ class Server(ClientLifecycle, Services):
         uid: int | None = None,
         gid: int | None = None,
         mode: int = 0o600,
+        socket: str | os.PathLike[str] | None = None,
+        socket_mode: int = 0o600,
+        socket_uids: Iterable[int] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         if scan_interval <= 0 or death_poll <= 0 or claim_timeout <= 0:
             raise ValueError("scan_interval, death_poll and claim_timeout must be positive")
@@ -163,8 +174,18 @@ class Server(ClientLifecycle, Services):
         self._running = False
         self.trace = Trace(trace_size)
         self._init_services()
+        self._sock: SockServer | None = None
         try:
             self._setup(max_clients, input_capacity, server_rings, client_rings, gc_age)
+            if socket is not None:
+                self._sock = SockServer(
+                    self,
+                    socket,
+                    mode=socket_mode,
+                    uids=None if socket_uids is None else list(socket_uids),
+                    max_frame=max_frame,
+                    max_connections=max_clients,
+                )
         except BaseException:
             self.region.close()
             raise
@@ -378,6 +399,8 @@ class Server(ClientLifecycle, Services):
         next_poll = 0.0
         slice_ = min(self.death_poll, 0.05)
         port, queue, lock = self.port, self.input, self._lock
+        if self._sock is not None:
+            self._sock.start()
         try:
             while not self._stop.is_set():
                 # The hot path, inline (a failed step is handled as _shielded does).
@@ -406,6 +429,8 @@ class Server(ClientLifecycle, Services):
                     next_scan = now + self.scan_interval
                     self._shielded(self.keepalive_scan)
         finally:
+            if self._sock is not None:
+                self._sock.stop()
             self._running = False
 
     def _shielded(self, step: Callable[..., object], *args: object) -> None:
@@ -500,8 +525,11 @@ class Server(ClientLifecycle, Services):
             )
 
     def close(self) -> None:
-        """Stop, forget every client and release the region. Clients see the server gone."""
+        """Stop, forget every client and release the region. Clients see the server gone
+        (socket clients: their connections close and the socket file is removed)."""
         self.stop()
+        if self._sock is not None:
+            self._sock.close()
         with self._lock:
             for c in list(self._clients.values()):
                 self._shielded(self._forget, c)
@@ -637,6 +665,8 @@ class Server(ClientLifecycle, Services):
         failure); at once, unless the dispatch loop is in a batch (then at its end)."""
         if self.trace.enabled:
             self.trace.record("tx", data)
+        if c.queue is None:  # a socket client (shmkit.api.sockserver)
+            return self._sock is not None and self._sock.send(c, data)
         self._outbox.push(c, c.queue, data, c.pid)
         if self._batching and threading.get_ident() == self._loop_ident:
             return True
@@ -645,6 +675,10 @@ class Server(ClientLifecycle, Services):
         if damaged:
             self.drop_damaged(c, "a send found its queue corrupted")
         return sent > 0
+
+    def _stream_room(self, c: ClientInfo) -> int:
+        """How many more details a stream may send a socket client now."""
+        return self._sock.stream_room(c) if self._sock is not None else 0
 
     def _count_sent(self, c: ClientInfo, sent: int, dropped: int) -> None:
         self._counts[_REPLIES] += sent
@@ -671,14 +705,21 @@ class Server(ClientLifecycle, Services):
     def broadcast(self, msg: Message) -> int:
         """Send an event to every client; returns how many queued it."""
         with self._lock:
-            return sum(self.send(c, msg) for c in list(self._clients.values()))
+            return sum(self.send(c, msg) for c in self.clients)
 
     # ---------------------------------------------------------------- introspection
 
     @property
     def clients(self) -> list[ClientInfo]:
+        """Every registered client: shared-memory ones, then socket ones."""
         with self._lock:
-            return list(self._clients.values())
+            socket = self._sock.clients if self._sock is not None else []
+            return list(self._clients.values()) + socket
+
+    @property
+    def socket(self) -> SockServer | None:
+        """The socket transport (``socket=`` given), with its :meth:`~SockServer.stats`."""
+        return self._sock
 
     def counters(self) -> dict[str, int]:
         """Every counter (:data:`~shmkit.api.state.COUNTERS`), as this server counted."""

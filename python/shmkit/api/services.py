@@ -97,6 +97,7 @@ class Services:
     _by_handle: dict[int, ClientInfo]
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
+    _services: dict[str, dict[str, Any]]  # get_api_json's services, by request name
 
     # The server's own, used here.
     register: Callable[..., None]
@@ -104,6 +105,7 @@ class Services:
     _send_encoded: Callable[[ClientInfo, bytes], bool]
     _count_sent: Callable[[ClientInfo, int, int], None]
     drop_damaged: Callable[[ClientInfo, str], None]
+    _stream_room: Callable[[ClientInfo], int]  # (a socket client's room: the server's)
 
     #: seconds a paused stream may make no progress before it is abandoned
     stream_stall: float = 30.0
@@ -125,6 +127,7 @@ class Services:
 
         def decorate(fn: StreamHandler) -> StreamHandler:
             self.register(request, details, mc.ControlPingReply)
+            self._services[request._name] = {"reply": details._name, "stream": True}
 
             def serve(msg: Message, client: ClientInfo) -> None:
                 self._start_stream(fn, msg, client, request)
@@ -168,20 +171,23 @@ class Services:
     def _run_stream(self, stream: _Stream) -> bool:
         """Send what fits of a stream; returns whether it is finished."""
         c = stream.client
-        if self._clients.get(c.slot) is not c:  # the client left, was reaped or dropped
+        if self._by_handle.get(int(c.handle)) is not c:  # it left, was reaped or dropped
             _close_quietly(stream.items)
             return True
-        # What this client has in the outbox goes out first, so the queue's length is exact.
-        flushed = self._outbox.flush_client(c)
-        if flushed is not None:
-            self._count_sent(c, flushed[0], flushed[1])
-            if flushed[2]:
-                _close_quietly(stream.items)
-                self.drop_damaged(c, "a send found its queue corrupted")
-                return True
-        # A stream fills at most half the queue (one slot of it kept for the close): the
-        # rest stays free for the replies and events the client gets meanwhile.
-        room = c.queue.capacity // 2 - len(c.queue) - 1
+        if c.queue is None:  # a socket client: its connection's output buffer is the queue
+            room = self._stream_room(c)
+        else:
+            # What this client has in the outbox goes out first: the queue's length is exact.
+            flushed = self._outbox.flush_client(c)
+            if flushed is not None:
+                self._count_sent(c, flushed[0], flushed[1])
+                if flushed[2]:
+                    _close_quietly(stream.items)
+                    self.drop_damaged(c, "a send found its queue corrupted")
+                    return True
+            # A stream fills at most half the queue (one slot of it kept for the close): the
+            # rest stays free for the replies and events the client gets meanwhile.
+            room = c.queue.capacity // 2 - len(c.queue) - 1
         ids = self._ids
         while room > 0:
             try:
@@ -236,7 +242,7 @@ class Services:
             client,
             mc.ControlPingReply(
                 retval=retval,
-                client_index_reply=int(client.handle),
+                client_index=int(client.handle),
                 vpe_pid=self.pid,
                 context=context,
             ),
@@ -275,6 +281,7 @@ class Services:
             raise TypeError(f"{reply._name} needs a retval field")
         subscribers = self._subscribers.setdefault(event, {})
         self.register(event, want, reply)
+        self._services[want._name] = {"reply": reply._name, "events": [event._name]}
 
         def serve(msg: Message, client: ClientInfo) -> Message:
             handle = int(client.handle)
