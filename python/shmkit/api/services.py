@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from shmkit._native import Outbox
     from shmkit.api.clients import ClientInfo
     from shmkit.api.guard import Throttle
+    from shmkit.api.trace import Trace
 
 __all__ = ["STREAM_ABORTED", "Services", "StreamHandler"]
 
@@ -97,6 +98,7 @@ class Services:
     _by_handle: dict[int, ClientInfo]
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
+    trace: Trace
 
     # The server's own, used here.
     register: Callable[..., None]
@@ -294,14 +296,25 @@ class Services:
         if subscribers is None:
             raise ValueError(f"{type(event)._name} is not an event type of this server")
         event.context = 0
+        data = event.encode(self._ids[type(event)])
         sent = 0
         with self._lock:
             for handle in list(subscribers):
-                client = self._by_handle.get(handle)
-                if client is None:  # deregistered, reaped or dropped: registration ended
+                c = self._by_handle.get(handle)
+                if c is None:  # deregistered, reaped or dropped: registration ended
                     del subscribers[handle]
                     continue
-                sent += self.send(client, event)
+                if self.trace.enabled:
+                    self.trace.record("tx", data)
+                # Flushed at once (with what the client had in the outbox before it, in
+                # order), so the count is exact even inside a handler's batch.
+                self._outbox.push(c, c.queue, data, c.pid)
+                n, dropped, damaged = self._outbox.flush_client(c) or (0, 0, False)
+                self._count_sent(c, n, dropped)
+                if damaged:
+                    self.drop_damaged(c, "a send found its queue corrupted")
+                elif n and not dropped:
+                    sent += 1
         return sent
 
     def subscribers(self, event: type[Message]) -> list[ClientInfo]:
