@@ -330,3 +330,31 @@ def test_reconnect_after_a_server_restart(root: str) -> None:
 def test_reconnect_needs_the_background_thread(root: str) -> None:
     with pytest.raises(ValueError, match="background thread"):
         Client.connect("svc", "x", root=root, timeout=0.1, keepalive_thread=False, reconnect=True)
+
+
+# ---------------------------------------------------------------- message table
+
+
+def test_a_module_is_one_contiguous_block(root: str) -> None:
+    from shmkit.api.messages import define, u32
+    from shmkit.api.server import Server
+
+    a, b, c, d, e = (define(f"blk_{n}", [("x", u32)]) for n in "abcde")
+    with Server("blocks", root=root) as server:
+        server.register(a, module="m")
+        server.register(b, module="m")  # still the last block: it grows
+        server.register(a, b, module="m")  # nothing new: fine anywhere
+        server.register(c)  # no module: after m's block
+        with pytest.raises(ValueError, match="one block"):
+            server.register(d, module="m")
+        with pytest.raises(ValueError, match="one block"):
+            server.register(d, module="memclnt")
+        server.register(d, e, module="n")
+        first_m, first_n = server._modules["m"], server._modules["n"]
+        assert [server.msg_id(t) for t in (a, b)] == [first_m, first_m + 1]
+        assert [server.msg_id(t) for t in (d, e)] == [first_n, first_n + 1]
+        server.start()
+        with Client.connect("blocks", "q", root=root, timeout=5) as cl:
+            got = cl.call(memclnt.GetFirstMsgId(name="n"))
+            assert got.retval == 0 and got.first_msg_id == first_n
+            assert cl.msg_id(e) == got.first_msg_id + 1
