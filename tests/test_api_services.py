@@ -311,7 +311,7 @@ def test_reconnect_after_a_server_restart(root: str) -> None:
             kill9(proc)
             proc = start_services_server("svc", root)  # takes the region over
             assert reconnected.wait(10)
-            assert isinstance(lost[-1], ServerGoneError | ServerRestartedError)
+            assert isinstance(lost[-1], (ServerGoneError, ServerRestartedError))
             assert c.handle != handle and c.message_table == table
             handle = c.handle
             assert c.call(Echo(x=9)).x == 9

@@ -505,6 +505,10 @@ class Client:
         finally:
             self._dumps.pop(ctx, None)
             self._pending.discard(ctx)
+        return self._dump_result(msg, close, details)
+
+    def _dump_result(self, msg: Message, close: Message, details: list[Message]) -> list[Any]:
+        """The details of a dump closed by ``close``, or the error its ``retval`` says."""
         if type(close) is not mc.ControlPingReply:
             raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
         retval: int = close.retval  # type: ignore[attr-defined]
@@ -774,7 +778,7 @@ class Client:
             self._reported = error  # a caller may have noticed first: reported all the same
             self._notify(self._on_restart, self, error)
         if self._auto_reconnect and isinstance(
-            self._error, ServerGoneError | ServerRestartedError | ConnectionDamagedError
+            self._error, (ServerGoneError, ServerRestartedError, ConnectionDamagedError)
         ):
             self._reconnect_now()
         return self._error is None
