@@ -119,8 +119,31 @@ def test_dump_handler_raises_mid_stream(root: str, server: subprocess.Popen[str]
         assert [t.seq for t in err.value.details] == list(range(500))  # type: ignore[attr-defined]
         assert err.value.retval == -1  # type: ignore[attr-defined]
         assert describe("svc", root).counters["handler_errors"] == before + 1
+        # A detail that cannot be encoded fails the same way.
+        with pytest.raises(ShmkitError, match="retval -1") as err:
+            c.dump(ThingDump(count=100, bad_at=30))
+        assert len(err.value.details) == 30  # type: ignore[attr-defined]
+        assert describe("svc", root).counters["handler_errors"] == before + 2
         # The server goes on.
         assert len(c.dump(ThingDump(count=10))) == 10
+
+
+def test_paused_streams_per_client_are_bounded(root: str, server: subprocess.Popen[str]) -> None:
+    """Dump after dump without reading: 16 streams wait (paused), more are refused at once
+    with STREAM_ABORTED; the waiting ones complete, in full, once the client reads."""
+    with connect(root, queue_capacity=64, keepalive_thread=False) as c:
+        drain_registered(c)
+        ctxs = [c.send(ThingDump(count=100)) for _ in range(20)]
+        closes: dict[int, int] = {}
+        details: dict[int, list[int]] = {ctx: [] for ctx in ctxs}
+        while len(closes) < 20:
+            m = c.recv(timeout=10)
+            if type(m) is memclnt.ControlPingReply:
+                closes[m.context] = m.retval
+            else:
+                details[m.context].append(m.seq)
+        assert [closes[ctx] for ctx in ctxs] == [0] * 16 + [STREAM_ABORTED] * 4
+        assert [details[ctx] for ctx in ctxs] == [list(range(100))] * 16 + [[]] * 4
 
 
 def test_concurrent_dumps_from_threads(root: str, server: subprocess.Popen[str]) -> None:
