@@ -54,8 +54,8 @@ MUTANTS_FILES := \
 	queue/layout.rs=--lib,--test,queue_repair,--test,peer_words,--test,fuzz_corpus \
 	memif/wire.rs=--lib \
 	netmap/kring.rs=--lib,--test,netmap,--test,fuzz_corpus \
-	msgring.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
-	msgring/repair.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
+	api/msgring.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
+	api/msgring/repair.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
 	sys/lock/mod.rs=--lib,--test,region
 MUTANTS_JOBS ?= 1
 .PHONY: mutants

@@ -11,8 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use _native::memif::interface::{Config, Interface, Role};
+use _native::memif::interface::Interface;
 use _native::memif::queue::RxBatch;
+use _native::memif::shared::{Config, Role};
 use _native::sys::socket::UnixAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -490,12 +490,14 @@ def api_server(root: str, v: Victim) -> dict[str, Any]:
     st = r.find_object(api_state.OBJECT)
     rings = r.find_object(RINGS)["offset"]
     inp = r.find_object(INPUT_QUEUE)["offset"]
-    entries = (st["size"] - api_state.CLIENTS_OFF) // api_state.ENTRY.size
+    layout = shm_layout()["structs"]
+    head, entry_size = layout["ApiStateHeader"]["size"], layout["ApiClientEntry"]["size"]
+    entries = (st["size"] - head) // entry_size
     consts = shm_layout()["constants"]
     entry = shm_layout()["structs"]["DirEntry"]["size"]
     targets: list[list[Any]] = [
-        ["ApiState", st["offset"], 1, 0],
-        ["ApiClient", st["offset"] + api_state.CLIENTS_OFF, min(entries, 8), api_state.ENTRY.size],
+        ["ApiStateHeader", st["offset"], 1, 0],
+        ["ApiClientEntry", st["offset"] + head, min(entries, 8), entry_size],
         ["PoolHeader", rings, 1, 0],
         ["QueueHeader", inp, 1, 0],
         [

@@ -9,11 +9,10 @@ zeros), then keep spraying what is left.
 
 The spec (printed by the victim that owns the objects) is ``{"path": file, "targets": [[what,
 offset, count, stride], ...]}``: ``what`` is a structure of :func:`shmkit._native.shm_layout`
-(or ``ApiState``/``ApiClient``, the API state area, described here from
-:mod:`shmkit.api.state`), ``HeapWalk`` (the heap's block headers, found by walking the block
-chain as the allocator does), or ``Bytes`` (a span sprayed at random offsets). Fields come
-from the layout map, so writes land on real counters, indexes, offsets, lengths, stamps and
-lock words, never only on padding.
+(the API state is ``ApiStateHeader`` and ``ApiClientEntry``), ``HeapWalk`` (the heap's block
+headers, found by walking the block chain as the allocator does), or ``Bytes`` (a span
+sprayed at random offsets). Fields come from the layout map, so writes land on real counters,
+indexes, offsets, lengths, stamps and lock words, never only on padding.
 
 Prints ``sprayed N truncated_to M`` at the end (M = -1 when the file was not cut, -2 when the
 cut was refused: a memfd sealed against shrinking).
@@ -31,7 +30,6 @@ import time
 from typing import Any
 
 from shmkit._native import shm_layout
-from shmkit.api import state as api_state
 
 PRIMS = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
 FMT = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
@@ -42,51 +40,8 @@ MAX_EXPAND = 64
 Leaf = tuple[int, int]  # (offset in the file, width in bytes)
 
 
-def api_structs() -> dict[str, dict[str, Any]]:
-    """The API state area in the same shape as ``shm_layout()['structs']``."""
-    fields: dict[str, tuple[int, int, str]] = {
-        "magic": (0, 8, ""),
-        "version": (8, 4, ""),
-        "epoch": (12, 4, ""),
-        "server_pid": (16, 4, ""),
-        "max_clients": (20, 4, ""),
-        "server_start": (24, 8, ""),
-        "heartbeat": (32, 8, ""),
-        "counters": (api_state.COUNTERS_OFF, 8 * len(api_state.COUNTERS), "u64"),
-        "seal": (api_state.SEAL_OFF, 8, ""),
-    }
-    entry: dict[str, tuple[int, int, str]] = {}
-    off = 0
-    fmt = api_state.ENTRY.format.lstrip("<")
-    widths = {"I": 4, "Q": 8}
-    codes: list[str] = []
-    i = 0
-    while i < len(fmt):  # "IIQ...64s96s": one code per field
-        j = i
-        while fmt[j].isdigit():
-            j += 1
-        codes.append(fmt[i : j + 1])
-        i = j + 1
-    assert len(codes) == len(api_state.ENTRY_FIELDS)
-    for name, code in zip(api_state.ENTRY_FIELDS, codes):
-        if code[-1] == "s":
-            n = int(code[:-1])
-            entry[name] = (off, n, "u8")
-        else:
-            n = widths[code]
-            entry[name] = (off, n, "")
-        off += n
-    assert off == api_state.ENTRY.size
-    return {
-        "ApiState": {"size": api_state.CLIENTS_OFF, "fields": fields},
-        "ApiClient": {"size": api_state.ENTRY.size, "fields": entry},
-    }
-
-
 def structs() -> dict[str, dict[str, Any]]:
-    all_structs: dict[str, dict[str, Any]] = dict(shm_layout()["structs"])
-    all_structs.update(api_structs())
-    return all_structs
+    return dict(shm_layout()["structs"])
 
 
 def leaves(

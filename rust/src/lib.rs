@@ -14,17 +14,13 @@
 #![warn(missing_docs)]
 
 #[cfg(not(loom))]
-pub mod apicodec;
-#[cfg(not(loom))]
-pub mod apiport;
+pub mod api;
 pub mod failpoint;
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(not(loom))]
 pub mod memif;
-#[cfg(not(loom))]
-pub mod msgring;
 #[cfg(not(loom))]
 pub mod netmap;
 #[cfg(not(loom))]

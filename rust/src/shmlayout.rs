@@ -15,8 +15,9 @@
 
 use std::mem::offset_of;
 
+use crate::api::msgring::{MsgHeader, PoolHeader, RingDesc, HDR as MSG_HDR, MAX_RINGS as MSG_MAX_RINGS};
+use crate::api::state::{ClientEntry, StateHeader};
 use crate::memif::ring::{Desc, RingHeader, DESC_SIZE, RING_HEADER_SIZE};
-use crate::msgring::{MsgHeader, PoolHeader, RingDesc, HDR as MSG_HDR, MAX_RINGS as MSG_MAX_RINGS};
 use crate::netmap::abi::{NetmapIf, NetmapRing, NetmapSlot, IF_HEADER, RING_HEADER, SLOT_SIZE};
 use crate::netmap::layout::{CrossingShared, EndShared, EndUser, PipeHeader, RingOwner, MAX_END_USERS};
 use crate::queue::layout::{QueueHeader, SlotHeader, HEADER_SIZE as QUEUE_HEADER_SIZE, SEQ_BITS, SLOT_HDR};
@@ -82,7 +83,8 @@ macro_rules! layout {
     };
 }
 
-/// Every shared structure, in layering order (region, queue, message rings, netmap, memif).
+/// Every shared structure, in layering order (region, queue, message rings, API state, netmap,
+/// memif).
 pub fn structs() -> Vec<Struct> {
     vec![
         layout!(RegionHeader as "RegionHeader", [
@@ -116,6 +118,13 @@ pub fn structs() -> Vec<Struct> {
         ]),
         layout!(RingDesc as "RingDesc", [pool, size, nitems, stride, slots_off, hits, misses, head]),
         layout!(MsgHeader as "MsgHeader", [state, owner_pid, len, slot_id, stamp_ms, magic, to_pid]),
+        layout!(StateHeader as "ApiStateHeader", [
+            magic, version, epoch, server_pid, max_clients, server_start, heartbeat_ns, counters: "u64", seal,
+        ]),
+        layout!(ClientEntry as "ApiClientEntry", [
+            state, pid, start_time, handle, index, epoch, health, last_heard_ns, requests, dropped, name: "u8",
+            queue: "u8",
+        ]),
         layout!(PipeHeader as "PipeHeader", [
             magic, version, state, init_pid, init_start, tx_rings, rx_rings, tx_slots, rx_slots,
             buf_size, extra_bufs, checksum, name: "u8", ends: "EndShared",

@@ -28,7 +28,6 @@ import itertools
 import logging
 import os
 import select
-import struct
 import threading
 import time
 from collections import deque
@@ -71,7 +70,6 @@ IDLE_PERIOD = 0.02
 #: the background thread checks the server's liveness (and tries to reconnect) this often
 WATCH_PERIOD = 0.25
 _unpack_header = HEADER.unpack_from
-_EPOCH_PID = struct.Struct("<II")
 _counter = itertools.count()
 
 
@@ -825,7 +823,7 @@ class Client:
         /proc and our queue's header are looked at once per :data:`SLICE`."""
         if self._error is not None:
             raise self._error
-        epoch, pid = _EPOCH_PID.unpack_from(self.state.view, 12)
+        epoch, pid = self.state.head()[:2]
         if epoch != self._epoch or pid != self.server_pid:
             if self.region.truncated:  # the state reads zeros: the memory is gone, not the server
                 self._error = RegionTruncatedError(

@@ -35,11 +35,11 @@ from shmkit._native import ApiPort
 from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
-from shmkit.api.guard import Throttle
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import Message, MessageError
 from shmkit.api.state import COUNTERS, StateImage
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, queue_owner, remove_client_queue
+from shmkit.api.throttle import Throttle
 from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:

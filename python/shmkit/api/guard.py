@@ -32,47 +32,45 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
+from shmkit.api.throttle import Throttle
 from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
-    from shmkit.api.server import Server
+    from shmkit import MsgRings, Queue
+    from shmkit.api.clients import ClientInfo
+    from shmkit.api.state import StateImage
 
-__all__ = ["LOG_INTERVAL", "Guard", "Throttle"]
+__all__ = ["Guard", "Guarded"]
 
 log = logging.getLogger("shmkit.api")
 
-#: at most one log record per kind of finding per this many seconds
-LOG_INTERVAL = 10.0
 
+class Guarded(Protocol):
+    """What the guard checks and repairs: the server's side of it (the guard needs no more
+    of a server than this, so it does not import one)."""
 
-class Throttle:
-    """Rate-limited logging: the first event of a kind is logged at once, the next ones at
-    most once per ``interval`` seconds, saying how many were not logged in between."""
+    name: str
+    rings: MsgRings
+    input: Queue
+    state: StateImage
 
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
+    @property
+    def clients(self) -> Iterable[ClientInfo]: ...
 
-    def __call__(self, kind: str, level: int, msg: str, *args: object, **kw: object) -> None:
-        now = time.monotonic()
-        if now < self._next.get(kind, 0.0):
-            self._quiet[kind] = self._quiet.get(kind, 0) + 1
-            return
-        self._next[kind] = now + self.interval
-        quiet = self._quiet.pop(kind, 0)
-        if quiet:
-            msg += f" ({quiet} more since the last report)"
-        self.logger.log(level, msg, *args, **kw)  # type: ignore[arg-type]
+    def count(self, counter: str, n: int = 1) -> None: ...
+
+    def drop_damaged(self, client: ClientInfo, why: str) -> None: ...
+
+    def collect_queues(self, adopt_live: bool = False) -> None: ...
 
 
 class Guard:
     """The periodic integrity check of one server (run by its dispatch loop)."""
 
-    def __init__(self, server: Server, claim_timeout: float) -> None:
+    def __init__(self, server: Guarded, claim_timeout: float) -> None:
         self.server = server
         self.claim_timeout = claim_timeout
         self.report = Throttle(log)

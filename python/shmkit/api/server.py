@@ -59,7 +59,7 @@ from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
 from shmkit.api.clients import ClientInfo, ClientLifecycle
-from shmkit.api.guard import Guard, Throttle
+from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, Message, MessageError
 from shmkit.api.services import Services, StreamHandler
@@ -69,6 +69,7 @@ from shmkit.api.takeover import (
     open_rings,
     previous_server,
 )
+from shmkit.api.throttle import Throttle
 from shmkit.api.trace import Trace
 from shmkit.errors import CorruptionError, RegionTruncatedError, ServerRunningError
 

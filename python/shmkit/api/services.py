@@ -58,7 +58,7 @@ from shmkit.api.state import COUNTERS
 if TYPE_CHECKING:
     from shmkit._native import Outbox
     from shmkit.api.clients import ClientInfo
-    from shmkit.api.guard import Throttle
+    from shmkit.api.throttle import Throttle
     from shmkit.api.trace import Trace
 
 __all__ = ["STREAM_ABORTED", "Services", "StreamHandler"]

@@ -9,7 +9,7 @@ from typing import Any
 from shmkit import MsgRings, Queue, Region
 from shmkit._format import table
 from shmkit._native import process_alive as _alive
-from shmkit.api.state import OBJECT, ApiState, ClientEntry
+from shmkit.api.state import OBJECT, ApiState, ClientEntry, client_entry
 from shmkit.api.takeover import RINGS
 from shmkit.errors import CorruptionError, ShmkitError
 from shmkit.stats import MsgRingStats
@@ -85,7 +85,7 @@ def describe(name: str, root: str | None = None, *, wait: float = 1.0) -> ApiVie
         beat = state.head()[3]
         now = time.monotonic_ns()
         clients = []
-        for e in state.entries():
+        for e in map(client_entry, state.entries()):
             d = asdict(e)
             d["queue_length"] = _queue_length(region, e)
             d["alive"] = _alive(e.pid, e.start_time)

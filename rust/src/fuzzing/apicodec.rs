@@ -2,7 +2,7 @@
 //! against it.
 
 use super::input::Input;
-use crate::apicodec::{DecodeError, Kind, Layout, Value, HEADER};
+use crate::api::codec::{DecodeError, Kind, Layout, Value, HEADER};
 
 const FORMATS: [&str; 14] = ["B", "H", "I", "Q", "b", "h", "i", "q", "d", "?", "1s", "7s", "32s", "x"];
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::conn::Connection;
 use super::control::{recv_msg, ClientHandshake, ClientStep, ClientWants, Incoming, Refusal, Wire};
 use super::error::ErrCode;
-use super::interface::{Config, Shared, TICK};
+use super::shared::{Config, Shared, TICK};
 use super::wire::Msg;
 use crate::sys::eventfd::EventFd;
 use crate::sys::poll;

@@ -6,7 +6,8 @@
 //! * [`ring`]: the ring header and descriptor layout in shared memory;
 //! * [`queue`]: the data path (bursts, zero copy, chained buffers, validation);
 //! * [`conn`]: the client's memory plan and the server's mapping of it;
-//! * [`interface`]: interfaces, their configuration, state and events;
+//! * [`shared`]: an interface's configuration, state and events, shared with its control thread;
+//! * [`interface`]: the interface handle (bursts, waits, details, close);
 //! * [`access`]: socket file ownership and mode, the peer's credentials;
 //! * `client`, `server`: the control threads (handshake, reconnection, server sockets).
 //!
@@ -23,7 +24,9 @@ pub mod interface;
 pub mod queue;
 pub mod ring;
 mod server;
+pub mod shared;
 pub mod wire;
 
 pub use error::{ErrCode, MemifError, Result};
-pub use interface::{Config, Event, EventKind, Interface, Mode, Role};
+pub use interface::Interface;
+pub use shared::{Config, Event, EventKind, Mode, Role};

@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyString, PyType};
 
 use super::buffer::InBuf;
 
-use crate::apicodec::{DecodeError, Kind, Layout, Value};
+use crate::api::codec::{DecodeError, Kind, Layout, Value};
 
 use super::shield::shielded;
 

@@ -13,8 +13,8 @@ use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
 use super::wait::{wait, Timeout};
-use crate::apiport::{ApiPort, PortError, DEFAULT_SPIN};
-use crate::msgring::{MsgRef, Pool};
+use crate::api::msgring::{MsgRef, Pool};
+use crate::api::port::{ApiPort, PortError, DEFAULT_SPIN};
 use crate::queue::QueueError;
 
 use super::shield::{shielded, Shielded};
@@ -327,7 +327,7 @@ impl PyApiPort {
         queue: &PyQueue,
         max: usize,
         timeout: Option<f64>,
-        collect: &mut dyn FnMut(&crate::msgring::MsgRings, &crate::msgring::Msg),
+        collect: &mut dyn FnMut(&crate::api::msgring::MsgRings, &crate::api::msgring::Msg),
     ) -> PyResult<()> {
         let q = queue.shm();
         let timeout = if max == 0 { Timeout::NOW } else { Timeout::new(timeout)? };

@@ -22,9 +22,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyModule, PyTuple, PyType};
 
-use crate::apiport::PortError;
+use crate::api::msgring::MsgRingError;
+use crate::api::port::PortError;
+use crate::api::sock::SockError;
 use crate::memif::MemifError;
-use crate::msgring::MsgRingError;
 use crate::netmap::NetmapError;
 use crate::queue::QueueError;
 use crate::region::heap::HeapError;
@@ -460,6 +461,35 @@ impl From<PortError> for PyErr {
             PortError::Rings(r) => r.into(),
             PortError::Queue(q) => q.into(),
             PortError::BadQueue(..) => PyValueError::new_err(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::api::state::StateError> for PyErr {
+    fn from(e: crate::api::state::StateError) -> Self {
+        match e {
+            crate::api::state::StateError::Region(r) => r.into(),
+            crate::api::state::StateError::Invalid(msg) => PyValueError::new_err(msg),
+        }
+    }
+}
+
+impl From<SockError> for PyErr {
+    fn from(e: SockError) -> Self {
+        let msg = e.to_string();
+        match e {
+            SockError::Os { op, path, source } => match source.raw_os_error() {
+                Some(errno) => os_error(errno, op, &path),
+                None => PyOSError::new_err(msg),
+            },
+            SockError::InvalidArgument(_) => PyValueError::new_err(msg),
+            SockError::InUse { path } => {
+                PyOSError::new_err((libc::EADDRINUSE, "another live server listens on this socket", path))
+            }
+            SockError::NotASocket { path } => {
+                PyOSError::new_err((libc::EEXIST, "exists and is not a socket: refusing to replace it", path))
+            }
+            SockError::Closed => closed(msg),
         }
     }
 }

@@ -22,8 +22,9 @@ use super::wait::{wait, Timeout};
 use crate::memif::access::Access;
 use crate::memif::conn::Connection;
 use crate::memif::error::{strerror, ErrCode};
-use crate::memif::interface::{Config, EventKind, Interface, Mode, Role};
+use crate::memif::interface::Interface;
 use crate::memif::queue::{QueueStats, RxBatch, RxItem, Seg};
+use crate::memif::shared::{Config, EventKind, Mode, Role};
 use crate::sys::socket::UnixAddr;
 
 use super::shield::{shielded, Shielded};

@@ -4,6 +4,8 @@
 
 pub mod apicodec;
 pub mod apiport;
+pub mod apisock;
+pub mod apistate;
 pub mod buffer;
 pub mod errors;
 pub mod layout;
@@ -41,6 +43,10 @@ mod native {
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
+    use super::apisock::PySockListener;
+    #[pymodule_export]
+    use super::apistate::{PyApiState, PyStateImage};
+    #[pymodule_export]
     use super::build_features;
     #[pymodule_export]
     use super::errors::ErrorField;
@@ -64,6 +70,7 @@ mod native {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("LAYOUT_VERSION", crate::region::layout::LAYOUT_VERSION)?;
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
+        m.add("API_COUNTERS", crate::api::state::COUNTERS.to_vec())?;
         m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
         super::errors::add_to(m)?;
         Ok(())

@@ -78,11 +78,15 @@ pub struct Received {
 pub struct SeqPacket(OwnedFd);
 
 fn new_socket(nonblocking: bool) -> io::Result<OwnedFd> {
+    new_socket_of(SocketType::SEQPACKET, nonblocking)
+}
+
+fn new_socket_of(ty: SocketType, nonblocking: bool) -> io::Result<OwnedFd> {
     let mut flags = SocketFlags::CLOEXEC;
     if nonblocking {
         flags |= SocketFlags::NONBLOCK;
     }
-    Ok(rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?)
+    Ok(rustix::net::socket_with(AddressFamily::UNIX, ty, flags, None)?)
 }
 
 impl SeqPacket {
@@ -191,41 +195,7 @@ impl SeqPacket {
     /// given, owner `uid`/group `gid` (see the module docs). Fails with `EEXIST` if `path`
     /// exists (the caller removes a stale file first).
     pub fn listen_file(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>, backlog: i32) -> io::Result<Self> {
-        use rustix::fs::{AtFlags, Mode, CWD};
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let private = PrivateDir::create(dir)?;
-        let tmp = private.path.join("s");
-        let fd = new_socket(true)?;
-        // Short paths bind directly; long ones through the directory's descriptor.
-        let bound = match SocketAddrUnix::new(tmp.as_path()) {
-            Ok(addr) => rustix::net::bind(&fd, &addr),
-            Err(_) => {
-                let via = format!("/proc/self/fd/{}/s", private.fd.as_raw_fd());
-                rustix::net::bind(&fd, &SocketAddrUnix::new(via.as_str())?)
-            }
-        };
-        bound?;
-        rustix::fs::chmodat(private.fd.as_fd(), "s", Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())?;
-        if uid.is_some() || gid.is_some() {
-            rustix::fs::chownat(
-                private.fd.as_fd(),
-                "s",
-                uid.map(rustix::fs::Uid::from_raw),
-                gid.map(rustix::fs::Gid::from_raw),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        rustix::net::listen(&fd, backlog)?;
-        match rustix::fs::renameat_with(private.fd.as_fd(), "s", CWD, path, rustix::fs::RenameFlags::NOREPLACE) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                // No RENAME_NOREPLACE on this filesystem: link (which never replaces) + unlink.
-                rustix::fs::linkat(private.fd.as_fd(), "s", CWD, path, AtFlags::empty())?;
-                let _ = rustix::fs::unlinkat(private.fd.as_fd(), "s", AtFlags::empty());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(Self(fd))
+        listen_file(path, SocketType::SEQPACKET, mode, uid, gid, backlog).map(Self)
     }
 
     /// Connect to the socket file pinned by `file` (the inode whose owner was checked).
@@ -245,6 +215,55 @@ impl AsFd for SeqPacket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
+}
+
+/// Bind and listen (non-blocking, close-on-exec) on a new socket of type `ty` at the
+/// socket file `path`, created with permissions `mode` and, if given, owner `uid`/group
+/// `gid` (see the module docs). Fails with `EEXIST` if `path` exists (the caller removes a
+/// stale file first).
+pub fn listen_file(
+    path: &Path,
+    ty: SocketType,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    backlog: i32,
+) -> io::Result<OwnedFd> {
+    use rustix::fs::{AtFlags, Mode, CWD};
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let private = PrivateDir::create(dir)?;
+    let tmp = private.path.join("s");
+    let fd = new_socket_of(ty, true)?;
+    // Short paths bind directly; long ones through the directory's descriptor.
+    let bound = match SocketAddrUnix::new(tmp.as_path()) {
+        Ok(addr) => rustix::net::bind(&fd, &addr),
+        Err(_) => {
+            let via = format!("/proc/self/fd/{}/s", private.fd.as_raw_fd());
+            rustix::net::bind(&fd, &SocketAddrUnix::new(via.as_str())?)
+        }
+    };
+    bound?;
+    rustix::fs::chmodat(private.fd.as_fd(), "s", Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())?;
+    if uid.is_some() || gid.is_some() {
+        rustix::fs::chownat(
+            private.fd.as_fd(),
+            "s",
+            uid.map(rustix::fs::Uid::from_raw),
+            gid.map(rustix::fs::Gid::from_raw),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    rustix::net::listen(&fd, backlog)?;
+    match rustix::fs::renameat_with(private.fd.as_fd(), "s", CWD, path, rustix::fs::RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            // No RENAME_NOREPLACE on this filesystem: link (which never replaces) + unlink.
+            rustix::fs::linkat(private.fd.as_fd(), "s", CWD, path, AtFlags::empty())?;
+            let _ = rustix::fs::unlinkat(private.fd.as_fd(), "s", AtFlags::empty());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(fd)
 }
 
 /// A peer's credentials (`SO_PEERCRED`).

@@ -1,7 +1,6 @@
 //! The fixed-layout binary-API message codec, without Python: field kinds, the message size
 //! and the decoding of wire bytes into plain values (`py/apicodec.rs` turns them into
 //! attributes of a message object, and encodes Python values with the same kinds).
-//! (A small home for now: the binary-API core will gather the codec with the port.)
 //!
 //! The wire format is the Python codec's (`shmkit.api.messages`): big-endian and packed,
 //! after the 10-byte header `u16 msg_id, u32 client_index, u32 context`. Received bytes come

@@ -1,0 +1,19 @@
+//! The binary API's native core: everything under the API that is mechanism, not policy.
+//!
+//! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
+//! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
+//!   processes, in batches, never blocking towards a slow receiver;
+//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes);
+//! * [`state`]: the shared state object (server identity and epoch, counters, client table).
+//! * [`sock`]: VPP's socket transport — a Unix stream socket whose messages are framed by
+//!   VPP's 16-byte header, served to many clients from one `poll` call, never blocked by a
+//!   client that stops reading.
+//!
+//! Registration, keepalive reaping and epoch handles are the server's policy and live in
+//! Python (`shmkit.api`); they drive these pieces through the bindings in `py/`.
+
+pub mod codec;
+pub mod msgring;
+pub mod port;
+pub mod sock;
+pub mod state;
