@@ -10,7 +10,8 @@ from api_defs import make_server
 from shmkit.api.messages import define, i32, string, u32
 from shmkit.api.server import Server
 
-ThingDump = define("thing_dump", [("count", u32), ("fail_at", u32)])  # fail_at 0: never
+# fail_at: the handler raises there; bad_at: it yields a detail that cannot be encoded (0: never)
+ThingDump = define("thing_dump", [("count", u32), ("fail_at", u32), ("bad_at", u32)])
 ThingDetails = define("thing_details", [("seq", u32), ("name", string(16))])
 WantThingEvents = define("want_thing_events", [("enable_disable", u32), ("pid", u32)])
 WantThingEventsReply = define("want_thing_events_reply", [("retval", i32)])
@@ -32,6 +33,8 @@ def make_services_server(name: str, root: str, **kw: object) -> Server:
         for i in range(msg.count):
             if msg.fail_at and i == msg.fail_at:
                 raise RuntimeError(f"thing {i} is broken")
+            if msg.bad_at and i == msg.bad_at:
+                yield ThingDetails(seq=-1, name="negative")
             yield ThingDetails(seq=i, name=f"thing{i}")
 
     server.events(ThingEvent, want=WantThingEvents, reply=WantThingEventsReply)

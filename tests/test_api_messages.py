@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import struct
 
 import pytest
@@ -245,3 +246,18 @@ def test_native_codec_refuses_what_python_refuses() -> None:
     # What the Python codec coerces, the native one does too.
     coerced = Flat(flag=3, r=2, label=b"raw")
     assert codec.encode(coerced, 9) == coerced.encode(9)
+
+
+def test_construction() -> None:
+    """Types are built natively (their __new__): defaults, fresh mutable ones, errors."""
+    a, b = Everything(), Everything()
+    a.points.append(Point(x=1, y=2))
+    assert b.points == [] and a.where is not b.where and a.where == Point()
+    assert (a.client_index, a.context, a.label, a.bytes_) == (0, 0, "", b"")
+    with pytest.raises(TypeError, match=r"has no field.*nope"):
+        Everything(a=1, nope=2)
+    with pytest.raises(TypeError):
+        Everything(1)  # type: ignore[call-arg]
+    msg = Everything(a=3, label="x", points=[Point(x=1)], n=1, context=4)
+    assert copy.copy(msg) == msg and copy.deepcopy(msg) == msg
+    assert copy.deepcopy(msg).context == 4

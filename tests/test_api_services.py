@@ -15,14 +15,18 @@ from collections.abc import Iterator
 
 import pytest
 from api_defs import Echo
-from procs import TESTS_DIR, kill9, wait_line, wait_until
+from procs import TESTS_DIR, finish, kill9, python, wait_line, wait_until
 from services_defs import (
+    Publish,
     Registered,
     ThingDetails,
     ThingDump,
+    ThingEvent,
+    WantThingEvents,
+    WantThingEventsReply,
 )
 from shmkit.api import memclnt
-from shmkit.api.client import Client
+from shmkit.api.client import Client, RawMessage, ServerGoneError, ServerRestartedError
 from shmkit.api.services import STREAM_ABORTED
 from shmkit.api.show import describe
 from shmkit.errors import ShmkitError
@@ -115,8 +119,31 @@ def test_dump_handler_raises_mid_stream(root: str, server: subprocess.Popen[str]
         assert [t.seq for t in err.value.details] == list(range(500))  # type: ignore[attr-defined]
         assert err.value.retval == -1  # type: ignore[attr-defined]
         assert describe("svc", root).counters["handler_errors"] == before + 1
+        # A detail that cannot be encoded fails the same way.
+        with pytest.raises(ShmkitError, match="retval -1") as err:
+            c.dump(ThingDump(count=100, bad_at=30))
+        assert len(err.value.details) == 30  # type: ignore[attr-defined]
+        assert describe("svc", root).counters["handler_errors"] == before + 2
         # The server goes on.
         assert len(c.dump(ThingDump(count=10))) == 10
+
+
+def test_paused_streams_per_client_are_bounded(root: str, server: subprocess.Popen[str]) -> None:
+    """Dump after dump without reading: 16 streams wait (paused), more are refused at once
+    with STREAM_ABORTED; the waiting ones complete, in full, once the client reads."""
+    with connect(root, queue_capacity=64, keepalive_thread=False) as c:
+        drain_registered(c)
+        ctxs = [c.send(ThingDump(count=100)) for _ in range(20)]
+        closes: dict[int, int] = {}
+        details: dict[int, list[int]] = {ctx: [] for ctx in ctxs}
+        while len(closes) < 20:
+            m = c.recv(timeout=10)
+            if type(m) is memclnt.ControlPingReply:
+                closes[m.context] = m.retval
+            else:
+                details[m.context].append(m.seq)
+        assert [closes[ctx] for ctx in ctxs] == [0] * 16 + [STREAM_ABORTED] * 4
+        assert [details[ctx] for ctx in ctxs] == [list(range(100))] * 16 + [[]] * 4
 
 
 def test_concurrent_dumps_from_threads(root: str, server: subprocess.Popen[str]) -> None:
@@ -166,3 +193,191 @@ def test_stream_abandoned_when_the_client_stops_reading(root: str) -> None:
             assert [t.seq for t in c.dump(ThingDump(count=100))] == list(range(100))
     finally:
         kill9(proc)
+
+
+# ---------------------------------------------------------------- events
+
+
+def want(c: Client, on: bool = True) -> None:
+    r = c.call(WantThingEvents(enable_disable=int(on), pid=os.getpid()))
+    assert type(r) is WantThingEventsReply and r.retval == 0
+
+
+def test_events_go_to_registered_clients_only(root: str, server: subprocess.Popen[str]) -> None:
+    with connect(root, "a") as a, connect(root, "b") as b:
+        drain_registered(a)
+        drain_registered(b)
+        assert b.call(Publish(count=5)).sent == 0  # nobody registered
+        want(a)
+        assert b.call(Publish(count=5)).sent == 5
+        got = list(a.events(timeout=0.5))
+        assert [(type(e), e.seq, e.context) for e in got] == [(ThingEvent, i, 0) for i in range(5)]
+        with pytest.raises(TimeoutError):
+            b.recv(timeout=0.2)
+        want(a, False)
+        assert b.call(Publish(count=5)).sent == 0
+        assert list(a.events(timeout=0.2)) == []
+
+
+def test_event_drops_are_counted_and_never_block(root: str, server: subprocess.Popen[str]) -> None:
+    with connect(root, "slow", queue_capacity=16, keepalive_thread=False) as slow:
+        drain_registered(slow)
+        want(slow)
+        before = describe("svc", root).counters["dropped_sends"]
+        with connect(root, "pub") as pub:
+            assert pub.call(Publish(count=100)).sent == 16
+        assert describe("svc", root).counters["dropped_sends"] == before + 84
+        assert [e.seq for e in slow.events(timeout=0.2)] == list(range(16))
+
+
+CHILD = """
+import os, sys, services_defs
+from shmkit.api.client import Client
+c = Client.connect("svc", "child", root=sys.argv[1], timeout=10)
+assert type(c.recv(timeout=5)) is services_defs.Registered
+c.call(services_defs.WantThingEvents(enable_disable=1, pid=os.getpid()))
+print("registered", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_registrations_end_when_the_client_is_reaped(
+    root: str, server: subprocess.Popen[str]
+) -> None:
+    child = python(CHILD, root)
+    try:
+        wait_line(child, "registered", stream="stdout")
+        with connect(root, "pub") as pub:
+            assert pub.call(Publish(count=1)).sent == 1
+            kill9(child)
+            wait_until(lambda: pub.call(Publish(count=1)).sent == 0, what="registration ended")
+    finally:
+        if child.poll() is None:
+            kill9(child)
+
+
+def test_event_callbacks_and_unknown_types(root: str, server: subprocess.Popen[str]) -> None:
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def on_thing(ev: ThingEvent) -> None:  # type: ignore[valid-type]
+        seen.append((ev.seq, threading.current_thread().name))  # type: ignore[attr-defined]
+        if ev.seq == 9:  # type: ignore[attr-defined]
+            done.set()
+            assert c.call(Echo(x=3)).x == 3  # a callback may call the client
+
+    with connect(root, "cb") as c:
+        c.on_event(ThingEvent, on_thing)
+        want(c)
+        assert c.call(Publish(count=10)).sent == 10
+        assert done.wait(5)
+        assert [s for s, _ in seen] == list(range(10))
+        assert {t for _, t in seen} == {"shmkit-api-client-cb"}
+        # Events without a callback still queue for recv() (the greeting came first).
+        assert type(c.recv(timeout=5)) is Registered
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.2)
+    with connect(root, "nothread", keepalive_thread=False) as c, pytest.raises(ValueError):
+        c.on_event(ThingEvent, on_thing)
+    # A process that does not know a type gets its events as RawMessage from recv().
+    out = finish(
+        python(
+            """
+import sys
+from shmkit.api.client import Client
+c = Client.connect("svc", "raw", root=sys.argv[1], timeout=10)
+m = c.recv(timeout=5)
+print(type(m).__name__, len(m.data))
+""",
+            root,
+        )
+    )
+    assert out.split() == [RawMessage.__name__, "14"]
+
+
+# ---------------------------------------------------------------- restarts
+
+
+def test_idle_client_notices_a_dead_server_within_a_second(root: str) -> None:
+    proc = start_services_server("svc", root)
+    noticed: list[tuple[float, Exception]] = []
+    try:
+        with connect(root, "idle") as c:
+            c.on_restart(lambda client, exc: noticed.append((time.monotonic(), exc)))
+            t = time.monotonic()
+            kill9(proc)
+            wait_until(lambda: bool(noticed), timeout=5, what="the death noticed")
+            assert noticed[0][0] - t < 1.0
+            assert isinstance(noticed[0][1], ServerGoneError)
+            with pytest.raises(ServerGoneError):
+                c.call(Echo(x=1))
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+
+
+def test_reconnect_after_a_server_restart(root: str) -> None:
+    proc = start_services_server("svc", root)
+    lost: list[Exception] = []
+    reconnected = threading.Event()
+    events: list[int] = []
+    try:
+        c = connect(root, "phoenix", reconnect=True)
+        c.on_restart(lambda client, exc: lost.append(exc))
+        c.on_reconnect(lambda client: (want(client), reconnected.set()))
+        c.on_event(ThingEvent, lambda ev: events.append(ev.seq))
+        want(c)
+        handle = c.handle
+        table = c.message_table
+        for _ in range(2):
+            reconnected.clear()
+            kill9(proc)
+            proc = start_services_server("svc", root)  # takes the region over
+            assert reconnected.wait(10)
+            assert isinstance(lost[-1], (ServerGoneError, ServerRestartedError))
+            assert c.handle != handle and c.message_table == table
+            handle = c.handle
+            assert c.call(Echo(x=9)).x == 9
+            assert c.dump(ThingDump(count=50))[-1].seq == 49
+            events.clear()
+            assert c.call(Publish(count=3)).sent == 3  # registered again by on_reconnect
+            wait_until(lambda: events == [0, 1, 2], what="events after the reconnection")
+        assert len(lost) == 2
+        c.close()
+        assert describe("svc", root).clients == []
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+
+
+def test_reconnect_needs_the_background_thread(root: str) -> None:
+    with pytest.raises(ValueError, match="background thread"):
+        Client.connect("svc", "x", root=root, timeout=0.1, keepalive_thread=False, reconnect=True)
+
+
+# ---------------------------------------------------------------- message table
+
+
+def test_a_module_is_one_contiguous_block(root: str) -> None:
+    from shmkit.api.messages import define, u32
+    from shmkit.api.server import Server
+
+    a, b, c, d, e = (define(f"blk_{n}", [("x", u32)]) for n in "abcde")
+    with Server("blocks", root=root) as server:
+        server.register(a, module="m")
+        server.register(b, module="m")  # still the last block: it grows
+        server.register(a, b, module="m")  # nothing new: fine anywhere
+        server.register(c)  # no module: after m's block
+        with pytest.raises(ValueError, match="one block"):
+            server.register(d, module="m")
+        with pytest.raises(ValueError, match="one block"):
+            server.register(d, module="memclnt")
+        server.register(d, e, module="n")
+        first_m, first_n = server._modules["m"], server._modules["n"]
+        assert [server.msg_id(t) for t in (a, b)] == [first_m, first_m + 1]
+        assert [server.msg_id(t) for t in (d, e)] == [first_n, first_n + 1]
+        server.start()
+        with Client.connect("blocks", "q", root=root, timeout=5) as cl:
+            got = cl.call(memclnt.GetFirstMsgId(name="n"))
+            assert got.retval == 0 and got.first_msg_id == first_n
+            assert cl.msg_id(e) == got.first_msg_id + 1

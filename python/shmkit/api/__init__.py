@@ -8,6 +8,7 @@ pidfds), server restart recovery, a message table with CRCs, and an API trace.
 
 from __future__ import annotations
 
+from shmkit.api.aio import AsyncClient
 from shmkit.api.client import (
     Client,
     ConnectionDamagedError,
@@ -22,6 +23,7 @@ from shmkit.api.show import NotAnApiError
 from shmkit.api.trace import Trace
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "ClientInfo",
     "ConnectionDamagedError",

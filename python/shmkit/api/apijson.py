@@ -41,7 +41,7 @@ from typing import Any
 from shmkit.api import fields as F
 from shmkit.api.messages import REGISTRY, Message, define, struct_type
 
-__all__ = ["ApiModule", "dumps", "export", "load"]
+__all__ = ["ApiModule", "dumps", "export", "load", "merge"]
 
 _HEADER_TYPES = {"_vl_msg_id": "u16", "client_index": "u32", "context": "u32"}
 _SERVICE_KEYS = {"reply", "stream", "stream_msg", "events"}
@@ -351,6 +351,42 @@ def export(
         "counters": [],
         "paths": [],
     }
+
+
+def merge(modules: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """One module holding the definitions of several (``get_api_json``'s array as one
+    ``.api.json`` file, which ``vpp_papi``'s ``apifiles=`` reads). A type defined by several
+    modules (the same definition) is kept once."""
+    out: dict[str, Any] = {
+        "types": [],
+        "messages": [],
+        "unions": [],
+        "enums": [],
+        "enumflags": [],
+        "services": {},
+        "options": {},
+        "aliases": {},
+        "vl_api_version": "",
+        "imports": [],
+        "counters": [],
+        "paths": [],
+    }
+    seen: dict[tuple[str, str], Any] = {}
+    crc = 0
+    for m in modules:
+        for key in ("types", "messages", "unions", "enums", "enumflags"):
+            for d in _list(m, key):
+                known = seen.setdefault((key, str(d[0])), d)
+                if known is d:
+                    out[key].append(d)
+                elif known != d:
+                    raise ValueError(f"{key}: two different definitions of {d[0]!r}")
+        out["services"].update(m.get("services", {}))
+        out["aliases"].update(m.get("aliases", {}))
+        out["options"] = dict(m.get("options", out["options"]))
+        crc = zlib.crc32(str(m.get("vl_api_version", "")).encode(), crc)
+    out["vl_api_version"] = f"0x{crc:08x}"
+    return out
 
 
 def dumps(modules: Mapping[str, Any] | list[Mapping[str, Any]]) -> str:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import os
 import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast, overload
 
 from shmkit import MsgRings, Queue, Region
@@ -67,6 +68,8 @@ log = logging.getLogger("shmkit.api")
 SLICE = 0.05
 #: the idle reader looks at the queue at most this often
 IDLE_PERIOD = 0.02
+#: the background thread checks the server's liveness (and tries to reconnect) this often
+WATCH_PERIOD = 0.25
 _unpack_header = HEADER.unpack_from
 _KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
 _counter = itertools.count()
@@ -124,6 +127,7 @@ class Client:
         uid: int | None = None,
         mode: int | None = None,
         socket: str | os.PathLike[str] | None = None,
+        reconnect: bool = False,
     ) -> Client:
         """Register with the server of API ``name``; ``TimeoutError`` if none answers,
         :class:`~shmkit.CapacityError` if its client table is full. The API region must be
@@ -133,8 +137,17 @@ class Client:
 
         With ``socket=PATH``, connects over VPP's socket transport instead (a server made
         with ``Server(..., socket=PATH)``; :class:`~shmkit.api.sockclient.SockClient`, the
-        same API); ``root``, ``queue_capacity``, ``uid`` and ``mode`` do not apply."""
+        same API); ``root``, ``queue_capacity``, ``uid``, ``mode`` and ``reconnect`` do not
+        apply.
+
+        With ``reconnect=True`` (needs the background thread), a client whose server dies,
+        restarts or closes registers again by itself with the next server of ``name``
+        (a new handle, the message table learned again): see :meth:`on_restart`."""
+        if reconnect and not keepalive_thread:
+            raise ValueError("reconnect=True needs the background thread (keepalive_thread)")
         if socket is not None:
+            if reconnect:
+                raise ValueError("reconnect=True is for the shared-memory transport")
             from shmkit.api.sockclient import SockClient  # (it builds on this module)
 
             return SockClient.connect_socket(
@@ -143,6 +156,7 @@ class Client:
         self = cls.__new__(cls)
         self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
         self._connect_args = (name, client_name, root, timeout, queue_capacity, keepalive_thread)
+        self._init_local(reconnect)
         self._setup(name, client_name, root, timeout, queue_capacity)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -160,24 +174,37 @@ class Client:
 
     # ---------------------------------------------------------------- connecting
 
+    def _init_local(self, reconnect: bool) -> None:
+        """What outlives a connection: threads' synchronisation, contexts, events not read
+        yet, callbacks (a reconnection keeps them)."""
+        self._bg: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._kick = threading.Event()  # wakes the background thread (callbacks to run)
+        self._rx_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._followers = 0
+        self._contexts = itertools.count(1)
+        self._events: deque[Message] = deque()
+        self._callbacks: dict[type[Message], list[Callable[[Any], object]]] = {}
+        self._callback_queue: deque[Message] = deque()
+        self._on_restart: list[Callable[[Client, Exception], object]] = []
+        self._on_reconnect: list[Callable[[Client], object]] = []
+        self._auto_reconnect = reconnect
+        self._generation = 0  # connections made so far, less one
+        self._reconnecting = False
+        self._reported: Exception | None = None  # the loss the on_restart functions were told
+
     def _setup(
         self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
     ) -> None:
         deadline = _deadline(timeout)
         self.name, self.client_name, self.root = name, client_name, root
         self._closed = True
-        self._bg: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._rx_lock = threading.Lock()
-        self._cv = threading.Condition()
-        self._followers = 0
         self._by_type: dict[type[Message], int] = {}
         self._handle_int = 0
-        self._contexts = itertools.count(1)
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
@@ -198,7 +225,7 @@ class Client:
                 # registration, and removes the queue once this process is gone.
                 with contextlib.suppress(ShmkitError):
                     self.queue.invalidate()
-            self._teardown(remove_queue=not self._server_may_hold_queue)
+            self._release(remove_queue=not self._server_may_hold_queue)
             raise
         self._closed = False
 
@@ -495,6 +522,10 @@ class Client:
         finally:
             self._dumps.pop(ctx, None)
             self._pending.discard(ctx)
+        return self._dump_result(msg, close, details)
+
+    def _dump_result(self, msg: Message, close: Message, details: list[Message]) -> list[Any]:
+        """The details of a dump closed by ``close``, or the error its ``retval`` says."""
         if type(close) is not mc.ControlPingReply:
             raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
         retval: int = close.retval  # type: ignore[attr-defined]
@@ -511,6 +542,17 @@ class Client:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = _deadline(timeout)
         return self._wait(None, deadline)
+
+    def api_json(self, timeout: float | None = 5.0) -> list[dict[str, Any]]:
+        """The server's message definitions (``get_api_json``): a list of VPP ``.api.json``
+        modules, for :func:`shmkit.api.apijson.load` or any VPP tool."""
+        reply = self.call(mc.GetApiJson(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: get_api_json failed (retval {reply.retval})")
+        modules = json.loads(reply.json)
+        if not isinstance(modules, list):
+            raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
+        return modules
 
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""
@@ -532,12 +574,19 @@ class Client:
         """Wait for the reply to ``context`` (or the next event if None). The first waiter
         to find the queue free reads it for everyone (leader); others sleep on a condition
         until their reply is routed to them or the leader leaves (followers)."""
+        generation = self._generation
         while True:
             msg = self._take(context)
             if msg is not None:
                 return msg
             if not registering:
+                if self._reconnecting:
+                    raise ServerGoneError(f"API {self.name!r}: connection lost, reconnecting")
                 self._check_server()
+                if generation != self._generation and context is not None:
+                    raise ServerRestartedError(
+                        f"API {self.name!r}: the client reconnected; context {context} was lost"
+                    )
             left = deadline - time.monotonic()
             if left <= 0:
                 self._pending.discard(context)
@@ -638,6 +687,9 @@ class Client:
                         details.append(msg)  # the stream's close is its reply
                         continue
                     self._replies[context] = msg
+                elif type(msg) in self._callbacks:
+                    self._callback_queue.append(msg)
+                    self._kick.set()
                 else:
                     self._events.append(msg)
             if self._followers:
@@ -658,8 +710,23 @@ class Client:
         """Keep an idle client healthy: every :data:`IDLE_PERIOD`, if nobody waits for a reply
         and something is queued, read it (answering keepalives, queueing events). A timer
         rather than the queue's eventfd: the fd needs a helper thread woken on every message,
-        which would tax exactly the busy clients that need no help."""
-        while not self._stop.wait(IDLE_PERIOD):
+        which would tax exactly the busy clients that need no help. It also runs the event
+        callbacks (woken at once when there are some) and watches the server: a death or
+        restart is noticed within :data:`WATCH_PERIOD` (see :meth:`on_restart`)."""
+        next_watch = 0.0
+        while not self._stop.is_set():
+            self._kick.wait(IDLE_PERIOD)
+            self._kick.clear()
+            if self._stop.is_set():
+                break
+            self._run_callbacks()
+            # Watched only when someone asked: an unwatched idle client learns of a
+            # restart at its next call (ServerRestartedError, rather than the death first).
+            watched = self._auto_reconnect or self._on_restart
+            if watched and (self._error is not None or time.monotonic() >= next_watch):
+                next_watch = time.monotonic() + WATCH_PERIOD
+                if not self._watch():
+                    continue
             if self._pending or not len(self.queue):
                 continue
             if self._rx_lock.acquire(blocking=False):
@@ -669,6 +736,118 @@ class Client:
                     pass
                 finally:
                     self._rx_lock.release()
+            self._run_callbacks()
+
+    # ---------------------------------------------------------------- events and callbacks
+
+    def on_event(self, event: type[Message], callback: Callable[[Any], object]) -> None:
+        """Call ``callback(msg)`` for every event of type ``event`` (a message answering no
+        pending call), instead of queueing it for :meth:`recv`. Callbacks run in the client's
+        background thread, one at a time, in arrival order; they may call the client (a
+        callback holds no lock of the client's), and one that raises is logged. A slow
+        callback delays the others and the idle reading (keepalive replies included).
+        Needs the background thread (``keepalive_thread=True``)."""
+        if self._bg is None:
+            raise ValueError("event callbacks need the background thread (keepalive_thread)")
+        with self._cv:
+            self._callbacks.setdefault(event, []).append(callback)
+            # Events of this type already queued go to the callback too, in order.
+            keep: deque[Message] = deque()
+            for msg in self._events:
+                (self._callback_queue if type(msg) is event else keep).append(msg)
+            self._events = keep
+        self._kick.set()
+
+    def events(self, timeout: float | None = 5.0) -> Iterator[Any]:
+        """Iterate over events (messages answering no pending call, of known types or as
+        :class:`RawMessage`) as they arrive; the iteration ends when none comes within
+        ``timeout`` seconds. Events with an :meth:`on_event` callback are not seen here."""
+        while True:
+            try:
+                yield self._wait(None, _deadline(timeout))
+            except TimeoutError:
+                return
+
+    def _run_callbacks(self) -> None:
+        while self._callback_queue:
+            msg = self._callback_queue.popleft()
+            for fn in self._callbacks.get(type(msg), ()):
+                try:
+                    fn(msg)
+                except Exception:
+                    log.exception("API %s: event callback %r failed", self.name, fn)
+
+    # ---------------------------------------------------------------- restarts
+
+    def on_restart(self, fn: Callable[[Client, Exception], object]) -> None:
+        """Call ``fn(client, error)`` when the background thread notices that the server
+        died, closed or restarted (``error`` is the :class:`ServerGoneError` or
+        :class:`ServerRestartedError` calls raise), within :data:`WATCH_PERIOD` even for an
+        idle client (the thread watches the server once an ``on_restart`` function is set or
+        with ``reconnect=True``).
+        With ``reconnect=True`` the client then registers again with the next server and
+        calls the :meth:`on_reconnect` functions; what the old server held for it (``want_*``
+        registrations, calls in flight) is gone."""
+        self._on_restart.append(fn)
+
+    def on_reconnect(self, fn: Callable[[Client], object]) -> None:
+        """Call ``fn(client)`` after each automatic reconnection (``reconnect=True``), in the
+        background thread: the place to register for events again."""
+        self._on_reconnect.append(fn)
+
+    def _watch(self) -> bool:
+        """Check the server (from the background thread); returns whether the connection is
+        usable. A loss is reported once to the ``on_restart`` functions; with
+        ``reconnect=True`` a new connection is tried."""
+        if self._error is None:
+            try:
+                self._check_server(force=True)
+                return True
+            except (ConnectionError, ShmkitError):
+                pass
+        error = self._error
+        if error is not None and error is not self._reported:
+            self._reported = error  # a caller may have noticed first: reported all the same
+            self._notify(self._on_restart, self, error)
+        if self._auto_reconnect and isinstance(
+            self._error, (ServerGoneError, ServerRestartedError, ConnectionDamagedError)
+        ):
+            self._reconnect_now()
+        return self._error is None
+
+    def _notify(self, fns: list[Callable[..., object]], *args: object) -> None:
+        for fn in fns:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("API %s: callback %r failed", self.name, fn)
+
+    def _reconnect_now(self) -> None:
+        """One attempt to register with the server of this API again (bounded by
+        :data:`WATCH_PERIOD`); the old connection is let go first."""
+        error = self._error
+        name, client_name, root, _, capacity, _ = self._connect_args
+        if not self._reconnecting:
+            with self._rx_lock:
+                # As close() does: a queue the server may still hold (ours was found
+                # damaged) is left for its reaper, else it is removed.
+                self._closed = True
+                self._reconnecting = True
+                self._release(remove_queue=not isinstance(error, ConnectionDamagedError))
+        # Not under the rx lock: registering reads the new queue as any waiter does. Other
+        # waiters leave at once (_wait sees _reconnecting), so only this thread reads.
+        try:
+            self._setup(name, client_name, root, WATCH_PERIOD, capacity)
+        except (TimeoutError, ConnectionError, ShmkitError, OSError):
+            self._error = error  # still lost; tried again at the next watch
+            return
+        self._generation += 1
+        self._reconnecting = False
+        self._closed = False
+        with self._cv:
+            self._cv.notify_all()
+        log.info("API %s: client %r reconnected (%s)", self.name, client_name, error)
+        self._notify(self._on_reconnect, self)
 
     # ---------------------------------------------------------------- liveness
 
@@ -725,6 +904,11 @@ class Client:
 
     def _check_open(self) -> None:
         if self._closed:
+            if self._reconnecting and not self._stop.is_set():
+                # Lost; the background thread is reconnecting.
+                raise self._error or ServerGoneError(
+                    f"API {self.name!r}: connection lost, reconnecting"
+                )
             raise ValueError("client is closed")
         if self._error is not None:
             raise self._error
@@ -746,6 +930,9 @@ class Client:
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
         if self._closed:
+            if self._reconnecting and not self._stop.is_set():
+                self._stop_background()  # lost and not reconnected: nothing to deregister
+                self._reconnecting = False
             return True
         self._closed = True
         acked = False
@@ -772,19 +959,28 @@ class Client:
         return acked
 
     def _teardown(self, remove_queue: bool) -> None:
+        self._stop_background()
+        with self._rx_lock:
+            self._release(remove_queue)
+
+    def _stop_background(self) -> None:
         self._stop.set()
+        self._kick.set()
         with self._cv:
             self._cv.notify_all()
         if self._bg is not None and self._bg is not threading.current_thread():
             self._bg.join(2)
-        with self._rx_lock:
-            if remove_queue:
-                with contextlib.suppress(ShmkitError):  # a damaged queue is removed all the same
-                    self.port.drain(self.queue)
-            self.queue.close()
-            if remove_queue:
-                with contextlib.suppress(OSError, ShmkitError):
-                    self.region.remove_object(self.queue_name)
+
+    def _release(self, remove_queue: bool) -> None:
+        """Let go of this connection's queue, server pidfd and region (the caller holds the
+        rx lock, or nobody else can use the client)."""
+        if remove_queue:
+            with contextlib.suppress(ShmkitError):  # a damaged queue is removed all the same
+                self.port.drain(self.queue)
+        self.queue.close()
+        if remove_queue:
+            with contextlib.suppress(OSError, ShmkitError):
+                self.region.remove_object(self.queue_name)
         if getattr(self, "_server_fd", -1) >= 0:
             os.close(self._server_fd)
             self._server_fd = -1

@@ -523,7 +523,7 @@ def rebuild(t: FieldType, values: Any, pos: int) -> tuple[Any, int]:
             v, pos = rebuild(item, values, pos)
             items.append(v)
         return items, pos
-    obj = t.__new__(t)
+    obj = object.__new__(t)
     for fname, ft in t._fields:
         v, pos = rebuild(ft, values, pos)
         object.__setattr__(obj, fname, v)
@@ -649,7 +649,7 @@ def take(t: FieldType, data: Any, off: int, owner: Any, where: str) -> tuple[Any
             items.append(v)
         return items, end
     if is_record(t):
-        obj = t.__new__(t)
+        obj = object.__new__(t)
         for fname, ft in t._fields:
             v, off = take(ft, data, off, obj, f"{where}.{fname}")
             object.__setattr__(obj, fname, v)

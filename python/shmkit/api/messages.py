@@ -46,7 +46,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from shmkit._native import Codec
+from shmkit._native import Codec, Constructor
 from shmkit.api import fields as F
 from shmkit.api.fields import (
     Alias,
@@ -169,8 +169,12 @@ class Message:
     _dynamic: ClassVar[bool] = False
     _struct: ClassVar[struct.Struct | None] = None
     _is_struct: ClassVar[bool] = False
-    #: ``(name, default, fresh)`` for every attribute ``__init__`` sets.
-    _init: ClassVar[tuple[tuple[str, Any, bool], ...]] = ()
+    #: ``(name, default, fresh)`` for every attribute a new instance gets (``fresh``: the
+    #: default is a field type whose zero value is made per instance).
+    _init: ClassVar[tuple[tuple[str, Any, bool], ...]] = (
+        ("client_index", 0, False),
+        ("context", 0, False),
+    )
     #: Native codec (default header, fields all scalars or fixed strings), used by the
     #: API's batch paths; None for other types.
     _codec: ClassVar[Codec | None] = None
@@ -215,6 +219,8 @@ class Message:
         _configure(cls, name, checked, struct, hdr, crc, options, opts)
 
     def __init__(self, **values: Any) -> None:
+        # (Types made by define()/struct_type()/a class declaration are built by their
+        # native Constructor, their __new__; this serves other subclasses.)
         pop = values.pop
         for name, dflt, fresh in self._init:
             if fresh:
@@ -276,7 +282,7 @@ class Message:
         head = struct.Struct(">H" + "I" * (len(cls._header) - 1))
         if len(data) < head.size:
             raise MessageError(f"{cls._name}: truncated header ({len(data)} bytes)")
-        obj = cls.__new__(cls)
+        obj = object.__new__(cls)
         obj.client_index = obj.context = 0
         for h, v in zip(cls._header[1:], head.unpack_from(data)[1:]):
             setattr(obj, h, v)
@@ -367,6 +373,12 @@ def _configure(
         else:
             init.append((fname, ft.default(), False))
     cls._init = tuple(init)
+    # Construction: natively, as the type's __new__ (Constructor), with no __init__ after it.
+    ctor = Constructor(
+        name, [(n, (_factory(d) if fresh else d), fresh) for n, d, fresh in cls._init]
+    )
+    setattr(cls, "__new__", staticmethod(ctor))  # noqa: B010 (per-type constructor)
+    setattr(cls, "__init__", object.__init__)  # noqa: B010
     if not dynamic:
         head = "" if is_struct else "H" + "I" * (len(header) - 1)
         cls._struct = struct.Struct(">" + head + "".join(F.fmt(ft) for _, ft in fields))
@@ -377,6 +389,11 @@ def _configure(
             _fast_codec(cls)
     if not is_struct:
         REGISTRY[cls._name_crc] = cls
+
+
+def _factory(ft: FieldType) -> Callable[[], Any]:
+    """Makes a fresh zero value of ``ft`` (a list, a struct, a union) per instance."""
+    return lambda: F.default(ft)
 
 
 def _option_default(ft: FieldType, value: Any, where: str) -> Any:

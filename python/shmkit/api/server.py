@@ -155,6 +155,7 @@ class Server(ClientLifecycle, Services):
         # Module versions (api_versions) and services (get_api_json), by name.
         self._versions: dict[str, tuple[int, int, int]] = {"memclnt": mc.MEMCLNT_VERSION}
         self._services: dict[str, dict[str, Any]] = dict(mc.SERVICES)
+        self._module_end: dict[str, int] = {}  # the id after each module's block
         self._next_id = FIRST_USER_ID
         self._batching = False  # the dispatch loop's outbox collects what is sent
         self._loop_ident = 0
@@ -261,10 +262,23 @@ class Server(ClientLifecycle, Services):
 
     def register(self, *types: type[Message], module: str | None = None) -> None:
         """Add message types to the table (ids are assigned in order). With ``module``, the
-        types get a contiguous block whose first id ``get_first_msg_id(module)`` returns."""
+        types get a contiguous block whose first id ``get_first_msg_id(module)`` returns, so
+        a client finds each type at ``first + k`` (VPP's rule). A module may be registered in
+        several calls only while its block is the last one: once another type got an id
+        after it, adding a new type to it raises ``ValueError`` (register a module's types
+        in one call, or in calls with nothing in between)."""
         with self._lock:
-            if module is not None and module not in self._modules:
-                self._modules[module] = self._next_id
+            if module is not None:
+                new = [t for t in dict.fromkeys(types) if t not in self._ids]
+                if module not in self._modules:
+                    self._modules[module] = self._next_id
+                elif new and self._module_end.get(module) != self._next_id:
+                    raise ValueError(
+                        f"module {module!r} already has ids {self._modules[module]}.."
+                        f"{self._module_end.get(module, self._modules[module]) - 1} and other "
+                        f"types were registered after them: its ids must stay one block, so "
+                        f"{', '.join(t._name for t in new)} cannot join it"
+                    )
             for t in types:
                 if t._is_struct:
                     raise TypeError(f"{t._name} is a struct type, not a message")
@@ -275,6 +289,8 @@ class Server(ClientLifecycle, Services):
                 self._ids[t] = self._next_id
                 self._handlers[self._next_id] = (t, None)
                 self._next_id += 1
+            if module is not None:
+                self._module_end[module] = self._next_id
             self.trace.table = self.message_table()
 
     @overload
@@ -676,7 +692,7 @@ class Server(ClientLifecycle, Services):
             self.drop_damaged(c, "a send found its queue corrupted")
         return sent > 0
 
-    def _stream_room(self, c: ClientInfo) -> int:
+    def _transport_room(self, c: ClientInfo) -> int:
         """How many more details a stream may send a socket client now."""
         return self._sock.stream_room(c) if self._sock is not None else 0
 

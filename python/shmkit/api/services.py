@@ -20,7 +20,13 @@ handler's iterator is closed, ``dropped_sends`` counts one, and the close carrie
 ``handler_errors`` and logged; the details sent so far stay sent and the close carries
 ``retval = -1`` (``VNET_API_ERROR_UNSPECIFIED``), which :meth:`shmkit.api.Client.dump` raises.
 The handler's iterator runs in the dispatch loop's thread, lazily: a generator holds no
-lock between details.
+lock between details. While a client's stream is paused, its later requests are served
+meanwhile (their replies may come before the stream's last details, matched by context as
+always: a ``control_ping`` with another context is no barrier for a paused stream), and a
+client may have at most :attr:`Services.max_client_streams` paused streams: a dump beyond
+them is closed at once with ``STREAM_ABORTED`` (a client asking dump after dump without
+reading cannot pile up generators in the server). For a socket client (no shared-memory
+queue) the room of its connection's output buffer stands in for the half queue.
 
 **Events.** ``server.events(EventType, want=WantType, reply=WantReply)`` serves VPP's
 ``want_*`` registration: ``WantType`` has ``enable_disable`` and ``pid`` fields (as
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
     from shmkit._native import Outbox
     from shmkit.api.clients import ClientInfo
     from shmkit.api.throttle import Throttle
+    from shmkit.api.trace import Trace
 
 __all__ = ["STREAM_ABORTED", "Services", "StreamHandler"]
 
@@ -98,6 +105,7 @@ class Services:
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
     _services: dict[str, dict[str, Any]]  # get_api_json's services, by request name
+    trace: Trace
 
     # The server's own, used here.
     register: Callable[..., None]
@@ -105,10 +113,12 @@ class Services:
     _send_encoded: Callable[[ClientInfo, bytes], bool]
     _count_sent: Callable[[ClientInfo, int, int], None]
     drop_damaged: Callable[[ClientInfo, str], None]
-    _stream_room: Callable[[ClientInfo], int]  # (a socket client's room: the server's)
+    _transport_room: Callable[[ClientInfo], int]  # a socket client's room (the server's)
 
     #: seconds a paused stream may make no progress before it is abandoned
     stream_stall: float = 30.0
+    #: paused streams a client may have; a dump beyond them is refused (STREAM_ABORTED)
+    max_client_streams: int = 16
 
     def _init_services(self) -> None:
         self._streams: list[_Stream] = []
@@ -148,6 +158,20 @@ class Services:
                 h: c for h, c in self._dump_contexts.items() if h in self._by_handle
             }
         self._dump_contexts[handle] = context
+        if sum(s.client is client for s in self._streams) >= self.max_client_streams:
+            # A client that asks for dump after dump without reading would pile up
+            # generators in the server: refused until its streams drain.
+            self.report(
+                "stream_limit",
+                logging.WARNING,
+                "API %s: refused a %s dump to client %r: %d of its streams are paused",
+                self.name,
+                request._name,
+                client.name,
+                self.max_client_streams,
+            )
+            self._close_stream(client, context, STREAM_ABORTED)
+            return
         try:
             items = iter(fn(msg, client) or ())
         except Exception as exc:
@@ -174,26 +198,15 @@ class Services:
         if self._by_handle.get(int(c.handle)) is not c:  # it left, was reaped or dropped
             _close_quietly(stream.items)
             return True
-        if c.queue is None:  # a socket client: its connection's output buffer is the queue
-            room = self._stream_room(c)
-        else:
-            # What this client has in the outbox goes out first: the queue's length is exact.
-            flushed = self._outbox.flush_client(c)
-            if flushed is not None:
-                self._count_sent(c, flushed[0], flushed[1])
-                if flushed[2]:
-                    _close_quietly(stream.items)
-                    self.drop_damaged(c, "a send found its queue corrupted")
-                    return True
-            # A stream fills at most half the queue (one slot of it kept for the close): the
-            # rest stays free for the replies and events the client gets meanwhile.
-            room = c.queue.capacity // 2 - len(c.queue) - 1
-        ids = self._ids
+        room = self._stream_room(c)
+        if room < 0:  # its queue was found damaged: the client was dropped
+            _close_quietly(stream.items)
+            return True
         while room > 0:
             try:
                 item = next(stream.items)
                 item.context = stream.context
-                data = item.encode(ids[type(item)])
+                self.send(c, item)  # a detail that cannot be encoded fails as a handler does
             except StopIteration:
                 break
             except Exception as exc:
@@ -201,7 +214,6 @@ class Services:
                 _close_quietly(stream.items)
                 self._close_stream(c, stream.context, mc.UNSPECIFIED)
                 return True
-            self._send_encoded(c, data)
             stream.sent += 1
             stream.progress = time.monotonic()
             room -= 1
@@ -225,14 +237,39 @@ class Services:
         self._close_stream(c, stream.context, 0)
         return True
 
+    def _stream_room(self, c: ClientInfo) -> int:
+        """How many details may go to ``c`` now; -1 if it was dropped meanwhile. A stream
+        fills at most half of a client's queue, one slot of it kept for the close: the other
+        half stays free for the replies and events the client gets meanwhile. For a client
+        without a shared-memory queue (a socket client) its connection's output buffer
+        decides."""
+        queue = getattr(c, "queue", None)
+        if queue is None:
+            return self._transport_room(c)
+        # What this client has in the outbox goes out first, so the queue's length is exact.
+        flushed = self._outbox.flush_client(c)
+        if flushed is not None:
+            self._count_sent(c, flushed[0], flushed[1])
+            if flushed[2]:
+                self.drop_damaged(c, "a send found its queue corrupted")
+                return -1
+        return int(queue.capacity) // 2 - len(queue) - 1
+
     def _pump_streams(self) -> None:
         """Resume paused streams (the dispatch loop calls it while there are any)."""
         with self._lock:
-            before = sum(s.sent for s in self._streams)
-            self._streams = [s for s in self._streams if not self._run_stream(s)]
-            if not self._streams:
+            progressed, paused = False, []
+            for stream in self._streams:
+                sent = stream.sent
+                if self._run_stream(stream):
+                    progressed = True
+                else:
+                    progressed |= stream.sent > sent
+                    paused.append(stream)
+            self._streams = paused
+            if not paused:
                 self._stream_wait = 0.0
-            elif sum(s.sent for s in self._streams) > before:
+            elif progressed:
                 self._stream_wait = _FIRST_WAIT
             else:
                 self._stream_wait = min(self._stream_wait * 2, self.death_poll, 0.05)
@@ -301,14 +338,28 @@ class Services:
         if subscribers is None:
             raise ValueError(f"{type(event)._name} is not an event type of this server")
         event.context = 0
+        data = event.encode(self._ids[type(event)])
         sent = 0
         with self._lock:
             for handle in list(subscribers):
-                client = self._by_handle.get(handle)
-                if client is None:  # deregistered, reaped or dropped: registration ended
+                c = self._by_handle.get(handle)
+                if c is None:  # deregistered, reaped or dropped: registration ended
                     del subscribers[handle]
                     continue
-                sent += self.send(client, event)
+                if c.queue is None:  # a socket client: its connection takes it or drops it
+                    sent += self._send_encoded(c, data)
+                    continue
+                if self.trace.enabled:
+                    self.trace.record("tx", data)
+                # Flushed at once (with what the client had in the outbox before it, in
+                # order), so the count is exact even inside a handler's batch.
+                self._outbox.push(c, c.queue, data, c.pid)
+                n, dropped, damaged = self._outbox.flush_client(c) or (0, 0, False)
+                self._count_sent(c, n, dropped)
+                if damaged:
+                    self.drop_damaged(c, "a send found its queue corrupted")
+                elif n and not dropped:
+                    sent += 1
         return sent
 
     def subscribers(self, event: type[Message]) -> list[ClientInfo]:

@@ -10,9 +10,9 @@
 //! long, a non-UTF-8 string received) is handed back to the Python codec, which either
 //! coerces it the same way or raises the precise `MessageError`.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 
 use super::buffer::InBuf;
 use super::errors::message_error;
@@ -205,6 +205,71 @@ impl PyCodec {
         let mut out = Vec::with_capacity(self.layout.size());
         self.encode_into(msg, msg_id, None, None, &mut out)?;
         Ok(PyBytes::new(py, &out))
+    }
+}
+}
+
+/// Builds instances of one message or struct type from keyword arguments: it is the type's
+/// `__new__` (`E(x=5)`), so constructing a message costs about what a generated `__init__`
+/// did, with no generated source. Each field gets its given value or its default (made by a
+/// factory for mutable defaults: a fresh list or struct per instance); a keyword that names
+/// no field is a `TypeError`. Built by `shmkit.api.messages`
+/// (`Constructor(type_name, [(attribute, default, is_factory), ...])`).
+#[pyclass(name = "Constructor", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyConstructor {
+    type_name: String,
+    /// `object.__new__`: an instance without running `__init__`.
+    new: Py<PyAny>,
+    /// `(attribute, default or factory, is_factory)`, in order.
+    fields: Vec<(Py<PyString>, Py<PyAny>, bool)>,
+}
+
+shielded! {
+#[pymethods]
+impl PyConstructor {
+    #[new]
+    fn new(py: Python<'_>, type_name: String, fields: Vec<(String, Py<PyAny>, bool)>) -> PyResult<Self> {
+        Ok(Self {
+            type_name,
+            new: py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind(),
+            fields: fields.into_iter().map(|(n, d, f)| (PyString::intern(py, &n).unbind(), d, f)).collect(),
+        })
+    }
+
+    /// An instance of `cls` with the given field values (the others at their defaults).
+    #[pyo3(signature = (cls, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let obj = self.new.bind(py).call1((cls,))?;
+        let mut given = 0;
+        for (name, default, factory) in &self.fields {
+            let name = name.bind(py);
+            let value = match kwargs.map(|k| k.get_item(name)).transpose()?.flatten() {
+                Some(v) => {
+                    given += 1;
+                    v
+                }
+                None if *factory => default.bind(py).call0()?,
+                None => default.bind(py).clone(),
+            };
+            obj.setattr(name, value)?;
+        }
+        if let Some(k) = kwargs.filter(|k| k.len() != given) {
+            let mut unknown = Vec::new();
+            for key in k.keys() {
+                if !self.fields.iter().any(|(n, _, _)| PyAnyMethods::eq(n.bind(py).as_any(), &key).unwrap_or(false)) {
+                    unknown.push(key.str()?.to_string());
+                }
+            }
+            unknown.sort();
+            return Err(PyTypeError::new_err(format!("{} has no field(s) {}", self.type_name, unknown.join(", "))));
+        }
+        Ok(obj)
     }
 }
 }
