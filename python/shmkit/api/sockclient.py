@@ -22,7 +22,6 @@ dropped (:class:`~shmkit.api.ConnectionDamagedError`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import select
@@ -30,7 +29,6 @@ import socket as _socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,6 +77,7 @@ class SockClient(Client):
         :class:`~shmkit.api.ServerGoneError`."""
         self = cls.__new__(cls)
         self._connect_socket_args = (os.fspath(path), client_name, name, timeout, keepalive_thread)
+        self._init_local(False)
         self._setup_socket(os.fspath(path), client_name, name, timeout, max_frame)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -101,19 +100,12 @@ class SockClient(Client):
         self.socket_path = path
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
-        self._bg: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._rx_lock = threading.Lock()
         self._tx_lock = threading.Lock()
-        self._cv = threading.Condition()
-        self._followers = 0
         self._by_type: dict[type[Message], int] = {}
         self._handle_int = 0
-        self._contexts = itertools.count(1)
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._max_frame = max_frame
         self._rbuf = bytearray()
@@ -301,9 +293,19 @@ class SockClient(Client):
 
     def _background(self) -> None:
         """Keep an idle client healthy: read (answering keepalives, queueing events) when
-        nobody waits for a reply and something arrived."""
-        while not self._stop.wait(IDLE_PERIOD):
-            if self._pending or self._error is not None:
+        nobody waits for a reply and something arrived; run the event callbacks
+        (:meth:`on_event`); report a lost server once to the :meth:`on_restart` functions."""
+        while not self._stop.is_set():
+            self._kick.wait(IDLE_PERIOD)
+            self._kick.clear()
+            if self._stop.is_set():
+                break
+            self._run_callbacks()
+            if self._error is not None:
+                if self._on_restart:
+                    self._watch()  # tells the on_restart functions, once
+                continue
+            if self._pending:
                 continue
             try:
                 if not select.select([self._sock], [], [], 0)[0]:
@@ -317,6 +319,7 @@ class SockClient(Client):
                     pass
                 finally:
                     self._rx_lock.release()
+            self._run_callbacks()
 
     # ---------------------------------------------------------------- liveness
 
@@ -379,14 +382,10 @@ class SockClient(Client):
         self._teardown(remove_queue=False)
         return acked
 
-    def _teardown(self, remove_queue: bool) -> None:
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if self._bg is not None and self._bg is not threading.current_thread():
-            self._bg.join(2)
-        with self._rx_lock:
-            self._sock.close()
+    def _release(self, remove_queue: bool) -> None:
+        """Let go of the connection (the caller holds the rx lock, or nobody else can use
+        the client): the socket closes, which the server takes as this client's end."""
+        self._sock.close()
         self._error = None
 
     def __repr__(self) -> str:
