@@ -424,3 +424,24 @@ def test_other_users_by_mode_and_by_peer_uid(root: str) -> None:
             kill9(proc)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_socket_client_event_callbacks_and_restart_notice(root: str, sock: Path) -> None:
+    proc = start_sock_server(root, sock)
+    c = Client.connect("api", "cb", socket=sock)
+    try:
+        seen: list[int] = []
+        lost: list[Exception] = []
+        c.on_event(TickEvent, lambda m: seen.append(m.seq))
+        c.on_restart(lambda client, err: lost.append(err))
+        c.call(WantTicks(enable_disable=1, pid=os.getpid()))
+        assert c.call(Tick(count=3)).sent == 3
+        wait_until(lambda: seen == [0, 1, 2], what="callbacks")
+        # An idle client hears of its server's death from its background thread.
+        kill9(proc)
+        wait_until(lambda: len(lost) == 1, what="on_restart")
+        assert isinstance(lost[0], ServerGoneError)
+    finally:
+        c.close()
+        if proc.poll() is None:
+            kill9(proc)
