@@ -27,7 +27,12 @@ epoll for every connection); the policy is here:
   VPP's rule; stock ``vpp_papi`` answers no keepalive, and its socket's EOF says when it
   dies);
 * **never blocked by a client**: a client that stops reading has its messages buffered up
-  to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``).
+  to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``);
+* **private segments** (``sock_init_shm``, :mod:`shmkit.api.sockshm`): a socket client may
+  move its traffic to a shared-memory segment of its own, whose memfd the reply carries
+  (``SCM_RIGHTS``); the socket thread then also waits on the segment's input queue, and
+  sends to that client go into the segment's output queue (full: dropped, counted). A
+  damaged segment gets its client reaped, never the server.
 
 The socket runs in its own thread (``shmkit-api-sock-<name>``), which waits on the epoll
 without any lock and handles what arrived under the server's lock — the lock the
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -54,7 +60,9 @@ from shmkit.api import memclnt as mc
 from shmkit.api.clients import ClientInfo
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import Message, MessageError
+from shmkit.api.sockshm import Segment
 from shmkit.api.state import COUNTERS
+from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
     from shmkit.api.server import Server
@@ -112,6 +120,7 @@ class SockServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._batching = False  # the socket thread is handling a batch (under the lock)
+        self._segments: dict[int, Segment] = {}  # private segments (sock_init_shm), by conn
 
     # ---------------------------------------------------------------- running
 
@@ -139,6 +148,8 @@ class SockServer:
         with self.server._lock:
             for c in list(self._by_conn.values()):
                 self._forget(c)
+            for conn in list(self._segments):
+                self._close_segment(conn)
             self._peers.clear()
             self.listener.close()
 
@@ -148,14 +159,27 @@ class SockServer:
         next_scan = time.monotonic() + server.scan_interval
         while not self._stop.is_set():
             try:
-                events = self.listener.poll(slice_)
-                if events:
+                if self._segments:
+                    # Clients on private segments too: wait on their input queues as well.
+                    fds = [
+                        self.listener.fileno(),
+                        *(s.input.fileno() for s in self._segments.values()),
+                    ]
+                    select.select(fds, [], [], slice_)
+                    events = self.listener.poll(0)
+                    inbound = self._segment_batches()
+                else:
+                    events, inbound = self.listener.poll(slice_), []
+                if events or inbound:
                     with server._lock:
                         # What the batch sends is written when it ends: one system call per
                         # connection, not one per reply.
                         self._batching = True
                         try:
                             self._handle(events)
+                            for conn, batch in inbound:
+                                for data in batch:
+                                    self._frame(conn, data)
                         finally:
                             self._batching = False
                             self.listener.flush()
@@ -167,6 +191,62 @@ class SockServer:
                 raise
             except BaseException as exc:  # counted and logged; the socket stays served
                 server._loop_failed("socket", exc)
+
+    def _segment_batches(self) -> list[tuple[int, list[bytes]]]:
+        """What clients on private segments sent (a damaged segment drops its client)."""
+        out = []
+        for conn, seg in list(self._segments.items()):
+            try:
+                batch = seg.port.recv(seg.input, 256, 0.0)
+            except ShmkitError as exc:
+                client = self._by_conn.get(conn)
+                if client is not None:
+                    self.reap(client, f"its segment is damaged ({exc})")
+                else:
+                    self._close_segment(conn)
+                continue
+            if batch:
+                out.append((conn, batch))
+        return out
+
+    def _init_shm(self, client: ClientInfo, msg: Message) -> None:
+        """``sock_init_shm``: give ``client`` a private segment (see
+        :mod:`shmkit.api.sockshm`); the reply carries its memfd. Refused (``retval = -1``,
+        no descriptor) for a second segment or a size out of bounds."""
+        server = self.server
+        reply_id = server._ids[mc.SockInitShmReply]
+        refuse = mc.SockInitShmReply(retval=mc.UNSPECIFIED, context=msg.context)
+        if client.conn in self._segments:
+            server.send(client, refuse)
+            return
+        try:
+            seg = Segment.create(msg.requested_size)  # type: ignore[attr-defined]
+        except (ValueError, OSError, ShmkitError) as exc:
+            server.report(
+                "segment",
+                logging.WARNING,
+                "API %s: no segment for %r: %s",
+                server.name,
+                client.name,
+                exc,
+            )
+            server.send(client, refuse)
+            return
+        data = mc.SockInitShmReply(retval=0, context=msg.context).encode(reply_id)
+        if server.trace.enabled:
+            server.trace.record("tx", data)
+        outcome = self.listener.send_fd(client.conn, data, seg.fileno())
+        if outcome != "queued":
+            seg.close()
+            server._count_sent(client, 0, int(outcome == "dropped"))
+            return
+        server._count_sent(client, 1, 0)
+        self._segments[client.conn] = seg
+
+    def _close_segment(self, conn: int) -> None:
+        seg = self._segments.pop(conn, None)
+        if seg is not None:
+            seg.close()
 
     # ---------------------------------------------------------------- events
 
@@ -215,8 +295,7 @@ class SockServer:
             self._delete(client, msg)
             return
         if msg_id == _SOCK_INIT_SHM:
-            # Private shared-memory segments over the socket are not offered: say so.
-            server.send(client, mc.SockInitShmReply(retval=mc.UNSPECIFIED, context=msg.context))
+            self._init_shm(client, msg)
             return
         if handler is None:
             server._builtin(msg_id, msg, client)
@@ -291,6 +370,7 @@ class SockServer:
         """A connection closed: its client (if it registered) is reaped."""
         server = self.server
         self._peers.pop(conn, None)
+        self._close_segment(conn)
         if reason != "eof":
             server._counts[C["invalid_messages"]] += reason.startswith("bad frame")
             server.report(
@@ -339,6 +419,7 @@ class SockServer:
     def _forget(self, client: ClientInfo) -> None:
         self._by_conn.pop(client.conn, None)
         self.server._by_handle.pop(int(client.handle), None)
+        self._close_segment(client.conn)
 
     def _thread_is_current(self) -> bool:
         return self._thread is threading.current_thread()
@@ -350,6 +431,14 @@ class SockServer:
     def send(self, client: ClientInfo, data: bytes) -> bool:
         """Send encoded ``data`` to a socket client, never blocking (counted as the
         shared-memory sends are)."""
+        seg = self._segments.get(client.conn)
+        if seg is not None:  # a private segment: its rings and output queue
+            try:
+                ok = seg.port.send(seg.output, data, "server", client.pid)
+            except ShmkitError:
+                ok = False  # damaged: found (and the client dropped) by the next read
+            self.server._count_sent(client, int(ok), int(not ok))
+            return ok
         # In the socket thread's batch, buffered until the batch ends; from any other thread
         # (the batch flag is only set under the server's lock, which the caller holds or is
         # the socket thread), written at once.
@@ -367,6 +456,9 @@ class SockServer:
         """How many more details a dump may send ``client`` now: a stream fills at most half
         the connection's output buffer (the rest stays for replies and events meanwhile),
         then pauses until the client has read (:mod:`shmkit.api.services`)."""
+        seg = self._segments.get(client.conn)
+        if seg is not None:  # as on shared memory: half the output queue, one slot kept
+            return max(0, seg.output.capacity // 2 - len(seg.output) - 1)
         info = self.listener.conn_info(client.conn)
         if info is None:
             return 0
