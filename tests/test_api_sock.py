@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -545,3 +546,22 @@ def test_a_client_that_wrecks_its_segment_is_dropped_not_the_server(
         assert server.poll() is None, "the server lives"
     finally:
         kill9(child)
+
+
+def test_segments_survive_a_server_stop_and_start(root: str, sock: Path) -> None:
+    from sock_defs import make_sock_server
+
+    server = make_sock_server("api", root, socket=str(sock)).start()
+    try:
+        with Client.connect("api", "seg", socket=sock) as c:
+            c.init_shm()
+            assert c.call(Echo(x=1)).x == 1
+            server.stop()
+            assert not any(t.name.startswith("shmkit-api-segment") for t in threading.enumerate())
+            server.start()
+            assert c.call(Echo(x=2)).x == 2
+        wait_until(lambda: not server.clients, what="deregistered")
+    finally:
+        server.close()
+        server.region.unlink()
+    assert not sock.exists()

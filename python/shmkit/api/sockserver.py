@@ -30,9 +30,10 @@ epoll for every connection); the policy is here:
   to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``);
 * **private segments** (``sock_init_shm``, :mod:`shmkit.api.sockshm`): a socket client may
   move its traffic to a shared-memory segment of its own, whose memfd the reply carries
-  (``SCM_RIGHTS``); the socket thread then also waits on the segment's input queue, and
-  sends to that client go into the segment's output queue (full: dropped, counted). A
-  damaged segment gets its client reaped, never the server.
+  (``SCM_RIGHTS``); a thread of the segment's own then reads its input queue (under the
+  server's lock, as the others), and sends to that client go into the segment's output
+  queue (full: dropped, counted). A damaged segment gets its client reaped, never the
+  server.
 
 The socket runs in its own thread (``shmkit-api-sock-<name>``), which waits on the epoll
 without any lock and handles what arrived under the server's lock — the lock the
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -121,6 +121,7 @@ class SockServer:
         self._stop = threading.Event()
         self._batching = False  # the socket thread is handling a batch (under the lock)
         self._segments: dict[int, Segment] = {}  # private segments (sock_init_shm), by conn
+        self._seg_lock = threading.Lock()  # who closes a segment: _close_segment or its thread
 
     # ---------------------------------------------------------------- running
 
@@ -133,12 +134,17 @@ class SockServer:
             target=self._run, name=f"shmkit-api-sock-{self.server.name}", daemon=True
         )
         self._thread.start()
+        for conn, seg in list(self._segments.items()):
+            self._start_segment(conn, seg)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving (connections stay open; what they send waits in the socket)."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        me = threading.current_thread()
+        threads = [self._thread, *(s.thread for s in list(self._segments.values()))]
+        for t in threads:
+            if t is not None and t is not me:
+                t.join(timeout)
         self._thread = None
 
     def close(self) -> None:
@@ -159,27 +165,14 @@ class SockServer:
         next_scan = time.monotonic() + server.scan_interval
         while not self._stop.is_set():
             try:
-                if self._segments:
-                    # Clients on private segments too: wait on their input queues as well.
-                    fds = [
-                        self.listener.fileno(),
-                        *(s.input.fileno() for s in self._segments.values()),
-                    ]
-                    select.select(fds, [], [], slice_)
-                    events = self.listener.poll(0)
-                    inbound = self._segment_batches()
-                else:
-                    events, inbound = self.listener.poll(slice_), []
-                if events or inbound:
+                events = self.listener.poll(slice_)
+                if events:
                     with server._lock:
                         # What the batch sends is written when it ends: one system call per
                         # connection, not one per reply.
                         self._batching = True
                         try:
                             self._handle(events)
-                            for conn, batch in inbound:
-                                for data in batch:
-                                    self._frame(conn, data)
                         finally:
                             self._batching = False
                             self.listener.flush()
@@ -192,22 +185,55 @@ class SockServer:
             except BaseException as exc:  # counted and logged; the socket stays served
                 server._loop_failed("socket", exc)
 
-    def _segment_batches(self) -> list[tuple[int, list[bytes]]]:
-        """What clients on private segments sent (a damaged segment drops its client)."""
-        out = []
-        for conn, seg in list(self._segments.items()):
-            try:
-                batch = seg.port.recv(seg.input, 256, 0.0)
-            except ShmkitError as exc:
+    def _serve_segment(self, conn: int, seg: Segment) -> None:
+        """A private segment's own thread: reads its input queue (spinning briefly, then
+        sleeping on the queue's futex with the GIL released, as the shared-memory dispatch
+        loop does) and handles what came under the server's lock. A damaged segment reaps
+        its client. It closes the segment when it leaves after :meth:`_close_segment`."""
+        server = self.server
+        slice_ = min(server.death_poll, 0.05)
+        try:
+            while not self._stop.is_set() and not seg.closing:
+                try:
+                    batch = seg.port.recv(seg.input, 256, slice_)
+                except ShmkitError as exc:
+                    if seg.closing:
+                        break
+                    with server._lock:
+                        client = self._by_conn.get(conn)
+                        if client is not None:
+                            self.reap(client, f"its segment is damaged ({exc})")
+                    break
+                if not batch:
+                    continue
+                with server._lock:
+                    if seg.closing:
+                        break
+                    for data in batch:
+                        self._frame(conn, data)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # counted and logged; its client is let go
+            server._loop_failed("segment", exc)
+            with server._lock:
                 client = self._by_conn.get(conn)
                 if client is not None:
-                    self.reap(client, f"its segment is damaged ({exc})")
-                else:
-                    self._close_segment(conn)
-                continue
-            if batch:
-                out.append((conn, batch))
-        return out
+                    self.reap(client, f"serving its segment failed ({exc!r})")
+        finally:
+            with self._seg_lock:
+                if seg.closing:
+                    seg.close()
+
+    def _start_segment(self, conn: int, seg: Segment) -> None:
+        if self._stop.is_set() or (seg.thread is not None and seg.thread.is_alive()):
+            return
+        seg.thread = threading.Thread(
+            target=self._serve_segment,
+            args=(conn, seg),
+            name=f"shmkit-api-segment-{self.server.name}-{conn}",
+            daemon=True,
+        )
+        seg.thread.start()
 
     def _init_shm(self, client: ClientInfo, msg: Message) -> None:
         """``sock_init_shm``: give ``client`` a private segment (see
@@ -242,11 +268,19 @@ class SockServer:
             return
         server._count_sent(client, 1, 0)
         self._segments[client.conn] = seg
+        if self._thread is not None:
+            self._start_segment(client.conn, seg)
 
     def _close_segment(self, conn: int) -> None:
+        """Let go of a client's segment: at once if no thread serves it, else by that
+        thread as it leaves (within its wait slice), so nothing is closed under a read."""
         seg = self._segments.pop(conn, None)
-        if seg is not None:
-            seg.close()
+        if seg is None:
+            return
+        with self._seg_lock:
+            seg.closing = True
+            if seg.thread is None or not seg.thread.is_alive():
+                seg.close()
 
     # ---------------------------------------------------------------- events
 

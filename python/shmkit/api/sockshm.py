@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 from shmkit import MsgRings, Queue, Region
@@ -49,6 +50,11 @@ class Segment:
     port: ApiPort
     input: Queue  # client -> server
     output: Queue  # server -> client
+    #: the server's thread reading ``input`` (None on the client's side)
+    thread: threading.Thread | None = None
+    #: the segment is being let go (its server thread closes it when it leaves)
+    closing: bool = False
+    closed: bool = False
 
     @classmethod
     def create(cls, size: int) -> Segment:
@@ -60,8 +66,9 @@ class Segment:
         region = Region.create_anonymous(size, label="shmkit-api-segment")
         try:
             rings = MsgRings.create(region, RINGS, server=SERVER_RINGS, client=CLIENT_RINGS)
-            queues = (Queue.create(region, n, QUEUE_CAPACITY, 8) for n in (INPUT, OUTPUT))
-            return cls(region, rings, ApiPort(rings), *queues)
+            inp = Queue.create(region, INPUT, QUEUE_CAPACITY, 8)
+            out = Queue.create(region, OUTPUT, QUEUE_CAPACITY, 8)
+            return cls(region, rings, ApiPort(rings), inp, out)
         except BaseException:
             region.close()
             raise
@@ -73,8 +80,9 @@ class Segment:
         region = Region.from_fd(fd)
         try:
             rings = MsgRings.open(region, RINGS)
-            queues = (Queue.open(region, n) for n in (INPUT, OUTPUT))
-            return cls(region, rings, ApiPort(rings), *queues)
+            return cls(
+                region, rings, ApiPort(rings), Queue.open(region, INPUT), Queue.open(region, OUTPUT)
+            )
         except BaseException:
             region.close()
             raise
@@ -83,7 +91,10 @@ class Segment:
         return self.region.fileno()
 
     def close(self) -> None:
-        """Let go of the segment (its memory is freed once both sides have)."""
+        """Let go of the segment (its memory is freed once both sides have). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         for q in (self.input, self.output):
             with contextlib.suppress(ShmkitError, OSError):
                 q.close()
