@@ -22,7 +22,6 @@ dropped (:class:`~shmkit.api.ConnectionDamagedError`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import select
@@ -30,7 +29,6 @@ import socket as _socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,19 +99,13 @@ class SockClient(Client):
         self.socket_path = path
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
-        self._bg: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._rx_lock = threading.Lock()
+        self._init_local(reconnect=False)  # threads' synchronisation, contexts, callbacks
         self._tx_lock = threading.Lock()
-        self._cv = threading.Condition()
-        self._followers = 0
         self._by_type: dict[type[Message], int] = {}
         self._handle_int = 0
-        self._contexts = itertools.count(1)
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._events: deque[Message] = deque()
         self._error: Exception | None = None
         self._max_frame = max_frame
         self._rbuf = bytearray()
