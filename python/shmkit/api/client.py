@@ -189,6 +189,7 @@ class Client:
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
+        self._abandoned: set[int] = set()  # contexts of dumps whose rest is dropped
         self._error: Exception | None = None
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
@@ -489,21 +490,65 @@ class Client:
         dump. If the server's handler failed (or the stream was abandoned), the close carries
         a non-zero ``retval``: :class:`~shmkit.ShmkitError` is raised, with the details
         received so far as its ``details`` attribute and the code as ``retval``."""
-        if self._closed or self._error is not None:
-            self._check_open()
         deadline = _deadline(timeout)
-        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
-        data = self._encode(msg)
         details: list[Message] = []
-        self._dumps[ctx] = details  # before sending: the first detail may come at once
-        self._pending.add(ctx)
+        ctx = self._start_dump(msg, details, deadline)
         try:
-            self._send_bytes(data, deadline)
             close = self._wait(ctx, deadline)
+        except BaseException:
+            self._abandon(ctx)
+            raise
         finally:
             self._dumps.pop(ctx, None)
             self._pending.discard(ctx)
         return self._dump_result(msg, close, details)
+
+    def dump_iter(self, msg: Message, timeout: float | None = 5.0) -> Iterator[Any]:
+        """As :meth:`dump`, yielding the details as they arrive (a dump too large to hold
+        at once); ``timeout`` bounds the wait for each. A failed stream raises after the
+        details that came (the exception's ``details`` is then empty)."""
+        details: list[Message] = []
+        ctx = self._start_dump(msg, details, _deadline(timeout))
+        close = None
+        try:
+            while True:
+                close = self._wait(ctx, _deadline(timeout), until=lambda: bool(details))
+                n = len(details)  # routed under the lock, appended at the end only
+                batch = details[:n]
+                del details[:n]
+                yield from batch
+                if close is not None:
+                    yield from details
+                    self._dump_result(msg, close, [])
+                    return
+        except BaseException:  # GeneratorExit included: the caller stopped early
+            if close is None:
+                self._abandon(ctx)
+            raise
+        finally:
+            self._dumps.pop(ctx, None)
+            self._pending.discard(ctx)
+
+    def _abandon(self, ctx: int) -> None:
+        """A dump nobody waits for any more (timed out, or its iteration was stopped): the
+        rest of its stream is dropped as it arrives, not queued as events."""
+        self._abandoned.add(ctx)
+
+    def _start_dump(self, msg: Message, details: list[Message], deadline: float) -> int:
+        """Send a dump request whose details go to ``details``; returns its context."""
+        if self._closed or self._error is not None:
+            self._check_open()
+        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
+        data = self._encode(msg)
+        self._dumps[ctx] = details  # before sending: the first detail may come at once
+        self._pending.add(ctx)
+        try:
+            self._send_bytes(data, deadline)
+        except BaseException:
+            self._dumps.pop(ctx, None)
+            self._pending.discard(ctx)
+            raise
+        return ctx
 
     def _dump_result(self, msg: Message, close: Message, details: list[Message]) -> list[Any]:
         """The details of a dump closed by ``close``, or the error its ``retval`` says."""
@@ -540,8 +585,15 @@ class Client:
             self._pending.discard(context)
         return msg
 
-    def _wait(self, context: int | None, deadline: float, registering: bool = False) -> Any:
-        """Wait for the reply to ``context`` (or the next event if None). The first waiter
+    def _wait(
+        self,
+        context: int | None,
+        deadline: float,
+        registering: bool = False,
+        until: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Wait for the reply to ``context`` (or the next event if None); with ``until``,
+        return ``None`` as soon as it is true (checked after each read). The first waiter
         to find the queue free reads it for everyone (leader); others sleep on a condition
         until their reply is routed to them or the leader leaves (followers)."""
         generation = self._generation
@@ -549,6 +601,8 @@ class Client:
             msg = self._take(context)
             if msg is not None:
                 return msg
+            if until is not None and until():
+                return None
             if not registering:
                 if self._reconnecting:
                     raise ServerGoneError(f"API {self.name!r}: connection lost, reconnecting")
@@ -569,6 +623,8 @@ class Client:
                         msg = self._take(context)
                         if msg is not None:
                             return msg
+                        if until is not None and until():
+                            return None
                         if self._error is not None or time.monotonic() >= deadline:
                             break
                         if not registering:
@@ -652,6 +708,9 @@ class Client:
                         details.append(msg)  # the stream's close is its reply
                         continue
                     self._replies[context] = msg
+                elif context in self._abandoned:
+                    if type(msg) is mc.ControlPingReply:
+                        self._abandoned.discard(context)
                 elif type(msg) in self._callbacks:
                     self._callback_queue.append(msg)
                     self._kick.set()

@@ -198,7 +198,7 @@ class Services:
             _close_quietly(stream.items)
             return True
         room = self._stream_room(c)
-        if room < 0:  # its queue was found damaged: the client was dropped
+        if room is None:  # its queue was found damaged: the client was dropped
             _close_quietly(stream.items)
             return True
         while room > 0:
@@ -236,8 +236,8 @@ class Services:
         self._close_stream(c, stream.context, 0)
         return True
 
-    def _stream_room(self, c: ClientInfo) -> int:
-        """How many details may go to ``c`` now; -1 if it was dropped meanwhile. A stream
+    def _stream_room(self, c: ClientInfo) -> int | None:
+        """How many details may go to ``c`` now; ``None`` if it was dropped meanwhile. A stream
         fills at most half of a client's queue, one slot of it kept for the close: the other
         half stays free for the replies and events the client gets meanwhile. A client
         without a shared-memory queue gets batches of :attr:`stream_batch`: its transport
@@ -251,8 +251,9 @@ class Services:
             self._count_sent(c, flushed[0], flushed[1])
             if flushed[2]:
                 self.drop_damaged(c, "a send found its queue corrupted")
-                return -1
-        return int(queue.capacity) // 2 - len(queue) - 1
+                return None
+        # Replies and events may fill the queue past its half: then nothing, for now.
+        return max(0, int(queue.capacity) // 2 - len(queue) - 1)
 
     def _pump_streams(self) -> None:
         """Resume paused streams (the dispatch loop calls it while there are any)."""
