@@ -22,6 +22,8 @@ from services_defs import (
     ThingDetails,
     ThingDump,
     ThingEvent,
+    ThingGet,
+    ThingGetReply,
     WantThingEvents,
     WantThingEventsReply,
 )
@@ -79,6 +81,32 @@ def test_dump_empty_and_1000(root: str, server: subprocess.Popen[str]) -> None:
         with pytest.raises(TimeoutError):
             c.recv(timeout=0.2)
         assert c.call(Echo(x=5)).x == 5
+
+
+def test_stream_closed_by_a_reply(root: str, server: subprocess.Popen[str]) -> None:
+    """VPP's stream_msg services: details, then the reply (the generator's return value)."""
+    with connect(root, queue_capacity=64) as c:
+        drain_registered(c)
+        reply, things = c.dump(ThingGet(count=500, cursor=2), reply=ThingGetReply)
+        assert type(reply) is ThingGetReply and reply.retval == 0 and reply.cursor == 500
+        assert [t.seq for t in things] == list(range(2, 500))
+        assert c.dump(ThingGet(count=3, cursor=3), reply=ThingGetReply)[1] == []
+        with pytest.raises(ShmkitError, match="retval -1"):
+            c.dump(ThingGet(count=3, cursor=4), reply=ThingGetReply)
+        # Its context gets no terminator treatment: a ping with it is answered as always.
+        ctx = c.send(ThingGet(count=2, cursor=0))
+        ping = memclnt.ControlPing()
+        ping.context = ctx
+        c._send_bytes(c._encode(ping), time.monotonic() + 5)
+        got = [c.recv(timeout=5) for _ in range(4)]
+        assert [type(m) for m in got] == [
+            ThingDetails,
+            ThingDetails,
+            ThingGetReply,
+            memclnt.ControlPingReply,
+        ]
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.2)
 
 
 def test_dump_iter_and_abandoned_dumps(root: str, server: subprocess.Popen[str]) -> None:
