@@ -205,6 +205,8 @@ class Client:
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
+        self._abandoned: dict[int, type[Message]] = {}  # dumps whose rest is dropped: end
+        self._dump_ends: dict[int, type[Message]] = {}  # closing type, if not control_ping
         self._error: Exception | None = None
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
@@ -501,34 +503,108 @@ class Client:
                     self._cv.notify_all()
         return out
 
-    def dump(self, msg: Message, timeout: float | None = 5.0) -> list[Any]:
+    @overload
+    def dump(self, msg: Message, timeout: float | None = 5.0) -> list[Any]: ...
+    @overload
+    def dump(
+        self, msg: Message, timeout: float | None = 5.0, *, reply: type[R]
+    ) -> tuple[R, list[Any]]: ...
+    def dump(
+        self, msg: Message, timeout: float | None = 5.0, *, reply: type[R] | None = None
+    ) -> list[Any] | tuple[R, list[Any]]:
         """Send a dump request and return its details, in order: everything the server
         sends with the request's context until the ``control_ping_reply`` that closes the
         stream (VPP's convention; :mod:`shmkit.api.services`). ``timeout`` bounds the whole
         dump. If the server's handler failed (or the stream was abandoned), the close carries
         a non-zero ``retval``: :class:`~shmkit.ShmkitError` is raised, with the details
-        received so far as its ``details`` attribute and the code as ``retval``."""
-        if self._closed or self._error is not None:
-            self._check_open()
+        received so far as its ``details`` attribute and the code as ``retval``.
+
+        With ``reply`` (VPP's ``stream_msg`` services: details closed by a reply message),
+        the stream ends with that reply, and ``(reply, details)`` is returned."""
         deadline = _deadline(timeout)
-        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
-        data = self._encode(msg)
         details: list[Message] = []
-        self._dumps[ctx] = details  # before sending: the first detail may come at once
-        self._pending.add(ctx)
+        ctx = self._start_dump(msg, details, deadline, reply)
         try:
-            self._send_bytes(data, deadline)
             close = self._wait(ctx, deadline)
+        except BaseException:
+            self._abandon(ctx)
+            raise
+        finally:
+            self._dumps.pop(ctx, None)
+            self._dump_ends.pop(ctx, None)
+            self._pending.discard(ctx)
+        if reply is None:
+            return self._dump_result(msg, close, details)
+        return cast("R", close), self._dump_result(msg, close, details, reply)
+
+    def dump_iter(self, msg: Message, timeout: float | None = 5.0) -> Iterator[Any]:
+        """As :meth:`dump`, yielding the details as they arrive (a dump too large to hold
+        at once); ``timeout`` bounds the wait for each. A failed stream raises after the
+        details that came (the exception's ``details`` is then empty)."""
+        details: list[Message] = []
+        ctx = self._start_dump(msg, details, _deadline(timeout))
+        close = None
+        try:
+            while True:
+                close = self._wait(ctx, _deadline(timeout), until=lambda: bool(details))
+                n = len(details)  # routed under the lock, appended at the end only
+                batch = details[:n]
+                del details[:n]
+                yield from batch
+                if close is not None:
+                    yield from details
+                    self._dump_result(msg, close, [])
+                    return
+        except BaseException:  # GeneratorExit included: the caller stopped early
+            if close is None:
+                self._abandon(ctx)
+            raise
         finally:
             self._dumps.pop(ctx, None)
             self._pending.discard(ctx)
-        return self._dump_result(msg, close, details)
 
-    def _dump_result(self, msg: Message, close: Message, details: list[Message]) -> list[Any]:
+    def _abandon(self, ctx: int) -> None:
+        """A dump nobody waits for any more (timed out, or its iteration was stopped): the
+        rest of its stream is dropped as it arrives, not queued as events."""
+        self._abandoned[ctx] = self._dump_ends.get(ctx, mc.ControlPingReply)
+
+    def _start_dump(
+        self,
+        msg: Message,
+        details: list[Message],
+        deadline: float,
+        end: type[Message] | None = None,
+    ) -> int:
+        """Send a dump request whose details go to ``details`` until a message of type
+        ``end`` (default: ``control_ping_reply``) closes it; returns its context."""
+        if self._closed or self._error is not None:
+            self._check_open()
+        ctx = msg.context = next(self._contexts) & 0xFFFFFFFF
+        data = self._encode(msg)
+        self._dumps[ctx] = details  # before sending: the first detail may come at once
+        if end is not None:
+            self._dump_ends[ctx] = end
+        self._pending.add(ctx)
+        try:
+            self._send_bytes(data, deadline)
+        except BaseException:
+            self._dumps.pop(ctx, None)
+            self._dump_ends.pop(ctx, None)
+            self._pending.discard(ctx)
+            raise
+        return ctx
+
+    def _dump_result(
+        self,
+        msg: Message,
+        close: Message,
+        details: list[Message],
+        end: type[Message] = mc.ControlPingReply,
+    ) -> list[Any]:
         """The details of a dump closed by ``close``, or the error its ``retval`` says."""
-        if type(close) is not mc.ControlPingReply:
+        if type(close) is not end:
             raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
-        retval: int = close.retval  # type: ignore[attr-defined]
+        retval: int = getattr(close, "retval", 0)
         if retval != 0:
             error = ShmkitError(
                 f"API {self.name!r}: the {type(msg)._name} dump failed on the server "
@@ -570,8 +646,15 @@ class Client:
             self._pending.discard(context)
         return msg
 
-    def _wait(self, context: int | None, deadline: float, registering: bool = False) -> Any:
-        """Wait for the reply to ``context`` (or the next event if None). The first waiter
+    def _wait(
+        self,
+        context: int | None,
+        deadline: float,
+        registering: bool = False,
+        until: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Wait for the reply to ``context`` (or the next event if None); with ``until``,
+        return ``None`` as soon as it is true (checked after each read). The first waiter
         to find the queue free reads it for everyone (leader); others sleep on a condition
         until their reply is routed to them or the leader leaves (followers)."""
         generation = self._generation
@@ -579,6 +662,8 @@ class Client:
             msg = self._take(context)
             if msg is not None:
                 return msg
+            if until is not None and until():
+                return None
             if not registering:
                 if self._reconnecting:
                     raise ServerGoneError(f"API {self.name!r}: connection lost, reconnecting")
@@ -599,6 +684,8 @@ class Client:
                         msg = self._take(context)
                         if msg is not None:
                             return msg
+                        if until is not None and until():
+                            return None
                         if self._error is not None or time.monotonic() >= deadline:
                             break
                         if not registering:
@@ -683,10 +770,15 @@ class Client:
             for context, msg in routed:
                 if context in self._pending:
                     details = self._dumps.get(context)
-                    if details is not None and type(msg) is not mc.ControlPingReply:
+                    if details is not None and type(msg) is not self._dump_ends.get(
+                        context, mc.ControlPingReply
+                    ):
                         details.append(msg)  # the stream's close is its reply
                         continue
                     self._replies[context] = msg
+                elif context in self._abandoned:
+                    if type(msg) is self._abandoned[context]:
+                        del self._abandoned[context]
                 elif type(msg) in self._callbacks:
                     self._callback_queue.append(msg)
                     self._kick.set()

@@ -303,10 +303,14 @@ class Server(ClientLifecycle, Services):
     ) -> Callable[[Handler], Handler]: ...
     @overload
     def handle(
-        self, request: type[Message], *, reply: type[Message], stream: Literal[True]
+        self, request: type[Message], *, reply: type[Message], stream: Literal[True] | type[Message]
     ) -> Callable[[StreamHandler], StreamHandler]: ...
     def handle(
-        self, request: type[Message], *, reply: type[Message] | None = None, stream: bool = False
+        self,
+        request: type[Message],
+        *,
+        reply: type[Message] | None = None,
+        stream: bool | type[Message] = False,
     ) -> Callable[[Handler], Handler] | Callable[[StreamHandler], StreamHandler]:
         """Decorator: ``handler(msg, client) -> reply | None`` for ``request``. If the
         handler raises and ``reply`` has a ``retval`` field, the client gets a ``reply`` with
@@ -314,9 +318,11 @@ class Server(ClientLifecycle, Services):
 
         With ``stream=True`` (a dump), the handler returns or yields the details (of type
         ``reply``); they are sent with the request's context and a ``control_ping_reply``
-        closes the stream (:mod:`shmkit.api.services`)."""
-        if stream:
-            return self._handle_stream(request, reply)
+        closes the stream. With ``stream=DetailsType`` (VPP's ``stream_msg`` services), the
+        handler yields details and a ``reply`` closes the stream: the generator's return
+        value, or ``reply(retval=0)`` (:mod:`shmkit.api.services`)."""
+        if stream is not False:
+            return self._handle_stream(request, reply, stream)
 
         def decorate(fn: Handler) -> Handler:
             types = [request] + ([reply] if reply is not None else [])
