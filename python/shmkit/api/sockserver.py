@@ -111,6 +111,7 @@ class SockServer:
         self._peers: dict[int, tuple[int, int, int]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._batching = False  # the socket thread is handling a batch (under the lock)
 
     # ---------------------------------------------------------------- running
 
@@ -150,7 +151,14 @@ class SockServer:
                 events = self.listener.poll(slice_)
                 if events:
                     with server._lock:
-                        self._handle(events)
+                        # What the batch sends is written when it ends: one system call per
+                        # connection, not one per reply.
+                        self._batching = True
+                        try:
+                            self._handle(events)
+                        finally:
+                            self._batching = False
+                            self.listener.flush()
                 now = time.monotonic()
                 if now >= next_scan:
                     next_scan = now + server.scan_interval
@@ -332,6 +340,9 @@ class SockServer:
         self._by_conn.pop(client.conn, None)
         self.server._by_handle.pop(int(client.handle), None)
 
+    def _thread_is_current(self) -> bool:
+        return self._thread is threading.current_thread()
+
     @property
     def clients(self) -> list[ClientInfo]:
         return list(self._by_conn.values())
@@ -339,7 +350,12 @@ class SockServer:
     def send(self, client: ClientInfo, data: bytes) -> bool:
         """Send encoded ``data`` to a socket client, never blocking (counted as the
         shared-memory sends are)."""
-        outcome = self.listener.send(client.conn, data)
+        # In the socket thread's batch, buffered until the batch ends; from any other thread
+        # (the batch flag is only set under the server's lock, which the caller holds or is
+        # the socket thread), written at once.
+        outcome = self.listener.send(
+            client.conn, data, not (self._batching and self._thread_is_current())
+        )
         if outcome == "queued":
             self.server._count_sent(client, 1, 0)
             return True

@@ -100,10 +100,18 @@ impl PySockListener {
 
     /// Send one message to connection `conn`, never blocking: `"queued"` (written or
     /// buffered), `"dropped"` (its output buffer is full: the peer does not read) or
-    /// `"closed"` (no such connection).
-    fn send(&self, py: Python<'_>, conn: u64, data: &Bound<'_, PyAny>) -> PyResult<Py<pyo3::types::PyString>> {
+    /// `"closed"` (no such connection). With `flush=False` it is only buffered, for `flush()`
+    /// to write with the rest of a batch (one system call per connection).
+    #[pyo3(signature = (conn, data, flush=true))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        conn: u64,
+        data: &Bound<'_, PyAny>,
+        flush: bool,
+    ) -> PyResult<Py<pyo3::types::PyString>> {
         let buf = InBuf::get(data)?;
-        let outcome = self.lock().send(conn, buf.as_slice())?;
+        let outcome = self.lock().send(conn, buf.as_slice(), flush)?;
         Ok(match outcome {
             SendOutcome::Queued => intern!(py, "queued"),
             SendOutcome::Dropped => intern!(py, "dropped"),
@@ -111,6 +119,11 @@ impl PySockListener {
         }
         .clone()
         .unbind())
+    }
+
+    /// Write what `send(..., flush=False)` buffered.
+    fn flush(&self) {
+        self.lock().flush();
     }
 
     /// Close connection `conn` from this side (no event reports it); whether it was open.

@@ -121,6 +121,16 @@ impl Conn {
     /// Frame `data` and queue it (dropped if the buffer is at its cap), then write as much
     /// as the socket takes. An error means the connection is dead.
     pub fn send(&mut self, data: &[u8]) -> io::Result<Queued> {
+        let queued = self.queue(data)?;
+        if queued == Queued::Yes {
+            self.flush()?;
+        }
+        Ok(queued)
+    }
+
+    /// Frame `data` and queue it without writing (dropped if the buffer is at its cap):
+    /// [`flush`](Self::flush) writes a batch of them with one system call.
+    pub fn queue(&mut self, data: &[u8]) -> io::Result<Queued> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
         let pending = self.pending();
         if pending > 0 && pending.saturating_add(HEADER_LEN + data.len()) > self.out_cap {
@@ -134,7 +144,6 @@ impl Conn {
         self.out.extend_from_slice(&header(len));
         self.out.extend_from_slice(data);
         self.stats.frames_out += 1;
-        self.flush()?;
         Ok(Queued::Yes)
     }
 
