@@ -152,8 +152,8 @@ def test_memclnt_ids_are_vpps() -> None:
         "get_first_msg_id": 10,
     }
     assert ids["memclnt_keepalive"] == 21 and ids["control_ping_reply"] == 24
-    assert ids["get_api_json_reply"] == 28 and ids["shmkit_client_create"] == 29
-    assert sorted(ids.values()) == list(range(1, 33))  # one contiguous block
+    assert ids["get_api_json_reply"] == 28 and ids["memclnt_create_v2"] == 25
+    assert sorted(ids.values()) == list(range(1, 29))  # one contiguous block
 
 
 def test_handles() -> None:
