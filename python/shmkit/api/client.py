@@ -1,7 +1,7 @@
 """The binary-API client: a control plane's connection to a :class:`~shmkit.api.Server`.
 
 ``Client.connect(name, client_name)`` creates the client's input queue in the API region,
-sends ``shmkit_client_create`` and learns the handle and the message table from the reply. Then
+sends VPP's ``memclnt_create_v2`` and learns the handle and the message table from the reply. Then
 ``call(msg)`` sends a request with a fresh context and returns the matching reply; replies may
 arrive out of order and many calls may be in flight (``call_many``, or ``submit`` +
 ``result``); messages that answer no pending call are events, read with ``recv()``.
@@ -39,6 +39,7 @@ from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort, Codec
 from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
+from shmkit.api import msgtable
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, REQUEST, Message, MessageError
 from shmkit.api.state import ApiState
@@ -72,6 +73,7 @@ IDLE_PERIOD = 0.02
 WATCH_PERIOD = 0.25
 _unpack_header = HEADER.unpack_from
 _KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
+_DELETE_REPLY = mc.VPP_IDS[mc.MemclntDeleteReply]
 _counter = itertools.count()
 
 
@@ -202,6 +204,7 @@ class Client:
         self._closed = True
         self._by_type: dict[type[Message], int] = {}
         self._handle_int = 0
+        self._delete_context = 0
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
@@ -276,14 +279,15 @@ class Client:
             self._server_fd = os.pidfd_open(pid)
         except OSError as exc:
             raise ServerGoneError(f"API {self.name!r}: server pid {pid} is gone") from exc
-        create_id, reply_id = mc.SHMKIT_IDS[mc.ShmkitCreate], mc.SHMKIT_IDS[mc.ShmkitCreateReply]
-        self._table: dict[str, int] = {mc.ShmkitCreate.name_crc(): create_id}
-        self._ids: dict[int, type[Message]] = {reply_id: mc.ShmkitCreateReply}
+        create_id, reply_id = mc.VPP_IDS[mc.MemclntCreateV2], mc.VPP_IDS[mc.MemclntCreateV2Reply]
+        self._table: dict[str, int] = {mc.MemclntCreateV2.name_crc(): create_id}
+        self._ids: dict[int, type[Message]] = {reply_id: mc.MemclntCreateV2Reply}
         self._epoch = epoch
-        create = mc.ShmkitCreate(
+        # VPP's layout: our queue by its offset in the region (the server finds the queue
+        # object there, and us as its creator).
+        create = mc.MemclntCreateV2(
             ctx_quota=0,
-            pid=os.getpid(),
-            input_queue=self.queue_name,
+            input_queue=self.region.find_object(self.queue_name)["offset"],
             name=client_name,
             api_versions=[0] * 8,
             keepalive=True,
@@ -307,8 +311,7 @@ class Client:
         self.handle = Handle.from_int(reply.handle)
         self._handle_int = int(self.handle)
         self.index = reply.index
-        self.server_pid = reply.server_pid
-        self._table = {e.name: e.index for e in reply.message_table}
+        self._table = msgtable.read(self.region, reply.message_table)
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
         # What came with the reply (e.g. sent by the server's on_register callbacks) was read
         # before the table was known: decode it now.
@@ -752,7 +755,7 @@ class Client:
             except MessageError:
                 log.warning("API %s: undecodable message id %d", self.name, msg_id)
                 continue
-            context = msg.context
+            context = msg.context if msg_id != _DELETE_REPLY else self._delete_context
             i = (context - base) & 0xFFFFFFFF
             if i < n_out and out[i] is None:
                 out[i] = msg
@@ -1018,7 +1021,7 @@ class Client:
     # ---------------------------------------------------------------- closing
 
     def close(self, timeout: float | None = 2.0) -> bool:
-        """Deregister (shmkit_client_delete, bounded by ``timeout``). Returns whether the server
+        """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
         if self._closed:
@@ -1030,8 +1033,9 @@ class Client:
         acked = False
         try:
             self._check_server()
-            req = mc.ShmkitDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
-            req.context = next(self._contexts) & 0xFFFFFFFF
+            req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
+            # VPP's delete and its reply carry no context: the reply is routed to this one.
+            self._delete_context = req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
             deadline = _deadline(timeout)
             self._send_bytes(self._encode(req), deadline)
@@ -1046,7 +1050,7 @@ class Client:
             # this process is gone: it may still hold it open until then.
             pass
         except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
-            log.warning("API %s: peer unresponsive, giving up on shmkit_client_delete", self.name)
+            log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
         self._teardown(remove_queue=acked)
         return acked
 

@@ -69,6 +69,7 @@ from shmkit.api.clients import ClientInfo, ClientLifecycle
 from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REQUEST, Message, MessageError
+from shmkit.api.msgtable import TableObjects
 from shmkit.api.services import Services, StreamHandler
 from shmkit.api.sockserver import DEFAULT_MAX_FRAME, SockServer
 from shmkit.api.state import COUNTERS, ApiState, StateImage
@@ -92,7 +93,8 @@ _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _unpack_header = HEADER.unpack_from
 _IDS = mc.BUILTIN_IDS
-_CREATE, _DELETE = _IDS[mc.ShmkitCreate], _IDS[mc.ShmkitDelete]
+_CREATES = (_IDS[mc.MemclntCreate], _IDS[mc.MemclntCreateV2])
+_DELETE = _IDS[mc.MemclntDelete]
 _KEEPALIVE_REPLY = _IDS[mc.MemclntKeepaliveReply]
 #: Errors that end the dispatch loop; anything else (a Rust panic included) is counted.
 # What ends the loop: the user's stop, and a region that shrank under us (every object the
@@ -231,6 +233,7 @@ class Server(ClientLifecycle, Services):
             self.state = StateImage.create(self.region, max_clients)
             self.epoch = 0
         self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
+        self._tables = TableObjects(self.region, self.epoch)
         if takeover:
             self.rings.note_restart()
             if prior is not None and prior[1] != self.pid:
@@ -557,6 +560,7 @@ class Server(ClientLifecycle, Services):
                 self._shielded(self._forget, c)
             self.flush_counters()
             self.state.set_server(self.epoch, 0, 0)
+            self._shielded(self._tables.close)
         self.region.close()
 
     def __enter__(self) -> Server:
@@ -580,8 +584,8 @@ class Server(ClientLifecycle, Services):
             counts[_UNKNOWN] += 1
             return
         cls, handler = entry
-        if msg_id == _CREATE:  # the client has no handle yet
-            self._create(data)
+        if msg_id in _CREATES:  # the client has no handle yet
+            self._create(data, msg_id)
             return
         msg: Message | None = None
         if cls._header == REQUEST:
@@ -596,9 +600,16 @@ class Server(ClientLifecycle, Services):
                 counts[_INVALID] += 1
                 return
             context = msg.context
-            # VPP's keepalive reply names the client in its context (as the keepalive did).
-            client_index = context if msg_id == _KEEPALIVE_REPLY else msg.client_index
-            if msg_id != _KEEPALIVE_REPLY and "client_index" not in cls._header:
+            if msg_id == _KEEPALIVE_REPLY:  # VPP's names the client in its context (as the
+                client_index = context  # keepalive did)
+            elif msg_id == _DELETE:  # VPP's names it by handle and registration index
+                client_index = msg.handle  # type: ignore[attr-defined]
+                known = self._by_handle.get(client_index)
+                if known is None or known.index != msg.index:  # type: ignore[attr-defined]
+                    client_index = -1
+            elif "client_index" in cls._header:
+                client_index = msg.client_index
+            else:
                 client_index = -1  # a request that names no client
         # Only handles of this epoch are in the table: a stale one is a missing client.
         client = self._by_handle.get(client_index)
@@ -634,9 +645,7 @@ class Server(ClientLifecycle, Services):
     def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
         ctx = msg.context
         if msg_id == _DELETE:
-            self.send(
-                client, mc.ShmkitDeleteReply(response=0, handle=int(client.handle), context=ctx)
-            )
+            self.send(client, mc.MemclntDeleteReply(response=0, handle=int(client.handle)))
             self._forget(client, clean=True)
             self._counts[C["deregistrations"]] += 1
         elif msg_id == _KEEPALIVE_REPLY:  # counted as a request, seen by the next scan
