@@ -196,21 +196,26 @@ class Client:
         self._reconnecting = False
         self._reported: Exception | None = None  # the loss the on_restart functions were told
 
-    def _setup(
-        self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
-    ) -> None:
-        deadline = _deadline(timeout)
-        self.name, self.client_name, self.root = name, client_name, root
-        self._closed = True
+    def _init_calls(self) -> None:
+        """What one connection keeps of its calls (either transport): the message table it
+        learned, calls in flight and their replies, open and abandoned dumps, its error."""
         self._by_type: dict[type[Message], int] = {}
         self._handle_int = 0
-        self._delete_context = 0
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
         self._abandoned: dict[int, type[Message]] = {}  # dumps whose rest is dropped: end
         self._dump_ends: dict[int, type[Message]] = {}  # closing type, if not control_ping
         self._error: Exception | None = None
+
+    def _setup(
+        self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
+    ) -> None:
+        deadline = _deadline(timeout)
+        self.name, self.client_name, self.root = name, client_name, root
+        self._closed = True
+        self._delete_context = 0
+        self._init_calls()
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
         self.region, self.state, server = self._wait_for_server(deadline)

@@ -100,13 +100,8 @@ class SockClient(Client):
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
         self._init_local(reconnect=False)  # threads' synchronisation, contexts, callbacks
+        self._init_calls()
         self._tx_lock = threading.Lock()
-        self._by_type: dict[type[Message], int] = {}
-        self._handle_int = 0
-        self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
-        self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._error: Exception | None = None
         self._max_frame = max_frame
         self._rbuf = bytearray()
         self._keepalive_id = -1
