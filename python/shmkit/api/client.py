@@ -32,7 +32,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from shmkit import MsgRings, Queue, Region
@@ -53,6 +53,7 @@ from shmkit.errors import (
     ServerRestartedError,
     ShmkitError,
     UnknownMessageError,
+    VersionMismatchError,
 )
 
 __all__ = [
@@ -130,6 +131,7 @@ class Client:
         mode: int | None = None,
         socket: str | os.PathLike[str] | None = None,
         reconnect: bool = False,
+        require: Mapping[str, tuple[int, int]] | None = None,
     ) -> Client:
         """Register with the server of API ``name``; ``TimeoutError`` if none answers,
         :class:`~shmkit.CapacityError` if its client table is full. The API region must be
@@ -144,7 +146,45 @@ class Client:
 
         With ``reconnect=True`` (needs the background thread), a client whose server dies,
         restarts or closes registers again by itself with the next server of ``name``
-        (a new handle, the message table learned again): see :meth:`on_restart`."""
+        (a new handle, the message table learned again): see :meth:`on_restart`.
+
+        With ``require={module: (major, minor)}`` the server's module versions are checked
+        once registered (:meth:`require`): a mismatch deregisters and raises
+        :class:`~shmkit.VersionMismatchError`."""
+        client = cls._connect(
+            name,
+            client_name,
+            root,
+            timeout,
+            queue_capacity,
+            keepalive_thread,
+            uid,
+            mode,
+            socket,
+            reconnect,
+        )
+        if require:
+            try:
+                client.require(require, timeout)
+            except BaseException:
+                client.close()
+                raise
+        return client
+
+    @classmethod
+    def _connect(
+        cls,
+        name: str,
+        client_name: str,
+        root: str | None,
+        timeout: float | None,
+        queue_capacity: int,
+        keepalive_thread: bool,
+        uid: int | None,
+        mode: int | None,
+        socket: str | os.PathLike[str] | None,
+        reconnect: bool,
+    ) -> Client:
         if reconnect and not keepalive_thread:
             raise ValueError("reconnect=True needs the background thread (keepalive_thread)")
         if socket is not None:
@@ -637,6 +677,30 @@ class Client:
         if not isinstance(modules, list):
             raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
         return modules
+
+    def api_versions(self, timeout: float | None = 5.0) -> dict[str, tuple[int, int, int]]:
+        """``{module: (major, minor, patch)}`` of every module the server serves
+        (``api_versions``)."""
+        reply = self.call(mc.ApiVersions(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: api_versions failed (retval {reply.retval})")
+        return {v.name: (v.major, v.minor, v.patch) for v in reply.api_versions}
+
+    def require(self, modules: Mapping[str, tuple[int, int]], timeout: float | None = 5.0) -> None:
+        """Check the server's modules against what this client was written for: each of
+        ``modules`` (``{name: (major, minor)}``) must be served with the same major version
+        and at least that minor one (VPP's semantic versioning of ``.api`` files); else
+        :class:`~shmkit.VersionMismatchError` naming every difference."""
+        served = self.api_versions(timeout)
+        wrong = []
+        for name, (major, minor) in modules.items():
+            have = served.get(name)
+            if have is None:
+                wrong.append(f"{name} is not served")
+            elif have[0] != major or have[1] < minor:
+                wrong.append(f"{name} is {have[0]}.{have[1]}.{have[2]}, not {major}.{minor}+")
+        if wrong:
+            raise VersionMismatchError(f"API {self.name!r}: " + "; ".join(wrong))
 
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""

@@ -263,14 +263,32 @@ class Server(ClientLifecycle, Services):
 
     # ---------------------------------------------------------------- registration of types
 
-    def register(self, *types: type[Message], module: str | None = None) -> None:
+    def register(
+        self,
+        *types: type[Message],
+        module: str | None = None,
+        version: tuple[int, int, int] | None = None,
+    ) -> None:
         """Add message types to the table (ids are assigned in order). With ``module``, the
         types get a contiguous block whose first id ``get_first_msg_id(module)`` returns, so
         a client finds each type at ``first + k`` (VPP's rule). A module may be registered in
         several calls only while its block is the last one: once another type got an id
         after it, adding a new type to it raises ``ValueError`` (register a module's types
-        in one call, or in calls with nothing in between)."""
+        in one call, or in calls with nothing in between). ``version`` (major, minor, patch)
+        is the module's, as ``api_versions`` reports it and clients check it
+        (``Client.connect(..., require=...)``); 1.0.0 if never given, and once given it
+        cannot change (``ValueError``)."""
+        if version is not None:
+            if module is None:
+                raise ValueError("a version belongs to a module: give module= too")
+            if len(version) != 3 or not all(type(v) is int and 0 <= v < 1 << 32 for v in version):
+                raise ValueError(f"version must be (major, minor, patch) of u32s, not {version!r}")
         with self._lock:
+            if version is not None:
+                known = self._versions.get(module)  # type: ignore[arg-type]
+                if known is not None and known != tuple(version):
+                    raise ValueError(f"module {module!r} is version {known}, not {version}")
+                self._versions[module] = tuple(version)  # type: ignore[index, assignment]
             if module is not None:
                 new = [t for t in dict.fromkeys(types) if t not in self._ids]
                 if module not in self._modules:
