@@ -13,6 +13,9 @@ from shmkit.api.server import Server
 # fail_at: the handler raises there; bad_at: it yields a detail that cannot be encoded (0: never)
 ThingDump = define("thing_dump", [("count", u32), ("fail_at", u32), ("bad_at", u32)])
 ThingDetails = define("thing_details", [("seq", u32), ("name", string(16))])
+# VPP's stream_msg form: details closed by a reply (a cursor past the count fails).
+ThingGet = define("thing_get", [("count", u32), ("cursor", u32)])
+ThingGetReply = define("thing_get_reply", [("retval", i32), ("cursor", u32)])
 WantThingEvents = define("want_thing_events", [("enable_disable", u32), ("pid", u32)])
 WantThingEventsReply = define("want_thing_events_reply", [("retval", i32)])
 ThingEvent = define("thing_event", [("seq", u32)])
@@ -36,6 +39,14 @@ def make_services_server(name: str, root: str, **kw: object) -> Server:
             if msg.bad_at and i == msg.bad_at:
                 yield ThingDetails(seq=-1, name="negative")
             yield ThingDetails(seq=i, name=f"thing{i}")
+
+    @server.handle(ThingGet, reply=ThingGetReply, stream=ThingDetails)
+    def get(msg, client):  # type: ignore[no-untyped-def]
+        if msg.cursor > msg.count:
+            raise ValueError("cursor past the end")
+        for i in range(msg.cursor, msg.count):
+            yield ThingDetails(seq=i, name=f"thing{i}")
+        return ThingGetReply(retval=0, cursor=msg.count)
 
     server.events(ThingEvent, want=WantThingEvents, reply=WantThingEventsReply)
 

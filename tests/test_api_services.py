@@ -22,6 +22,8 @@ from services_defs import (
     ThingDetails,
     ThingDump,
     ThingEvent,
+    ThingGet,
+    ThingGetReply,
     WantThingEvents,
     WantThingEventsReply,
 )
@@ -81,6 +83,53 @@ def test_dump_empty_and_1000(root: str, server: subprocess.Popen[str]) -> None:
         assert c.call(Echo(x=5)).x == 5
 
 
+def test_stream_closed_by_a_reply(root: str, server: subprocess.Popen[str]) -> None:
+    """VPP's stream_msg services: details, then the reply (the generator's return value)."""
+    with connect(root, queue_capacity=64) as c:
+        drain_registered(c)
+        reply, things = c.dump(ThingGet(count=500, cursor=2), reply=ThingGetReply)
+        assert type(reply) is ThingGetReply and reply.retval == 0 and reply.cursor == 500
+        assert [t.seq for t in things] == list(range(2, 500))
+        assert c.dump(ThingGet(count=3, cursor=3), reply=ThingGetReply)[1] == []
+        with pytest.raises(ShmkitError, match="retval -1"):
+            c.dump(ThingGet(count=3, cursor=4), reply=ThingGetReply)
+        # Its context gets no terminator treatment: a ping with it is answered as always.
+        ctx = c.send(ThingGet(count=2, cursor=0))
+        ping = memclnt.ControlPing()
+        ping.context = ctx
+        c._send_bytes(c._encode(ping), time.monotonic() + 5)
+        got = [c.recv(timeout=5) for _ in range(4)]
+        assert [type(m) for m in got] == [
+            ThingDetails,
+            ThingDetails,
+            ThingGetReply,
+            memclnt.ControlPingReply,
+        ]
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.2)
+
+
+def test_dump_iter_and_abandoned_dumps(root: str, server: subprocess.Popen[str]) -> None:
+    with connect(root, queue_capacity=64) as c:
+        drain_registered(c)
+        it = c.dump_iter(ThingDump(count=3000), timeout=5)
+        assert [t.seq for t in it] == list(range(3000))
+        with pytest.raises(ShmkitError, match="retval -1"):
+            for t in c.dump_iter(ThingDump(count=100, fail_at=50)):
+                assert t.seq < 50
+        # Stopped early, or timed out: the rest of the stream is dropped, not queued as events.
+        for t in c.dump_iter(ThingDump(count=1000)):
+            if t.seq == 10:
+                break
+        with pytest.raises(TimeoutError):
+            c.dump(ThingDump(count=1000), timeout=0.01)
+        assert c.call(Echo(x=1), timeout=30).x == 1
+        assert len(c.dump(ThingDump(count=5))) == 5
+        wait_until(lambda: not c._abandoned, 30, "the abandoned streams closed")
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.2)
+
+
 def test_dump_larger_than_the_client_queue(root: str, server: subprocess.Popen[str]) -> None:
     """The stream pauses while the client's queue is full and resumes as it reads: nothing
     is dropped, and the server never blocks (another client is served meanwhile)."""
@@ -89,6 +138,21 @@ def test_dump_larger_than_the_client_queue(root: str, server: subprocess.Popen[s
         assert [t.seq for t in things] == list(range(5000))
         assert other.call(Echo(x=1)).x == 1
     assert describe("svc", root).counters["dropped_sends"] == 0
+
+
+def test_dump_into_a_queue_already_past_half_full(root: str, server: subprocess.Popen[str]) -> None:
+    """Events fill the queue past its half before the dump: the stream waits for room and
+    completes (it once ended silently, with no close)."""
+    with connect(root, queue_capacity=16, keepalive_thread=False) as c:
+        drain_registered(c)
+        want(c)
+        with connect(root, "pub") as pub:
+            assert pub.call(Publish(count=12)).sent == 12
+        ctx = c.send(ThingDump(count=20))
+        got = [c.recv(timeout=5) for _ in range(12 + 20 + 1)]
+        assert [m.seq for m in got[:12]] == list(range(12))
+        assert [(m.seq, m.context) for m in got[12:32]] == [(i, ctx) for i in range(20)]
+        assert type(got[32]) is memclnt.ControlPingReply and got[32].retval == 0
 
 
 def test_vpp_client_terminator_ping(root: str, server: subprocess.Popen[str]) -> None:
@@ -344,7 +408,8 @@ def test_reconnect_after_a_server_restart(root: str) -> None:
             wait_until(lambda: events == [0, 1, 2], what="events after the reconnection")
         assert len(lost) == 2
         c.close()
-        assert describe("svc", root).clients == []
+        # The server acknowledges before it clears the entry (its reply leaves first).
+        wait_until(lambda: describe("svc", root).clients == [], what="the entry cleared")
     finally:
         if proc.poll() is None:
             kill9(proc)

@@ -24,13 +24,15 @@ import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar, cast, overload
 
 from shmkit.api.client import SLICE, Client, _deadline
 from shmkit.api.messages import Message
 from shmkit.errors import CorruptionError, ShmkitError
 
 __all__ = ["AsyncClient"]
+
+R = TypeVar("R", bound=Message)
 
 
 class AsyncClient:
@@ -90,14 +92,29 @@ class AsyncClient:
         """Send a request and return its reply."""
         return await self._request(msg, timeout, None)
 
-    async def dump(self, msg: Message, timeout: float | None = 5.0) -> list[Any]:
-        """Send a dump request and return its details (as :meth:`Client.dump`)."""
+    @overload
+    async def dump(self, msg: Message, timeout: float | None = 5.0) -> list[Any]: ...
+    @overload
+    async def dump(
+        self, msg: Message, timeout: float | None = 5.0, *, reply: type[R]
+    ) -> tuple[R, list[Any]]: ...
+    async def dump(
+        self, msg: Message, timeout: float | None = 5.0, *, reply: type[R] | None = None
+    ) -> list[Any] | tuple[R, list[Any]]:
+        """Send a dump request and return its details (as :meth:`Client.dump`; with
+        ``reply``, ``(reply, details)`` of a stream a reply closes)."""
         details: list[Message] = []
-        close = await self._request(msg, timeout, details)
-        return self.client._dump_result(msg, close, details)
+        close = await self._request(msg, timeout, details, reply)
+        if reply is None:
+            return self.client._dump_result(msg, close, details)
+        return cast("R", close), self.client._dump_result(msg, close, details, reply)
 
     async def _request(
-        self, msg: Message, timeout: float | None, details: list[Message] | None
+        self,
+        msg: Message,
+        timeout: float | None,
+        details: list[Message] | None,
+        end: type[Message] | None = None,
     ) -> Message:
         c = self.client
         self._check_open()
@@ -108,6 +125,8 @@ class AsyncClient:
         self._futures[ctx] = fut
         if details is not None:
             c._dumps[ctx] = details
+            if end is not None:
+                c._dump_ends[ctx] = end
         c._pending.add(ctx)
         self._arm()
         try:
@@ -120,6 +139,7 @@ class AsyncClient:
         finally:
             self._futures.pop(ctx, None)
             c._dumps.pop(ctx, None)
+            c._dump_ends.pop(ctx, None)
             c._pending.discard(ctx)
             c._replies.pop(ctx, None)
 

@@ -28,6 +28,14 @@ them is closed at once with ``STREAM_ABORTED`` (a client asking dump after dump 
 reading cannot pile up generators in the server). For a socket client (no shared-memory
 queue) the room of its connection's output buffer stands in for the half queue.
 
+VPP's ``stream_msg`` services (``"stream": true, "stream_msg": "foo_details"`` in an
+``.api.json``: details closed by a reply rather than a ``control_ping_reply``) are
+``@server.handle(FooGet, reply=FooGetReply, stream=FooDetails)``: the handler yields details
+and the generator's return value (``return FooGetReply(retval=0, cursor=...)``) closes the
+stream, ``FooGetReply(retval=0)`` if it returns nothing; a failure closes it with
+``FooGetReply(retval=-1)`` (or another code, as above; ``FooGetReply()`` if it has no
+``retval``). Such a stream gets no terminator-ping treatment.
+
 **Events.** ``server.events(EventType, want=WantType, reply=WantReply)`` serves VPP's
 ``want_*`` registration: ``WantType`` has ``enable_disable`` and ``pid`` fields (as
 ``want_interface_events``); the client is registered for ``EventType`` while
@@ -85,6 +93,7 @@ class _Stream:
     context: int
     request: type[Message]
     items: Iterator[Message]
+    end: type[Message] | None  # the closing reply type; None: control_ping_reply
     sent: int = 0
     progress: float = field(default_factory=time.monotonic)
 
@@ -130,17 +139,27 @@ class Services:
     # ---------------------------------------------------------------- dumps
 
     def _handle_stream(
-        self, request: type[Message], details: type[Message] | None
+        self, request: type[Message], reply: type[Message] | None, stream: bool | type[Message]
     ) -> Callable[[StreamHandler], StreamHandler]:
-        if details is None:
-            raise TypeError("a stream handler needs reply=<the details type>")
+        # stream=True: reply is the details type, a control_ping_reply closes the stream.
+        # stream=Details: the details type; a reply message closes it (VPP's stream_msg).
+        details, end = (reply, None) if stream is True else (stream, reply)
+        if not isinstance(details, type) or (stream is not True and end is None):
+            raise TypeError(
+                "a stream handler needs reply=<details type> with stream=True, or "
+                "stream=<details type> with reply=<the closing reply type>"
+            )
 
         def decorate(fn: StreamHandler) -> StreamHandler:
-            self.register(request, details, mc.ControlPingReply)
-            self._services[request._name] = {"reply": details._name, "stream": True}
+            self.register(request, details, end or mc.ControlPingReply)
+            self._services[request._name] = (
+                {"reply": details._name, "stream": True}
+                if end is None
+                else {"reply": end._name, "stream": True, "stream_msg": details._name}
+            )
 
             def serve(msg: Message, client: ClientInfo) -> None:
-                self._start_stream(fn, msg, client, request)
+                self._start_stream(fn, msg, client, request, end)
 
             # Not a native handler: the stream is sent from Python, in order with the rest.
             self._handlers[self._ids[request]] = (request, serve)
@@ -149,7 +168,12 @@ class Services:
         return decorate
 
     def _start_stream(
-        self, fn: StreamHandler, msg: Message, client: ClientInfo, request: type[Message]
+        self,
+        fn: StreamHandler,
+        msg: Message,
+        client: ClientInfo,
+        request: type[Message],
+        end: type[Message] | None,
     ) -> None:
         context = msg.context
         handle = int(client.handle)
@@ -157,7 +181,8 @@ class Services:
             self._dump_contexts = {
                 h: c for h, c in self._dump_contexts.items() if h in self._by_handle
             }
-        self._dump_contexts[handle] = context
+        if end is None:  # only a dump is followed by a VPP client's terminator ping
+            self._dump_contexts[handle] = context
         if sum(s.client is client for s in self._streams) >= self.max_client_streams:
             # A client that asks for dump after dump without reading would pile up
             # generators in the server: refused until its streams drain.
@@ -170,15 +195,15 @@ class Services:
                 client.name,
                 self.max_client_streams,
             )
-            self._close_stream(client, context, STREAM_ABORTED)
+            self._close_stream(client, context, STREAM_ABORTED, end)
             return
         try:
             items = iter(fn(msg, client) or ())
         except Exception as exc:
             self._stream_failed(request, exc)
-            self._close_stream(client, context, mc.UNSPECIFIED)
+            self._close_stream(client, context, mc.UNSPECIFIED, end)
             return
-        stream = _Stream(client, context, request, items)
+        stream = _Stream(client, context, request, items, end)
         if not self._run_stream(stream):
             self._streams.append(stream)
             self._stream_wait = _FIRST_WAIT
@@ -199,20 +224,22 @@ class Services:
             _close_quietly(stream.items)
             return True
         room = self._stream_room(c)
-        if room < 0:  # its queue was found damaged: the client was dropped
+        if room is None:  # its queue was found damaged: the client was dropped
             _close_quietly(stream.items)
             return True
+        final = None
         while room > 0:
             try:
                 item = next(stream.items)
                 item.context = stream.context
                 self.send(c, item)  # a detail that cannot be encoded fails as a handler does
-            except StopIteration:
+            except StopIteration as stop:
+                final = stop.value  # a generator's return value: the closing reply
                 break
             except Exception as exc:
                 self._stream_failed(stream.request, exc)
                 _close_quietly(stream.items)
-                self._close_stream(c, stream.context, mc.UNSPECIFIED)
+                self._close_stream(c, stream.context, mc.UNSPECIFIED, stream.end)
                 return True
             stream.sent += 1
             stream.progress = time.monotonic()
@@ -232,13 +259,19 @@ class Services:
                 c.name,
                 stream.sent,
             )
-            self._close_stream(c, stream.context, STREAM_ABORTED)
+            self._close_stream(c, stream.context, STREAM_ABORTED, stream.end)
             return True
-        self._close_stream(c, stream.context, 0)
+        if stream.end is not None and final is not None and type(final) is not stream.end:
+            self._stream_failed(
+                stream.request, TypeError(f"returned {final!r}, not a {stream.end._name}")
+            )
+            self._close_stream(c, stream.context, mc.UNSPECIFIED, stream.end)
+            return True
+        self._close_stream(c, stream.context, 0, stream.end, final)
         return True
 
-    def _stream_room(self, c: ClientInfo) -> int:
-        """How many details may go to ``c`` now; -1 if it was dropped meanwhile. A stream
+    def _stream_room(self, c: ClientInfo) -> int | None:
+        """How many details may go to ``c`` now; ``None`` if it was dropped meanwhile. A stream
         fills at most half of a client's queue, one slot of it kept for the close: the other
         half stays free for the replies and events the client gets meanwhile. For a client
         without a shared-memory queue (a socket client) its connection's output buffer
@@ -252,8 +285,9 @@ class Services:
             self._count_sent(c, flushed[0], flushed[1])
             if flushed[2]:
                 self.drop_damaged(c, "a send found its queue corrupted")
-                return -1
-        return int(queue.capacity) // 2 - len(queue) - 1
+                return None
+        # Replies and events may fill the queue past its half: then nothing, for now.
+        return max(0, int(queue.capacity) // 2 - len(queue) - 1)
 
     def _pump_streams(self) -> None:
         """Resume paused streams (the dispatch loop calls it while there are any)."""
@@ -274,16 +308,32 @@ class Services:
             else:
                 self._stream_wait = min(self._stream_wait * 2, self.death_poll, 0.05)
 
-    def _close_stream(self, client: ClientInfo, context: int, retval: int) -> None:
-        self.send(
-            client,
-            mc.ControlPingReply(
-                retval=retval,
-                client_index=int(client.handle),
-                vpe_pid=self.pid,
-                context=context,
-            ),
-        )
+    def _close_stream(
+        self,
+        client: ClientInfo,
+        context: int,
+        retval: int,
+        end: type[Message] | None = None,
+        final: Message | None = None,
+    ) -> None:
+        """Close a stream: a ``control_ping_reply`` (``end`` None), else the handler's
+        returned reply (``final``) or an ``end`` carrying ``retval`` (if it has the field)."""
+        if end is None:
+            self.send(
+                client,
+                mc.ControlPingReply(
+                    retval=retval,
+                    client_index=int(client.handle),
+                    vpe_pid=self.pid,
+                    context=context,
+                ),
+            )
+            return
+        if final is None or retval != 0:
+            has_retval = any(n == "retval" for n, _ in end._fields)
+            final = end(retval=retval) if has_retval else end()
+        final.context = context
+        self.send(client, final)
 
     def _stream_failed(self, request: type[Message], exc: BaseException) -> None:
         self._counts[C["handler_errors"]] += 1

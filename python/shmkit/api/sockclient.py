@@ -82,7 +82,6 @@ class SockClient(Client):
         :class:`~shmkit.api.ServerGoneError`."""
         self = cls.__new__(cls)
         self._connect_socket_args = (os.fspath(path), client_name, name, timeout, keepalive_thread)
-        self._init_local(False)
         self._setup_socket(os.fspath(path), client_name, name, timeout, max_frame)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -105,13 +104,9 @@ class SockClient(Client):
         self.socket_path = path
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
+        self._init_local(reconnect=False)  # threads' synchronisation, contexts, callbacks
+        self._init_calls()
         self._tx_lock = threading.Lock()
-        self._by_type: dict[type[Message], int] = {}
-        self._handle_int = 0
-        self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
-        self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._error: Exception | None = None
         self._max_frame = max_frame
         self._rbuf = bytearray()
         self._keepalive_id = -1

@@ -82,11 +82,7 @@ _IDS = mc.BUILTIN_IDS
 _SOCK_CREATE, _SOCK_DELETE = _IDS[mc.SockclntCreate], _IDS[mc.SockclntDelete]
 _SOCK_INIT_SHM = _IDS[mc.SockInitShm]
 #: The shared-memory registration messages: meaningless on a socket.
-_SHM_ONLY = frozenset(
-    _IDS[t]
-    for t in (mc.ShmkitCreate, mc.ShmkitDelete, mc.MemclntCreate, mc.MemclntDelete)
-    + ((mc.MemclntCreateV2,) if hasattr(mc, "MemclntCreateV2") else ())
-)
+_SHM_ONLY = frozenset(_IDS[t] for t in (mc.MemclntCreate, mc.MemclntCreateV2, mc.MemclntDelete))
 
 
 class SockServer:
