@@ -295,6 +295,8 @@ def test_server_death_is_server_gone(root: str, sock: Path) -> None:
         assert not c.connected
     finally:
         c.close()
+        if proc.poll() is None:
+            kill9(proc)
 
 
 def test_socket_mode_and_peer_uid_refusal(root: str, tmp_path: Path) -> None:
