@@ -10,9 +10,12 @@ wheel is checked on an x86_64 host too) and checks:
   the libraries it links are in the manylinux policy's list;
 * ``musllinux_X_Y``: no symbol needs glibc at all;
 * no libpython is linked (an extension gets its symbols from the interpreter);
-* with ``--abi3``: the wheel is tagged ``cp3X-abi3`` and its module has no version suffix.
+* with ``--abi3 TAG`` (``cp39``, ``cp310``): the wheel is tagged ``TAG-abi3`` (the lowest
+  CPython its stable-ABI extension serves) and its module has no version suffix. shmkit ships
+  two per platform: ``cp39-abi3`` (every CPython from 3.9) and ``cp310-abi3`` (fastcall method
+  calls; pip prefers it from 3.10).
 
-Usage: ``check-wheel.py [--abi3] WHEEL...``; prints one line per wheel and exits 1 if any
+Usage: ``check-wheel.py [--abi3 TAG] WHEEL...``; prints one line per wheel and exits 1 if any
 check fails, naming the symbols at fault.
 """
 
@@ -125,7 +128,7 @@ def glibc(version: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in m.group(1).split(".")) if m else None
 
 
-def check(path: str, abi3: bool) -> list[str]:
+def check(path: str, abi3: str | None) -> list[str]:
     """The problems of one wheel (empty: all promises kept)."""
     name = path.rsplit("/", 1)[-1]
     m = re.fullmatch(
@@ -136,8 +139,8 @@ def check(path: str, abi3: bool) -> list[str]:
         return [f"{name}: not a wheel file name"]
     problems = []
     plats = m.group("plat").split(".")
-    if abi3 and (m.group("abi") != "abi3" or not m.group("py").startswith("cp3")):
-        problems.append(f"tagged {m.group('py')}-{m.group('abi')}, expected cp3X-abi3")
+    if abi3 and (m.group("py"), m.group("abi")) != (abi3, "abi3"):
+        problems.append(f"tagged {m.group('py')}-{m.group('abi')}, expected {abi3}-abi3")
     with zipfile.ZipFile(path) as zf:
         libs = [n for n in zf.namelist() if n.endswith(".so") or ".so." in n]
         if not libs:
@@ -184,9 +187,20 @@ def summary(path: str) -> str:
     return f"{machines}, newest glibc symbol version needed: {newest or 'none (no glibc)'}"
 
 
+def abi3_tag(text: str) -> str:
+    if not re.fullmatch(r"cp3\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPython tag such as cp39 or cp310")
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--abi3", action="store_true", help="require a cp3X-abi3 wheel")
+    ap.add_argument(
+        "--abi3",
+        metavar="TAG",
+        type=abi3_tag,
+        help="require a TAG-abi3 wheel (TAG: the lowest CPython served, cp39 or cp310)",
+    )
     ap.add_argument("wheels", nargs="+")
     args = ap.parse_args()
     failed = False

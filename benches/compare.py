@@ -1043,7 +1043,8 @@ def fmt_rate(r: float | None) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    # (rows may be empty: --only with shmkit peers alone leaves no ratio to print)
+    w = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(cells))

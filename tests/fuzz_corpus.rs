@@ -26,6 +26,11 @@ fn apicodec() {
 }
 
 #[test]
+fn apisock() {
+    replay("apisock", _native::fuzzing::apisock);
+}
+
+#[test]
 fn memif_control() {
     replay("memif_control", _native::fuzzing::memif_control);
 }

@@ -64,7 +64,7 @@ def test_call_table_and_crc_refusal(root: str, server: subprocess.Popen[str]) ->
         assert c.call(Echo(x=41), timeout=2).x == 41
         ping = c.call(memclnt.ControlPing())
         assert ping.retval == 0 and ping.vpe_pid == server.pid
-        assert ping.client_index_reply == int(c.handle)
+        assert ping.client_index == int(c.handle)
         assert c.call(memclnt.GetFirstMsgId(name="memclnt")).first_msg_id == 1
         assert c.call(memclnt.GetFirstMsgId(name="nope")).retval == -1
         assert c.message_table["echo_" + f"{Echo._crc:08x}"] >= 100
@@ -317,9 +317,9 @@ def test_hostile_client(root: str, server: subprocess.Popen[str]) -> None:
         port.send(q, struct.pack(">HII", echo_id, handle, 1), "client")
         port.send(q, b"\x00", "client")
         # A registration naming the server's own input queue (or garbage) as its queue.
-        evil = memclnt.MemclntCreate(pid=os.getpid(), input_queue="api/input", name="evil")
-        port.send(q, evil.encode(1), "client")
-        port.send(q, struct.pack(">H", 1) + os.urandom(300), "client")
+        evil = memclnt.ShmkitCreate(pid=os.getpid(), input_queue="api/input", name="evil")
+        port.send(q, evil.encode(29), "client")
+        port.send(q, struct.pack(">H", 29) + os.urandom(300), "client")
         # Random bytes with a valid header.
         for _ in range(100):
             port.send(
@@ -368,7 +368,7 @@ def test_server_close_is_seen_by_clients(root: str) -> None:
 
 
 def test_batch_with_a_delete_in_the_middle(root: str) -> None:
-    """One dispatch batch: requests, the client's memclnt_delete, more requests from it, a
+    """One dispatch batch: requests, the client's shmkit_client_delete, more requests from it, a
     stale handle and a truncated message. Only what came before the delete is served."""
     s = make_server("api", root)
     s.start()
@@ -382,7 +382,7 @@ def test_batch_with_a_delete_in_the_middle(root: str) -> None:
     before = describe("api", root).counters
     batch = [
         Echo(x=1, client_index=handle, context=11).encode(echo_id),
-        memclnt.MemclntDelete(index=handle, client_index=handle, context=12).encode(3),
+        memclnt.ShmkitDelete(index=handle, client_index=handle, context=12).encode(31),
         Echo(x=2, client_index=handle, context=13).encode(echo_id),
         Echo(x=3, client_index=handle, context=14).encode(echo_id),
         Echo(x=4, client_index=handle ^ 0x100, context=15).encode(echo_id),  # stale
@@ -392,7 +392,7 @@ def test_batch_with_a_delete_in_the_middle(root: str) -> None:
     s.start()
     first, second = c.recv(timeout=10), c.recv(timeout=10)
     assert (type(first), first.context, first.x) == (EchoReply, 11, 1)
-    assert (type(second), second.context) == (memclnt.MemclntDeleteReply, 12)
+    assert (type(second), second.context) == (memclnt.ShmkitDeleteReply, 12)
     with pytest.raises(TimeoutError):
         c.recv(timeout=0.2)  # nothing for the requests after the delete
     want = {"requests": 2, "missing_clients": 3, "invalid_messages": 1, "deregistrations": 1}

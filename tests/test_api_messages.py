@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import struct
 
 import pytest
@@ -67,7 +68,7 @@ points = st.builds(Point, x=st.integers(-(2**31), 2**31 - 1), y=st.integers(-(2*
 @st.composite
 def everything(draw: st.DrawFn) -> object:
     pts = draw(st.lists(points, max_size=5))
-    raw = draw(st.lists(st.integers(0, 255), max_size=20))
+    raw = draw(st.binary(max_size=20))  # u8 arrays are bytes, as vpp_papi's
     return Everything(
         **{k: draw(v) for k, v in ints.items()},
         r=draw(st.floats(allow_nan=False)),
@@ -144,18 +145,15 @@ def test_bad_values_and_definitions() -> None:
 
 
 def test_memclnt_ids_are_vpps() -> None:
-    assert {t._name: i for t, i in BUILTIN_IDS.items()} == {
+    ids = {t._name: i for t, i in BUILTIN_IDS.items()}
+    assert {n: ids[n] for n in ("memclnt_create", "memclnt_delete_reply", "get_first_msg_id")} == {
         "memclnt_create": 1,
-        "memclnt_create_reply": 2,
-        "memclnt_delete": 3,
         "memclnt_delete_reply": 4,
         "get_first_msg_id": 10,
-        "get_first_msg_id_reply": 11,
-        "memclnt_keepalive": 21,
-        "memclnt_keepalive_reply": 22,
-        "control_ping": 23,
-        "control_ping_reply": 24,
     }
+    assert ids["memclnt_keepalive"] == 21 and ids["control_ping_reply"] == 24
+    assert ids["get_api_json_reply"] == 28 and ids["shmkit_client_create"] == 29
+    assert sorted(ids.values()) == list(range(1, 33))  # one contiguous block
 
 
 def test_handles() -> None:
@@ -248,3 +246,18 @@ def test_native_codec_refuses_what_python_refuses() -> None:
     # What the Python codec coerces, the native one does too.
     coerced = Flat(flag=3, r=2, label=b"raw")
     assert codec.encode(coerced, 9) == coerced.encode(9)
+
+
+def test_construction() -> None:
+    """Types are built natively (their __new__): defaults, fresh mutable ones, errors."""
+    a, b = Everything(), Everything()
+    a.points.append(Point(x=1, y=2))
+    assert b.points == [] and a.where is not b.where and a.where == Point()
+    assert (a.client_index, a.context, a.label, a.bytes_) == (0, 0, "", b"")
+    with pytest.raises(TypeError, match=r"has no field.*nope"):
+        Everything(a=1, nope=2)
+    with pytest.raises(TypeError):
+        Everything(1)  # type: ignore[call-arg]
+    msg = Everything(a=3, label="x", points=[Point(x=1)], n=1, context=4)
+    assert copy.copy(msg) == msg and copy.deepcopy(msg) == msg
+    assert copy.deepcopy(msg).context == 4

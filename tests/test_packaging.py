@@ -151,15 +151,24 @@ def test_check_wheel_reads_the_glibc_floor_of_the_extension(tmp_path: pathlib.Pa
     assert f"{arch} code in a musllinux_1_2_{other_arch} wheel" in r.stdout
     assert "in a musl wheel" in r.stdout
 
-    # --abi3 wants an abi3 tag and a module name without a version suffix.
-    r = check_wheel("--abi3", honest)
+    # --abi3 TAG wants exactly that abi3 tag and a module name without a version suffix.
+    r = check_wheel("--abi3", "cp39", honest)
     versioned = ".cpython-" in so.name
+    assert (r.returncode == 1) == versioned, r.stdout
+    r = check_wheel("--abi3", "cp310", honest)
+    assert r.returncode == 1 and "tagged cp39-abi3, expected cp310-abi3" in r.stdout, r.stdout
+    cp310 = _wheel_with(
+        so, f"shmkit-1.0-cp310-abi3-manylinux_{newest[0]}_{newest[1]}_{arch}.whl", tmp_path
+    )
+    r = check_wheel("--abi3", "cp310", cp310)
     assert (r.returncode == 1) == versioned, r.stdout
     plain = _wheel_with(
         so, f"shmkit-1.0-cp311-cp311-manylinux_{newest[0]}_{newest[1]}_{arch}.whl", tmp_path
     )
-    r = check_wheel("--abi3", plain)
-    assert r.returncode == 1 and "expected cp3X-abi3" in r.stdout
+    r = check_wheel("--abi3", "cp39", plain)
+    assert r.returncode == 1 and "tagged cp311-cp311, expected cp39-abi3" in r.stdout
+    r = check_wheel("--abi3", "3.10", cp310)
+    assert r.returncode == 2 and "not a CPython tag" in r.stderr, r.stderr
 
 
 def test_wheel_smoke_says_which_python_is_missing(tmp_path: pathlib.Path) -> None:

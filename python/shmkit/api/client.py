@@ -1,7 +1,7 @@
 """The binary-API client: a control plane's connection to a :class:`~shmkit.api.Server`.
 
 ``Client.connect(name, client_name)`` creates the client's input queue in the API region,
-sends ``memclnt_create`` and learns the handle and the message table from the reply. Then
+sends ``shmkit_client_create`` and learns the handle and the message table from the reply. Then
 ``call(msg)`` sends a request with a fresh context and returns the matching reply; replies may
 arrive out of order and many calls may be in flight (``call_many``, or ``submit`` +
 ``result``); messages that answer no pending call are events, read with ``recv()``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import os
 import select
@@ -39,7 +40,7 @@ from shmkit._native import ApiPort, Codec
 from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import Handle
-from shmkit.api.messages import HEADER, REGISTRY, Message, MessageError
+from shmkit.api.messages import HEADER, REGISTRY, REQUEST, Message, MessageError
 from shmkit.api.state import ApiState
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, INPUT_QUEUE, RINGS
 from shmkit.errors import (
@@ -70,7 +71,15 @@ IDLE_PERIOD = 0.02
 #: the background thread checks the server's liveness (and tries to reconnect) this often
 WATCH_PERIOD = 0.25
 _unpack_header = HEADER.unpack_from
+_KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
 _counter = itertools.count()
+
+
+def _is(msg: Message, t: type[Message]) -> bool:
+    """Whether ``msg`` is a ``t``: the same definition (name and CRC), whichever class of it
+    decoded the message (another module may define the same message again)."""
+    cls = type(msg)
+    return cls is t or getattr(cls, "_name_crc", None) == t._name_crc
 
 
 def _deadline(timeout: float | None) -> float:
@@ -124,6 +133,7 @@ class Client:
         keepalive_thread: bool = True,
         uid: int | None = None,
         mode: int | None = None,
+        socket: str | os.PathLike[str] | None = None,
         reconnect: bool = False,
     ) -> Client:
         """Register with the server of API ``name``; ``TimeoutError`` if none answers,
@@ -132,11 +142,24 @@ class Client:
         ``api-segment { uid gid }``), and its mode be no wider than ``mode``; else
         ``PermissionError`` (checked by :class:`~shmkit.Region` when it opens the region).
 
+        With ``socket=PATH``, connects over VPP's socket transport instead (a server made
+        with ``Server(..., socket=PATH)``; :class:`~shmkit.api.sockclient.SockClient`, the
+        same API); ``root``, ``queue_capacity``, ``uid``, ``mode`` and ``reconnect`` do not
+        apply.
+
         With ``reconnect=True`` (needs the background thread), a client whose server dies,
         restarts or closes registers again by itself with the next server of ``name``
         (a new handle, the message table learned again): see :meth:`on_restart`."""
         if reconnect and not keepalive_thread:
             raise ValueError("reconnect=True needs the background thread (keepalive_thread)")
+        if socket is not None:
+            if reconnect:
+                raise ValueError("reconnect=True is for the shared-memory transport")
+            from shmkit.api.sockclient import SockClient  # (it builds on this module)
+
+            return SockClient.connect_socket(
+                socket, client_name, name=name, timeout=timeout, keepalive_thread=keepalive_thread
+            )
         self = cls.__new__(cls)
         self._owner = {k: v for k, v in (("uid", uid), ("mode", mode)) if v is not None}
         self._connect_args = (name, client_name, root, timeout, queue_capacity, keepalive_thread)
@@ -169,7 +192,8 @@ class Client:
         self._followers = 0
         self._contexts = itertools.count(1)
         self._events: deque[Message] = deque()
-        self._callbacks: dict[type[Message], list[Callable[[Any], object]]] = {}
+        # By name_crc: whichever class of this definition decodes the event.
+        self._callbacks: dict[str, list[Callable[[Any], object]]] = {}
         self._callback_queue: deque[Message] = deque()
         self._on_restart: list[Callable[[Client, Exception], object]] = []
         self._on_reconnect: list[Callable[[Client], object]] = []
@@ -177,6 +201,10 @@ class Client:
         self._generation = 0  # connections made so far, less one
         self._reconnecting = False
         self._reported: Exception | None = None  # the loss the on_restart functions were told
+        # Per connection (reset by each setup), here for every transport's first one.
+        self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
+        self._abandoned: dict[int, type[Message]] = {}  # dumps whose rest is dropped: end
+        self._dump_ends: dict[int, type[Message]] = {}  # closing type, if not control_ping
 
     def _setup(
         self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
@@ -188,9 +216,9 @@ class Client:
         self._handle_int = 0
         self._pending: set[int] = set()
         self._replies: dict[int, Message] = {}
-        self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
-        self._abandoned: dict[int, type[Message]] = {}  # dumps whose rest is dropped: end
-        self._dump_ends: dict[int, type[Message]] = {}  # closing type, if not control_ping
+        self._dumps = {}
+        self._abandoned = {}
+        self._dump_ends = {}
         self._error: Exception | None = None
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
@@ -260,10 +288,11 @@ class Client:
             self._server_fd = os.pidfd_open(pid)
         except OSError as exc:
             raise ServerGoneError(f"API {self.name!r}: server pid {pid} is gone") from exc
-        self._table: dict[str, int] = {mc.MemclntCreate.name_crc(): 1}
-        self._ids: dict[int, type[Message]] = {2: mc.MemclntCreateReply}
+        create_id, reply_id = mc.SHMKIT_IDS[mc.ShmkitCreate], mc.SHMKIT_IDS[mc.ShmkitCreateReply]
+        self._table: dict[str, int] = {mc.ShmkitCreate.name_crc(): create_id}
+        self._ids: dict[int, type[Message]] = {reply_id: mc.ShmkitCreateReply}
         self._epoch = epoch
-        create = mc.MemclntCreate(
+        create = mc.ShmkitCreate(
             ctx_quota=0,
             pid=os.getpid(),
             input_queue=self.queue_name,
@@ -274,7 +303,7 @@ class Client:
         )
         self._pending.add(create.context)
         self._server_may_hold_queue = True  # from here on, the server may know our queue
-        self._send_bytes(create.encode(1), deadline)  # no handle yet: raw id 1
+        self._send_bytes(create.encode(create_id), deadline)  # no handle yet: raw id
         reply = self._wait(create.context, deadline, registering=True)
         if reply.response != 0:
             self._server_may_hold_queue = False  # refused: the server let go of it
@@ -454,7 +483,9 @@ class Client:
             return [self.call(m, timeout) for m in msgs]
         # Replies are decoded and placed natively; keepalives go the general way (answered).
         decoders: dict[int, Any] = {
-            i: c._codec or c.decode for i, c in self._ids.items() if i != 21
+            i: c._codec or c.decode
+            for i, c in self._ids.items()
+            if i != _KEEPALIVE and c._header == REQUEST  # (the native path reads that header)
         }
         sent = got = 0
         try:
@@ -583,7 +614,7 @@ class Client:
         end: type[Message] = mc.ControlPingReply,
     ) -> list[Any]:
         """The details of a dump closed by ``close``, or the error its ``retval`` says."""
-        if type(close) is not end:
+        if not _is(close, end):
             raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
         retval: int = getattr(close, "retval", 0)
         if retval != 0:
@@ -599,6 +630,17 @@ class Client:
         """The next event (a message answering no pending call); ``TimeoutError`` if none."""
         deadline = _deadline(timeout)
         return self._wait(None, deadline)
+
+    def api_json(self, timeout: float | None = 5.0) -> list[dict[str, Any]]:
+        """The server's message definitions (``get_api_json``): a list of VPP ``.api.json``
+        modules, for :func:`shmkit.api.apijson.load` or any VPP tool."""
+        reply = self.call(mc.GetApiJson(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: get_api_json failed (retval {reply.retval})")
+        modules = json.loads(reply.json)
+        if not isinstance(modules, list):
+            raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
+        return modules
 
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""
@@ -710,9 +752,9 @@ class Client:
             msg_id = data[0] << 8 | data[1]
             if msg_id != last_id:
                 last_id, cls = msg_id, ids_get(msg_id)
-            if cls is None or msg_id == 21:
+            if cls is None or msg_id == _KEEPALIVE:
                 context = _unpack_header(data)[2]
-                if msg_id == 21:  # memclnt_keepalive: answer at once
+                if msg_id == _KEEPALIVE:  # memclnt_keepalive: answer at once
                     self._keepalive_reply(context)
                     continue
                 routed.append((context, RawMessage(msg_id, data)))
@@ -729,29 +771,33 @@ class Client:
                 placed += 1
                 continue
             routed.append((context, msg))
-        if not routed:
-            return placed
+        if routed:
+            self._deliver(routed)
+        return placed
+
+    def _deliver(self, routed: list[tuple[int, Message]]) -> None:
+        """Hand received messages to their waiters: a pending call's reply, a dump's
+        details, or an event (also the socket client's way, :mod:`shmkit.api.sockclient`)."""
         with self._cv:
             for context, msg in routed:
                 if context in self._pending:
                     details = self._dumps.get(context)
-                    if details is not None and type(msg) is not self._dump_ends.get(
-                        context, mc.ControlPingReply
+                    if details is not None and not _is(
+                        msg, self._dump_ends.get(context, mc.ControlPingReply)
                     ):
                         details.append(msg)  # the stream's close is its reply
                         continue
                     self._replies[context] = msg
                 elif context in self._abandoned:
-                    if type(msg) is self._abandoned[context]:
+                    if _is(msg, self._abandoned[context]):
                         del self._abandoned[context]
-                elif type(msg) in self._callbacks:
+                elif getattr(type(msg), "_name_crc", None) in self._callbacks:
                     self._callback_queue.append(msg)
                     self._kick.set()
                 else:
                     self._events.append(msg)
             if self._followers:
                 self._cv.notify_all()
-        return placed
 
     def _keepalive_reply(self, context: int) -> None:
         reply = mc.MemclntKeepaliveReply(retval=0, context=context)
@@ -808,11 +854,11 @@ class Client:
         if self._bg is None:
             raise ValueError("event callbacks need the background thread (keepalive_thread)")
         with self._cv:
-            self._callbacks.setdefault(event, []).append(callback)
+            self._callbacks.setdefault(event._name_crc, []).append(callback)
             # Events of this type already queued go to the callback too, in order.
             keep: deque[Message] = deque()
             for msg in self._events:
-                (self._callback_queue if type(msg) is event else keep).append(msg)
+                (self._callback_queue if _is(msg, event) else keep).append(msg)
             self._events = keep
         self._kick.set()
 
@@ -829,7 +875,7 @@ class Client:
     def _run_callbacks(self) -> None:
         while self._callback_queue:
             msg = self._callback_queue.popleft()
-            for fn in self._callbacks.get(type(msg), ()):
+            for fn in self._callbacks.get(type(msg)._name_crc, ()):
                 try:
                     fn(msg)
                 except Exception:
@@ -984,7 +1030,7 @@ class Client:
     # ---------------------------------------------------------------- closing
 
     def close(self, timeout: float | None = 2.0) -> bool:
-        """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
+        """Deregister (shmkit_client_delete, bounded by ``timeout``). Returns whether the server
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
         if self._closed:
@@ -996,7 +1042,7 @@ class Client:
         acked = False
         try:
             self._check_server()
-            req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
+            req = mc.ShmkitDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
             req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
             deadline = _deadline(timeout)
@@ -1012,7 +1058,7 @@ class Client:
             # this process is gone: it may still hold it open until then.
             pass
         except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
-            log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
+            log.warning("API %s: peer unresponsive, giving up on shmkit_client_delete", self.name)
         self._teardown(remove_queue=acked)
         return acked
 

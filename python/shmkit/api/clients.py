@@ -4,7 +4,7 @@ queues of clients that are gone.
 :class:`ClientLifecycle` is the half of :class:`~shmkit.api.server.Server` that deals with
 clients rather than messages:
 
-* **registration** (``memclnt_create``): the named queue must be a client queue created by
+* **registration** (``shmkit_client_create``): the named queue must be a client queue created by
   the registering process (its validated header says so: nobody registers someone else's
   queue or in someone else's name), the process must be alive (a pidfd is kept), and the
   table must have a free slot (else ``TABLE_TOO_BIG``); the handle is VPP's
@@ -56,7 +56,9 @@ _HEALTH = {"ok": 0, "pinged": 1, "lazy": 2}
 
 @dataclass(eq=False)
 class ClientInfo:
-    """A registered client, as the server sees it."""
+    """A registered client, as the server sees it. A client of the socket transport
+    (:mod:`shmkit.api.sockserver`) has a connection (``conn``) instead of a queue and no
+    slot in the region's client table (``slot`` -1)."""
 
     slot: int
     index: int
@@ -65,7 +67,7 @@ class ClientInfo:
     pid: int
     start_time: int
     queue_name: str
-    queue: Queue = field(repr=False)
+    queue: Queue | None = field(repr=False)
     pidfd: int = field(default=-1, repr=False)
     last_heard: float = 0.0
     unanswered: int = 0
@@ -74,10 +76,12 @@ class ClientInfo:
     dropped: int = 0
     last_gets: int = -1
     last_requests: int = 0
+    #: the socket connection (0: a shared-memory client)
+    conn: int = 0
 
     @property
     def queue_length(self) -> int:
-        return len(self.queue)
+        return len(self.queue) if self.queue is not None else 0
 
 
 class ClientLifecycle:
@@ -113,7 +117,7 @@ class ClientLifecycle:
 
     def _create(self, data: bytes) -> None:
         try:
-            msg = mc.MemclntCreate.decode(data)
+            msg = mc.ShmkitCreate.decode(data)
         except MessageError:
             self._counts[C["invalid_messages"]] += 1
             return
@@ -159,9 +163,9 @@ class ClientLifecycle:
                 pid,
                 self.state.max_clients,
             )
-            reply = mc.MemclntCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
+            reply = mc.ShmkitCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
             with contextlib.suppress(ShmkitError):
-                self.port.send(queue, reply.encode(2), to=pid)
+                self.port.send(queue, reply.encode(mc.SHMKIT_IDS[mc.ShmkitCreateReply]), to=pid)
             os.close(pidfd)
             queue.close()
             return
@@ -200,7 +204,7 @@ class ClientLifecycle:
         )
         self._counts[C["registrations"]] += 1
         table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
-        reply = mc.MemclntCreateReply(
+        reply = mc.ShmkitCreateReply(
             response=0,
             handle=int(handle),
             index=index,
@@ -251,6 +255,7 @@ class ClientLifecycle:
         now = time.monotonic()
         with self._lock:
             for c in list(self._clients.values()):
+                assert c.queue is not None  # the table holds shared-memory clients only
                 # Heard from: it sent something, or consumed from its queue (its head moved).
                 gets = c.queue.stats()["gets"]
                 heard = gets != c.last_gets or c.requests != c.last_requests
@@ -271,7 +276,9 @@ class ClientLifecycle:
                         self.reap(c, "no keepalive reply and the process is gone")
                         continue
                 else:
-                    self.send(c, mc.MemclntKeepalive())
+                    # As VPP: the context names the client (its reply has no client index).
+                    handle = int(c.handle)
+                    self.send(c, mc.MemclntKeepalive(client_index=handle, context=handle))
                     self._counts[C["keepalives_sent"]] += 1
                     c.unanswered += 1
                     c.health = "pinged"
@@ -315,8 +322,9 @@ class ClientLifecycle:
                 client.pid,
                 why,
             )
-            with contextlib.suppress(ShmkitError):
-                client.queue.invalidate()
+            if client.queue is not None:
+                with contextlib.suppress(ShmkitError):
+                    client.queue.invalidate()
             self._end(client)
 
     def _end(self, client: ClientInfo) -> None:
@@ -346,7 +354,8 @@ class ClientLifecycle:
         if client.pidfd >= 0:
             os.close(client.pidfd)
             client.pidfd = -1
-        client.queue.close()
+        if client.queue is not None:
+            client.queue.close()
         if clean:
             return
         if _alive(client.pid, client.start_time):

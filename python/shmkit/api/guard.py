@@ -104,6 +104,8 @@ class Guard:
                 ", ".join(damaged),
             )
         for c in s.clients:
+            if c.queue is None:
+                continue  # a socket client: nothing of it is in shared memory
             try:
                 c.queue.check()
             except ShmkitError as exc:

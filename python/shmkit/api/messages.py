@@ -9,22 +9,30 @@ A message type is defined from a name and an ordered list of typed fields::
     Counters = define("get_counters_reply", [("retval", i32), ("n", u32),
                                                ("items", vla(Counter, "n"))])
 
-Types: ``u8 u16 u32 u64 i8 i16 i32 i64 f64 boolean``, ``string(n)`` (fixed, NUL padded),
-``array(t, n)`` (fixed length), ``vla(t, "len_field")`` (variable length, counted by an
-earlier integer field), nested structs from :func:`struct_type`.
+Field types (:mod:`shmkit.api.fields`): ``u8 u16 u32 u64 i8 i16 i32 i64 f64 boolean``,
+``string(n)`` (fixed, NUL padded) and ``string()`` (variable length), ``array(t, n)``,
+``vla(t, "len_field")`` (counted by an earlier integer field), ``tail(t)``, enums, enumflags,
+aliases, unions, and nested structs from :func:`struct_type`. Arrays of ``u8`` are ``bytes``.
+Definitions can also be loaded from VPP's ``.api.json`` files (:mod:`shmkit.api.apijson`).
 
-Wire format, as VPP's binary API: big-endian, packed. Every message starts with a 10-byte
-header: ``u16 msg_id, u32 client_index, u32 context`` (requests name their client handle;
-replies and events carry the request's context). The CRC of a message is the CRC-32 of a
-canonical text of its definition (name, field names and types, recursively), and
-``name_crc`` (e.g. ``control_ping_51077d14``) identifies it in the message table: two sides
-that disagree on a definition disagree on its CRC and refuse to exchange it.
+Wire format, as VPP's binary API: big-endian, packed (``f64`` in host order, as VPP). A
+message starts with a header whose fields VPP's ``.api.json`` lists explicitly: ``u16
+_vl_msg_id``, then ``u32 client_index`` and ``u32 context`` where the definition has them
+(:data:`REQUEST`: all three, the default of :func:`define`; :data:`REPLY`: no client index;
+:data:`BARE`: the id alone). ``Message._header`` names them; ``msg.client_index`` and
+``msg.context`` read 0 for a type that lacks them. The CRC of a message is the one its
+definition carries (``crc=``, as loaded from VPP) or the CRC-32 of a canonical text of its
+definition (name, field names and types, recursively); ``name_crc`` (e.g.
+``control_ping_51077d14``) identifies it in the message table: two sides that disagree on a
+definition disagree on its CRC and refuse to exchange it.
 
-Messages without variable-length parts pack and unpack with one precompiled
-``struct.Struct`` call. Those whose fields are all scalars or fixed strings also get a native
-:class:`~shmkit._native.Codec` (``cls._codec``), which the API's batch paths (the server's
-dispatch loop, pipelined calls) use to decode from and encode into shared memory without a
-Python frame per message; the two codecs produce the same bytes.
+One codec serves every type: messages without variable-length parts pack and unpack with
+one precompiled ``struct.Struct`` call (through closures made per type: no generated
+source), the others field by field. Types with the default header whose fields are all
+scalars or fixed strings also get a native :class:`~shmkit._native.Codec` (``cls._codec``),
+which the API's batch paths (the server's dispatch loop, pipelined calls) use to decode
+from and encode into shared memory without a Python frame per message; the two codecs
+produce the same bytes.
 """
 
 from __future__ import annotations
@@ -33,21 +41,69 @@ import inspect
 import struct
 import typing
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, ClassVar
 
-from shmkit._native import Codec
+from shmkit._native import Codec, Constructor
+from shmkit.api import fields as F
+from shmkit.api.fields import (
+    Alias,
+    Array,
+    Enum,
+    FieldType,
+    Scalar,
+    String,
+    Tail,
+    Union,
+    VarString,
+    Vla,
+    alias,
+    array,
+    boolean,
+    enum_type,
+    enumflag_type,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    string,
+    tail,
+    u8,
+    u16,
+    u32,
+    u64,
+    union_type,
+    vla,
+)
 from shmkit.errors import MessageError
 
 __all__ = [
+    "BARE",
     "HEADER",
     "REGISTRY",
+    "REPLY",
+    "REQUEST",
+    "Alias",
+    "Array",
+    "Enum",
+    "FieldType",
     "Message",
     "MessageError",
+    "Scalar",
+    "String",
+    "Tail",
+    "Union",
+    "VarString",
+    "Vla",
+    "alias",
     "array",
     "boolean",
     "define",
+    "enum_type",
+    "enumflag_type",
     "f64",
     "i8",
     "i16",
@@ -55,215 +111,28 @@ __all__ = [
     "i64",
     "string",
     "struct_type",
+    "tail",
     "u8",
     "u16",
     "u32",
     "u64",
+    "union_type",
     "vla",
 ]
 
-#: msg_id, client_index, context
+#: The default header (:data:`REQUEST`): msg_id, client_index, context.
 HEADER = struct.Struct(">HII")
+
+#: Header kinds: the leading fields a message has, as VPP's ``.api.json`` lists them.
+REQUEST: tuple[str, ...] = ("_vl_msg_id", "client_index", "context")
+REPLY: tuple[str, ...] = ("_vl_msg_id", "context")
+BARE: tuple[str, ...] = ("_vl_msg_id",)
+HEADERS = (REQUEST, REPLY, BARE, ("_vl_msg_id", "client_index"))
+_HEADER_ATTRS = ("client_index", "context")
 
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
 REGISTRY: dict[str, type[Message]] = {}
-
-
-# ---------------------------------------------------------------- field types
-
-
-@dataclass(frozen=True)
-class Scalar:
-    name: str
-    fmt: str
-    lo: float
-    hi: float
-    is_float: bool = False
-    is_bool: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.name
-
-    def default(self) -> Any:
-        return False if self.is_bool else (0.0 if self.is_float else 0)
-
-
-def _int(name: str, fmt: str, bits: int, signed: bool) -> Scalar:
-    lo = -(1 << (bits - 1)) if signed else 0
-    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-    return Scalar(name, fmt, lo, hi)
-
-
-u8 = _int("u8", "B", 8, False)
-u16 = _int("u16", "H", 16, False)
-u32 = _int("u32", "I", 32, False)
-u64 = _int("u64", "Q", 64, False)
-i8 = _int("i8", "b", 8, True)
-i16 = _int("i16", "h", 16, True)
-i32 = _int("i32", "i", 32, True)
-i64 = _int("i64", "q", 64, True)
-f64 = Scalar("f64", "d", float("-inf"), float("inf"), is_float=True)
-boolean = Scalar("bool", "?", 0, 1, is_bool=True)
-
-
-@dataclass(frozen=True)
-class String:
-    """Fixed-size string field: UTF-8, NUL padded, at most ``size`` bytes."""
-
-    size: int
-
-    @property
-    def text(self) -> str:
-        return f"string[{self.size}]"
-
-    def default(self) -> Any:
-        return ""
-
-
-@dataclass(frozen=True)
-class Array:
-    """Fixed-length array of a scalar, string or struct type."""
-
-    item: FieldType
-    length: int
-
-    @property
-    def text(self) -> str:
-        return f"{self.item.text}[{self.length}]"
-
-    def default(self) -> Any:
-        return [_default(self.item) for _ in range(self.length)]
-
-
-@dataclass(frozen=True)
-class Vla:
-    """Variable-length array whose element count is the value of an earlier integer field."""
-
-    item: FieldType
-    length_field: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.item.text}[{self.length_field}]"
-
-    def default(self) -> Any:
-        return []
-
-
-FieldType = Any  # Scalar | String | Array | Vla | type[Message]
-
-
-def _default(t: FieldType) -> Any:
-    """Zero value of a field type (a fresh struct instance for nested structs)."""
-    if isinstance(t, type):
-        return t()
-    return t.default()
-
-
-def string(size: int) -> String:
-    if size <= 0:
-        raise ValueError("string size must be positive")
-    return String(size)
-
-
-def array(item: FieldType, length: int) -> Array:
-    if length <= 0:
-        raise ValueError("array length must be positive")
-    if isinstance(item, Vla):
-        raise ValueError("arrays of variable-length arrays are not supported")
-    return Array(item, length)
-
-
-def vla(item: FieldType, length_field: str) -> Vla:
-    if isinstance(item, Vla) or (
-        isinstance(item, type) and issubclass(item, Message) and item._dynamic
-    ):
-        raise ValueError("a variable-length array's items must have a fixed size")
-    return Vla(item, length_field)
-
-
-# ---------------------------------------------------------------- codec
-
-
-def _fmt(t: FieldType) -> str:
-    """struct format of a fixed-size type."""
-    if isinstance(t, Scalar):
-        return t.fmt
-    if isinstance(t, String):
-        return f"{t.size}s"
-    if isinstance(t, Array):
-        return (
-            _fmt(t.item) * t.length if not isinstance(t.item, Scalar) else f"{t.length}{t.item.fmt}"
-        )
-    if isinstance(t, type) and issubclass(t, Message):
-        return "".join(_fmt(ft) for _, ft in t._fields)
-    raise TypeError(f"not a fixed-size field type: {t!r}")
-
-
-def _flatten(t: FieldType, value: Any, out: list[Any], where: str) -> None:
-    """Append the struct-level values of ``value`` (of fixed-size type ``t``) to ``out``."""
-    if isinstance(t, Scalar):
-        if t.is_bool:
-            out.append(bool(value))
-            return
-        if t.is_float:
-            out.append(float(value))
-            return
-        if not isinstance(value, int):
-            raise MessageError(f"{where}: expected an integer, got {type(value).__name__}")
-        if not t.lo <= value <= t.hi:
-            raise MessageError(f"{where}: {value} out of range for {t.name}")
-        out.append(value)
-    elif isinstance(t, String):
-        out.append(_str_field(value, t.size, where))
-    elif isinstance(t, Array):
-        items = list(value)
-        if len(items) != t.length:
-            raise MessageError(f"{where}: expected {t.length} items, got {len(items)}")
-        for i, v in enumerate(items):
-            _flatten(t.item, v, out, f"{where}[{i}]")
-    else:  # nested struct
-        if not isinstance(value, t):
-            raise MessageError(f"{where}: expected {t._name}, got {type(value).__name__}")
-        for fname, ft in t._fields:
-            _flatten(ft, getattr(value, fname), out, f"{where}.{fname}")
-
-
-def _rebuild(t: FieldType, values: Sequence[Any], pos: int) -> tuple[Any, int]:
-    """Inverse of :func:`_flatten`: consume values from ``pos``."""
-    if isinstance(t, Scalar):
-        return values[pos], pos + 1
-    if isinstance(t, String):
-        raw: bytes = values[pos]
-        try:
-            return raw.split(b"\0", 1)[0].decode(), pos + 1
-        except UnicodeDecodeError as exc:
-            raise MessageError(f"string field is not UTF-8: {exc}") from None
-    if isinstance(t, Array):
-        if isinstance(t.item, Scalar):
-            return list(values[pos : pos + t.length]), pos + t.length
-        items = []
-        for _ in range(t.length):
-            v, pos = _rebuild(t.item, values, pos)
-            items.append(v)
-        return items, pos
-    obj = t.__new__(t)
-    for fname, ft in t._fields:
-        v, pos = _rebuild(ft, values, pos)
-        object.__setattr__(obj, fname, v)
-    return obj, pos
-
-
-def _canonical(t: FieldType) -> str:
-    if isinstance(t, type) and issubclass(t, Message):
-        inner = ", ".join(f"{_canonical(ft)} {n}" for n, ft in t._fields)
-        return f"{t._name}{{{inner}}}"
-    if isinstance(t, (Array, Vla)):
-        return f"{_canonical(t.item)}[{t.length if isinstance(t, Array) else t.length_field}]"
-    return str(t.text)
-
 
 # ---------------------------------------------------------------- messages
 
@@ -282,18 +151,31 @@ class Message:
             x: Annotated[int, u32]
             text: Annotated[str, string(16)]
 
-    ``struct=True`` makes a struct type to nest in messages. Such a class is the same as
+    ``struct=True`` makes a struct type to nest in messages; ``header=``, ``crc=`` and
+    ``options=`` are those of :func:`define`. Such a class is the same as
     ``define("echo", [("x", u32), ("text", string(16))])``: same CRC, same bytes.
     """
 
     _name: ClassVar[str] = ""
     _fields: ClassVar[tuple[tuple[str, FieldType], ...]] = ()
+    #: VPP's field options (``{"default": ...}``, ``{"limit": ...}``), by field name.
+    _field_options: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: VPP's message options (``{"deprecated": None}``, ...).
+    _options: ClassVar[dict[str, Any]] = {}
+    #: The header fields this message type has, in wire order (:data:`REQUEST`, ...).
+    _header: ClassVar[tuple[str, ...]] = REQUEST
     _crc: ClassVar[int] = 0
     _name_crc: ClassVar[str] = ""
     _dynamic: ClassVar[bool] = False
     _struct: ClassVar[struct.Struct | None] = None
     _is_struct: ClassVar[bool] = False
-    #: Native codec (messages whose fields are all scalars or fixed strings), used by the
+    #: ``(name, default, fresh)`` for every attribute a new instance gets (``fresh``: the
+    #: default is a field type whose zero value is made per instance).
+    _init: ClassVar[tuple[tuple[str, Any, bool], ...]] = (
+        ("client_index", 0, False),
+        ("context", 0, False),
+    )
+    #: Native codec (default header, fields all scalars or fixed strings), used by the
     #: API's batch paths; None for other types.
     _codec: ClassVar[Codec | None] = None
     __slots__ = ("client_index", "context")
@@ -301,7 +183,16 @@ class Message:
     client_index: int
     context: int
 
-    def __init_subclass__(cls, *, name: str | None = None, struct: bool = False, **kw: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        struct: bool = False,
+        header: tuple[str, ...] = REQUEST,
+        crc: int | str | None = None,
+        options: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init_subclass__(**kw)
         if name is None:
             return  # made by define()/struct_type(), which configure it themselves
@@ -316,20 +207,26 @@ class Message:
             hint = hints[fname]
             if typing.get_origin(hint) is typing.ClassVar:
                 continue
-            wire = [m for m in getattr(hint, "__metadata__", ()) if _is_field_type(m)]
+            wire = [m for m in getattr(hint, "__metadata__", ()) if F.is_field_type(m)]
             if len(wire) != 1:
                 raise TypeError(
                     f"{name}.{fname}: annotate fields as Annotated[<type>, <wire type>], "
                     f"e.g. Annotated[int, u32]; got {hint!r}"
                 )
             fields.append((fname, wire[0]))
-        _configure(cls, name, _check_fields(name, fields), struct)
+        hdr = () if struct else header
+        checked, opts = _check_fields(name, fields, hdr)
+        _configure(cls, name, checked, struct, hdr, crc, options, opts)
 
     def __init__(self, **values: Any) -> None:
-        self.client_index = values.pop("client_index", 0)
-        self.context = values.pop("context", 0)
-        for fname, ft in self._fields:
-            object.__setattr__(self, fname, values.pop(fname) if fname in values else _default(ft))
+        # (Types made by define()/struct_type()/a class declaration are built by their
+        # native Constructor, their __new__; this serves other subclasses.)
+        pop = values.pop
+        for name, dflt, fresh in self._init:
+            if fresh:
+                setattr(self, name, pop(name) if name in values else F.default(dflt))
+            else:
+                setattr(self, name, pop(name, dflt))
         if values:
             raise TypeError(f"{self._name} has no field(s) {', '.join(sorted(values))}")
 
@@ -355,46 +252,24 @@ class Message:
 
     def __repr__(self) -> str:
         body = ", ".join(f"{n}={getattr(self, n)!r}" for n, _ in self._fields)
-        head = "" if self._is_struct else f"context={self.context}, "
+        head = "context=" + str(self.context) + ", " if "context" in self._header else ""
         return f"{self._name}({head}{body})"
 
-    # -- codec
+    # -- codec (any type; fixed-size types get faster closures, see _fast_codec)
 
     def encode(self, msg_id: int) -> bytes:
         """Wire bytes of this message with header ``msg_id``."""
         cls = type(self)
         if cls._is_struct:
             raise TypeError(f"{cls._name} is a struct type, not a message")
-        values: list[Any] = [msg_id, self.client_index, self.context]
-        if cls._struct is not None:
-            for fname, ft in cls._fields:
-                _flatten(ft, getattr(self, fname), values, f"{cls._name}.{fname}")
-            try:
-                return cls._struct.pack(*values)
-            except struct.error as exc:
-                raise MessageError(f"{cls._name}: {exc}") from None
-        return cls._encode_dynamic(self, values)
-
-    @classmethod
-    def _encode_dynamic(cls, msg: Message, values: list[Any]) -> bytes:
-        fmt = [">HII"]
+        fmts = [">H" + "I" * (len(cls._header) - 1)]
+        vals: list[Any] = [msg_id]
+        for h in cls._header[1:]:
+            vals.append(getattr(self, h))
         for fname, ft in cls._fields:
-            value = getattr(msg, fname)
-            if isinstance(ft, Vla):
-                items = list(value)
-                if len(items) != getattr(msg, ft.length_field):
-                    raise MessageError(
-                        f"{cls._name}.{fname}: {len(items)} items but "
-                        f"{ft.length_field} = {getattr(msg, ft.length_field)}"
-                    )
-                fmt.append(_fmt(ft.item) * len(items))
-                for i, v in enumerate(items):
-                    _flatten(ft.item, v, values, f"{cls._name}.{fname}[{i}]")
-            else:
-                fmt.append(_fmt(ft))
-                _flatten(ft, value, values, f"{cls._name}.{fname}")
+            F.collect(ft, getattr(self, fname), fmts, vals, f"{cls._name}.{fname}", self)
         try:
-            return struct.pack("".join(fmt), *values)
+            return struct.pack("".join(fmts), *vals)
         except struct.error as exc:
             raise MessageError(f"{cls._name}: {exc}") from None
 
@@ -404,263 +279,309 @@ class Message:
         on truncated or malformed input; never reads past ``data``."""
         if cls._is_struct:
             raise TypeError(f"{cls._name} is a struct type, not a message")
-        if cls._struct is not None:
-            if len(data) < cls._struct.size:
-                raise MessageError(f"{cls._name}: {len(data)} bytes, need {cls._struct.size}")
-            values = cls._struct.unpack_from(data)
-            obj = cls.__new__(cls)
-            obj.client_index = values[1]
-            obj.context = values[2]
-            pos = 3
-            for fname, ft in cls._fields:
-                v, pos = _rebuild(ft, values, pos)
-                object.__setattr__(obj, fname, v)
-            return obj
-        return cls._decode_dynamic(data)
-
-    @classmethod
-    def _decode_dynamic(cls, data: bytes | bytearray | memoryview) -> Message:
-        if len(data) < HEADER.size:
-            raise MessageError(f"{cls._name}: truncated header")
-        _, client_index, context = HEADER.unpack_from(data)
-        obj = cls.__new__(cls)
-        obj.client_index, obj.context = client_index, context
-        off = HEADER.size
+        head = struct.Struct(">H" + "I" * (len(cls._header) - 1))
+        if len(data) < head.size:
+            raise MessageError(f"{cls._name}: truncated header ({len(data)} bytes)")
+        obj = object.__new__(cls)
+        obj.client_index = obj.context = 0
+        for h, v in zip(cls._header[1:], head.unpack_from(data)[1:]):
+            setattr(obj, h, v)
+        off = head.size
         for fname, ft in cls._fields:
-            if isinstance(ft, Vla):
-                count = getattr(obj, ft.length_field)
-                fmt = ">" + _fmt(ft.item) * count
-            else:
-                count = -1
-                fmt = ">" + _fmt(ft)
-            size = struct.calcsize(fmt)
-            if off + size > len(data):
-                raise MessageError(f"{cls._name}.{fname}: truncated ({len(data)} bytes)")
-            values = struct.unpack_from(fmt, data, off)
-            off += size
-            if count >= 0:
-                items, pos = [], 0
-                for _ in range(count):
-                    v, pos = _rebuild(ft.item, values, pos)
-                    items.append(v)
-                object.__setattr__(obj, fname, items)
-            else:
-                v, _ = _rebuild(ft, values, 0)
-                object.__setattr__(obj, fname, v)
+            v, off = F.take(ft, data, off, obj, f"{cls._name}.{fname}")
+            object.__setattr__(obj, fname, v)
         return obj
 
 
 def _check_fields(
-    name: str, fields: Iterable[tuple[str, FieldType]]
-) -> tuple[tuple[str, FieldType], ...]:
+    name: str, fields: Iterable[Any], header: tuple[str, ...]
+) -> tuple[tuple[tuple[str, FieldType], ...], dict[str, dict[str, Any]]]:
     if not name.isidentifier():
         raise ValueError(f"message name {name!r} must be an identifier")
-    fields = tuple(fields)
+    if header and header not in HEADERS:
+        raise ValueError(f"{name}: header must be one of {HEADERS}, got {header!r}")
+    out: list[tuple[str, FieldType]] = []
+    options: dict[str, dict[str, Any]] = {}
     seen: dict[str, FieldType] = {}
-    for fname, ft in fields:
-        if not fname.isidentifier() or fname in ("client_index", "context") or fname in seen:
+    specs = list(fields)
+    for k, spec in enumerate(specs):
+        fname, ft, *rest = spec
+        if rest:
+            options[fname] = dict(rest[0])
+        if (
+            not isinstance(fname, str)
+            or not fname.isidentifier()
+            or fname in header
+            or fname == "_vl_msg_id"
+            or fname in seen
+        ):
             raise ValueError(f"{name}: bad or duplicate field name {fname!r}")
         if isinstance(ft, Vla):
-            lf = seen.get(ft.length_field)
-            if not isinstance(lf, Scalar) or lf.is_float or lf.is_bool:
+            if not F.is_integer(seen.get(ft.length_field)):
                 raise ValueError(
                     f"{name}.{fname}: length field {ft.length_field!r} must be an earlier "
                     "integer field"
                 )
-        elif not isinstance(ft, (Scalar, String, Array)) and not (
-            isinstance(ft, type) and issubclass(ft, Message) and ft._is_struct
-        ):
+        elif isinstance(ft, Tail) and k != len(specs) - 1:
+            raise ValueError(f"{name}.{fname}: an array without a count must be the last field")
+        elif not F.is_field_type(ft) or (F.is_record(ft) and not ft._is_struct):
             raise TypeError(f"{name}.{fname}: unsupported field type {ft!r}")
         seen[fname] = ft
-    return fields
+        out.append((fname, ft))
+    return tuple(out), options
+
+
+def _crc_value(crc: int | str) -> int:
+    value = int(crc, 16) if isinstance(crc, str) else crc
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"a CRC is a 32-bit value, got {crc!r}")
+    return value
 
 
 def _configure(
-    cls: type[Message], name: str, fields: tuple[tuple[str, FieldType], ...], is_struct: bool
+    cls: type[Message],
+    name: str,
+    fields: tuple[tuple[str, FieldType], ...],
+    is_struct: bool,
+    header: tuple[str, ...],
+    crc: int | str | None,
+    options: dict[str, Any] | None,
+    field_options: dict[str, dict[str, Any]],
 ) -> None:
     """Give ``cls`` its definition: name, fields, CRC, packing and codecs."""
-    dynamic = any(isinstance(ft, Vla) for _, ft in fields)
-    if is_struct and dynamic:
-        raise ValueError("structs may not contain variable-length arrays")
+    dynamic = not all(F.is_fixed(ft) for _, ft in fields)
     cls._name, cls._fields, cls._dynamic, cls._is_struct = name, fields, dynamic, is_struct
-    cls._crc = zlib.crc32(_canonical(cls).encode())
+    cls._header = header
+    cls._options = dict(options or {})
+    cls._field_options = field_options
+    if crc is not None:
+        cls._crc = _crc_value(crc)
+    else:
+        text = F.canonical(cls)
+        if not is_struct and header != REQUEST:  # (REQUEST keeps the CRCs of before headers)
+            text = f"{','.join(header)}:{text}"
+        cls._crc = zlib.crc32(text.encode())
     cls._name_crc = f"{name}_{cls._crc:08x}"
+    names = {f for f, _ in fields}
+    init: list[tuple[str, Any, bool]] = [(h, 0, False) for h in _HEADER_ATTRS if h not in names]
+    for fname, ft in fields:
+        dflt = field_options.get(fname, {}).get("default")
+        if dflt is not None:
+            init.append((fname, _option_default(ft, dflt, f"{name}.{fname}"), False))
+        elif isinstance(ft, type) or isinstance(ft.default(), (list, dict)):
+            init.append((fname, ft, True))  # mutable: a fresh one per instance
+        else:
+            init.append((fname, ft.default(), False))
+    cls._init = tuple(init)
+    # Construction: natively, as the type's __new__ (Constructor), with no __init__ after it.
+    ctor = Constructor(
+        name, [(n, (_factory(d) if fresh else d), fresh) for n, d, fresh in cls._init]
+    )
+    setattr(cls, "__new__", staticmethod(ctor))  # noqa: B010 (per-type constructor)
+    setattr(cls, "__init__", object.__init__)  # noqa: B010
     if not dynamic:
-        cls._struct = struct.Struct(
-            ">" + ("" if is_struct else "HII") + "".join(_fmt(ft) for _, ft in fields)
-        )
-        if not is_struct:
-            _compile(cls)
-            if all(isinstance(ft, (Scalar, String)) for _, ft in fields):
-                cls._codec = Codec(cls, [(f, _fmt(ft)) for f, ft in fields])
+        head = "" if is_struct else "H" + "I" * (len(header) - 1)
+        cls._struct = struct.Struct(">" + head + "".join(F.fmt(ft) for _, ft in fields))
+        if not is_struct and header == REQUEST and all(_native_fmt(ft) for _, ft in fields):
+            cls._codec = Codec(cls, [(f, _native_fmt(ft)) for f, ft in fields])
+            _native_codec(cls, cls._codec)
+        elif not is_struct:
+            _fast_codec(cls)
     if not is_struct:
         REGISTRY[cls._name_crc] = cls
 
 
-def _build(name: str, fields: Iterable[tuple[str, FieldType]], is_struct: bool) -> type[Message]:
-    fields = _check_fields(name, fields)
-    ns: dict[str, Any] = {"__slots__": tuple(f for f, _ in fields)}
-    cls: type[Message] = type(name, (Message,), ns)
-    _configure(cls, name, fields, is_struct)
+def _factory(ft: FieldType) -> Callable[[], Any]:
+    """Makes a fresh zero value of ``ft`` (a list, a struct, a union) per instance."""
+    return lambda: F.default(ft)
+
+
+def _option_default(ft: FieldType, value: Any, where: str) -> Any:
+    """A field's ``default`` option as a value (VPP writes booleans as ``"true"``)."""
+    t = F.unalias(ft)
+    if isinstance(t, Scalar) and t.is_bool and isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError(f"{where}: default {value!r} is not a boolean")
+        return value == "true"
+    if isinstance(t, Scalar) and t.is_float:
+        return float(value)
+    if isinstance(t, Enum) and isinstance(value, str):
+        return t.py[value]
+    return value
+
+
+def _native_fmt(ft: FieldType) -> str:
+    """The native codec's format of a field, or "" if it has none."""
+    t = F.unalias(ft)
+    if isinstance(t, Scalar):
+        return t.fmt
+    if isinstance(t, String):
+        return f"{t.size}s"
+    return ""
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) > 1:
+        return attrgetter(*names)
+    if names:
+        one = attrgetter(names[0])
+        return lambda o: (one(o),)
+    return lambda o: ()
+
+
+def _converters(
+    ft: FieldType, where: str
+) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None] | None:
+    """``(encode, decode)`` conversions between a field's value and its single ``struct``
+    value (None: as is); None if the field spans several ``struct`` values."""
+    t = F.unalias(ft)
+    if isinstance(t, Scalar):
+        if t.is_float:
+            unpack = F._F64.unpack
+            return F.f64_field, lambda raw: unpack(raw)[0]
+        return None, None
+    if isinstance(t, Enum):
+        e = t
+        return None, lambda v: F.enum_value(e, v)
+    if isinstance(t, String):
+        size = t.size
+        return (lambda v: F.str_field(v, size, where)), F.text_field
+    if isinstance(t, Array) and t.item == u8:
+        n = t.length
+        return (lambda v: F.bytes_field(v, n, where)), None
+    if F.is_union(t):
+        u = t
+        return (lambda v: F.pack_fixed(u, v, where)), u.from_bytes
+    return None
+
+
+def _native_codec(cls: type[Message], codec: Codec) -> None:
+    """Encode and decode through the native codec (its errors are ``MessageError``s); a value
+    it does not take as is goes the generic, fully checking path, which coerces it as the
+    native one would not (or raises the precise :class:`MessageError`)."""
+    native_encode, slow_encode = codec.encode, Message.encode
+
+    def encode(self: Message, msg_id: int) -> bytes:
+        try:
+            return native_encode(self, msg_id)
+        except Exception:  # the checking path raises the precise error
+            return slow_encode(self, msg_id)
+
+    setattr(cls, "encode", encode)  # noqa: B010 (per-type closures)
+    setattr(cls, "decode", staticmethod(codec.decode))  # noqa: B010
+
+
+def _fast_codec(cls: type[Message]) -> None:
+    """Encode and decode closures for a fixed-size message: one ``struct`` call, one
+    attribute read or store per field. Any error falls back to the generic, fully checking
+    path (:meth:`Message.encode` / :meth:`Message.decode`), which produces the precise
+    :class:`MessageError`."""
+    assert cls._struct is not None
+    pack, unpack = cls._struct.pack, cls._struct.unpack_from
+    header = list(cls._header[1:])
+    names = header + [f for f, _ in cls._fields]
+    get, hget = _getter(names), _getter(header)
+    extras = [h for h in _HEADER_ATTRS if h not in names]
+    slow_encode, slow_decode = Message.encode, Message.decode.__func__  # type: ignore[attr-defined]
+    convs = [_converters(ft, f"{cls._name}.{f}") for f, ft in cls._fields]
+    new = object.__new__
+    if any(c is None for c in convs):
+        # A field spans several struct values (arrays, nested structs): flatten them.
+        fields = cls._fields
+        name = cls._name
+
+        def encode(self: Message, msg_id: int) -> bytes:
+            vals: list[Any] = [msg_id, *hget(self)]
+            try:
+                for fname, ft in fields:
+                    F.flatten(ft, getattr(self, fname), vals, f"{name}.{fname}")
+                return pack(*vals)
+            except Exception:  # the checking path raises the precise error
+                return slow_encode(self, msg_id)
+
+        def decode(data: bytes | bytearray | memoryview) -> Message:
+            try:
+                vals = unpack(data)
+            except struct.error:
+                return slow_decode(cls, data)  # type: ignore[no-any-return]
+            o = new(cls)
+            for e in extras:
+                setattr(o, e, 0)
+            for h, v in zip(header, vals[1:]):
+                setattr(o, h, v)
+            pos = 1 + len(header)
+            for fname, ft in fields:
+                v, pos = F.rebuild(ft, vals, pos)
+                setattr(o, fname, v)
+            return o
+
+    else:
+        off = len(header)
+        enc = [(off + i, c[0]) for i, c in enumerate(convs) if c is not None and c[0]]
+        dec = [(1 + off + i, c[1]) for i, c in enumerate(convs) if c is not None and c[1]]
+
+        def encode(self: Message, msg_id: int) -> bytes:
+            try:
+                if enc:
+                    vals = list(get(self))
+                    for i, conv in enc:
+                        vals[i] = conv(vals[i])
+                    return pack(msg_id, *vals)
+                return pack(msg_id, *get(self))
+            except Exception:  # the checking path raises the precise error
+                return slow_encode(self, msg_id)
+
+        def decode(data: bytes | bytearray | memoryview) -> Message:
+            try:
+                vals: Any = unpack(data)
+            except struct.error:
+                return slow_decode(cls, data)  # type: ignore[no-any-return]
+            if dec:
+                vals = list(vals)
+                for i, conv in dec:
+                    vals[i] = conv(vals[i])
+            o = new(cls)
+            for e in extras:
+                setattr(o, e, 0)
+            # One C-level loop over the attributes (setattr returns None: any() sees all).
+            any(map(setattr, repeat(o), names, vals[1:]))
+            return o
+
+    setattr(cls, "encode", encode)  # noqa: B010 (per-type closures)
+    setattr(cls, "decode", staticmethod(decode))  # noqa: B010
+
+
+def _build(
+    name: str,
+    fields: Iterable[Any],
+    is_struct: bool,
+    header: tuple[str, ...],
+    crc: int | str | None,
+    options: dict[str, Any] | None,
+) -> type[Message]:
+    checked, opts = _check_fields(name, fields, header)
+    slots = tuple(f for f, _ in checked if f not in _HEADER_ATTRS)
+    cls: type[Message] = type(name, (Message,), {"__slots__": slots})
+    _configure(cls, name, checked, is_struct, header, crc, options, opts)
     return cls
 
 
-def _is_field_type(t: object) -> bool:
-    return isinstance(t, (Scalar, String, Array, Vla)) or (
-        isinstance(t, type) and issubclass(t, Message)
-    )
+def define(
+    name: str,
+    fields: Iterable[Any] = (),
+    *,
+    header: tuple[str, ...] = REQUEST,
+    crc: int | str | None = None,
+    options: dict[str, Any] | None = None,
+) -> type[Message]:
+    """Define a message type: name, ordered typed fields (``(name, type)`` or ``(name,
+    type, options)``), its header kind (:data:`REQUEST`, :data:`REPLY`, :data:`BARE`), the
+    CRC its definition carries elsewhere (``crc=0x51077d14`` or ``"0x51077d14"``; else
+    computed) and VPP's message options. For field types a type checker sees, write a class
+    instead (see :class:`Message`)."""
+    return _build(name, fields, False, header, crc, options)
 
 
-def _str_field(value: Any, size: int, where: str = "string") -> bytes:
-    try:
-        b = value.encode() if isinstance(value, str) else bytes(value)
-    except UnicodeEncodeError as exc:
-        raise MessageError(f"{where}: not encodable as UTF-8: {exc}") from None
-    if len(b) > size:
-        raise MessageError(f"{where}: string of {len(b)} bytes exceeds {size}")
-    return b
-
-
-def _seq_field(value: Any, n: int) -> list[Any]:
-    items = list(value)
-    if len(items) != n:
-        raise MessageError(f"expected {n} items, got {len(items)}")
-    return items
-
-
-def _flat_field(t: FieldType, value: Any) -> list[Any]:
-    out: list[Any] = []
-    _flatten(t, value, out, getattr(t, "_name", "field"))
-    return out
-
-
-def _compile(cls: type[Message]) -> None:
-    """Generate straight-line encode/decode for a fixed-size message (as namedtuple does):
-    one ``struct`` call and one attribute store per field. Any error falls back to the
-    generic, fully checking path, which produces the precise :class:`MessageError`."""
-    assert cls._struct is not None
-    enc: list[str] = []
-    dec: list[str] = []
-    pos = 3
-    for i, (fname, ft) in enumerate(cls._fields):
-        width = len(_flat_field_count(ft))
-        if isinstance(ft, Scalar):
-            enc.append(f"self.{fname}")
-            dec.append(f"    o.{fname} = v[{pos}]")
-        elif isinstance(ft, String):
-            enc.append(f"_str(self.{fname}, {ft.size})")
-            dec.append(f"    o.{fname} = _text(v[{pos}])")
-        elif isinstance(ft, Array) and isinstance(ft.item, Scalar):
-            enc.append(f"*_seq(self.{fname}, {ft.length})")
-            dec.append(f"    o.{fname} = list(v[{pos}:{pos + ft.length}])")
-        else:
-            enc.append(f"*_flat(_t{i}, self.{fname})")
-            dec.append(f"    o.{fname} = _rebuild(_t{i}, v, {pos})[0]")
-        pos += width
-    ns: dict[str, Any] = {
-        "_pack": cls._struct.pack,
-        "_unpack": cls._struct.unpack_from,
-        "_size": cls._struct.size,
-        "_str": _str_field,
-        "_seq": _seq_field,
-        "_flat": _flat_field,
-        "_text": _text_field,
-        "_rebuild": _rebuild,
-        "_new": object.__new__,
-        "_cls": cls,
-        "_slow_encode": Message.encode,
-        "_slow_decode": Message.decode.__func__,  # type: ignore[attr-defined]
-        "MessageError": MessageError,
-        "_StructError": struct.error,
-    }
-    for i, (_, ft) in enumerate(cls._fields):
-        ns[f"_t{i}"] = ft
-    args = ", ".join(["msg_id", "self.client_index", "self.context", *enc])
-    if all(isinstance(ft, Scalar) for _, ft in cls._fields):
-        # One value per field: unpack straight into the attributes (a short buffer makes
-        # the unpack fail and takes the checking path).
-        targets = ", ".join(
-            ["_", "o.client_index", "o.context", *(f"o.{f}" for f, _ in cls._fields)]
-        )
-        decode_src = f"""
-def decode(data):
-    o = _new(_cls)
-    try:
-        {targets} = _unpack(data)
-    except _StructError:
-        return _slow_decode(_cls, data)
-    return o"""
-    else:
-        dec_body = chr(10).join(dec) if dec else "    pass"
-        decode_src = f"""
-def decode(data):
-    if len(data) < _size:
-        return _slow_decode(_cls, data)
-    v = _unpack(data)
-    o = _new(_cls)
-    o.client_index = v[1]
-    o.context = v[2]
-{dec_body}
-    return o"""
-    src = f"""
-def encode(self, msg_id):
-    try:
-        return _pack({args})
-    except Exception:
-        pass
-    return _slow_encode(self, msg_id)
-
-{decode_src}
-"""
-    params, body = [], []
-    for i, (fname, ft) in enumerate(cls._fields):
-        if isinstance(ft, (Scalar, String)):
-            ns[f"_d{i}"] = _default(ft)
-            params.append(f"{fname}=_d{i}")
-            body.append(f"    self.{fname} = {fname}")
-        else:  # mutable default: a fresh one per instance
-            ns[f"_mk{i}"] = ft
-            params.append(f"{fname}=_MISSING")
-            body.append(f"    self.{fname} = _default(_mk{i}) if {fname} is _MISSING else {fname}")
-    ns["_MISSING"] = _MISSING
-    ns["_default"] = _default
-    src += f"""
-def __init__(self, *, {", ".join([*params, "client_index=0", "context=0"])}):
-    self.client_index = client_index
-    self.context = context
-{chr(10).join(body) if body else "    pass"}
-"""
-    exec(src, ns)  # generated from the validated field list only
-    setattr(cls, "__init__", ns["__init__"])  # noqa: B010 (generated methods)
-    setattr(cls, "encode", ns["encode"])  # noqa: B010
-    setattr(cls, "decode", staticmethod(ns["decode"]))  # noqa: B010
-
-
-_MISSING = object()
-
-
-def _flat_field_count(t: FieldType) -> list[None]:
-    """One entry per struct-level value of a fixed-size type."""
-    if isinstance(t, (Scalar, String)):
-        return [None]
-    if isinstance(t, Array):
-        return _flat_field_count(t.item) * t.length
-    return [None for _, ft in t._fields for _ in _flat_field_count(ft)]
-
-
-def _text_field(raw: bytes) -> str:
-    try:
-        return raw.split(b"\0", 1)[0].decode()
-    except UnicodeDecodeError as exc:
-        raise MessageError(f"string field is not UTF-8: {exc}") from None
-
-
-def define(name: str, fields: Iterable[tuple[str, FieldType]] = ()) -> type[Message]:
-    """Define a message type (name, ordered typed fields). For field types a type checker
-    sees, write a class instead (see :class:`Message`)."""
-    return _build(name, fields, is_struct=False)
-
-
-def struct_type(name: str, fields: Iterable[tuple[str, FieldType]]) -> type[Message]:
-    """Define a struct type to nest in messages (fixed size only)."""
-    return _build(name, fields, is_struct=True)
+def struct_type(name: str, fields: Iterable[Any], *, crc: int | str | None = None) -> type[Message]:
+    """Define a struct type to nest in messages."""
+    return _build(name, fields, True, (), crc, None)

@@ -33,6 +33,12 @@ Where shmkit does better than VPP:
 Cross-user sharing is explicit, as VPP's ``api-segment { uid gid }``: ``uid=``, ``gid=`` and
 ``mode=`` go to the API region (default 0o600: the server's user only).
 
+With ``socket=PATH`` the server also serves VPP's socket transport (stock ``vpp_papi``
+connects there): ``socket_mode`` is the socket file's mode, ``socket_uids`` an optional
+allow-list of peer uids (``SO_PEERCRED``), ``max_frame`` the largest message a socket client
+may send. Socket clients share the handler registry, ``send``/``broadcast`` and ``on_reap``
+with the shared-memory ones (:mod:`shmkit.api.sockserver`).
+
 This module is the dispatch loop, the handlers and sending; registration, liveness and the
 clients' queues are :mod:`shmkit.api.clients`, taking a region over
 :mod:`shmkit.api.takeover`, the integrity checks :mod:`shmkit.api.guard`.
@@ -50,19 +56,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 from shmkit import Region
 from shmkit._native import ApiPort
 from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
+from shmkit.api import apijson
 from shmkit.api import memclnt as mc
 from shmkit.api.clients import ClientInfo, ClientLifecycle
 from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
-from shmkit.api.messages import HEADER, Message, MessageError
+from shmkit.api.messages import HEADER, REQUEST, Message, MessageError
 from shmkit.api.services import Services, StreamHandler
+from shmkit.api.sockserver import DEFAULT_MAX_FRAME, SockServer
 from shmkit.api.state import COUNTERS, ApiState, StateImage
 from shmkit.api.takeover import (
     open_input,
@@ -83,6 +91,9 @@ _INVALID, _UNKNOWN, _MISSING = C["invalid_messages"], C["unknown_messages"], C["
 _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _unpack_header = HEADER.unpack_from
+_IDS = mc.BUILTIN_IDS
+_CREATE, _DELETE = _IDS[mc.ShmkitCreate], _IDS[mc.ShmkitDelete]
+_KEEPALIVE_REPLY = _IDS[mc.MemclntKeepaliveReply]
 #: Errors that end the dispatch loop; anything else (a Rust panic included) is counted.
 # What ends the loop: the user's stop, and a region that shrank under us (every object the
 # server serves from lives in it: there is nothing left to repair or to serve).
@@ -118,6 +129,10 @@ class Server(ClientLifecycle, Services):
         uid: int | None = None,
         gid: int | None = None,
         mode: int = 0o600,
+        socket: str | os.PathLike[str] | None = None,
+        socket_mode: int = 0o600,
+        socket_uids: Iterable[int] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         if scan_interval <= 0 or death_poll <= 0 or claim_timeout <= 0:
             raise ValueError("scan_interval, death_poll and claim_timeout must be positive")
@@ -137,6 +152,9 @@ class Server(ClientLifecycle, Services):
         self._native: dict[int, tuple[Any, ...]] = {}
         self._ids: dict[type[Message], int] = {}
         self._modules: dict[str, int] = {"memclnt": 1}
+        # Module versions (api_versions) and services (get_api_json), by name.
+        self._versions: dict[str, tuple[int, int, int]] = {"memclnt": mc.MEMCLNT_VERSION}
+        self._services: dict[str, dict[str, Any]] = dict(mc.SERVICES)
         self._module_end: dict[str, int] = {}  # the id after each module's block
         self._next_id = FIRST_USER_ID
         self._batching = False  # the dispatch loop's outbox collects what is sent
@@ -157,8 +175,18 @@ class Server(ClientLifecycle, Services):
         self._running = False
         self.trace = Trace(trace_size)
         self._init_services()
+        self._sock: SockServer | None = None
         try:
             self._setup(max_clients, input_capacity, server_rings, client_rings, gc_age)
+            if socket is not None:
+                self._sock = SockServer(
+                    self,
+                    socket,
+                    mode=socket_mode,
+                    uids=None if socket_uids is None else list(socket_uids),
+                    max_frame=max_frame,
+                    max_connections=max_clients,
+                )
         except BaseException:
             self.region.close()
             raise
@@ -300,14 +328,16 @@ class Server(ClientLifecycle, Services):
             types = [request] + ([reply] if reply is not None else [])
             self.register(*types)
             self._handlers[self._ids[request]] = (request, fn)
-            self._native[self._ids[request]] = (
-                request,
-                request._codec or request.decode,
-                fn,
-                reply,
-                reply._codec if reply is not None else None,
-                self._ids[reply] if reply is not None else 0,
-            )
+            self._services[request._name] = {"reply": reply._name if reply else "null"}
+            if request._header == REQUEST:  # (the native loop reads that header)
+                self._native[self._ids[request]] = (
+                    request,
+                    request._codec or request.decode,
+                    fn,
+                    reply,
+                    reply._codec if reply is not None else None,
+                    self._ids[reply] if reply is not None else 0,
+                )
             if reply is not None and any(n == "retval" for n, _ in reply._fields):
                 self._error_replies[request] = reply
             return fn
@@ -327,6 +357,38 @@ class Server(ClientLifecycle, Services):
 
     def msg_id(self, t: type[Message]) -> int:
         return self._ids[t]
+
+    def api_versions(self) -> dict[str, tuple[int, int, int]]:
+        """Every module's version, as ``api_versions`` reports them: memclnt's is VPP's, a
+        module registered without one is 1.0.0."""
+        with self._lock:
+            return {m: self._versions.get(m, (1, 0, 0)) for m in self._modules}
+
+    def api_json(self) -> str:
+        """Every registered message type as VPP's ``.api.json`` modules in one JSON array,
+        as ``get_api_json`` returns it (``vpp_papi`` bootstraps from it): memclnt, then each
+        module registered by name; types registered without a module go in one named after
+        this API."""
+        with self._lock:
+            firsts = sorted((base, m) for m, base in self._modules.items() if m != "memclnt")
+            groups: dict[str, list[type[Message]]] = {"memclnt": []}
+            for t, i in sorted(self._ids.items(), key=lambda ti: ti[1]):
+                if t in mc.BUILTIN_IDS:
+                    module = "memclnt"
+                else:
+                    module = next((m for base, m in reversed(firsts) if base <= i), self.name)
+                groups.setdefault(module, []).append(t)
+            return apijson.dumps(
+                [
+                    apijson.export(
+                        types,
+                        self._services,
+                        module,
+                        version=self._versions.get(module, (1, 0, 0)),
+                    )
+                    for module, types in groups.items()
+                ]
+            )
 
     # ---------------------------------------------------------------- running
 
@@ -359,6 +421,8 @@ class Server(ClientLifecycle, Services):
         next_poll = 0.0
         slice_ = min(self.death_poll, 0.05)
         port, queue, lock = self.port, self.input, self._lock
+        if self._sock is not None:
+            self._sock.start()
         try:
             while not self._stop.is_set():
                 # The hot path, inline (a failed step is handled as _shielded does).
@@ -387,6 +451,8 @@ class Server(ClientLifecycle, Services):
                     next_scan = now + self.scan_interval
                     self._shielded(self.keepalive_scan)
         finally:
+            if self._sock is not None:
+                self._sock.stop()
             self._running = False
 
     def _shielded(self, step: Callable[..., object], *args: object) -> None:
@@ -481,8 +547,11 @@ class Server(ClientLifecycle, Services):
             )
 
     def close(self) -> None:
-        """Stop, forget every client and release the region. Clients see the server gone."""
+        """Stop, forget every client and release the region. Clients see the server gone
+        (socket clients: their connections close and the socket file is removed)."""
         self.stop()
+        if self._sock is not None:
+            self._sock.close()
         with self._lock:
             for c in list(self._clients.values()):
                 self._shielded(self._forget, c)
@@ -502,18 +571,35 @@ class Server(ClientLifecycle, Services):
         if self.trace.enabled:
             self.trace.record("rx", data)
         counts = self._counts
-        if len(data) < HEADER.size:
+        if len(data) < 2:
             counts[_INVALID] += 1
             return
-        msg_id, client_index, context = _unpack_header(data)
+        msg_id = data[0] << 8 | data[1]
         entry = self._handlers.get(msg_id)
         if entry is None:
             counts[_UNKNOWN] += 1
             return
         cls, handler = entry
-        if msg_id == 1:  # memclnt_create: the client has no handle yet
+        if msg_id == _CREATE:  # the client has no handle yet
             self._create(data)
             return
+        msg: Message | None = None
+        if cls._header == REQUEST:
+            if len(data) < HEADER.size:
+                counts[_INVALID] += 1
+                return
+            _, client_index, context = _unpack_header(data)
+        else:  # another header kind: its fields say who sent it
+            try:
+                msg = cls.decode(data)
+            except MessageError:
+                counts[_INVALID] += 1
+                return
+            context = msg.context
+            # VPP's keepalive reply names the client in its context (as the keepalive did).
+            client_index = context if msg_id == _KEEPALIVE_REPLY else msg.client_index
+            if msg_id != _KEEPALIVE_REPLY and "client_index" not in cls._header:
+                client_index = -1  # a request that names no client
         # Only handles of this epoch are in the table: a stale one is a missing client.
         client = self._by_handle.get(client_index)
         if client is None:
@@ -521,11 +607,12 @@ class Server(ClientLifecycle, Services):
             return
         client.requests += 1
         counts[_REQUESTS] += 1
-        try:
-            msg = cls.decode(data)
-        except MessageError:
-            counts[_INVALID] += 1
-            return
+        if msg is None:
+            try:
+                msg = cls.decode(data)
+            except MessageError:
+                counts[_INVALID] += 1
+                return
         if handler is None:
             self._builtin(msg_id, msg, client)
             return
@@ -546,24 +633,34 @@ class Server(ClientLifecycle, Services):
 
     def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
         ctx = msg.context
-        if msg_id == 3:  # memclnt_delete
+        if msg_id == _DELETE:
             self.send(
-                client, mc.MemclntDeleteReply(response=0, handle=int(client.handle), context=ctx)
+                client, mc.ShmkitDeleteReply(response=0, handle=int(client.handle), context=ctx)
             )
             self._forget(client, clean=True)
             self._counts[C["deregistrations"]] += 1
-        elif msg_id == 22:  # keepalive reply: counted as a request, seen by the next scan
+        elif msg_id == _KEEPALIVE_REPLY:  # counted as a request, seen by the next scan
             pass
-        elif msg_id == 23:  # control_ping
+        elif msg_id == _IDS[mc.ControlPing]:
             if self._stream_ping(client, ctx):
                 return  # a VPP client's dump terminator: the stream's close answers it
             self.send(
                 client,
                 mc.ControlPingReply(
-                    retval=0, client_index_reply=int(client.handle), vpe_pid=self.pid, context=ctx
+                    retval=0, client_index=int(client.handle), vpe_pid=self.pid, context=ctx
                 ),
             )
-        elif msg_id == 10:  # get_first_msg_id
+        elif msg_id == _IDS[mc.GetApiJson]:
+            self.send(client, mc.GetApiJsonReply(retval=0, json=self.api_json(), context=ctx))
+        elif msg_id == _IDS[mc.ApiVersions]:
+            versions = [
+                mc.ModuleVersion(major=v[0], minor=v[1], patch=v[2], name=name)
+                for name, v in self.api_versions().items()
+            ]
+            reply = mc.ApiVersionsReply(retval=0, count=len(versions), api_versions=versions)
+            reply.context = ctx
+            self.send(client, reply)
+        elif msg_id == _IDS[mc.GetFirstMsgId]:
             base = self._modules.get(msg.name)  # type: ignore[attr-defined]
             self.send(
                 client,
@@ -590,6 +687,8 @@ class Server(ClientLifecycle, Services):
         failure); at once, unless the dispatch loop is in a batch (then at its end)."""
         if self.trace.enabled:
             self.trace.record("tx", data)
+        if c.queue is None:  # a socket client (shmkit.api.sockserver)
+            return self._sock is not None and self._sock.send(c, data)
         self._outbox.push(c, c.queue, data, c.pid)
         if self._batching and threading.get_ident() == self._loop_ident:
             return True
@@ -598,6 +697,10 @@ class Server(ClientLifecycle, Services):
         if damaged:
             self.drop_damaged(c, "a send found its queue corrupted")
         return sent > 0
+
+    def _transport_room(self, c: ClientInfo) -> int:
+        """How many more details a stream may send a socket client now."""
+        return self._sock.stream_room(c) if self._sock is not None else 0
 
     def _count_sent(self, c: ClientInfo, sent: int, dropped: int) -> None:
         self._counts[_REPLIES] += sent
@@ -624,14 +727,21 @@ class Server(ClientLifecycle, Services):
     def broadcast(self, msg: Message) -> int:
         """Send an event to every client; returns how many queued it."""
         with self._lock:
-            return sum(self.send(c, msg) for c in list(self._clients.values()))
+            return sum(self.send(c, msg) for c in self.clients)
 
     # ---------------------------------------------------------------- introspection
 
     @property
     def clients(self) -> list[ClientInfo]:
+        """Every registered client: shared-memory ones, then socket ones."""
         with self._lock:
-            return list(self._clients.values())
+            socket = self._sock.clients if self._sock is not None else []
+            return list(self._clients.values()) + socket
+
+    @property
+    def socket(self) -> SockServer | None:
+        """The socket transport (``socket=`` given), with its :meth:`~SockServer.stats`."""
+        return self._sock
 
     def counters(self) -> dict[str, int]:
         """Every counter (:data:`~shmkit.api.state.COUNTERS`), as this server counted."""

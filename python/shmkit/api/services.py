@@ -25,8 +25,8 @@ meanwhile (their replies may come before the stream's last details, matched by c
 always: a ``control_ping`` with another context is no barrier for a paused stream), and a
 client may have at most :attr:`Services.max_client_streams` paused streams: a dump beyond
 them is closed at once with ``STREAM_ABORTED`` (a client asking dump after dump without
-reading cannot pile up generators in the server). Clients without a shared-memory queue
-(another transport) get :attr:`Services.stream_batch` details per dispatch round.
+reading cannot pile up generators in the server). For a socket client (no shared-memory
+queue) the room of its connection's output buffer stands in for the half queue.
 
 VPP's ``stream_msg`` services (``"stream": true, "stream_msg": "foo_details"`` in an
 ``.api.json``: details closed by a reply rather than a ``control_ping_reply``) are
@@ -113,6 +113,7 @@ class Services:
     _by_handle: dict[int, ClientInfo]
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
+    _services: dict[str, dict[str, Any]]  # get_api_json's services, by request name
     trace: Trace
 
     # The server's own, used here.
@@ -121,13 +122,12 @@ class Services:
     _send_encoded: Callable[[ClientInfo, bytes], bool]
     _count_sent: Callable[[ClientInfo, int, int], None]
     drop_damaged: Callable[[ClientInfo, str], None]
+    _transport_room: Callable[[ClientInfo], int]  # a socket client's room (the server's)
 
     #: seconds a paused stream may make no progress before it is abandoned
     stream_stall: float = 30.0
     #: paused streams a client may have; a dump beyond them is refused (STREAM_ABORTED)
     max_client_streams: int = 16
-    #: details per dispatch round for a client without a shared-memory queue
-    stream_batch: int = 256
 
     def _init_services(self) -> None:
         self._streams: list[_Stream] = []
@@ -152,6 +152,14 @@ class Services:
 
         def decorate(fn: StreamHandler) -> StreamHandler:
             self.register(request, details, end or mc.ControlPingReply)
+            if end is None:
+                self._services[request._name] = {"reply": details._name, "stream": True}
+            else:
+                self._services[request._name] = {
+                    "reply": end._name,
+                    "stream": True,
+                    "stream_msg": details._name,
+                }
 
             def serve(msg: Message, client: ClientInfo) -> None:
                 self._start_stream(fn, msg, client, request, end)
@@ -215,7 +223,7 @@ class Services:
     def _run_stream(self, stream: _Stream) -> bool:
         """Send what fits of a stream; returns whether it is finished."""
         c = stream.client
-        if self._clients.get(c.slot) is not c:  # the client left, was reaped or dropped
+        if self._by_handle.get(int(c.handle)) is not c:  # it left, was reaped or dropped
             _close_quietly(stream.items)
             return True
         room = self._stream_room(c)
@@ -256,7 +264,11 @@ class Services:
             )
             self._close_stream(c, stream.context, STREAM_ABORTED, stream.end)
             return True
-        if stream.end is not None and final is not None and type(final) is not stream.end:
+        if (
+            stream.end is not None
+            and final is not None
+            and type(final)._name_crc != stream.end._name_crc
+        ):
             self._stream_failed(
                 stream.request, TypeError(f"returned {final!r}, not a {stream.end._name}")
             )
@@ -268,12 +280,12 @@ class Services:
     def _stream_room(self, c: ClientInfo) -> int | None:
         """How many details may go to ``c`` now; ``None`` if it was dropped meanwhile. A stream
         fills at most half of a client's queue, one slot of it kept for the close: the other
-        half stays free for the replies and events the client gets meanwhile. A client
-        without a shared-memory queue gets batches of :attr:`stream_batch`: its transport
-        bounds what it buffers."""
+        half stays free for the replies and events the client gets meanwhile. For a client
+        without a shared-memory queue (a socket client) its connection's output buffer
+        decides."""
         queue = getattr(c, "queue", None)
         if queue is None:
-            return self.stream_batch
+            return self._transport_room(c)
         # What this client has in the outbox goes out first, so the queue's length is exact.
         flushed = self._outbox.flush_client(c)
         if flushed is not None:
@@ -318,7 +330,7 @@ class Services:
                 client,
                 mc.ControlPingReply(
                     retval=retval,
-                    client_index_reply=int(client.handle),
+                    client_index=int(client.handle),
                     vpe_pid=self.pid,
                     context=context,
                 ),
@@ -363,6 +375,7 @@ class Services:
             raise TypeError(f"{reply._name} needs a retval field")
         subscribers = self._subscribers.setdefault(event, {})
         self.register(event, want, reply)
+        self._services[want._name] = {"reply": reply._name, "events": [event._name]}
 
         def serve(msg: Message, client: ClientInfo) -> Message:
             handle = int(client.handle)
@@ -389,6 +402,9 @@ class Services:
                 c = self._by_handle.get(handle)
                 if c is None:  # deregistered, reaped or dropped: registration ended
                     del subscribers[handle]
+                    continue
+                if c.queue is None:  # a socket client: its connection takes it or drops it
+                    sent += self._send_encoded(c, data)
                     continue
                 if self.trace.enabled:
                     self.trace.record("tx", data)

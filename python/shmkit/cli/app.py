@@ -18,7 +18,7 @@ from shmkit.cli.exits import CliError, Exit, classify
 __all__ = ["build_parser", "main"]
 
 #: subcommand groups ("shmkit api show"): name -> help
-GROUPS = {"api": "look at a binary API: clients and ring stats, or ping its server"}
+GROUPS = {"api": "look at a binary API: clients and ring stats, ping its server, its definitions"}
 
 
 class _Parser(argparse.ArgumentParser):

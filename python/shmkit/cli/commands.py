@@ -211,6 +211,45 @@ def _api_ping_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _api_json_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="API name (its region)")
+    _root(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
+    p.add_argument(
+        "--array",
+        action="store_true",
+        help="one module per entry, as get_api_json returns them (default: one module, "
+        "as an .api.json file)",
+    )
+    p.add_argument(
+        "--timeout", type=_seconds, default=5.0, help="seconds to connect and to answer (5)"
+    )
+
+
+@command("api json", "the message definitions of an API server, as VPP's .api.json", _api_json_args)
+def _api_json(args: argparse.Namespace) -> int:
+    from shmkit.api import apijson
+    from shmkit.api.client import Client
+    from shmkit.api.show import describe
+
+    view = describe(args.name, args.root)  # says at once what is missing, not after a timeout
+    if not view.server_alive:
+        raise CliError(
+            Exit.SERVER_DOWN, f"API {args.name!r}: server pid {view.server_pid} is not running"
+        )
+    with Client.connect(
+        args.name, f"shmkit-json-{os.getpid()}", root=args.root, timeout=args.timeout
+    ) as client:
+        modules = client.api_json(args.timeout)
+    text = json.dumps(modules if args.array else apijson.merge(modules), indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+    return Exit.OK
+
+
 @command("api ping", "control_ping round trips to an API server", _api_ping_args)
 def _api_ping(args: argparse.Namespace) -> int:
     from shmkit.api.client import Client

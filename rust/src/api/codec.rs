@@ -2,7 +2,8 @@
 //! and the decoding of wire bytes into plain values (`py/apicodec.rs` turns them into
 //! attributes of a message object, and encodes Python values with the same kinds).
 //!
-//! The wire format is the Python codec's (`shmkit.api.messages`): big-endian and packed,
+//! The wire format is the Python codec's (`shmkit.api.messages`): big-endian and packed
+//! (`f64` in host byte order, as VPP sends doubles and `vpp_papi` packs them),
 //! after the 10-byte header `u16 msg_id, u32 client_index, u32 context`. Received bytes come
 //! from a peer: decoding checks the length once against the layout's size, so every field
 //! read is in bounds; a string that is not UTF-8 is an error.
@@ -29,7 +30,7 @@ pub enum Kind {
     I32,
     /// `q`
     I64,
-    /// `d`
+    /// `d` (host byte order, as VPP's)
     F64,
     /// `?`
     Bool,
@@ -103,7 +104,7 @@ impl Kind {
             Kind::I16 => Value::I(i64::from(i16::from_be_bytes(arr(b)))),
             Kind::I32 => Value::I(i64::from(i32::from_be_bytes(arr(b)))),
             Kind::I64 => Value::I(i64::from_be_bytes(arr(b))),
-            Kind::F64 => Value::F(f64::from_be_bytes(arr(b))),
+            Kind::F64 => Value::F(f64::from_ne_bytes(arr(b))),
             Kind::Bool => Value::Bool(first != 0),
             Kind::Str(_) => {
                 let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());

@@ -12,6 +12,7 @@
 //! every byte string is a valid test case and libFuzzer's mutations stay meaningful.
 
 pub mod apicodec;
+pub mod apisock;
 pub mod input;
 pub mod memif;
 pub mod msgring;
@@ -20,6 +21,7 @@ pub mod queue;
 pub mod region;
 
 pub use apicodec::apicodec;
+pub use apisock::apisock;
 pub use memif::{memif_control, memif_rings};
 pub use msgring::msgring;
 pub use netmap::netmap;

@@ -2,7 +2,7 @@
 //!
 //! `shmkit.api.messages` generates a `Codec` for every message type whose fields are all
 //! scalars or fixed strings (the common shape of requests and replies). The wire format is
-//! the Python codec's: big-endian and packed, after the 10-byte header `u16 msg_id,
+//! the Python codec's: big-endian and packed (`f64` in host order, as VPP's), after the 10-byte header `u16 msg_id,
 //! u32 client_index, u32 context`. The port uses it to decode a received message straight
 //! from the bytes it copied out of shared memory, and to encode a message straight into a
 //! buffer it then copies into a message ring, with no intermediate `bytes` object and no
@@ -10,11 +10,12 @@
 //! long, a non-UTF-8 string received) is handed back to the Python codec, which either
 //! coerces it the same way or raises the precise `MessageError`.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 
 use super::buffer::InBuf;
+use super::errors::message_error;
 
 use crate::api::codec::{DecodeError, Kind, Layout, Value};
 
@@ -43,7 +44,7 @@ fn write(kind: Kind, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         Kind::I16 => out.extend(v.extract::<i16>()?.to_be_bytes()),
         Kind::I32 => out.extend(v.extract::<i32>()?.to_be_bytes()),
         Kind::I64 => out.extend(v.extract::<i64>()?.to_be_bytes()),
-        Kind::F64 => out.extend(v.extract::<f64>()?.to_be_bytes()),
+        Kind::F64 => out.extend(v.extract::<f64>()?.to_ne_bytes()),
         Kind::Bool => out.push(u8::from(v.is_truthy()?)),
         Kind::Str(n) => {
             let owned;
@@ -101,11 +102,11 @@ impl PyCodec {
             Ok(())
         });
         let header = header.map_err(|e| match e {
-            DecodeError::Short { got, need } => PyValueError::new_err(format!(
+            DecodeError::Short { got, need } => message_error(format!(
                 "{}: {got} bytes, need {need}",
                 self.cls.bind(py).qualname().map(|q| q.to_string()).unwrap_or_default()
             )),
-            DecodeError::Utf8(e) => PyValueError::new_err(format!("string field is not UTF-8: {e}")),
+            DecodeError::Utf8(e) => message_error(format!("string field is not UTF-8: {e}")),
         })?;
         if let Some(e) = failed {
             return Err(e);
@@ -185,8 +186,8 @@ impl PyCodec {
         self.layout.size()
     }
 
-    /// A message from its wire bytes; `ValueError` if they are too short or a string field is
-    /// not UTF-8.
+    /// A message from its wire bytes; `MessageError` (a `ValueError`) if they are too short
+    /// or a string field is not UTF-8.
     fn decode<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let buf = InBuf::get(data)?;
         self.decode_from(py, buf.as_slice())
@@ -204,6 +205,71 @@ impl PyCodec {
         let mut out = Vec::with_capacity(self.layout.size());
         self.encode_into(msg, msg_id, None, None, &mut out)?;
         Ok(PyBytes::new(py, &out))
+    }
+}
+}
+
+/// Builds instances of one message or struct type from keyword arguments: it is the type's
+/// `__new__` (`E(x=5)`), so constructing a message costs about what a generated `__init__`
+/// did, with no generated source. Each field gets its given value or its default (made by a
+/// factory for mutable defaults: a fresh list or struct per instance); a keyword that names
+/// no field is a `TypeError`. Built by `shmkit.api.messages`
+/// (`Constructor(type_name, [(attribute, default, is_factory), ...])`).
+#[pyclass(name = "Constructor", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyConstructor {
+    type_name: String,
+    /// `object.__new__`: an instance without running `__init__`.
+    new: Py<PyAny>,
+    /// `(attribute, default or factory, is_factory)`, in order.
+    fields: Vec<(Py<PyString>, Py<PyAny>, bool)>,
+}
+
+shielded! {
+#[pymethods]
+impl PyConstructor {
+    #[new]
+    fn new(py: Python<'_>, type_name: String, fields: Vec<(String, Py<PyAny>, bool)>) -> PyResult<Self> {
+        Ok(Self {
+            type_name,
+            new: py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind(),
+            fields: fields.into_iter().map(|(n, d, f)| (PyString::intern(py, &n).unbind(), d, f)).collect(),
+        })
+    }
+
+    /// An instance of `cls` with the given field values (the others at their defaults).
+    #[pyo3(signature = (cls, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let obj = self.new.bind(py).call1((cls,))?;
+        let mut given = 0;
+        for (name, default, factory) in &self.fields {
+            let name = name.bind(py);
+            let value = match kwargs.map(|k| k.get_item(name)).transpose()?.flatten() {
+                Some(v) => {
+                    given += 1;
+                    v
+                }
+                None if *factory => default.bind(py).call0()?,
+                None => default.bind(py).clone(),
+            };
+            obj.setattr(name, value)?;
+        }
+        if let Some(k) = kwargs.filter(|k| k.len() != given) {
+            let mut unknown = Vec::new();
+            for key in k.keys() {
+                if !self.fields.iter().any(|(n, _, _)| PyAnyMethods::eq(n.bind(py).as_any(), &key).unwrap_or(false)) {
+                    unknown.push(key.str()?.to_string());
+                }
+            }
+            unknown.sort();
+            return Err(PyTypeError::new_err(format!("{} has no field(s) {}", self.type_name, unknown.join(", "))));
+        }
+        Ok(obj)
     }
 }
 }

@@ -314,6 +314,10 @@ pub fn queue_empty(msg: impl Into<String>) -> PyErr {
 pub fn queue_role(msg: impl Into<String>) -> PyErr {
     new_err(idx::QueueRoleError, (msg.into(),))
 }
+/// A `MessageError` (bytes that are not a valid message).
+pub fn message_error(msg: impl Into<String>) -> PyErr {
+    new_err(idx::MessageError, (msg.into(),))
+}
 /// An `InternalError`.
 pub fn internal(msg: impl Into<String>) -> PyErr {
     new_err(idx::InternalError, (msg.into(),))

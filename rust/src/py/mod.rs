@@ -23,13 +23,21 @@ use pyo3::prelude::*;
 use shield::shielded;
 
 shielded! {
-/// The optional cargo features this extension was built with: `["failpoints"]` in the test
-/// build (the editable install), `[]` in release wheels.
+/// The optional cargo features this extension was built with: `"failpoints"` in the test
+/// build (the editable install) only, then the stable-ABI level PyO3 built against:
+/// `"abi3-py39"` (the default: the cp39-abi3 wheel), `"abi3-py310"` (the cp310-abi3 wheel,
+/// fastcall method calls) or neither (a version-specific build). With both features on, PyO3
+/// takes the lower one, and so does this list.
 #[pyfunction]
 pub fn build_features() -> Vec<&'static str> {
     let mut features = Vec::new();
     if crate::failpoint::ENABLED {
         features.push("failpoints");
+    }
+    if cfg!(feature = "abi3-py39") {
+        features.push("abi3-py39");
+    } else if cfg!(feature = "abi3-py310") {
+        features.push("abi3-py310");
     }
     features
 }
@@ -39,7 +47,7 @@ pub fn build_features() -> Vec<&'static str> {
 #[pymodule(name = "_native")]
 mod native {
     #[pymodule_export]
-    use super::apicodec::PyCodec;
+    use super::apicodec::{PyCodec, PyConstructor};
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]

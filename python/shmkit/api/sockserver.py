@@ -1,0 +1,387 @@
+"""VPP's socket transport, server side: a :class:`~shmkit.api.Server` serves clients on a
+Unix stream socket beside its shared-memory clients.
+
+``Server(name, socket=PATH, socket_mode=0o600, socket_uids=None, max_frame=1 << 20)``
+creates the socket file (with that mode, never replacing a live server's socket; a stale
+one is removed) and serves it with :class:`SockServer`. The mechanics are native
+(:class:`shmkit._native.SockListener`: framing with VPP's 16-byte header, a frame's length
+validated before anything is allocated, bounded non-blocking output per connection, one
+epoll for every connection); the policy is here:
+
+* **registration**: ``sockclnt_create`` → ``sockclnt_create_reply`` with VPP's layout: the
+  client's ``index`` (its handle, which it then sends as ``client_index``) and the message
+  table (``index``, ``name_crc`` per message). Requests are taken from the connection the
+  client registered on: a peer can only ever act as the client of its own connection, so
+  ``client_index`` is not trusted to say who sent a message. ``sockclnt_delete`` ends the
+  registration (with its reply); the peer then closes the connection;
+* **messages**: the same handler registry as shared memory (``server.handle``), and the
+  memclnt builtins (``control_ping``, ``get_first_msg_id``, ``get_api_json``,
+  ``api_versions``, ...) answered by the server's own code: everything a socket client is
+  sent goes through ``server.send`` (see :meth:`Server._send_encoded`), so replies, dumps,
+  events and ``broadcast`` reach both transports;
+* **liveness**: EOF means the client is gone at once — reaped (``on_reap`` callbacks run).
+  A garbage frame (an empty or oversized length) closes that connection: counted
+  (``invalid_messages``), logged, reaped; never the server's failure. Idle clients get a
+  ``memclnt_keepalive`` every ``scan_interval``; after two unanswered pings the peer's pid
+  (from ``SO_PEERCRED``) is checked: gone → reaped and disconnected, alive → "lazy" (as
+  VPP's rule; stock ``vpp_papi`` answers no keepalive, and its socket's EOF says when it
+  dies);
+* **never blocked by a client**: a client that stops reading has its messages buffered up
+  to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``).
+
+The socket runs in its own thread (``shmkit-api-sock-<name>``), which waits on the epoll
+without any lock and handles what arrived under the server's lock — the lock the
+shared-memory dispatch loop holds for each batch. So handlers never run concurrently,
+whichever transport their request came by, and neither transport's wait delays the other.
+The thread runs while the server's dispatch loop does (:meth:`Server.serve_forever`).
+
+Socket clients have no slot in the region's client table (``shmkit api show`` lists the
+shared-memory ones); :attr:`Server.clients` lists both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from shmkit._native import SockListener
+from shmkit._native import process_alive as _alive
+from shmkit._native import process_start_time as _proc_start
+from shmkit.api import memclnt as mc
+from shmkit.api.clients import ClientInfo
+from shmkit.api.handle import MAX_INDEX, Handle
+from shmkit.api.messages import Message, MessageError
+from shmkit.api.state import COUNTERS
+
+if TYPE_CHECKING:
+    from shmkit.api.server import Server
+
+__all__ = ["DEFAULT_MAX_FRAME", "SockServer"]
+
+log = logging.getLogger("shmkit.api")
+
+#: Largest message a socket client may send, by default (1 MiB).
+DEFAULT_MAX_FRAME = 1 << 20
+#: Bytes buffered for a socket client that does not read, by default, before messages to it
+#: are dropped.
+DEFAULT_OUT_CAP = 4 << 20
+
+C = {name: i for i, name in enumerate(COUNTERS)}
+_IDS = mc.BUILTIN_IDS
+_SOCK_CREATE, _SOCK_DELETE = _IDS[mc.SockclntCreate], _IDS[mc.SockclntDelete]
+_SOCK_INIT_SHM = _IDS[mc.SockInitShm]
+#: The shared-memory registration messages: meaningless on a socket.
+_SHM_ONLY = frozenset(
+    _IDS[t]
+    for t in (mc.ShmkitCreate, mc.ShmkitDelete, mc.MemclntCreate, mc.MemclntDelete)
+    + ((mc.MemclntCreateV2,) if hasattr(mc, "MemclntCreateV2") else ())
+)
+
+
+class SockServer:
+    """The socket side of a :class:`~shmkit.api.Server` (made by it; see the module docs)."""
+
+    def __init__(
+        self,
+        server: Server,
+        path: str | os.PathLike[str],
+        *,
+        mode: int = 0o600,
+        uids: list[int] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        out_cap: int = DEFAULT_OUT_CAP,
+        max_connections: int = 1024,
+    ) -> None:
+        self.server = server
+        self.listener = SockListener(
+            path,
+            mode=mode,
+            uids=uids,
+            max_frame=max_frame,
+            out_cap=out_cap,
+            max_connections=max_connections,
+        )
+        self.path = self.listener.path
+        self._out_cap = out_cap
+        self._by_conn: dict[int, ClientInfo] = {}
+        # Every open connection's peer: conn -> (pid, uid, gid) (SO_PEERCRED).
+        self._peers: dict[int, tuple[int, int, int]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ---------------------------------------------------------------- running
+
+    def start(self) -> None:
+        """Serve the socket in a thread of its own (until :meth:`stop`)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"shmkit-api-sock-{self.server.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (connections stay open; what they send waits in the socket)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def close(self) -> None:
+        """Stop, forget every socket client (no reaper callbacks: the server is leaving, as
+        for its shared-memory clients), close every connection and remove the socket file."""
+        self.stop()
+        with self.server._lock:
+            for c in list(self._by_conn.values()):
+                self._forget(c)
+            self._peers.clear()
+            self.listener.close()
+
+    def _run(self) -> None:
+        server = self.server
+        slice_ = min(server.death_poll, 0.05)
+        next_scan = time.monotonic() + server.scan_interval
+        while not self._stop.is_set():
+            try:
+                events = self.listener.poll(slice_)
+                if events:
+                    with server._lock:
+                        self._handle(events)
+                now = time.monotonic()
+                if now >= next_scan:
+                    next_scan = now + server.scan_interval
+                    self.keepalive_scan()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # counted and logged; the socket stays served
+                server._loop_failed("socket", exc)
+
+    # ---------------------------------------------------------------- events
+
+    def _handle(self, events: list[Any]) -> None:
+        for ev in events:
+            kind, conn = ev[0], ev[1]
+            if kind == "frame":
+                self._frame(conn, ev[2])
+            elif kind == "connected":
+                self._peers[conn] = (ev[2], ev[3], ev[4])
+            else:
+                self._gone(conn, ev[2])
+
+    def _frame(self, conn: int, data: bytes) -> None:
+        server = self.server
+        counts = server._counts
+        if server.trace.enabled:
+            server.trace.record("rx", data)
+        if len(data) < 2:
+            counts[C["invalid_messages"]] += 1
+            return
+        msg_id = data[0] << 8 | data[1]
+        entry = server._handlers.get(msg_id)
+        if entry is None:
+            counts[C["unknown_messages"]] += 1
+            return
+        cls, handler = entry
+        client = self._by_conn.get(conn)
+        if msg_id == _SOCK_CREATE:
+            self._create(conn, cls, data, client)
+            return
+        if client is None:
+            counts[C["missing_clients"]] += 1
+            return
+        if msg_id in _SHM_ONLY:
+            counts[C["invalid_messages"]] += 1
+            return
+        client.requests += 1
+        counts[C["requests"]] += 1
+        try:
+            msg = cls.decode(data)
+        except MessageError:
+            counts[C["invalid_messages"]] += 1
+            return
+        if msg_id == _SOCK_DELETE:
+            self._delete(client, msg)
+            return
+        if msg_id == _SOCK_INIT_SHM:
+            # Private shared-memory segments over the socket are not offered: say so.
+            server.send(client, mc.SockInitShmReply(retval=mc.UNSPECIFIED, context=msg.context))
+            return
+        if handler is None:
+            server._builtin(msg_id, msg, client)
+            return
+        context = msg.context
+        try:
+            reply = handler(msg, client)
+            if reply is not None:
+                reply.context = context
+                out = reply.encode(server._ids[type(reply)])
+        except Exception as exc:
+            counts[C["handler_errors"]] += 1
+            server._handler_failed(exc, cls, client, context)
+            return
+        if reply is not None:
+            server._send_encoded(client, out)
+
+    def _create(
+        self, conn: int, cls: type[Message], data: bytes, existing: ClientInfo | None
+    ) -> None:
+        server = self.server
+        try:
+            msg = cls.decode(data)
+        except MessageError:
+            server._counts[C["invalid_messages"]] += 1
+            return
+        if existing is not None:
+            # A second registration on one connection: the connection has its client.
+            server._counts[C["invalid_messages"]] += 1
+            return
+        peer = self._peers.get(conn)
+        if peer is None:
+            return  # the connection closed meanwhile
+        pid = peer[0]
+        index = server._next_index
+        server._next_index = (index + 1) % (MAX_INDEX + 1)
+        handle = Handle(index, server.epoch)
+        client = ClientInfo(
+            slot=-1,
+            index=index,
+            handle=handle,
+            name=msg.name,  # type: ignore[attr-defined]
+            pid=pid,
+            start_time=_proc_start(pid) if pid else 0,
+            queue_name="",
+            queue=None,
+            last_heard=time.monotonic(),
+            conn=conn,
+        )
+        self._by_conn[conn] = client
+        server._by_handle[int(handle)] = client
+        server._counts[C["registrations"]] += 1
+        table = [mc.MessageTableEntry(index=i, name=n) for i, n in server.message_table().items()]
+        reply = mc.SockclntCreateReply(
+            response=0,
+            index=int(handle),
+            count=len(table),
+            message_table=table,
+            context=msg.context,
+        )
+        server.send(client, reply)
+        log.debug("API %s: socket client %r registered (pid %d)", server.name, client.name, pid)
+        server._registered(client)
+
+    def _delete(self, client: ClientInfo, msg: Message) -> None:
+        server = self.server
+        server.send(client, mc.SockclntDeleteReply(response=0, context=msg.context))
+        self._forget(client)  # the connection stays: it may register again
+        server._counts[C["deregistrations"]] += 1
+
+    def _gone(self, conn: int, reason: str) -> None:
+        """A connection closed: its client (if it registered) is reaped."""
+        server = self.server
+        self._peers.pop(conn, None)
+        if reason != "eof":
+            server._counts[C["invalid_messages"]] += reason.startswith("bad frame")
+            server.report(
+                "socket_closed",
+                logging.WARNING,
+                "API %s: socket connection %d closed: %s",
+                server.name,
+                conn,
+                reason,
+            )
+        client = self._by_conn.get(conn)
+        if client is not None:
+            self.reap(client, "socket closed" if reason == "eof" else reason)
+
+    # ---------------------------------------------------------------- clients
+
+    def reap(self, client: ClientInfo, reason: str) -> None:
+        """End a socket client that did not deregister: reaper callbacks, then forget it
+        and close its connection."""
+        server = self.server
+        with server._lock:
+            if self._by_conn.get(client.conn) is not client:
+                return
+            log.info(
+                "API %s: reaping socket client %r pid %d (%s)",
+                server.name,
+                client.name,
+                client.pid,
+                reason,
+            )
+            for fn in server._reapers:
+                try:
+                    fn(client.handle, client)
+                except Exception:
+                    server.report(
+                        "reaper",
+                        logging.ERROR,
+                        "API %s: reaper callback failed",
+                        server.name,
+                        exc_info=True,
+                    )
+            self._forget(client)
+            self.listener.close_conn(client.conn)
+            server._counts[C["reaped"]] += 1
+
+    def _forget(self, client: ClientInfo) -> None:
+        self._by_conn.pop(client.conn, None)
+        self.server._by_handle.pop(int(client.handle), None)
+
+    @property
+    def clients(self) -> list[ClientInfo]:
+        return list(self._by_conn.values())
+
+    def send(self, client: ClientInfo, data: bytes) -> bool:
+        """Send encoded ``data`` to a socket client, never blocking (counted as the
+        shared-memory sends are)."""
+        outcome = self.listener.send(client.conn, data)
+        if outcome == "queued":
+            self.server._count_sent(client, 1, 0)
+            return True
+        if outcome == "dropped":
+            self.server._count_sent(client, 0, 1)
+        return False
+
+    def stream_room(self, client: ClientInfo) -> int:
+        """How many more details a dump may send ``client`` now: a stream fills at most half
+        the connection's output buffer (the rest stays for replies and events meanwhile),
+        then pauses until the client has read (:mod:`shmkit.api.services`)."""
+        info = self.listener.conn_info(client.conn)
+        if info is None:
+            return 0
+        return 256 if info["pending"] < self._out_cap // 2 else 0
+
+    def keepalive_scan(self) -> None:
+        """Ping quiet socket clients; after two unanswered pings, check the peer: gone →
+        reaped, alive → lazy (see the module docs)."""
+        server = self.server
+        now = time.monotonic()
+        with server._lock:
+            for c in list(self._by_conn.values()):
+                heard = c.requests != c.last_requests
+                c.last_requests = c.requests
+                if heard:
+                    c.last_heard, c.unanswered, c.health = now, 0, "ok"
+                if heard or now - c.last_heard < server.scan_interval:
+                    continue
+                if c.unanswered >= 2:
+                    if c.pid and _alive(c.pid, c.start_time):
+                        c.health, c.unanswered = "lazy", 0
+                        server._counts[C["lazy_clients"]] += 1
+                    else:
+                        self.reap(c, "no keepalive reply and the process is gone")
+                    continue
+                handle = int(c.handle)
+                server.send(c, mc.MemclntKeepalive(client_index=handle, context=handle))
+                server._counts[C["keepalives_sent"]] += 1
+                c.unanswered += 1
+                c.health = "pinged"
+
+    def stats(self) -> dict[str, int]:
+        """The listener's counters (connections, refusals, closes, frames, drops)."""
+        return self.listener.stats()
