@@ -454,3 +454,31 @@ def test_a_module_is_one_contiguous_block(root: str) -> None:
             got = cl.call(memclnt.GetFirstMsgId(name="n"))
             assert got.retval == 0 and got.first_msg_id == first_n
             assert cl.msg_id(e) == got.first_msg_id + 1
+
+
+# ---------------------------------------------------------------- over the socket transport
+
+
+def test_services_over_the_socket(root: str, tmp_path: object) -> None:
+    """The same services for a client of VPP's socket transport: dumps of both forms, the
+    iteration, events with a callback and the iterator, the registration callback."""
+    path = os.path.join(str(tmp_path), "svc.sock")
+    proc = start_services_server("svc", root, socket=path)
+    try:
+        with Client.connect("svc", "sock", socket=path, timeout=10) as c:
+            drain_registered(c)
+            assert [t.seq for t in c.dump(ThingDump(count=3000), timeout=20)] == list(range(3000))
+            assert c.dump(ThingDump(count=0)) == []
+            reply, things = c.dump(ThingGet(count=40, cursor=30), reply=ThingGetReply)
+            assert reply.cursor == 40 and [t.seq for t in things] == list(range(30, 40))
+            assert sum(1 for _ in c.dump_iter(ThingDump(count=500))) == 500
+            with pytest.raises(ShmkitError, match="retval -1"):
+                c.dump(ThingDump(count=10, fail_at=5))
+            seen: list[int] = []
+            c.on_event(ThingEvent, lambda ev: seen.append(ev.seq))
+            want(c)
+            assert c.call(Publish(count=5)).sent == 5
+            wait_until(lambda: seen == list(range(5)), what="events through the callback")
+            assert c.call(Echo(x=2)).x == 2
+    finally:
+        kill9(proc)
