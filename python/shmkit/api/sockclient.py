@@ -156,6 +156,10 @@ class SockClient(Client):
         self._handle_int = reply.index
         self._table = {e.name: e.index for e in reply.message_table}
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+        # What came with the reply (e.g. sent by the server's on_register callbacks) was read
+        # before the table was known: decode it now.
+        with self._cv:
+            self._events = deque(self._known(m) for m in self._events)
         keepalive = mc.MemclntKeepalive.name_crc()
         self._keepalive_id = self._table.get(keepalive, -1)
 
@@ -288,8 +292,14 @@ class SockClient(Client):
 
     def _background(self) -> None:
         """Keep an idle client healthy: read (answering keepalives, queueing events) when
-        nobody waits for a reply and something arrived."""
-        while not self._stop.wait(IDLE_PERIOD):
+        nobody waits for a reply and something arrived; run the event callbacks
+        (:meth:`Client.on_event`; woken at once when there are some)."""
+        while not self._stop.is_set():
+            self._kick.wait(IDLE_PERIOD)
+            self._kick.clear()
+            if self._stop.is_set():
+                break
+            self._run_callbacks()
             if self._pending or self._error is not None:
                 continue
             try:
@@ -304,6 +314,7 @@ class SockClient(Client):
                     pass
                 finally:
                     self._rx_lock.release()
+            self._run_callbacks()
 
     # ---------------------------------------------------------------- liveness
 
@@ -367,11 +378,7 @@ class SockClient(Client):
         return acked
 
     def _teardown(self, remove_queue: bool) -> None:
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if self._bg is not None and self._bg is not threading.current_thread():
-            self._bg.join(2)
+        self._stop_background()
         with self._rx_lock:
             self._sock.close()
         self._error = None
