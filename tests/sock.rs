@@ -453,3 +453,42 @@ fn deferred_sends_go_out_with_one_flush() {
     }
     assert!(dropped > 0 && l.conn_info(ids[1]).unwrap().1.dropped == dropped);
 }
+
+#[test]
+fn a_message_can_carry_a_descriptor_after_what_was_queued() {
+    use std::os::fd::AsFd;
+    let d = Dir::new();
+    let mut l = Listener::bind(&d.path("s"), Config::default()).unwrap();
+    let c = UnixStream::connect(l.path()).unwrap();
+    let mut seen = Vec::new();
+    poll_until(&mut l, &mut seen, |e| connected(e).len() == 1);
+    let id = connected(&seen)[0];
+    l.send(id, b"before", false).unwrap();
+    let ev = _native::sys::eventfd::EventFd::new().unwrap();
+    assert_eq!(l.send_fds(id, b"with fd", &[ev.as_fd()]).unwrap(), SendOutcome::Queued);
+    // The client reads both frames in order; the descriptor comes with the second.
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    let mut fds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 * 16 + 6 + 7 {
+        assert!(Instant::now() < deadline);
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let r = rustix::net::recvmsg(&c, &mut iov, &mut control, rustix::net::RecvFlags::empty()).unwrap();
+        for m in control.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+                fds.extend(it);
+            }
+        }
+        got.extend_from_slice(&buf[..r.bytes]);
+    }
+    assert_eq!(&got[16..22], b"before");
+    assert_eq!(&got[38..45], b"with fd");
+    assert_eq!(fds.len(), 1);
+    let theirs = _native::sys::eventfd::EventFd::from_owned(fds.pop().unwrap()).unwrap();
+    theirs.notify().unwrap();
+    assert_eq!(ev.drain().unwrap(), 1, "the same eventfd");
+    assert_eq!(l.send_fds(999, b"x", &[ev.as_fd()]).unwrap(), SendOutcome::NoConnection);
+}

@@ -121,6 +121,22 @@ impl PySockListener {
         .unbind())
     }
 
+    /// Send one message to `conn` with the descriptor `fd` attached (`SCM_RIGHTS`), after
+    /// what is queued for it: `"queued"`, `"dropped"` (what was queued before could not be
+    /// written now: the peer does not read; nothing was sent) or `"closed"`.
+    fn send_fd(&self, py: Python<'_>, conn: u64, data: &Bound<'_, PyAny>, fd: i32) -> PyResult<Py<pyo3::types::PyString>> {
+        let buf = InBuf::get(data)?;
+        let fd = crate::sys::fd::borrow_raw_checked(fd)?;
+        let outcome = self.lock().send_fds(conn, buf.as_slice(), &[fd])?;
+        Ok(match outcome {
+            SendOutcome::Queued => intern!(py, "queued"),
+            SendOutcome::Dropped => intern!(py, "dropped"),
+            SendOutcome::NoConnection => intern!(py, "closed"),
+        }
+        .clone()
+        .unbind())
+    }
+
     /// Write what `send(..., flush=False)` buffered.
     fn flush(&self) {
         self.lock().flush();

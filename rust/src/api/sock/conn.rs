@@ -147,6 +147,33 @@ impl Conn {
         Ok(Queued::Yes)
     }
 
+    /// Send one message with descriptors attached (`SCM_RIGHTS`, on its first byte), after
+    /// everything buffered before it: `Ok(false)` if the buffer could not be emptied now (the
+    /// peer is not reading; nothing was sent). What the socket does not take at once is
+    /// buffered as usual (the descriptors went with the first byte).
+    pub fn send_with_fds(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
+        let len = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+        if !self.flush()? {
+            return Ok(false);
+        }
+        let mut frame = header(len).to_vec();
+        frame.extend_from_slice(data);
+        let n = crate::sys::socket::send_with_fds(self.fd.as_fd(), &frame, fds).or_else(|e| {
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.out.extend_from_slice(&frame[n..]);
+        self.stats.frames_out += 1;
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Write buffered bytes until the socket takes no more; returns whether all went out.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.sent < self.out.len() {

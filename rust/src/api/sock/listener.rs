@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -304,6 +305,39 @@ impl Listener {
             }
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                 Err(SockError::InvalidArgument(format!("a message of {} bytes does not fit a frame", data.len())))
+            }
+            Err(e) => {
+                let mut pending = std::mem::take(&mut self.pending);
+                self.drop_conn(conn, CloseReason::Error(e.raw_os_error().unwrap_or(0)), &mut pending);
+                self.pending = pending;
+                Ok(SendOutcome::NoConnection)
+            }
+        }
+    }
+
+    /// Send one message to `conn` with descriptors attached (`SCM_RIGHTS`), never blocking:
+    /// `Dropped` if what was queued for it before could not be written now (nothing sent).
+    pub fn send_fds(&mut self, conn: u64, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<SendOutcome, SockError> {
+        if self.is_closed() {
+            return Err(SockError::Closed);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else { return Ok(SendOutcome::NoConnection) };
+        match c.send_with_fds(data, fds) {
+            Ok(true) => {
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += data.len() as u64;
+                if c.pending() > 0 {
+                    Self::watch_out(&self.epoll, conn, c, true);
+                }
+                Ok(SendOutcome::Queued)
+            }
+            Ok(false) => {
+                self.stats.dropped += 1;
+                c.stats.dropped += 1;
+                Ok(SendOutcome::Dropped)
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL)) => {
+                Err(SockError::InvalidArgument(format!("cannot send this message with descriptors: {e}")))
             }
             Err(e) => {
                 let mut pending = std::mem::take(&mut self.pending);
