@@ -33,6 +33,7 @@ import socket as _socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -164,6 +165,10 @@ class SockClient(Client):
         self._handle_int = reply.index
         self._table = {e.name: e.index for e in reply.message_table}
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+        # What came with the reply (e.g. sent by the server's on_register callbacks) was read
+        # before the table was known: decode it now.
+        with self._cv:
+            self._events = deque(self._known(m) for m in self._events)
         keepalive = mc.MemclntKeepalive.name_crc()
         self._keepalive_id = self._table.get(keepalive, -1)
 
