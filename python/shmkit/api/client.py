@@ -78,6 +78,13 @@ _DELETE_REPLY = mc.VPP_IDS[mc.MemclntDeleteReply]
 _counter = itertools.count()
 
 
+def _is(msg: Message, t: type[Message]) -> bool:
+    """Whether ``msg`` is a ``t``: the same definition (name and CRC), whichever class of it
+    decoded the message (another module may define the same message again)."""
+    cls = type(msg)
+    return cls is t or getattr(cls, "_name_crc", None) == t._name_crc
+
+
 def _deadline(timeout: float | None) -> float:
     """The deadline of a call given ``timeout`` seconds, as everywhere in shmkit: ``None``
     waits forever, ``0`` does not wait, a negative timeout is a ``ValueError``."""
@@ -227,7 +234,8 @@ class Client:
         self._followers = 0
         self._contexts = itertools.count(1)
         self._events: deque[Message] = deque()
-        self._callbacks: dict[type[Message], list[Callable[[Any], object]]] = {}
+        # By name_crc: whichever class of this definition decodes the event.
+        self._callbacks: dict[str, list[Callable[[Any], object]]] = {}
         self._callback_queue: deque[Message] = deque()
         self._on_restart: list[Callable[[Client, Exception], object]] = []
         self._on_reconnect: list[Callable[[Client], object]] = []
@@ -650,7 +658,7 @@ class Client:
         end: type[Message] = mc.ControlPingReply,
     ) -> list[Any]:
         """The details of a dump closed by ``close``, or the error its ``retval`` says."""
-        if type(close) is not end:
+        if not _is(close, end):
             raise MessageError(f"a {type(msg)._name} stream ended with {close!r}")
         retval: int = getattr(close, "retval", 0)
         if retval != 0:
@@ -842,16 +850,16 @@ class Client:
             for context, msg in routed:
                 if context in self._pending:
                     details = self._dumps.get(context)
-                    if details is not None and type(msg) is not self._dump_ends.get(
-                        context, mc.ControlPingReply
+                    if details is not None and not _is(
+                        msg, self._dump_ends.get(context, mc.ControlPingReply)
                     ):
                         details.append(msg)  # the stream's close is its reply
                         continue
                     self._replies[context] = msg
                 elif context in self._abandoned:
-                    if type(msg) is self._abandoned[context]:
+                    if _is(msg, self._abandoned[context]):
                         del self._abandoned[context]
-                elif type(msg) in self._callbacks:
+                elif getattr(type(msg), "_name_crc", None) in self._callbacks:
                     self._callback_queue.append(msg)
                     self._kick.set()
                 else:
@@ -914,11 +922,11 @@ class Client:
         if self._bg is None:
             raise ValueError("event callbacks need the background thread (keepalive_thread)")
         with self._cv:
-            self._callbacks.setdefault(event, []).append(callback)
+            self._callbacks.setdefault(event._name_crc, []).append(callback)
             # Events of this type already queued go to the callback too, in order.
             keep: deque[Message] = deque()
             for msg in self._events:
-                (self._callback_queue if type(msg) is event else keep).append(msg)
+                (self._callback_queue if _is(msg, event) else keep).append(msg)
             self._events = keep
         self._kick.set()
 
@@ -935,7 +943,7 @@ class Client:
     def _run_callbacks(self) -> None:
         while self._callback_queue:
             msg = self._callback_queue.popleft()
-            for fn in self._callbacks.get(type(msg), ()):
+            for fn in self._callbacks.get(type(msg)._name_crc, ()):
                 try:
                     fn(msg)
                 except Exception:

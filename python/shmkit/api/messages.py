@@ -131,6 +131,8 @@ REPLY: tuple[str, ...] = ("_vl_msg_id", "context")
 BARE: tuple[str, ...] = ("_vl_msg_id",)
 HEADERS = (REQUEST, REPLY, BARE, ("_vl_msg_id", "client_index"))
 _HEADER_ATTRS = ("client_index", "context")
+#: The header's struct by its number of fields.
+_HEADS = {n: struct.Struct(">H" + "I" * (n - 1)) for n in (1, 2, 3)}
 
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
@@ -281,7 +283,7 @@ class Message:
         on truncated or malformed input; never reads past ``data``."""
         if cls._is_struct:
             raise TypeError(f"{cls._name} is a struct type, not a message")
-        head = struct.Struct(">H" + "I" * (len(cls._header) - 1))
+        head = _HEADS[len(cls._header)]
         if len(data) < head.size:
             raise MessageError(f"{cls._name}: truncated header ({len(data)} bytes)")
         obj = object.__new__(cls)

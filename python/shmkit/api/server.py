@@ -610,16 +610,15 @@ class Server(ClientLifecycle, Services):
             if len(data) < HEADER.size:
                 counts[_INVALID] += 1
                 return
-            _, client_index, context = _unpack_header(data)
+            _, client_index, _ = _unpack_header(data)
         else:  # another header kind: its fields say who sent it
             try:
                 msg = cls.decode(data)
             except MessageError:
                 counts[_INVALID] += 1
                 return
-            context = msg.context
             if msg_id == _KEEPALIVE_REPLY:  # VPP's names the client in its context (as the
-                client_index = context  # keepalive did)
+                client_index = msg.context  # keepalive did)
             elif msg_id == _DELETE:  # VPP's names it by handle and registration index
                 client_index = msg.handle  # type: ignore[attr-defined]
                 known = self._by_handle.get(client_index)
@@ -634,24 +633,49 @@ class Server(ClientLifecycle, Services):
         if client is None:
             counts[_MISSING] += 1
             return
+        msg = self._request(cls, data, client, msg)
+        if msg is not None:
+            self._serve(cls, handler, msg_id, msg, client)
+
+    # The request path both transports share (the socket's: shmkit.api.sockserver): a request
+    # of a known client is counted and decoded, then served by a builtin or its handler.
+
+    def _request(
+        self, cls: type[Message], data: bytes, client: ClientInfo, msg: Message | None = None
+    ) -> Message | None:
+        """Count a request of ``client`` and decode it (unless ``msg`` already is); None if
+        it does not decode (counted as invalid)."""
         client.requests += 1
-        counts[_REQUESTS] += 1
+        self._counts[_REQUESTS] += 1
         if msg is None:
             try:
                 msg = cls.decode(data)
             except MessageError:
-                counts[_INVALID] += 1
-                return
+                self._counts[_INVALID] += 1
+                return None
+        return msg
+
+    def _serve(
+        self,
+        cls: type[Message],
+        handler: Handler | None,
+        msg_id: int,
+        msg: Message,
+        client: ClientInfo,
+    ) -> None:
+        """A builtin (``handler`` None), or the user's handler with its reply sent: a
+        handler that raises is counted and answered as :meth:`_handler_failed` says."""
         if handler is None:
             self._builtin(msg_id, msg, client)
             return
+        context = msg.context
         try:
             reply = handler(msg, client)
             if reply is not None:
                 reply.context = context
                 data = reply.encode(self._ids[type(reply)])
         except Exception as exc:
-            counts[_HANDLER_ERRORS] += 1
+            self._counts[_HANDLER_ERRORS] += 1
             self._handler_failed(exc, cls, client, context)
             return
         if reply is not None:

@@ -261,7 +261,11 @@ class Services:
             )
             self._close_stream(c, stream.context, STREAM_ABORTED, stream.end)
             return True
-        if stream.end is not None and final is not None and type(final) is not stream.end:
+        if (
+            stream.end is not None
+            and final is not None
+            and type(final)._name_crc != stream.end._name_crc
+        ):
             self._stream_failed(
                 stream.request, TypeError(f"returned {final!r}, not a {stream.end._name}")
             )

@@ -33,6 +33,7 @@ import socket as _socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,6 +83,7 @@ class SockClient(Client):
         :class:`~shmkit.api.ServerGoneError`."""
         self = cls.__new__(cls)
         self._connect_socket_args = (os.fspath(path), client_name, name, timeout, keepalive_thread)
+        self._init_local(False)
         self._setup_socket(os.fspath(path), client_name, name, timeout, max_frame)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -104,9 +106,8 @@ class SockClient(Client):
         self.socket_path = path
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
-        self._init_local(reconnect=False)  # threads' synchronisation, contexts, callbacks
-        self._init_calls()
         self._tx_lock = threading.Lock()
+        self._init_calls()
         self._max_frame = max_frame
         self._rbuf = bytearray()
         self._keepalive_id = -1
@@ -164,6 +165,10 @@ class SockClient(Client):
         self._handle_int = reply.index
         self._table = {e.name: e.index for e in reply.message_table}
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+        # What came with the reply (e.g. sent by the server's on_register callbacks) was read
+        # before the table was known: decode it now.
+        with self._cv:
+            self._events = deque(self._known(m) for m in self._events)
         keepalive = mc.MemclntKeepalive.name_crc()
         self._keepalive_id = self._table.get(keepalive, -1)
 

@@ -314,34 +314,15 @@ class SockServer:
         if msg_id in _SHM_ONLY:
             counts[C["invalid_messages"]] += 1
             return
-        client.requests += 1
-        counts[C["requests"]] += 1
-        try:
-            msg = cls.decode(data)
-        except MessageError:
-            counts[C["invalid_messages"]] += 1
+        msg = server._request(cls, data, client)
+        if msg is None:
             return
         if msg_id == _SOCK_DELETE:
             self._delete(client, msg)
-            return
-        if msg_id == _SOCK_INIT_SHM:
+        elif msg_id == _SOCK_INIT_SHM:
             self._init_shm(client, msg)
-            return
-        if handler is None:
-            server._builtin(msg_id, msg, client)
-            return
-        context = msg.context
-        try:
-            reply = handler(msg, client)
-            if reply is not None:
-                reply.context = context
-                out = reply.encode(server._ids[type(reply)])
-        except Exception as exc:
-            counts[C["handler_errors"]] += 1
-            server._handler_failed(exc, cls, client, context)
-            return
-        if reply is not None:
-            server._send_encoded(client, out)
+        else:
+            server._serve(cls, handler, msg_id, msg, client)
 
     def _create(
         self, conn: int, cls: type[Message], data: bytes, existing: ClientInfo | None

@@ -235,6 +235,7 @@ fn classes(py: Python<'_>) -> PyResult<&Vec<Py<PyType>>> {
             let cls = py.get_type::<PyType>().call1((name, PyTuple::new(py, bases)?, ns))?;
             made.push(cls.cast_into::<PyType>()?.unbind());
         }
+        super::shield::set_internal_error(py, made[idx::InternalError].bind(py));
         Ok(made)
     })
 }
@@ -317,10 +318,6 @@ pub fn queue_role(msg: impl Into<String>) -> PyErr {
 /// A `MessageError` (bytes that are not a valid message).
 pub fn message_error(msg: impl Into<String>) -> PyErr {
     new_err(idx::MessageError, (msg.into(),))
-}
-/// An `InternalError`.
-pub fn internal(msg: impl Into<String>) -> PyErr {
-    new_err(idx::InternalError, (msg.into(),))
 }
 
 /// `OSError(errno, strerror, filename)`: Python picks the subclass from the errno.

@@ -17,7 +17,20 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+/// The class a panic becomes (`shmkit.InternalError`), handed over once by `py::errors` when it
+/// makes the exception classes at module initialisation (so the shield needs nothing from it);
+/// `RuntimeError` before that, when no binding can run yet.
+static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Set the class panics become (the first call wins: the classes are made once).
+pub fn set_internal_error(py: Python<'_>, cls: &Bound<'_, PyType>) {
+    let _ = INTERNAL.set(py, cls.clone().unbind());
+}
 
 /// The `InternalError` for a caught panic payload.
 #[cold]
@@ -27,7 +40,11 @@ pub fn panic_error(payload: &(dyn Any + Send)) -> PyErr {
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("a panic without a message");
-    super::errors::internal(format!("internal error (a bug in shmkit, please report it): {text}"))
+    let msg = format!("internal error (a bug in shmkit, please report it): {text}");
+    Python::attach(|py| match INTERNAL.get(py) {
+        Some(cls) => PyErr::from_type(cls.bind(py).clone(), (msg,)),
+        None => PyRuntimeError::new_err(msg),
+    })
 }
 
 /// Run a binding body, turning a panic into `InternalError`.
