@@ -51,7 +51,8 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shmkit._native import SockListener
 from shmkit._native import process_alive as _alive
@@ -65,9 +66,49 @@ from shmkit.api.state import COUNTERS
 from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
-    from shmkit.api.server import Server
+    from shmkit.api.throttle import Throttle
+    from shmkit.api.trace import Trace
 
-__all__ = ["DEFAULT_MAX_FRAME", "SockServer"]
+__all__ = ["DEFAULT_MAX_FRAME", "Host", "SockServer"]
+
+
+class Host(Protocol):
+    """What the socket side uses of the :class:`~shmkit.api.Server` that made it: the handler
+    registry and request path, the client table and counters, sending, the lock (stated here
+    so this module needs no server: the server imports it, not the other way round)."""
+
+    name: str
+    epoch: int
+    death_poll: float
+    scan_interval: float
+    report: Throttle
+    trace: Trace
+    _lock: threading.RLock
+    _counts: list[int]
+    _next_index: int
+    _by_handle: dict[int, ClientInfo]
+    _ids: dict[type[Message], int]
+    _handlers: dict[int, tuple[type[Message], Any]]
+    _reapers: list[Callable[[Handle, ClientInfo], None]]
+
+    def message_table(self) -> dict[int, str]: ...
+
+    def send(self, client: ClientInfo | Handle | int, msg: Message) -> bool: ...
+
+    def _count_sent(self, c: ClientInfo, sent: int, dropped: int) -> None: ...
+
+    def _loop_failed(self, step: str, exc: BaseException) -> None: ...
+
+    def _request(
+        self, cls: type[Message], data: bytes, client: ClientInfo, msg: Message | None = None
+    ) -> Message | None: ...
+
+    def _serve(
+        self, cls: type[Message], handler: Any, msg_id: int, msg: Message, client: ClientInfo
+    ) -> None: ...
+
+    def _registered(self, client: ClientInfo) -> None: ...
+
 
 log = logging.getLogger("shmkit.api")
 
@@ -90,7 +131,7 @@ class SockServer:
 
     def __init__(
         self,
-        server: Server,
+        server: Host,
         path: str | os.PathLike[str],
         *,
         mode: int = 0o600,
