@@ -178,7 +178,7 @@ fn frames_split_across_reads_reassemble() {
     let got = frames_of(&seen, id);
     for (i, f) in got.iter().enumerate() {
         assert_eq!(f, &vec![i as u8; 1 + (i * 37) % 3000]);
-        assert_eq!(l.send(id, &(i as u32).to_le_bytes()).unwrap(), SendOutcome::Queued);
+        assert_eq!(l.send(id, &(i as u32).to_le_bytes(), true).unwrap(), SendOutcome::Queued);
     }
     drop(tx);
     peer.join().unwrap();
@@ -220,7 +220,7 @@ fn bad_lengths_and_garbage_close_only_that_connection() {
     assert_eq!(closed(&seen, ids[2]), Some(CloseReason::BadFrame(FrameError::Empty)));
     assert!(closed(&seen, ids[0]).is_none());
     assert_eq!(frames_of(&seen, ids[0]), vec![b"still here".to_vec()]);
-    l.send(ids[0], b"ok").unwrap();
+    l.send(ids[0], b"ok", true).unwrap();
     assert_eq!(read_frame(&mut good).unwrap(), b"ok");
     // The closed peers see EOF (or a reset).
     let mut buf = [0u8; 1];
@@ -245,7 +245,7 @@ fn a_peer_that_never_reads_never_blocks_the_server() {
     let mut dropped = 0;
     for _ in 0..2000 {
         // 16 MB toward a peer that reads nothing: each send returns at once.
-        if l.send(ids[0], &msg).unwrap() == SendOutcome::Dropped {
+        if l.send(ids[0], &msg, true).unwrap() == SendOutcome::Dropped {
             dropped += 1;
         }
     }
@@ -270,11 +270,11 @@ fn a_peer_that_never_reads_never_blocks_the_server() {
         for e in l.poll(Some(Duration::from_millis(50))).unwrap() {
             if let Event::Frame { conn, data } = e {
                 assert_eq!(conn, ids[1]);
-                l.send(conn, &data).unwrap();
+                l.send(conn, &data, true).unwrap();
                 n += 1;
             }
         }
-        let _ = l.send(ids[0], &msg); // keeps pushing at the stuck one
+        let _ = l.send(ids[0], &msg, true); // keeps pushing at the stuck one
     }
     echo.join().unwrap();
 }
@@ -291,7 +291,7 @@ fn a_slow_reader_gets_everything_once_it_reads() {
     // written out by polls as the reader makes room.
     let n = 300u32;
     for i in 0..n {
-        assert_eq!(l.send(id, &[&i.to_be_bytes()[..], &[1u8; 8000]].concat()).unwrap(), SendOutcome::Queued);
+        assert_eq!(l.send(id, &[&i.to_be_bytes()[..], &[1u8; 8000]].concat(), true).unwrap(), SendOutcome::Queued);
     }
     assert!(l.conn_info(id).unwrap().1.pending > 0);
     let reader = std::thread::spawn(move || {
@@ -362,7 +362,7 @@ fn many_connections_and_the_connection_limit() {
         assert!(Instant::now() < deadline);
         for e in l.poll(Some(Duration::from_millis(50))).unwrap() {
             if let Event::Frame { conn, data } = e {
-                l.send(conn, &[b"hello ", &data[..]].concat()).unwrap();
+                l.send(conn, &[b"hello ", &data[..]].concat(), true).unwrap();
                 answered += 1;
             }
         }
@@ -401,7 +401,7 @@ fn eof_is_reported_with_or_without_a_partial_frame() {
     assert_eq!(closed(&seen, ids[0]), Some(CloseReason::Eof { in_frame: false }));
     assert_eq!(closed(&seen, ids[1]), Some(CloseReason::Eof { in_frame: true }));
     // Sending to a gone connection is no error; nor is closing it again.
-    assert_eq!(l.send(ids[0], b"x").unwrap(), SendOutcome::NoConnection);
+    assert_eq!(l.send(ids[0], b"x", true).unwrap(), SendOutcome::NoConnection);
     assert!(!l.close_conn(ids[0]));
 }
 
@@ -413,7 +413,7 @@ fn server_side_close_and_listener_close() {
     let mut seen = Vec::new();
     poll_until(&mut l, &mut seen, |e| connected(e).len() == 1);
     let id = connected(&seen)[0];
-    l.send(id, b"bye").unwrap();
+    l.send(id, b"bye", true).unwrap();
     assert!(l.close_conn(id));
     assert_eq!(read_frame(&mut c).unwrap(), b"bye", "what was sent before the close arrives");
     let mut b = [0u8; 1];
@@ -422,5 +422,73 @@ fn server_side_close_and_listener_close() {
     l.close();
     assert!(!l.path().exists());
     assert!(matches!(l.poll(Some(Duration::ZERO)), Err(SockError::Closed)));
-    assert!(matches!(l.send(id, b"x"), Err(SockError::Closed)));
+    assert!(matches!(l.send(id, b"x", true), Err(SockError::Closed)));
+}
+
+#[test]
+fn deferred_sends_go_out_with_one_flush() {
+    let d = Dir::new();
+    let mut l = Listener::bind(&d.path("s"), Config { out_cap: 64 << 10, ..Config::default() }).unwrap();
+    let mut c = UnixStream::connect(l.path()).unwrap();
+    let _stuck = UnixStream::connect(l.path()).unwrap();
+    let mut seen = Vec::new();
+    poll_until(&mut l, &mut seen, |e| connected(e).len() == 2);
+    let ids = connected(&seen);
+    for i in 0..100u32 {
+        assert_eq!(l.send(ids[0], &i.to_be_bytes(), false).unwrap(), SendOutcome::Queued);
+    }
+    assert_eq!(l.conn_info(ids[0]).unwrap().1.pending, 100 * 20, "buffered, not written");
+    l.flush();
+    assert_eq!(l.conn_info(ids[0]).unwrap().1.pending, 0);
+    for i in 0..100u32 {
+        assert_eq!(read_frame(&mut c).unwrap(), i.to_be_bytes());
+    }
+    // The cap holds for deferred sends too: a peer that never reads gets drops, counted.
+    let mut dropped = 0;
+    for _ in 0..1000 {
+        if l.send(ids[1], &[0u8; 1024], false).unwrap() == SendOutcome::Dropped {
+            dropped += 1;
+        }
+        l.flush();
+    }
+    assert!(dropped > 0 && l.conn_info(ids[1]).unwrap().1.dropped == dropped);
+}
+
+#[test]
+fn a_message_can_carry_a_descriptor_after_what_was_queued() {
+    use std::os::fd::AsFd;
+    let d = Dir::new();
+    let mut l = Listener::bind(&d.path("s"), Config::default()).unwrap();
+    let c = UnixStream::connect(l.path()).unwrap();
+    let mut seen = Vec::new();
+    poll_until(&mut l, &mut seen, |e| connected(e).len() == 1);
+    let id = connected(&seen)[0];
+    l.send(id, b"before", false).unwrap();
+    let ev = _native::sys::eventfd::EventFd::new().unwrap();
+    assert_eq!(l.send_fds(id, b"with fd", &[ev.as_fd()]).unwrap(), SendOutcome::Queued);
+    // The client reads both frames in order; the descriptor comes with the second.
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    let mut fds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 * 16 + 6 + 7 {
+        assert!(Instant::now() < deadline);
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let r = rustix::net::recvmsg(&c, &mut iov, &mut control, rustix::net::RecvFlags::empty()).unwrap();
+        for m in control.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+                fds.extend(it);
+            }
+        }
+        got.extend_from_slice(&buf[..r.bytes]);
+    }
+    assert_eq!(&got[16..22], b"before");
+    assert_eq!(&got[38..45], b"with fd");
+    assert_eq!(fds.len(), 1);
+    let theirs = _native::sys::eventfd::EventFd::from_owned(fds.pop().unwrap()).unwrap();
+    theirs.notify().unwrap();
+    assert_eq!(ev.drain().unwrap(), 1, "the same eventfd");
+    assert_eq!(l.send_fds(999, b"x", &[ev.as_fd()]).unwrap(), SendOutcome::NoConnection);
 }

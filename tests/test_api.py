@@ -317,9 +317,13 @@ def test_hostile_client(root: str, server: subprocess.Popen[str]) -> None:
         port.send(q, struct.pack(">HII", echo_id, handle, 1), "client")
         port.send(q, b"\x00", "client")
         # A registration naming the server's own input queue (or garbage) as its queue.
-        evil = memclnt.ShmkitCreate(pid=os.getpid(), input_queue="api/input", name="evil")
-        port.send(q, evil.encode(29), "client")
-        port.send(q, struct.pack(">H", 29) + os.urandom(300), "client")
+        own = region.find_object("api/input")["offset"]
+        evil = memclnt.MemclntCreateV2(input_queue=own, name="evil")
+        port.send(q, evil.encode(25), "client")
+        port.send(q, struct.pack(">H", 25) + os.urandom(300), "client")
+        # ...or a client queue that is registered already.
+        taken = region.find_object(good.queue_name)["offset"]
+        port.send(q, memclnt.MemclntCreateV2(input_queue=taken, name="evil").encode(25), "client")
         # Random bytes with a valid header.
         for _ in range(100):
             port.send(
@@ -329,7 +333,7 @@ def test_hostile_client(root: str, server: subprocess.Popen[str]) -> None:
             )
         assert good.call(Echo(x=5)).x == 5
         after = describe("api", root).counters
-        assert after["invalid_messages"] - before["invalid_messages"] >= 51 + 1 + 2 + 100
+        assert after["invalid_messages"] - before["invalid_messages"] >= 51 + 1 + 3 + 100
         assert after["unknown_messages"] - before["unknown_messages"] >= 1
         assert after["registrations"] == before["registrations"]
         assert server.poll() is None
@@ -368,7 +372,7 @@ def test_server_close_is_seen_by_clients(root: str) -> None:
 
 
 def test_batch_with_a_delete_in_the_middle(root: str) -> None:
-    """One dispatch batch: requests, the client's shmkit_client_delete, more requests from it, a
+    """One dispatch batch: requests, the client's memclnt_delete, more requests from it, a
     stale handle and a truncated message. Only what came before the delete is served."""
     s = make_server("api", root)
     s.start()
@@ -382,7 +386,7 @@ def test_batch_with_a_delete_in_the_middle(root: str) -> None:
     before = describe("api", root).counters
     batch = [
         Echo(x=1, client_index=handle, context=11).encode(echo_id),
-        memclnt.ShmkitDelete(index=handle, client_index=handle, context=12).encode(31),
+        memclnt.MemclntDelete(index=c.index, handle=handle).encode(3),
         Echo(x=2, client_index=handle, context=13).encode(echo_id),
         Echo(x=3, client_index=handle, context=14).encode(echo_id),
         Echo(x=4, client_index=handle ^ 0x100, context=15).encode(echo_id),  # stale
@@ -392,7 +396,7 @@ def test_batch_with_a_delete_in_the_middle(root: str) -> None:
     s.start()
     first, second = c.recv(timeout=10), c.recv(timeout=10)
     assert (type(first), first.context, first.x) == (EchoReply, 11, 1)
-    assert (type(second), second.context) == (memclnt.ShmkitDeleteReply, 12)
+    assert (type(second), second.handle) == (memclnt.MemclntDeleteReply, handle)
     with pytest.raises(TimeoutError):
         c.recv(timeout=0.2)  # nothing for the requests after the delete
     want = {"requests": 2, "missing_clients": 3, "invalid_messages": 1, "deregistrations": 1}

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from procs import TESTS_DIR, kill9, python, wait_line, wait_until
 from shmkit.api import Client, memclnt
 from shmkit.api.show import describe
 from shmkit.api.sockclient import SockClient
-from shmkit.errors import ServerGoneError
+from shmkit.errors import ServerGoneError, ShmkitError
 from sock_defs import ThingDump, Tick, TickEvent, WantTicks, Whoami
 
 FRAME = struct.Struct(">QII")
@@ -210,13 +211,19 @@ def test_garbage_and_oversized_frames_close_only_that_connection(root: str, tmp_
                 s.settimeout(10)
                 assert s.recv(16) == b"", "the server closed the connection"
                 s.close()
-            # Well-framed garbage from a registered raw client: counted, never fatal.
+            # Well-framed garbage from a registered raw client: counted, never fatal. Its
+            # ids are unknown ones, memclnt's and the cheap handlers' (a random count given
+            # to flood or tick would be a legitimate, if long, request).
             s, _ = raw_register(sock)
             seed = int(os.environ.get("SHMKIT_SEED", str(time.time_ns())))
             print(f"SHMKIT_SEED={seed}")
             rnd = __import__("random").Random(seed)
+            table = good.message_table
+            ids = [*range(1, 29), table[Echo.name_crc()], table[Sum.name_crc()], 999, 0xFFFF]
+            ids.remove(17)  # sockclnt_delete would only end the raw client's registration
             for _ in range(300):
-                body = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 64)))
+                body = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 64)))
+                body = rnd.choice(ids).to_bytes(2, "big") + body
                 s.sendall(FRAME.pack(0, len(body), 0) + body)
             assert good.call(Echo(x=9)).x == 9
             s.close()
@@ -418,3 +425,143 @@ def test_other_users_by_mode_and_by_peer_uid(root: str) -> None:
             kill9(proc)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_socket_client_event_callbacks_and_restart_notice(root: str, sock: Path) -> None:
+    proc = start_sock_server(root, sock)
+    c = Client.connect("api", "cb", socket=sock)
+    try:
+        seen: list[int] = []
+        lost: list[Exception] = []
+        c.on_event(TickEvent, lambda m: seen.append(m.seq))
+        c.on_restart(lambda client, err: lost.append(err))
+        c.call(WantTicks(enable_disable=1, pid=os.getpid()))
+        assert c.call(Tick(count=3)).sent == 3
+        wait_until(lambda: seen == [0, 1, 2], what="callbacks")
+        # An idle client hears of its server's death from its background thread.
+        kill9(proc)
+        wait_until(lambda: len(lost) == 1, what="on_restart")
+        assert isinstance(lost[0], ServerGoneError)
+    finally:
+        c.close()
+        if proc.poll() is None:
+            kill9(proc)
+
+
+# ---------------------------------------------------------------- sock_init_shm
+
+
+def test_sock_init_shm_moves_traffic_to_a_private_segment(
+    root: str, sock: Path, server: subprocess.Popen[str]
+) -> None:
+    with (
+        Client.connect("api", "seg", socket=sock) as c,
+        Client.connect("api", "plain", socket=sock) as plain,
+    ):
+        assert isinstance(c, SockClient) and not c.shared_memory
+        c.init_shm()
+        assert c.shared_memory
+        with pytest.raises(ValueError):
+            c.init_shm()
+        # Everything works as before, through the segment's rings.
+        assert c.call(Echo(x=7)).x == 7
+        assert c.call(Sum(n=3, items=[1, 2, 3])).total == 6
+        assert [r.x for r in c.call_many([Echo(x=i) for i in range(3000)])] == list(range(3000))
+        assert len(c.dump(ThingDump(count=2500))) == 2500  # more than its queue holds
+        c.call(WantTicks(enable_disable=1, pid=os.getpid()))
+        assert c.call(Tick(count=2)).sent == 2
+        assert [c.recv(5).seq for _ in range(2)] == [0, 1]
+        assert plain.call(Flood(count=2)).sent == 4  # broadcast reaches both kinds
+        assert [c.recv(5).seq for _ in range(2)] == [0, 1]
+        assert [plain.recv(5).seq for _ in range(2)] == [0, 1]
+        # A size out of bounds is refused, the client stays on its socket.
+        with pytest.raises(ShmkitError, match="refused a private segment"):
+            plain.init_shm(size=1 << 31)
+        assert not plain.shared_memory and plain.call(Echo(x=1)).x == 1
+    wait_until(lambda: counters(root)["deregistrations"] == 2, what="deregistrations")
+
+
+def test_killed_segment_client_is_reaped(
+    root: str, sock: Path, server: subprocess.Popen[str]
+) -> None:
+    child = python(
+        """
+        import sys
+        from shmkit.api import Client
+        from api_defs import Echo
+        c = Client.connect("api", "victim", socket=sys.argv[1])
+        c.init_shm()
+        assert c.call(Echo(x=1)).x == 1
+        print("on its segment", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+        """,
+        str(sock),
+    )
+    wait_line(child, "on its segment")
+    kill9(child)
+    wait_until(lambda: counters(root)["reaped"] == 1, what="reaped at EOF")
+    with Client.connect("api", "next", socket=sock) as c:
+        c.init_shm()
+        assert c.call(Whoami(x=0)).reaped == 1
+
+
+def test_a_client_that_wrecks_its_segment_is_dropped_not_the_server(
+    root: str, sock: Path, server: subprocess.Popen[str]
+) -> None:
+    seed = int(os.environ.get("SHMKIT_SEED", str(time.time_ns())))
+    print(f"SHMKIT_SEED={seed}")
+    child = python(
+        """
+        import mmap, os, random, sys
+        from shmkit.api import Client
+        from api_defs import Echo
+        c = Client.connect("api", "wrecker", socket=sys.argv[1])
+        c.init_shm()
+        assert c.call(Echo(x=1)).x == 1
+        fd = c._seg.fileno()
+        size = os.fstat(fd).st_size
+        m = mmap.mmap(fd, size)
+        rnd = random.Random(int(sys.argv[2]))
+        for _ in range(20000):  # everything but the region header
+            at = rnd.randrange(4096, size - 8)
+            m[at:at + 8] = rnd.getrandbits(64).to_bytes(8, "little")
+        print("wrecked", file=sys.stderr, flush=True)
+        for i in range(20):  # the server reads garbage from here on
+            try:
+                c.send(Echo(x=i), timeout=0.5)
+            except Exception:
+                break
+        sys.stdin.readline()
+        """,
+        str(sock),
+        str(seed),
+    )
+    try:
+        with Client.connect("api", "bystander", socket=sock) as other:
+            wait_line(child, "wrecked", timeout=60)
+            for i in range(200):  # while the wrecker sends through its wrecked segment
+                assert other.call(Echo(x=i)).x == i
+            other.init_shm()
+            assert other.call(Echo(x=99)).x == 99
+        assert server.poll() is None, "the server lives"
+    finally:
+        kill9(child)
+
+
+def test_segments_survive_a_server_stop_and_start(root: str, sock: Path) -> None:
+    from sock_defs import make_sock_server
+
+    server = make_sock_server("api", root, socket=str(sock)).start()
+    try:
+        with Client.connect("api", "seg", socket=sock) as c:
+            c.init_shm()
+            assert c.call(Echo(x=1)).x == 1
+            server.stop()
+            assert not any(t.name.startswith("shmkit-api-segment") for t in threading.enumerate())
+            server.start()
+            assert c.call(Echo(x=2)).x == 2
+        wait_until(lambda: not server.clients, what="deregistered")
+    finally:
+        server.close()
+        server.region.unlink()
+    assert not sock.exists()

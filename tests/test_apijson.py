@@ -312,6 +312,31 @@ def test_unions_and_enums() -> None:
         Everything(color=70000).encode(1)
 
 
+def test_a_file_and_the_file_it_imports(tmp_path: Path) -> None:
+    """As VPP's: interface.api.json uses the aliases of interface_types.api.json."""
+    types = {"aliases": {f"{N}_ifindex": {"type": "u32"}}, "enums": [], "types": []}
+    msgs = {
+        "messages": [
+            [
+                f"{N}_up",
+                ["u16", "_vl_msg_id"],
+                ["u32", "client_index"],
+                ["u32", "context"],
+                [f"vl_api_{N}_ifindex_t", "sw_if_index"],
+                {"crc": "0x0badcafe"},
+            ],
+        ],
+        "imports": ["vnet/interface_types.api"],
+    }
+    (tmp_path / "types.api.json").write_text(json.dumps(types))
+    (tmp_path / "iface.api.json").write_text(json.dumps(msgs))
+    with pytest.raises(ValueError, match="unknown type"):
+        apijson.load(tmp_path / "iface.api.json")
+    mod = apijson.load([tmp_path / "iface.api.json", tmp_path / "types.api.json"])
+    assert mod.name == "iface" and mod[f"{N}_up"].name_crc() == f"{N}_up_0badcafe"
+    assert mod[f"{N}_up"](sw_if_index=3).encode(1)[-4:] == b"\x00\x00\x00\x03"
+
+
 def test_malformed_definitions_are_named() -> None:
     with pytest.raises(ValueError, match="unknown type 'vl_api_nope_t'"):
         apijson.load({"messages": [["m", ["u16", "_vl_msg_id"], ["vl_api_nope_t", "x"]]]})

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import shmkit
 from shmkit.api import Client, Message
-from shmkit.api.messages import string, u32, vla
+from shmkit.api.messages import REPLY, array, enum_type, i32, string, u8, u32, vla
 from shmkit.stats import QueueStats
 
 
@@ -35,6 +35,24 @@ class Plot(Message, name="plot"):
 
 class PlotReply(Message, name="plot_reply"):
     retval: Annotated[int, u32]
+
+
+Color = enum_type("color", [("RED", 1), ("GREEN", 2)])
+
+
+class Paint(Message, name="paint"):
+    color: Annotated[int, Color]
+    label: Annotated[str, string()]
+    mac: Annotated[bytes, array(u8, 6)]
+
+
+class PaintReply(Message, name="paint_reply", header=REPLY, crc=0x1234ABCD):
+    retval: Annotated[int, i32]
+
+
+def paint(c: Client) -> int:
+    reply = c.call(Paint(color=Color.GREEN, label="x", mac=b"abcdef"), reply=PaintReply)
+    return reply.retval + len(c.api_json())
 
 
 def plot(c: Client, points: list[Point]) -> int:

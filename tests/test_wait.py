@@ -1,7 +1,7 @@
 """The one wait helper (rust/src/py/wait.rs) behind every blocking call: one timeout convention
 (``None`` forever, ``0`` no wait, seconds otherwise, negative a ``ValueError``) and Ctrl-C
 that interrupts any wait. Queue waits are covered in test_queue*.py and netmap's poll in
-test_netmap_procs.py; here the other families."""
+test_netmap_procs.py; here the other families (memif, the API client)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,45 @@ def test_api_client_timeouts_follow_the_convention(root: str) -> None:
         Client.connect("nothing-here", "c", root=root, timeout=-1)
     with pytest.raises(TimeoutError):
         Client.connect("nothing-here", "c", root=root, timeout=0)
+
+
+API_WAITER = """
+import sys
+from shmkit.api import Client
+from shmkit.api.messages import define, u32
+Slow = define("wait_slow", [("x", u32)])
+with Client.connect(sys.argv[1], "waiter", root=sys.argv[2]) as c:
+    try:
+        print("ready", file=sys.stderr, flush=True)
+        c.call(Slow(x=1), timeout=None)  # None: forever; the handler never answers
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_an_api_call_waiting_for_its_reply(root: str) -> None:
+    import threading
+
+    from shmkit.api import Server
+    from shmkit.api.messages import define, u32
+
+    slow = define("wait_slow", [("x", u32)])
+    arrived, release = threading.Event(), threading.Event()
+    server = Server("wait-api", root=root, region_size=8 << 20)
+    try:
+
+        @server.handle(slow)
+        def hold(msg, client):  # type: ignore[no-untyped-def]
+            arrived.set()  # the child is now waiting for the reply
+            release.wait(30)  # holds the call until the test ends
+
+        server.start()
+        child = python(API_WAITER, "wait-api", root)
+        wait_line(child, "ready")
+        assert arrived.wait(10)
+        child.send_signal(signal.SIGINT)
+        assert "interrupted" in finish(child, 20)
+    finally:
+        release.set()
+        server.close()
+        server.region.unlink()

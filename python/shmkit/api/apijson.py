@@ -89,26 +89,35 @@ def load(
     name: str | None = None,
     reuse: bool = True,
 ) -> ApiModule:
-    """Load ``.api.json`` definitions: a file path, its text, the parsed dict, or a JSON
-    array of modules (what ``get_api_json`` returns; they are merged). ``name`` names the
-    module (default: the file's name without ``.api.json``). With ``reuse``, a message whose
-    ``name_crc`` and layout match a type already defined in this process is that type (so
-    loading ``memclnt.api.json`` gives :mod:`shmkit.api.memclnt`'s classes). ``ValueError``
-    for a malformed definition (named)."""
-    mod_name = name or ""
+    """Load ``.api.json`` definitions: a file path, its text, the parsed dict, or a list of
+    modules or paths (``get_api_json``'s array; a VPP file with the files it imports, whose
+    types it uses): a list is merged. ``name`` names the module (default: the first file's
+    name without ``.api.json``). With ``reuse``, a message whose ``name_crc`` and layout match
+    a type already defined in this process is that type (so loading ``memclnt.api.json`` gives
+    :mod:`shmkit.api.memclnt`'s classes). ``ValueError`` for a malformed definition (named)."""
+    names: list[str] = []
+    modules = [_module(s, names) for s in (src if isinstance(src, list) else [src])]
+    return _Loader(name or (names[0] if names else ""), modules, reuse).run()
+
+
+def _module(src: Any, names: list[str]) -> Mapping[str, Any]:
+    """One module from a path, JSON text (an array's modules merged) or a dict."""
     data: Any = src
-    if isinstance(src, (str, os.PathLike)) and not (
-        isinstance(src, str) and src.lstrip()[:1] in ("{", "[")
+    if isinstance(src, os.PathLike) or (
+        isinstance(src, str) and src.lstrip()[:1] not in ("{", "[")
     ):
         path = Path(src)
-        mod_name = name or path.name.split(".api.json")[0].split(".json")[0]
+        names.append(path.name.split(".api.json")[0].split(".json")[0])
         data = json.loads(path.read_text())
     elif isinstance(src, str):
         data = json.loads(src)
-    modules = data if isinstance(data, list) else [data]
-    if not all(isinstance(m, Mapping) for m in modules):
+    if isinstance(data, list):
+        if not all(isinstance(m, Mapping) for m in data):
+            raise ValueError("an .api.json module is a JSON object (or an array of them)")
+        return merge(data)
+    if not isinstance(data, Mapping):
         raise ValueError("an .api.json module is a JSON object (or an array of them)")
-    return _Loader(mod_name, modules, reuse).run()
+    return data
 
 
 class _Loader:
@@ -376,6 +385,8 @@ def merge(modules: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for m in modules:
         for key in ("types", "messages", "unions", "enums", "enumflags"):
             for d in _list(m, key):
+                if not isinstance(d, list) or not d:
+                    raise ValueError(f"{key}: malformed definition {d!r}")
                 known = seen.setdefault((key, str(d[0])), d)
                 if known is d:
                     out[key].append(d)

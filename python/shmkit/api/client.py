@@ -1,7 +1,7 @@
 """The binary-API client: a control plane's connection to a :class:`~shmkit.api.Server`.
 
 ``Client.connect(name, client_name)`` creates the client's input queue in the API region,
-sends ``shmkit_client_create`` and learns the handle and the message table from the reply. Then
+sends VPP's ``memclnt_create_v2`` and learns the handle and the message table from the reply. Then
 ``call(msg)`` sends a request with a fresh context and returns the matching reply; replies may
 arrive out of order and many calls may be in flight (``call_many``, or ``submit`` +
 ``result``); messages that answer no pending call are events, read with ``recv()``.
@@ -32,13 +32,14 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from shmkit import MsgRings, Queue, Region
 from shmkit._native import ApiPort, Codec
 from shmkit._native import process_alive as _alive
 from shmkit.api import memclnt as mc
+from shmkit.api import msgtable
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REGISTRY, REQUEST, Message, MessageError
 from shmkit.api.state import ApiState
@@ -52,6 +53,7 @@ from shmkit.errors import (
     ServerRestartedError,
     ShmkitError,
     UnknownMessageError,
+    VersionMismatchError,
 )
 
 __all__ = [
@@ -72,6 +74,7 @@ IDLE_PERIOD = 0.02
 WATCH_PERIOD = 0.25
 _unpack_header = HEADER.unpack_from
 _KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
+_DELETE_REPLY = mc.VPP_IDS[mc.MemclntDeleteReply]
 _counter = itertools.count()
 
 
@@ -135,6 +138,7 @@ class Client:
         mode: int | None = None,
         socket: str | os.PathLike[str] | None = None,
         reconnect: bool = False,
+        require: Mapping[str, tuple[int, int]] | None = None,
     ) -> Client:
         """Register with the server of API ``name``; ``TimeoutError`` if none answers,
         :class:`~shmkit.CapacityError` if its client table is full. The API region must be
@@ -149,7 +153,45 @@ class Client:
 
         With ``reconnect=True`` (needs the background thread), a client whose server dies,
         restarts or closes registers again by itself with the next server of ``name``
-        (a new handle, the message table learned again): see :meth:`on_restart`."""
+        (a new handle, the message table learned again): see :meth:`on_restart`.
+
+        With ``require={module: (major, minor)}`` the server's module versions are checked
+        once registered (:meth:`require`): a mismatch deregisters and raises
+        :class:`~shmkit.VersionMismatchError`."""
+        client = cls._connect(
+            name,
+            client_name,
+            root,
+            timeout,
+            queue_capacity,
+            keepalive_thread,
+            uid,
+            mode,
+            socket,
+            reconnect,
+        )
+        if require:
+            try:
+                client.require(require, timeout)
+            except BaseException:
+                client.close()
+                raise
+        return client
+
+    @classmethod
+    def _connect(
+        cls,
+        name: str,
+        client_name: str,
+        root: str | None,
+        timeout: float | None,
+        queue_capacity: int,
+        keepalive_thread: bool,
+        uid: int | None,
+        mode: int | None,
+        socket: str | os.PathLike[str] | None,
+        reconnect: bool,
+    ) -> Client:
         if reconnect and not keepalive_thread:
             raise ValueError("reconnect=True needs the background thread (keepalive_thread)")
         if socket is not None:
@@ -201,10 +243,18 @@ class Client:
         self._generation = 0  # connections made so far, less one
         self._reconnecting = False
         self._reported: Exception | None = None  # the loss the on_restart functions were told
-        # Per connection (reset by each setup), here for every transport's first one.
+
+    def _init_calls(self) -> None:
+        """What one connection keeps of its calls (either transport): the message table it
+        learned, calls in flight and their replies, open and abandoned dumps, its error."""
+        self._by_type: dict[type[Message], int] = {}
+        self._handle_int = 0
+        self._pending: set[int] = set()
+        self._replies: dict[int, Message] = {}
         self._dumps: dict[int, list[Message]] = {}  # details of open dumps, by context
         self._abandoned: dict[int, type[Message]] = {}  # dumps whose rest is dropped: end
         self._dump_ends: dict[int, type[Message]] = {}  # closing type, if not control_ping
+        self._error: Exception | None = None
 
     def _setup(
         self, name: str, client_name: str, root: str | None, timeout: float | None, capacity: int
@@ -212,14 +262,8 @@ class Client:
         deadline = _deadline(timeout)
         self.name, self.client_name, self.root = name, client_name, root
         self._closed = True
-        self._by_type: dict[type[Message], int] = {}
-        self._handle_int = 0
-        self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
-        self._dumps = {}
-        self._abandoned = {}
-        self._dump_ends = {}
-        self._error: Exception | None = None
+        self._delete_context = 0
+        self._init_calls()
         self._next_liveness = 0.0
         self._server_may_hold_queue = False
         self.region, self.state, server = self._wait_for_server(deadline)
@@ -288,14 +332,15 @@ class Client:
             self._server_fd = os.pidfd_open(pid)
         except OSError as exc:
             raise ServerGoneError(f"API {self.name!r}: server pid {pid} is gone") from exc
-        create_id, reply_id = mc.SHMKIT_IDS[mc.ShmkitCreate], mc.SHMKIT_IDS[mc.ShmkitCreateReply]
-        self._table: dict[str, int] = {mc.ShmkitCreate.name_crc(): create_id}
-        self._ids: dict[int, type[Message]] = {reply_id: mc.ShmkitCreateReply}
+        create_id, reply_id = mc.VPP_IDS[mc.MemclntCreateV2], mc.VPP_IDS[mc.MemclntCreateV2Reply]
+        self._table: dict[str, int] = {mc.MemclntCreateV2.name_crc(): create_id}
+        self._ids: dict[int, type[Message]] = {reply_id: mc.MemclntCreateV2Reply}
         self._epoch = epoch
-        create = mc.ShmkitCreate(
+        # VPP's layout: our queue by its offset in the region (the server finds the queue
+        # object there, and us as its creator).
+        create = mc.MemclntCreateV2(
             ctx_quota=0,
-            pid=os.getpid(),
-            input_queue=self.queue_name,
+            input_queue=self.region.find_object(self.queue_name)["offset"],
             name=client_name,
             api_versions=[0] * 8,
             keepalive=True,
@@ -319,8 +364,7 @@ class Client:
         self.handle = Handle.from_int(reply.handle)
         self._handle_int = int(self.handle)
         self.index = reply.index
-        self.server_pid = reply.server_pid
-        self._table = {e.name: e.index for e in reply.message_table}
+        self._table = msgtable.read(self.region, reply.message_table)
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
         # What came with the reply (e.g. sent by the server's on_register callbacks) was read
         # before the table was known: decode it now.
@@ -642,6 +686,30 @@ class Client:
             raise ShmkitError(f"API {self.name!r}: get_api_json did not return a JSON array")
         return modules
 
+    def api_versions(self, timeout: float | None = 5.0) -> dict[str, tuple[int, int, int]]:
+        """``{module: (major, minor, patch)}`` of every module the server serves
+        (``api_versions``)."""
+        reply = self.call(mc.ApiVersions(), timeout)
+        if reply.retval != 0:
+            raise ShmkitError(f"API {self.name!r}: api_versions failed (retval {reply.retval})")
+        return {v.name: (v.major, v.minor, v.patch) for v in reply.api_versions}
+
+    def require(self, modules: Mapping[str, tuple[int, int]], timeout: float | None = 5.0) -> None:
+        """Check the server's modules against what this client was written for: each of
+        ``modules`` (``{name: (major, minor)}``) must be served with the same major version
+        and at least that minor one (VPP's semantic versioning of ``.api`` files); else
+        :class:`~shmkit.VersionMismatchError` naming every difference."""
+        served = self.api_versions(timeout)
+        wrong = []
+        for name, (major, minor) in modules.items():
+            have = served.get(name)
+            if have is None:
+                wrong.append(f"{name} is not served")
+            elif have[0] != major or have[1] < minor:
+                wrong.append(f"{name} is {have[0]}.{have[1]}.{have[2]}, not {major}.{minor}+")
+        if wrong:
+            raise VersionMismatchError(f"API {self.name!r}: " + "; ".join(wrong))
+
     def ping(self, timeout: float = 5.0) -> float:
         """One control_ping round trip; returns its duration in seconds."""
         t = time.perf_counter()
@@ -764,7 +832,7 @@ class Client:
             except MessageError:
                 log.warning("API %s: undecodable message id %d", self.name, msg_id)
                 continue
-            context = msg.context
+            context = msg.context if msg_id != _DELETE_REPLY else self._delete_context
             i = (context - base) & 0xFFFFFFFF
             if i < n_out and out[i] is None:
                 out[i] = msg
@@ -1030,7 +1098,7 @@ class Client:
     # ---------------------------------------------------------------- closing
 
     def close(self, timeout: float | None = 2.0) -> bool:
-        """Deregister (shmkit_client_delete, bounded by ``timeout``). Returns whether the server
+        """Deregister (memclnt_delete, bounded by ``timeout``). Returns whether the server
         acknowledged; if it did not ("peer unresponsive"), the client's queue is left for
         the server's reaper rather than freed under a possibly live server."""
         if self._closed:
@@ -1042,8 +1110,9 @@ class Client:
         acked = False
         try:
             self._check_server()
-            req = mc.ShmkitDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
-            req.context = next(self._contexts) & 0xFFFFFFFF
+            req = mc.MemclntDelete(index=self.index, handle=int(self.handle), do_cleanup=True)
+            # VPP's delete and its reply carry no context: the reply is routed to this one.
+            self._delete_context = req.context = next(self._contexts) & 0xFFFFFFFF
             self._pending.add(req.context)
             deadline = _deadline(timeout)
             self._send_bytes(self._encode(req), deadline)
@@ -1058,7 +1127,7 @@ class Client:
             # this process is gone: it may still hold it open until then.
             pass
         except (TimeoutError, UnknownMessageError, ShmkitError, OSError):
-            log.warning("API %s: peer unresponsive, giving up on shmkit_client_delete", self.name)
+            log.warning("API %s: peer unresponsive, giving up on memclnt_delete", self.name)
         self._teardown(remove_queue=acked)
         return acked
 

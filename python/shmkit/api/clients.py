@@ -4,11 +4,12 @@ queues of clients that are gone.
 :class:`ClientLifecycle` is the half of :class:`~shmkit.api.server.Server` that deals with
 clients rather than messages:
 
-* **registration** (``shmkit_client_create``): the named queue must be a client queue created by
-  the registering process (its validated header says so: nobody registers someone else's
-  queue or in someone else's name), the process must be alive (a pidfd is kept), and the
-  table must have a free slot (else ``TABLE_TOO_BIG``); the handle is VPP's
-  ``index << 8 | epoch``;
+* **registration** (VPP's ``memclnt_create_v2``, or ``memclnt_create``): ``input_queue`` is
+  the offset of a client queue object not registered yet; the registering process is the one
+  its validated header names as its creator (nobody registers in someone else's name), it
+  must be alive (a pidfd is kept), and the table must have a free slot (else
+  ``TABLE_TOO_BIG``); the handle is VPP's ``index << 8 | epoch``, and the reply's
+  ``message_table`` the offset of a table object (:mod:`shmkit.api.msgtable`);
 * **liveness**: pidfds are polled every ``death_poll``, keepalive scans run every
   ``scan_interval`` (VPP's "lazy client" rule); a dead client is **reaped**: reaper
   callbacks, its queue drained and removed, every message its process held reclaimed;
@@ -37,6 +38,7 @@ from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import Message, MessageError
+from shmkit.api.msgtable import TableObjects
 from shmkit.api.state import COUNTERS, StateImage
 from shmkit.api.takeover import CLIENT_QUEUE_PREFIX, queue_owner, remove_client_queue
 from shmkit.api.throttle import Throttle
@@ -112,20 +114,31 @@ class ClientLifecycle:
     message_table: Callable[[], dict[int, str]]
     _count_sent: Callable[[ClientInfo, int, int], None]
     _registered: Callable[[ClientInfo], None]
+    _send_encoded: Callable[[ClientInfo, bytes], bool]
+    _tables: TableObjects
 
     # ---------------------------------------------------------------- registration
 
-    def _create(self, data: bytes) -> None:
+    def _create(self, data: bytes, msg_id: int) -> None:
+        """``memclnt_create`` / ``memclnt_create_v2`` (VPP's layouts): ``input_queue`` is the
+        offset of the client's queue object in the API region; the registering process is
+        the one its header names as its creator."""
+        v2 = msg_id == mc.VPP_IDS[mc.MemclntCreateV2]
+        request, reply_type = (
+            (mc.MemclntCreateV2, mc.MemclntCreateV2Reply)
+            if v2
+            else (mc.MemclntCreate, mc.MemclntCreateReply)
+        )
+        reply_id = mc.VPP_IDS[reply_type]
         try:
-            msg = mc.ShmkitCreate.decode(data)
+            msg = request.decode(data)
         except MessageError:
             self._counts[C["invalid_messages"]] += 1
             return
-        qname = msg.input_queue  # type: ignore[attr-defined]
-        pid = msg.pid  # type: ignore[attr-defined]
         # Only a client queue may be named: a hostile client cannot make us send into our
-        # own input queue or any other object.
-        if not qname.startswith(CLIENT_QUEUE_PREFIX):
+        # own input queue or any other object, nor into a queue that is registered already.
+        qname = self._client_queue_at(msg.input_queue)  # type: ignore[attr-defined]
+        if qname is None or any(c.queue_name == qname for c in self._clients.values()):
             self._counts[C["invalid_messages"]] += 1
             return
         try:
@@ -133,9 +146,10 @@ class ClientLifecycle:
         except (OSError, ShmkitError):
             self._counts[C["invalid_messages"]] += 1
             return
-        # The queue must be the registering process's own (its validated header names its
-        # creator): nobody registers someone else's queue, or in someone else's name.
-        if queue.elsize != 8 or queue.creator[0] != pid:
+        # The registering process is the queue's creator (its validated header names it):
+        # nobody registers in someone else's name.
+        pid = queue.creator[0]
+        if queue.elsize != 8 or not pid:
             self._counts[C["invalid_messages"]] += 1
             queue.close()
             return
@@ -163,11 +177,13 @@ class ClientLifecycle:
                 pid,
                 self.state.max_clients,
             )
-            reply = mc.ShmkitCreateReply(response=mc.TABLE_TOO_BIG, context=msg.context)
-            with contextlib.suppress(ShmkitError):
-                self.port.send(queue, reply.encode(mc.SHMKIT_IDS[mc.ShmkitCreateReply]), to=pid)
-            os.close(pidfd)
-            queue.close()
+            self._refuse(queue, pid, pidfd, reply_type(response=mc.TABLE_TOO_BIG), msg, reply_id)
+            return
+        try:
+            table = self._tables.offset(self.message_table())
+        except (OSError, ShmkitError) as exc:  # no room for it: refused, and said why
+            self.report("table", logging.ERROR, "API %s: message table: %r", self.name, exc)
+            self._refuse(queue, pid, pidfd, reply_type(response=mc.UNSPECIFIED), msg, reply_id)
             return
         index = self._next_index
         self._next_index = (index + 1) % (MAX_INDEX + 1)
@@ -203,18 +219,29 @@ class ClientLifecycle:
             queue=qname,
         )
         self._counts[C["registrations"]] += 1
-        table = [mc.MessageTableEntry(index=i, name=n) for i, n in self.message_table().items()]
-        reply = mc.ShmkitCreateReply(
-            response=0,
-            handle=int(handle),
-            index=index,
-            server_pid=self.pid,
-            count=len(table),
-            message_table=table,
-            context=msg.context,
-        )
-        self.send(client, reply)
+        reply = reply_type(response=0, handle=int(handle), index=index, message_table=table)
+        reply.context = msg.context
+        self._send_encoded(client, reply.encode(reply_id))
         self._registered(client)
+
+    def _refuse(
+        self, queue: Queue, pid: int, pidfd: int, reply: Message, request: Message, reply_id: int
+    ) -> None:
+        reply.context = request.context
+        with contextlib.suppress(ShmkitError):
+            self.port.send(queue, reply.encode(reply_id), to=pid)
+        os.close(pidfd)
+        queue.close()
+
+    def _client_queue_at(self, offset: int) -> str | None:
+        """The name of the client queue object at ``offset`` of the API region, if any."""
+        try:
+            for o in self.region.objects():
+                if o["offset"] == offset and o["name"].startswith(CLIENT_QUEUE_PREFIX):
+                    return str(o["name"])
+        except (OSError, ShmkitError):
+            pass  # a damaged directory: the guard repairs what it can; no registration now
+        return None
 
     # ---------------------------------------------------------------- liveness
 

@@ -5,9 +5,10 @@ The definitions are those of VPP's ``memclnt.api`` (as ``vpp_papi`` ships it in
 from 1: ``memclnt_create`` 1 ... ``get_api_json_reply`` 28), so a message table built by
 shmkit matches VPP's for these messages and stock VPP clients find them where they expect.
 
-The shared-memory registration of shmkit's own clients (``shmkit_client_create`` /
-``_delete`` and replies, ids 29-32) names its client's queue and learns the message table
-in the reply; it lives here beside VPP's.
+shmkit's clients register over shared memory with these messages too
+(``memclnt_create_v2``: the ``input_queue`` offset names the client's queue object in the API
+region; the reply's ``message_table`` is the offset of a table object,
+:mod:`shmkit.api.msgtable`; ``memclnt_delete`` names the client by handle and index).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "BUILTIN_IDS",
     "MEMCLNT_VERSION",
     "SERVICES",
-    "SHMKIT_IDS",
     "TABLE_TOO_BIG",
     "UNSPECIFIED",
     "VPP_IDS",
@@ -60,10 +60,6 @@ __all__ = [
     "RpcCall",
     "RpcCallReply",
     "RxThreadExit",
-    "ShmkitCreate",
-    "ShmkitCreateReply",
-    "ShmkitDelete",
-    "ShmkitDeleteReply",
     "SockInitShm",
     "SockInitShmReply",
     "SockclntCreate",
@@ -241,45 +237,8 @@ VPP_IDS: dict[type[Message], int] = {
     )
 }
 
-# ---------------------------------------------------------------- shmkit's registration
-
-ShmkitCreate = define(
-    "shmkit_client_create",
-    [
-        ("ctx_quota", i32),
-        ("pid", u32),
-        ("input_queue", string(96)),  # the client's queue, by object name in the region
-        ("name", string(64)),
-        ("api_versions", array(u32, 8)),
-        ("keepalive", boolean),
-    ],
-)
-ShmkitCreateReply = define(
-    "shmkit_client_create_reply",
-    [
-        ("response", i32),
-        ("handle", u32),
-        ("index", u32),
-        ("server_pid", u32),
-        ("count", u16),
-        ("message_table", vla(MessageTableEntry, "count")),
-    ],
-)
-ShmkitDelete = define(
-    "shmkit_client_delete", [("index", u32), ("handle", u32), ("do_cleanup", boolean)]
-)
-ShmkitDeleteReply = define("shmkit_client_delete_reply", [("response", i32), ("handle", u32)])
-
-#: shmkit's shared-memory registration messages, after VPP's memclnt block.
-SHMKIT_IDS: dict[type[Message], int] = {
-    ShmkitCreate: 29,
-    ShmkitCreateReply: 30,
-    ShmkitDelete: 31,
-    ShmkitDeleteReply: 32,
-}
-
-#: Every message of the memclnt module (its ids 1-32): VPP's and shmkit's registration.
-BUILTIN_IDS: dict[type[Message], int] = {**VPP_IDS, **SHMKIT_IDS}
+#: Every message of the memclnt module, with its id (VPP's).
+BUILTIN_IDS: dict[type[Message], int] = dict(VPP_IDS)
 
 #: The services of the memclnt module (request -> reply, as memclnt.api.json lists them;
 #: "null": no reply).
@@ -303,8 +262,6 @@ SERVICES: dict[str, dict[str, str]] = {
             ControlPing,
             MemclntCreateV2,
             GetApiJson,
-            ShmkitCreate,
-            ShmkitDelete,
         )
     },
 }

@@ -26,13 +26,15 @@ definition (name, field names and types, recursively); ``name_crc`` (e.g.
 ``control_ping_51077d14``) identifies it in the message table: two sides that disagree on a
 definition disagree on its CRC and refuse to exchange it.
 
-One codec serves every type: messages without variable-length parts pack and unpack with
-one precompiled ``struct.Struct`` call (through closures made per type: no generated
-source), the others field by field. Types with the default header whose fields are all
-scalars or fixed strings also get a native :class:`~shmkit._native.Codec` (``cls._codec``),
-which the API's batch paths (the server's dispatch loop, pipelined calls) use to decode
-from and encode into shared memory without a Python frame per message; the two codecs
-produce the same bytes.
+One codec serves every type: messages whose fields are all scalars or fixed strings decode
+and encode natively (:class:`~shmkit._native.Codec`, any header kind); other messages
+without variable-length parts pack and unpack with one precompiled ``struct.Struct`` call
+(through closures made per type: no generated source), the rest field by field. Types with
+the default header expose their native codec as ``cls._codec``, which the API's batch paths
+(the server's dispatch loop, pipelined calls, reading that header at fixed offsets) use to
+decode from and encode into shared memory without a Python frame per message. Instances are
+built natively too (a :class:`~shmkit._native.Constructor` per type). All paths produce the
+same bytes.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ REPLY: tuple[str, ...] = ("_vl_msg_id", "context")
 BARE: tuple[str, ...] = ("_vl_msg_id",)
 HEADERS = (REQUEST, REPLY, BARE, ("_vl_msg_id", "client_index"))
 _HEADER_ATTRS = ("client_index", "context")
+#: The header's struct by its number of fields.
+_HEADS = {n: struct.Struct(">H" + "I" * (n - 1)) for n in (1, 2, 3)}
 
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
@@ -279,7 +283,7 @@ class Message:
         on truncated or malformed input; never reads past ``data``."""
         if cls._is_struct:
             raise TypeError(f"{cls._name} is a struct type, not a message")
-        head = struct.Struct(">H" + "I" * (len(cls._header) - 1))
+        head = _HEADS[len(cls._header)]
         if len(data) < head.size:
             raise MessageError(f"{cls._name}: truncated header ({len(data)} bytes)")
         obj = object.__new__(cls)
@@ -382,9 +386,12 @@ def _configure(
     if not dynamic:
         head = "" if is_struct else "H" + "I" * (len(header) - 1)
         cls._struct = struct.Struct(">" + head + "".join(F.fmt(ft) for _, ft in fields))
-        if not is_struct and header == REQUEST and all(_native_fmt(ft) for _, ft in fields):
-            cls._codec = Codec(cls, [(f, _native_fmt(ft)) for f, ft in fields])
-            _native_codec(cls, cls._codec)
+        if not is_struct and all(_native_fmt(ft) for _, ft in fields):
+            codec = Codec(cls, [(f, _native_fmt(ft)) for f, ft in fields], list(header))
+            _native_codec(cls, codec)
+            # The batch paths (ApiPort) read the request header at fixed offsets: only types
+            # with it are theirs.
+            cls._codec = codec if header == REQUEST else None
         elif not is_struct:
             _fast_codec(cls)
     if not is_struct:

@@ -69,6 +69,7 @@ from shmkit.api.clients import ClientInfo, ClientLifecycle
 from shmkit.api.guard import Guard
 from shmkit.api.handle import Handle
 from shmkit.api.messages import HEADER, REQUEST, Message, MessageError
+from shmkit.api.msgtable import TableObjects
 from shmkit.api.services import Services, StreamHandler
 from shmkit.api.sockserver import DEFAULT_MAX_FRAME, SockServer
 from shmkit.api.state import COUNTERS, ApiState, StateImage
@@ -92,7 +93,8 @@ _REQUESTS, _REPLIES, _DROPPED = C["requests"], C["replies"], C["dropped_sends"]
 _HANDLER_ERRORS = C["handler_errors"]
 _unpack_header = HEADER.unpack_from
 _IDS = mc.BUILTIN_IDS
-_CREATE, _DELETE = _IDS[mc.ShmkitCreate], _IDS[mc.ShmkitDelete]
+_CREATES = (_IDS[mc.MemclntCreate], _IDS[mc.MemclntCreateV2])
+_DELETE = _IDS[mc.MemclntDelete]
 _KEEPALIVE_REPLY = _IDS[mc.MemclntKeepaliveReply]
 #: Errors that end the dispatch loop; anything else (a Rust panic included) is counted.
 # What ends the loop: the user's stop, and a region that shrank under us (every object the
@@ -231,6 +233,7 @@ class Server(ClientLifecycle, Services):
             self.state = StateImage.create(self.region, max_clients)
             self.epoch = 0
         self.state.set_server(self.epoch, self.pid, _proc_start(self.pid))
+        self._tables = TableObjects(self.region, self.epoch)
         if takeover:
             self.rings.note_restart()
             if prior is not None and prior[1] != self.pid:
@@ -260,14 +263,32 @@ class Server(ClientLifecycle, Services):
 
     # ---------------------------------------------------------------- registration of types
 
-    def register(self, *types: type[Message], module: str | None = None) -> None:
+    def register(
+        self,
+        *types: type[Message],
+        module: str | None = None,
+        version: tuple[int, int, int] | None = None,
+    ) -> None:
         """Add message types to the table (ids are assigned in order). With ``module``, the
         types get a contiguous block whose first id ``get_first_msg_id(module)`` returns, so
         a client finds each type at ``first + k`` (VPP's rule). A module may be registered in
         several calls only while its block is the last one: once another type got an id
         after it, adding a new type to it raises ``ValueError`` (register a module's types
-        in one call, or in calls with nothing in between)."""
+        in one call, or in calls with nothing in between). ``version`` (major, minor, patch)
+        is the module's, as ``api_versions`` reports it and clients check it
+        (``Client.connect(..., require=...)``); 1.0.0 if never given, and once given it
+        cannot change (``ValueError``)."""
+        if version is not None:
+            if module is None:
+                raise ValueError("a version belongs to a module: give module= too")
+            if len(version) != 3 or not all(type(v) is int and 0 <= v < 1 << 32 for v in version):
+                raise ValueError(f"version must be (major, minor, patch) of u32s, not {version!r}")
         with self._lock:
+            if version is not None:
+                known = self._versions.get(module)  # type: ignore[arg-type]
+                if known is not None and known != tuple(version):
+                    raise ValueError(f"module {module!r} is version {known}, not {version}")
+                self._versions[module] = tuple(version)  # type: ignore[index, assignment]
             if module is not None:
                 new = [t for t in dict.fromkeys(types) if t not in self._ids]
                 if module not in self._modules:
@@ -557,6 +578,7 @@ class Server(ClientLifecycle, Services):
                 self._shielded(self._forget, c)
             self.flush_counters()
             self.state.set_server(self.epoch, 0, 0)
+            self._shielded(self._tables.close)
         self.region.close()
 
     def __enter__(self) -> Server:
@@ -580,49 +602,80 @@ class Server(ClientLifecycle, Services):
             counts[_UNKNOWN] += 1
             return
         cls, handler = entry
-        if msg_id == _CREATE:  # the client has no handle yet
-            self._create(data)
+        if msg_id in _CREATES:  # the client has no handle yet
+            self._create(data, msg_id)
             return
         msg: Message | None = None
         if cls._header == REQUEST:
             if len(data) < HEADER.size:
                 counts[_INVALID] += 1
                 return
-            _, client_index, context = _unpack_header(data)
+            _, client_index, _ = _unpack_header(data)
         else:  # another header kind: its fields say who sent it
             try:
                 msg = cls.decode(data)
             except MessageError:
                 counts[_INVALID] += 1
                 return
-            context = msg.context
-            # VPP's keepalive reply names the client in its context (as the keepalive did).
-            client_index = context if msg_id == _KEEPALIVE_REPLY else msg.client_index
-            if msg_id != _KEEPALIVE_REPLY and "client_index" not in cls._header:
+            if msg_id == _KEEPALIVE_REPLY:  # VPP's names the client in its context (as the
+                client_index = msg.context  # keepalive did)
+            elif msg_id == _DELETE:  # VPP's names it by handle and registration index
+                client_index = msg.handle  # type: ignore[attr-defined]
+                known = self._by_handle.get(client_index)
+                if known is None or known.index != msg.index:  # type: ignore[attr-defined]
+                    client_index = -1
+            elif "client_index" in cls._header:
+                client_index = msg.client_index
+            else:
                 client_index = -1  # a request that names no client
         # Only handles of this epoch are in the table: a stale one is a missing client.
         client = self._by_handle.get(client_index)
         if client is None:
             counts[_MISSING] += 1
             return
+        msg = self._request(cls, data, client, msg)
+        if msg is not None:
+            self._serve(cls, handler, msg_id, msg, client)
+
+    # The request path both transports share (the socket's: shmkit.api.sockserver): a request
+    # of a known client is counted and decoded, then served by a builtin or its handler.
+
+    def _request(
+        self, cls: type[Message], data: bytes, client: ClientInfo, msg: Message | None = None
+    ) -> Message | None:
+        """Count a request of ``client`` and decode it (unless ``msg`` already is); None if
+        it does not decode (counted as invalid)."""
         client.requests += 1
-        counts[_REQUESTS] += 1
+        self._counts[_REQUESTS] += 1
         if msg is None:
             try:
                 msg = cls.decode(data)
             except MessageError:
-                counts[_INVALID] += 1
-                return
+                self._counts[_INVALID] += 1
+                return None
+        return msg
+
+    def _serve(
+        self,
+        cls: type[Message],
+        handler: Handler | None,
+        msg_id: int,
+        msg: Message,
+        client: ClientInfo,
+    ) -> None:
+        """A builtin (``handler`` None), or the user's handler with its reply sent: a
+        handler that raises is counted and answered as :meth:`_handler_failed` says."""
         if handler is None:
             self._builtin(msg_id, msg, client)
             return
+        context = msg.context
         try:
             reply = handler(msg, client)
             if reply is not None:
                 reply.context = context
                 data = reply.encode(self._ids[type(reply)])
         except Exception as exc:
-            counts[_HANDLER_ERRORS] += 1
+            self._counts[_HANDLER_ERRORS] += 1
             self._handler_failed(exc, cls, client, context)
             return
         if reply is not None:
@@ -634,9 +687,7 @@ class Server(ClientLifecycle, Services):
     def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
         ctx = msg.context
         if msg_id == _DELETE:
-            self.send(
-                client, mc.ShmkitDeleteReply(response=0, handle=int(client.handle), context=ctx)
-            )
+            self.send(client, mc.MemclntDeleteReply(response=0, handle=int(client.handle)))
             self._forget(client, clean=True)
             self._counts[C["deregistrations"]] += 1
         elif msg_id == _KEEPALIVE_REPLY:  # counted as a request, seen by the next scan

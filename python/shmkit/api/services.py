@@ -152,14 +152,11 @@ class Services:
 
         def decorate(fn: StreamHandler) -> StreamHandler:
             self.register(request, details, end or mc.ControlPingReply)
-            if end is None:
-                self._services[request._name] = {"reply": details._name, "stream": True}
-            else:
-                self._services[request._name] = {
-                    "reply": end._name,
-                    "stream": True,
-                    "stream_msg": details._name,
-                }
+            self._services[request._name] = (
+                {"reply": details._name, "stream": True}
+                if end is None
+                else {"reply": end._name, "stream": True, "stream_msg": details._name}
+            )
 
             def serve(msg: Message, client: ClientInfo) -> None:
                 self._start_stream(fn, msg, client, request, end)

@@ -17,6 +17,10 @@ end of the connection is its liveness: EOF (the server died or closed) raises
 :class:`~shmkit.api.ServerGoneError` in every waiting and later call. A frame from the
 server longer than ``max_frame`` or announcing nothing is garbage: the connection is
 dropped (:class:`~shmkit.api.ConnectionDamagedError`).
+
+:meth:`SockClient.init_shm` (VPP's ``sock_init_shm``) moves the client's traffic to a
+private shared-memory segment the server creates and passes over the socket
+(:mod:`shmkit.api.sockshm`); the socket then only carries the connection's life.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from shmkit.api import memclnt as mc
 from shmkit.api.client import IDLE_PERIOD, SLICE, Client, RawMessage, _deadline
 from shmkit.api.handle import Handle
 from shmkit.api.messages import REGISTRY, Message, MessageError
-from shmkit.errors import ConnectionDamagedError, ServerGoneError, ShmkitError
+from shmkit.api.sockshm import Segment, close_fds
+from shmkit.errors import ConnectionDamagedError, CorruptionError, ServerGoneError, ShmkitError
 
 __all__ = ["SockClient"]
 
@@ -78,6 +83,7 @@ class SockClient(Client):
         :class:`~shmkit.api.ServerGoneError`."""
         self = cls.__new__(cls)
         self._connect_socket_args = (os.fspath(path), client_name, name, timeout, keepalive_thread)
+        self._init_local(False)
         self._setup_socket(os.fspath(path), client_name, name, timeout, max_frame)
         if keepalive_thread:
             self._bg = threading.Thread(
@@ -100,16 +106,14 @@ class SockClient(Client):
         self.socket_path = path
         self.name, self.client_name, self.root = name or path, client_name, None
         self._closed = True
-        self._init_local(reconnect=False)  # threads' synchronisation, callbacks, dumps
         self._tx_lock = threading.Lock()
-        self._by_type: dict[type[Message], int] = {}
-        self._handle_int = 0
-        self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
-        self._error: Exception | None = None
+        self._init_calls()
         self._max_frame = max_frame
         self._rbuf = bytearray()
         self._keepalive_id = -1
+        self._seg: Segment | None = None
+        self._want_fds = False
+        self._fds: list[int] = []
         self._sock = self._open(path, deadline)
         try:
             self._register_socket(client_name, deadline)
@@ -171,7 +175,70 @@ class SockClient(Client):
     # ---------------------------------------------------------------- sending
 
     def _send_bytes(self, data: bytes, deadline: float) -> None:
+        if self._seg is not None:
+            self._seg_send([data], deadline)
+            return
         self._write(FRAME.pack(0, len(data), 0) + data, deadline)
+
+    def _seg_send(self, datas: list[bytes], deadline: float) -> None:
+        """Send through the private segment's input queue, waiting for room until
+        ``deadline`` (the server reads it as fast as its socket)."""
+        seg = self._seg
+        assert seg is not None
+        for data in datas:
+            if self._error is not None:
+                raise self._error
+            try:
+                if seg.port.send(seg.input, data, "client", self.server_pid):
+                    continue
+                while not seg.port.send_wait(
+                    seg.input,
+                    data,
+                    min(SLICE, max(0.0, deadline - time.monotonic())),
+                    "client",
+                    self.server_pid,
+                ):
+                    self._check_server()
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"API {self.name!r}: the segment's queue stays full")
+            except CorruptionError as exc:
+                raise self._garbage(f"the private segment is damaged ({exc})") from None
+
+    def init_shm(self, size: int = 0, timeout: float | None = 5.0) -> None:
+        """Move this client's traffic to a private shared-memory segment (VPP's
+        ``sock_init_shm``, :mod:`shmkit.api.sockshm`): the server creates it (``size`` bytes;
+        0: its default) and passes its memfd over the socket; from then on messages go
+        through its rings, the socket only says whether the server lives.
+        :class:`~shmkit.ShmkitError` if the server refuses."""
+        self._check_open()
+        if self._seg is not None:
+            raise ValueError("this client already uses a private segment")
+        deadline = _deadline(timeout)
+        req = mc.SockInitShm(requested_size=size, nitems=0, configs=[])
+        ctx = req.context = next(self._contexts) & 0xFFFFFFFF
+        self._pending.add(ctx)
+        self._want_fds = True  # (whoever reads the socket now keeps the descriptors)
+        try:
+            self._send_bytes(self._encode(req), deadline)
+            reply = self._wait(ctx, deadline)
+            fds, self._fds = self._fds, []
+        finally:
+            self._want_fds = False
+        try:
+            if reply.retval != 0 or len(fds) != 1:
+                raise ShmkitError(
+                    f"API at {self.socket_path!r} refused a private segment "
+                    f"(retval {reply.retval}, {len(fds)} descriptors)"
+                )
+            with self._rx_lock:
+                self._seg = Segment.attach(fds[0])
+        finally:
+            close_fds(fds)
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether messages travel through a private segment (:meth:`init_shm`)."""
+        return self._seg is not None
 
     def _write(self, buf: bytes, deadline: float) -> None:
         """Write all of ``buf`` (whole frames), waiting for room until ``deadline``. Threads
@@ -214,7 +281,10 @@ class SockClient(Client):
                 contexts.append(m.context)
             self._pending.update(contexts)
             try:
-                self._write(b"".join(frames), deadline)
+                if self._seg is not None:
+                    self._seg_send(frames[1::2], deadline)
+                else:
+                    self._write(b"".join(frames), deadline)
             except BaseException:
                 self._pending.difference_update(contexts)
                 raise
@@ -233,13 +303,15 @@ class SockClient(Client):
         shared-memory client's; the socket client's pipelined calls do not use it)."""
         if self._error is not None:
             raise self._error
+        if self._seg is not None:
+            return self._pump_segment(timeout)
         try:
-            chunk = self._sock.recv(1 << 18)
+            chunk = self._recv()
         except BlockingIOError:
             if timeout <= 0 or not select.select([self._sock], [], [], timeout)[0]:
                 return 0
             try:
-                chunk = self._sock.recv(1 << 18)
+                chunk = self._recv()
             except BlockingIOError:
                 return 0
             except OSError as exc:
@@ -248,6 +320,46 @@ class SockClient(Client):
             raise self._gone(f"the connection failed ({exc})") from None
         if not chunk:
             raise self._gone("the server closed the connection")
+        self._parse(chunk)
+        return 0
+
+    def _recv(self) -> bytes:
+        """One read from the socket; descriptors that come along are kept while
+        :meth:`init_shm` waits for them, else closed."""
+        if not self._want_fds:
+            return self._sock.recv(1 << 18)
+        data, fds, _, _ = _socket.recv_fds(self._sock, 1 << 18, 4)
+        self._fds.extend(fds)
+        return data
+
+    def _pump_segment(self, timeout: float) -> int:
+        """Read the private segment's output queue (waiting up to ``timeout``), route what
+        came; the socket is looked at for its end (the server's death) on the way."""
+        seg = self._seg
+        assert seg is not None
+        try:
+            batch = seg.port.recv(seg.output, 256, min(timeout, SLICE))
+        except CorruptionError as exc:
+            raise self._garbage(f"the private segment is damaged ({exc})") from None
+        routed: list[tuple[int, Message]] = []
+        for data in batch:
+            self._route(data, routed)
+        if routed:
+            self._deliver(routed)
+        if not batch or select.select([self._sock], [], [], 0)[0]:
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                return 0
+            except OSError as exc:
+                raise self._gone(f"the connection failed ({exc})") from None
+            if not chunk:
+                raise self._gone("the server closed the connection")
+            self._parse(chunk)
+        return 0
+
+    def _parse(self, chunk: bytes) -> None:
+        """Add socket bytes to the frame buffer and route every complete message."""
         buf = self._rbuf
         buf += chunk
         routed: list[tuple[int, Message]] = []
@@ -264,7 +376,6 @@ class SockClient(Client):
         del buf[:pos]
         if routed:
             self._deliver(routed)
-        return 0
 
     def _route(self, data: bytes, routed: list[tuple[int, Message]]) -> None:
         if len(data) < 2:
@@ -298,20 +409,25 @@ class SockClient(Client):
     def _background(self) -> None:
         """Keep an idle client healthy: read (answering keepalives, queueing events) when
         nobody waits for a reply and something arrived; run the event callbacks
-        (:meth:`Client.on_event`; woken at once when there are some)."""
+        (:meth:`on_event`); report a lost server once to the :meth:`on_restart` functions."""
         while not self._stop.is_set():
             self._kick.wait(IDLE_PERIOD)
             self._kick.clear()
             if self._stop.is_set():
                 break
             self._run_callbacks()
-            if self._pending or self._error is not None:
+            if self._error is not None:
+                if self._on_restart:
+                    self._watch()  # tells the on_restart functions, once
+                continue
+            if self._pending:
                 continue
             try:
-                if not select.select([self._sock], [], [], 0)[0]:
-                    continue
+                ready = select.select([self._sock], [], [], 0)[0]
             except (OSError, ValueError):
                 return  # closed under us
+            if not ready and (self._seg is None or not len(self._seg.output)):
+                continue
             if self._rx_lock.acquire(blocking=False):
                 try:
                     self._pump(0.0)
@@ -382,10 +498,14 @@ class SockClient(Client):
         self._teardown(remove_queue=False)
         return acked
 
-    def _teardown(self, remove_queue: bool) -> None:
-        self._stop_background()
-        with self._rx_lock:
-            self._sock.close()
+    def _release(self, remove_queue: bool) -> None:
+        """Let go of the connection (the caller holds the rx lock, or nobody else can use
+        the client): the socket closes, which the server takes as this client's end."""
+        if self._seg is not None:
+            self._seg.close()
+            self._seg = None
+        close_fds(self._fds)
+        self._sock.close()
         self._error = None
 
     def __repr__(self) -> str:

@@ -27,7 +27,13 @@ epoll for every connection); the policy is here:
   VPP's rule; stock ``vpp_papi`` answers no keepalive, and its socket's EOF says when it
   dies);
 * **never blocked by a client**: a client that stops reading has its messages buffered up
-  to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``).
+  to a cap, then dropped and counted (``dropped_sends`` and the client's ``dropped``);
+* **private segments** (``sock_init_shm``, :mod:`shmkit.api.sockshm`): a socket client may
+  move its traffic to a shared-memory segment of its own, whose memfd the reply carries
+  (``SCM_RIGHTS``); a thread of the segment's own then reads its input queue (under the
+  server's lock, as the others), and sends to that client go into the segment's output
+  queue (full: dropped, counted). A damaged segment gets its client reaped, never the
+  server.
 
 The socket runs in its own thread (``shmkit-api-sock-<name>``), which waits on the epoll
 without any lock and handles what arrived under the server's lock — the lock the
@@ -54,7 +60,9 @@ from shmkit.api import memclnt as mc
 from shmkit.api.clients import ClientInfo
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import Message, MessageError
+from shmkit.api.sockshm import Segment
 from shmkit.api.state import COUNTERS
+from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
     from shmkit.api.server import Server
@@ -74,11 +82,7 @@ _IDS = mc.BUILTIN_IDS
 _SOCK_CREATE, _SOCK_DELETE = _IDS[mc.SockclntCreate], _IDS[mc.SockclntDelete]
 _SOCK_INIT_SHM = _IDS[mc.SockInitShm]
 #: The shared-memory registration messages: meaningless on a socket.
-_SHM_ONLY = frozenset(
-    _IDS[t]
-    for t in (mc.ShmkitCreate, mc.ShmkitDelete, mc.MemclntCreate, mc.MemclntDelete)
-    + ((mc.MemclntCreateV2,) if hasattr(mc, "MemclntCreateV2") else ())
-)
+_SHM_ONLY = frozenset(_IDS[t] for t in (mc.MemclntCreate, mc.MemclntCreateV2, mc.MemclntDelete))
 
 
 class SockServer:
@@ -111,6 +115,9 @@ class SockServer:
         self._peers: dict[int, tuple[int, int, int]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._batching = False  # the socket thread is handling a batch (under the lock)
+        self._segments: dict[int, Segment] = {}  # private segments (sock_init_shm), by conn
+        self._seg_lock = threading.Lock()  # who closes a segment: _close_segment or its thread
 
     # ---------------------------------------------------------------- running
 
@@ -123,12 +130,17 @@ class SockServer:
             target=self._run, name=f"shmkit-api-sock-{self.server.name}", daemon=True
         )
         self._thread.start()
+        for conn, seg in list(self._segments.items()):
+            self._start_segment(conn, seg)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving (connections stay open; what they send waits in the socket)."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        me = threading.current_thread()
+        threads = [self._thread, *(s.thread for s in list(self._segments.values()))]
+        for t in threads:
+            if t is not None and t is not me:
+                t.join(timeout)
         self._thread = None
 
     def close(self) -> None:
@@ -138,6 +150,8 @@ class SockServer:
         with self.server._lock:
             for c in list(self._by_conn.values()):
                 self._forget(c)
+            for conn in list(self._segments):
+                self._close_segment(conn)
             self._peers.clear()
             self.listener.close()
 
@@ -150,7 +164,14 @@ class SockServer:
                 events = self.listener.poll(slice_)
                 if events:
                     with server._lock:
-                        self._handle(events)
+                        # What the batch sends is written when it ends: one system call per
+                        # connection, not one per reply.
+                        self._batching = True
+                        try:
+                            self._handle(events)
+                        finally:
+                            self._batching = False
+                            self.listener.flush()
                 now = time.monotonic()
                 if now >= next_scan:
                     next_scan = now + server.scan_interval
@@ -159,6 +180,103 @@ class SockServer:
                 raise
             except BaseException as exc:  # counted and logged; the socket stays served
                 server._loop_failed("socket", exc)
+
+    def _serve_segment(self, conn: int, seg: Segment) -> None:
+        """A private segment's own thread: reads its input queue (spinning briefly, then
+        sleeping on the queue's futex with the GIL released, as the shared-memory dispatch
+        loop does) and handles what came under the server's lock. A damaged segment reaps
+        its client. It closes the segment when it leaves after :meth:`_close_segment`."""
+        server = self.server
+        slice_ = min(server.death_poll, 0.05)
+        try:
+            while not self._stop.is_set() and not seg.closing:
+                try:
+                    batch = seg.port.recv(seg.input, 256, slice_)
+                except ShmkitError as exc:
+                    if seg.closing:
+                        break
+                    with server._lock:
+                        client = self._by_conn.get(conn)
+                        if client is not None:
+                            self.reap(client, f"its segment is damaged ({exc})")
+                    break
+                if not batch:
+                    continue
+                with server._lock:
+                    if seg.closing:
+                        break
+                    for data in batch:
+                        self._frame(conn, data)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # counted and logged; its client is let go
+            server._loop_failed("segment", exc)
+            with server._lock:
+                client = self._by_conn.get(conn)
+                if client is not None:
+                    self.reap(client, f"serving its segment failed ({exc!r})")
+        finally:
+            with self._seg_lock:
+                if seg.closing:
+                    seg.close()
+
+    def _start_segment(self, conn: int, seg: Segment) -> None:
+        if self._stop.is_set() or (seg.thread is not None and seg.thread.is_alive()):
+            return
+        seg.thread = threading.Thread(
+            target=self._serve_segment,
+            args=(conn, seg),
+            name=f"shmkit-api-segment-{self.server.name}-{conn}",
+            daemon=True,
+        )
+        seg.thread.start()
+
+    def _init_shm(self, client: ClientInfo, msg: Message) -> None:
+        """``sock_init_shm``: give ``client`` a private segment (see
+        :mod:`shmkit.api.sockshm`); the reply carries its memfd. Refused (``retval = -1``,
+        no descriptor) for a second segment or a size out of bounds."""
+        server = self.server
+        reply_id = server._ids[mc.SockInitShmReply]
+        refuse = mc.SockInitShmReply(retval=mc.UNSPECIFIED, context=msg.context)
+        if client.conn in self._segments:
+            server.send(client, refuse)
+            return
+        try:
+            seg = Segment.create(msg.requested_size)  # type: ignore[attr-defined]
+        except (ValueError, OSError, ShmkitError) as exc:
+            server.report(
+                "segment",
+                logging.WARNING,
+                "API %s: no segment for %r: %s",
+                server.name,
+                client.name,
+                exc,
+            )
+            server.send(client, refuse)
+            return
+        data = mc.SockInitShmReply(retval=0, context=msg.context).encode(reply_id)
+        if server.trace.enabled:
+            server.trace.record("tx", data)
+        outcome = self.listener.send_fd(client.conn, data, seg.fileno())
+        if outcome != "queued":
+            seg.close()
+            server._count_sent(client, 0, int(outcome == "dropped"))
+            return
+        server._count_sent(client, 1, 0)
+        self._segments[client.conn] = seg
+        if self._thread is not None:
+            self._start_segment(client.conn, seg)
+
+    def _close_segment(self, conn: int) -> None:
+        """Let go of a client's segment: at once if no thread serves it, else by that
+        thread as it leaves (within its wait slice), so nothing is closed under a read."""
+        seg = self._segments.pop(conn, None)
+        if seg is None:
+            return
+        with self._seg_lock:
+            seg.closing = True
+            if seg.thread is None or not seg.thread.is_alive():
+                seg.close()
 
     # ---------------------------------------------------------------- events
 
@@ -196,35 +314,15 @@ class SockServer:
         if msg_id in _SHM_ONLY:
             counts[C["invalid_messages"]] += 1
             return
-        client.requests += 1
-        counts[C["requests"]] += 1
-        try:
-            msg = cls.decode(data)
-        except MessageError:
-            counts[C["invalid_messages"]] += 1
+        msg = server._request(cls, data, client)
+        if msg is None:
             return
         if msg_id == _SOCK_DELETE:
             self._delete(client, msg)
-            return
-        if msg_id == _SOCK_INIT_SHM:
-            # Private shared-memory segments over the socket are not offered: say so.
-            server.send(client, mc.SockInitShmReply(retval=mc.UNSPECIFIED, context=msg.context))
-            return
-        if handler is None:
-            server._builtin(msg_id, msg, client)
-            return
-        context = msg.context
-        try:
-            reply = handler(msg, client)
-            if reply is not None:
-                reply.context = context
-                out = reply.encode(server._ids[type(reply)])
-        except Exception as exc:
-            counts[C["handler_errors"]] += 1
-            server._handler_failed(exc, cls, client, context)
-            return
-        if reply is not None:
-            server._send_encoded(client, out)
+        elif msg_id == _SOCK_INIT_SHM:
+            self._init_shm(client, msg)
+        else:
+            server._serve(cls, handler, msg_id, msg, client)
 
     def _create(
         self, conn: int, cls: type[Message], data: bytes, existing: ClientInfo | None
@@ -283,6 +381,7 @@ class SockServer:
         """A connection closed: its client (if it registered) is reaped."""
         server = self.server
         self._peers.pop(conn, None)
+        self._close_segment(conn)
         if reason != "eof":
             server._counts[C["invalid_messages"]] += reason.startswith("bad frame")
             server.report(
@@ -331,6 +430,10 @@ class SockServer:
     def _forget(self, client: ClientInfo) -> None:
         self._by_conn.pop(client.conn, None)
         self.server._by_handle.pop(int(client.handle), None)
+        self._close_segment(client.conn)
+
+    def _thread_is_current(self) -> bool:
+        return self._thread is threading.current_thread()
 
     @property
     def clients(self) -> list[ClientInfo]:
@@ -339,7 +442,20 @@ class SockServer:
     def send(self, client: ClientInfo, data: bytes) -> bool:
         """Send encoded ``data`` to a socket client, never blocking (counted as the
         shared-memory sends are)."""
-        outcome = self.listener.send(client.conn, data)
+        seg = self._segments.get(client.conn)
+        if seg is not None:  # a private segment: its rings and output queue
+            try:
+                ok = seg.port.send(seg.output, data, "server", client.pid)
+            except ShmkitError:
+                ok = False  # damaged: found (and the client dropped) by the next read
+            self.server._count_sent(client, int(ok), int(not ok))
+            return ok
+        # In the socket thread's batch, buffered until the batch ends; from any other thread
+        # (the batch flag is only set under the server's lock, which the caller holds or is
+        # the socket thread), written at once.
+        outcome = self.listener.send(
+            client.conn, data, not (self._batching and self._thread_is_current())
+        )
         if outcome == "queued":
             self.server._count_sent(client, 1, 0)
             return True
@@ -351,6 +467,9 @@ class SockServer:
         """How many more details a dump may send ``client`` now: a stream fills at most half
         the connection's output buffer (the rest stays for replies and events meanwhile),
         then pauses until the client has read (:mod:`shmkit.api.services`)."""
+        seg = self._segments.get(client.conn)
+        if seg is not None:  # as on shared memory: half the output queue, one slot kept
+            return max(0, seg.output.capacity // 2 - len(seg.output) - 1)
         info = self.listener.conn_info(client.conn)
         if info is None:
             return 0

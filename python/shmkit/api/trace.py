@@ -29,7 +29,12 @@ __all__ = ["Trace", "TraceRecord"]
 
 MAGIC = b"SHKTRACE"
 VERSION = 1
-NOT_REPLAYED = ("shmkit_client_create", "shmkit_client_delete", "memclnt_keepalive_reply")
+NOT_REPLAYED = (
+    "memclnt_create",
+    "memclnt_create_v2",
+    "memclnt_delete",
+    "memclnt_keepalive_reply",
+)
 
 
 @dataclass(frozen=True)

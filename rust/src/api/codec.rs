@@ -3,13 +3,34 @@
 //! attributes of a message object, and encodes Python values with the same kinds).
 //!
 //! The wire format is the Python codec's (`shmkit.api.messages`): big-endian and packed
-//! (`f64` in host byte order, as VPP sends doubles and `vpp_papi` packs them),
-//! after the 10-byte header `u16 msg_id, u32 client_index, u32 context`. Received bytes come
+//! (`f64` in host byte order, as VPP sends doubles and `vpp_papi` packs them), after a header
+//! of VPP's: `u16 msg_id`, then `u32 client_index` and `u32 context` where the message type
+//! has them ([`HeaderKind`]; requests have both: 10 bytes). Received bytes come
 //! from a peer: decoding checks the length once against the layout's size, so every field
 //! read is in bounds; a string that is not UTF-8 is an error.
 
-/// Header size: `u16 msg_id, u32 client_index, u32 context`.
+/// Header size of requests (the default): `u16 msg_id, u32 client_index, u32 context`.
 pub const HEADER: usize = 10;
+
+/// Which of VPP's header fields follow a message's `u16` id (VPP's `.api.json` lists them per
+/// message: requests have both, replies and events only the context, a few neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderKind {
+    /// A `u32 client_index` follows the id.
+    pub client_index: bool,
+    /// A `u32 context` follows (after the client index, if any).
+    pub context: bool,
+}
+
+impl HeaderKind {
+    /// `u16 msg_id, u32 client_index, u32 context`.
+    pub const REQUEST: Self = Self { client_index: true, context: true };
+
+    /// Bytes on the wire.
+    pub fn size(self) -> usize {
+        2 + 4 * usize::from(self.client_index) + 4 * usize::from(self.context)
+    }
+}
 
 /// The type of one field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +138,7 @@ impl Kind {
 /// The fields of one message type and its wire size (header included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    header: HeaderKind,
     kinds: Vec<Kind>,
     size: usize,
 }
@@ -137,7 +159,7 @@ pub enum DecodeError {
     Utf8(#[from] std::str::Utf8Error),
 }
 
-/// The fixed header of every message.
+/// The header of a message (a field its kind lacks reads 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Message id.
@@ -149,10 +171,21 @@ pub struct Header {
 }
 
 impl Layout {
-    /// A layout of `kinds`; `None` if its size does not fit a `usize`.
+    /// A layout of `kinds` after the request header; `None` if its size does not fit a
+    /// `usize`.
     pub fn new(kinds: Vec<Kind>) -> Option<Self> {
-        let size = kinds.iter().try_fold(HEADER, |acc, k| acc.checked_add(k.size()))?;
-        Some(Self { kinds, size })
+        Self::with_header(kinds, HeaderKind::REQUEST)
+    }
+
+    /// A layout of `kinds` after a header of kind `header`.
+    pub fn with_header(kinds: Vec<Kind>, header: HeaderKind) -> Option<Self> {
+        let size = kinds.iter().try_fold(header.size(), |acc, k| acc.checked_add(k.size()))?;
+        Some(Self { header, kinds, size })
+    }
+
+    /// The header kind.
+    pub fn header(&self) -> HeaderKind {
+        self.header
     }
 
     /// Wire size, header included.
@@ -175,9 +208,14 @@ impl Layout {
         let Some(b) = b.get(..self.size) else {
             return Err(DecodeError::Short { got: b.len(), need: self.size });
         };
-        let (head, mut rest) = b.split_at(HEADER);
+        let (head, mut rest) = b.split_at(self.header.size());
         let be32 = |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
-        let header = Header { msg_id: u16::from_be_bytes([head[0], head[1]]), client_index: be32(2), context: be32(6) };
+        let ci = self.header.client_index;
+        let header = Header {
+            msg_id: u16::from_be_bytes([head[0], head[1]]),
+            client_index: if ci { be32(2) } else { 0 },
+            context: if self.header.context { be32(if ci { 6 } else { 2 }) } else { 0 },
+        };
         for (i, kind) in self.kinds.iter().enumerate() {
             let (field, tail) = rest.split_at(kind.size());
             f(i, kind.read(field)?)?;

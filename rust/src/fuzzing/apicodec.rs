@@ -2,7 +2,7 @@
 //! against it.
 
 use super::input::Input;
-use crate::api::codec::{DecodeError, Kind, Layout, Value, HEADER};
+use crate::api::codec::{DecodeError, HeaderKind, Kind, Layout, Value};
 
 const FORMATS: [&str; 14] = ["B", "H", "I", "Q", "b", "h", "i", "q", "d", "?", "1s", "7s", "32s", "x"];
 
@@ -20,7 +20,9 @@ pub fn apicodec(data: &[u8]) {
         };
         kinds.extend(kind);
     }
-    let Some(layout) = Layout::new(kinds) else { return };
+    let bits = inp.u8();
+    let header = HeaderKind { client_index: bits & 1 != 0, context: bits & 2 != 0 };
+    let Some(layout) = Layout::with_header(kinds, header) else { return };
     // Formats from the fuzzer may ask for absurd sizes: only decode what fits the input.
     let wire = inp.bytes(usize::MAX);
     let mut fields = Vec::new();
@@ -29,7 +31,7 @@ pub fn apicodec(data: &[u8]) {
         Ok(())
     }) {
         Ok(_) => {
-            assert!(wire.len() >= layout.size() && layout.size() >= HEADER);
+            assert!(wire.len() >= layout.size() && layout.size() >= header.size());
             assert_eq!(fields.len(), layout.kinds().len());
             for ((i, v), k) in fields.iter().zip(layout.kinds()) {
                 assert!(*i < layout.kinds().len());

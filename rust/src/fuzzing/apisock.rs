@@ -92,7 +92,8 @@ pub fn apisock(data: &[u8]) {
                 if body.is_empty() {
                     continue;
                 }
-                match conn.send(&body) {
+                let queued = if inp.bool() { conn.send(&body) } else { conn.queue(&body) };
+                match queued {
                     Ok(Queued::Yes) => replies_sent.push(body),
                     Ok(Queued::Dropped) => dropped += 1,
                     Err(_) => {}

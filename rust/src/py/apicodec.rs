@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 use super::buffer::InBuf;
 use super::errors::message_error;
 
-use crate::api::codec::{DecodeError, Kind, Layout, Value};
+use crate::api::codec::{DecodeError, HeaderKind, Kind, Layout, Value};
 
 use super::shield::shielded;
 
@@ -77,6 +77,9 @@ pub struct PyCodec {
     /// Attribute names of the fields, in the order of `layout`.
     names: Vec<Py<PyString>>,
     layout: Layout,
+    /// Set `client_index` / `context` to 0 on decoding: the header lacks it and no field has
+    /// its name.
+    zero: (bool, bool),
 }
 
 impl PyCodec {
@@ -111,8 +114,13 @@ impl PyCodec {
         if let Some(e) = failed {
             return Err(e);
         }
-        obj.setattr(self.client_index.bind(py), header.client_index)?;
-        obj.setattr(self.context.bind(py), header.context)?;
+        let kind = self.layout.header();
+        if kind.client_index || self.zero.0 {
+            obj.setattr(self.client_index.bind(py), header.client_index)?;
+        }
+        if kind.context || self.zero.1 {
+            obj.setattr(self.context.bind(py), header.context)?;
+        }
         Ok(obj)
     }
 
@@ -129,19 +137,24 @@ impl PyCodec {
     ) -> PyResult<()> {
         let start = out.len();
         let py = msg.py();
+        let kind = self.layout.header();
         let r = (|| -> PyResult<()> {
-            let client_index = match client_index {
-                Some(v) => v,
-                None => msg.getattr(self.client_index.bind(py))?.extract()?,
-            };
-            let context = match context {
-                Some(v) => v,
-                None => msg.getattr(self.context.bind(py))?.extract()?,
-            };
             out.reserve(self.layout.size());
             out.extend(msg_id.to_be_bytes());
-            out.extend(client_index.to_be_bytes());
-            out.extend(context.to_be_bytes());
+            if kind.client_index {
+                let client_index: u32 = match client_index {
+                    Some(v) => v,
+                    None => msg.getattr(self.client_index.bind(py))?.extract()?,
+                };
+                out.extend(client_index.to_be_bytes());
+            }
+            if kind.context {
+                let context: u32 = match context {
+                    Some(v) => v,
+                    None => msg.getattr(self.context.bind(py))?.extract()?,
+                };
+                out.extend(context.to_be_bytes());
+            }
             for (name, &kind) in self.names.iter().zip(self.layout.kinds()) {
                 write(kind, &msg.getattr(name.bind(py))?, out)?;
             }
@@ -158,9 +171,30 @@ shielded! {
 #[pymethods]
 impl PyCodec {
     /// A codec for message type `cls`, whose fields (after the header) are `fields`: pairs of
-    /// attribute name and `struct` format (`B H I Q b h i q d ?` or `<n>s`).
+    /// attribute name and `struct` format (`B H I Q b h i q d ?` or `<n>s`). `header` names the
+    /// header fields (VPP's `_vl_msg_id`, then `client_index` and/or `context`; default: all
+    /// three).
     #[new]
-    fn new(py: Python<'_>, cls: Bound<'_, PyType>, fields: Vec<(String, String)>) -> PyResult<Self> {
+    #[pyo3(signature = (cls, fields, header=None))]
+    fn new(
+        py: Python<'_>,
+        cls: Bound<'_, PyType>,
+        fields: Vec<(String, String)>,
+        header: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        let kind = match header.as_deref() {
+            None => HeaderKind::REQUEST,
+            Some([id, rest @ ..]) if id == "_vl_msg_id" => match rest {
+                [] => HeaderKind { client_index: false, context: false },
+                [a] if a == "client_index" => HeaderKind { client_index: true, context: false },
+                [a] if a == "context" => HeaderKind { client_index: false, context: true },
+                [a, b] if a == "client_index" && b == "context" => HeaderKind::REQUEST,
+                _ => return Err(PyValueError::new_err(format!("unsupported header {header:?}"))),
+            },
+            _ => return Err(PyValueError::new_err(format!("unsupported header {header:?}"))),
+        };
+        let has = |n: &str| fields.iter().any(|(f, _)| f == n);
+        let zero = (!kind.client_index && !has("client_index"), !kind.context && !has("context"));
         let mut names = Vec::with_capacity(fields.len());
         let mut kinds = Vec::with_capacity(fields.len());
         for (name, fmt) in fields {
@@ -169,7 +203,8 @@ impl PyCodec {
                 Kind::parse(&fmt).ok_or_else(|| PyValueError::new_err(format!("unsupported field format {fmt:?}")))?,
             );
         }
-        let layout = Layout::new(kinds).ok_or_else(|| PyValueError::new_err("message layout too large"))?;
+        let layout =
+            Layout::with_header(kinds, kind).ok_or_else(|| PyValueError::new_err("message layout too large"))?;
         Ok(Self {
             cls: cls.unbind(),
             new: py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind(),
@@ -177,6 +212,7 @@ impl PyCodec {
             context: PyString::intern(py, "context").unbind(),
             names,
             layout,
+            zero,
         })
     }
 

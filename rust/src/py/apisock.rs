@@ -100,10 +100,18 @@ impl PySockListener {
 
     /// Send one message to connection `conn`, never blocking: `"queued"` (written or
     /// buffered), `"dropped"` (its output buffer is full: the peer does not read) or
-    /// `"closed"` (no such connection).
-    fn send(&self, py: Python<'_>, conn: u64, data: &Bound<'_, PyAny>) -> PyResult<Py<pyo3::types::PyString>> {
+    /// `"closed"` (no such connection). With `flush=False` it is only buffered, for `flush()`
+    /// to write with the rest of a batch (one system call per connection).
+    #[pyo3(signature = (conn, data, flush=true))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        conn: u64,
+        data: &Bound<'_, PyAny>,
+        flush: bool,
+    ) -> PyResult<Py<pyo3::types::PyString>> {
         let buf = InBuf::get(data)?;
-        let outcome = self.lock().send(conn, buf.as_slice())?;
+        let outcome = self.lock().send(conn, buf.as_slice(), flush)?;
         Ok(match outcome {
             SendOutcome::Queued => intern!(py, "queued"),
             SendOutcome::Dropped => intern!(py, "dropped"),
@@ -111,6 +119,27 @@ impl PySockListener {
         }
         .clone()
         .unbind())
+    }
+
+    /// Send one message to `conn` with the descriptor `fd` attached (`SCM_RIGHTS`), after
+    /// what is queued for it: `"queued"`, `"dropped"` (what was queued before could not be
+    /// written now: the peer does not read; nothing was sent) or `"closed"`.
+    fn send_fd(&self, py: Python<'_>, conn: u64, data: &Bound<'_, PyAny>, fd: i32) -> PyResult<Py<pyo3::types::PyString>> {
+        let buf = InBuf::get(data)?;
+        let fd = crate::sys::fd::borrow_raw_checked(fd)?;
+        let outcome = self.lock().send_fds(conn, buf.as_slice(), &[fd])?;
+        Ok(match outcome {
+            SendOutcome::Queued => intern!(py, "queued"),
+            SendOutcome::Dropped => intern!(py, "dropped"),
+            SendOutcome::NoConnection => intern!(py, "closed"),
+        }
+        .clone()
+        .unbind())
+    }
+
+    /// Write what `send(..., flush=False)` buffered.
+    fn flush(&self) {
+        self.lock().flush();
     }
 
     /// Close connection `conn` from this side (no event reports it); whether it was open.

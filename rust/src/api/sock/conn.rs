@@ -121,6 +121,16 @@ impl Conn {
     /// Frame `data` and queue it (dropped if the buffer is at its cap), then write as much
     /// as the socket takes. An error means the connection is dead.
     pub fn send(&mut self, data: &[u8]) -> io::Result<Queued> {
+        let queued = self.queue(data)?;
+        if queued == Queued::Yes {
+            self.flush()?;
+        }
+        Ok(queued)
+    }
+
+    /// Frame `data` and queue it without writing (dropped if the buffer is at its cap):
+    /// [`flush`](Self::flush) writes a batch of them with one system call.
+    pub fn queue(&mut self, data: &[u8]) -> io::Result<Queued> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
         let pending = self.pending();
         if pending > 0 && pending.saturating_add(HEADER_LEN + data.len()) > self.out_cap {
@@ -134,8 +144,34 @@ impl Conn {
         self.out.extend_from_slice(&header(len));
         self.out.extend_from_slice(data);
         self.stats.frames_out += 1;
-        self.flush()?;
         Ok(Queued::Yes)
+    }
+
+    /// Send one message with descriptors attached (`SCM_RIGHTS`, on its first byte), after
+    /// everything buffered before it: `Ok(false)` if the buffer could not be emptied now (the
+    /// peer is not reading; nothing was sent). What the socket does not take at once is
+    /// buffered as usual (the descriptors went with the first byte).
+    pub fn send_with_fds(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
+        let len = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+        if !self.flush()? {
+            return Ok(false);
+        }
+        let mut frame = header(len).to_vec();
+        frame.extend_from_slice(data);
+        let n = crate::sys::socket::send_with_fds(self.fd.as_fd(), &frame, fds).or_else(|e| {
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.out.extend_from_slice(&frame[n..]);
+        self.stats.frames_out += 1;
+        self.flush()?;
+        Ok(true)
     }
 
     /// Write buffered bytes until the socket takes no more; returns whether all went out.

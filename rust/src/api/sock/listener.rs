@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Listener {
     stats: Stats,
     /// Events found outside `poll` (a send that hit a dead connection), reported by the next.
     pending: Vec<Event>,
+    /// Connections with messages buffered by `send(.., flush: false)`.
+    unflushed: Vec<u64>,
     scratch: Vec<u8>,
 }
 
@@ -117,6 +120,7 @@ impl Listener {
             cfg,
             stats: Stats::default(),
             pending: Vec::new(),
+            unflushed: Vec::new(),
         })
     }
 
@@ -274,17 +278,23 @@ impl Listener {
 
     /// Send one message to connection `conn`, framed, without blocking (see
     /// [`Conn::send`](super::conn::Conn::send)). A connection found dead here is reported
-    /// closed by the next [`poll`](Self::poll).
-    pub fn send(&mut self, conn: u64, data: &[u8]) -> Result<SendOutcome, SockError> {
+    /// closed by the next [`poll`](Self::poll). With `flush` false the message is only
+    /// buffered, for [`flush`](Self::flush) to write with the rest of a batch.
+    pub fn send(&mut self, conn: u64, data: &[u8], flush: bool) -> Result<SendOutcome, SockError> {
         if self.is_closed() {
             return Err(SockError::Closed);
         }
         let Some(c) = self.conns.get_mut(&conn) else { return Ok(SendOutcome::NoConnection) };
-        match c.send(data) {
+        let outcome = if flush { c.send(data) } else { c.queue(data) };
+        match outcome {
             Ok(Queued::Yes) => {
                 self.stats.frames_out += 1;
                 self.stats.bytes_out += data.len() as u64;
-                if c.pending() > 0 {
+                if !flush {
+                    if !self.unflushed.contains(&conn) {
+                        self.unflushed.push(conn);
+                    }
+                } else if c.pending() > 0 {
                     Self::watch_out(&self.epoll, conn, c, true);
                 }
                 Ok(SendOutcome::Queued)
@@ -303,6 +313,55 @@ impl Listener {
                 Ok(SendOutcome::NoConnection)
             }
         }
+    }
+
+    /// Send one message to `conn` with descriptors attached (`SCM_RIGHTS`), never blocking:
+    /// `Dropped` if what was queued for it before could not be written now (nothing sent).
+    pub fn send_fds(&mut self, conn: u64, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<SendOutcome, SockError> {
+        if self.is_closed() {
+            return Err(SockError::Closed);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else { return Ok(SendOutcome::NoConnection) };
+        match c.send_with_fds(data, fds) {
+            Ok(true) => {
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += data.len() as u64;
+                if c.pending() > 0 {
+                    Self::watch_out(&self.epoll, conn, c, true);
+                }
+                Ok(SendOutcome::Queued)
+            }
+            Ok(false) => {
+                self.stats.dropped += 1;
+                c.stats.dropped += 1;
+                Ok(SendOutcome::Dropped)
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL)) => {
+                Err(SockError::InvalidArgument(format!("cannot send this message with descriptors: {e}")))
+            }
+            Err(e) => {
+                let mut pending = std::mem::take(&mut self.pending);
+                self.drop_conn(conn, CloseReason::Error(e.raw_os_error().unwrap_or(0)), &mut pending);
+                self.pending = pending;
+                Ok(SendOutcome::NoConnection)
+            }
+        }
+    }
+
+    /// Write what [`send`](Self::send) buffered without flushing, as far as each socket
+    /// takes it now (the rest when it is writable again). Connections found dead are reported
+    /// closed by the next [`poll`](Self::poll).
+    pub fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for id in std::mem::take(&mut self.unflushed) {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            match c.flush() {
+                Ok(true) => {}
+                Ok(false) => Self::watch_out(&self.epoll, id, c, true),
+                Err(e) => self.drop_conn(id, CloseReason::Error(e.raw_os_error().unwrap_or(0)), &mut pending),
+            }
+        }
+        self.pending = pending;
     }
 
     /// Close connection `conn` from this side (what is buffered for it is written if the
