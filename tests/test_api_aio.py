@@ -108,3 +108,34 @@ def test_a_dead_server_fails_pending_calls_at_once(root: str) -> None:
     finally:
         if proc.poll() is None:
             kill9(proc)
+
+
+def test_over_the_socket_transport(root: str, tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "svc.sock")
+    proc = start_services_server("svc", root, socket=path)
+
+    async def main() -> None:
+        async with await AsyncClient.connect("svc", "aiosock", socket=path) as c:
+            assert type(await c.recv(timeout=5)) is Registered
+            replies = await asyncio.gather(*(c.call(Echo(x=i), timeout=20) for i in range(1000)))
+            assert [r.x for r in replies] == list(range(1000))
+            things = await c.dump(ThingDump(count=2000), timeout=20)
+            assert [t.seq for t in things] == list(range(2000))
+            reply, got = await c.dump(ThingGet(count=5, cursor=1), reply=ThingGetReply)
+            assert reply.cursor == 5 and [t.seq for t in got] == [1, 2, 3, 4]
+            await c.call(WantThingEvents(enable_disable=1, pid=os.getpid()))
+            assert (await c.call(Publish(count=3))).sent == 3
+            assert [ev.seq async for ev in c.events(timeout=0.5)] == [0, 1, 2]
+            waiting = asyncio.ensure_future(c.recv(timeout=30))
+            await asyncio.sleep(0)
+            t = time.monotonic()
+            kill9(proc)
+            with pytest.raises(ServerGoneError):
+                await waiting
+            assert time.monotonic() - t < 1.0
+
+    try:
+        asyncio.run(main())
+    finally:
+        if proc.poll() is None:
+            kill9(proc)

@@ -1,7 +1,8 @@
 """The binary-API client for asyncio: :class:`AsyncClient`.
 
 It wraps a :class:`~shmkit.api.Client` (connected without its background thread) and reads
-the client's queue from the event loop: the queue's ``fileno()`` (an eventfd that is
+the client's queue from the event loop (over VPP's socket transport, ``socket=PATH``, the
+connection's socket instead): the queue's ``fileno()`` (an eventfd that is
 readable while the queue holds something) is watched with ``loop.add_reader``; each wake-up
 reads what is queued, answers keepalives, resolves the futures of the calls and dumps whose
 replies came, and wakes those awaiting events. The server's pidfd is watched the same way,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -45,10 +47,15 @@ class AsyncClient:
         self._event_waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._fd = client.queue.fileno()
-        self._server_fd = client._server_fd
+        # Shared memory: the queue's eventfd and the server's pidfd. The socket transport:
+        # the connection itself (the server's death is its EOF).
+        self._sock = getattr(client, "_sock", None)
+        if self._sock is not None:
+            self._fd, self._server_fd = self._sock.fileno(), -1
+        else:
+            self._fd, self._server_fd = client.queue.fileno(), client._server_fd
+            loop.add_reader(self._server_fd, self._check)
         loop.add_reader(self._fd, self._readable)
-        loop.add_reader(self._server_fd, self._check)
         self._readable()  # what came with the registration reply
 
     @classmethod
@@ -62,9 +69,10 @@ class AsyncClient:
         queue_capacity: int = 4096,
         uid: int | None = None,
         mode: int | None = None,
+        socket: str | os.PathLike[str] | None = None,
     ) -> AsyncClient:
         """Register with the server of API ``name`` (as :meth:`Client.connect`, run in the
-        loop's default executor)."""
+        loop's default executor); with ``socket=PATH``, over VPP's socket transport."""
         loop = asyncio.get_running_loop()
         client = await loop.run_in_executor(
             None,
@@ -78,6 +86,7 @@ class AsyncClient:
                 keepalive_thread=False,
                 uid=uid,
                 mode=mode,
+                socket=socket,
             ),
         )
         try:
@@ -147,6 +156,11 @@ class AsyncClient:
         """Send without blocking the loop; while the server's input queue is full (or being
         repaired), retry with a back-off from 0.5 ms to :data:`SLICE`."""
         c = self.client
+        if self._sock is not None:
+            # Whole frames into the kernel's buffer: this waits only while that buffer is
+            # full (a server that stopped reading), up to the deadline.
+            c._send_bytes(data, deadline)
+            return
         delay = 0.0005
         while True:
             with contextlib.suppress(CorruptionError):
@@ -195,11 +209,14 @@ class AsyncClient:
         if self._closed or not c._rx_lock.acquire(blocking=False):
             return
         try:
-            for _ in range(64):  # at most 64 batches per wake-up: the loop has other work
-                c._pump(0.0)
-                if not len(c.queue):
-                    c._pump(0.0)  # finds it empty: re-arms the fd
-                    break
+            if self._sock is not None:
+                c._pump(0.0)  # what the socket holds (level-triggered: more wakes us again)
+            else:
+                for _ in range(64):  # at most 64 batches per wake-up: the loop has other work
+                    c._pump(0.0)
+                    if not len(c.queue):
+                        c._pump(0.0)  # finds it empty: re-arms the fd
+                        break
         except (ShmkitError, OSError) as exc:
             self._fail(exc)
             return
@@ -253,8 +270,9 @@ class AsyncClient:
 
     def _unwatch(self) -> None:
         for fd in (self._fd, self._server_fd):
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(fd)
+            if fd >= 0:
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(fd)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
