@@ -20,6 +20,7 @@ from shmkit.api.handle import Handle
 from shmkit.api.messages import Message, MessageError, define, struct_type
 from shmkit.api.server import ClientInfo, Server, ServerRunningError
 from shmkit.api.show import NotAnApiError
+from shmkit.api.sockclient import SockClient
 from shmkit.api.trace import Trace
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ServerGoneError",
     "ServerRestartedError",
     "ServerRunningError",
+    "SockClient",
     "Trace",
     "UnknownMessageError",
     "define",

@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar, cast, overload
 
-from shmkit.api.client import SLICE, Client, _deadline
+from shmkit.api.client import Client
+from shmkit.api.client_base import SLICE, _deadline
 from shmkit.api.messages import Message
 from shmkit.errors import CorruptionError, ShmkitError
 

@@ -38,7 +38,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from shmkit.api import memclnt as mc
-from shmkit.api.client import IDLE_PERIOD, SLICE, Client, RawMessage, _deadline
+from shmkit.api.client import TRANSPORTS, Client
+from shmkit.api.client_base import IDLE_PERIOD, SLICE, RawMessage, _deadline
 from shmkit.api.handle import Handle
 from shmkit.api.messages import REGISTRY, Message, MessageError
 from shmkit.api.sockshm import Segment, close_fds
@@ -520,3 +521,6 @@ def _reconnect(
     return SockClient.connect_socket(
         path, client_name, name=name, timeout=timeout, keepalive_thread=keepalive
     )
+
+
+TRANSPORTS["socket"] = SockClient.connect_socket
