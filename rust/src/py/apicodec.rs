@@ -40,8 +40,8 @@ struct Tables {
     unions: Vec<Py<PyType>>,
     /// Struct types (index 0: a codec's message type).
     records: Vec<PyRecord>,
-    /// Layouts of the struct types already described (shared by every use).
-    built: Vec<Arc<Record>>,
+    /// The layouts of `records` (shared by every use), once described.
+    built: Vec<Option<Arc<Record>>>,
 }
 
 fn tag(n: usize) -> PyResult<u32> {
@@ -53,12 +53,13 @@ impl Tables {
     /// description).
     fn record(&mut self, cls: &Bound<'_, PyType>, name: String, fields: &Bound<'_, PyAny>) -> PyResult<Arc<Record>> {
         if let Some(i) = self.records.iter().position(|r| r.cls.bind(cls.py()).is(cls)) {
-            if let Some(r) = self.built.get(i) {
+            if let Some(Some(r)) = self.built.get(i) {
                 return Ok(r.clone());
             }
         }
         let t = tag(self.records.len())?;
         self.records.push(PyRecord { cls: cls.clone().unbind(), names: Vec::new() });
+        self.built.push(None);
         let mut kinds = Vec::new();
         let mut names = Vec::new();
         for f in fields.try_iter()? {
@@ -68,7 +69,7 @@ impl Tables {
         }
         let rec = Arc::new(Record::new(name, t, kinds).map_err(|e| PyValueError::new_err(e.to_string()))?);
         self.records[t as usize].names = names;
-        self.built.push(rec.clone());
+        self.built[t as usize] = Some(rec.clone());
         Ok(rec)
     }
 
@@ -228,7 +229,11 @@ impl<'py> Source for PySource<'py, '_> {
         if let Ok(n) = v.extract::<i64>() {
             return Ok(i128::from(n));
         }
-        v.extract::<u64>().map(i128::from).or_else(|_| invalid(format!("{} out of range", repr(v))))
+        if let Ok(n) = v.extract::<u64>() {
+            return Ok(i128::from(n));
+        }
+        // (Out of range for every kind; the codec says so, naming the kind.)
+        v.extract::<i128>().or_else(|_| invalid(format!("{} out of range", repr(v))))
     }
 
     fn float(&mut self, v: &Self::Obj) -> Res<f64> {
