@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,18 +16,23 @@ from shmkit.api.messages import (
     BARE,
     REPLY,
     Message,
+    alias,
     array,
     boolean,
+    enum_type,
+    enumflag_type,
     f64,
     i8,
     i16,
     i32,
     i64,
     string,
+    tail,
     u8,
     u16,
     u32,
     u64,
+    union_type,
     vla,
 )
 
@@ -196,10 +202,12 @@ def flat(draw: st.DrawFn) -> object:
     )
 
 
-def test_native_codec_only_for_flat_messages() -> None:
+def test_every_message_type_has_the_native_codec() -> None:
     assert Flat._codec is not None and Flat._codec.size == len(Flat().encode(1))
-    assert ControlPing._codec is not None
-    assert Everything._codec is None  # arrays, nested structs, variable-length arrays
+    assert Flat._codec.fixed and ControlPing._codec is not None
+    # Arrays, nested structs, variable-length arrays: the same codec (size: the least).
+    assert Everything._codec is not None and not Everything._codec.fixed
+    assert Everything._codec.size == len(Everything().encode(1))
     assert Point._codec is None  # a struct type is not a message
 
 
@@ -274,19 +282,146 @@ FlatBare = define("flat_bare", [("v", u16), ("r", f64)], header=BARE)
 
 @settings(max_examples=200)
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
-def test_other_header_kinds_agree_with_the_generic_codec(retval: int, ci: int, ctx: int) -> None:
-    """Types with VPP's other headers decode and encode natively too (not in the batch paths:
-    no `_codec`), with the generic codec's bytes and values."""
-    assert FlatReply._codec is None and FlatBare._codec is None
-    generic_decode = Message.decode.__func__  # type: ignore[attr-defined]
+def test_other_header_kinds(retval: int, ci: int, ctx: int) -> None:
+    """Types with VPP's other headers have the same native codec, with their own header."""
+    assert FlatReply._codec is not None and FlatBare._codec is not None
     msg = FlatReply(retval=retval, client_index=ci, s="ab", context=ctx)
     wire = msg.encode(9)
-    assert wire == Message.encode(msg, 9) and len(wire) == 2 + 4 + 4 + 4 + 8
-    for back in (FlatReply.decode(wire), generic_decode(FlatReply, wire)):
+    assert wire == struct.pack(">HIiI8s", 9, ctx, retval, ci, b"ab")
+    assert wire == FlatReply._codec.encode(msg, 9)
+    for back in (FlatReply.decode(wire), Message.decode.__func__(FlatReply, wire)):  # type: ignore[attr-defined]
         assert back == msg and back.client_index == ci and back.context == ctx
     bare = FlatBare(v=ci & 0xFFFF, r=retval / 3)
-    assert bare.encode(1) == Message.encode(bare, 1) and len(bare.encode(1)) == 12
+    assert bare.encode(1) == struct.pack(">HH", 1, ci & 0xFFFF) + struct.pack("=d", retval / 3)
     back = FlatBare.decode(bare.encode(1))
     assert back == bare and (back.context, back.client_index) == (0, 0)
     with pytest.raises(MessageError):
         FlatReply.decode(wire[:-1])
+
+
+# ---------------------------------------------------------------- every field kind, natively
+
+Color = enum_type("color", [("red", 1), ("green", 2)], u16)
+Flags = enumflag_type("flags", [("a", 1), ("b", 4)], u8)
+Addr4 = alias("addr4", array(u8, 4))
+Pt = struct_type("pt", [("x", i32), ("c", Color)])
+Other = struct_type("other", [("v", u8)])
+Un = union_type("un", [("ip4", Addr4), ("pt", Pt)])
+Dyn = struct_type("dyn", [("n", u8), ("vals", vla(u16, "n")), ("s", string())])
+Kinds = define(
+    "kinds",
+    [
+        ("first", Pt),  # a struct type, then another, then the first again (shared layouts)
+        ("o", Other),
+        ("pts", array(Pt, 2)),
+        ("color", Color),
+        ("fl", Flags),
+        ("addr", Addr4),
+        ("u", Un),
+        ("d", Dyn),
+        ("n", u32),
+        ("items", vla(Pt, "n")),
+        ("m", u16),
+        ("raw", vla(u8, "m")),
+        ("text", string()),
+        ("rest", tail(Pt)),
+    ],
+)
+
+
+def _kinds() -> Any:
+    return Kinds(
+        first=Pt(x=-1, c=Color.red),
+        o=Other(v=9),
+        pts=[Pt(x=2, c=2), Pt(x=3, c=7)],  # 7: a value the enum does not name
+        color=Color.green,
+        fl=5,
+        addr=b"\x0a\x00\x01",  # NUL padded
+        u=Un(pt=Pt(x=4, c=1)),
+        d=Dyn(n=2, vals=[1, 65535], s="é"),
+        n=1,
+        items=[Pt(x=5, c=1)],
+        m=2,
+        raw=b"\xff\x00",
+        text="hey",
+        rest=[Pt(x=6, c=2), Pt(x=7, c=1)],
+        context=3,
+        client_index=4,
+    )
+
+
+def test_every_kind_byte_for_byte() -> None:
+    msg = _kinds()
+    pt = struct.Struct(">iH")
+    expected = b"".join(
+        [
+            struct.pack(">HII", 9, 4, 3),
+            pt.pack(-1, 1),
+            b"\x09",
+            pt.pack(2, 2) + pt.pack(3, 7),
+            struct.pack(">HB", 2, 5),
+            b"\x0a\x00\x01\x00",
+            pt.pack(4, 1),  # the union: as long as its longest member
+            struct.pack(">BHHI", 2, 1, 65535, 2) + "é".encode(),
+            struct.pack(">I", 1) + pt.pack(5, 1),
+            struct.pack(">H", 2) + b"\xff\x00",
+            struct.pack(">I", 3) + b"hey",
+            pt.pack(6, 2) + pt.pack(7, 1),
+        ]
+    )
+    assert msg.encode(9) == expected
+    assert Kinds._codec is not None and Kinds._codec.encode(msg, 9) == expected
+    back = Kinds.decode(expected)
+    assert back.color is Color.green and back.fl == Flags.a | Flags.b
+    assert back.pts[1].c == 7 and type(back.pts[1].c) is int and back.first.c is Color.red
+    assert back.addr == b"\x0a\x00\x01\x00" and back.u.pt == Pt(x=4, c=1)
+    assert back.u.ip4 == pt.pack(4, 1)[:4] and back.d == Dyn(n=2, vals=[1, 65535], s="é")
+    assert back.rest == [Pt(x=6, c=2), Pt(x=7, c=1)] and back.raw == b"\xff\x00"
+    msg.addr = b"\x0a\x00\x01\x00"
+    assert back == msg and (back.context, back.client_index) == (3, 4)
+
+
+def test_errors_name_the_field() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"n": 2}, r"kinds\.items: 1 items but n = 2"),
+        ({"pts": [Pt(), 1]}, r"kinds\.pts\[1\]: expected pt, got int"),
+        ({"pts": [Pt()]}, r"kinds\.pts: expected 2 items, got 1"),
+        ({"d": Dyn(n=1)}, r"kinds\.d\.vals: 0 items but n = 1"),
+        ({"items": [Pt(x=2**31)]}, r"kinds\.items\[0\]\.x: 2147483648 out of range for i32"),
+        ({"color": 70000}, r"kinds\.color: 70000 out of range for u16"),
+        ({"u": 3}, r"kinds\.u: expected a un, got int"),
+        ({"addr": b"12345"}, r"kinds\.addr: 5 bytes exceed 4"),
+        ({"raw": "text"}, r"kinds\.raw: expected bytes, got str"),
+        ({"rest": 5}, r"kinds\.rest: expected a sequence, got 5"),
+        ({"text": "\ud800"}, r"kinds\.text: not encodable as UTF-8"),
+    ]
+    for change, message in cases:
+        msg = _kinds()
+        for k, v in change.items():
+            setattr(msg, k, v)
+        with pytest.raises(MessageError, match=message):
+            msg.encode(1)
+    with pytest.raises(MessageError, match=r"un\.ip4: 5 bytes exceed 4"):
+        Un(ip4=b"12345")
+
+
+def test_hostile_counts_and_lengths() -> None:
+    """Counts and lengths from a peer are checked against the bytes before anything is
+    allocated: a huge count costs nothing."""
+    wire = _kinds().encode(1)
+    head = 10 + 6 + 1 + 12 + 3 + 4 + 6 + (1 + 4 + 4 + 2)  # up to the field `n`
+    huge = wire[:head] + b"\xff\xff\xff\xff" + wire[head + 4 :]
+    with pytest.raises(MessageError, match=r"kinds\.items: truncated"):
+        Kinds.decode(huge)
+    at_d = 10 + 6 + 1 + 12 + 3 + 4 + 6
+    with pytest.raises(MessageError, match=r"kinds\.d\.vals: truncated"):
+        Kinds.decode(wire[:at_d] + b"\xff" + wire[at_d + 1 :])
+    with pytest.raises(MessageError, match="truncated"):  # a string longer than the bytes
+        Kinds.decode(wire[: at_d + 5] + b"\xff\xff\xff\xff" + wire[at_d + 9 :])
+    with pytest.raises(MessageError, match=r"kinds\.rest: 11 bytes are not a whole number"):
+        Kinds.decode(wire[:-1])
+    signed = define("signed_count", [("n", i8), ("v", vla(u8, "n"))])
+    with pytest.raises(MessageError, match=r"signed_count\.v: count n = -1 is not a count"):
+        signed.decode(struct.pack(">HIIb", 1, 0, 0, -1))
+    with pytest.raises(MessageError, match="truncated header"):
+        Kinds.decode(b"\x00")

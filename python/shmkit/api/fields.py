@@ -16,20 +16,19 @@ The types are those of VPP's ``.api`` language, as ``vpp_papi`` encodes them:
   reads any member from them, as VPP's C unions;
 * structs (``messages.struct_type``), which may end in variable-length parts as VPP's do.
 
-A fixed-size type packs with one ``struct`` format (:func:`fmt`) through
-:func:`flatten` / :func:`rebuild`; any type packs with :func:`collect` and unpacks with
-:func:`take`, which checks every length against the bytes present before it reads or
-allocates anything.
+This module declares the types; their codec is native (:class:`shmkit._native.Codec`, from
+the description :func:`spec` gives of them), and checks every length against the bytes
+present before it reads or allocates anything.
 """
 
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from shmkit._native import FieldCodec
 from shmkit.errors import MessageError
 
 __all__ = [
@@ -62,11 +61,6 @@ __all__ = [
     "union_type",
     "vla",
 ]
-
-#: VPP's doubles travel in host byte order.
-_F64 = struct.Struct("=d")
-_U32 = struct.Struct(">I")
-
 
 # ---------------------------------------------------------------- the types
 
@@ -201,6 +195,8 @@ class Union:
     _members: ClassVar[tuple[tuple[str, Any], ...]] = ()
     _size: ClassVar[int] = 0
     _crc: ClassVar[int | None] = None
+    #: Each member's native codec (:class:`shmkit._native.FieldCodec`).
+    _codecs: ClassVar[dict[str, FieldCodec]] = {}
     __slots__ = ("_raw",)
     _raw: bytes
 
@@ -214,11 +210,11 @@ class Union:
 
     @classmethod
     def _packed(cls, mname: str, value: Any) -> bytes:
-        for n, ft in cls._members:
-            if n == mname:
-                b = pack_fixed(ft, value, f"{cls._name}.{n}")
-                return b + bytes(cls._size - len(b))
-        raise TypeError(f"union {cls._name} has no member {mname!r}")
+        codec = cls._codecs.get(mname)
+        if codec is None:
+            raise TypeError(f"union {cls._name} has no member {mname!r}")
+        b = codec.pack(value)
+        return b + bytes(cls._size - len(b))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Union:
@@ -229,10 +225,10 @@ class Union:
         return obj
 
     def __getattr__(self, name: str) -> Any:
-        for n, ft in type(self)._members:
-            if n == name:
-                return unpack_fixed(ft, self._raw)
-        raise AttributeError(f"union {self._name} has no member {name!r}")
+        codec = type(self)._codecs.get(name)
+        if codec is None:
+            raise AttributeError(f"union {self._name} has no member {name!r}")
+        return codec.unpack(self._raw)
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, "_raw", self._packed(name, value))
@@ -366,12 +362,13 @@ def union_type(
         if not is_field_type(ft) or not is_fixed(ft):
             raise TypeError(f"union {name}.{mname}: members must have a fixed size, got {ft!r}")
         seen.add(mname)
-    size = max((struct.calcsize(">" + fmt(ft)) for _, ft in members), default=0)
-    ns = {"__slots__": (), "_name": name, "_members": members, "_size": size, "_crc": crc}
-    return type(name, (Union,), ns)
+    codecs = {m: FieldCodec(spec(ft), f"{name}.{m}") for m, ft in members}
+    width = max((c.size for c in codecs.values()), default=0)
+    ns = {"__slots__": (), "_name": name, "_members": members, "_size": width, "_crc": crc}
+    return type(name, (Union,), {**ns, "_codecs": codecs})
 
 
-# ---------------------------------------------------------------- fixed-size codec
+# ---------------------------------------------------------------- sizes and descriptions
 
 
 def is_fixed(t: FieldType) -> bool:
@@ -385,276 +382,58 @@ def is_fixed(t: FieldType) -> bool:
     return False
 
 
-def fmt(t: FieldType) -> str:
-    """``struct`` format of a fixed-size type (no byte-order prefix)."""
+def size(t: FieldType) -> int:
+    """Wire size of a fixed-size type."""
     t = unalias(t)
     if isinstance(t, Scalar):
-        return "8s" if t.is_float else t.fmt
+        return _SIZES[t.name]
     if isinstance(t, Enum):
-        return t.base.fmt
+        return _SIZES[t.base.name]
     if isinstance(t, String):
-        return f"{t.size}s"
+        return t.size
     if is_union(t):
-        return f"{t._size}s"
+        return int(t._size)
     if isinstance(t, Array):
-        if t.item == u8:
-            return f"{t.length}s"
-        inner = fmt(t.item)
-        return f"{t.length}{inner}" if len(inner) == 1 else inner * t.length
+        return size(t.item) * t.length
     if is_record(t) and not t._dynamic:
-        return "".join(fmt(ft) for _, ft in t._fields)
+        return sum(size(ft) for _, ft in t._fields)
     raise TypeError(f"not a fixed-size field type: {t!r}")
 
 
-def str_field(value: Any, size: int | None, where: str = "string") -> bytes:
-    try:
-        b = value.encode() if isinstance(value, str) else bytes(value)
-    except UnicodeEncodeError as exc:
-        raise MessageError(f"{where}: not encodable as UTF-8: {exc}") from None
-    except TypeError:
-        raise MessageError(f"{where}: expected a string, got {type(value).__name__}") from None
-    if size is not None and len(b) > size:
-        raise MessageError(f"{where}: string of {len(b)} bytes exceeds {size}")
-    return b
+_SIZES = {"u8": 1, "i8": 1, "bool": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4}
+_SIZES.update(u64=8, i64=8, f64=8)
 
 
-def text_field(raw: bytes) -> str:
-    try:
-        return raw.split(b"\0", 1)[0].decode()
-    except UnicodeDecodeError as exc:
-        raise MessageError(f"string field is not UTF-8: {exc}") from None
-
-
-def bytes_field(value: Any, size: int | None, where: str) -> bytes:
-    """A ``u8`` array's value: bytes-like, or an iterable of integers 0..255."""
-    try:
-        b = bytes(value)
-    except (TypeError, ValueError):
-        raise MessageError(f"{where}: expected bytes, got {type(value).__name__}") from None
-    if size is not None and len(b) > size:
-        raise MessageError(f"{where}: {len(b)} bytes exceed {size}")
-    return b
-
-
-def f64_field(value: Any) -> bytes:
-    return _F64.pack(float(value))
-
-
-def enum_value(t: Enum, v: int) -> Any:
-    if t.flags:
-        return t.py(v)
-    try:
-        return t.py(v)
-    except ValueError:
-        return v  # a value this definition does not name: kept as is
-
-
-def _check_int(t: Scalar, value: Any, where: str) -> int:
-    if not isinstance(value, int):
-        raise MessageError(f"{where}: expected an integer, got {type(value).__name__}")
-    if not t.lo <= value <= t.hi:
-        raise MessageError(f"{where}: {value} out of range for {t.name}")
-    return value
-
-
-def flatten(t: FieldType, value: Any, out: list[Any], where: str) -> None:
-    """Append the ``struct``-level values of ``value`` (of fixed-size type ``t``) to ``out``."""
+def spec(t: FieldType, siblings: tuple[tuple[str, FieldType], ...] = ()) -> Any:
+    """The native codec's description of a field type (:class:`shmkit._native.Codec`):
+    declarations only, the codec itself is native. ``siblings`` are the fields of the struct
+    that holds the field (a variable-length array names the one that counts it)."""
     t = unalias(t)
     if isinstance(t, Scalar):
-        if t.is_bool:
-            out.append(bool(value))
-        elif t.is_float:
-            try:
-                out.append(f64_field(value))
-            except (TypeError, ValueError):
-                raise MessageError(f"{where}: expected a number, got {value!r}") from None
-        else:
-            out.append(_check_int(t, value, where))
-    elif isinstance(t, Enum):
-        out.append(_check_int(t.base, value, where))
-    elif isinstance(t, String):
-        out.append(str_field(value, t.size, where))
-    elif is_union(t):
-        if isinstance(value, dict) and len(value) <= 1:
-            value = t(**value)
-        if not isinstance(value, t):
-            raise MessageError(f"{where}: expected a {t._name}, got {type(value).__name__}")
-        out.append(value._raw)
-    elif isinstance(t, Array):
-        if t.item == u8:
-            out.append(bytes_field(value, t.length, where))
-            return
-        try:
-            items = list(value)
-        except TypeError:
-            raise MessageError(f"{where}: expected a sequence, got {value!r}") from None
-        if len(items) != t.length:
-            raise MessageError(f"{where}: expected {t.length} items, got {len(items)}")
-        for i, v in enumerate(items):
-            flatten(t.item, v, out, f"{where}[{i}]")
-    else:  # nested struct
-        if not isinstance(value, t):
-            raise MessageError(f"{where}: expected {t._name}, got {type(value).__name__}")
-        for fname, ft in t._fields:
-            flatten(ft, getattr(value, fname), out, f"{where}.{fname}")
-
-
-def rebuild(t: FieldType, values: Any, pos: int) -> tuple[Any, int]:
-    """Inverse of :func:`flatten`: the value of type ``t`` from ``values[pos:]``, and the
-    position after it."""
-    t = unalias(t)
-    if isinstance(t, Scalar):
-        v = values[pos]
-        return (_F64.unpack(v)[0] if t.is_float else v), pos + 1
+        return t.name
     if isinstance(t, Enum):
-        return enum_value(t, values[pos]), pos + 1
+        return ("enum", t.base.name, t.py, t.flags)
     if isinstance(t, String):
-        return text_field(values[pos]), pos + 1
+        return ("string", t.size)
+    if isinstance(t, VarString):
+        return ("string", 0)
     if is_union(t):
-        return t.from_bytes(values[pos]), pos + 1
+        return ("union", t._size, t)
     if isinstance(t, Array):
-        if t.item == u8:
-            return values[pos], pos + 1
-        item = t.item
-        if isinstance(item, Scalar) and not item.is_float:
-            return list(values[pos : pos + t.length]), pos + t.length
-        items = []
-        for _ in range(t.length):
-            v, pos = rebuild(item, values, pos)
-            items.append(v)
-        return items, pos
-    obj = object.__new__(t)
-    for fname, ft in t._fields:
-        v, pos = rebuild(ft, values, pos)
-        object.__setattr__(obj, fname, v)
-    return obj, pos
-
-
-_STRUCTS: dict[Any, struct.Struct] = {}
-
-
-def struct_of(t: FieldType) -> struct.Struct:
-    """The (cached) ``struct.Struct`` of a fixed-size type."""
-    s = _STRUCTS.get(t)
-    if s is None:
-        s = _STRUCTS[t] = struct.Struct(">" + fmt(t))
-    return s
-
-
-def pack_fixed(t: FieldType, value: Any, where: str) -> bytes:
-    vals: list[Any] = []
-    flatten(t, value, vals, where)
-    try:
-        return struct_of(t).pack(*vals)
-    except struct.error as exc:
-        raise MessageError(f"{where}: {exc}") from None
-
-
-def unpack_fixed(t: FieldType, raw: bytes) -> Any:
-    return rebuild(t, struct_of(t).unpack_from(raw), 0)[0]
-
-
-# ---------------------------------------------------------------- any type
-
-
-def _count(owner: Any, t: Vla, where: str) -> int:
-    n = getattr(owner, t.length_field)
-    if not isinstance(n, int) or n < 0:
-        raise MessageError(f"{where}: count {t.length_field} = {n!r} is not a count")
-    return int(n)
-
-
-def collect(
-    t: FieldType, value: Any, fmts: list[str], vals: list[Any], where: str, owner: Any
-) -> None:
-    """Append the ``struct`` format and values of ``value`` (of any type ``t``; ``owner``
-    holds the fields that count variable-length arrays)."""
-    if is_fixed(t):
-        fmts.append(fmt(t))
-        flatten(t, value, vals, where)
-        return
-    t = unalias(t)
-    if isinstance(t, VarString):
-        b = str_field(value, None, where)
-        fmts.append(f"I{len(b)}s")
-        vals += (len(b), b)
-    elif isinstance(t, (Vla, Tail)):
-        if t.item == u8:
-            items: Any = bytes_field(value, None, where)
-        else:
-            try:
-                items = list(value)
-            except TypeError:
-                raise MessageError(f"{where}: expected a sequence, got {value!r}") from None
-        if isinstance(t, Vla) and len(items) != _count(owner, t, where):
-            raise MessageError(
-                f"{where}: {len(items)} items but {t.length_field} = "
-                f"{getattr(owner, t.length_field)}"
-            )
-        if t.item == u8:
-            fmts.append(f"{len(items)}s")
-            vals.append(items)
-            return
-        fmts.append(fmt(t.item) * len(items))
-        for i, v in enumerate(items):
-            flatten(t.item, v, vals, f"{where}[{i}]")
-    elif is_record(t):  # a struct with variable-length parts
-        if not isinstance(value, t):
-            raise MessageError(f"{where}: expected {t._name}, got {type(value).__name__}")
-        for fname, ft in t._fields:
-            collect(ft, getattr(value, fname), fmts, vals, f"{where}.{fname}", value)
-    else:
-        raise TypeError(f"{where}: unsupported field type {t!r}")
-
-
-def _need(data: Any, off: int, n: int, where: str) -> None:
-    if off + n > len(data):
-        raise MessageError(f"{where}: truncated ({len(data)} bytes, need {off + n})")
-
-
-def take(t: FieldType, data: Any, off: int, owner: Any, where: str) -> tuple[Any, int]:
-    """Decode a value of any type ``t`` from ``data[off:]``; returns it and the offset after
-    it. Lengths are checked against ``data`` before anything is read or allocated."""
-    if is_fixed(t):
-        s = struct_of(t)
-        _need(data, off, s.size, where)
-        return rebuild(t, s.unpack_from(data, off), 0)[0], off + s.size
-    t = unalias(t)
-    if isinstance(t, VarString):
-        _need(data, off, 4, where)
-        (n,) = _U32.unpack_from(data, off)
-        _need(data, off + 4, n, where)
-        raw = bytes(data[off + 4 : off + 4 + n])
-        try:
-            return raw.decode(), off + 4 + n
-        except UnicodeDecodeError as exc:
-            raise MessageError(f"{where}: string is not UTF-8: {exc}") from None
-    if isinstance(t, (Vla, Tail)):
-        size = struct_of(t.item).size
-        if isinstance(t, Vla):
-            count = _count(owner, t, where)
-        else:
-            left = len(data) - off
-            if size == 0 or left % size:
-                raise MessageError(f"{where}: {left} bytes are not a whole number of items")
-            count = left // size
-        _need(data, off, count * size, where)
-        end = off + count * size
-        if t.item == u8:
-            return bytes(data[off:end]), end
-        values = struct.unpack_from(">" + fmt(t.item) * count, data, off)
-        items, pos = [], 0
-        for _ in range(count):
-            v, pos = rebuild(t.item, values, pos)
-            items.append(v)
-        return items, end
+        return ("bytes", t.length) if t.item == u8 else ("array", spec(t.item), t.length)
+    if isinstance(t, Vla):
+        count = [n for n, _ in siblings].index(t.length_field)
+        return ("vlabytes", count) if t.item == u8 else ("vla", spec(t.item), count)
+    if isinstance(t, Tail):
+        return ("tailbytes",) if t.item == u8 else ("tail", spec(t.item))
     if is_record(t):
-        obj = object.__new__(t)
-        for fname, ft in t._fields:
-            v, off = take(ft, data, off, obj, f"{where}.{fname}")
-            object.__setattr__(obj, fname, v)
-        return obj, off
-    raise TypeError(f"{where}: unsupported field type {t!r}")
+        return ("struct", t, t._name, fields_spec(t._fields))
+    raise TypeError(f"unsupported field type {t!r}")
+
+
+def fields_spec(fields: tuple[tuple[str, FieldType], ...]) -> list[tuple[str, Any]]:
+    """The native codec's description of a struct's (or message's) fields."""
+    return [(n, spec(ft, fields)) for n, ft in fields]
 
 
 # ---------------------------------------------------------------- definitions' text

@@ -26,15 +26,15 @@ definition (name, field names and types, recursively); ``name_crc`` (e.g.
 ``control_ping_51077d14``) identifies it in the message table: two sides that disagree on a
 definition disagree on its CRC and refuse to exchange it.
 
-One codec serves every type: messages whose fields are all scalars or fixed strings decode
-and encode natively (:class:`~shmkit._native.Codec`, any header kind); other messages
-without variable-length parts pack and unpack with one precompiled ``struct.Struct`` call
-(through closures made per type: no generated source), the rest field by field. Types with
-the default header expose their native codec as ``cls._codec``, which the API's batch paths
-(the server's dispatch loop, pipelined calls, reading that header at fixed offsets) use to
-decode from and encode into shared memory without a Python frame per message. Instances are
-built natively too (a :class:`~shmkit._native.Constructor` per type). All paths produce the
-same bytes.
+One codec serves every type: each message type gets a native
+:class:`~shmkit._native.Codec` (``cls._codec``) built from the description of its fields
+(:func:`shmkit.api.fields.spec`: scalars, strings, arrays, variable-length arrays, enums,
+unions, nested structs; any header kind), with no generated source. ``encode``/``decode``
+go through it, and so do the API's batch paths (the server's dispatch loop, pipelined
+calls), decoding from and encoding into shared memory without a Python frame per message.
+Errors are :class:`MessageError` exceptions naming the field (``get_counters_reply.items[2].id: -1
+out of range for u32``). Instances are built natively too (a
+:class:`~shmkit._native.Constructor` per type).
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ import struct
 import typing
 import zlib
 from collections.abc import Callable, Iterable
-from itertools import repeat
-from operator import attrgetter
 from typing import Any, ClassVar
 
 from shmkit._native import Codec, Constructor
@@ -131,8 +129,6 @@ REPLY: tuple[str, ...] = ("_vl_msg_id", "context")
 BARE: tuple[str, ...] = ("_vl_msg_id",)
 HEADERS = (REQUEST, REPLY, BARE, ("_vl_msg_id", "client_index"))
 _HEADER_ATTRS = ("client_index", "context")
-#: The header's struct by its number of fields.
-_HEADS = {n: struct.Struct(">H" + "I" * (n - 1)) for n in (1, 2, 3)}
 
 #: Every message type defined in this process, by ``name_crc`` (for decoding what a peer
 #: sends and for replaying traces).
@@ -171,7 +167,6 @@ class Message:
     _crc: ClassVar[int] = 0
     _name_crc: ClassVar[str] = ""
     _dynamic: ClassVar[bool] = False
-    _struct: ClassVar[struct.Struct | None] = None
     _is_struct: ClassVar[bool] = False
     #: ``(name, default, fresh)`` for every attribute a new instance gets (``fresh``: the
     #: default is a field type whose zero value is made per instance).
@@ -179,8 +174,8 @@ class Message:
         ("client_index", 0, False),
         ("context", 0, False),
     )
-    #: Native codec (default header, fields all scalars or fixed strings), used by the
-    #: API's batch paths; None for other types.
+    #: The type's codec (native, every field type and header kind): ``encode``/``decode``
+    #: go through it, and so do the API's batch paths; None for struct types.
     _codec: ClassVar[Codec | None] = None
     __slots__ = ("client_index", "context")
 
@@ -259,42 +254,23 @@ class Message:
         head = "context=" + str(self.context) + ", " if "context" in self._header else ""
         return f"{self._name}({head}{body})"
 
-    # -- codec (any type; fixed-size types get faster closures, see _fast_codec)
+    # -- codec (the native one: cls._codec)
 
     def encode(self, msg_id: int) -> bytes:
-        """Wire bytes of this message with header ``msg_id``."""
-        cls = type(self)
-        if cls._is_struct:
-            raise TypeError(f"{cls._name} is a struct type, not a message")
-        fmts = [">H" + "I" * (len(cls._header) - 1)]
-        vals: list[Any] = [msg_id]
-        for h in cls._header[1:]:
-            vals.append(getattr(self, h))
-        for fname, ft in cls._fields:
-            F.collect(ft, getattr(self, fname), fmts, vals, f"{cls._name}.{fname}", self)
-        try:
-            return struct.pack("".join(fmts), *vals)
-        except struct.error as exc:
-            raise MessageError(f"{cls._name}: {exc}") from None
+        """Wire bytes of this message with header ``msg_id``. Raises :class:`MessageError`
+        (naming the field) for a value its type does not take."""
+        codec = type(self)._codec
+        if codec is None:
+            raise TypeError(f"{type(self)._name} is a struct type, not a message")
+        return codec.encode(self, msg_id)
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> Message:
         """Build a message from wire bytes (header included). Raises :class:`MessageError`
-        on truncated or malformed input; never reads past ``data``."""
-        if cls._is_struct:
+        (naming the field) on truncated or malformed input; never reads past ``data``."""
+        if cls._codec is None:
             raise TypeError(f"{cls._name} is a struct type, not a message")
-        head = _HEADS[len(cls._header)]
-        if len(data) < head.size:
-            raise MessageError(f"{cls._name}: truncated header ({len(data)} bytes)")
-        obj = object.__new__(cls)
-        obj.client_index = obj.context = 0
-        for h, v in zip(cls._header[1:], head.unpack_from(data)[1:]):
-            setattr(obj, h, v)
-        off = head.size
-        for fname, ft in cls._fields:
-            v, off = F.take(ft, data, off, obj, f"{cls._name}.{fname}")
-            object.__setattr__(obj, fname, v)
-        return obj
+        return cls._codec.decode(data)  # type: ignore[no-any-return]
 
 
 def _check_fields(
@@ -383,18 +359,17 @@ def _configure(
     )
     setattr(cls, "__new__", staticmethod(ctor))  # noqa: B010 (per-type constructor)
     setattr(cls, "__init__", object.__init__)  # noqa: B010
-    if not dynamic:
-        head = "" if is_struct else "H" + "I" * (len(header) - 1)
-        cls._struct = struct.Struct(">" + head + "".join(F.fmt(ft) for _, ft in fields))
-        if not is_struct and all(_native_fmt(ft) for _, ft in fields):
-            codec = Codec(cls, [(f, _native_fmt(ft)) for f, ft in fields], list(header))
-            _native_codec(cls, codec)
-            # The batch paths (ApiPort) read the request header at fixed offsets: only types
-            # with it are theirs.
-            cls._codec = codec if header == REQUEST else None
-        elif not is_struct:
-            _fast_codec(cls)
     if not is_struct:
+        codec = Codec(cls, F.fields_spec(fields), list(header))
+        cls._codec = codec
+        native_encode = codec.encode
+
+        def encode(self: Message, msg_id: int) -> bytes:
+            return native_encode(self, msg_id)
+
+        encode.__doc__ = Message.encode.__doc__
+        setattr(cls, "encode", encode)  # noqa: B010 (the native codec, without a lookup)
+        setattr(cls, "decode", staticmethod(codec.decode))  # noqa: B010
         REGISTRY[cls._name_crc] = cls
 
 
@@ -415,147 +390,6 @@ def _option_default(ft: FieldType, value: Any, where: str) -> Any:
     if isinstance(t, Enum) and isinstance(value, str):
         return t.py[value]
     return value
-
-
-def _native_fmt(ft: FieldType) -> str:
-    """The native codec's format of a field, or "" if it has none."""
-    t = F.unalias(ft)
-    if isinstance(t, Scalar):
-        return t.fmt
-    if isinstance(t, String):
-        return f"{t.size}s"
-    return ""
-
-
-def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
-    if len(names) > 1:
-        return attrgetter(*names)
-    if names:
-        one = attrgetter(names[0])
-        return lambda o: (one(o),)
-    return lambda o: ()
-
-
-def _converters(
-    ft: FieldType, where: str
-) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None] | None:
-    """``(encode, decode)`` conversions between a field's value and its single ``struct``
-    value (None: as is); None if the field spans several ``struct`` values."""
-    t = F.unalias(ft)
-    if isinstance(t, Scalar):
-        if t.is_float:
-            unpack = F._F64.unpack
-            return F.f64_field, lambda raw: unpack(raw)[0]
-        return None, None
-    if isinstance(t, Enum):
-        e = t
-        return None, lambda v: F.enum_value(e, v)
-    if isinstance(t, String):
-        size = t.size
-        return (lambda v: F.str_field(v, size, where)), F.text_field
-    if isinstance(t, Array) and t.item == u8:
-        n = t.length
-        return (lambda v: F.bytes_field(v, n, where)), None
-    if F.is_union(t):
-        u = t
-        return (lambda v: F.pack_fixed(u, v, where)), u.from_bytes
-    return None
-
-
-def _native_codec(cls: type[Message], codec: Codec) -> None:
-    """Encode and decode through the native codec (its errors are ``MessageError``s); a value
-    it does not take as is goes the generic, fully checking path, which coerces it as the
-    native one would not (or raises the precise :class:`MessageError`)."""
-    native_encode, slow_encode = codec.encode, Message.encode
-
-    def encode(self: Message, msg_id: int) -> bytes:
-        try:
-            return native_encode(self, msg_id)
-        except Exception:  # the checking path raises the precise error
-            return slow_encode(self, msg_id)
-
-    setattr(cls, "encode", encode)  # noqa: B010 (per-type closures)
-    setattr(cls, "decode", staticmethod(codec.decode))  # noqa: B010
-
-
-def _fast_codec(cls: type[Message]) -> None:
-    """Encode and decode closures for a fixed-size message: one ``struct`` call, one
-    attribute read or store per field. Any error falls back to the generic, fully checking
-    path (:meth:`Message.encode` / :meth:`Message.decode`), which produces the precise
-    :class:`MessageError`."""
-    assert cls._struct is not None
-    pack, unpack = cls._struct.pack, cls._struct.unpack_from
-    header = list(cls._header[1:])
-    names = header + [f for f, _ in cls._fields]
-    get, hget = _getter(names), _getter(header)
-    extras = [h for h in _HEADER_ATTRS if h not in names]
-    slow_encode, slow_decode = Message.encode, Message.decode.__func__  # type: ignore[attr-defined]
-    convs = [_converters(ft, f"{cls._name}.{f}") for f, ft in cls._fields]
-    new = object.__new__
-    if any(c is None for c in convs):
-        # A field spans several struct values (arrays, nested structs): flatten them.
-        fields = cls._fields
-        name = cls._name
-
-        def encode(self: Message, msg_id: int) -> bytes:
-            vals: list[Any] = [msg_id, *hget(self)]
-            try:
-                for fname, ft in fields:
-                    F.flatten(ft, getattr(self, fname), vals, f"{name}.{fname}")
-                return pack(*vals)
-            except Exception:  # the checking path raises the precise error
-                return slow_encode(self, msg_id)
-
-        def decode(data: bytes | bytearray | memoryview) -> Message:
-            try:
-                vals = unpack(data)
-            except struct.error:
-                return slow_decode(cls, data)  # type: ignore[no-any-return]
-            o = new(cls)
-            for e in extras:
-                setattr(o, e, 0)
-            for h, v in zip(header, vals[1:]):
-                setattr(o, h, v)
-            pos = 1 + len(header)
-            for fname, ft in fields:
-                v, pos = F.rebuild(ft, vals, pos)
-                setattr(o, fname, v)
-            return o
-
-    else:
-        off = len(header)
-        enc = [(off + i, c[0]) for i, c in enumerate(convs) if c is not None and c[0]]
-        dec = [(1 + off + i, c[1]) for i, c in enumerate(convs) if c is not None and c[1]]
-
-        def encode(self: Message, msg_id: int) -> bytes:
-            try:
-                if enc:
-                    vals = list(get(self))
-                    for i, conv in enc:
-                        vals[i] = conv(vals[i])
-                    return pack(msg_id, *vals)
-                return pack(msg_id, *get(self))
-            except Exception:  # the checking path raises the precise error
-                return slow_encode(self, msg_id)
-
-        def decode(data: bytes | bytearray | memoryview) -> Message:
-            try:
-                vals: Any = unpack(data)
-            except struct.error:
-                return slow_decode(cls, data)  # type: ignore[no-any-return]
-            if dec:
-                vals = list(vals)
-                for i, conv in dec:
-                    vals[i] = conv(vals[i])
-            o = new(cls)
-            for e in extras:
-                setattr(o, e, 0)
-            # One C-level loop over the attributes (setattr returns None: any() sees all).
-            any(map(setattr, repeat(o), names, vals[1:]))
-            return o
-
-    setattr(cls, "encode", encode)  # noqa: B010 (per-type closures)
-    setattr(cls, "decode", staticmethod(decode))  # noqa: B010
 
 
 def _build(

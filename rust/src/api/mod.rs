@@ -3,7 +3,7 @@
 //! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
 //! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
 //!   processes, in batches, never blocking towards a slow receiver;
-//! * [`codec`]: the fixed-layout message codec (field kinds, decoding wire bytes);
+//! * [`codec`]: the message codec: a layout tree of field kinds, decoding and encoding;
 //! * [`state`]: the shared state object (server identity and epoch, counters, client table).
 //! * [`sock`]: VPP's socket transport — a Unix stream socket whose messages are framed by
 //!   VPP's 16-byte header, served to many clients from one `poll` call, never blocked by a

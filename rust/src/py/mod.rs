@@ -47,7 +47,7 @@ pub fn build_features() -> Vec<&'static str> {
 #[pymodule(name = "_native")]
 mod native {
     #[pymodule_export]
-    use super::apicodec::{PyCodec, PyConstructor};
+    use super::apicodec::{PyCodec, PyConstructor, PyFieldCodec};
     #[pymodule_export]
     use super::apiport::{Encoded, PyApiPort, PyOutbox};
     #[pymodule_export]
