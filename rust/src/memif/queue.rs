@@ -33,6 +33,9 @@ use super::ring::{DescCopy, RingRef, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use crate::sys::eventfd::PeerEventFd;
 use crate::sys::map::Mapping;
 
+mod batch;
+pub use batch::{check_packed, RxFill, RxStop};
+
 /// A protocol violation by the peer (the reason goes into the DISCONNECT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault(pub String);
@@ -218,14 +221,19 @@ impl TxQueue {
     /// is larger than one); returns how many whole packets were queued (fewer when the ring
     /// fills up). Fails if zero-copy buffers are reserved on this queue.
     pub fn tx_burst<P: AsRef<[u8]>>(&mut self, bufs: &Buffers, packets: &[P]) -> Result<usize, Fault> {
+        self.tx_copy(bufs, packets.iter().map(AsRef::as_ref))
+    }
+
+    /// [`TxQueue::tx_burst`] over any sequence of packets (the batch forms feed it slices of
+    /// one packed buffer).
+    fn tx_copy<'a>(&mut self, bufs: &Buffers, packets: impl Iterator<Item = &'a [u8]>) -> Result<usize, Fault> {
         let mut free = self.free_slots()?;
         let (_, descs) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
         let mut slot = self.counter;
         let mut used: u16 = 0;
         let mut sent = 0usize;
         let mut bytes = 0u64;
-        'packets: for p in packets {
-            let data = p.as_ref();
+        'packets: for data in packets {
             let start_used = used;
             let mut pos = 0usize;
             loop {
@@ -271,16 +279,7 @@ impl TxQueue {
     /// Reserve up to `n` buffers for zero-copy filling; appends their segments to `out` and
     /// returns how many were reserved (fewer when the ring is short of free slots).
     pub fn alloc(&mut self, bufs: &Buffers, n: usize, out: &mut Vec<Seg>) -> Result<usize, Fault> {
-        let free = usize::from(self.free_slots()?);
-        let k = n.min(free);
-        let (_, descs) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
-        let first = self.counter.wrapping_add(self.allocated.len() as u16);
-        for i in 0..k {
-            let seg = self.slot_buffer(bufs, descs, first.wrapping_add(i as u16))?;
-            self.allocated.push(seg);
-            out.push(seg);
-        }
-        Ok(k)
+        Ok(self.alloc_zc(bufs, n, None, |_, s| out.push(s))?.packets)
     }
 
     /// Buffers reserved by `alloc` and not yet committed.

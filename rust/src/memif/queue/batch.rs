@@ -1,0 +1,166 @@
+//! Batch forms of the data path: whole bursts described by arrays, no object per packet.
+//!
+//! * copying: [`TxQueue::tx_packed`] sends packets laid end to end in one buffer (lengths in
+//!   an array, netmap's `send_packed`), [`RxQueue::rx_into`] copies a burst end to end into
+//!   one caller buffer and writes the lengths (netmap's `recv_into`); both handle chained
+//!   packets (split on send, joined on receive);
+//! * zero copy: [`RxQueue::rx_zc`] reports the received buffers as `(region, offset, length)`
+//!   and keeps them held until [`RxQueue::release`]; [`TxQueue::alloc_zc`] reserves buffers
+//!   the same way and [`TxQueue::commit`] publishes them. A zero-copy packet is one buffer: a
+//!   chained packet stops a zero-copy receive before it ([`RxStop::Chained`]) and is taken by
+//!   a copying receive instead; commits longer than a buffer are refused.
+//!
+//! Every descriptor is validated exactly as in the per-packet forms (`next_packet`,
+//! `slot_buffer`): these functions only change where the results go.
+
+use super::{Buffers, Fault, RxQueue, Seg, TxQueue};
+
+/// Why a batch receive ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxStop {
+    /// No further complete packet was ready, or the caller's arrays were full.
+    Done,
+    /// The next packet (this many bytes) does not fit the rest of the caller's data buffer.
+    NoRoom(u64),
+    /// The next packet is chained over this many buffers (zero copy takes single buffers).
+    Chained(u16),
+    /// The next buffer lies in this region, not the one the caller asked for.
+    OtherRegion(u16),
+}
+
+/// What a batch receive or allocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFill {
+    /// Packets (or buffers) taken.
+    pub packets: usize,
+    /// Bytes copied (copying receive) or received (zero copy).
+    pub bytes: usize,
+    /// Why it stopped there.
+    pub stop: RxStop,
+}
+
+/// Check that `sizes` describes packets inside a buffer of `data_len` bytes.
+pub fn check_packed(data_len: usize, sizes: &[u32]) -> Result<(), String> {
+    let total: u64 = sizes.iter().map(|&l| u64::from(l)).sum();
+    if total > data_len as u64 {
+        return Err(format!("sizes add up to {total} bytes, data has {data_len}"));
+    }
+    Ok(())
+}
+
+impl TxQueue {
+    /// Copy the packets laid end to end in `data` (lengths in `sizes`, see [`check_packed`])
+    /// into the ring, chaining those larger than a buffer; returns how many were queued.
+    pub fn tx_packed(&mut self, bufs: &Buffers, data: &[u8], sizes: &[u32]) -> Result<usize, Fault> {
+        let mut at = 0usize;
+        let packets = sizes.iter().map_while(|&l| {
+            let end = at.checked_add(l as usize)?;
+            let p = data.get(at..end)?;
+            at = end;
+            Some(p)
+        });
+        self.tx_copy(bufs, packets)
+    }
+
+    /// Reserve up to `n` buffers for zero-copy filling, reporting each as `put(i, seg)`.
+    /// With `region`, stops before a buffer in another region (the server uses the buffers
+    /// the client posts, which may lie in any of its regions).
+    pub fn alloc_zc(
+        &mut self,
+        bufs: &Buffers,
+        n: usize,
+        region: Option<u16>,
+        mut put: impl FnMut(usize, Seg),
+    ) -> Result<RxFill, Fault> {
+        let k = n.min(usize::from(self.free_slots()?));
+        let (_, descs) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
+        let first = self.counter.wrapping_add(self.allocated.len() as u16);
+        let mut fill = RxFill { packets: 0, bytes: 0, stop: RxStop::Done };
+        for i in 0..k {
+            let seg = self.slot_buffer(bufs, descs, first.wrapping_add(i as u16))?;
+            if region.is_some_and(|r| r != seg.region) {
+                fill.stop = RxStop::OtherRegion(seg.region);
+                break;
+            }
+            self.allocated.push(seg);
+            put(i, seg);
+            fill.packets += 1;
+            fill.bytes += seg.len as usize;
+        }
+        Ok(fill)
+    }
+}
+
+impl RxQueue {
+    /// Copy up to `sizes.len()` packets end to end into `data`, their lengths into `sizes`,
+    /// and give their buffers back at once. Stops before a packet that does not fit the rest
+    /// of `data` (it stays in the ring).
+    pub fn rx_into(&mut self, bufs: &Buffers, data: &mut [u8], sizes: &mut [u32]) -> Result<RxFill, Fault> {
+        let mut ready = self.ready()?;
+        let mut fill = RxFill { packets: 0, bytes: 0, stop: RxStop::Done };
+        while fill.packets < sizes.len() && ready > 0 {
+            let slots = self.next_packet(bufs, ready)?;
+            if slots == 0 {
+                break;
+            }
+            let len: u64 = self.chain.iter().map(|c| u64::from(c.2)).sum();
+            let room = (data.len() - fill.bytes) as u64;
+            let Ok(len32) = u32::try_from(len) else {
+                fill.stop = RxStop::NoRoom(len);
+                break;
+            };
+            if len > room {
+                fill.stop = RxStop::NoRoom(len);
+                break;
+            }
+            for &(r, o, l) in &self.chain {
+                let dst = &mut data[fill.bytes..fill.bytes + l as usize];
+                bufs.check(r, o, l)
+                    .and_then(|map| map.read(o as usize, dst))
+                    .ok_or_else(|| Fault("buffer outside its region".into()))?;
+                fill.bytes += l as usize;
+            }
+            sizes[fill.packets] = len32;
+            self.advance(slots, len as usize, true);
+            ready -= slots;
+            fill.packets += 1;
+        }
+        self.give_back();
+        Ok(fill)
+    }
+
+    /// Receive up to `max` single-buffer packets without copying, reporting each as
+    /// `put(i, seg)`; they stay held until [`RxQueue::release`]. Stops before a chained
+    /// packet, and with `region` before a buffer in another region.
+    pub fn rx_zc(
+        &mut self,
+        bufs: &Buffers,
+        max: usize,
+        region: Option<u16>,
+        mut put: impl FnMut(usize, Seg),
+    ) -> Result<RxFill, Fault> {
+        let mut ready = self.ready()?;
+        let mut fill = RxFill { packets: 0, bytes: 0, stop: RxStop::Done };
+        while fill.packets < max && ready > 0 {
+            let slots = self.next_packet(bufs, ready)?;
+            if slots == 0 {
+                break;
+            }
+            if slots > 1 {
+                fill.stop = RxStop::Chained(slots);
+                break;
+            }
+            let (r, offset, len) = self.chain[0];
+            if region.is_some_and(|want| want != r) {
+                fill.stop = RxStop::OtherRegion(r);
+                break;
+            }
+            put(fill.packets, Seg { region: r, offset, len });
+            self.advance(1, len as usize, false);
+            ready -= 1;
+            fill.packets += 1;
+            fill.bytes += len as usize;
+        }
+        Ok(fill)
+    }
+}
