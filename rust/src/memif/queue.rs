@@ -690,7 +690,7 @@ impl RxQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::conn::{server_connection, ClientPlan, ConnInfo, Connection};
     use super::super::ring::{Desc, RingHeader, RING_HEADER_SIZE};
     use super::*;
@@ -700,7 +700,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     /// A client and a server connection over the same memory, built in-process.
-    fn linked() -> (Connection, Connection) {
+    pub(super) fn linked() -> (Connection, Connection) {
         let plan = ClientPlan::create(1, 1, 4, 256, true).unwrap();
         let regions: Vec<(u64, std::os::fd::OwnedFd)> =
             plan.regions.iter().map(|(m, f)| (m.size, fd::dup(f.as_fd()).unwrap())).collect();
@@ -718,7 +718,7 @@ mod tests {
         (client, server)
     }
 
-    fn ring_parts(c: &Connection, tx: bool) -> (&RingHeader, &[Desc]) {
+    pub(super) fn ring_parts(c: &Connection, tx: bool) -> (&RingHeader, &[Desc]) {
         let map = &c.bufs.regions[0];
         let off = if tx { c.tx[0].lock().unwrap().ring().offset() } else { c.rx[0].lock().unwrap().ring().offset() };
         let hdr = map.get::<RingHeader>(off).unwrap();

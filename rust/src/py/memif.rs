@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
@@ -269,7 +269,7 @@ impl PyMemifInterface {
     /// writable uint32 buffer `sizes` (at most `len(sizes)` packets); buffers are given back
     /// at once. Returns the count.
     fn rx_into(&self, qid: usize, data: &Bound<'_, PyAny>, sizes: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let mut data = OutBuf::get(data)?;
+        let mut data = OutBuf::get(data).map_err(|e| PyTypeError::new_err(format!("data must be a writable buffer: {e}")))?;
         let mut sizes = TypedBuf::<u32>::get(sizes, "sizes", true)?;
         Ok(self.inner.rx_into(qid, data.as_mut_slice(), sizes.as_mut_slice())?.packets)
     }

@@ -164,3 +164,108 @@ impl RxQueue {
         Ok(fill)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{linked, ring_parts};
+    use super::*;
+    use crate::memif::ring::DescCopy;
+    use proptest::prelude::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn packed_and_zero_copy_batches_round_trip() {
+        let (client, server) = linked();
+        // 40 packets of 0..=1170 bytes: those above 256 B chain (the linked pair's buffers).
+        let pkts: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; i * 30]).collect();
+        let data: Vec<u8> = pkts.concat();
+        let sizes: Vec<u32> = pkts.iter().map(|p| p.len() as u32).collect();
+        assert!(check_packed(data.len() - 1, &sizes).is_err());
+        let (mut sent, mut at, mut got) = (0, 0, Vec::new());
+        let mut out = vec![0u8; 4096];
+        let mut lens = vec![0u32; 8];
+        while got.len() < pkts.len() {
+            let k = client.tx[0].lock().unwrap().tx_packed(&client.bufs, &data[at..], &sizes[sent..]).unwrap();
+            at += sizes[sent..sent + k].iter().map(|&l| l as usize).sum::<usize>();
+            sent += k;
+            let f = server.rx[0].lock().unwrap().rx_into(&server.bufs, &mut out, &mut lens).unwrap();
+            let mut p = 0;
+            for &l in &lens[..f.packets] {
+                got.push(out[p..p + l as usize].to_vec());
+                p += l as usize;
+            }
+            assert_eq!(p, f.bytes);
+        }
+        assert_eq!(got, pkts);
+
+        // Zero copy, server to client: allocate, fill, commit; receive, check, release.
+        let mut segs = Vec::new();
+        let mut stx = server.tx[0].lock().unwrap();
+        let f = stx.alloc_zc(&server.bufs, 8, Some(1), |i, s| segs.push((i, s))).unwrap();
+        assert_eq!((f.packets, f.stop), (8, RxStop::Done));
+        let f = stx.alloc_zc(&server.bufs, 8, Some(0), |_, _| panic!("region 0 holds no buffers")).unwrap();
+        assert_eq!((f.packets, f.stop), (0, RxStop::OtherRegion(1)));
+        for (i, s) in &segs {
+            server.bufs.regions[1].write(s.offset as usize, &[*i as u8; 100]).unwrap();
+        }
+        assert_eq!(stx.commit(&[100; 8]).unwrap(), 8);
+        drop(stx);
+        let mut crx = client.rx[0].lock().unwrap();
+        let mut seen = Vec::new();
+        let f = crx.rx_zc(&client.bufs, 64, Some(1), |i, s| seen.push((i, s))).unwrap();
+        assert_eq!((f.packets, f.bytes, f.stop), (8, 800, RxStop::Done));
+        for (i, s) in &seen {
+            let mut b = [0u8; 100];
+            client.bufs.regions[1].read(s.offset as usize, &mut b).unwrap();
+            assert_eq!((s.len, b), (100, [*i as u8; 100]));
+        }
+        assert_eq!((crx.held(), crx.release(usize::MAX), crx.held()), (8, 8, 0));
+        drop(crx);
+
+        // A chained packet stops a zero-copy batch before it; a copying receive takes it.
+        let n = server.tx[0].lock().unwrap().tx_burst(&server.bufs, &[vec![1u8; 10], vec![2u8; 600]]).unwrap();
+        assert_eq!(n, 2);
+        let mut crx = client.rx[0].lock().unwrap();
+        let f = crx.rx_zc(&client.bufs, 64, None, |_, _| {}).unwrap();
+        assert_eq!((f.packets, f.stop), (1, RxStop::Chained(3)));
+        let f = crx.rx_into(&client.bufs, &mut out[..599], &mut lens).unwrap();
+        assert_eq!((f.packets, f.stop), (0, RxStop::NoRoom(600)));
+        let f = crx.rx_into(&client.bufs, &mut out, &mut lens).unwrap();
+        assert_eq!((f.packets, lens[0], &out[..600]), (1, 600, &[2u8; 600][..]));
+        assert_eq!(crx.release(1), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        /// The client (peer) writes anything into the S2M ring; the server's batch receives
+        /// report only ranges inside the shared memory, or a fault.
+        #[test]
+        fn server_batches_survive_any_ring(
+            descs in prop::collection::vec((0u16..4, 0u16..4, any::<u32>(), any::<u32>()), 16),
+            head in any::<u16>(),
+            zero_copy in any::<bool>(),
+        ) {
+            let (client, server) = linked();
+            let (hdr, d) = ring_parts(&client, true);
+            for (i, (flags, region, length, offset)) in descs.iter().enumerate() {
+                d[i].set(DescCopy { flags: *flags, region: *region, length: *length % 70_000, offset: *offset % 70_000 });
+            }
+            hdr.head.store(head, Ordering::Release);
+            let mut q = server.rx[0].lock().unwrap();
+            if zero_copy {
+                let mut ok = true;
+                let r = q.rx_zc(&server.bufs, 64, None, |_, s| ok &= server.bufs.check(s.region, s.offset, s.len).is_some());
+                prop_assert!(ok);
+                if r.is_ok() {
+                    q.release(usize::MAX);
+                }
+            } else {
+                let mut out = vec![0u8; 8192];
+                let mut lens = vec![0u32; 64];
+                if let Ok(f) = q.rx_into(&server.bufs, &mut out, &mut lens) {
+                    prop_assert_eq!(lens[..f.packets].iter().map(|&l| l as usize).sum::<usize>(), f.bytes);
+                }
+            }
+        }
+    }
+}
