@@ -157,8 +157,8 @@ def testpmd_echo(size: int, form: str, seconds: float) -> float:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def measure(fn: Any, runs: int) -> str:
-    rates = [fn() / 1e6 for _ in range(runs)]
+def measure(fn: Any, size: int, form: str, seconds: float, runs: int) -> str:
+    rates = [fn(size, form, seconds) / 1e6 for _ in range(runs)]
     if runs == 1:
         return f"{rates[0]:>8.2f}"
     return f"{max(rates):>8.2f} {statistics.median(rates):>8.2f}"
@@ -179,12 +179,12 @@ def main() -> int:
     print(f"{'peer':<10} {'form':<8} {'size':>6} {head:>8}")
     for size in sizes:
         for form in forms:
-            r = measure(lambda: shmkit_pair(size, form, args.seconds), args.runs)
+            r = measure(shmkit_pair, size, form, args.seconds, args.runs)
             print(f"{'shmkit':<10} {form:<8} {size:>6} {r}", flush=True)
     if not args.no_testpmd and shutil.which("dpdk-testpmd"):
         for size in sizes:
             for form in forms:
-                r = measure(lambda: testpmd_echo(size, form, args.seconds), args.runs)
+                r = measure(testpmd_echo, size, form, args.seconds, args.runs)
                 print(f"{'testpmd':<10} {form:<8} {size:>6} {r}", flush=True)
     return 0
 
