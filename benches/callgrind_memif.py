@@ -2,7 +2,7 @@
 
 Wall-clock rates on a shared machine are noisy; instruction counts are not. Each form runs
 in one process (a client and a server interface over a real socket, polling mode), sending
-bursts of 64 packets one way and receiving them; the script runs it under
+bursts of ``--burst`` packets (64) one way and receiving them; the script runs it under
 ``valgrind --tool=callgrind`` twice, with ``--short`` and ``--long`` bursts, and reports
 ``(instructions(long) - instructions(short)) / (packets(long) - packets(short))``: start-up,
 imports and the handshake cancel out, what is left is the cost of a packet in the loop
@@ -15,7 +15,7 @@ system calls are not understood by valgrind), in a separate target directory:
     python benches/callgrind_memif.py --lib target-vg/release/lib_native.so
 
 Usage: ``python benches/callgrind_memif.py --lib PATH [--forms copy,zc,packed,zcb]
-[--sizes 64,1500] [--short 100] [--long 600]``.
+[--sizes 64,1500] [--short 100] [--long 600] [--burst 64]``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BURST = 64
 
 
-def inner(form: str, size: int, bursts: int) -> None:
+def inner(form: str, size: int, bursts: int, burst: int) -> None:
     """The measured loop (run under valgrind)."""
     sys.path.insert(0, HERE)
     from bench_memif import Batch
@@ -45,7 +44,7 @@ def inner(form: str, size: int, bursts: int) -> None:
         Interface(sock, role="client", rx_mode="polling", reconnect_interval=0.05) as cli,
     ):
         assert srv.wait_connected(120) and cli.wait_connected(120)
-        tx, rx = Batch(cli, form, size, burst=BURST), Batch(srv, form, 0)
+        tx, rx = Batch(cli, form, size, burst=burst), Batch(srv, form, 0)
         moved = 0
         for _ in range(bursts):
             sent = tx.send(0)
@@ -53,11 +52,11 @@ def inner(form: str, size: int, bursts: int) -> None:
             while got < sent:
                 got += rx.recv(0)
             moved += got
-        assert moved == bursts * BURST, moved
+        assert moved == bursts * burst, moved
     shutil.rmtree(d, ignore_errors=True)
 
 
-def count(lib: str, form: str, size: int, bursts: int) -> int:
+def count(lib: str, form: str, size: int, bursts: int, burst: int) -> int:
     """Instructions of one run under callgrind."""
     pkg = tempfile.mkdtemp(prefix="shmkit-cg-pkg-")
     src = os.path.join(HERE, "..", "python", "shmkit")
@@ -75,6 +74,7 @@ def count(lib: str, form: str, size: int, bursts: int) -> int:
         form,
         str(size),
         str(bursts),
+        str(burst),
     ]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -87,8 +87,8 @@ def count(lib: str, form: str, size: int, bursts: int) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 5 and sys.argv[1] == "--inner":
-        inner(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--inner":
+        inner(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lib", required=True, help="lib_native.so built for valgrind")
@@ -96,13 +96,14 @@ def main() -> int:
     ap.add_argument("--sizes", default="64,1500")
     ap.add_argument("--short", type=int, default=100)
     ap.add_argument("--long", type=int, default=600)
+    ap.add_argument("--burst", type=int, default=64)
     a = ap.parse_args()
-    packets = (a.long - a.short) * BURST
+    packets = (a.long - a.short) * a.burst
     print(f"{'form':<8} {'size':>6} {'instructions/packet':>20}")
     for size in [int(x) for x in a.sizes.split(",")]:
         for form in a.forms.split(","):
-            lo = count(a.lib, form, size, a.short)
-            hi = count(a.lib, form, size, a.long)
+            lo = count(a.lib, form, size, a.short, a.burst)
+            hi = count(a.lib, form, size, a.long, a.burst)
             print(f"{form:<8} {size:>6} {(hi - lo) / packets:>20.1f}", flush=True)
     return 0
 

@@ -535,32 +535,39 @@ impl RxQueue {
             }
             let idx = self.cur.wrapping_add(n) & mask;
             let d = descs[usize::from(idx)].copy();
-            let (region, offset) = match self.own {
-                // Client: the buffer is the one we posted; only the length comes from the peer.
-                Some(own) => {
-                    if d.length > own.size {
-                        return Err(Fault(format!(
-                            "descriptor {idx} length {} exceeds the buffer size {}",
-                            d.length, own.size
-                        )));
-                    }
-                    let s = own.seg(idx);
-                    (s.region, s.offset)
-                }
-                None => (d.region, d.offset),
-            };
-            if bufs.check(region, offset, d.length).is_none() {
-                return Err(Fault(format!(
-                    "descriptor {idx} (region {region}, offset {offset:#x}, length {}) is outside the shared memory",
-                    d.length
-                )));
-            }
-            self.chain.push((region, offset, d.length));
+            self.chain.push(self.desc_buffer(bufs, &d, idx)?);
             n += 1;
             if d.flags & DESC_FLAG_NEXT == 0 {
                 return Ok(n);
             }
         }
+    }
+
+    /// The buffer a received descriptor (copied once from slot `idx`) describes, validated:
+    /// `(region, offset, length)` inside the shared memory. The client takes only the length
+    /// from the peer (the buffer is the one it posted in that slot).
+    #[inline]
+    fn desc_buffer(&self, bufs: &Buffers, d: &DescCopy, idx: u16) -> Result<(u16, u32, u32), Fault> {
+        let (region, offset) = match self.own {
+            Some(own) => {
+                if d.length > own.size {
+                    return Err(Fault(format!(
+                        "descriptor {idx} length {} exceeds the buffer size {}",
+                        d.length, own.size
+                    )));
+                }
+                let s = own.seg(idx);
+                (s.region, s.offset)
+            }
+            None => (d.region, d.offset),
+        };
+        if bufs.check(region, offset, d.length).is_none() {
+            return Err(Fault(format!(
+                "descriptor {idx} (region {region}, offset {offset:#x}, length {}) is outside the shared memory",
+                d.length
+            )));
+        }
+        Ok((region, offset, d.length))
     }
 
     fn copy_chain(&self, bufs: &Buffers, out: &mut Vec<u8>) -> Result<usize, Fault> {

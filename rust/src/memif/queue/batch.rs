@@ -13,7 +13,7 @@
 //! Every descriptor is validated exactly as in the per-packet forms (`next_packet`,
 //! `slot_buffer`): these functions only change where the results go.
 
-use super::{Buffers, Fault, RxQueue, Seg, TxQueue};
+use super::{Buffers, Fault, RxQueue, Seg, TxQueue, DESC_FLAG_NEXT};
 
 /// Why a batch receive ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,16 +141,24 @@ impl RxQueue {
     ) -> Result<RxFill, Fault> {
         let mut ready = self.ready()?;
         let mut fill = RxFill { packets: 0, bytes: 0, stop: RxStop::Done };
+        // A handle of our own on the ring (one reference count a burst), so the descriptors
+        // stay borrowed while the queue's counters move.
+        let ring = self.ring.clone();
+        let (_, descs) = ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
+        let mask = ring.mask();
         while fill.packets < max && ready > 0 {
-            let slots = self.next_packet(bufs, ready)?;
-            if slots == 0 {
+            // One descriptor copied once and validated as `next_packet` does; a chain goes
+            // through `next_packet` itself (complete or not, never-ending or not).
+            let idx = self.cur & mask;
+            let d = descs[usize::from(idx)].copy();
+            if d.flags & DESC_FLAG_NEXT != 0 {
+                match self.next_packet(bufs, ready)? {
+                    0 => {}
+                    slots => fill.stop = RxStop::Chained(slots),
+                }
                 break;
             }
-            if slots > 1 {
-                fill.stop = RxStop::Chained(slots);
-                break;
-            }
-            let (r, offset, len) = self.chain[0];
+            let (r, offset, len) = self.desc_buffer(bufs, &d, idx)?;
             if region.is_some_and(|want| want != r) {
                 fill.stop = RxStop::OtherRegion(r);
                 break;
