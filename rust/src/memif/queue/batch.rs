@@ -151,14 +151,19 @@ impl RxQueue {
             // through `next_packet` itself (complete or not, never-ending or not).
             let idx = self.cur & mask;
             let d = descs[usize::from(idx)].copy();
-            if d.flags & DESC_FLAG_NEXT != 0 {
+            let (r, offset, len) = if d.flags & DESC_FLAG_NEXT == 0 {
+                self.desc_buffer(bufs, &d, idx)?
+            } else {
                 match self.next_packet(bufs, ready)? {
-                    0 => {}
-                    slots => fill.stop = RxStop::Chained(slots),
+                    0 => break,
+                    // The peer cleared NEXT in between: a single buffer after all.
+                    1 => self.chain[0],
+                    slots => {
+                        fill.stop = RxStop::Chained(slots);
+                        break;
+                    }
                 }
-                break;
-            }
-            let (r, offset, len) = self.desc_buffer(bufs, &d, idx)?;
+            };
             if region.is_some_and(|want| want != r) {
                 fill.stop = RxStop::OtherRegion(r);
                 break;
