@@ -1,20 +1,31 @@
 """memif from Python: packets per second, shmkit <-> shmkit and shmkit <-> DPDK testpmd.
 
 * shmkit -> shmkit: a sender process and a receiver process (one interface each), one way,
-  in two forms: copying (``tx_burst``/``rx_burst``) and batched zero copy
-  (``alloc``/``tx_commit`` and ``rx_views``/``refill``), polling mode.
+  polling mode, in four forms:
+
+  - ``copy``: ``tx_burst``/``rx_burst`` (a list of packets, one ``bytes`` each);
+  - ``zc``: ``alloc``/``tx_commit`` and ``rx_views``/``refill`` (one memoryview a buffer);
+  - ``packed``: ``tx_packed``/``rx_into`` (one buffer and a uint32 array a burst);
+  - ``zcb``: ``tx_alloc_zc``/``tx_commit_zc`` and ``rx_zc``/``refill`` (offset and length
+    arrays over one region view: no object a packet).
+
+  The zero-copy senders commit buffers without writing them and the receivers do not read
+  them, as in a forwarder that only looks at descriptors.
 * shmkit <-> testpmd (io forwarding echoes every packet): one process sends and receives.
 
-Usage: ``python benches/bench_memif.py [--seconds 2] [--no-testpmd]``. Numbers on a shared
-2-core machine are noisy; the report states the load average.
+Usage: ``python benches/bench_memif.py [--seconds 2] [--runs 1] [--forms copy,zc,packed,zcb]
+[--no-testpmd]``. Numbers on a shared 2-core machine are noisy: several runs print the best
+and the median, and the report states the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -25,20 +36,56 @@ from shmkit.memif import Interface
 BURST = 256
 
 
-def _receiver(sock: str, zc: bool, seconds: float, q: Any) -> None:
+class Batch:
+    """One process's side of a form: ``send(qid, size)`` and ``recv(qid)`` -> packets."""
+
+    def __init__(self, iface: Interface, form: str, size: int, burst: int = BURST) -> None:
+        self.iface, self.form, self.size, self.burst = iface, form, size, burst
+        self.pkts = [b"\x5a" * size] * burst
+        self.data = bytearray(BURST * max(size, 2048))
+        self.packed = b"\x5a" * (size * burst)
+        self.sizes = array.array("I", [size] * burst)
+        self.rsizes = array.array("I", [0] * BURST)
+        self.offs, self.lens = array.array("Q", [0] * BURST), array.array("I", [0] * BURST)
+        self.toffs, self.caps = array.array("Q", [0] * burst), array.array("I", [0] * burst)
+        self.tlens = array.array("I", [size] * burst)
+
+    def send(self, qid: int) -> int:
+        i = self.iface
+        if self.form == "copy":
+            return i.tx_burst(qid, self.pkts)
+        if self.form == "zc":
+            return i.tx_commit(qid, self.size) if i.alloc(qid, self.burst) else 0
+        if self.form == "packed":
+            return i.tx_packed(qid, self.packed, self.sizes)
+        n = i.tx_alloc_zc(qid, self.burst, self.toffs, self.caps)
+        return i.tx_commit_zc(qid, self.tlens, n) if n else 0
+
+    def recv(self, qid: int) -> int:
+        i = self.iface
+        if self.form == "copy":
+            return len(i.rx_burst(qid, BURST))
+        if self.form == "zc":
+            n = len(i.rx_views(qid, BURST))
+        elif self.form == "packed":
+            return i.rx_into(qid, self.data, self.rsizes)
+        else:
+            n = i.rx_zc(qid, self.offs, self.lens)
+        if n:
+            i.refill(qid, n)
+        return n
+
+
+def _receiver(sock: str, form: str, seconds: float, q: Any) -> None:
     iface = Interface(sock, role="server", rx_mode="polling")
     q.put("ready")
     iface.wait_connected(30)
+    side = Batch(iface, form, 0)
     got = 0
     start = None
     deadline = None
     while True:
-        if zc:
-            n = len(iface.rx_views(0, BURST))
-            if n:
-                iface.refill(0)
-        else:
-            n = len(iface.rx_burst(0, BURST))
+        n = side.recv(0)
         if n and start is None:
             start = time.perf_counter()
             deadline = start + seconds
@@ -50,33 +97,28 @@ def _receiver(sock: str, zc: bool, seconds: float, q: Any) -> None:
     iface.close()
 
 
-def _sender(sock: str, size: int, zc: bool, stop: Any) -> None:
+def _sender(sock: str, size: int, form: str, stop: Any) -> None:
     iface = Interface(sock, role="client", rx_mode="polling", reconnect_interval=0.01)
     iface.wait_connected(30)
-    pkts = [b"\x5a" * size] * BURST
+    side = Batch(iface, form, size)
     while not stop.is_set():
         try:
-            if zc:
-                bufs = iface.alloc(0, BURST)
-                if bufs:
-                    iface.tx_commit(0, size)
-            else:
-                iface.tx_burst(0, pkts)
+            side.send(0)
         except Exception:
             break
     iface.close()
 
 
-def shmkit_pair(size: int, zc: bool, seconds: float) -> float:
+def shmkit_pair(size: int, form: str, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     d = tempfile.mkdtemp(prefix="shmkit-bench-")
     sock = os.path.join(d, "m.sock")
     q = ctx.Queue()
     stop = ctx.Event()
-    rx = ctx.Process(target=_receiver, args=(sock, zc, seconds, q))
+    rx = ctx.Process(target=_receiver, args=(sock, form, seconds, q))
     rx.start()
     assert q.get(timeout=30) == "ready"
-    tx = ctx.Process(target=_sender, args=(sock, size, zc, stop))
+    tx = ctx.Process(target=_sender, args=(sock, size, form, stop))
     tx.start()
     rate = float(q.get(timeout=seconds + 60))
     stop.set()
@@ -86,7 +128,7 @@ def shmkit_pair(size: int, zc: bool, seconds: float) -> float:
     return rate
 
 
-def testpmd_echo(size: int, zc: bool, seconds: float) -> float:
+def testpmd_echo(size: int, form: str, seconds: float) -> float:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from memif_peers import DpdkPeer, warm_up
 
@@ -98,24 +140,15 @@ def testpmd_echo(size: int, zc: bool, seconds: float) -> float:
         with Interface(sock, role="client", rx_mode="polling", reconnect_interval=0.05) as me:
             me.wait_connected(30)
             warm_up(me, 0)
-            pkts = [b"\x5a" * size] * 64
+            side = Batch(me, form, size, burst=64)
             got = 0
             inflight = 0
             start = time.perf_counter()
             end = start + seconds
             while time.perf_counter() < end:
                 if inflight < 512:
-                    if zc:
-                        bufs = me.alloc(0, 64)
-                        n = me.tx_commit(0, size) if bufs else 0
-                    else:
-                        n = me.tx_burst(0, pkts)
-                    inflight += n
-                if zc:
-                    k = len(me.rx_views(0, BURST))
-                    me.refill(0)
-                else:
-                    k = len(me.rx_burst(0, BURST))
+                    inflight += side.send(0)
+                k = side.recv(0)
                 got += k
                 inflight -= k
             return got / (time.perf_counter() - start)
@@ -124,26 +157,35 @@ def testpmd_echo(size: int, zc: bool, seconds: float) -> float:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def measure(fn: Any, size: int, form: str, seconds: float, runs: int) -> str:
+    rates = [fn(size, form, seconds) / 1e6 for _ in range(runs)]
+    if runs == 1:
+        return f"{rates[0]:>8.2f}"
+    return f"{max(rates):>8.2f} {statistics.median(rates):>8.2f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--forms", default="copy,zc,packed,zcb")
+    ap.add_argument("--sizes", default="64,1500")
     ap.add_argument("--no-testpmd", action="store_true")
     args = ap.parse_args()
+    forms = args.forms.split(",")
+    sizes = [int(x) for x in args.sizes.split(",")]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'peer':<10} {'form':<10} {'size':>6} {'Mpps':>8}")
-    for size in (64, 1500):
-        for zc in (False, True):
-            rate = shmkit_pair(size, zc, args.seconds)
-            print(
-                f"{'shmkit':<10} {'zero-copy' if zc else 'copy':<10} {size:>6} {rate / 1e6:>8.2f}",
-                flush=True,
-            )
+    head = "Mpps" if args.runs == 1 else "best Mpps  median"
+    print(f"{'peer':<10} {'form':<8} {'size':>6} {head:>8}")
+    for size in sizes:
+        for form in forms:
+            r = measure(shmkit_pair, size, form, args.seconds, args.runs)
+            print(f"{'shmkit':<10} {form:<8} {size:>6} {r}", flush=True)
     if not args.no_testpmd and shutil.which("dpdk-testpmd"):
-        for size in (64, 1500):
-            for zc in (False, True):
-                rate = testpmd_echo(size, zc, args.seconds)
-                form = "zero-copy" if zc else "copy"
-                print(f"{'testpmd':<10} {form:<10} {size:>6} {rate / 1e6:>8.2f}", flush=True)
+        for size in sizes:
+            for form in forms:
+                r = measure(testpmd_echo, size, form, args.seconds, args.runs)
+                print(f"{'testpmd':<10} {form:<8} {size:>6} {r}", flush=True)
     return 0
 
 

@@ -4,14 +4,19 @@
 //! Throughput is packets per second end to end: the sender copies packets into the S2M ring
 //! with `tx_burst`, the measuring thread copies them out with `rx_burst`.
 //!
-//! A second group measures the interrupt path on one thread: a burst of one packet (which
+//! A second group compares the forms on one thread, a burst of 256 × 64 B sent and received
+//! per iteration (polling): `tx_burst`/`rx_burst`, the packed batch (`tx_packed`/`rx_into`)
+//! and the zero-copy batch (`alloc_zc`/`commit` and `rx_zc`/`release`), i.e. the Rust halves
+//! of the Python forms without the interpreter.
+//!
+//! A third group measures the interrupt path on one thread: a burst of one packet (which
 //! writes the peer's eventfd) and its receive (which drains it), i.e. the system calls a
 //! burst makes in interrupt mode, with the bound that keeps a hostile peer's fd from blocking.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use _native::memif::interface::Interface;
+use _native::memif::interface::{Interface, SegArrays};
 use _native::memif::queue::RxBatch;
 use _native::memif::shared::{Config, Role};
 use _native::sys::socket::UnixAddr;
@@ -76,6 +81,48 @@ fn throughput(c: &mut Criterion) {
     drop(server);
 }
 
+fn forms(c: &mut Criterion) {
+    const N: usize = 256;
+    let (server, client) = pair("forms", true);
+    let mut g = c.benchmark_group("memif 64B forms, one thread, burst 256");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(N as u64));
+    let pkts = vec![[0x5au8; 64]; N];
+    let mut batch = RxBatch::default();
+    g.bench_function("tx_burst + rx_burst", |b| {
+        b.iter(|| {
+            assert_eq!(client.tx_burst(0, &pkts).expect("tx"), N);
+            batch.clear();
+            assert_eq!(server.rx_burst(0, N, &mut batch).expect("rx"), N);
+        })
+    });
+    let data = vec![0x5au8; 64 * N];
+    let sizes = vec![64u32; N];
+    let mut out = vec![0u8; 2048 * N];
+    let mut lens = vec![0u32; N];
+    g.bench_function("tx_packed + rx_into", |b| {
+        b.iter(|| {
+            assert_eq!(client.tx_packed(0, &data, &sizes).expect("tx"), N);
+            assert_eq!(server.rx_into(0, &mut out, &mut lens).expect("rx").packets, N);
+        })
+    });
+    let (mut offs, mut caps) = (vec![0u64; N], vec![0u32; N]);
+    let (mut roffs, mut rlens) = (vec![0u64; N], vec![0u32; N]);
+    g.bench_function("alloc_zc + commit + rx_zc + release", |b| {
+        b.iter(|| {
+            let mut a = SegArrays { offsets: &mut offs, lengths: &mut caps, regions: None };
+            assert_eq!(client.alloc_zc(0, N, &mut a).expect("alloc").packets, N);
+            assert_eq!(client.commit(0, &sizes).expect("commit"), N);
+            let mut r = SegArrays { offsets: &mut roffs, lengths: &mut rlens, regions: None };
+            assert_eq!(server.rx_zc(0, &mut r).expect("rx").packets, N);
+            assert_eq!(server.release(0, N).expect("release"), N);
+        })
+    });
+    g.finish();
+    drop(client);
+    drop(server);
+}
+
 fn interrupts(c: &mut Criterion) {
     let (server, client) = pair("int", false);
     let mut g = c.benchmark_group("memif interrupt mode, one thread");
@@ -95,5 +142,5 @@ fn interrupts(c: &mut Criterion) {
     drop(server);
 }
 
-criterion_group!(benches, throughput, interrupts);
+criterion_group!(benches, throughput, forms, interrupts);
 criterion_main!(benches);

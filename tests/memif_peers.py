@@ -6,6 +6,7 @@ counters come from its telemetry socket, never from sleeps.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import itertools
 import json
@@ -231,6 +232,66 @@ def echo(
     return got
 
 
+BATCH = 256
+
+
+def packed(pkts: list[bytes]) -> tuple[bytes, array.array[int]]:
+    return b"".join(pkts), array.array("I", [len(p) for p in pkts])
+
+
+def echo_packed(me: Any, pkts: list[bytes], window: int = 128) -> list[bytes]:
+    """Send with tx_packed, collect with rx_into (at most ``window`` in flight)."""
+    data = bytearray(BATCH * 9216)
+    sizes = array.array("I", [0] * BATCH)
+    got: list[bytes] = []
+    sent = 0
+    deadline = time.monotonic() + 60
+    while len(got) < len(pkts):
+        assert time.monotonic() < deadline, f"sent {sent}, got {len(got)}"
+        room = window - (sent - len(got))
+        if sent < len(pkts) and room > 0:
+            blob, lens = packed(pkts[sent : sent + min(64, room)])
+            sent += me.tx_packed(0, blob, lens)
+        n = me.rx_into(0, data, sizes)
+        at = 0
+        for ln in sizes[:n]:
+            got.append(bytes(data[at : at + ln]))
+            at += ln
+        if not n and (sent == len(pkts) or room <= 0):
+            me.wait(0, 0.05)
+    return got
+
+
+def echo_zc(me: Any, pkts: list[bytes], window: int = 128) -> list[bytes]:
+    """Send with tx_alloc_zc/tx_commit_zc, collect with rx_zc/refill."""
+    offs, caps = array.array("Q", [0] * BATCH), array.array("I", [0] * BATCH)
+    roffs, rlens = array.array("Q", [0] * BATCH), array.array("I", [0] * BATCH)
+    mo, mc = memoryview(offs), memoryview(caps)
+    got: list[bytes] = []
+    sent = 0
+    deadline = time.monotonic() + 60
+    while len(got) < len(pkts):
+        assert time.monotonic() < deadline, f"sent {sent}, got {len(got)}"
+        room = window - (sent - len(got))
+        want = min(64, room, len(pkts) - sent)
+        if want > 0:
+            k = me.tx_alloc_zc(0, want, mo[:want], mc[:want])
+            view = me.region()
+            lens = array.array("I", [len(p) for p in pkts[sent : sent + k]])
+            for i in range(k):
+                assert caps[i] >= lens[i]
+                view[offs[i] : offs[i] + lens[i]] = pkts[sent + i]
+            sent += me.tx_commit_zc(0, lens, k)
+        n = me.rx_zc(0, roffs, rlens)
+        if n:
+            view = me.region()
+            got.extend(bytes(view[roffs[i] : roffs[i] + rlens[i]]) for i in range(n))
+            assert me.refill(0, n) == n
+        elif sent == len(pkts) or room <= 0:
+            me.wait(0, 0.05)
+    return got
+
+
 def warm_up(iface: Any, qid: int, timeout: float = 30.0) -> int:
     """Probe until one packet comes back on ``qid`` (the readiness condition of the data
     path: DPDK 22.11 drops the first packet or two right after a connect). Returns how many
@@ -281,6 +342,12 @@ print("ready", flush=True)
 sel = selectors.DefaultSelector()
 sel.register(sys.stdin, selectors.EVENT_READ)
 zc = args.get("zc") == "1"
+form = args.get("form", "")  # "packed" / "zcb": echo with the batch forms; "sink": never read
+import array
+data, sizes = bytearray(256 * 9216), array.array("I", [0] * 256)
+offs, lens = array.array("Q", [0] * 256), array.array("I", [0] * 256)
+toffs, caps = array.array("Q", [0] * 256), array.array("I", [0] * 256)
+mtoffs, mcaps = memoryview(toffs), memoryview(caps)
 while True:
     if sel.select(0):
         break
@@ -288,8 +355,27 @@ while True:
         iface.wait_connected(0.05)
         continue
     try:
-        for q in range(iface.queues[1]):
-            if zc:
+        for q in range(iface.queues[1] if form != "sink" else 0):
+            if form == "packed":
+                n = iface.rx_into(q, data, sizes)
+                at, view = 0, memoryview(data)[: sum(sizes[:n])]
+                while at < n:
+                    k = iface.tx_packed(q, view, sizes[at:n])
+                    view = view[sum(sizes[at : at + k]) :]
+                    at += k
+            elif form == "zcb":
+                n = iface.rx_zc(q, offs, lens)
+                if n:
+                    rx, at = iface.region(), 0
+                    while at < n:
+                        k = iface.tx_alloc_zc(q, n - at, mtoffs[: n - at], mcaps[: n - at])
+                        tx = iface.region()
+                        for i in range(k):
+                            o, t, ln = offs[at + i], toffs[i], lens[at + i]
+                            tx[t : t + ln] = rx[o : o + ln]
+                        at += iface.tx_commit_zc(q, lens[at : at + k])
+                    iface.refill(q, n)
+            elif zc:
                 views = iface.rx_views(q, 256)
                 if views:
                     n = 0
@@ -303,7 +389,9 @@ while True:
                 pkts = iface.rx_burst(q, 256)
                 while pkts:
                     pkts = pkts[iface.tx_burst(q, pkts):]
-        if args.get("rx_mode") != "polling":
+        if form == "sink":
+            sel.select(0.05)
+        elif args.get("rx_mode") != "polling":
             iface.wait(0, 0.01)
     except Exception as e:  # the link went down mid-burst: wait for it again
         print("error", type(e).__name__, e, file=sys.stderr, flush=True)

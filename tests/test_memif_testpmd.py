@@ -13,6 +13,8 @@ import pytest
 from memif_peers import (
     DpdkPeer,
     echo,
+    echo_packed,
+    echo_zc,
     random_packets,
     require_testpmd,
     run_testpmd,
@@ -267,3 +269,27 @@ def test_testpmd_client_stops_and_comes_back(sock: str) -> None:
         assert me.details()["connects"] == 2
         assert os.path.exists(sock)
     assert not os.path.exists(sock), "the server removes its socket file on close"
+
+
+@pytest.mark.parametrize("form", ["packed", "zcb"])
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_batch_forms_echo(sock: str, role: str, form: str) -> None:
+    """The batch forms against testpmd: 64 B and 1500 B sequences, random sizes, counters
+    equal on both sides (chained packets: test_chained_packets_towards_testpmd; testpmd
+    mangles mixed single/chained traffic)."""
+    runs = [[i.to_bytes(4, "little") * (size // 4) for i in range(20_000)] for size in (64, 1500)]
+    runs.append(random_packets(20_000, 60, 1500, seed=4))
+    through = echo_packed if form == "packed" else echo_zc
+    if role == "server":
+        me = Interface(sock, role="server")
+        ctx = run_testpmd(sock, role="client")
+    else:
+        ctx = run_testpmd(sock, role="server")
+        me = client(sock)
+    with ctx as tp, me:
+        assert me.wait_connected(30), me.details()["last_error"]
+        wait_until(tp.link_up, 10, "testpmd link up")
+        warm_up(me, 0)
+        for pkts in runs:
+            assert through(me, pkts) == pkts
+        check_counters(me, tp)

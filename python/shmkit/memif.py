@@ -15,6 +15,27 @@ Data path, per queue ``qid``:
   lengths)`` sends them, ``free(qid)`` drops unsent ones; ``rx_views(qid, max)`` gives
   memoryviews of received buffers, handed back with ``refill(qid, n)``.
 
+Batch forms (no Python object per packet; arrays are any buffer of the named type —
+``array.array``, numpy arrays, ``memoryview.cast`` — and a wrong type or size is a
+``TypeError``/``ValueError``):
+
+* ``tx_packed(qid, data, sizes) -> int`` sends packets laid end to end in ``data``
+  (``sizes``: uint32 lengths, or a sequence of ints); ``rx_into(qid, data, sizes) -> int``
+  copies a burst end to end into the writable ``data`` and its lengths into ``sizes``
+  (uint32). Both handle chained packets. A packet larger than all of ``data`` is a
+  ``ValueError``; one larger than what is left waits for the next call.
+* zero copy: ``rx_zc(qid, offsets, lengths, regions=None) -> n`` fills ``offsets`` (uint64)
+  and ``lengths`` (uint32) with the received buffers, at ``region()[off:off + len]``; they are
+  held until ``refill(qid, n)``. ``tx_alloc_zc(qid, n, offsets, capacities, regions=None) ->
+  n`` reserves buffers the same way; ``tx_commit_zc(qid, lengths, n=None)`` sends the first
+  ``n`` with these lengths. A zero-copy packet is one buffer: ``rx_zc`` stops before a
+  chained packet (and raises :class:`MemifError` if it comes first: take it with
+  ``rx_into``/``rx_burst``), and a length above a buffer's capacity is refused. Without a
+  ``regions`` array (uint16) every buffer must lie in the connection's data region (its last:
+  where shmkit's, DPDK's and libmemif's clients keep their buffers), else :class:`MemifError`;
+  with one, ``region(regions[i])`` holds buffer ``i``. ``region()`` belongs to the current
+  connection: fetch it again after a reconnect.
+
 Shared memory is shared: the peer may write under a memoryview at any time, and a view
 handed back with ``refill`` (or sent with ``tx_commit``) belongs to the peer again. A view
 never dangles: it keeps its region mapped even after a disconnect.

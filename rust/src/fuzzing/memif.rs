@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::input::Input;
 use crate::memif::conn::{server_connection, ClientPlan, ConnInfo, Connection};
 use crate::memif::control::{ClientHandshake, ClientState, ClientWants, Limits, ServerHandshake, ServerStep, Wire};
-use crate::memif::queue::{RxBatch, RxItem, Seg};
+use crate::memif::queue::{check_packed, RxBatch, RxItem, Seg};
 use crate::memif::ring::{RingHeader, COOKIE};
 use crate::memif::wire::{AddRing, Msg, MSG_SIZE};
 use crate::sys::eventfd::{EventFd, PeerEventFd};
@@ -200,7 +200,7 @@ fn traffic(conn: &Connection, inp: &mut Input<'_>) {
             break;
         }
         let q = inp.below(2);
-        match inp.below(8) {
+        match inp.below(10) {
             0 => {
                 let pkt = inp.blob(400);
                 if let Ok(mut tx) = conn.tx(q) {
@@ -244,6 +244,39 @@ fn traffic(conn: &Connection, inp: &mut Input<'_>) {
                     } else {
                         tx.cancel();
                     }
+                }
+            }
+            5 => {
+                let data = inp.blob(1200);
+                let sizes = [inp.u16().into(), inp.u16().into(), inp.u16().into()];
+                if let (Ok(mut tx), Ok(())) = (conn.tx(q), check_packed(data.len(), &sizes)) {
+                    let _ = tx.tx_packed(&conn.bufs, data, &sizes);
+                }
+            }
+            6 => {
+                if let Ok(mut rx) = conn.rx(q) {
+                    let mut data = vec![0u8; usize::from(inp.u16() % 4096)];
+                    let mut sizes = vec![0u32; usize::from(inp.u8() % 64)];
+                    if let Ok(f) = rx.rx_into(&conn.bufs, &mut data, &mut sizes) {
+                        let total: u64 = sizes[..f.packets].iter().map(|&l| u64::from(l)).sum();
+                        assert_eq!(total, f.bytes as u64, "sizes describe the bytes copied");
+                    }
+                }
+            }
+            7 => {
+                let region = inp.bool().then(|| u16::from(inp.u8() % 3));
+                let max = usize::from(inp.u8());
+                if let Ok(mut rx) = conn.rx(q) {
+                    let _ = rx.rx_zc(&conn.bufs, max, region, |_, s| {
+                        assert!(conn.bufs.check(s.region, s.offset, s.len).is_some(), "buffer inside a region");
+                        assert!(region.is_none_or(|r| r == s.region), "buffer in the asked region");
+                    });
+                }
+                if let Ok(mut tx) = conn.tx(q) {
+                    let _ = tx.alloc_zc(&conn.bufs, usize::from(inp.u8() % 8), region, |_, s| {
+                        assert!(conn.bufs.check(s.region, s.offset, s.len).is_some(), "allocation inside a region");
+                    });
+                    tx.cancel();
                 }
             }
             _ => poke(conn, q, inp),

@@ -143,6 +143,13 @@ impl Connection {
         }
     }
 
+    /// The region the batch zero-copy forms refer to unless told otherwise: the last one.
+    /// A client made by shmkit keeps its buffers there (region 1, after the rings); DPDK's
+    /// and libmemif's clients put rings and buffers in one region or the buffers last.
+    pub fn data_region(&self) -> u16 {
+        u16::try_from(self.bufs.regions.len().saturating_sub(1)).unwrap_or(u16::MAX)
+    }
+
     /// Per-queue counters: (tx, rx).
     pub fn stats(&self) -> (Vec<QueueStats>, Vec<QueueStats>) {
         (self.tx.iter().map(|q| lock(q).stats).collect(), self.rx.iter().map(|q| lock(q).stats).collect())

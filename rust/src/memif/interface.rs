@@ -35,11 +35,77 @@ use std::time::{Duration, Instant};
 use super::client::client_main;
 use super::conn::Connection;
 use super::error::{ErrCode, MemifError, Result};
-use super::queue::{CommitError, QueueStats, RxBatch, RxItem, Seg};
+use super::queue::{check_packed, CommitError, QueueStats, RxBatch, RxFill, RxItem, RxStop, Seg, TxQueue};
 use super::server::ServerHandle;
 use super::shared::{add, lock, sum, Config, Event, Mode, Role, Shared};
 pub use super::shared::{EventKind, MAX_EVENTS, TICK};
 use crate::sys::eventfd::EventFd;
+
+/// Refuse a copying send while zero-copy buffers are reserved (they hold the next slots).
+fn no_reservations(q: &TxQueue, qid: usize) -> Result<()> {
+    match q.allocated() {
+        0 => Ok(()),
+        n => Err(MemifError::InvalidArgument(format!(
+            "queue {qid} has {n} allocated zero-copy buffers: tx_commit or free them first"
+        ))),
+    }
+}
+
+/// A zero-copy batch that took nothing because of what comes next is an error (retrying
+/// would give the same answer); one that took some packets just ends there.
+fn batch_stop(fill: RxFill, what: &str) -> Result<RxFill> {
+    if fill.packets > 0 {
+        return Ok(fill);
+    }
+    match fill.stop {
+        RxStop::Chained(n) => Err(MemifError::memif(
+            ErrCode::INVAL_ARG,
+            format!("the next packet is chained over {n} buffers: zero-copy batches take single-buffer packets; receive it with rx_into or rx_burst"),
+        )),
+        RxStop::OtherRegion(r) => Err(MemifError::memif(
+            ErrCode::INVAL_ARG,
+            format!("the next buffer to be {what} lies in region {r}, not the data region: pass a regions array"),
+        )),
+        _ => Ok(fill),
+    }
+}
+
+/// Caller arrays that a zero-copy batch fills: entry `i` describes buffer `i` (offset in its
+/// region, length or capacity, and the region when the caller asks for it).
+#[derive(Debug)]
+pub struct SegArrays<'a> {
+    /// Offsets in the region.
+    pub offsets: &'a mut [u64],
+    /// Data lengths (receive) or capacities (allocation).
+    pub lengths: &'a mut [u32],
+    /// Region of each buffer; without it, every buffer must lie in the data region.
+    pub regions: Option<&'a mut [u16]>,
+}
+
+impl SegArrays<'_> {
+    /// Entries the arrays hold (they must agree).
+    pub fn capacity(&self) -> Result<usize> {
+        let n = self.offsets.len();
+        let r = self.regions.as_ref().map(|r| r.len());
+        if self.lengths.len() != n || r.is_some_and(|r| r != n) {
+            let r = r.map_or_else(|| "-".to_owned(), |r| r.to_string());
+            return Err(MemifError::InvalidArgument(format!(
+                "the arrays must have one length: offsets has {n} entries, lengths/capacities {}, regions {r}",
+                self.lengths.len()
+            )));
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn put(&mut self, i: usize, s: Seg) {
+        self.offsets[i] = u64::from(s.offset);
+        self.lengths[i] = s.len;
+        if let Some(r) = self.regions.as_deref_mut() {
+            r[i] = s.region;
+        }
+    }
+}
 
 /// Details of an interface, like libmemif's `memif_get_details`.
 #[derive(Debug, Clone)]
@@ -178,6 +244,11 @@ impl Interface {
         self.shared.current().clone()
     }
 
+    /// The current connection, or the error a data-path call gives without one.
+    pub fn connected_conn(&self) -> Result<Arc<Connection>> {
+        self.with_conn(|c| Ok(c.clone()))
+    }
+
     fn with_conn<T>(&self, f: impl FnOnce(&Arc<Connection>) -> Result<T>) -> Result<T> {
         let g = self.shared.current();
         match g.as_ref() {
@@ -191,13 +262,74 @@ impl Interface {
     pub fn tx_burst<P: AsRef<[u8]>>(&self, qid: usize, packets: &[P]) -> Result<usize> {
         self.with_conn(|c| {
             let mut q = c.tx(qid)?;
-            if q.allocated() > 0 {
-                return Err(MemifError::InvalidArgument(format!(
-                    "queue {qid} has {} allocated zero-copy buffers: tx_commit or free them first",
-                    q.allocated()
-                )));
-            }
+            no_reservations(&q, qid)?;
             q.tx_burst(&c.bufs, packets).map_err(|f| c.fault(&f.0))
+        })
+    }
+
+    /// Send the packets laid end to end in `data`, `sizes[i]` bytes each (copying); returns
+    /// how many were queued (a prefix: fewer when the ring fills up).
+    pub fn tx_packed(&self, qid: usize, data: &[u8], sizes: &[u32]) -> Result<usize> {
+        check_packed(data.len(), sizes).map_err(MemifError::InvalidArgument)?;
+        self.with_conn(|c| {
+            let mut q = c.tx(qid)?;
+            no_reservations(&q, qid)?;
+            q.tx_packed(&c.bufs, data, sizes).map_err(|f| c.fault(&f.0))
+        })
+    }
+
+    /// Receive up to `sizes.len()` packets from queue `qid`, copied end to end into `data`
+    /// with their lengths in `sizes`. A packet larger than all of `data` is an error (it
+    /// would never fit); one larger than what is left waits for the next call.
+    pub fn rx_into(&self, qid: usize, data: &mut [u8], sizes: &mut [u32]) -> Result<RxFill> {
+        let room = data.len();
+        self.with_conn(|c| {
+            let mut q = c.rx(qid)?;
+            if q.want_drain {
+                self.drain_interrupt(c, qid)?;
+            }
+            let fill = q.rx_into(&c.bufs, data, sizes).map_err(|f| c.fault(&f.0))?;
+            q.want_drain = fill.stop == RxStop::Done && fill.packets < sizes.len();
+            match fill.stop {
+                RxStop::NoRoom(len) if fill.packets == 0 => Err(MemifError::InvalidArgument(format!(
+                    "the next packet has {len} bytes, more than the {room} bytes of the data buffer"
+                ))),
+                _ => Ok(fill),
+            }
+        })
+    }
+
+    /// Receive single-buffer packets from queue `qid` without copying into `out` (at most
+    /// its capacity); they stay held until [`Interface::release`]. Without a regions array
+    /// every buffer must lie in the connection's data region ([`Connection::data_region`]).
+    /// A chained packet, or a buffer in another region, ends the batch before it, and is an
+    /// error when it comes first (a copying receive takes a chained packet).
+    pub fn rx_zc(&self, qid: usize, out: &mut SegArrays<'_>) -> Result<RxFill> {
+        let max = out.capacity()?;
+        self.with_conn(|c| {
+            let mut q = c.rx(qid)?;
+            if q.want_drain {
+                self.drain_interrupt(c, qid)?;
+            }
+            let region = out.regions.is_none().then(|| c.data_region());
+            let fill = q.rx_zc(&c.bufs, max, region, |i, s| out.put(i, s)).map_err(|f| c.fault(&f.0))?;
+            q.want_drain = fill.stop == RxStop::Done && fill.packets < max;
+            batch_stop(fill, "received")
+        })
+    }
+
+    /// Reserve up to `n` transmit buffers of queue `qid` for zero-copy filling, described in
+    /// `out` (offsets and capacities); publish them with [`Interface::commit`]. Regions as in
+    /// [`Interface::rx_zc`].
+    pub fn alloc_zc(&self, qid: usize, n: usize, out: &mut SegArrays<'_>) -> Result<RxFill> {
+        let cap = out.capacity()?;
+        if n > cap {
+            return Err(MemifError::InvalidArgument(format!("{n} buffers asked for, the arrays hold {cap}")));
+        }
+        self.with_conn(|c| {
+            let region = out.regions.is_none().then(|| c.data_region());
+            let fill = c.tx(qid)?.alloc_zc(&c.bufs, n, region, |i, s| out.put(i, s)).map_err(|f| c.fault(&f.0))?;
+            batch_stop(fill, "allocated")
         })
     }
 

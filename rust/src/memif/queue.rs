@@ -33,6 +33,9 @@ use super::ring::{DescCopy, RingRef, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use crate::sys::eventfd::PeerEventFd;
 use crate::sys::map::Mapping;
 
+mod batch;
+pub use batch::{check_packed, RxFill, RxStop};
+
 /// A protocol violation by the peer (the reason goes into the DISCONNECT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault(pub String);
@@ -218,14 +221,19 @@ impl TxQueue {
     /// is larger than one); returns how many whole packets were queued (fewer when the ring
     /// fills up). Fails if zero-copy buffers are reserved on this queue.
     pub fn tx_burst<P: AsRef<[u8]>>(&mut self, bufs: &Buffers, packets: &[P]) -> Result<usize, Fault> {
+        self.tx_copy(bufs, packets.iter().map(AsRef::as_ref))
+    }
+
+    /// [`TxQueue::tx_burst`] over any sequence of packets (the batch forms feed it slices of
+    /// one packed buffer).
+    fn tx_copy<'a>(&mut self, bufs: &Buffers, packets: impl Iterator<Item = &'a [u8]>) -> Result<usize, Fault> {
         let mut free = self.free_slots()?;
         let (_, descs) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
         let mut slot = self.counter;
         let mut used: u16 = 0;
         let mut sent = 0usize;
         let mut bytes = 0u64;
-        'packets: for p in packets {
-            let data = p.as_ref();
+        'packets: for data in packets {
             let start_used = used;
             let mut pos = 0usize;
             loop {
@@ -271,16 +279,7 @@ impl TxQueue {
     /// Reserve up to `n` buffers for zero-copy filling; appends their segments to `out` and
     /// returns how many were reserved (fewer when the ring is short of free slots).
     pub fn alloc(&mut self, bufs: &Buffers, n: usize, out: &mut Vec<Seg>) -> Result<usize, Fault> {
-        let free = usize::from(self.free_slots()?);
-        let k = n.min(free);
-        let (_, descs) = self.ring.parts().ok_or_else(|| Fault("ring outside its region".into()))?;
-        let first = self.counter.wrapping_add(self.allocated.len() as u16);
-        for i in 0..k {
-            let seg = self.slot_buffer(bufs, descs, first.wrapping_add(i as u16))?;
-            self.allocated.push(seg);
-            out.push(seg);
-        }
-        Ok(k)
+        Ok(self.alloc_zc(bufs, n, None, |_, s| out.push(s))?.packets)
     }
 
     /// Buffers reserved by `alloc` and not yet committed.
@@ -536,32 +535,39 @@ impl RxQueue {
             }
             let idx = self.cur.wrapping_add(n) & mask;
             let d = descs[usize::from(idx)].copy();
-            let (region, offset) = match self.own {
-                // Client: the buffer is the one we posted; only the length comes from the peer.
-                Some(own) => {
-                    if d.length > own.size {
-                        return Err(Fault(format!(
-                            "descriptor {idx} length {} exceeds the buffer size {}",
-                            d.length, own.size
-                        )));
-                    }
-                    let s = own.seg(idx);
-                    (s.region, s.offset)
-                }
-                None => (d.region, d.offset),
-            };
-            if bufs.check(region, offset, d.length).is_none() {
-                return Err(Fault(format!(
-                    "descriptor {idx} (region {region}, offset {offset:#x}, length {}) is outside the shared memory",
-                    d.length
-                )));
-            }
-            self.chain.push((region, offset, d.length));
+            self.chain.push(self.desc_buffer(bufs, &d, idx)?);
             n += 1;
             if d.flags & DESC_FLAG_NEXT == 0 {
                 return Ok(n);
             }
         }
+    }
+
+    /// The buffer a received descriptor (copied once from slot `idx`) describes, validated:
+    /// `(region, offset, length)` inside the shared memory. The client takes only the length
+    /// from the peer (the buffer is the one it posted in that slot).
+    #[inline]
+    fn desc_buffer(&self, bufs: &Buffers, d: &DescCopy, idx: u16) -> Result<(u16, u32, u32), Fault> {
+        let (region, offset) = match self.own {
+            Some(own) => {
+                if d.length > own.size {
+                    return Err(Fault(format!(
+                        "descriptor {idx} length {} exceeds the buffer size {}",
+                        d.length, own.size
+                    )));
+                }
+                let s = own.seg(idx);
+                (s.region, s.offset)
+            }
+            None => (d.region, d.offset),
+        };
+        if bufs.check(region, offset, d.length).is_none() {
+            return Err(Fault(format!(
+                "descriptor {idx} (region {region}, offset {offset:#x}, length {}) is outside the shared memory",
+                d.length
+            )));
+        }
+        Ok((region, offset, d.length))
     }
 
     fn copy_chain(&self, bufs: &Buffers, out: &mut Vec<u8>) -> Result<usize, Fault> {
@@ -691,7 +697,7 @@ impl RxQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::conn::{server_connection, ClientPlan, ConnInfo, Connection};
     use super::super::ring::{Desc, RingHeader, RING_HEADER_SIZE};
     use super::*;
@@ -701,7 +707,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     /// A client and a server connection over the same memory, built in-process.
-    fn linked() -> (Connection, Connection) {
+    pub(super) fn linked() -> (Connection, Connection) {
         let plan = ClientPlan::create(1, 1, 4, 256, true).unwrap();
         let regions: Vec<(u64, std::os::fd::OwnedFd)> =
             plan.regions.iter().map(|(m, f)| (m.size, fd::dup(f.as_fd()).unwrap())).collect();
@@ -719,7 +725,7 @@ mod tests {
         (client, server)
     }
 
-    fn ring_parts(c: &Connection, tx: bool) -> (&RingHeader, &[Desc]) {
+    pub(super) fn ring_parts(c: &Connection, tx: bool) -> (&RingHeader, &[Desc]) {
         let map = &c.bufs.regions[0];
         let off = if tx { c.tx[0].lock().unwrap().ring().offset() } else { c.rx[0].lock().unwrap().ring().offset() };
         let hdr = map.get::<RingHeader>(off).unwrap();

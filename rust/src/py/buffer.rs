@@ -9,7 +9,8 @@
 //!
 //! This is the one place in `py/` with `unsafe`: the buffer protocol is a C API.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_void, CStr};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
@@ -51,6 +52,7 @@ mod cbuf {
     }
 
     pub const PyBUF_WRITABLE: c_int = 0x0001;
+    pub const PyBUF_FORMAT: c_int = 0x0004;
     pub const PyBUF_C_CONTIGUOUS: c_int = 0x0038;
 
     extern "C" {
@@ -421,5 +423,175 @@ impl Drop for OutBuf {
         // SAFETY: filled by a successful PyObject_GetBuffer, released exactly once. OutBuf is
         // only created and dropped while attached to the interpreter.
         unsafe { cbuf::PyBuffer_Release(&mut *self.view) };
+    }
+}
+
+/// An element type of the typed arrays the batch forms take (`array('I')`, numpy `uint32`,
+/// `memoryview.cast('Q')`...): unsigned integers of native byte order.
+pub trait Elem: Copy + 'static {
+    /// `struct` format codes that can denote this type (checked together with the item size).
+    const CODES: &'static [u8];
+    /// How the type is named in errors.
+    const NAME: &'static str;
+}
+
+impl Elem for u16 {
+    const CODES: &'static [u8] = b"H";
+    const NAME: &'static str = "uint16 (array('H'), numpy.uint16)";
+}
+
+impl Elem for u32 {
+    const CODES: &'static [u8] = b"IL";
+    const NAME: &'static str = "uint32 (array('I'), numpy.uint32)";
+}
+
+impl Elem for u64 {
+    const CODES: &'static [u8] = b"LQN";
+    const NAME: &'static str = "uint64 (array('Q'), numpy.uint64)";
+}
+
+/// Whether a buffer's `struct` format and item size denote `T` in native byte order.
+fn format_is<T: Elem>(format: Option<&[u8]>, itemsize: isize) -> bool {
+    let f = format.unwrap_or(b"B");
+    let f = match f.split_first() {
+        Some((b'@' | b'=', rest)) => rest,
+        Some((b'<', rest)) if cfg!(target_endian = "little") => rest,
+        Some((b'>' | b'!', rest)) if cfg!(target_endian = "big") => rest,
+        _ => f,
+    };
+    f.len() == 1 && T::CODES.contains(&f[0]) && itemsize as usize == std::mem::size_of::<T>()
+}
+
+/// A typed array borrowed from a buffer-protocol object for one call: C-contiguous, of
+/// element type `T` (format and item size checked), aligned for `T`, writable if asked.
+pub struct TypedBuf<T: Elem> {
+    view: Box<Py_buffer>,
+    _elem: PhantomData<T>,
+}
+
+impl<T: Elem> std::fmt::Debug for TypedBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedBuf").field("type", &T::NAME).field("len", &self.view.len).finish()
+    }
+}
+
+impl<T: Elem> TypedBuf<T> {
+    /// Borrow `obj` (named `what` in errors) as an array of `T`.
+    pub fn get(obj: &Bound<'_, PyAny>, what: &str, writable: bool) -> PyResult<Self> {
+        let kind = if writable { "a writable buffer" } else { "a buffer" };
+        let mut flags = cbuf::PyBUF_C_CONTIGUOUS | cbuf::PyBUF_FORMAT;
+        if writable {
+            flags |= cbuf::PyBUF_WRITABLE;
+        }
+        // SAFETY: as in `InBuf::get`.
+        let mut view: Box<Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: as in `InBuf::get`; released in Drop once filled.
+        let rc = unsafe { cbuf::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) };
+        if rc != 0 {
+            let cause = PyErr::fetch(obj.py());
+            let err = PyTypeError::new_err(format!("{what} must be {kind} of {}: {cause}", T::NAME));
+            err.set_cause(obj.py(), Some(cause));
+            return Err(err);
+        }
+        let me = Self { view, _elem: PhantomData };
+        // SAFETY: with PyBUF_FORMAT the exporter sets `format` to NULL (unsigned bytes) or a
+        // NUL-terminated string that lives as long as the buffer.
+        let format = (!me.view.format.is_null()).then(|| unsafe { CStr::from_ptr(me.view.format) }.to_bytes());
+        if !format_is::<T>(format, me.view.itemsize) {
+            let shown = String::from_utf8_lossy(format.unwrap_or(b"B")).into_owned();
+            return Err(PyTypeError::new_err(format!(
+                "{what} must be {kind} of {}, not format {shown:?} (item size {})",
+                T::NAME,
+                me.view.itemsize
+            )));
+        }
+        if me.view.len > 0 && (me.view.buf as usize) % std::mem::align_of::<T>() != 0 {
+            return Err(PyValueError::new_err(format!("{what} is not aligned for {}", T::NAME)));
+        }
+        Ok(me)
+    }
+
+    fn count(&self) -> usize {
+        if self.view.buf.is_null() || self.view.len <= 0 {
+            0
+        } else {
+            self.view.len as usize / std::mem::size_of::<T>()
+        }
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        let n = self.count();
+        if n == 0 {
+            return &[];
+        }
+        // SAFETY: `get` checked that the C-contiguous buffer holds items of `T`'s size and
+        // format (any bit pattern is a valid unsigned integer) and is aligned for `T`; `n`
+        // whole items fit `len`; the exporter keeps it alive until the release in Drop.
+        unsafe { std::slice::from_raw_parts(self.view.buf.cast::<T>(), n) }
+    }
+
+    /// The elements, writable (only for a buffer borrowed with `writable`).
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        let n = self.count();
+        if n == 0 || self.view.readonly != 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `as_slice`; the buffer was borrowed writable (a read-only one has
+        // `readonly` set and is refused above), and `&mut self` makes this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.view.buf.cast::<T>(), n) }
+    }
+}
+
+impl<T: Elem> Drop for TypedBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: filled by a successful PyObject_GetBuffer (`get` returns no TypedBuf
+        // otherwise), released exactly once, attached.
+        unsafe { cbuf::PyBuffer_Release(&mut *self.view) };
+    }
+}
+
+/// Packet lengths given as a typed buffer of uint32 (borrowed, no copy) or any iterable of
+/// ints (collected): the `sizes` argument of the packed sends (netmap, memif).
+#[derive(Debug)]
+pub enum Sizes {
+    /// A uint32 buffer.
+    Buf(TypedBuf<u32>),
+    /// Collected from an iterable.
+    Owned(Vec<u32>),
+}
+
+impl Sizes {
+    /// Read `sizes`: a buffer must be uint32; anything else must iterate over ints.
+    pub fn get(sizes: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // Any object exporting a buffer is taken as an array, so a wrong element type is an
+        // error instead of a silent reinterpretation.
+        if Self::exports_buffer(sizes) {
+            return Ok(Self::Buf(TypedBuf::get(sizes, "sizes", false)?));
+        }
+        let v = sizes.try_iter()?.map(|o| o?.extract::<u32>()).collect::<PyResult<Vec<u32>>>()?;
+        Ok(Self::Owned(v))
+    }
+
+    fn exports_buffer(obj: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: as in `InBuf::get`; a probe with the simplest request, released at once.
+        let mut view: Box<Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: `obj` is alive; `view` is writable memory owned here.
+        let rc = unsafe { cbuf::PyObject_GetBuffer(obj.as_ptr(), &mut *view, 0) };
+        if rc != 0 {
+            PyErr::fetch(obj.py());
+            return false;
+        }
+        // SAFETY: filled by the successful call just above, released once.
+        unsafe { cbuf::PyBuffer_Release(&mut *view) };
+        true
+    }
+
+    /// The lengths.
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            Self::Buf(b) => b.as_slice(),
+            Self::Owned(v) => v,
+        }
     }
 }

@@ -12,17 +12,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
-use super::buffer::{InBuf, ShmView};
+use super::buffer::{InBuf, OutBuf, ShmView, Sizes, TypedBuf};
 use super::region::duration;
 use super::wait::{wait, Timeout};
 use crate::memif::access::Access;
 use crate::memif::conn::Connection;
 use crate::memif::error::{strerror, ErrCode};
-use crate::memif::interface::Interface;
+use crate::memif::interface::{Interface, SegArrays};
 use crate::memif::queue::{QueueStats, RxBatch, RxItem, Seg};
 use crate::memif::shared::{Config, EventKind, Mode, Role};
 use crate::sys::socket::UnixAddr;
@@ -256,7 +256,99 @@ impl PyMemifInterface {
         Ok(out)
     }
 
-    /// Give back the `n` oldest packets received with `rx_views` (all if None); returns how many.
+    /// Send packets laid end to end in `data` (any buffer), `sizes[i]` bytes each (a uint32
+    /// buffer such as `array('I')`, or a sequence of ints); copies them (chaining those
+    /// larger than a buffer) and returns how many were queued (fewer when the ring is full).
+    fn tx_packed(&self, qid: usize, data: &Bound<'_, PyAny>, sizes: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let data = InBuf::get(data)?;
+        let sizes = Sizes::get(sizes)?;
+        Ok(self.inner.tx_packed(qid, data.as_slice(), sizes.as_slice())?)
+    }
+
+    /// Receive packets copied end to end into the writable `data`, their lengths into the
+    /// writable uint32 buffer `sizes` (at most `len(sizes)` packets); buffers are given back
+    /// at once. Returns the count.
+    fn rx_into(&self, qid: usize, data: &Bound<'_, PyAny>, sizes: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut data = OutBuf::get(data).map_err(|e| PyTypeError::new_err(format!("data must be a writable buffer: {e}")))?;
+        let mut sizes = TypedBuf::<u32>::get(sizes, "sizes", true)?;
+        Ok(self.inner.rx_into(qid, data.as_mut_slice(), sizes.as_mut_slice())?.packets)
+    }
+
+    /// Receive single-buffer packets without copying: fills `offsets` (uint64) and `lengths`
+    /// (uint32), and `regions` (uint16) if given, with the received buffers, which lie at
+    /// `region(r)[offset:offset + length]`; at most `len(offsets)`. They stay held until
+    /// `refill`. Returns the count.
+    #[pyo3(signature = (qid, offsets, lengths, regions=None))]
+    fn rx_zc(
+        &self,
+        qid: usize,
+        offsets: &Bound<'_, PyAny>,
+        lengths: &Bound<'_, PyAny>,
+        regions: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let mut o = TypedBuf::<u64>::get(offsets, "offsets", true)?;
+        let mut l = TypedBuf::<u32>::get(lengths, "lengths", true)?;
+        let mut r = regions.map(|r| TypedBuf::<u16>::get(r, "regions", true)).transpose()?;
+        let mut out = SegArrays {
+            offsets: o.as_mut_slice(),
+            lengths: l.as_mut_slice(),
+            regions: r.as_mut().map(TypedBuf::as_mut_slice),
+        };
+        Ok(self.inner.rx_zc(qid, &mut out)?.packets)
+    }
+
+    /// Reserve up to `n` transmit buffers without copying: fills `offsets` (uint64) and
+    /// `capacities` (uint32), and `regions` (uint16) if given; publish them with
+    /// `tx_commit_zc`. Returns the count (fewer when the ring is short of free slots).
+    #[pyo3(signature = (qid, n, offsets, capacities, regions=None))]
+    fn tx_alloc_zc(
+        &self,
+        qid: usize,
+        n: usize,
+        offsets: &Bound<'_, PyAny>,
+        capacities: &Bound<'_, PyAny>,
+        regions: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let mut o = TypedBuf::<u64>::get(offsets, "offsets", true)?;
+        let mut c = TypedBuf::<u32>::get(capacities, "capacities", true)?;
+        let mut r = regions.map(|r| TypedBuf::<u16>::get(r, "regions", true)).transpose()?;
+        let mut out = SegArrays {
+            offsets: o.as_mut_slice(),
+            lengths: c.as_mut_slice(),
+            regions: r.as_mut().map(TypedBuf::as_mut_slice),
+        };
+        Ok(self.inner.alloc_zc(qid, n, &mut out)?.packets)
+    }
+
+    /// Publish the first `n` (default `len(lengths)`) allocated buffers of queue `qid` with
+    /// the data lengths in `lengths` (a uint32 buffer). Returns how many.
+    #[pyo3(signature = (qid, lengths, n=None))]
+    fn tx_commit_zc(&self, qid: usize, lengths: &Bound<'_, PyAny>, n: Option<usize>) -> PyResult<usize> {
+        let lens = TypedBuf::<u32>::get(lengths, "lengths", false)?;
+        let all = lens.as_slice();
+        let n = n.unwrap_or(all.len());
+        let lens = all.get(..n).ok_or_else(|| {
+            PyValueError::new_err(format!("n = {n} is more than the {} entries of lengths", all.len()))
+        })?;
+        Ok(self.inner.commit(qid, lens)?)
+    }
+
+    /// A writable memoryview of region `index` of the current connection (default: the data
+    /// region, where the zero-copy batches' buffers lie unless a regions array is given).
+    /// Valid for this connection: fetch it again after a reconnect.
+    #[pyo3(signature = (index=None))]
+    fn region<'py>(&self, py: Python<'py>, index: Option<u16>) -> PyResult<Bound<'py, PyMemoryView>> {
+        let conn = self.inner.connected_conn()?;
+        let index = index.unwrap_or_else(|| conn.data_region());
+        let views = self.region_views(py, &conn)?;
+        let v = views.get(usize::from(index)).ok_or_else(|| {
+            PyValueError::new_err(format!("region {index} does not exist ({} regions)", views.len()))
+        })?;
+        Ok(v.bind(py).clone())
+    }
+
+    /// Give back the `n` oldest packets received with `rx_views` or `rx_zc` (all if None), in
+    /// bulk; returns how many.
     #[pyo3(signature = (qid, n=None))]
     fn refill(&self, qid: usize, n: Option<usize>) -> PyResult<usize> {
         Ok(self.inner.release(qid, n.unwrap_or(usize::MAX))?)

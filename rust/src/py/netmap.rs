@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
-use super::buffer::{InBuf, OutBuf, ShmView};
+use super::buffer::{InBuf, OutBuf, ShmView, Sizes, TypedBuf};
 use super::region::duration;
 use crate::netmap::abi::field_offsets;
 use crate::netmap::kring::{accepts, Dir, ReinitMode};
@@ -359,7 +359,8 @@ impl PyPort {
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let buf = InBuf::get(data)?;
-        let lens = sizes_of(sizes)?;
+        let sizes = Sizes::get(sizes)?;
+        let lens = sizes.as_slice();
         let bytes = buf.as_slice();
         let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
         if total > bytes.len() as u64 {
@@ -367,7 +368,7 @@ impl PyPort {
         }
         let mut slices = Vec::with_capacity(lens.len());
         let mut at = 0usize;
-        for &l in &lens {
+        for &l in lens {
             slices.push(&bytes[at..at + l as usize]);
             at += l as usize;
         }
@@ -401,13 +402,10 @@ impl PyPort {
         timeout: Option<f64>,
     ) -> PyResult<(usize, usize)> {
         let mut dst = OutBuf::get(data)?;
-        let mut szb = OutBuf::get(sizes)?;
+        let mut szb = TypedBuf::<u32>::get(sizes, "sizes", true)?;
         let d = dst.as_mut_slice();
         let s = szb.as_mut_slice();
-        if s.len() % 4 != 0 {
-            return Err(PyValueError::new_err("sizes must be a buffer of uint32 (its length a multiple of 4)"));
-        }
-        let cap = s.len() / 4;
+        let cap = s.len();
         let port = &self.inner;
         let (mut count, mut at) = (0usize, 0usize);
         self.receive(py, Timeout::new(timeout)?, || {
@@ -421,7 +419,7 @@ impl PyPort {
                         .ok_or_else(|| PyValueError::new_err("buffer out of range"))?;
                     at += len;
                 }
-                s[count * 4..count * 4 + 4].copy_from_slice(&(p.len as u32).to_ne_bytes());
+                s[count] = p.len as u32;
                 count += 1;
                 Ok(true)
             })
@@ -547,17 +545,6 @@ impl PyPort {
         }
         Ok(got)
     }
-}
-
-fn sizes_of(sizes: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
-    if let Ok(buf) = InBuf::get(sizes) {
-        let b = buf.as_slice();
-        if b.len() % 4 != 0 {
-            return Err(PyValueError::new_err("a sizes buffer must hold uint32 values (length a multiple of 4)"));
-        }
-        return Ok(b.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect());
-    }
-    sizes.try_iter()?.map(|o| o?.extract::<u32>()).collect()
 }
 
 /// Iterator over received packets (`iter(port)`).
