@@ -14,7 +14,7 @@ EchoReply = define("echo_reply", [("x", u32)])
 Flood = define("flood", [("count", u32)])
 FloodReply = define("flood_reply", [("sent", u32)])
 Event = define("event", [("seq", u32), ("text", string(32))])
-# Variable length (no native codec): the Python codec on both sides.
+# Variable length: the same native codec (cls._codec) as the fixed-size types.
 Sum = define("sum", [("n", u32), ("items", vla(u32, "n"))])
 SumReply = define("sum_reply", [("total", u64), ("n", u32), ("items", vla(u32, "n"))])
 # Handlers that fail: one whose reply has a retval (VPP's convention), one whose has not.

@@ -254,7 +254,7 @@ def test_native_codec_refuses_what_python_refuses() -> None:
         codec.encode(ControlPing(), 1)
     with pytest.raises(MessageError, match="UTF-8"):
         Flat(label="\ud800").encode(1)  # a lone surrogate cannot be encoded
-    # What the Python codec coerces, the native one does too.
+    # What the codec coerces (truth values, ints for f64, bytes for strings), both paths do.
     coerced = Flat(flag=3, r=2, label=b"raw")
     assert codec.encode(coerced, 9) == coerced.encode(9)
 

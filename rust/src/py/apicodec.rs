@@ -125,6 +125,7 @@ impl<'a, 'py> Sink<'a> for PySink<'py, '_> {
     type Obj = Bound<'py, PyAny>;
     type Err = PyErr;
 
+    #[inline]
     fn leaf(&mut self, v: Value<'a>) -> PyResult<Self::Obj> {
         let py = self.py;
         Ok(match v {
@@ -160,6 +161,7 @@ impl<'a, 'py> Sink<'a> for PySink<'py, '_> {
         self.new.bind(self.py).call1((r.cls.bind(self.py),))
     }
 
+    #[inline]
     fn set(&mut self, obj: &Self::Obj, rec: &Record, i: usize, v: Self::Obj) -> PyResult<()> {
         let name = self.t.records.get(rec.tag as usize).and_then(|r| r.names.get(i));
         obj.setattr(name.ok_or_else(|| PyValueError::new_err("unknown field"))?.bind(self.py), v)
@@ -206,6 +208,7 @@ impl<'py> Source for PySource<'py, '_> {
     type Obj = Bound<'py, PyAny>;
     type Err = PyErr;
 
+    #[inline]
     fn field(&mut self, obj: &Self::Obj, rec: &Record, i: usize) -> Res<Self::Obj> {
         let name = self.t.records.get(rec.tag as usize).and_then(|r| r.names.get(i));
         let name = name.ok_or_else(|| Error::Foreign(PyValueError::new_err("unknown field")))?;
@@ -221,19 +224,21 @@ impl<'py> Source for PySource<'py, '_> {
         invalid(format!("expected {}, got {}", rec.name, type_name(v)))
     }
 
+    #[inline]
     fn int(&mut self, v: &Self::Obj) -> Res<i128> {
-        if !v.is_instance_of::<PyInt>() {
-            return invalid(format!("expected an integer, got {}", type_name(v)));
-        }
-        // (Every integer kind fits an i64 or a u64: anything else is out of range.)
+        // An int, or an integer-like object (`__index__`: numpy's integers); every integer
+        // kind fits an i64 or a u64, anything else is out of range.
         if let Ok(n) = v.extract::<i64>() {
             return Ok(i128::from(n));
         }
-        if let Ok(n) = v.extract::<u64>() {
-            return Ok(i128::from(n));
+        if v.is_instance_of::<PyInt>() {
+            if let Ok(n) = v.extract::<u64>() {
+                return Ok(i128::from(n));
+            }
+            // (Out of range for every kind; the codec says so, naming the kind.)
+            return v.extract::<i128>().or_else(|_| invalid(format!("{} out of range", repr(v))));
         }
-        // (Out of range for every kind; the codec says so, naming the kind.)
-        v.extract::<i128>().or_else(|_| invalid(format!("{} out of range", repr(v))))
+        invalid(format!("expected an integer, got {}", type_name(v)))
     }
 
     fn float(&mut self, v: &Self::Obj) -> Res<f64> {
@@ -332,6 +337,19 @@ impl PyCodec {
         &self.layout.record().name
     }
 
+    /// The message's `client_index` or `context` (attribute `attr`), a `u32`.
+    #[inline]
+    fn header_value(&self, msg: &Bound<'_, PyAny>, attr: &Py<PyString>) -> PyResult<u32> {
+        let py = msg.py();
+        let v = msg.getattr(attr.bind(py))?;
+        if let Ok(n) = v.extract::<u32>() {
+            return Ok(n);
+        }
+        let field = attr.bind(py).to_string();
+        let n = PySource { py, t: &self.tables }.int(&v).map_err(|e| py_err(self.name(), e.within(&field)))?;
+        Err(message_error(format!("{}.{field}: {n} out of range for u32", self.name())))
+    }
+
     /// A message from its wire bytes (header included; extra bytes are ignored, as by
     /// `struct.unpack_from`). A `MessageError` naming the field for bytes that do not decode.
     pub fn decode_from<'py>(&self, py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
@@ -360,22 +378,17 @@ impl PyCodec {
     ) -> PyResult<()> {
         let py = msg.py();
         let kind = self.layout.header();
-        let mut src = PySource { py, t: &self.tables };
-        let mut head = |given: Option<u32>, has: bool, attr: &Py<PyString>| -> PyResult<u32> {
-            if let Some(v) = given.filter(|_| has) {
-                return Ok(v);
-            }
-            if !has {
-                return Ok(0);
-            }
-            let v = msg.getattr(attr.bind(py))?;
-            let field = || attr.bind(py).to_string();
-            let n = src.int(&v).map_err(|e| py_err(self.name(), e.within(&field())))?;
-            u32::try_from(n)
-                .map_err(|_| message_error(format!("{}.{}: {n} out of range for u32", self.name(), field())))
+        let ci = match client_index {
+            _ if !kind.client_index => 0,
+            Some(v) => v,
+            None => self.header_value(msg, &self.client_index)?,
         };
-        let ci = head(client_index, kind.client_index, &self.client_index)?;
-        let ctx = head(context, kind.context, &self.context)?;
+        let ctx = match context {
+            _ if !kind.context => 0,
+            Some(v) => v,
+            None => self.header_value(msg, &self.context)?,
+        };
+        let mut src = PySource { py, t: &self.tables };
         self.layout.encode(&mut src, msg, (msg_id, ci, ctx), out).map_err(|e| py_err(self.name(), e))
     }
 }

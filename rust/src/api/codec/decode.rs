@@ -137,7 +137,8 @@ fn decode_items<'a, S: Sink<'a>>(
         ))
         .into());
     }
-    let mut items = Vec::with_capacity(count);
+    // (Items of no size come from a declaration, not the wire: reserve nothing for them.)
+    let mut items = Vec::with_capacity(if size == 0 { 0 } else { count });
     for i in 0..count {
         items.push(decode_kind(item, r, sink, &[], &[]).map_err(|e| e.item(i))?);
     }

@@ -35,6 +35,7 @@ impl Layout {
     /// Append the wire bytes of message `obj` with header `(msg_id, client_index, context)`
     /// (the fields its header kind lacks are not written) to `out`. On error `out` is left
     /// as it was.
+    #[inline]
     pub fn encode<S: Source>(
         &self,
         src: &mut S,
@@ -70,6 +71,7 @@ pub fn encode_value<S: Source>(kind: &Kind, src: &mut S, v: &S::Obj, out: &mut V
     r
 }
 
+#[inline]
 fn encode_fields<S: Source>(rec: &Record, src: &mut S, obj: &S::Obj, out: &mut Vec<u8>) -> Result<(), Error<S::Err>> {
     let mut counts: Vec<Option<i128>> = Vec::new();
     if rec.counted {
@@ -81,19 +83,33 @@ fn encode_fields<S: Source>(rec: &Record, src: &mut S, obj: &S::Obj, out: &mut V
             // (Its own encoding below checks the value.)
             counts[i] = src.int(&v).ok();
         }
-        encode_kind(&f.kind, src, &v, out, &counts, &rec.fields).map_err(|e| e.within(&f.name))?;
+        let r = match &f.kind {
+            // (The common field, without the general match's frame.)
+            Kind::Scalar(k) if k.range().is_some() => int(*k, src, &v, out),
+            kind => encode_kind(kind, src, &v, out, &counts, &rec.fields),
+        };
+        r.map_err(|e| e.within(&f.name))?;
     }
     Ok(())
 }
 
+#[inline]
 fn int<S: Source>(s: Scalar, src: &mut S, v: &S::Obj, out: &mut Vec<u8>) -> Result<(), Error<S::Err>> {
     let n = src.int(v)?;
-    let (lo, hi) = s.range().unwrap_or((0, 0));
-    if !(lo..=hi).contains(&n) {
+    let fits = match s {
+        Scalar::U8 => u8::try_from(n).map(|x| out.push(x)).is_ok(),
+        Scalar::U16 => u16::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::U32 => u32::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::U64 => u64::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::I8 => i8::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::I16 => i16::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::I32 => i32::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::I64 => i64::try_from(n).map(|x| out.extend(x.to_be_bytes())).is_ok(),
+        Scalar::F64 | Scalar::Bool => false,
+    };
+    if !fits {
         return Err(Invalid::new(format!("{n} out of range for {}", s.name())).into());
     }
-    let be = n.to_be_bytes();
-    out.extend_from_slice(&be[be.len() - s.size()..]);
     Ok(())
 }
 

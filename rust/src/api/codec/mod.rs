@@ -463,3 +463,54 @@ impl Layout {
         self.record.fixed_size.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, kind: Kind) -> (String, Kind) {
+        (name.to_owned(), kind)
+    }
+
+    #[test]
+    fn layouts_are_checked() {
+        let bad_count = vec![field("s", Kind::Str(4)), field("v", Kind::VlaBytes(0))];
+        assert_eq!(Record::new("m".into(), 0, bad_count), Err(LayoutError::Count("m.v".into())));
+        let later = vec![field("v", Kind::VlaBytes(1)), field("n", Kind::Scalar(Scalar::U8))];
+        assert_eq!(Record::new("m".into(), 0, later), Err(LayoutError::Count("m.v".into())));
+        let tail = vec![field("t", Kind::TailBytes), field("n", Kind::Scalar(Scalar::U8))];
+        assert_eq!(Record::new("m".into(), 0, tail), Err(LayoutError::Tail("m.t".into())));
+        let var_item = vec![field("a", Kind::Array(Box::new(Kind::VarStr), 2))];
+        assert_eq!(Record::new("m".into(), 0, var_item), Err(LayoutError::Item("m.a".into())));
+        let huge = vec![field("a", Kind::Bytes(usize::MAX)), field("b", Kind::Bytes(1))];
+        assert!(matches!(Record::new("m".into(), 0, huge), Err(LayoutError::Size(_))));
+        let ok = vec![
+            field("n", Kind::Scalar(Scalar::U16)),
+            field("v", Kind::Vla(Box::new(Kind::Scalar(Scalar::U32)), 0)),
+            field("s", Kind::VarStr),
+        ];
+        let rec = Record::new("m".into(), 0, ok).unwrap();
+        assert!(rec.fields[0].is_count && rec.fixed_size.is_none() && rec.min_size == 2 + 4);
+        let layout = Layout::new(Arc::new(rec), HeaderKind::REQUEST).unwrap();
+        assert_eq!(layout.min_size(), HEADER + 6);
+    }
+
+    #[test]
+    fn error_paths_name_the_field() {
+        let e: Error<()> = Error::Invalid(Invalid::new("bad")).within("x").item(2).within("items").within("d");
+        match e {
+            Error::Invalid(e) => assert_eq!(e.to_string(), "d.items[2].x: bad"),
+            Error::Foreign(()) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn scalars_read_and_range() {
+        assert_eq!(Scalar::I16.read(&[0xff, 0xfe]), Value::I(-2));
+        assert_eq!(Scalar::U64.int(&[0xff; 8]), Some(i128::from(u64::MAX)));
+        assert_eq!(Scalar::Bool.read(&[7]), Value::Bool(true));
+        assert_eq!(Scalar::I8.range(), Some((-128, 127)));
+        assert_eq!(Scalar::F64.range(), None);
+        assert_eq!(Scalar::parse("bool").map(Scalar::name), Some("bool"));
+    }
+}
