@@ -550,7 +550,7 @@ class Client(ClientBase):
         /proc and our queue's header are looked at once per :data:`SLICE`."""
         if self._error is not None:
             raise self._error
-        epoch, pid = self.state.head()[:2]
+        epoch, pid = self.state.epoch_pid()
         if epoch != self._epoch or pid != self.server_pid:
             if self.region.truncated:  # the state reads zeros: the memory is gone, not the server
                 self._error = RegionTruncatedError(

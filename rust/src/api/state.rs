@@ -349,6 +349,13 @@ impl ApiState {
         }
     }
 
+    /// `(epoch, server pid)` as they are now, unsealed: what a client compares on every call
+    /// (two loads) before it looks at the seal.
+    pub fn epoch_pid(&self) -> (u32, u32) {
+        let h = self.header();
+        (h.epoch.load(Relaxed), h.server_pid.load(Relaxed))
+    }
+
     /// `(epoch, server pid, server start time)` if they carry their seal, else `None`
     /// (damaged, or caught half-written).
     pub fn sealed(&self) -> Option<Identity> {
@@ -641,6 +648,7 @@ mod tests {
         img.set_server(7, 1234, 99, 5);
         let st = ApiState::open(r).unwrap();
         assert_eq!(st.sealed(), Some((7, 1234, 99)));
+        assert_eq!(st.epoch_pid(), (7, 1234));
         st.header().server_pid.store(4321, Relaxed);
         assert_eq!(st.sealed(), None);
         assert_eq!(img.damage(), vec!["header"]);

@@ -67,6 +67,11 @@ impl PyApiState {
         (h.epoch, h.server_pid, h.server_start, h.heartbeat_ns)
     }
 
+    /// `(epoch, server pid)` as they are now (unsealed; see `sealed`).
+    fn epoch_pid(&self) -> (u32, u32) {
+        self.inner.epoch_pid()
+    }
+
     /// `(epoch, server pid, server start time)` if they carry their seal, else `None`.
     fn sealed(&self) -> Option<(u32, u32, u64)> {
         self.inner.sealed()
