@@ -179,7 +179,30 @@ class Server(ClientLifecycle, Services, Catalog):
             self.region.close()
             raise
         self.trace.table = self.message_table()
+        self._native_ping()
         self.flush_counters()
+
+    def _native_ping(self) -> None:
+        """``control_ping`` (what clients send most, and what latency is measured with) is
+        served by the native dispatch loop like a user request, not through :meth:`_dispatch`;
+        a VPP client's dump terminator gets no reply here either (the stream's close answers
+        it)."""
+        pid = self.pid
+
+        def ping(msg: Message, client: ClientInfo) -> Message | None:
+            if self._stream_ping(client, msg.context):
+                return None
+            return mc.ControlPingReply(retval=0, client_index=int(client.handle), vpe_pid=pid)
+
+        ping_id, reply_id = _IDS[mc.ControlPing], _IDS[mc.ControlPingReply]
+        self._native[ping_id] = (
+            mc.ControlPing,
+            mc.ControlPing._codec,
+            ping,
+            mc.ControlPingReply,
+            mc.ControlPingReply._codec,
+            reply_id,
+        )
 
     # ---------------------------------------------------------------- setup / takeover
 
