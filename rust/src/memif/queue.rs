@@ -725,6 +725,18 @@ pub(super) mod tests {
         (client, server)
     }
 
+    /// A linked pair whose client (the peer) wrote `descs` (flags, region, length, offset)
+    /// and `head` into its S2M ring, as a hostile peer may.
+    pub(super) fn hostile_s2m(descs: &[(u16, u16, u32, u32)], head: u16) -> (Connection, Connection) {
+        let (client, server) = linked();
+        let (hdr, d) = ring_parts(&client, true);
+        for (i, (flags, region, length, offset)) in descs.iter().enumerate() {
+            d[i].set(DescCopy { flags: *flags, region: *region, length: *length % 70_000, offset: *offset % 70_000 });
+        }
+        hdr.head.store(head, Ordering::Release);
+        (client, server)
+    }
+
     pub(super) fn ring_parts(c: &Connection, tx: bool) -> (&RingHeader, &[Desc]) {
         let map = &c.bufs.regions[0];
         let off = if tx { c.tx[0].lock().unwrap().ring().offset() } else { c.rx[0].lock().unwrap().ring().offset() };
@@ -801,12 +813,7 @@ pub(super) mod tests {
             head in any::<u16>(),
             zero_copy in any::<bool>(),
         ) {
-            let (client, server) = linked();
-            let (hdr, d) = ring_parts(&client, true);
-            for (i, (flags, region, length, offset)) in descs.iter().enumerate() {
-                d[i].set(DescCopy { flags: *flags, region: *region, length: *length % 70_000, offset: *offset % 70_000 });
-            }
-            hdr.head.store(head, Ordering::Release);
+            let (_client, server) = hostile_s2m(&descs, head); // the client holds the memory
             let mut q = server.rx[0].lock().unwrap();
             if zero_copy {
                 let mut items = Vec::new();

@@ -180,9 +180,8 @@ impl RxQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{linked, ring_parts};
+    use super::super::tests::{hostile_s2m, linked, ring_parts};
     use super::*;
-    use crate::memif::ring::DescCopy;
     use proptest::prelude::*;
     use std::sync::atomic::Ordering;
 
@@ -264,12 +263,7 @@ mod tests {
             head in any::<u16>(),
             zero_copy in any::<bool>(),
         ) {
-            let (client, server) = linked();
-            let (hdr, d) = ring_parts(&client, true);
-            for (i, (flags, region, length, offset)) in descs.iter().enumerate() {
-                d[i].set(DescCopy { flags: *flags, region: *region, length: *length % 70_000, offset: *offset % 70_000 });
-            }
-            hdr.head.store(head, Ordering::Release);
+            let (_client, server) = hostile_s2m(&descs, head); // the client holds the memory
             let mut q = server.rx[0].lock().unwrap();
             if zero_copy {
                 let mut ok = true;
