@@ -13,11 +13,15 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shmkit._format import octal, regions_table
 from shmkit.cli.exits import CliError, Exit
 from shmkit.registry import regions, remove, scan
+
+if TYPE_CHECKING:
+    from shmkit.api.client import Client
+    from shmkit.api.show import ApiView
 
 __all__ = ["COMMANDS", "Command", "command"]
 
@@ -226,20 +230,29 @@ def _api_json_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("api json", "the message definitions of an API server, as VPP's .api.json", _api_json_args)
-def _api_json(args: argparse.Namespace) -> int:
-    from shmkit.api import apijson
+def _connect_live(args: argparse.Namespace, what: str) -> tuple[ApiView, Client]:
+    """The API's view and a client of its server: a server that is not running is said at
+    once (from the shared state), not after a connect timeout."""
     from shmkit.api.client import Client
     from shmkit.api.show import describe
 
-    view = describe(args.name, args.root)  # says at once what is missing, not after a timeout
+    view = describe(args.name, args.root)
     if not view.server_alive:
         raise CliError(
             Exit.SERVER_DOWN, f"API {args.name!r}: server pid {view.server_pid} is not running"
         )
-    with Client.connect(
-        args.name, f"shmkit-json-{os.getpid()}", root=args.root, timeout=args.timeout
-    ) as client:
+    client = Client.connect(
+        args.name, f"shmkit-{what}-{os.getpid()}", root=args.root, timeout=args.timeout
+    )
+    return view, client
+
+
+@command("api json", "the message definitions of an API server, as VPP's .api.json", _api_json_args)
+def _api_json(args: argparse.Namespace) -> int:
+    from shmkit.api import apijson
+
+    _, client = _connect_live(args, "json")
+    with client:
         modules = client.api_json(args.timeout)
     text = json.dumps(modules if args.array else apijson.merge(modules), indent=2) + "\n"
     if args.output is None:
@@ -252,17 +265,8 @@ def _api_json(args: argparse.Namespace) -> int:
 
 @command("api ping", "control_ping round trips to an API server", _api_ping_args)
 def _api_ping(args: argparse.Namespace) -> int:
-    from shmkit.api.client import Client
-    from shmkit.api.show import describe
-
-    view = describe(args.name, args.root)  # says at once what is missing, not after a timeout
-    if not view.server_alive:
-        raise CliError(
-            Exit.SERVER_DOWN, f"API {args.name!r}: server pid {view.server_pid} is not running"
-        )
-    with Client.connect(
-        args.name, f"shmkit-ping-{os.getpid()}", root=args.root, timeout=args.timeout
-    ) as client:
+    view, client = _connect_live(args, "ping")
+    with client:
         times = [client.ping(args.timeout) for _ in range(args.count)]
     us = sorted(t * 1e6 for t in times)
     summary = {"min_us": us[0], "median_us": us[len(us) // 2], "max_us": us[-1]}
