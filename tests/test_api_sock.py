@@ -23,7 +23,7 @@ import pytest
 from api_defs import Echo, Event, Flood, Sum
 from procs import TESTS_DIR, kill9, python, wait_line, wait_until
 from shmkit.api import Client, memclnt
-from shmkit.api.show import describe
+from shmkit.api.show import describe, format_view
 from shmkit.api.sockclient import SockClient
 from shmkit.errors import ServerGoneError, ShmkitError
 from sock_defs import ThingDump, Tick, TickEvent, WantTicks, Whoami
@@ -142,6 +142,45 @@ def test_both_transports_on_one_server(
         with pytest.raises(TimeoutError):
             shm.recv(0.05)
         assert shm.call(Whoami(x=0)).socket == 0 and sc.call(Whoami(x=0)).socket == 1
+
+
+def test_api_show_lists_socket_clients_and_one_table_bounds_both(root: str, sock: Path) -> None:
+    def listed() -> dict[str, tuple[str, int]]:
+        return {c["name"]: (c["via"], c["requests"]) for c in describe("api", root).clients}
+
+    proc = start_sock_server(root, sock, scan=0.05, max_clients=3)
+    try:
+        with (
+            Client.connect("api", "shm", root=root),
+            Client.connect("api", "sock", socket=sock) as sc,
+            Client.connect("api", "seg", socket=sock) as seg,
+        ):
+            seg.init_shm()
+            for _ in range(3):
+                sc.call(Echo(x=1))
+            wait_until(lambda: listed().get("sock", ("", 0))[1] >= 3, what="requests published")
+            via = {name: v for name, (v, _) in listed().items()}
+            assert via == {"shm": "shm", "sock": "socket", "seg": "socket+shm"}
+            text = format_view(describe("api", root))
+            assert "socket+shm" in text and "REQUESTS" in text
+            # Three slots, three clients: a fourth is refused on either transport.
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.connect(str(sock))
+            body = memclnt.SockclntCreate(name="fourth", context=9).encode(15)
+            raw.sendall(FRAME.pack(0, len(body), 0) + body)
+            n = FRAME.unpack(raw.recv(16, socket.MSG_WAITALL))[1]
+            reply = memclnt.SockclntCreateReply.decode(raw.recv(n, socket.MSG_WAITALL))
+            assert reply.response == memclnt.TABLE_TOO_BIG  # type: ignore[attr-defined]
+            raw.close()
+            with pytest.raises(ShmkitError, match="full"):
+                Client.connect("api", "shm2", root=root, timeout=2.0)
+            assert counters(root)["refused_registrations"] == 2
+        # Closed: their slots are free again.
+        wait_until(lambda: not listed(), what="slots freed")
+        with Client.connect("api", "again", socket=sock) as again:
+            assert listed() == {"again": ("socket", 0)} and again.call(Echo(x=2)).x == 2
+    finally:
+        kill9(proc)
 
 
 def test_idle_socket_client_answers_keepalives(

@@ -103,6 +103,7 @@ class ClientLifecycle:
     _outbox: Outbox
     _counts: list[int]
     _clients: dict[int, ClientInfo]  # by table slot
+    _listed: dict[int, ClientInfo]  # clients of the socket transport, by table slot
     _by_handle: dict[int, ClientInfo]
     _next_index: int
     _stale: dict[str, tuple[int, int]]  # queues of clients we no longer serve
@@ -165,7 +166,7 @@ class ClientLifecycle:
             return
         # The table slot is reused; the registration index is not (until 2^24 registrations),
         # so a message from a dead client can never reach the next client in its slot.
-        slot = next((i for i in range(self.state.max_clients) if i not in self._clients), None)
+        slot = self._free_slot()
         if slot is None:
             self._counts[C["refused_registrations"]] += 1
             self.report(
@@ -223,6 +224,46 @@ class ClientLifecycle:
         reply.context = msg.context
         self._send_encoded(client, reply.encode(reply_id))
         self._registered(client)
+
+    def _free_slot(self) -> int | None:
+        """The first slot of the client table no client (of either transport) holds."""
+        taken = self._clients.keys() | self._listed.keys()
+        return next((i for i in range(self.state.max_clients) if i not in taken), None)
+
+    def list_client(self, client: ClientInfo, via: str) -> bool:
+        """Give a client of another transport (the socket's) a slot of the client table, so
+        ``shmkit api show`` lists it with the shared-memory ones; ``via`` is what its entry
+        names as its queue (``@socket``, ``@socket+shm``). False: the table is full."""
+        with self._lock:
+            slot = client.slot if client.slot >= 0 else self._free_slot()
+            if slot is None:
+                return False
+            client.slot = slot
+            self._listed[slot] = client
+            self.state.write_entry(
+                slot,
+                state=1,
+                pid=client.pid,
+                start_time=client.start_time,
+                handle=int(client.handle),
+                index=client.index,
+                epoch=self.epoch,
+                health=0,
+                last_heard_ns=int(client.last_heard * 1e9),
+                requests=client.requests,
+                dropped=client.dropped,
+                name=client.name,
+                queue=via,
+            )
+            return True
+
+    def unlist_client(self, client: ClientInfo) -> None:
+        """Free the table slot of a client :meth:`list_client` listed."""
+        with self._lock:
+            if self._listed.get(client.slot) is client:
+                del self._listed[client.slot]
+                self.state.clear_entry(client.slot)
+            client.slot = -1
 
     def _refuse(
         self, queue: Queue, pid: int, pidfd: int, reply: Message, request: Message, reply_id: int
@@ -315,6 +356,14 @@ class ClientLifecycle:
             for c in self._clients.values():
                 self.state.write_entry(
                     c.slot, requests=c.requests, last_heard_ns=int(c.last_heard * 1e9)
+                )
+            for c in self._listed.values():  # their health is the socket's scan's
+                self.state.write_entry(
+                    c.slot,
+                    health=(c.unanswered << 16) | _HEALTH[c.health],
+                    requests=c.requests,
+                    dropped=c.dropped,
+                    last_heard_ns=int(c.last_heard * 1e9),
                 )
 
     def reap(self, client: ClientInfo, reason: str = "reaped") -> None:

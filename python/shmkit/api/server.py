@@ -149,6 +149,7 @@ class Server(ClientLifecycle, Services, Catalog):
         self._batching = False  # the dispatch loop's outbox collects what is sent
         self._loop_ident = 0
         self._clients: dict[int, ClientInfo] = {}  # by table slot
+        self._listed: dict[int, ClientInfo] = {}  # socket clients, by table slot
         self._next_index = 0
         self._by_handle: dict[int, ClientInfo] = {}
         self._counts = [0] * len(COUNTERS)  # since the last flush

@@ -87,7 +87,7 @@ def describe(name: str, root: str | None = None, *, wait: float = 1.0) -> ApiVie
         clients = []
         for e in map(client_entry, state.entries()):
             d = asdict(e)
-            d["queue_length"] = _queue_length(region, e)
+            d["queue_length"] = _queue_length(region, e) if e.via == "shm" else None
             d["alive"] = _alive(e.pid, e.start_time)
             d["idle"] = round((now - e.last_heard_ns) / 1e9, 3) if e.last_heard_ns else None
             clients.append(d)
@@ -116,10 +116,11 @@ def format_view(v: ApiView) -> str:
         if c["state"] == "stale":
             health = "stale (previous server)"
         qlen = "-" if c["queue_length"] is None else c["queue_length"]
-        rows.append([c["name"], c["pid"], f"{c['handle']:#x}", qlen, health, c["dropped"]])
+        row = [c["name"], c["pid"], f"{c['handle']:#x}", c["via"], qlen, health]
+        rows.append([*row, c["requests"], c["dropped"]])
     lines.append("")
     lines.append(
-        table(["CLIENT", "PID", "HANDLE", "QUEUE", "HEALTH", "DROPPED"], rows)
+        table(["CLIENT", "PID", "HANDLE", "VIA", "QUEUE", "HEALTH", "REQUESTS", "DROPPED"], rows)
         if rows
         else "no clients"
     )

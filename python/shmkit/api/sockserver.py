@@ -41,8 +41,10 @@ shared-memory dispatch loop holds for each batch. So handlers never run concurre
 whichever transport their request came by, and neither transport's wait delays the other.
 The thread runs while the server's dispatch loop does (:meth:`Server.serve_forever`).
 
-Socket clients have no slot in the region's client table (``shmkit api show`` lists the
-shared-memory ones); :attr:`Server.clients` lists both.
+A socket client holds a slot of the region's client table, as a shared-memory one does (so
+the table's size bounds both, and ``shmkit api show`` lists both): its entry names
+``@socket`` as its queue (``@socket+shm`` once it has a private segment), never a queue
+object of the region.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from shmkit.api.clients import ClientInfo
 from shmkit.api.handle import MAX_INDEX, Handle
 from shmkit.api.messages import Message, MessageError
 from shmkit.api.sockshm import Segment
-from shmkit.api.state import COUNTERS
+from shmkit.api.state import COUNTERS, VIA_SEGMENT, VIA_SOCKET
 from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
@@ -108,6 +110,10 @@ class Host(Protocol):
     ) -> None: ...
 
     def _registered(self, client: ClientInfo) -> None: ...
+
+    def list_client(self, client: ClientInfo, via: str) -> bool: ...
+
+    def unlist_client(self, client: ClientInfo) -> None: ...
 
 
 log = logging.getLogger("shmkit.api")
@@ -305,6 +311,7 @@ class SockServer:
             return
         server._count_sent(client, 1, 0)
         self._segments[client.conn] = seg
+        server.list_client(client, VIA_SEGMENT)
         if self._thread is not None:
             self._start_segment(client.conn, seg)
 
@@ -397,6 +404,21 @@ class SockServer:
             last_heard=time.monotonic(),
             conn=conn,
         )
+        if not server.list_client(client, VIA_SOCKET):
+            server._counts[C["refused_registrations"]] += 1
+            server.report(
+                "table_full",
+                logging.WARNING,
+                "API %s: refused socket client %r (pid %d): all client slots are taken",
+                server.name,
+                client.name,
+                pid,
+            )
+            refused = mc.SockclntCreateReply(
+                response=mc.TABLE_TOO_BIG, index=0, count=0, message_table=[], context=msg.context
+            )
+            self.send(client, refused.encode(server._ids[mc.SockclntCreateReply]))
+            return
         self._by_conn[conn] = client
         server._by_handle[int(handle)] = client
         server._counts[C["registrations"]] += 1
@@ -469,6 +491,7 @@ class SockServer:
             server._counts[C["reaped"]] += 1
 
     def _forget(self, client: ClientInfo) -> None:
+        self.server.unlist_client(client)
         self._by_conn.pop(client.conn, None)
         self.server._by_handle.pop(int(client.handle), None)
         self._close_segment(client.conn)

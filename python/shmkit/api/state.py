@@ -19,13 +19,27 @@ from typing import Any
 
 from shmkit._native import API_COUNTERS, ApiState, StateImage
 
-__all__ = ["COUNTERS", "OBJECT", "ApiState", "ClientEntry", "StateImage", "client_entry"]
+__all__ = [
+    "COUNTERS",
+    "OBJECT",
+    "VIA_SEGMENT",
+    "VIA_SOCKET",
+    "ApiState",
+    "ClientEntry",
+    "StateImage",
+    "client_entry",
+]
 
 #: Name of the state object in the API region.
 OBJECT = "api/state"
 #: The server's counters, in their order in the shared state.
 COUNTERS: tuple[str, ...] = tuple(API_COUNTERS)
 STATES = {0: "free", 1: "active", 2: "stale"}
+#: What the entry of a socket client names as its queue (no queue object has such a name):
+#: plain, and once it has a private segment (``sock_init_shm``).
+VIA_SOCKET = "@socket"
+VIA_SEGMENT = "@socket+shm"
+_VIA = {VIA_SOCKET: "socket", VIA_SEGMENT: "socket+shm"}
 HEALTH = {0: "ok", 1: "pinged", 2: "lazy"}
 
 
@@ -47,6 +61,9 @@ class ClientEntry:
     dropped: int
     name: str
     queue: str
+    #: how it reaches the server: ``shm`` (its queue in the region), ``socket`` or
+    #: ``socket+shm`` (VPP's socket transport, with a private segment)
+    via: str = "shm"
 
 
 def client_entry(raw: dict[str, Any]) -> ClientEntry:
@@ -59,5 +76,6 @@ def client_entry(raw: dict[str, Any]) -> ClientEntry:
             "state": STATES.get(state, f"invalid({state})"),
             "health": HEALTH.get(health & 0xFFFF, f"invalid({health & 0xFFFF})"),
             "unanswered": health >> 16,
+            "via": _VIA.get(raw["queue"], "shm"),
         }
     )
