@@ -133,7 +133,7 @@ def test_recv_replies_places_decoded_replies(root: str) -> None:
 
 
 def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
-    from shmkit._native import ApiPort
+    from shmkit._native import ApiPort, ClientTable, Registration
     from shmkit.api.messages import define, u32
 
     req, rep, other = (define(n, [("x", u32)]) for n in ("s_req", "s_rep", "s_other"))
@@ -142,13 +142,16 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
     inq = shmkit.Queue.create(region, "in", 64, 8)
 
     class Registered:  # what the server keeps per client: its queue and a request count
-        def __init__(self, name: str) -> None:
-            self.queue = shmkit.Queue.create(region, name, 8, 8)
-            self.pid = os.getpid()  # the process that reads its queue
-            self.requests = 0
+        def __init__(self, name: str | None) -> None:
+            self.queue = shmkit.Queue.create(region, name, 8, 8) if name else None
+            # its queue and the process that reads it (none: a client of the socket)
+            self.reg = Registration(self.queue, os.getpid())
 
-    a, b = Registered("a"), Registered("b")
-    by_handle: dict[int, Registered] = {5: a, 6: b}
+    a, b, sock = Registered("a"), Registered("b"), Registered(None)
+    by_handle = ClientTable()
+    by_handle[5], by_handle[6], by_handle[8] = a, b, sock
+    assert len(by_handle) == 3 and 5 in by_handle and -1 not in by_handle
+    assert by_handle.get(2**40) is None and sorted(by_handle.keys()) == [5, 6, 8]
 
     def handler(msg: object, client: Registered) -> object:
         x = msg.x  # type: ignore[attr-defined]
@@ -180,6 +183,7 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
         r(13, 5, 3),  # the handler raises
         r(0, 5, 4),  # no reply
         r(2, 9, 5),  # unknown client index: slow
+        r(2, 8, 5),  # a client without a queue (the socket's): slow
         r(2, 5, 6)[:12],  # truncated: invalid
         struct.pack(">HII", 55, 5, 7),  # unknown id: slow
         b"\x00\x01",  # too short for a header: slow
@@ -201,14 +205,15 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
         64,
         1.0,
     )
-    assert stats == (11, 6, 1, 1)  # received, served, invalid, handler errors
-    assert routed == [msgs[i] for i in (4, 6, 7, 8, 9)]
+    assert stats == (12, 6, 1, 1)  # received, served, invalid, handler errors
+    assert routed == [msgs[i] for i in (4, 5, 7, 8, 9, 10)]
     assert failures == [(RuntimeError, req, a, 3)]
     assert encoded == [2]
-    assert (a.requests, b.requests) == (5, 1)
+    assert (a.reg.requests, b.reg.requests, sock.reg.requests) == (5, 1, 0)
     assert len(outbox) == 3
     assert sorted(outbox.flush(), key=lambda e: e[1]) == [(b, 1, 0, False), (a, 2, 0, False)]
     assert len(outbox) == 0
+    assert a.queue is not None and b.queue is not None
     assert port.recv(a.queue, 8) == [
         rep(x=2, context=1).encode(101),
         rep(x=5, context=10).encode(101),
@@ -222,12 +227,13 @@ def test_serve_dispatches_natively_and_routes_the_rest(root: str) -> None:
         0,
     )
     for q in (inq, a.queue, b.queue):
+        assert q is not None
         q.close()
     region.unlink()
 
 
 def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
-    from shmkit._native import ApiPort
+    from shmkit._native import ApiPort, Registration
 
     region = shmkit.Region.create("api", 16 << 20, root=root)
     rings = shmkit.MsgRings.create(region)
@@ -237,15 +243,27 @@ def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
         shmkit.Queue.create(region, "gone", 4, 8),
     )
     assert sum(r["busy"] for r in rings.ring_stats()) == 0
+
+    class Client:
+        def __init__(self, name: str, queue: shmkit.Queue | None) -> None:
+            self.name, self.reg = name, Registration(queue, os.getpid())
+
+        def __lt__(self, other: Client) -> bool:
+            return self.name < other.name
+
+    to_full, to_gone, to_sock = Client("full", full), Client("gone", gone), Client("sock", None)
     outbox = port.outbox()
     for i in range(6):
-        outbox.push("full", full, bytes([i]) * 12)
-    outbox.push("gone", gone, b"x" * 12)
-    assert outbox.flush_client("gone") == (1, 0, False)
-    assert outbox.flush_client("gone") is None
-    outbox.push("gone", gone, b"y" * 12)
+        outbox.push(to_full, bytes([i]) * 12)
+    outbox.push(to_gone, b"x" * 12)
+    outbox.push(to_sock, b"z" * 12)  # no queue: nothing to send it through
+    assert len(outbox) == 7
+    assert outbox.flush_client(to_gone) == (1, 0, False)
+    assert outbox.flush_client(to_gone) is None
+    outbox.push(to_gone, b"y" * 12)
     gone.close()
-    assert sorted(outbox.flush()) == [("full", 4, 2, False), ("gone", 0, 0, False)]  # closed
+    flushed = sorted(outbox.flush())
+    assert flushed == [(to_full, 4, 2, False), (to_gone, 0, 0, False)]  # closed
     assert port.recv(full, 8) == [bytes([i]) * 12 for i in range(4)]
     # Every message that was not delivered was freed.
     assert port.drain(shmkit.Queue.open(region, "gone")) == 1
@@ -255,7 +273,7 @@ def test_outbox_never_blocks_and_counts_drops(root: str) -> None:
 
 
 def test_serve_raises_ctrl_c_after_finishing_the_batch(root: str) -> None:
-    from shmkit._native import ApiPort
+    from shmkit._native import ApiPort, ClientTable, Registration
     from shmkit.api.messages import define, u32
 
     req = define("k_req", [("x", u32)])
@@ -266,8 +284,7 @@ def test_serve_raises_ctrl_c_after_finishing_the_batch(root: str) -> None:
 
     class Registered:
         queue = shmkit.Queue.create(region, "c", 8, 8)
-        pid = os.getpid()
-        requests = 0
+        reg = Registration(queue, os.getpid())
 
     def handler(msg: object, client: object) -> None:
         seen.append(msg.x)  # type: ignore[attr-defined]
@@ -278,8 +295,10 @@ def test_serve_raises_ctrl_c_after_finishing_the_batch(root: str) -> None:
     assert port.send_many(inq, msgs, "client") == 5
     table = {100: (req, req._codec, handler, None, None, 0)}
     with pytest.raises(KeyboardInterrupt):
-        port.serve(inq, table, {1: Registered}, port.outbox(), print, print, print, 64, 1.0)
-    assert seen == [0, 1, 2, 3, 4] and Registered.requests == 5  # nothing lost
+        clients = ClientTable()
+        clients[1] = Registered
+        port.serve(inq, table, clients, port.outbox(), print, print, print, 64, 1.0)
+    assert seen == [0, 1, 2, 3, 4] and Registered.reg.requests == 5  # nothing lost
     assert len(inq) == 0
     Registered.queue.close()
     inq.close()

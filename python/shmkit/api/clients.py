@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shmkit import Queue, Region
-from shmkit._native import ApiPort
+from shmkit._native import ApiPort, Registration
 from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
@@ -46,7 +46,7 @@ from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
     from shmkit import MsgRings
-    from shmkit._native import Outbox
+    from shmkit._native import ClientTable, Outbox
 
 __all__ = ["ClientInfo", "ClientLifecycle"]
 
@@ -74,12 +74,21 @@ class ClientInfo:
     last_heard: float = 0.0
     unanswered: int = 0
     health: str = "ok"
-    requests: int = 0
     dropped: int = 0
     last_gets: int = -1
     last_requests: int = 0
     #: the socket connection (0: a shared-memory client)
     conn: int = 0
+    #: what dispatch sees of it (queue, reader pid, request count: ``api::dispatch``)
+    reg: Registration = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reg = Registration(self.queue, self.pid)
+
+    @property
+    def requests(self) -> int:
+        """Requests it sent that were served or counted (either dispatch path)."""
+        return self.reg.requests
 
     @property
     def queue_length(self) -> int:
@@ -104,7 +113,7 @@ class ClientLifecycle:
     _counts: list[int]
     _clients: dict[int, ClientInfo]  # by table slot
     _listed: dict[int, ClientInfo]  # clients of the socket transport, by table slot
-    _by_handle: dict[int, ClientInfo]
+    _by_handle: ClientTable  # handle -> ClientInfo
     _next_index: int
     _stale: dict[str, tuple[int, int]]  # queues of clients we no longer serve
     _orphans_of: int  # the dead previous server whose messages wait for _stale to empty

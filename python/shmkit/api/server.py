@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shmkit import Region
-from shmkit._native import ApiPort
+from shmkit._native import ApiPort, ClientTable
 from shmkit._native import process_alive as _alive
 from shmkit._native import process_start_time as _proc_start
 from shmkit.api import memclnt as mc
@@ -151,7 +151,7 @@ class Server(ClientLifecycle, Services, Catalog):
         self._clients: dict[int, ClientInfo] = {}  # by table slot
         self._listed: dict[int, ClientInfo] = {}  # socket clients, by table slot
         self._next_index = 0
-        self._by_handle: dict[int, ClientInfo] = {}
+        self._by_handle = ClientTable()  # handle -> ClientInfo
         self._counts = [0] * len(COUNTERS)  # since the last flush
         self._totals = [0] * len(COUNTERS)  # private: the shared ones are only written
         self._stale: dict[str, tuple[int, int]] = {}  # queues of clients we no longer serve
@@ -511,7 +511,7 @@ class Server(ClientLifecycle, Services, Catalog):
     ) -> Message | None:
         """Count a request of ``client`` and decode it (unless ``msg`` already is); None if
         it does not decode (counted as invalid)."""
-        client.requests += 1
+        client.reg.count()
         self._counts[_REQUESTS] += 1
         if msg is None:
             try:
@@ -548,7 +548,8 @@ class Server(ClientLifecycle, Services, Catalog):
             self._send_encoded(client, data)
 
     def _client_for(self, handle: int) -> ClientInfo | None:
-        return self._by_handle.get(handle)
+        client: ClientInfo | None = self._by_handle.get(handle)
+        return client
 
     def _builtin(self, msg_id: int, msg: Message, client: ClientInfo) -> None:
         ctx = msg.context
@@ -606,7 +607,7 @@ class Server(ClientLifecycle, Services, Catalog):
             self.trace.record("tx", data)
         if c.queue is None:  # a socket client (shmkit.api.sockserver)
             return self._sock is not None and self._sock.send(c, data)
-        self._outbox.push(c, c.queue, data, c.pid)
+        self._outbox.push(c, data)
         if self._batching and threading.get_ident() == self._loop_ident:
             return True
         sent, dropped, damaged = self._outbox.flush_client(c) or (0, 0, False)

@@ -64,7 +64,7 @@ from shmkit.api.messages import Message
 from shmkit.api.state import COUNTERS
 
 if TYPE_CHECKING:
-    from shmkit._native import Outbox
+    from shmkit._native import ClientTable, Outbox
     from shmkit.api.clients import ClientInfo
     from shmkit.api.throttle import Throttle
     from shmkit.api.trace import Trace
@@ -110,7 +110,7 @@ class Services:
     _outbox: Outbox
     _counts: list[int]
     _clients: dict[int, ClientInfo]
-    _by_handle: dict[int, ClientInfo]
+    _by_handle: ClientTable  # handle -> ClientInfo
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
     _services: dict[str, dict[str, Any]]  # get_api_json's services, by request name
@@ -407,7 +407,7 @@ class Services:
                     self.trace.record("tx", data)
                 # Flushed at once (with what the client had in the outbox before it, in
                 # order), so the count is exact even inside a handler's batch.
-                self._outbox.push(c, c.queue, data, c.pid)
+                self._outbox.push(c, data)
                 n, dropped, damaged = self._outbox.flush_client(c) or (0, 0, False)
                 self._count_sent(c, n, dropped)
                 if damaged:

@@ -68,6 +68,7 @@ from shmkit.api.state import COUNTERS, VIA_SEGMENT, VIA_SOCKET
 from shmkit.errors import ShmkitError
 
 if TYPE_CHECKING:
+    from shmkit._native import ClientTable
     from shmkit.api.throttle import Throttle
     from shmkit.api.trace import Trace
 
@@ -88,7 +89,7 @@ class Host(Protocol):
     _lock: threading.RLock
     _counts: list[int]
     _next_index: int
-    _by_handle: dict[int, ClientInfo]
+    _by_handle: ClientTable  # handle -> ClientInfo
     _ids: dict[type[Message], int]
     _handlers: dict[int, tuple[type[Message], Any]]
     _reapers: list[Callable[[Handle, ClientInfo], None]]

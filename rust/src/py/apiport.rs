@@ -1,21 +1,22 @@
 //! Python face of `apiport`: `ApiPort`, the binary API's message mover.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 use super::apicodec::PyCodec;
+use super::apidispatch::{decode_with, PyClientTable, PyOutbox, PyService};
 use super::buffer::InBuf;
 use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
 use super::wait::{wait, Timeout};
-use crate::api::msgring::{MsgRef, Pool};
-use crate::api::port::{ApiPort, PortError, DEFAULT_SPIN};
-use crate::queue::QueueError;
+use crate::api::dispatch::Dispatch;
+use crate::api::msgring::Pool;
+use crate::api::port::{ApiPort, DEFAULT_SPIN};
 
 use super::shield::{shielded, Shielded};
 
@@ -41,7 +42,7 @@ fn secs(t: f64) -> PyResult<Duration> {
 #[pyclass(name = "ApiPort", module = "shmkit._native", frozen)]
 #[derive(Debug)]
 pub struct PyApiPort {
-    inner: Shielded<ApiPort>,
+    inner: Shielded<Arc<ApiPort>>,
     spin: Duration,
 }
 
@@ -52,7 +53,7 @@ impl PyApiPort {
     #[new]
     #[pyo3(signature = (rings, *, spin=DEFAULT_SPIN.as_secs_f64()))]
     fn new(rings: &PyMsgRings, spin: f64) -> PyResult<Self> {
-        Ok(Self { inner: Shielded::new(ApiPort::new(rings.rings().clone())), spin: secs(spin)? })
+        Ok(Self { inner: Shielded::new(Arc::new(ApiPort::new(rings.rings().clone()))), spin: secs(spin)? })
     }
 
     /// Send `data` into `queue` if there is room now (`False`: full, message freed). `to`
@@ -158,13 +159,13 @@ impl PyApiPort {
         Ok((placed, others))
     }
 
-    /// One dispatch batch of a server, natively: receive up to `max` requests (waiting up to
-    /// `timeout` s for the first) and, for each whose id has an entry in `table` and whose
-    /// client index is in `by_handle`, decode it, call its handler with the message and the
-    /// client, encode the reply and add it to `outbox` (sent by `Outbox.flush`). Everything
-    /// else (memclnt messages, unknown ids, stale handles, garbage) goes to `slow(payload)`,
-    /// in order. A client is an object with attributes `queue`, `pid` (its reader) and
-    /// `requests`, which is incremented by the requests served.
+    /// One dispatch batch of a server, natively (`api::dispatch`): receive up to `max`
+    /// requests (waiting up to `timeout` s for the first) and, for each whose id has an entry
+    /// in `table` and whose client index names a client of `clients` with a queue, decode
+    /// it, call its handler with the message and the client, encode the reply and add it to
+    /// `outbox` (sent by `Outbox.flush`). Everything else (memclnt messages, unknown ids,
+    /// stale handles, garbage) goes to `slow(payload)`, in order. The requests served are
+    /// counted to each client's `Registration`.
     ///
     /// `table` maps a request id to `(request_type, decoder, handler, reply_type, reply_codec,
     /// reply_id)`: the decoder is a `Codec` or a callable taking the payload; a reply of type
@@ -175,39 +176,27 @@ impl PyApiPort {
     /// `Exception` (Ctrl-C) is raised once the batch is done.
     /// Returns `(received, served, invalid, handler_errors)`: `invalid` counts undecodable
     /// requests and the references refused since the last `take_invalid` (this batch's).
-    #[pyo3(signature = (queue, table, by_handle, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
+    #[pyo3(signature = (queue, table, clients, outbox, slow, failed, encode_reply, max=256, timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn serve<'py>(
         &self,
         py: Python<'py>,
         queue: &PyQueue,
         table: &Bound<'py, PyDict>,
-        by_handle: &Bound<'py, PyDict>,
-        outbox: &Bound<'py, PyOutbox>,
+        clients: &PyClientTable,
+        outbox: &PyOutbox,
         slow: &Bound<'py, PyAny>,
         failed: &Bound<'py, PyAny>,
         encode_reply: &Bound<'py, PyAny>,
         max: usize,
         timeout: Option<f64>,
     ) -> PyResult<(usize, usize, usize, usize)> {
-        let mut d = Dispatch {
-            py,
-            table,
-            by_handle,
-            outbox: outbox.get(),
-            slow,
-            failed,
-            encode_reply,
-            entry: None,
-            client: None,
-            buf: Vec::new(),
-            stats: (0, 0, 0, 0),
-        };
+        let mut service = PyService { py, table, slow, failed, encode_reply };
+        let mut d = Dispatch::new(&self.inner, clients.table(), outbox.outbox(), &mut service);
         let r = self.recv_raw(py, queue, max, timeout, |b| d.one(b));
-        let flushed = d.set_client(None);
-        r.and(flushed)?;
-        d.stats.2 += self.inner.take_invalid() as usize;
-        Ok(d.stats)
+        let s = d.finish();
+        r?;
+        Ok((s.received, s.served, s.invalid + self.inner.take_invalid() as usize, s.failed))
     }
 
     /// Encode the requests `msgs` of a pipelined call: message `i` gets context
@@ -278,8 +267,8 @@ impl PyApiPort {
     }
 
     /// A reply collector for `serve`.
-    fn outbox(slf: &Bound<'_, Self>) -> PyOutbox {
-        PyOutbox { port: slf.clone().unbind(), entries: Mutex::new(Vec::new()) }
+    fn outbox(&self) -> PyOutbox {
+        PyOutbox::new(Arc::clone(&self.inner))
     }
 
     /// Take and free everything queued in `queue`; returns how many messages were freed.
@@ -337,14 +326,6 @@ impl PyApiPort {
     }
 }
 
-/// A decoded message: natively by a `Codec`, else by calling `decode(payload)`.
-fn decode_with<'py>(decode: &Bound<'py, PyAny>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    match decode.cast::<PyCodec>() {
-        Ok(codec) => codec.get().decode_from(decode.py(), b),
-        Err(_) => decode.call1((PyBytes::new(decode.py(), b),)),
-    }
-}
-
 /// Encoded requests of a pipelined call (`ApiPort.encode_calls`), one buffer for all.
 #[pyclass(name = "Encoded", module = "shmkit._native", frozen)]
 #[derive(Debug)]
@@ -378,264 +359,4 @@ impl Encoded {
         Ok(PyBytes::new(py, self.item(at as usize)))
     }
 }
-}
-
-/// Messages for one client, in the order they were added.
-#[derive(Debug)]
-struct OutEntry {
-    client: Py<PyAny>,
-    queue: Py<PyQueue>,
-    /// The client's pid (see `ApiPort::put_refs`).
-    to: u32,
-    refs: Vec<MsgRef>,
-    /// Messages that could not even be allocated (counted as dropped).
-    failed: usize,
-}
-
-/// The replies and events of one dispatch batch, per client, each client's sent in order
-/// with one queue operation (one wake-up) by `flush`. Never blocks: what does not fit is
-/// freed and counted as dropped.
-#[pyclass(name = "Outbox", module = "shmkit._native", frozen)]
-#[derive(Debug)]
-pub struct PyOutbox {
-    port: Py<PyApiPort>,
-    entries: Mutex<Vec<OutEntry>>,
-}
-
-impl PyOutbox {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<OutEntry>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Add the message `data` (copied into a server-pool message) for `client`, whose queue
-    /// is `queue`, read by process `to`.
-    fn add(&self, client: &Bound<'_, PyAny>, queue: &Bound<'_, PyQueue>, to: u32, data: &[u8]) {
-        let msg = self.port.get().inner.alloc_msg(data, Pool::Server);
-        let mut entries = self.entries();
-        let at = match entries.iter().rposition(|e| e.client.is(client)) {
-            Some(at) => at,
-            None => {
-                entries.push(OutEntry {
-                    client: client.clone().unbind(),
-                    queue: queue.clone().unbind(),
-                    to,
-                    refs: Vec::new(),
-                    failed: 0,
-                });
-                entries.len() - 1
-            }
-        };
-        match msg {
-            Ok(r) => entries[at].refs.push(r),
-            Err(_) => entries[at].failed += 1,
-        }
-    }
-}
-
-shielded! {
-#[pymethods]
-impl PyOutbox {
-    /// Add `data` (a message's wire bytes) for `client`, whose input queue is `queue`, read
-    /// by process `to` (0: unknown).
-    #[pyo3(signature = (client, queue, data, to=0))]
-    fn push(
-        &self,
-        client: &Bound<'_, PyAny>,
-        queue: &Bound<'_, PyQueue>,
-        data: &Bound<'_, PyAny>,
-        to: u32,
-    ) -> PyResult<()> {
-        self.add(client, queue, to, InBuf::get(data)?.as_slice());
-        Ok(())
-    }
-
-    /// Messages waiting.
-    fn __len__(&self) -> usize {
-        self.entries().iter().map(|e| e.refs.len() + e.failed).sum()
-    }
-
-    /// Send everything, per client in order, and empty the outbox; returns `(client, sent,
-    /// dropped, damaged)` per client. A client whose queue is closed is skipped (its
-    /// messages freed, none counted); a full or failing queue drops the rest; `damaged`:
-    /// the queue was found corrupted (by a peer writing into it).
-    fn flush(&self, py: Python<'_>) -> Vec<(Py<PyAny>, usize, usize, bool)> {
-        let entries = std::mem::take(&mut *self.entries());
-        entries
-            .into_iter()
-            .map(|e| {
-                let (sent, dropped, damaged) = self.send_entry(py, &e);
-                (e.client, sent, dropped, damaged)
-            })
-            .collect()
-    }
-
-    /// Send what is waiting for `client` only (as `flush`); `(sent, dropped, damaged)`, or
-    /// None if nothing was.
-    fn flush_client(&self, py: Python<'_>, client: &Bound<'_, PyAny>) -> Option<(usize, usize, bool)> {
-        let mut entries = self.entries();
-        let at = entries.iter().position(|e| e.client.is(client));
-        let entry = at.map(|at| entries.remove(at));
-        drop(entries);
-        entry.map(|e| self.send_entry(py, &e))
-    }
-}
-}
-
-impl PyOutbox {
-    fn send_entry(&self, py: Python<'_>, e: &OutEntry) -> (usize, usize, bool) {
-        let port = &self.port.get().inner;
-        let q = e.queue.bind(py).get().shm();
-        if q.is_closed() {
-            port.free_all(&e.refs);
-            return (0, 0, false);
-        }
-        match port.put_refs(q, &e.refs, e.to) {
-            Ok(sent) => (sent, e.refs.len() - sent + e.failed, false),
-            Err(err) => (0, e.refs.len() + e.failed, matches!(err, PortError::Queue(QueueError::Corrupt { .. }))),
-        }
-    }
-}
-
-/// The state of one `ApiPort.serve` batch.
-struct Dispatch<'a, 'py> {
-    py: Python<'py>,
-    table: &'a Bound<'py, PyDict>,
-    by_handle: &'a Bound<'py, PyDict>,
-    outbox: &'a PyOutbox,
-    slow: &'a Bound<'py, PyAny>,
-    failed: &'a Bound<'py, PyAny>,
-    encode_reply: &'a Bound<'py, PyAny>,
-    /// The table entry of the last message id seen.
-    entry: Option<(u16, Option<Entry<'py>>)>,
-    /// The client of the current run of messages.
-    client: Option<RunClient<'py>>,
-    buf: Vec<u8>,
-    /// received, served, invalid, handler errors
-    stats: (usize, usize, usize, usize),
-}
-
-/// The registered client of a run of messages naming the same client index.
-struct RunClient<'py> {
-    index: u32,
-    /// The server's record of it (`ClientInfo`): `queue`, `pid` and `requests` are used.
-    client: Bound<'py, PyAny>,
-    queue: Bound<'py, PyQueue>,
-    pid: u32,
-    /// Requests of this run so far.
-    served: u64,
-}
-
-/// `(request_type, decoder, handler, reply_type, reply_codec, reply_id)`.
-type Entry<'py> =
-    (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyCodec>>, u16);
-
-impl<'py> Dispatch<'_, 'py> {
-    /// Dispatch one received message.
-    fn one(&mut self, b: &[u8]) -> PyResult<()> {
-        self.stats.0 += 1;
-        let &[i0, i1, x0, x1, x2, x3, c0, c1, c2, c3, ..] = b else {
-            return self.slow(b);
-        };
-        let id = u16::from_be_bytes([i0, i1]);
-        let index = u32::from_be_bytes([x0, x1, x2, x3]);
-        let context = u32::from_be_bytes([c0, c1, c2, c3]);
-        if self.entry.as_ref().is_none_or(|(i, _)| *i != id) {
-            let entry = self.table.get_item(id)?.map(|e| e.extract()).transpose()?;
-            self.entry = Some((id, entry));
-        }
-        let Some((_, Some(entry))) = &self.entry else {
-            return self.slow(b);
-        };
-        let entry = entry.clone();
-        if self.client.as_ref().is_none_or(|c| c.index != index) {
-            let client = match self.by_handle.get_item(index)? {
-                Some(c) => Some(RunClient {
-                    index,
-                    queue: c.getattr(intern!(self.py, "queue"))?.cast_into::<PyQueue>()?,
-                    pid: c.getattr(intern!(self.py, "pid"))?.extract()?,
-                    client: c,
-                    served: 0,
-                }),
-                None => None,
-            };
-            self.set_client(client)?;
-        }
-        let Some(RunClient { client, queue, pid, served, .. }) = &mut self.client else {
-            return self.slow(b);
-        };
-        *served += 1;
-        self.stats.1 += 1;
-        let (request_type, decoder, handler, reply_type, reply_codec, reply_id) = entry;
-        let msg = match decode_with(&decoder, b) {
-            Ok(msg) => msg,
-            Err(e) if !e.is_instance_of::<PyException>(self.py) => return Err(e),
-            Err(_) => {
-                self.stats.2 += 1;
-                return Ok(());
-            }
-        };
-        let reply = match handler.call1((msg, &*client)) {
-            Ok(r) if r.is_none() => return Ok(()),
-            Ok(r) => r,
-            Err(e) => {
-                let client = client.clone();
-                return self.fail(e, &request_type, &client, context);
-            }
-        };
-        self.buf.clear();
-        let native = reply.get_type().is(&reply_type)
-            && reply_codec
-                .is_some_and(|c| c.get().encode_into(&reply, reply_id, None, Some(context), &mut self.buf).is_ok());
-        if native {
-            self.outbox.add(client, queue, *pid, &self.buf);
-            return Ok(());
-        }
-        match self.encode_reply.call1((reply, context)) {
-            Ok(data) => {
-                self.outbox.add(client, queue, *pid, InBuf::get(&data)?.as_slice());
-                Ok(())
-            }
-            Err(e) => {
-                let client = client.clone();
-                self.fail(e, &request_type, &client, context)
-            }
-        }
-    }
-
-    fn slow(&mut self, b: &[u8]) -> PyResult<()> {
-        // The message may register or delete a client: look clients up again after it.
-        self.set_client(None)?;
-        self.slow.call1((PyBytes::new(self.py, b),))?;
-        Ok(())
-    }
-
-    /// A handler or reply encoder failed: counted and reported to `failed` (which may
-    /// answer the client), unless it is not an `Exception` (Ctrl-C, `SystemExit`), which
-    /// stops the loop once the batch is done.
-    fn fail(
-        &mut self,
-        e: PyErr,
-        request_type: &Bound<'py, PyAny>,
-        client: &Bound<'py, PyAny>,
-        context: u32,
-    ) -> PyResult<()> {
-        if !e.is_instance_of::<PyException>(self.py) {
-            return Err(e);
-        }
-        self.stats.3 += 1;
-        self.failed.call1((e.into_value(self.py), request_type, client, context))?;
-        Ok(())
-    }
-
-    /// Switch to another client (or none), adding the requests served to the previous one.
-    fn set_client(&mut self, next: Option<RunClient<'py>>) -> PyResult<()> {
-        if let Some(c) = std::mem::replace(&mut self.client, next) {
-            if c.served > 0 {
-                let requests = intern!(self.py, "requests");
-                let total = c.client.getattr(requests)?.extract::<u64>()? + c.served;
-                c.client.setattr(requests, total)?;
-            }
-        }
-        Ok(())
-    }
 }

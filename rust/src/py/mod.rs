@@ -3,6 +3,7 @@
 //! (the buffer protocol, the only `unsafe` here).
 
 pub mod apicodec;
+pub mod apidispatch;
 pub mod apiport;
 pub mod apisock;
 pub mod apistate;
@@ -49,7 +50,9 @@ mod native {
     #[pymodule_export]
     use super::apicodec::{PyCodec, PyConstructor, PyFieldCodec};
     #[pymodule_export]
-    use super::apiport::{Encoded, PyApiPort, PyOutbox};
+    use super::apidispatch::{PyClientTable, PyOutbox, PyRegistration};
+    #[pymodule_export]
+    use super::apiport::{Encoded, PyApiPort};
     #[pymodule_export]
     use super::apisock::PySockListener;
     #[pymodule_export]

@@ -737,4 +737,9 @@ impl PyQueue {
     pub(crate) fn shm(&self) -> &ShmQueue {
         &self.inner
     }
+
+    /// The queue, shared (for a holder that outlives this object's borrow).
+    pub(crate) fn shared(&self) -> Arc<ShmQueue> {
+        Arc::clone(&self.inner)
+    }
 }
