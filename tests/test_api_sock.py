@@ -174,7 +174,7 @@ def test_api_show_lists_socket_clients_and_one_table_bounds_both(root: str, sock
             raw.close()
             with pytest.raises(ShmkitError, match="full"):
                 Client.connect("api", "shm2", root=root, timeout=2.0)
-            assert counters(root)["refused_registrations"] == 2
+            wait_until(lambda: counters(root)["refused_registrations"] == 2, what="refusals")
         # Closed: their slots are free again.
         wait_until(lambda: not listed(), what="slots freed")
         with Client.connect("api", "again", socket=sock) as again:

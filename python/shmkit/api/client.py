@@ -300,6 +300,13 @@ class Client(ClientBase):
         self.index = reply.index
         self._table = msgtable.read(self.region, reply.message_table)
         self._ids = {i: REGISTRY[n] for n, i in self._table.items() if n in REGISTRY}
+        # Replies decoded and placed natively (ApiPort.recv_replies); keepalives go the
+        # general way (answered), and so do types whose header the native path cannot read.
+        self._decoders: dict[int, Any] = {
+            i: c._codec or c.decode
+            for i, c in self._ids.items()
+            if i != _KEEPALIVE and c._header == REQUEST
+        }
         # What came with the reply (e.g. sent by the server's on_register callbacks) was read
         # before the table was known: decode it now.
         with self._cv:
@@ -338,6 +345,42 @@ class Client(ClientBase):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"API {self.name!r}: the server's input queue {what}")
 
+    def _call(self, msg: Message, timeout: float | None) -> Any:
+        """One call, read by this thread if no other is reading: its reply is decoded natively
+        straight into its place (as :meth:`call_many`'s), with no routing; else (another
+        thread reads, a reconnection runs) the general way (:meth:`ClientBase._wait`)."""
+        if self._reconnecting or not self._rx_lock.acquire(blocking=False):
+            return super()._call(msg, timeout)
+        try:
+            deadline = _deadline(timeout)
+            generation = self._generation
+            ctx = self.submit(msg, timeout)
+            out: list[Message | None] = [None]
+            sink = (ctx, out, self._decoders)
+            while True:
+                self._pump(min(SLICE, max(0.0, deadline - time.monotonic())), sink)
+                r = out[0]
+                if r is None:  # a reply of a type the native path does not decode
+                    r = self._replies.pop(ctx, None)
+                if r is not None:
+                    self._pending.discard(ctx)
+                    return r
+                self._check_server()
+                if generation != self._generation:
+                    raise ServerRestartedError(
+                        f"API {self.name!r}: the client reconnected; context {ctx} was lost"
+                    )
+                if time.monotonic() >= deadline:
+                    self._pending.discard(ctx)
+                    raise TimeoutError(
+                        f"API {self.name!r}: no reply to context {ctx} within the timeout"
+                    )
+        finally:
+            self._rx_lock.release()
+            if self._followers:
+                with self._cv:
+                    self._cv.notify_all()
+
     def _call_many(self, msgs: Iterable[Message], timeout: float | None, window: int) -> list[Any]:
         if window <= 0:
             raise ValueError("window must be positive")
@@ -357,12 +400,7 @@ class Client(ClientBase):
         if not self._rx_lock.acquire(timeout=min(SLICE, max(0.0, deadline - time.monotonic()))):
             # Another thread is reading: take the general path.
             return [self.call(m, timeout) for m in msgs]
-        # Replies are decoded and placed natively; keepalives go the general way (answered).
-        decoders: dict[int, Any] = {
-            i: c._codec or c.decode
-            for i, c in self._ids.items()
-            if i != _KEEPALIVE and c._header == REQUEST  # (the native path reads that header)
-        }
+        decoders = self._decoders
         sent = got = 0
         try:
             while got < n:

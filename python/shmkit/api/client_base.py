@@ -217,6 +217,10 @@ class ClientBase:
             raise
         return ctx
 
+    def _call(self, msg: Message, timeout: float | None) -> Any:
+        """One request and its reply (a transport may have a faster way)."""
+        return self._wait(self.submit(msg, timeout), _deadline(timeout))
+
     def result(self, context: int, timeout: float | None = 5.0) -> Any:
         """The reply to a submitted request."""
         return self._wait(context, _deadline(timeout))
@@ -233,7 +237,7 @@ class ClientBase:
         """Send a request and return its reply. With ``reply`` (the reply's message class),
         the reply is checked to be one (else :class:`~shmkit.api.MessageError`) and typed
         as one for type checkers."""
-        r = self._wait(self.submit(msg, timeout), _deadline(timeout))
+        r = self._call(msg, timeout)
         if reply is not None and not isinstance(r, reply):
             raise MessageError(f"expected a {reply._name} reply, got {r!r}")
         return r

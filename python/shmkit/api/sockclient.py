@@ -39,7 +39,7 @@ from typing import Any
 
 from shmkit.api import memclnt as mc
 from shmkit.api.client import TRANSPORTS, Client
-from shmkit.api.client_base import IDLE_PERIOD, SLICE, RawMessage, _deadline
+from shmkit.api.client_base import IDLE_PERIOD, SLICE, ClientBase, RawMessage, _deadline
 from shmkit.api.handle import Handle
 from shmkit.api.messages import REGISTRY, Message, MessageError
 from shmkit.api.sockshm import Segment, close_fds
@@ -261,6 +261,10 @@ class SockClient(Client):
                 if left <= 0:
                     raise TimeoutError(f"API {self.name!r}: the server does not read its socket")
                 select.select([], [self._sock], [], min(SLICE, left))
+
+    def _call(self, msg: Message, timeout: float | None) -> Any:
+        # The general way: replies are routed by context as they are parsed (no native sink).
+        return ClientBase._call(self, msg, timeout)
 
     def _call_many(self, msgs: Iterable[Message], timeout: float | None, window: int) -> list[Any]:
         """Pipelined calls: up to ``window`` requests written at once (as one write), then
