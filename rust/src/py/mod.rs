@@ -16,6 +16,7 @@ pub mod netmap_ring;
 pub mod queue;
 pub mod region;
 pub mod shield;
+pub mod vale;
 pub mod wait;
 
 use pyo3::prelude::*;
@@ -70,6 +71,8 @@ mod native {
     use super::netmap_ring::{PyRing, PySlot, PySlots};
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
+    #[pymodule_export]
+    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches};
     #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
 

@@ -1,0 +1,97 @@
+//! Python face of the VALE switch's control side (`shmkit.netmap.vale_*`, `shmkit vale`):
+//! list switches, describe one (ports, counters, MAC table), detach a port, set the age of
+//! learnt addresses. Thin: the rules live in `crate::netmap::vale`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::shield::shielded;
+use crate::netmap::pipe::PipeOptions;
+use crate::netmap::vale::{switch_names, Switch, COUNTER_NAMES};
+use crate::netmap::NetmapError;
+
+fn existing(py: Python<'_>, switch: &str, root: Option<String>) -> PyResult<std::sync::Arc<Switch>> {
+    let opts = PipeOptions { root, ..Default::default() };
+    py.detach(|| Switch::open_existing(switch, &opts))?.ok_or_else(|| {
+        NetmapError::Errno { errno: libc::ENOENT, msg: format!("no VALE switch {switch:?}") }.into()
+    })
+}
+
+shielded! {
+/// Names of the VALE switches under `root`.
+#[pyfunction]
+#[pyo3(signature = (root=None))]
+pub fn vale_switches(py: Python<'_>, root: Option<String>) -> PyResult<Vec<String>> {
+    Ok(py.detach(|| switch_names(root.as_deref()))?)
+}
+}
+
+shielded! {
+/// Switch `switch`: `{"name", "age_ms", "mac_garbage", "lock_recoveries", "reaped",
+/// "ports": [{"index", "name", "gen", "pid", <counters>}], "macs": [{"mac", "port", "age_ms"}]}`.
+/// Ports whose process died are detached first. `FileNotFoundError` if there is no such
+/// switch.
+#[pyfunction]
+#[pyo3(signature = (switch, root=None))]
+pub fn vale_info<'py>(py: Python<'py>, switch: &str, root: Option<String>) -> PyResult<Bound<'py, PyDict>> {
+    let sw = existing(py, switch, root)?;
+    let info = py.detach(|| sw.info())?;
+    let d = PyDict::new(py);
+    d.set_item("name", &info.name)?;
+    d.set_item("age_ms", info.age_ms)?;
+    d.set_item("mac_garbage", info.mac_garbage)?;
+    d.set_item("lock_recoveries", info.lock_recoveries)?;
+    d.set_item("reaped", info.reaped)?;
+    let ports = PyList::empty(py);
+    for p in &info.ports {
+        let e = PyDict::new(py);
+        e.set_item("index", p.index)?;
+        e.set_item("name", &p.name)?;
+        e.set_item("gen", p.gen)?;
+        e.set_item("pid", p.pid)?;
+        for (k, v) in COUNTER_NAMES.iter().zip(p.counters) {
+            e.set_item(*k, v)?;
+        }
+        ports.append(e)?;
+    }
+    d.set_item("ports", ports)?;
+    let macs = PyList::empty(py);
+    for (mac, port, age) in &info.macs {
+        let e = PyDict::new(py);
+        e.set_item("mac", mac)?;
+        e.set_item("port", port)?;
+        e.set_item("age_ms", age)?;
+        macs.append(e)?;
+    }
+    d.set_item("macs", macs)?;
+    Ok(d)
+}
+}
+
+shielded! {
+/// Detach port `port` of `switch` whoever owns it (`vale-ctl -d`). Returns whether it was
+/// attached.
+#[pyfunction]
+#[pyo3(signature = (switch, port, root=None))]
+pub fn vale_detach(py: Python<'_>, switch: &str, port: &str, root: Option<String>) -> PyResult<bool> {
+    let sw = existing(py, switch, root)?;
+    Ok(py.detach(|| sw.force_detach(port))?)
+}
+}
+
+shielded! {
+/// Set the age after which `switch` forgets a learnt address, in seconds (> 0).
+#[pyfunction]
+#[pyo3(signature = (switch, seconds, root=None))]
+pub fn vale_set_age(py: Python<'_>, switch: &str, seconds: f64, root: Option<String>) -> PyResult<()> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= f64::from(u32::MAX) / 1000.0) {
+        return Err(PyValueError::new_err(format!("age must be a positive number of seconds, got {seconds}")));
+    }
+    let sw = existing(py, switch, root)?;
+    sw.set_age(Duration::from_secs_f64(seconds));
+    Ok(())
+}
+}
