@@ -72,9 +72,9 @@ mod native {
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
-    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches};
-    #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
+    #[pymodule_export]
+    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

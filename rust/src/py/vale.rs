@@ -15,9 +15,8 @@ use crate::netmap::NetmapError;
 
 fn existing(py: Python<'_>, switch: &str, root: Option<String>) -> PyResult<std::sync::Arc<Switch>> {
     let opts = PipeOptions { root, ..Default::default() };
-    py.detach(|| Switch::open_existing(switch, &opts))?.ok_or_else(|| {
-        NetmapError::Errno { errno: libc::ENOENT, msg: format!("no VALE switch {switch:?}") }.into()
-    })
+    py.detach(|| Switch::open_existing(switch, &opts))?
+        .ok_or_else(|| NetmapError::Errno { errno: libc::ENOENT, msg: format!("no VALE switch {switch:?}") }.into())
 }
 
 shielded! {
