@@ -54,6 +54,9 @@ struct Pkt {
     frags: u16,
     len: u32,
     dest: u8,
+    /// Offset of the first fragment's buffer in the sender's mapping (validated when the
+    /// batch was collected; a single-fragment packet is copied from there).
+    off: usize,
 }
 
 #[derive(Debug)]
@@ -218,10 +221,16 @@ impl Attachment {
             done = j;
             let v0 = ts[first as usize].load();
             let mut hdr = [0u8; 12];
-            let read = pipe.buffer_offset(v0.buf_idx).and_then(|off| map.read(off, &mut hdr));
-            if !ok || v0.len < ETH_HLEN || read.is_none() {
+            let off = pipe.buffer_offset(v0.buf_idx);
+            let read = off.and_then(|off| map.read(off, &mut hdr));
+            let (true, Some(off), Some(())) = (ok && v0.len >= ETH_HLEN, off, read) else {
                 t.bad += 1;
                 continue;
+            };
+            if frags == 1 {
+                // What the copy will use: the length seen now (the slot is the sender's own
+                // to rewrite; the buffer offset stays a valid one whatever it does).
+                len = u32::from(v0.len).min(bs);
             }
             let (dst, src) = (table::mac(&hdr[0..6]), table::mac(&hdr[6..12]));
             if !table::is_group(src) && v0.flags & NS_NO_LEARN == 0 {
@@ -248,7 +257,7 @@ impl Attachment {
             }
             t.tx_packets += 1;
             t.tx_bytes += u64::from(len);
-            batch.push(Pkt { first, frags: frags as u16, len, dest });
+            batch.push(Pkt { first, frags: frags as u16, len, dest, off });
         }
         done
     }
@@ -364,16 +373,22 @@ impl Attachment {
             }
             let mut j = p.first;
             for f in 0..p.frags {
-                // The sender's own process may rewrite its slots at any time: check again.
-                let sv = ts[j as usize].load();
-                let len = u32::from(sv.len).min(sbs).min(dbs);
-                let src = spipe.buffer_offset(sv.buf_idx);
+                let (src, len) = if p.frags == 1 {
+                    (Some(p.off), p.len.min(dbs))
+                } else {
+                    // The sender's own process may rewrite its slots at any time: check again.
+                    let sv = ts[j as usize].load();
+                    (spipe.buffer_offset(sv.buf_idx), u32::from(sv.len).min(sbs).min(dbs))
+                };
                 let mut idx = stx[w as usize].buf_idx.load(Ordering::Relaxed);
-                if dpipe.buffer_offset(idx).is_none() {
-                    // The receiver put garbage there: use the slot's own buffer.
-                    idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
-                }
-                let dst = dpipe.buffer_offset(idx).expect("a buffer of the validated layout");
+                let dst = match dpipe.buffer_offset(idx) {
+                    Some(o) => o,
+                    None => {
+                        // The receiver put garbage there: use the slot's own buffer.
+                        idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
+                        dpipe.buffer_offset(idx).expect("a buffer of the validated layout")
+                    }
+                };
                 let len = match src {
                     Some(s) if dmap.copy_from(dst, smap, s, len as usize).is_some() => len,
                     _ => 0,
