@@ -318,3 +318,13 @@ def test_cli_list_json_and_detach(root: str, peers: list[Peer]) -> None:
     assert shmkit_cli("vale", "detach", "--root", root, "nope").returncode == 2
     assert shmkit_cli("vale", "list", "--root", root, "vale9").returncode == 3
     a.close()
+
+
+def test_bench_script_runs() -> None:
+    script = os.path.join(os.path.dirname(__file__), "..", "benches", "bench_vale.py")
+    out = subprocess.run(
+        [sys.executable, script, "--count", "20000"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    for scenario in ("unicast", "flood", "pipe"):
+        assert f"  {scenario}" in out.stdout
