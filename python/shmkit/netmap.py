@@ -64,7 +64,10 @@ forwards the new packets in a batch, copying each into the destination's RX ring
 destination's lock. A full destination drops (counted), never blocks the sender. The last
 port to close removes the switch; a port whose process died is detached by whoever looks
 next, and its rings are reclaimed. :func:`vale_info` shows ports, counters and the MAC table
-(``shmkit vale list --json``), :func:`vale_detach` detaches a port (``vale-ctl -d``).
+(``shmkit vale list --json``), :func:`vale_detach` detaches a port (``vale-ctl -d``), and
+:func:`vale_attach` makes a :class:`shmkit.memif.Interface` (Ethernet mode, either role) a
+port of a switch: a bridge thread in this process copies packets between the memif peer (a
+DPDK testpmd, libmemif, another shmkit) and the switch; a full memif ring drops (counted).
 Deviations: a port is driven by one process (``EBUSY`` for another), addresses age, TX ring
 *k* feeds RX ring *k mod rx_rings* of the destination, at most 64 ports per switch and 31
 characters per port name, no persistent ports.
@@ -87,6 +90,7 @@ from shmkit._native import (
     NetmapRing,
     NetmapSlot,
     NetmapSlots,
+    ValeMemifPort,
     netmap_abi,
     netmap_prologue_accepts,
     vale_detach,
@@ -120,6 +124,7 @@ __all__ = [
     "POLLERR",
     "POLLIN",
     "POLLOUT",
+    "MemifPort",
     "PacketIter",
     "Port",
     "Ring",
@@ -129,6 +134,7 @@ __all__ = [
     "abi",
     "open",
     "prologue_accepts",
+    "vale_attach",
     "vale_detach",
     "vale_info",
     "vale_list",
@@ -140,6 +146,7 @@ Ring = NetmapRing
 Slot = NetmapSlot
 Slots = NetmapSlots
 PacketIter = NetmapPacketIter
+MemifPort = ValeMemifPort
 
 #: Slot flags (``netmap_slot.flags``).
 NS_BUF_CHANGED = 0x0001
@@ -246,3 +253,17 @@ def vale_list(root: str | None = None) -> list[dict[str, Any]]:
         except FileNotFoundError:
             continue
     return out
+
+
+def vale_attach(
+    name: str,
+    interface: Any,
+    *,
+    root: str | None = None,
+    slots: int | None = None,
+    timeout: float | None = 5.0,
+) -> MemifPort:
+    """Attach a :class:`shmkit.memif.Interface` to a VALE switch as port ``name``
+    (``"vale0:m"``), creating the switch if needed; a bridge thread in this process forwards
+    between the two until :meth:`MemifPort.close` (the interface stays open)."""
+    return MemifPort(name, interface, root=root, slots=slots, timeout=timeout)

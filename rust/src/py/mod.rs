@@ -74,7 +74,7 @@ mod native {
     #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
     #[pymodule_export]
-    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches};
+    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches, PyValeMemifPort};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

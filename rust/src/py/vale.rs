@@ -1,6 +1,7 @@
 //! Python face of the VALE switch's control side (`shmkit.netmap.vale_*`, `shmkit vale`):
 //! list switches, describe one (ports, counters, MAC table), detach a port, set the age of
-//! learnt addresses. Thin: the rules live in `crate::netmap::vale`.
+//! learnt addresses; and the memif port (`shmkit.netmap.MemifPort`). Thin: the rules live in
+//! `crate::netmap::vale` and `crate::vale_memif`.
 
 use std::time::Duration;
 
@@ -8,10 +9,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::shield::shielded;
+use super::memif::PyMemifInterface;
+use super::region::duration;
+use super::shield::{shielded, Shielded};
 use crate::netmap::pipe::PipeOptions;
 use crate::netmap::vale::{switch_names, Switch, COUNTER_NAMES};
 use crate::netmap::NetmapError;
+use crate::netmap::PortOptions;
+use crate::vale_memif::MemifPort;
 
 fn existing(py: Python<'_>, switch: &str, root: Option<String>) -> PyResult<std::sync::Arc<Switch>> {
     let opts = PipeOptions { root, ..Default::default() };
@@ -92,5 +97,95 @@ pub fn vale_set_age(py: Python<'_>, switch: &str, seconds: f64, root: Option<Str
     let sw = existing(py, switch, root)?;
     sw.set_age(Duration::from_secs_f64(seconds));
     Ok(())
+}
+}
+
+/// A memif interface attached to a VALE switch (`shmkit.netmap.MemifPort`): a bridge thread
+/// in this process moves packets between the interface and the switch port.
+#[pyclass(name = "ValeMemifPort", module = "shmkit._native", frozen)]
+#[derive(Debug)]
+pub struct PyValeMemifPort {
+    inner: Shielded<MemifPort>,
+    name: String,
+}
+
+shielded! {
+#[pymethods]
+impl PyValeMemifPort {
+    /// Attach `interface` (a `shmkit.memif.Interface`, Ethernet mode, either role) to the
+    /// switch as port `name` (`vale0:m`), creating the switch if needed.
+    #[new]
+    #[pyo3(signature = (name, interface, *, root=None, slots=None, timeout=5.0))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        interface: PyRef<'_, PyMemifInterface>,
+        root: Option<String>,
+        slots: Option<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let iface = interface.interface();
+        let opts = PortOptions {
+            pipe: PipeOptions { root, timeout: duration(timeout)?, ..Default::default() },
+            tx_slots: slots,
+            rx_slots: slots,
+            ..Default::default()
+        };
+        let inner = py.detach(|| MemifPort::attach(name, iface, &opts))?;
+        Ok(Self { inner: Shielded::new(inner), name: name.to_owned() })
+    }
+
+    /// The port name (`vale0:m`).
+    #[getter]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Whether the bridge thread runs (it stops on `close` or on an error of the port).
+    #[getter]
+    fn running(&self) -> bool {
+        self.inner.running()
+    }
+
+    /// The error that stopped the bridge thread, if one did.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.inner.error()
+    }
+
+    /// `{"from_memif", "to_memif", "to_memif_dropped", "from_memif_dropped"}`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("from_memif", s.from_memif)?;
+        d.set_item("to_memif", s.to_memif)?;
+        d.set_item("to_memif_dropped", s.to_memif_dropped)?;
+        d.set_item("from_memif_dropped", s.from_memif_dropped)?;
+        Ok(d)
+    }
+
+    /// Stop the bridge and detach the port (idempotent); the interface stays open.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.close())?)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<shmkit.netmap.MemifPort {}{}>", self.name, if self.inner.running() { "" } else { " stopped" })
+    }
 }
 }
