@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 import shmkit.netmap as nm
 from memif_peers import require_testpmd, run_testpmd, sock_dir
-from procs import wait_until
+from procs import finish, python, wait_line, wait_until
 from shmkit.memif import Interface
 from test_netmap_procs import Peer, kill_and_reap
 from test_vale import BCAST, frame, mac, recv_exactly
@@ -47,7 +48,8 @@ def test_memif_peer_reaches_a_netmap_port_through_the_switch(root: str, sock: st
             assert peer.wait_connected(10)
             # memif -> switch: a broadcast reaches a, and the peer's address is learnt on m.
             hello = frame(BCAST, mac(9), b"from memif")
-            assert peer.tx_burst(0, [hello]) == 1
+            # A server sends into buffers its client has handed over: wait for the first ones.
+            wait_until(lambda: peer.tx_burst(0, [hello]) == 1, 10.0, "room in the M2S ring")
             assert recv_exactly(a, 1) == [hello]
             # switch -> memif: unicast to the learnt address.
             replies = [frame(mac(9), mac(1), bytes([i]) * 40) for i in range(100)]
@@ -55,12 +57,13 @@ def test_memif_peer_reaches_a_netmap_port_through_the_switch(root: str, sock: st
             assert memif_recv(peer, 100) == replies
             macs = {m["mac"]: m["port"] for m in nm.vale_info("vale0", root)["macs"]}
             assert macs == {"02:00:00:00:00:09": "m", "02:00:00:00:00:01": "a"}
-            assert bridge("m.stats()") == {
+            want = {
                 "from_memif": 1,
                 "to_memif": 100,
                 "to_memif_dropped": 0,
                 "from_memif_dropped": 0,
             }
+            wait_until(lambda: bridge("m.stats()") == want, 10.0, "the bridge's counters")
             # kill -9 of the attaching process: the port is detached, its rings reclaimed.
             kill_and_reap(bridge.proc)
             wait_until(
@@ -117,7 +120,39 @@ def test_testpmd_exchanges_packets_with_a_netmap_port(root: str, sock: str) -> N
         assert got == [frame(mac(1), mac(9), p[14:]) for p in pkts]
         macs = {x["mac"]: x["port"] for x in nm.vale_info("vale0", root)["macs"]}
         assert macs["02:00:00:00:00:09"] == "m"
-        st = m.stats()
-        assert st["to_memif"] >= 2000 and st["from_memif"] >= 2000
+        # The bridge counts a batch right after handing it on: wait for the last count.
+        wait_until(lambda: m.stats()["from_memif"] >= 2000, 10.0, "the bridge's counters")
+        assert m.stats()["to_memif"] >= 2000
         m.close()
+    a.close()
+
+
+def test_cli_attach_bridges_until_sigterm(root: str, sock: str) -> None:
+    a = nm.open("vale0:a", root=root)
+    with Interface(sock, role="server") as peer:
+        cli = python(
+            "from shmkit.cli import main; raise SystemExit(main())",
+            "vale",
+            "attach",
+            "--root",
+            root,
+            "vale0:m",
+            "--memif",
+            sock,
+        )
+        try:
+            wait_line(cli, "attached vale0:m", stream="stdout")
+            assert peer.wait_connected(10)
+            hello = frame(BCAST, mac(9), b"via the cli")
+            wait_until(lambda: peer.tx_burst(0, [hello]) == 1, 10.0, "room in the M2S ring")
+            assert recv_exactly(a, 1) == [hello]
+            a.send([frame(mac(9), mac(1), b"back")])
+            assert memif_recv(peer, 1) == [frame(mac(9), mac(1), b"back")]
+            cli.send_signal(signal.SIGTERM)
+            out = finish(cli)  # the counters are final once the bridge thread has stopped
+            assert "detached vale0:m: 1 packets from memif, 1 to memif" in out
+            assert [p["name"] for p in nm.vale_info("vale0", root)["ports"]] == ["a"]
+        finally:
+            if cli.returncode is None:
+                kill_and_reap(cli)
     a.close()

@@ -21,7 +21,8 @@ __all__ = ["build_parser", "main"]
 #: subcommand groups ("shmkit api show"): name -> help
 GROUPS = {
     "api": "look at a binary API: clients and ring stats, ping its server, its definitions",
-    "vale": "VALE switches: list ports, counters and learnt addresses; detach a port",
+    "vale": "VALE switches: list ports, counters and learnt addresses; attach a memif "
+    "interface; detach a port",
 }
 
 

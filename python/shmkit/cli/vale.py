@@ -2,17 +2,20 @@
 
 ``vale list [SWITCH]`` prints each switch's ports with their counters and the MAC table
 (``--json`` for all of it); ``vale detach SWITCH:PORT`` detaches a port whoever owns it
-(``vale-ctl -d``).
+(``vale-ctl -d``); ``vale attach SWITCH:PORT --memif SOCKET`` attaches a memif interface to a
+switch (``vale-ctl -a``) and bridges it in the foreground until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from typing import Any
 
 from shmkit.cli.commands import _print_json, _root, _root_json, command
 from shmkit.cli.exits import CliError, Exit
-from shmkit.netmap import vale_detach, vale_info, vale_list
+from shmkit.netmap import vale_attach, vale_detach, vale_info, vale_list
 
 __all__: list[str] = []
 
@@ -69,4 +72,58 @@ def _vale_detach(args: argparse.Namespace) -> int:
     if not vale_detach(switch, port, args.root):
         raise CliError(Exit.NOT_FOUND, f"{args.name}: no such port")
     print(f"detached {args.name}")
+    return Exit.OK
+
+
+def _attach_args(p: argparse.ArgumentParser) -> None:
+    _root_json(p)
+    p.add_argument("name", help="the port to create, SWITCH:PORT (vale0:m)")
+    p.add_argument("--memif", required=True, metavar="SOCKET", help="memif control socket")
+    p.add_argument("--role", choices=("client", "server"), default="client", help="memif role")
+    p.add_argument("--id", type=int, default=0, help="memif interface id")
+    p.add_argument("--secret", default=None, help="memif shared secret")
+    p.add_argument("--rings", type=int, default=1, help="memif queue pairs")
+
+
+@command(
+    "vale attach",
+    "attach a memif interface to a switch and bridge it until SIGINT/SIGTERM",
+    _attach_args,
+)
+def _vale_attach(args: argparse.Namespace) -> int:
+    from shmkit.memif import Interface
+
+    _split(args.name)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Interface(
+            args.memif, role=args.role, id=args.id, secret=args.secret, rings=args.rings
+        ) as iface:
+            port = vale_attach(args.name, iface, root=args.root)
+            try:
+                if not args.json:
+                    print(
+                        f"attached {args.name} to memif {args.memif} ({args.role}); "
+                        "SIGINT or SIGTERM detaches it",
+                        flush=True,
+                    )
+                while not stop.wait(0.5) and port.running:
+                    pass
+                error = port.error
+            finally:
+                port.close()
+            stats = port.stats()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if args.json:
+        _print_json({"name": args.name, "memif": args.memif, "error": error, **stats})
+    else:
+        print(
+            f"detached {args.name}: {stats['from_memif']} packets from memif, "
+            f"{stats['to_memif']} to memif ({stats['to_memif_dropped']} dropped)"
+        )
+    if error is not None:
+        raise CliError(Exit.FAILED, f"{args.name}: the bridge stopped: {error}")
     return Exit.OK
