@@ -5,6 +5,8 @@ them with ``recv_into``. Scenarios:
 
 * ``unicast`` — to one receiver whose address the switch has learnt;
 * ``flood``   — broadcast frames, flooded to three receivers;
+* ``memif``   — to a memif peer (a server interface) whose client is attached to the switch
+  (``vale_attach``: the bridge thread copies port -> memif), in the receiver's process;
 * ``pipe``    — the same bursts through a netmap pipe, for comparison.
 
 A VALE destination that is full drops (it never holds the sender back, unlike a pipe), so each
@@ -19,6 +21,7 @@ import argparse
 import array
 import multiprocessing as mp
 import os
+import shutil
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -38,9 +41,41 @@ def frame(dst: bytes, src: bytes) -> bytes:
     return (dst + src + b"\x88\xb5" + bytes(range(SIZE)))[:SIZE]
 
 
+def _memif_receiver(root: str, i: int, a: argparse.Namespace, done: Event, out: Connection) -> None:
+    import tempfile
+
+    from shmkit.memif import Interface
+
+    sock = os.path.join(tempfile.mkdtemp(prefix="shmkit-bench-vale-"), "m.sock")
+    with Interface(sock, role="server") as peer, Interface(sock, role="client") as client:
+        bridge = nm.vale_attach("vale0:m", client, root=root, slots=a.slots)
+        assert peer.wait_connected(10)
+        while not peer.tx_burst(0, [frame(BCAST, mac(i))]):  # let the switch learn it
+            time.sleep(0.001)
+        out.send("ready")
+        data = bytearray(a.batch * 2048)
+        sizes = array.array("I", [0] * a.batch)
+        got, first, last = 0, 0.0, 0.0
+        while got < a.count:
+            peer.wait(0, 0.2)
+            n = peer.rx_into(0, data, sizes)
+            if n:
+                last = time.perf_counter()
+                first = first or last
+                got += n
+            elif done.is_set():
+                break
+        out.send((got, last - first))
+        bridge.close()
+    shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
+
+
 def _receiver(
     root: str, name: str, i: int, a: argparse.Namespace, done: Event, out: Connection
 ) -> None:
+    if name == "memif":
+        _memif_receiver(root, i, a, done, out)
+        return
     port = nm.open(name, root=root, slots=a.slots)
     if name.startswith("vale"):
         port.send([frame(BCAST, mac(i))])  # let the switch learn this address
@@ -77,6 +112,8 @@ def run(scenario: str, a: argparse.Namespace) -> list[tuple[int, float]]:
         rx_names, tx_name, dst = ["bench{0"], "bench}0", mac(2)
     elif scenario == "unicast":
         rx_names, tx_name, dst = ["vale0:b"], "vale0:a", mac(2)
+    elif scenario == "memif":
+        rx_names, tx_name, dst = ["memif"], "vale0:a", mac(2)
     else:
         rx_names, tx_name, dst = ["vale0:b", "vale0:c", "vale0:d"], "vale0:a", BCAST
     done = CTX.Event()
@@ -107,7 +144,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=1024, help="slots per ring")
     a = ap.parse_args()
     print(f"{a.count} packets of {SIZE} B in bursts of {a.batch}, rings of {a.slots} slots")
-    for scenario in ("unicast", "flood", "pipe"):
+    for scenario in ("unicast", "flood", "memif", "pipe"):
         for i, (got, secs) in enumerate(run(scenario, a)):
             rate = got / secs / 1e6 if secs > 0 else 0.0
             lost = 100.0 * max(0, a.count - got) / a.count

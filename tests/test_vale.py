@@ -326,5 +326,5 @@ def test_bench_script_runs() -> None:
         [sys.executable, script, "--count", "20000"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    for scenario in ("unicast", "flood", "pipe"):
+    for scenario in ("unicast", "flood", "memif", "pipe"):
         assert f"  {scenario}" in out.stdout
