@@ -34,7 +34,7 @@ pub fn vale_switches(py: Python<'_>, root: Option<String>) -> PyResult<Vec<Strin
 }
 
 shielded! {
-/// Switch `switch`: `{"name", "age_ms", "mac_garbage", "lock_recoveries", "reaped",
+/// Switch `switch`: `{"name", "region", "object" (offset of the switch in its region), "age_ms", "mac_garbage", "lock_recoveries", "reaped",
 /// "ports": [{"index", "name", "gen", "pid", <counters>}], "macs": [{"mac", "port", "age_ms"}]}`.
 /// Ports whose process died are detached first. `FileNotFoundError` if there is no such
 /// switch.
@@ -45,6 +45,8 @@ pub fn vale_info<'py>(py: Python<'py>, switch: &str, root: Option<String>) -> Py
     let info = py.detach(|| sw.info())?;
     let d = PyDict::new(py);
     d.set_item("name", &info.name)?;
+    d.set_item("region", sw.region().name())?;
+    d.set_item("object", sw.base())?;
     d.set_item("age_ms", info.age_ms)?;
     d.set_item("mac_garbage", info.mac_garbage)?;
     d.set_item("lock_recoveries", info.lock_recoveries)?;

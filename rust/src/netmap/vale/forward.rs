@@ -123,6 +123,11 @@ impl Attachment {
     }
 
     fn still_attached(&self) -> Result<()> {
+        if self.switch.map().truncated() {
+            return Err(NetmapError::Truncated {
+                port: format!("port {} of switch {}", self.index, self.switch.name()),
+            });
+        }
         let e = self.switch.entry(self.index);
         if e.state.load(Ordering::Acquire) != PORT_ACTIVE || e.gen.load(Ordering::Acquire) != self.gen {
             return Err(NetmapError::Errno {

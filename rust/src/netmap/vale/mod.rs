@@ -433,6 +433,7 @@ impl Switch {
 
     /// Attach port `port` for one handle of this process. Returns (index, generation).
     pub fn attach(&self, port: &str) -> Result<(usize, u32)> {
+        self.region.intact()?;
         let _g = self.region.lock()?;
         if self.header().state.load(Ordering::Acquire) != STATE_READY {
             return Err(NetmapError::Destroyed(self.name.clone()));
@@ -479,6 +480,11 @@ impl Switch {
     /// port, the port is detached; when no port is left, the switch is destroyed (returns
     /// true).
     pub fn detach(&self, index: usize, gen: u32) -> Result<bool> {
+        if self.map.truncated() {
+            // Its memory is gone: nothing to leave tidy but the name (removed only if it
+            // still names this switch's file).
+            return Ok(self.region.unlink().is_ok());
+        }
         let _g = self.region.lock()?;
         let mut refs = lock(&self.refs);
         refs[index] = refs[index].saturating_sub(1);
@@ -498,6 +504,7 @@ impl Switch {
     /// Detach port `port` whoever owns it (`vale-ctl -d`): its owner's next txsync fails with
     /// `ENXIO` and nothing is forwarded to it any more. Returns whether it was attached.
     pub fn force_detach(&self, port: &str) -> Result<bool> {
+        self.region.intact()?;
         let _g = self.region.lock()?;
         for i in 0..MAX_PORTS {
             let e = self.entry(i);
@@ -550,6 +557,7 @@ impl Switch {
 
     /// Detach dead ports now (taking the region lock). Returns how many.
     pub fn reap(&self) -> Result<usize> {
+        self.region.intact()?;
         let _g = self.region.lock()?;
         Ok(self.reap_locked())
     }
