@@ -221,6 +221,42 @@ def test_a_dead_destination_lock_holder_is_taken_over(root: str, peers: list[Pee
     c.close()
 
 
+def test_kill9_at_random_moments_under_traffic(root: str, peers: list[Peer]) -> None:
+    """Senders flooding the switch are killed at random points (mid-txsync, holding the
+    receiver's lock, ...): every one is detached and reclaimed, and the switch keeps working."""
+    seed = int(os.environ.get("SHMKIT_SEED", random.randrange(1 << 32)))
+    print(f"SHMKIT_SEED={seed}")
+    rng = random.Random(seed)
+    rx = nm.open("vale0:rx", root=root, slots=256)
+    for round_ in range(6):
+        s = Peer(root)
+        peers.append(s)
+        s(f"p = nm.open('vale0:s{round_}', root=root)")
+        s(f"burst = [{frame(BCAST, mac(20 + round_))!r} + bytes(50)] * 64")
+        s.send_nowait("while True: p.send(burst)")
+        want = rng.randrange(1, 3000)
+        got = 0
+
+        def enough() -> bool:
+            nonlocal got
+            got += len(rx.recv(256, timeout=0.01))
+            return got >= want
+
+        wait_until(enough, 20.0, f"{want} packets from sender {round_}")
+        kill_and_reap(s.proc)
+    wait_until(
+        lambda: [p["name"] for p in info(root)["ports"]] == ["rx"], 10.0, "the dead senders reaped"
+    )
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"{root}-netmap.vale0:s")]
+    with nm.open("vale0:tx", root=root) as tx:
+        while rx.recv(256, timeout=0.05):
+            pass
+        tx.send([frame(BCAST, mac(99), b"still here")])
+        assert recv_exactly(rx, 1) == [frame(BCAST, mac(99), b"still here")]
+    print("lock recoveries:", info(root)["lock_recoveries"])
+    rx.close()
+
+
 # --------------------------------------------------------------------------- hostile ports
 
 
