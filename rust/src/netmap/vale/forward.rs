@@ -13,9 +13,9 @@
 //! 3. **Deliver**, destination by destination, in port order: take the destination's lock,
 //!    read its RX crossing's `tx_pub`/`rx_pub` (bounds checked), copy each packet for it into
 //!    the free slots `[tx_pub, rx_pub)` — each source fragment into one slot, using the buffer
-//!    the slot holds if it is one of the destination's (else the slot's own buffer from the
-//!    layout), writing the slot to both rings of the crossing as a pipe's txsync does — and
-//!    publish `tx_pub`. A packet that does not fit (ring full, or a fragment longer than the
+//!    the crossing's TX slot lends (where the receiver's rxsync returns swapped buffers) if it
+//!    is one of the destination's, else the slot's own buffer from the layout, and writing the
+//!    RX slot the receiver reads — and publish `tx_pub`. A packet that does not fit (ring full, or a fragment longer than the
 //!    destination's buffers) is dropped and counted (`rx_dropped`); the rest are still tried.
 //!    The lock is released, then the destination's doorbell rung.
 //! 4. **Reclaim**: every slot up to the new `hwcur` is free again, `hwtail = hwcur - 1`; the
@@ -391,6 +391,7 @@ impl Attachment {
                     None => {
                         // The receiver put garbage there: use the slot's own buffer.
                         idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
+                        stx[w as usize].buf_idx.store(idx, Ordering::Relaxed);
                         dpipe.buffer_offset(idx).expect("a buffer of the validated layout")
                     }
                 };
@@ -399,9 +400,9 @@ impl Attachment {
                     _ => 0,
                 };
                 let more = if f + 1 < p.frags { NS_MOREFRAG } else { 0 };
-                let v = SlotValue { buf_idx: idx, len: len as u16, flags: more, ptr: 0 };
-                stx[w as usize].store(v);
-                mrx[w as usize].store(v);
+                // The TX side of the crossing only lends the buffer index (the receiver's
+                // rxsync returns swapped buffers there); the RX slot is what it reads.
+                mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: more, ptr: 0 });
                 w = next(dn, w);
                 j = next(n, j);
             }
