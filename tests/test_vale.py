@@ -235,14 +235,12 @@ def test_kill9_at_random_moments_under_traffic(root: str, peers: list[Peer]) -> 
         s(f"burst = [{frame(BCAST, mac(20 + round_))!r} + bytes(50)] * 64")
         s.send_nowait("while True: p.send(burst)")
         want = rng.randrange(1, 3000)
-        got = 0
-
-        def enough() -> bool:
-            nonlocal got
-            got += len(rx.recv(256, timeout=0.01))
-            return got >= want
-
-        wait_until(enough, 20.0, f"{want} packets from sender {round_}")
+        got: list[bytes] = []
+        wait_until(
+            lambda: got.extend(rx.recv(256, timeout=0.01)) or len(got) >= want,  # noqa: B023
+            20.0,
+            f"{want} packets from sender {round_}",
+        )
         kill_and_reap(s.proc)
     wait_until(
         lambda: [p["name"] for p in info(root)["ports"]] == ["rx"], 10.0, "the dead senders reaped"
