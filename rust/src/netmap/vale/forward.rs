@@ -47,6 +47,8 @@ const ETH_HLEN: u16 = 14;
 const LOCK_WAIT: Duration = Duration::from_millis(10);
 /// How often a sender checks that a destination's owner still lives.
 const OWNER_CHECK_MS: u64 = 1000;
+/// How long a sender waits before trying again to map a destination it could not map.
+const MAP_RETRY_MS: u64 = 100;
 
 #[derive(Debug, Clone, Copy)]
 struct Pkt {
@@ -62,7 +64,8 @@ struct Pkt {
 #[derive(Debug)]
 struct Dest {
     gen: u32,
-    pipe: Arc<Pipe>,
+    /// `None`: the entry names no pipe that could be mapped (retried after `MAP_RETRY_MS`).
+    pipe: Option<Arc<Pipe>>,
     checked_ms: u64,
 }
 
@@ -292,10 +295,17 @@ impl Attachment {
                 continue;
             }
             let slot = &mut dests.slots[d];
-            if slot.as_ref().is_none_or(|c| c.gen != gen) {
-                *slot = self.map_dest(d, gen, now);
+            let remap = slot
+                .as_ref()
+                .is_none_or(|c| c.gen != gen || (c.pipe.is_none() && now.wrapping_sub(c.checked_ms) >= MAP_RETRY_MS));
+            if remap {
+                let dest = self.map_dest(d, gen, now);
+                reap |= dest.pipe.is_none() && !self.switch.owner_alive(d);
+                *slot = Some(dest);
             }
-            let Some(dest) = slot.as_mut() else {
+            let dest = slot.as_mut().expect("set above");
+            let Some(pipe) = dest.pipe.clone() else {
+                // Not mappable (yet, or a garbage entry): dropped, retried a little later.
                 self.count_drops(d, batch);
                 continue;
             };
@@ -308,7 +318,6 @@ impl Attachment {
                     continue;
                 }
             }
-            let pipe = Arc::clone(&dest.pipe);
             self.deliver(port, br, batch, d, &pipe);
         }
         drop(dests);
@@ -317,11 +326,12 @@ impl Attachment {
         }
     }
 
-    fn map_dest(&self, d: usize, gen: u32, now: u64) -> Option<Dest> {
+    fn map_dest(&self, d: usize, gen: u32, now: u64) -> Dest {
         let name = super::load_name(&self.switch.entry(d).name);
-        let pipe = Pipe::open_existing(&self.switch.pipe_name(&name), self.switch.options()).ok().flatten()?;
+        let pipe = Pipe::open_existing(&self.switch.pipe_name(&name), self.switch.options()).ok().flatten();
         // The entry may have changed while we mapped: keep the mapping only for `gen`.
-        (self.switch.entry(d).gen.load(Ordering::Acquire) == gen).then_some(Dest { gen, pipe, checked_ms: now })
+        let pipe = pipe.filter(|_| self.switch.entry(d).gen.load(Ordering::Acquire) == gen);
+        Dest { gen, pipe, checked_ms: now }
     }
 
     fn count_drops(&self, d: usize, batch: &[Pkt]) {
