@@ -203,6 +203,7 @@ impl Attachment {
         let tbl = self.switch.table();
         let age = u64::from(self.switch.age_ms());
         let (mut j, mut left, mut done) = (hwcur, m, hwcur);
+        let (mut last_src, mut last_dst): (table::Mac, Option<(table::Mac, u8)>) = (u64::MAX, None);
         while left > 0 {
             let first = j;
             let (mut frags, mut len, mut ok, mut complete) = (0u32, 0u32, true, false);
@@ -241,19 +242,29 @@ impl Attachment {
                 len = u32::from(v0.len).min(bs);
             }
             let (dst, src) = (table::mac(&hdr[0..6]), table::mac(&hdr[6..12]));
-            if !table::is_group(src) && v0.flags & NS_NO_LEARN == 0 {
+            // A burst is mostly one flow: learn a source and look up a destination once per
+            // run of equal addresses (the table is read and written once, not per packet).
+            if src != last_src && !table::is_group(src) && v0.flags & NS_NO_LEARN == 0 {
                 tbl.learn(src, self.index, self.gen, now);
+                last_src = src;
             }
-            let dest = if table::is_group(dst) {
-                FLOOD
-            } else {
-                match tbl.lookup(dst, now, age, ports) {
-                    Lookup::Hit(p) => p as u8,
-                    Lookup::Miss => FLOOD,
-                    Lookup::Garbage => {
-                        t.garbage += 1;
+            let dest = match last_dst {
+                Some((m, d)) if m == dst => d,
+                _ => {
+                    let d = if table::is_group(dst) {
                         FLOOD
-                    }
+                    } else {
+                        match tbl.lookup(dst, now, age, ports) {
+                            Lookup::Hit(p) => p as u8,
+                            Lookup::Miss => FLOOD,
+                            Lookup::Garbage => {
+                                t.garbage += 1;
+                                FLOOD
+                            }
+                        }
+                    };
+                    last_dst = Some((dst, d));
+                    d
                 }
             };
             if usize::from(dest) == self.index {
