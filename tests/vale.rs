@@ -227,3 +227,62 @@ fn ageing_and_forced_detach() {
     let err = b.txsync().unwrap_err();
     assert_eq!(err.errno(), Some(libc::ENXIO), "{err}");
 }
+
+#[test]
+fn tx_ring_k_feeds_rx_ring_k_mod_rx_rings() {
+    let (mut o, _c) = setup();
+    o.tx_rings = Some(2);
+    o.rx_rings = Some(2);
+    let a = Port::open("vale6:a", &o).unwrap();
+    let b = Port::open("vale6:b", &o).unwrap();
+    o.rx_rings = Some(1);
+    let c = Port::open("vale6:c", &o).unwrap();
+    // From a's TX ring 1: to b's RX ring 1 and c's RX ring 0 (c has one).
+    let f = frame(BCAST, addr(1), b"ring1");
+    let br = &a.rings(Dir::Tx)[1];
+    let (r, s) = (a.ring(br), a.slots(br));
+    let cur = r.cur.load(Ordering::Relaxed);
+    let off = a.buffer_offset(s[cur as usize].buf_idx.load(Ordering::Relaxed)).unwrap();
+    a.mapping().write(off, &f).unwrap();
+    s[cur as usize].len.store(f.len() as u16, Ordering::Relaxed);
+    let next = (cur + 1) % br.n;
+    r.head.store(next, Ordering::Relaxed);
+    r.cur.store(next, Ordering::Relaxed);
+    a.txsync().unwrap();
+    b.rxsync().unwrap();
+    c.rxsync().unwrap();
+    let pending = |p: &Port, pos: usize| {
+        let br = &p.rings(Dir::Rx)[pos];
+        let r = p.ring(br);
+        (r.tail.load(Ordering::Relaxed) + br.n - r.cur.load(Ordering::Relaxed)) % br.n
+    };
+    assert_eq!((pending(&b, 0), pending(&b, 1)), (0, 1));
+    assert_eq!(pending(&c, 0), 1);
+}
+
+#[test]
+fn no_learn_flag_and_a_full_switch() {
+    let (o, c) = setup();
+    let a = Port::open("vale7:a", &o).unwrap();
+    let b = Port::open("vale7:b", &o).unwrap();
+    // NS_NO_LEARN on the first slot: b's address stays unknown.
+    b.inject(&frame(BCAST, addr(2), b"quiet")).unwrap();
+    let br = &b.rings(Dir::Tx)[0];
+    let cur = b.ring(br).cur.load(Ordering::Relaxed);
+    let prev = (cur + br.n - 1) % br.n;
+    b.slots(br)[prev as usize].flags.store(_native::netmap::abi::NS_NO_LEARN, Ordering::Relaxed);
+    b.txsync().unwrap();
+    assert_eq!(recv_all(&a).len(), 1);
+    assert!(info(&a).macs.iter().all(|(m, _, _)| m != "02:00:00:00:00:02"));
+    // 64 ports at most: the 65th is refused with ENOMEM, and nothing is left of it.
+    let small = PortOptions { tx_slots: Some(2), rx_slots: Some(2), buf_size: Some(64), ..o.clone() };
+    let mut more = Vec::new();
+    for i in 0..62 {
+        more.push(Port::open(&format!("vale7:p{i}"), &small).unwrap());
+    }
+    let err = Port::open("vale7:extra", &small).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOMEM), "{err}");
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}-netmap.vale7:extra", c.0)).exists());
+    drop(more);
+    assert_eq!(info(&a).ports.len(), 2);
+}
