@@ -92,12 +92,15 @@ def test_attach_refuses_non_ethernet_and_non_vale_names(root: str, sock: str) ->
         assert not m.running
 
 
-def test_testpmd_exchanges_packets_with_a_netmap_port(root: str, sock: str) -> None:
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_testpmd_exchanges_packets_with_a_netmap_port(root: str, sock: str, role: str) -> None:
+    """The memif interface attached to the switch in either role, testpmd in the other."""
     require_testpmd()
     a = nm.open("vale0:a", root=root)
+    other = "server" if role == "client" else "client"
     with (
-        run_testpmd(sock, role="server", testpmd_args=("--forward-mode=macswap",)) as tp,
-        Interface(sock, role="client", reconnect_interval=0.1) as me,
+        run_testpmd(sock, role=other, testpmd_args=("--forward-mode=macswap",)) as tp,
+        Interface(sock, role=role, reconnect_interval=0.1) as me,
     ):
         m = nm.vale_attach("vale0:m", me, root=root)
         assert me.wait_connected(30), f"{me.details()['last_error']}\n{tp.log()}"
