@@ -144,7 +144,9 @@ fn full_destination_drops_and_never_blocks() {
 fn fragments_cross_the_switch() {
     let (o, _c) = setup();
     let a = Port::open("vale2:a", &o).unwrap();
+    assert!(!a.peer_open(), "alone on its switch");
     let b = Port::open("vale2:b", &o).unwrap();
+    assert!(a.peer_open() && b.peer_open());
     let payload: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
     let big = frame(BCAST, addr(1), &payload);
     a.send(&[&big]).unwrap();

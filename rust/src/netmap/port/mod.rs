@@ -513,8 +513,13 @@ impl Port {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Whether a live process has the other end open.
+    /// Whether a live process has the other end open; for a VALE port, whether another port
+    /// is attached to its switch.
     pub fn peer_open(&self) -> bool {
+        if let Some(v) = &self.vale {
+            let ports = v.switch().ports_snapshot();
+            return ports.iter().enumerate().any(|(i, g)| i != v.index() && g.is_some());
+        }
         self.pipe.end_open(self.end().peer())
     }
 
