@@ -83,6 +83,7 @@ bench: ## criterion benches, then the Python benchmarks against the peers
 	$(PY) benches/bench_region.py
 	$(PY) benches/bench_memif.py
 	$(PY) benches/bench_netmap.py
+	$(PY) benches/bench_vale.py
 	$(PY) benches/compare.py
 
 .PHONY: all

@@ -51,6 +51,11 @@ fn netmap() {
 }
 
 #[test]
+fn vale() {
+    replay("vale", _native::fuzzing::vale);
+}
+
+#[test]
 fn queue() {
     replay("queue", _native::fuzzing::queue);
 }

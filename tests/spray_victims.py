@@ -480,6 +480,63 @@ def netmap_work(
         v.attempt("close", port.close)
 
 
+# --------------------------------------------------------------------------- VALE switches
+
+
+def vale_port(root: str, name: str) -> nm.Port:
+    return nm.open(f"valesp:{name}", root=root, slots=64, buf_size=256, timeout=2)
+
+
+def vale_owner(root: str, v: Victim) -> None:
+    port = vale_port(root, "o")
+    info = nm.vale_info("valesp", root)
+    consts = shm_layout()["constants"]
+    base, entry = info["object"], shm_layout()["structs"]["PortEntry"]["size"]
+    targets: list[list[Any]] = [
+        ["SwitchHeader", base, 1, 0],
+        ["PortEntry", base + shm_layout()["structs"]["SwitchHeader"]["size"], 4, entry],
+        ["MacEntry", base + consts["vale.table_off"], consts["vale.hash_size"], 16],
+    ]
+    ready({"path": f"/dev/shm/{root}-{info['region']}", "targets": targets})
+    vale_work(root, port, v, 1, released)
+
+
+def vale_peer(root: str, v: Victim) -> None:
+    me = v.rng.randrange(2, 250)
+    port = retry(lambda: vale_port(root, f"p{me}"), v)
+    if port is not None:
+        vale_work(root, port, v, me)
+
+
+def vale_work(
+    root: str,
+    port: nm.Port,
+    v: Victim,
+    me: int,
+    before_close: Callable[[Victim], None] = lambda v: None,
+) -> None:
+    def send() -> None:
+        dst = v.rng.choice([b"\xff" * 6, bytes([2, 0, 0, 0, 0, v.rng.choice([1, 2, 3, 250])])])
+        pkts = [
+            dst + bytes([2, 0, 0, 0, 0, me]) + b"\x88\xb5" + payload(v.rng, v.rng.randrange(0, 200))
+            for _ in range(v.rng.randrange(1, 16))
+        ]
+        port.send(pkts, timeout=WAIT)
+
+    def recv() -> None:
+        port.recv(v.rng.randrange(1, 32), timeout=WAIT)
+
+    def inspect() -> None:
+        d = nm.vale_info("valesp", root)
+        assert isinstance(d["ports"], list) and isinstance(d["macs"], list)
+
+    try:
+        v.run({"send": send, "recv": recv, "inspect": inspect}, port.txsync)
+        before_close(v)
+    finally:
+        v.attempt("close", port.close)
+
+
 # --------------------------------------------------------------------------- binary API
 
 
@@ -663,6 +720,8 @@ ROLES: dict[tuple[str, str], Callable[[str, Victim], dict[str, Any] | None]] = {
     ("msgring", "user"): msgring_user,
     ("netmap", "owner"): netmap_owner,
     ("netmap", "peer"): netmap_peer,
+    ("vale", "owner"): vale_owner,
+    ("vale", "peer"): vale_peer,
     ("api", "owner"): api_server,
     ("api", "client"): api_client,
     ("memif", "server"): memif_server,

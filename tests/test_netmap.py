@@ -357,7 +357,7 @@ def test_exclusive_two_pass(root: str) -> None:
         ("h{0^2", errno.EINVAL),
         ("h{0@conf:host-rings=1", errno.EINVAL),
         ("eth0", errno.EOPNOTSUPP),
-        ("vale0:p", errno.EOPNOTSUPP),
+        ("vale0:p{1", errno.EOPNOTSUPP),
         ("h{0/t", errno.EOPNOTSUPP),
         ("h{0@3", errno.EOPNOTSUPP),
         ("h{0@extmem:file=/tmp/x", errno.EOPNOTSUPP),

@@ -39,6 +39,7 @@ ROLES = {
     "queue": ["owner", "producer", "producer2", "consumer"],
     "msgring": ["owner", "user", "user"],
     "netmap": ["owner", "peer"],
+    "vale": ["owner", "peer", "peer"],
     "api": ["owner", "client", "client"],
     "memif": ["server", "owner"],
 }

@@ -51,8 +51,26 @@ Where shmkit deviates from netmap (each deviation is tested):
   of 64 in 64..65472.
 * ``peer_open`` says whether the other end is open; ``fileno()`` is an eventfd that is readable
   while a bound RX ring has packets (wait for TX room with ``poll(events=POLLOUT)``).
-* Host rings, VALE, monitors, memory ids and the ``extmem``/``share``/``offset`` options are
+* Host rings, monitors, memory ids and the ``extmem``/``share``/``offset`` options are
   refused (``OSError`` with ``EINVAL`` or ``EOPNOTSUPP``); a ring in use gives ``EBUSY``.
+
+**VALE switches.** ``open("vale0:a")`` creates switch ``vale0`` (a region of its own,
+``netmap.vale0``) if needed and attaches port ``a``; another process opens ``vale0:b``, and a
+packet sent on one port reaches the port that owns its destination MAC. The switch learns
+source addresses per port, floods broadcast, multicast and unknown unicast, and forgets an
+address not seen for its age (300 s, :func:`vale_set_age`). A port has the same API as a pipe
+end (its rings are the master end of a pipe of its own, ``netmap.vale0:a``); its txsync
+forwards the new packets in a batch, copying each into the destination's RX ring under that
+destination's lock. A full destination drops (counted), never blocks the sender. The last
+port to close removes the switch; a port whose process died is detached by whoever looks
+next, and its rings are reclaimed. :func:`vale_info` shows ports, counters and the MAC table
+(``shmkit vale list --json``), :func:`vale_detach` detaches a port (``vale-ctl -d``), and
+:func:`vale_attach` makes a :class:`shmkit.memif.Interface` (Ethernet mode, either role) a
+port of a switch: a bridge thread in this process copies packets between the memif peer (a
+DPDK testpmd, libmemif, another shmkit) and the switch; a full memif ring drops (counted).
+Deviations: a port is driven by one process (``EBUSY`` for another), addresses age, TX ring
+*k* feeds RX ring *k mod rx_rings* of the destination, at most 64 ports per switch and 31
+characters per port name, no persistent ports.
 
 Everything another process can write (ring indexes, slots, published progress) is checked
 before use: garbage raises :class:`RingReinit` or :class:`shmkit.CorruptionError`, never
@@ -72,8 +90,13 @@ from shmkit._native import (
     NetmapRing,
     NetmapSlot,
     NetmapSlots,
+    ValeMemifPort,
     netmap_abi,
     netmap_prologue_accepts,
+    vale_detach,
+    vale_info,
+    vale_set_age,
+    vale_switches,
 )
 from shmkit.errors import RingReinit
 
@@ -101,6 +124,7 @@ __all__ = [
     "POLLERR",
     "POLLIN",
     "POLLOUT",
+    "MemifPort",
     "PacketIter",
     "Port",
     "Ring",
@@ -110,6 +134,11 @@ __all__ = [
     "abi",
     "open",
     "prologue_accepts",
+    "vale_attach",
+    "vale_detach",
+    "vale_info",
+    "vale_list",
+    "vale_set_age",
 ]
 
 Port = NetmapPort
@@ -117,6 +146,7 @@ Ring = NetmapRing
 Slot = NetmapSlot
 Slots = NetmapSlots
 PacketIter = NetmapPacketIter
+MemifPort = ValeMemifPort
 
 #: Slot flags (``netmap_slot.flags``).
 NS_BUF_CHANGED = 0x0001
@@ -211,3 +241,29 @@ def abi() -> dict[str, tuple[int, int]]:
     """``{field: (offset, size)}`` of ``netmap_slot``, ``netmap_ring`` and ``netmap_if``."""
     table: dict[str, Any] = netmap_abi()
     return {k: (int(v[0]), int(v[1])) for k, v in table.items()}
+
+
+def vale_list(root: str | None = None) -> list[dict[str, Any]]:
+    """Every VALE switch under ``root`` as :func:`vale_info` describes it (switches that
+    disappear while being listed are left out)."""
+    out = []
+    for name in vale_switches(root):
+        try:
+            out.append(vale_info(name, root))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def vale_attach(
+    name: str,
+    interface: Any,
+    *,
+    root: str | None = None,
+    slots: int | None = None,
+    timeout: float | None = 5.0,
+) -> MemifPort:
+    """Attach a :class:`shmkit.memif.Interface` to a VALE switch as port ``name``
+    (``"vale0:m"``), creating the switch if needed; a bridge thread in this process forwards
+    between the two until :meth:`MemifPort.close` (the interface stays open)."""
+    return MemifPort(name, interface, root=root, slots=slots, timeout=timeout)

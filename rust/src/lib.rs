@@ -38,6 +38,8 @@ pub mod region;
 #[cfg(not(loom))]
 pub mod shmlayout;
 pub mod sys;
+#[cfg(not(loom))]
+pub mod vale_memif;
 
 #[cfg(all(feature = "python", not(loom)))]
 mod py;

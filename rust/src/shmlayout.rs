@@ -20,6 +20,10 @@ use crate::api::state::{ClientEntry, StateHeader};
 use crate::memif::ring::{Desc, RingHeader, DESC_SIZE, RING_HEADER_SIZE};
 use crate::netmap::abi::{NetmapIf, NetmapRing, NetmapSlot, IF_HEADER, RING_HEADER, SLOT_SIZE};
 use crate::netmap::layout::{CrossingShared, EndShared, EndUser, PipeHeader, RingOwner, MAX_END_USERS};
+use crate::netmap::vale::layout::{
+    MacEntry, PortCounters, PortEntry, SwitchHeader, HASH_SIZE as VALE_HASH_SIZE, MAX_PORTS as VALE_MAX_PORTS,
+    TABLE_OFF as VALE_TABLE_OFF,
+};
 use crate::queue::layout::{QueueHeader, SlotHeader, HEADER_SIZE as QUEUE_HEADER_SIZE, SEQ_BITS, SLOT_HDR};
 use crate::region::heap::{BLK_FOOTER, BLK_MAGIC, BLK_NEXT, BLK_PID, BLK_PREV};
 use crate::region::layout::{
@@ -142,6 +146,17 @@ pub fn structs() -> Vec<Struct> {
             ni_name: "u8", ni_version, ni_flags, ni_tx_rings, ni_rx_rings, ni_bufs_head,
             ni_host_tx_rings, ni_host_rx_rings, ni_spare1: "u32",
         ]),
+        layout!(SwitchHeader as "SwitchHeader", [
+            magic, version, state, init_pid, max_ports, init_start, hash_size, age_ms, mac_garbage,
+            lock_recoveries, reaped, name: "u8",
+        ]),
+        layout!(PortEntry as "PortEntry", [
+            state, gen, owner_pid, owner_start, name: "u8", lock: "OwnerLock", counters: "PortCounters",
+        ]),
+        layout!(PortCounters as "PortCounters", [
+            tx_packets, tx_bytes, rx_packets, rx_bytes, rx_dropped, tx_bad, tx_flooded, tx_unroutable,
+        ]),
+        layout!(MacEntry as "MacEntry", [key, seen]),
         layout!(RingHeader as "MemifRingHeader", [cookie, flags, head, tail]),
         layout!(Desc as "MemifDesc", [flags, region, length, offset, metadata]),
     ]
@@ -185,6 +200,9 @@ pub fn constants() -> Vec<(&'static str, u64)> {
         ("netmap.slot_size", SLOT_SIZE as u64),
         ("netmap.if_header", IF_HEADER as u64),
         ("netmap.max_end_users", MAX_END_USERS as u64),
+        ("vale.max_ports", VALE_MAX_PORTS as u64),
+        ("vale.hash_size", VALE_HASH_SIZE as u64),
+        ("vale.table_off", VALE_TABLE_OFF as u64),
         ("memif.ring_header", RING_HEADER_SIZE as u64),
         ("memif.desc_size", DESC_SIZE as u64),
     ]

@@ -12,13 +12,18 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from shmkit._version import __version__
+from shmkit.cli import vale as _vale  # noqa: F401  (registers the "vale" commands)
 from shmkit.cli.commands import COMMANDS
 from shmkit.cli.exits import CliError, Exit, classify
 
 __all__ = ["build_parser", "main"]
 
 #: subcommand groups ("shmkit api show"): name -> help
-GROUPS = {"api": "look at a binary API: clients and ring stats, ping its server, its definitions"}
+GROUPS = {
+    "api": "look at a binary API: clients and ring stats, ping its server, its definitions",
+    "vale": "VALE switches: list ports, counters and learnt addresses; attach a memif "
+    "interface; detach a port",
+}
 
 
 class _Parser(argparse.ArgumentParser):

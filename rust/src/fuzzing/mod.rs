@@ -19,6 +19,7 @@ pub mod msgring;
 pub mod netmap;
 pub mod queue;
 pub mod region;
+pub mod vale;
 
 pub use apicodec::apicodec;
 pub use apisock::apisock;
@@ -27,6 +28,7 @@ pub use msgring::msgring;
 pub use netmap::netmap;
 pub use queue::queue;
 pub use region::region;
+pub use vale::vale;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

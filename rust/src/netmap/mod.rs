@@ -65,8 +65,11 @@
 //!   the survivor no EOF).
 //! * **`fileno()`** is an eventfd kept readable by a helper thread while a bound RX ring has
 //!   packets (POLLIN readiness); wait for TX space with `poll(POLLOUT)`.
-//! * Host rings, VALE, monitors, memory ids and the `extmem`/`share`/`offset` options are
+//! * Host rings, monitors, memory ids and the `extmem`/`share`/`offset` options are
 //!   refused with netmap's errno (`EINVAL` for host rings, else `EOPNOTSUPP`).
+//!
+//! VALE switches ([`vale`]) are built on pipes: a VALE port is the master end of a pipe of
+//! its own whose txsync forwards through the switch.
 
 pub mod abi;
 pub mod error;
@@ -75,6 +78,7 @@ pub mod layout;
 pub mod name;
 pub mod pipe;
 pub mod port;
+pub mod vale;
 
 pub use error::{NetmapError, Result};
 pub use kring::{Dir, KRing, ReinitMode};

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! [netmap:]PORT{ID | [netmap:]PORT}ID   master / slave end of pipe ID of PORT
+//! valeSW:PORT                           port PORT of the VALE switch valeSW
 //!   -N           bind ring pair N only (NR_REG_ONE_NIC)
 //!   /FLAGS       x exclusive, T TX rings only, R RX rings only
 //!   @conf:K=V,.. rings, slots, tx-rings, rx-rings, tx-slots, rx-slots (host-* must be 0)
@@ -13,9 +14,10 @@
 //! read as `_`, a key may appear once, and `key=` (empty value) leaves it unset.
 //!
 //! What parses in libnetmap but a software pipe cannot do is refused with netmap's errno:
-//! host rings (`^`, `^N`, `*`, `host-rings=`) give `EINVAL`; VALE ports, monitors
-//! (`/t`, `/r`, `/z`), memory ids (`@N`) and the `extmem`, `share` and `offset` options give
-//! `EOPNOTSUPP`. Syntax errors are argument errors. A name without a pipe part (`eth0`) is
+//! host rings (`^`, `^N`, `*`, `host-rings=`) give `EINVAL`; pipes of VALE ports
+//! (`vale0:p{1`), monitors (`/t`, `/r`, `/z`), memory ids (`@N`) and the `extmem`, `share`
+//! and `offset` options give `EOPNOTSUPP`. `SW` and `PORT` of a VALE name are identifiers;
+//! the port name is at most 31 characters. Syntax errors are argument errors. A name without a pipe part (`eth0`) is
 //! refused too: shmkit has no NICs.
 
 use super::abi::{
@@ -103,16 +105,26 @@ pub struct PortName {
     pub flags: u64,
     /// The `@conf:` values.
     pub conf: Conf,
+    /// A VALE port: `port` is then the switch (`vale0`), `pipe_id` the port (`a`) and `end`
+    /// the master (the port's rings are the master end of a pipe of its own).
+    pub vale: bool,
 }
 
 impl PortName {
     /// The name of this end, `port{id` or `port}id` (what netmap calls the adapter).
     pub fn end_name(&self) -> String {
+        if self.vale {
+            return format!("{}:{}", self.port, self.pipe_id);
+        }
         format!("{}{}{}", self.port, self.end.sep(), self.pipe_id)
     }
 
-    /// The name of the pipe (its master end), shared by both ends.
+    /// The name of the pipe (its master end), shared by both ends. A VALE port's pipe is
+    /// named like the port (`vale0:a`), which no pipe name can be.
     pub fn pipe_name(&self) -> String {
+        if self.vale {
+            return self.end_name();
+        }
         format!("{}{{{}", self.port, self.pipe_id)
     }
 }
@@ -139,44 +151,22 @@ pub fn parse(spec: &str) -> Result<PortName, NetmapError> {
     }
     // Prefix.
     let mut rest = spec;
+    let mut vale = false;
     if let Some(r) = rest.strip_prefix("netmap:") {
         rest = r;
     } else if rest.starts_with("vale") {
         if let Some(colon) = rest.find(':') {
-            if is_ident(&rest[4..colon]) {
-                return Err(unsupported(spec, libc::EOPNOTSUPP, "VALE switches are not provided by shmkit"));
-            }
+            vale = is_ident(&rest[4..colon]);
         }
     }
     // The port name runs up to the first separator.
     let sep_at = rest.find(['-', '*', '^', '/', '@']).unwrap_or(rest.len());
-    let (head, mut tail) = rest.split_at(sep_at);
+    let (head, tail) = rest.split_at(sep_at);
     if head.len() > REQ_NAME_MAX {
         return Err(bad(spec, format!("name longer than {REQ_NAME_MAX} characters")));
     }
-    let Some(pipe_at) = head.find(['{', '}']) else {
-        if !is_ident(head) || head.is_empty() {
-            return Err(bad(spec, "invalid port name"));
-        }
-        return Err(unsupported(
-            spec,
-            libc::EOPNOTSUPP,
-            "shmkit provides netmap pipes only: name an end as PORT{ID (master) or PORT}ID (slave)",
-        ));
-    };
-    let port = &head[..pipe_at];
-    let end = if head.as_bytes()[pipe_at] == b'{' { End::Master } else { End::Slave };
-    let pipe_id = &head[pipe_at + 1..];
-    if port.is_empty() || !is_ident(port) {
-        return Err(bad(spec, format!("invalid port name {port:?}")));
-    }
-    if pipe_id.is_empty() {
-        return Err(bad(spec, "invalid empty pipe name"));
-    }
-    if !is_ident(pipe_id) {
-        return Err(bad(spec, format!("invalid pipe name {pipe_id:?}")));
-    }
-
+    let (port, pipe_id, end) = if vale { split_vale(spec, head)? } else { split_pipe(spec, head)? };
+    let mut tail = tail;
     // Register part: mode, then flags, then options.
     let mut mode = NR_REG_ALL_NIC;
     let mut ringid = 0u32;
@@ -263,7 +253,54 @@ pub fn parse(spec: &str) -> Result<PortName, NetmapError> {
         ringid,
         flags,
         conf,
+        vale,
     })
+}
+
+/// Longest VALE port name (the switch's port table holds 32 bytes with a NUL).
+pub const VALE_PORT_MAX: usize = 31;
+
+/// `PORT{ID` / `PORT}ID` into (port, id, end).
+fn split_pipe<'a>(spec: &str, head: &'a str) -> Result<(&'a str, &'a str, End), NetmapError> {
+    let Some(pipe_at) = head.find(['{', '}']) else {
+        if !is_ident(head) || head.is_empty() {
+            return Err(bad(spec, "invalid port name"));
+        }
+        return Err(unsupported(
+            spec,
+            libc::EOPNOTSUPP,
+            "shmkit provides netmap pipes and VALE ports only: name a pipe end as PORT{ID (master) or \
+             PORT}ID (slave), a VALE port as valeX:Y",
+        ));
+    };
+    let port = &head[..pipe_at];
+    let end = if head.as_bytes()[pipe_at] == b'{' { End::Master } else { End::Slave };
+    let pipe_id = &head[pipe_at + 1..];
+    if port.is_empty() || !is_ident(port) {
+        return Err(bad(spec, format!("invalid port name {port:?}")));
+    }
+    if pipe_id.is_empty() {
+        return Err(bad(spec, "invalid empty pipe name"));
+    }
+    if !is_ident(pipe_id) {
+        return Err(bad(spec, format!("invalid pipe name {pipe_id:?}")));
+    }
+    Ok((port, pipe_id, end))
+}
+
+/// `valeSW:PORT` into (switch, port, master).
+fn split_vale<'a>(spec: &str, head: &'a str) -> Result<(&'a str, &'a str, End), NetmapError> {
+    let (switch, port) = head.split_once(':').expect("the caller found the colon");
+    if port.contains(['{', '}']) {
+        return Err(unsupported(spec, libc::EOPNOTSUPP, "pipes of VALE ports are not supported"));
+    }
+    if port.is_empty() || !is_ident(port) {
+        return Err(bad(spec, format!("invalid VALE port name {port:?}")));
+    }
+    if port.len() > VALE_PORT_MAX {
+        return Err(bad(spec, format!("VALE port name longer than {VALE_PORT_MAX} characters")));
+    }
+    Ok((switch, port, End::Master))
 }
 
 fn parse_option(spec: &str, opt: &str, conf: &mut Conf) -> Result<(), NetmapError> {
@@ -387,9 +424,27 @@ mod tests {
         for spec in ["pipe{3^", "pipe{3^1", "pipe{3*", "pipe{3@conf:host-rings=1", "pipe{3@conf:host-tx-rings=2"] {
             assert_eq!(errno(spec), Some(libc::EINVAL), "{spec:?} asks for host rings");
         }
-        for spec in ["vale0:p", "eth0", "netmap:eth0", "pipe{3/t", "pipe{3/z", "pipe{3@1", "pipe{3@extmem:file=/x"] {
+        for spec in ["vale0:p{1", "eth0", "netmap:eth0", "pipe{3/t", "pipe{3/z", "pipe{3@1", "pipe{3@extmem:file=/x"] {
             assert_eq!(errno(spec), Some(libc::EOPNOTSUPP), "{spec:?} is not a pipe feature");
         }
         assert_eq!(errno(&format!("{}{{1", "p".repeat(70))), Some(0));
+    }
+
+    #[test]
+    fn vale_names() {
+        let v = parse("vale0:a").unwrap();
+        assert!(v.vale);
+        assert_eq!((v.port.as_str(), v.pipe_id.as_str(), v.end), ("vale0", "a", End::Master));
+        assert_eq!((v.end_name(), v.pipe_name()), ("vale0:a".to_owned(), "vale0:a".to_owned()));
+        let w = parse("valeX_1:p_2-1/T@conf:rings=2,slots=256").unwrap();
+        assert!(w.vale);
+        assert_eq!((w.mode, w.ringid, w.flags), (NR_REG_ONE_NIC, 1, NR_TX_RINGS_ONLY));
+        assert_eq!((w.conf.tx_rings, w.conf.rx_slots), (Some(2), Some(256)));
+        assert_eq!(errno("vale0:"), Some(0));
+        assert_eq!(errno("vale0:a.b"), Some(0));
+        assert_eq!(errno(&format!("vale0:{}", "p".repeat(32))), Some(0));
+        assert_eq!(errno("vale0:p*"), Some(libc::EINVAL));
+        assert_eq!(errno("vale0:p{1"), Some(libc::EOPNOTSUPP));
+        assert!(!parse("pipe{1").unwrap().vale);
     }
 }

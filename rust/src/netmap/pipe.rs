@@ -149,7 +149,7 @@ fn me() -> (u32, u64) {
 /// garbage: it would match any live process of that pid (init, say) and keep a ring bound or
 /// the pipe from being destroyed for good. (Where the system gives no start times, 0 is what
 /// everyone records and is taken as is.)
-fn alive(pid: u32, start: u64) -> bool {
+pub(crate) fn alive(pid: u32, start: u64) -> bool {
     pid != 0 && (start != 0 || process::current_start_time() == 0) && process::liveness(pid, start) == Liveness::Alive
 }
 
@@ -182,6 +182,57 @@ impl Pipe {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Map the pipe `pipe_name` if it exists and is ready, without creating anything (a VALE
+    /// forwarder reaching a destination port). `Ok(None)`: no such pipe, or not ready, or
+    /// destroyed.
+    pub fn open_existing(pipe_name: &str, opts: &PipeOptions) -> Result<Option<Arc<Self>>> {
+        let rname = region_name(pipe_name);
+        let ropts =
+            RegionOptions { root: opts.root.clone(), mode: opts.perm, timeout: opts.timeout, ..Default::default() };
+        let region = match Region::open(&rname, &ropts) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let info = crate::sys::fd::info(region.fd()).map_err(|e| NetmapError::Os { op: "fstat", source: e })?;
+        let key = (info.dev, info.ino);
+        if let Some(p) = Self::lookup(key) {
+            return Ok((p.header().state.load(Ordering::Acquire) == STATE_READY).then_some(p));
+        }
+        let info = match region.find_object(OBJECT) {
+            Ok(info) => info,
+            Err(RegionError::ObjectNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let base = (info.offset as usize).next_multiple_of(PAGE);
+        let avail = (info.offset + info.size) as usize;
+        if base + size_of::<PipeHeader>() > avail {
+            return Err(corrupt(pipe_name, "object too small for its header"));
+        }
+        let hdr: &PipeHeader =
+            region.mapping().get(base).ok_or_else(|| corrupt(pipe_name, "object outside the mapping"))?;
+        if hdr.state.load(Ordering::Acquire) != STATE_READY {
+            return Ok(None);
+        }
+        let p = Self::adopt(region, base, avail, pipe_name, key)?;
+        Ok(Some(Self::remember(p)))
+    }
+
+    /// Destroy the pipe if no live process has either end open (a VALE port whose process
+    /// died: its rings are reclaimed). Returns whether it destroyed it.
+    pub fn reap_unused(&self) -> Result<bool> {
+        let _g = self.region.lock()?;
+        let local = lock(&self.local);
+        if local.end_refs != [0, 0] || self.any_user() {
+            return Ok(false);
+        }
+        let hdr = self.header();
+        let was = hdr.state.swap(STATE_DESTROYED, Ordering::AcqRel);
+        futex::wake_all(&hdr.state);
+        let unlinked = self.region.unlink().is_ok();
+        Ok(was != STATE_DESTROYED || unlinked)
     }
 
     fn lookup(key: (u64, u64)) -> Option<Arc<Self>> {
@@ -495,6 +546,11 @@ impl Pipe {
 
     fn crossing(&self, c: u32) -> &CrossingShared {
         self.map.get(self.crossing_offset(c)).expect("inside the validated layout")
+    }
+
+    /// The published progress of crossing `c` (`c < crossings`).
+    pub fn crossing_shared(&self, c: u32) -> &CrossingShared {
+        self.crossing(c)
     }
 
     /// Wake whoever sleeps on `end`'s doorbell, if anyone does (after a publish).

@@ -49,7 +49,7 @@ struct ViewCache {
 #[pyclass(name = "MemifInterface", module = "shmkit._native", frozen, subclass)]
 #[derive(Debug)]
 pub struct PyMemifInterface {
-    inner: Shielded<Interface>,
+    inner: Shielded<Arc<Interface>>,
     views: Mutex<Option<ViewCache>>,
     scratch: Mutex<(Vec<Seg>, Vec<RxItem>, RxBatch)>,
 }
@@ -92,6 +92,11 @@ fn stats_dict<'py>(py: Python<'py>, s: &QueueStats) -> PyResult<Bound<'py, PyDic
 }
 
 impl PyMemifInterface {
+    /// The interface (shared with a VALE bridge thread that attaches it to a switch).
+    pub(crate) fn interface(&self) -> Arc<Interface> {
+        Arc::clone(&self.inner)
+    }
+
     /// Base memoryviews of `conn`'s regions (cached per connection).
     fn region_views(&self, py: Python<'_>, conn: &Arc<Connection>) -> PyResult<Vec<Py<PyMemoryView>>> {
         let mut cache = self.views.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +184,7 @@ impl PyMemifInterface {
         cfg.handshake_timeout = duration(handshake_timeout)?;
         cfg.access = Access { socket_mode, uid, gid, peer_uid, peer_gid, peer_pid };
         let inner = py.detach(|| Interface::new(cfg))?;
-        Ok(Self { inner: Shielded::new(inner), views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
+        Ok(Self { inner: Shielded::new(Arc::new(inner)), views: Mutex::new(None), scratch: Mutex::new((Vec::new(), Vec::new(), RxBatch::default())) })
     }
 
     /// Whether the link is up.

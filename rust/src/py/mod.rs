@@ -17,6 +17,7 @@ pub mod netmap_ring;
 pub mod queue;
 pub mod region;
 pub mod shield;
+pub mod vale;
 pub mod wait;
 
 use pyo3::prelude::*;
@@ -75,6 +76,8 @@ mod native {
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
     #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
+    #[pymodule_export]
+    use super::vale::{vale_detach, vale_info, vale_set_age, vale_switches, PyValeMemifPort};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -270,7 +270,8 @@ impl PyPort {
         self.inner.region().root().map(str::to_owned)
     }
 
-    /// Whether a live process has the other end open.
+    /// Whether a live process has the other end open (a VALE port: whether another port is
+    /// attached to its switch).
     #[getter]
     fn peer_open(&self) -> bool {
         self.inner.peer_open()

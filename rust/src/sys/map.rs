@@ -201,6 +201,20 @@ impl Mapping {
         Some(())
     }
 
+    /// Copy `len` bytes from `src_off` of `src` (another mapping, or this one) to `dst_off` of
+    /// this mapping, after bounds checks on both sides. Fails on a read-only mapping.
+    #[inline]
+    pub fn copy_from(&self, dst_off: usize, src: &Mapping, src_off: usize, len: usize) -> Option<()> {
+        if !self.writable || !self.contains(dst_off, len) || !src.contains(src_off, len) {
+            return None;
+        }
+        // SAFETY: both ranges were bounds-checked just above against their own mappings and
+        // this one is writable; `copy` (memmove) stays correct if both are the same mapping
+        // and the ranges overlap.
+        unsafe { std::ptr::copy(src.ptr.as_ptr().add(src_off), self.ptr.as_ptr().add(dst_off), len) };
+        Some(())
+    }
+
     /// Fill `[off, off + len)` with `byte`.
     #[inline]
     pub fn fill(&self, off: usize, len: usize, byte: u8) -> Option<()> {

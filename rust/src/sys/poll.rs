@@ -47,3 +47,22 @@ pub fn readable_many(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<
         Err(e) => Err(e.into()),
     }
 }
+
+/// Wait until any of the descriptors numbered `fds` is readable (or hung up / in error) or
+/// `timeout_ms` passes. For descriptors owned elsewhere that may be closed and reused under
+/// the caller (a peer connection's eventfd): the kernel checks each number, a closed one
+/// reports `POLLNVAL` (a spurious wake-up), nothing is dereferenced. EINTR returns `Ok(())`.
+pub fn any_readable_raw(fds: &[i32], timeout_ms: i32) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `pfds` is a live, exclusively borrowed array of `pfds.len()` pollfd structs; poll
+    // only writes their `revents` fields. The descriptor numbers are checked by the kernel.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -224,6 +224,7 @@ pub struct Port {
     counters: Counters,
     cur_tx: AtomicUsize,
     cur_rx: AtomicUsize,
+    vale: Option<super::vale::Attachment>,
 }
 
 fn merge(what: &str, a: Option<u32>, b: Option<u32>) -> Result<Option<u32>> {
@@ -333,9 +334,38 @@ impl Port {
                 tx.iter().map(|&k| (Dir::Tx, k)).chain(rx.iter().map(|&k| (Dir::Rx, k))).collect();
             let label = pn.end_name();
             match pipe.bind(pn.end, &binding, pn.flags & NR_EXCLUSIVE != 0, &label) {
+                Ok(krings) if pn.vale => {
+                    let switch = pn.port.clone();
+                    let vport = pn.pipe_id.clone();
+                    let mut port = Self::assemble(pipe, pn, opts.reinit, binding, krings);
+                    match Self::join_switch(&switch, &vport, &opts.pipe, deadline) {
+                        Ok(att) => port.vale = Some(att),
+                        Err(e) => {
+                            let _ = port.close();
+                            return Err(e);
+                        }
+                    }
+                    return Ok(port);
+                }
                 Ok(krings) => return Ok(Self::assemble(pipe, pn, opts.reinit, binding, krings)),
                 Err(NetmapError::Destroyed(_)) if !deadline.expired() => continue,
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Attach VALE port `port` to switch `switch` (created if needed).
+    fn join_switch(
+        switch: &str,
+        port: &str,
+        opts: &PipeOptions,
+        deadline: Deadline,
+    ) -> Result<super::vale::Attachment> {
+        loop {
+            let sw = super::vale::Switch::open(switch, opts)?;
+            match super::vale::Attachment::attach(sw, port) {
+                Err(NetmapError::Destroyed(_)) if !deadline.expired() => continue,
+                other => return other,
             }
         }
     }
@@ -388,6 +418,7 @@ impl Port {
             counters: Counters::default(),
             cur_tx: AtomicUsize::new(0),
             cur_rx: AtomicUsize::new(0),
+            vale: None,
         }
     }
 
@@ -482,8 +513,13 @@ impl Port {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Whether a live process has the other end open.
+    /// Whether a live process has the other end open; for a VALE port, whether another port
+    /// is attached to its switch.
     pub fn peer_open(&self) -> bool {
+        if let Some(v) = &self.vale {
+            let ports = v.switch().ports_snapshot();
+            return ports.iter().enumerate().any(|(i, g)| i != v.index() && g.is_some());
+        }
         self.pipe.end_open(self.end().peer())
     }
 
@@ -521,6 +557,17 @@ impl Port {
     #[inline]
     fn crossing(&self, br: &BoundRing) -> &CrossingShared {
         self.pipe.map().get(br.crossing_off).expect("inside the validated layout")
+    }
+
+    /// The published progress of a bound ring's crossing.
+    #[inline]
+    pub(crate) fn crossing_of(&self, br: &BoundRing) -> &CrossingShared {
+        self.crossing(br)
+    }
+
+    /// The port's switch membership, for a VALE port.
+    pub fn vale(&self) -> Option<&super::vale::Attachment> {
+        self.vale.as_ref()
     }
 
     /// Absolute offset of buffer `idx` if it is a real buffer.
@@ -580,11 +627,13 @@ impl Port {
             return Ok(());
         }
         self.stop_bridge();
+        let detached = self.vale.as_ref().map(super::vale::Attachment::detach);
         let unbound = self.pipe.unbind(self.end(), &self.binding, self.flags & NR_EXCLUSIVE != 0);
         if self.pipe.map().truncated() {
             return Ok(()); // its memory is gone: nothing left to leave tidy
         }
-        unbound.map(|_| ())
+        unbound?;
+        detached.transpose().map(|_| ())
     }
 }
 

@@ -48,7 +48,10 @@ impl Port {
         }
         if run {
             match br.dir {
-                Dir::Tx => self.pipe_txsync(br, &mut st)?,
+                Dir::Tx => match &self.vale {
+                    Some(v) => v.txsync(self, br, &mut st)?,
+                    None => self.pipe_txsync(br, &mut st)?,
+                },
                 Dir::Rx => self.pipe_rxsync(br, &mut st)?,
             }
             let tail = st.k.finalize();

@@ -1,0 +1,466 @@
+//! Forwarding: a VALE port's txsync (netmap's `nm_bdg_preflush` + `nm_bdg_flush`).
+//!
+//! 1. **Batch.** Walk the new slots `[hwcur, rhead)` packet by packet (a packet ends at a slot
+//!    without `NS_MOREFRAG`; at most 64 fragments). A fragment with a buffer index outside the
+//!    port's pool or a length beyond its buffer makes the packet malformed; so does a first
+//!    fragment shorter than an Ethernet header. Malformed packets are dropped and counted
+//!    (`tx_bad`). A trailing packet still missing its last fragment is left for the next
+//!    sync (`hwcur` stops before it).
+//! 2. **Learn and look up.** The source MAC is learnt for this port (not group addresses,
+//!    not slots with `NS_NO_LEARN`); the destination is a port from the table, or every other
+//!    port (flood) for group addresses and unknown unicast. A packet for its own sender is
+//!    dropped (`tx_unroutable`).
+//! 3. **Deliver**, destination by destination, in port order: take the destination's lock,
+//!    read its RX crossing's `tx_pub`/`rx_pub` (bounds checked), copy each packet for it into
+//!    the free slots `[tx_pub, rx_pub)` — each source fragment into one slot, using the buffer
+//!    the crossing's TX slot lends (where the receiver's rxsync returns swapped buffers) if it
+//!    is one of the destination's, else the slot's own buffer from the layout, and writing the
+//!    RX slot the receiver reads — and publish `tx_pub`. A packet that does not fit (ring full, or a fragment longer than the
+//!    destination's buffers) is dropped and counted (`rx_dropped`); the rest are still tried.
+//!    The lock is released, then the destination's doorbell rung.
+//! 4. **Reclaim**: every slot up to the new `hwcur` is free again, `hwtail = hwcur - 1`; the
+//!    port's own TX crossing publishes both words so that a later owner resumes there.
+//!
+//! Counters are added once per batch (shared lines are written once, not per packet).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::layout::{MAX_PORTS, PORT_ACTIVE};
+use super::table::{self, Lookup};
+use super::{now_ms, Switch};
+use crate::failpoint;
+use crate::netmap::abi::{NetmapSlot, SlotValue, MAX_FRAGS, NS_BUF_CHANGED, NS_MOREFRAG, NS_NO_LEARN};
+use crate::netmap::error::{NetmapError, Result};
+use crate::netmap::kring::{dist, next, prev, Dir};
+use crate::netmap::name::End;
+use crate::netmap::pipe::{lock, KState, Pipe};
+use crate::netmap::port::{BoundRing, Port};
+use crate::sys::lock::Acquired;
+
+/// Destination of a packet in the batch: a port index, or one of these.
+const FLOOD: u8 = 254;
+/// Ethernet header: destination, source, type.
+const ETH_HLEN: u16 = 14;
+/// Longest wait for a destination's lock held by a live process.
+const LOCK_WAIT: Duration = Duration::from_millis(10);
+/// How often a sender checks that a destination's owner still lives.
+const OWNER_CHECK_MS: u64 = 1000;
+/// How long a sender waits before trying again to map a destination it could not map.
+const MAP_RETRY_MS: u64 = 100;
+
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    first: u32,
+    frags: u16,
+    len: u32,
+    dest: u8,
+    /// Offset of the first fragment's buffer in the sender's mapping (validated when the
+    /// batch was collected; a single-fragment packet is copied from there).
+    off: usize,
+}
+
+#[derive(Debug)]
+struct Dest {
+    gen: u32,
+    /// `None`: the entry names no pipe that could be mapped (retried after `MAP_RETRY_MS`).
+    pipe: Option<Arc<Pipe>>,
+    checked_ms: u64,
+}
+
+/// The destinations this process forwards to: their pipes, mapped once per generation.
+#[derive(Debug, Default)]
+pub struct Dests {
+    slots: Vec<Option<Dest>>,
+}
+
+/// A port's membership in its switch (one per handle).
+#[derive(Debug)]
+pub struct Attachment {
+    switch: Arc<Switch>,
+    index: usize,
+    gen: u32,
+    batch: Mutex<Vec<Pkt>>,
+    detached: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    tx_packets: u64,
+    tx_bytes: u64,
+    bad: u64,
+    flooded: u64,
+    unroutable: u64,
+    garbage: u64,
+}
+
+impl Attachment {
+    /// Attach port `port` to `switch` for one handle.
+    pub fn attach(switch: Arc<Switch>, port: &str) -> Result<Self> {
+        let (index, gen) = switch.attach(port)?;
+        Ok(Self { switch, index, gen, batch: Mutex::new(Vec::with_capacity(256)), detached: AtomicBool::new(false) })
+    }
+
+    /// The switch.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// Index in the port table.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Generation of the attachment.
+    pub fn gen(&self) -> u32 {
+        self.gen
+    }
+
+    /// Leave the switch (idempotent). Returns whether the switch was destroyed.
+    pub fn detach(&self) -> Result<bool> {
+        if self.detached.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        self.switch.detach(self.index, self.gen)
+    }
+
+    fn still_attached(&self) -> Result<()> {
+        if self.switch.map().truncated() {
+            return Err(NetmapError::Truncated {
+                port: format!("port {} of switch {}", self.index, self.switch.name()),
+            });
+        }
+        let e = self.switch.entry(self.index);
+        if e.state.load(Ordering::Acquire) != PORT_ACTIVE || e.gen.load(Ordering::Acquire) != self.gen {
+            return Err(NetmapError::Errno {
+                errno: libc::ENXIO,
+                msg: format!("port {} was detached from switch {}", self.index, self.switch.name()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The VALE txsync of one TX ring (kring locked by the caller, prologue passed).
+    pub fn txsync(&self, port: &Port, br: &BoundRing, st: &mut KState) -> Result<()> {
+        self.still_attached()?;
+        let n = br.n;
+        let m = dist(n, st.k.hwcur, st.k.rhead);
+        if m > 0 {
+            let mut batch = lock(&self.batch);
+            batch.clear();
+            let now = now_ms();
+            let ports = self.switch.ports_snapshot();
+            let mut t = Tally::default();
+            let done = self.collect(port, br, st.k.hwcur, m, now, &ports, &mut batch, &mut t);
+            if !batch.is_empty() {
+                let others = (0..MAX_PORTS).filter(|&d| d != self.index && ports[d].is_some()).count();
+                if others == 0 {
+                    t.unroutable += t.flooded;
+                }
+                self.deliver_all(port, br, &batch, &ports, now);
+            }
+            let c = &self.switch.entry(self.index).counters;
+            let r = Ordering::Relaxed;
+            c.tx_packets.fetch_add(t.tx_packets, r);
+            c.tx_bytes.fetch_add(t.tx_bytes, r);
+            for (w, v) in [(&c.tx_bad, t.bad), (&c.tx_flooded, t.flooded), (&c.tx_unroutable, t.unroutable)] {
+                if v != 0 {
+                    w.fetch_add(v, r);
+                }
+            }
+            if t.garbage != 0 {
+                self.switch.header().mac_garbage.fetch_add(t.garbage, r);
+            }
+            st.k.hwcur = done;
+        }
+        st.k.hwtail = prev(n, st.k.hwcur);
+        let x = port.crossing_of(br);
+        x.tx_pub.store(st.k.hwcur, Ordering::Release);
+        x.rx_pub.store(st.k.hwtail, Ordering::Release);
+        st.published = st.k.hwcur;
+        Ok(())
+    }
+
+    /// Steps 1 and 2: fill `batch`; return the slot after the last complete packet.
+    #[allow(clippy::too_many_arguments)]
+    fn collect(
+        &self,
+        port: &Port,
+        br: &BoundRing,
+        hwcur: u32,
+        m: u32,
+        now: u64,
+        ports: &table::Ports,
+        batch: &mut Vec<Pkt>,
+        t: &mut Tally,
+    ) -> u32 {
+        let n = br.n;
+        let ts = port.slots(br);
+        let pipe = port.pipe();
+        let map = pipe.map();
+        let bs = pipe.geometry().buf_size;
+        let tbl = self.switch.table();
+        let age = u64::from(self.switch.age_ms());
+        let (mut j, mut left, mut done) = (hwcur, m, hwcur);
+        let (mut last_src, mut last_dst): (table::Mac, Option<(table::Mac, u8)>) = (u64::MAX, None);
+        while left > 0 {
+            let first = j;
+            let (mut frags, mut len, mut ok, mut complete) = (0u32, 0u32, true, false);
+            while left > 0 {
+                let s = &ts[j as usize];
+                let v = s.load();
+                if v.flags & NS_BUF_CHANGED != 0 {
+                    s.flags.store(v.flags & !NS_BUF_CHANGED, Ordering::Relaxed);
+                }
+                frags += 1;
+                len += u32::from(v.len);
+                ok &= pipe.buffer_offset(v.buf_idx).is_some() && u32::from(v.len) <= bs;
+                j = next(n, j);
+                left -= 1;
+                if v.flags & NS_MOREFRAG == 0 || frags as usize >= MAX_FRAGS {
+                    ok &= v.flags & NS_MOREFRAG == 0;
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete {
+                break;
+            }
+            done = j;
+            let v0 = ts[first as usize].load();
+            let mut hdr = [0u8; 12];
+            let off = pipe.buffer_offset(v0.buf_idx);
+            let read = off.and_then(|off| map.read(off, &mut hdr));
+            let (true, Some(off), Some(())) = (ok && v0.len >= ETH_HLEN, off, read) else {
+                t.bad += 1;
+                continue;
+            };
+            if frags == 1 {
+                // What the copy will use: the length seen now (the slot is the sender's own
+                // to rewrite; the buffer offset stays a valid one whatever it does).
+                len = u32::from(v0.len).min(bs);
+            }
+            let (dst, src) = (table::mac(&hdr[0..6]), table::mac(&hdr[6..12]));
+            // A burst is mostly one flow: learn a source and look up a destination once per
+            // run of equal addresses (the table is read and written once, not per packet).
+            if src != last_src && !table::is_group(src) && v0.flags & NS_NO_LEARN == 0 {
+                tbl.learn(src, self.index, self.gen, now);
+                last_src = src;
+            }
+            let dest = match last_dst {
+                Some((m, d)) if m == dst => d,
+                _ => {
+                    let d = if table::is_group(dst) {
+                        FLOOD
+                    } else {
+                        match tbl.lookup(dst, now, age, ports) {
+                            Lookup::Hit(p) => p as u8,
+                            Lookup::Miss => FLOOD,
+                            Lookup::Garbage => {
+                                t.garbage += 1;
+                                FLOOD
+                            }
+                        }
+                    };
+                    last_dst = Some((dst, d));
+                    d
+                }
+            };
+            if usize::from(dest) == self.index {
+                t.unroutable += 1;
+                continue;
+            }
+            if dest == FLOOD {
+                t.flooded += 1;
+            }
+            t.tx_packets += 1;
+            t.tx_bytes += u64::from(len);
+            batch.push(Pkt { first, frags: frags as u16, len, dest, off });
+        }
+        done
+    }
+
+    /// Step 3 for every destination that has packets.
+    fn deliver_all(&self, port: &Port, br: &BoundRing, batch: &[Pkt], ports: &table::Ports, now: u64) {
+        let mut wanted = [false; MAX_PORTS];
+        let mut flood = false;
+        for p in batch {
+            if p.dest == FLOOD {
+                flood = true;
+            } else {
+                wanted[usize::from(p.dest)] = true;
+            }
+        }
+        let mut dests = lock(&self.switch.dests);
+        if dests.slots.len() < MAX_PORTS {
+            dests.slots.resize_with(MAX_PORTS, || None);
+        }
+        let mut reap = false;
+        for d in 0..MAX_PORTS {
+            let Some(gen) = ports[d] else {
+                dests.slots[d] = None;
+                continue;
+            };
+            if d == self.index || !(flood || wanted[d]) {
+                continue;
+            }
+            let slot = &mut dests.slots[d];
+            let remap = slot
+                .as_ref()
+                .is_none_or(|c| c.gen != gen || (c.pipe.is_none() && now.wrapping_sub(c.checked_ms) >= MAP_RETRY_MS));
+            if remap {
+                let dest = self.map_dest(d, gen, now);
+                reap |= dest.pipe.is_none() && !self.switch.owner_alive(d);
+                *slot = Some(dest);
+            }
+            let dest = slot.as_mut().expect("set above");
+            let Some(pipe) = dest.pipe.clone() else {
+                // Not mappable (yet, or a garbage entry): dropped, retried a little later.
+                self.count_drops(d, batch);
+                continue;
+            };
+            if now.wrapping_sub(dest.checked_ms) >= OWNER_CHECK_MS {
+                dest.checked_ms = now;
+                if !self.switch.owner_alive(d) {
+                    reap = true;
+                    *slot = None;
+                    self.count_drops(d, batch);
+                    continue;
+                }
+            }
+            self.deliver(port, br, batch, d, &pipe);
+        }
+        drop(dests);
+        if reap {
+            let _ = self.switch.reap();
+        }
+    }
+
+    fn map_dest(&self, d: usize, gen: u32, now: u64) -> Dest {
+        let name = super::load_name(&self.switch.entry(d).name);
+        let pipe = Pipe::open_existing(&self.switch.pipe_name(&name), self.switch.options()).ok().flatten();
+        // The entry may have changed while we mapped: keep the mapping only for `gen`.
+        let pipe = pipe.filter(|_| self.switch.entry(d).gen.load(Ordering::Acquire) == gen);
+        Dest { gen, pipe, checked_ms: now }
+    }
+
+    fn count_drops(&self, d: usize, batch: &[Pkt]) {
+        let k = batch.iter().filter(|p| p.dest == FLOOD || usize::from(p.dest) == d).count() as u64;
+        self.switch.entry(d).counters.rx_dropped.fetch_add(k, Ordering::Relaxed);
+    }
+
+    /// Copy the packets of `batch` meant for port `d` into its RX ring.
+    fn deliver(&self, port: &Port, br: &BoundRing, batch: &[Pkt], d: usize, dpipe: &Pipe) {
+        let entry = self.switch.entry(d);
+        let geo = *dpipe.geometry();
+        let k = br.id % geo.rx_rings;
+        let c = geo.crossing(End::Master, Dir::Rx, k);
+        let dn = geo.crossing_slots(c);
+        let dmap = dpipe.map();
+        let slot_list = |gi: u32| -> &[NetmapSlot] {
+            dmap.get_slice(dpipe.ring_offset(gi) + size_of::<crate::netmap::abi::NetmapRing>(), dn as usize)
+                .expect("inside the validated layout")
+        };
+        let stx = slot_list(geo.ring_index(End::Slave, Dir::Tx, k));
+        let mrx = slot_list(geo.ring_index(End::Master, Dir::Rx, k));
+        let x = dpipe.crossing_shared(c);
+        let guard = match entry.lock.try_lock() {
+            Ok(Some(g)) => Ok(g),
+            _ => entry.lock.lock(Some(LOCK_WAIT)),
+        };
+        let Ok((guard, how)) = guard else {
+            self.count_drops(d, batch);
+            return;
+        };
+        if how == Acquired::Recovered {
+            self.switch.header().lock_recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+        failpoint::hit("vale.deliver");
+        let tp = x.tx_pub.load(Ordering::Acquire);
+        let rp = x.rx_pub.load(Ordering::Acquire);
+        if tp >= dn || rp >= dn {
+            drop(guard);
+            self.count_drops(d, batch);
+            return;
+        }
+        let ts = port.slots(br);
+        let n = br.n;
+        let spipe = port.pipe();
+        let smap = spipe.map();
+        let (sbs, dbs) = (spipe.geometry().buf_size, geo.buf_size);
+        let mut free = dist(dn, tp, rp);
+        let mut w = tp;
+        let (mut delivered, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+        for p in batch.iter().filter(|p| p.dest == FLOOD || usize::from(p.dest) == d) {
+            if u32::from(p.frags) > free || (p.len > dbs && sbs > dbs && !fits(ts, n, p, dbs)) {
+                dropped += 1;
+                continue;
+            }
+            let mut j = p.first;
+            for f in 0..p.frags {
+                let (src, len) = if p.frags == 1 {
+                    (Some(p.off), p.len.min(dbs))
+                } else {
+                    // The sender's own process may rewrite its slots at any time: check again.
+                    let sv = ts[j as usize].load();
+                    (spipe.buffer_offset(sv.buf_idx), u32::from(sv.len).min(sbs).min(dbs))
+                };
+                let mut idx = stx[w as usize].buf_idx.load(Ordering::Relaxed);
+                let dst = match dpipe.buffer_offset(idx) {
+                    Some(o) => o,
+                    None => {
+                        // The receiver put garbage there: use the slot's own buffer.
+                        idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
+                        stx[w as usize].buf_idx.store(idx, Ordering::Relaxed);
+                        dpipe.buffer_offset(idx).expect("a buffer of the validated layout")
+                    }
+                };
+                let len = match src {
+                    Some(s) if dmap.copy_from(dst, smap, s, len as usize).is_some() => len,
+                    _ => 0,
+                };
+                let more = if f + 1 < p.frags { NS_MOREFRAG } else { 0 };
+                // The TX side of the crossing only lends the buffer index (the receiver's
+                // rxsync returns swapped buffers there); the RX slot is what it reads.
+                mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: more, ptr: 0 });
+                w = next(dn, w);
+                j = next(n, j);
+            }
+            free -= u32::from(p.frags);
+            delivered += 1;
+            bytes += u64::from(p.len);
+        }
+        if w != tp {
+            x.tx_pub.store(w, Ordering::Release);
+        }
+        drop(guard);
+        let r = Ordering::Relaxed;
+        if delivered != 0 {
+            dpipe.ring_bell(End::Master);
+            entry.counters.rx_packets.fetch_add(delivered, r);
+            entry.counters.rx_bytes.fetch_add(bytes, r);
+        }
+        if dropped != 0 {
+            entry.counters.rx_dropped.fetch_add(dropped, r);
+        }
+    }
+}
+
+/// Whether every fragment of `p` fits a destination buffer of `dbs` bytes.
+fn fits(ts: &[NetmapSlot], n: u32, p: &Pkt, dbs: u32) -> bool {
+    let mut j = p.first;
+    for _ in 0..p.frags {
+        if u32::from(ts[j as usize].len.load(Ordering::Relaxed)) > dbs {
+            return false;
+        }
+        j = next(n, j);
+    }
+    true
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.detach();
+    }
+}
