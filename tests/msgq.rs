@@ -29,7 +29,7 @@ fn in_use(q: &MsgQueue) -> u64 {
 fn sizes_from_zero_to_a_mebibyte_in_order() {
     let f = fixture(64 << 20);
     let q = MsgQueue::create(&f.region, "q", 64, None).unwrap();
-    let sizes = [0usize, 1, 7, 8, 224, 225, 4064, 4065, 65504, 65505, 1 << 20];
+    let sizes = [0usize, 1, 7, 8, 256, 257, 4096, 4097, 65536, 65537, 1 << 20];
     for (i, &n) in sizes.iter().enumerate() {
         assert!(q.try_put(&payload(i as u64, n)).unwrap());
     }

@@ -51,7 +51,7 @@ def check(m: bytes) -> tuple[int, int]:
 
 def test_put_get_sizes_from_zero_to_a_mebibyte(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 64)
-    sizes = [0, 1, 223, 224, 225, 4064, 4065, 65504, 65505, 300_000, 1 << 20]
+    sizes = [0, 1, 255, 256, 257, 4096, 4097, 65536, 65537, 300_000, 1 << 20]
     for i, n in enumerate(sizes):
         q.put(bytes([i]) * n)
     assert len(q) == q.qsize() == len(sizes)

@@ -8,7 +8,7 @@
 //! * `q/refs`: an MPMC [`ShmQueue`] of 8-byte elements, each a [`MsgRef`] (payload offset and
 //!   sequence number) — the order of the messages;
 //! * `q/msgs`: a [`MsgRings`] pool holding the messages themselves: size-class rings of 256 B,
-//!   4 KiB and 64 KiB slots (their counts follow the capacity, bounded by the region's free
+//!   4 KiB and 64 KiB payloads (their counts follow the capacity, bounded by the region's free
 //!   memory), with the region heap as fallback for larger messages or busy rings.
 //!
 //! **put** allocates a message from the pool (a lock-free claim of a ring slot, or the heap
@@ -69,9 +69,10 @@ use crate::region::{kind, Region, RegionError};
 use crate::sys::map::Mapping;
 use crate::sys::process;
 
-/// Size classes of the pool: `(payload bytes, messages per slot of the queue)`. A slot
-/// (32-byte header and payload) is exactly 256 B, 4 KiB or 64 KiB.
-const CLASSES: [(u32, u64); 3] = [(224, 1), (4064, 8), (65504, 64)];
+/// Size classes of the pool: `(payload bytes, messages per slot of the queue)`. Payloads are
+/// powers of two, the sizes applications favour (a 64 KiB message fits the 64 KiB class; a
+/// slot is its payload, the 32-byte header and padding to 64 bytes).
+const CLASSES: [(u32, u64); 3] = [(256, 1), (4096, 8), (65536, 64)];
 /// Fewest slots of a ring.
 const MIN_SLOTS: u64 = 2;
 /// Largest `max_msg` (a message's length is a 32-bit header field).
@@ -472,20 +473,20 @@ mod tests {
     #[test]
     fn rings_follow_capacity_and_max_msg() {
         let r = plan_rings(1024, None, u64::MAX);
-        assert_eq!(r, vec![(224, 1024), (4064, 128), (65504, 16)]);
-        assert_eq!(plan_rings(1024, Some(100), u64::MAX), vec![(224, 1024)]);
-        assert_eq!(plan_rings(1024, Some(224), u64::MAX), vec![(224, 1024)]);
-        assert_eq!(plan_rings(1024, Some(225), u64::MAX), vec![(224, 1024), (4064, 128)]);
-        assert_eq!(plan_rings(2, None, u64::MAX), vec![(224, 2), (4064, 2), (65504, 2)]);
+        assert_eq!(r, vec![(256, 1024), (4096, 128), (65536, 16)]);
+        assert_eq!(plan_rings(1024, Some(100), u64::MAX), vec![(256, 1024)]);
+        assert_eq!(plan_rings(1024, Some(256), u64::MAX), vec![(256, 1024)]);
+        assert_eq!(plan_rings(1024, Some(257), u64::MAX), vec![(256, 1024), (4096, 128)]);
+        assert_eq!(plan_rings(2, None, u64::MAX), vec![(256, 2), (4096, 2), (65536, 2)]);
     }
 
     #[test]
     fn rings_shrink_to_the_budget() {
         let r = plan_rings(1024, None, 400_000);
-        assert_eq!(r, vec![(224, 1024)]);
+        assert_eq!(r, vec![(256, 1024)]);
         let r = plan_rings(1024, None, 100_000);
         assert_eq!(r.len(), 1);
         assert!(r[0].1 < 1024 && r[0].1 >= 2);
-        assert_eq!(plan_rings(1024, None, 0), vec![(224, 2)]);
+        assert_eq!(plan_rings(1024, None, 0), vec![(256, 2)]);
     }
 }
