@@ -451,8 +451,11 @@ def msgq_owner(root: str, v: Victim) -> None:
         len(q)
         v.attempt("gc", q.gc)
 
+    def repair() -> None:
+        q.repair(v.rng.random() < 0.3)
+
     try:
-        v.run({"inspect": inspect}, lambda: q.put_nowait(b"x"))
+        v.run({"inspect": inspect, "repair": repair}, lambda: q.put_nowait(b"x"))
         released(v)
     finally:
         r.unlink()

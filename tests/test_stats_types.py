@@ -29,6 +29,7 @@ def test_stats_dicts_match_their_typeddicts(root: str) -> None:
         assert set(mq.stats()) == keys(stats.MsgQueueStats)
         assert set(mq.stats()["rings"][0]) == keys(stats.MsgQueueRingStats)
         assert set(mq.gc()) == keys(stats.MsgQueueGc)
+        assert set(mq.repair()) == keys(stats.MsgQueueRepair)
         port = shmkit.netmap.open("pipe{st", root=root)
         assert set(port.stats()) == keys(stats.NetmapStats)
         port.close()

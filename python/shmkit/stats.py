@@ -19,6 +19,7 @@ __all__ = [
     "MemifStats",
     "MemifTxQueue",
     "MsgQueueGc",
+    "MsgQueueRepair",
     "MsgQueueRingStats",
     "MsgQueueStats",
     "MsgRingStats",
@@ -94,6 +95,18 @@ class MsgQueueGc(TypedDict):
 
     dead: int
     orphans: int
+
+
+class MsgQueueRepair(TypedDict):
+    """``MsgQueue.repair()``: what was found damaged and fixed."""
+
+    header: int
+    pool: int
+    queue_header: bool
+    head: bool
+    tail: bool
+    slots: int
+    lost: int
 
 
 class QueueRepair(TypedDict):

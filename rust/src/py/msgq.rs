@@ -34,6 +34,10 @@ pub struct PyMsgQueue {
 #[derive(Debug)]
 pub struct PyMsgSlot {
     inner: Shielded<Arc<MsgSlot>>,
+    /// The `block` and `timeout` of the `reserve` call, for the commit at the end of a
+    /// `with` block.
+    block: bool,
+    timeout: Option<f64>,
 }
 
 impl PyMsgQueue {
@@ -216,18 +220,20 @@ impl PyMsgQueue {
 
     /// Allocate a message of `n` bytes to write *in place*: a `MsgSlot` whose `view` is a
     /// writable memoryview of it; `commit(length=None)` queues it, `abort()` frees it; as a
-    /// context manager it commits on success and aborts on an exception. With `block` true,
-    /// waits up to `timeout` seconds (`None`: forever) for memory in the region, else raises
+    /// context manager it commits on success (waiting for room as `block` and `timeout` say:
+    /// `QueueFull` then aborts) and aborts on an exception. With `block` true, waits up to
+    /// `timeout` seconds (`None`: forever) for memory in the region, else raises
     /// `OutOfMemoryError` (larger than `max_msg`: `ValueError`).
     #[pyo3(signature = (n, block=true, timeout=None))]
     fn reserve(&self, py: Python<'_>, n: u64, block: bool, timeout: Option<f64>) -> PyResult<PyMsgSlot> {
+        let timeout_s = timeout;
         let timeout = Timeout::blocking(block, timeout)?;
         let q: &MsgQueue = &self.inner;
         let mut gc = true;
         let attempt = || Ok(self.inner.try_reserve(n, std::mem::replace(&mut gc, false))?);
         let slot = wait(py, timeout, attempt, |slice| q.put_sleep(true, false, slice))?
             .ok_or_else(|| PyErr::from(q.out_of_memory(n)))?;
-        Ok(PyMsgSlot { inner: Shielded::new(Arc::new(slot)) })
+        Ok(PyMsgSlot { inner: Shielded::new(Arc::new(slot)), block, timeout: timeout_s })
     }
 
     /// Free what dead processes left (messages they held or were moving into or out of the
@@ -238,6 +244,25 @@ impl PyMsgQueue {
         let d = PyDict::new(py);
         d.set_item("dead", r.dead)?;
         d.set_item("orphans", r.orphans)?;
+        Ok(d)
+    }
+
+    /// Put the queue right after a peer scribbled over it, from this handle's private copy
+    /// of its geometry (for the queue's owner): its header, its pool's descriptors (with
+    /// `full`, every ring slot's identity) and its reference queue. Returns what was fixed:
+    /// `header` and `pool` (fields rewritten), `queue_header`, `head`, `tail` (bools),
+    /// `slots` (stamps rewritten) and `lost` (references lost with them).
+    #[pyo3(signature = (full=false))]
+    fn repair<'py>(&self, py: Python<'py>, full: bool) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.repair(full))?;
+        let d = PyDict::new(py);
+        d.set_item("header", r.header)?;
+        d.set_item("pool", r.pool)?;
+        d.set_item("queue_header", r.queue.header)?;
+        d.set_item("head", r.queue.head)?;
+        d.set_item("tail", r.queue.tail)?;
+        d.set_item("slots", r.queue.slots)?;
+        d.set_item("lost", r.queue.lost)?;
         Ok(d)
     }
 
@@ -464,7 +489,10 @@ impl PyMsgSlot {
                 self.inner.abort()?;
             }
         } else if self.inner.done().is_none() {
-            self.commit(py, None, true, None)?;
+            if let Err(e) = self.commit(py, None, self.block, self.timeout) {
+                let _ = self.inner.abort();
+                return Err(e);
+            }
         }
         Ok(false)
     }

@@ -61,7 +61,7 @@ use std::time::Duration;
 pub use error::{MsgqError, Result};
 use layout::{MsgqHeader, HEADER_SIZE, MAGIC, VERSION};
 pub use ops::{MsgBorrow, MsgSlot, PutOp};
-pub use recover::GcReport;
+pub use recover::{GcReport, MsgqRepair};
 
 use crate::api::msgring::{self, MsgRef, MsgRings, RingStats, HDR, MAX_NITEMS};
 use crate::queue::{QueueOptions, ShmQueue};
@@ -253,10 +253,15 @@ impl MsgQueue {
     }
 
     /// Open the existing message queue `name` of `region`, and collect what dead processes
-    /// left in it ([`MsgQueue::gc`]).
+    /// left in it ([`MsgQueue::gc`]; a gc that fails on damaged shared memory does not fail
+    /// the open, unless the region was truncated: call `gc` to see its error).
     pub fn open(region: &Arc<Region>, name: &str) -> Result<Self> {
         let q = Self::attach(region, name)?;
-        q.gc()?;
+        if let Err(e) = q.gc() {
+            if region.truncated() {
+                return Err(e);
+            }
+        }
         Ok(q)
     }
 

@@ -15,8 +15,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::layout::{MAGIC, VERSION};
 use super::{MsgQueue, Result};
 use crate::api::msgring::MsgRef;
+use crate::queue::Repair;
 use crate::sys::process::{self, Liveness};
 
 /// What [`MsgQueue::gc`] freed.
@@ -33,6 +35,17 @@ impl GcReport {
     pub fn total(&self) -> u64 {
         self.dead + self.orphans
     }
+}
+
+/// What [`MsgQueue::repair`] found damaged and put right.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgqRepair {
+    /// Fields of the queue's own header rewritten.
+    pub header: u64,
+    /// Fields of the pool (header, ring descriptors, slot identities) rewritten.
+    pub pool: u64,
+    /// What the reference queue's repair found.
+    pub queue: Repair,
 }
 
 /// One look at the pool and the queue.
@@ -85,6 +98,37 @@ impl MsgQueue {
         h.reclaimed_dead.fetch_add(report.dead, Relaxed);
         h.reclaimed_orphans.fetch_add(report.orphans, Relaxed);
         Ok(report)
+    }
+
+    /// Put the queue right after a peer scribbled over it, from this handle's private copy
+    /// of its geometry: the header's identity, the pool's descriptors (and, with `full`,
+    /// every ring slot's identity) and the reference queue (see [`crate::queue::ShmQueue::repair`];
+    /// references lost with damaged slots leave orphans for the next [`MsgQueue::gc`]).
+    /// For the queue's owner, periodically or when operations report corruption; other
+    /// processes may keep working meanwhile (what they read while it was damaged may fail).
+    pub fn repair(&self, full: bool) -> Result<MsgqRepair> {
+        let h = self.header();
+        let mut header = 0;
+        let mut restore = |field: &std::sync::atomic::AtomicU64, want: u64| {
+            if field.load(Relaxed) != want {
+                field.store(want, Relaxed);
+                header += 1;
+            }
+        };
+        restore(&h.max_msg, self.max_msg.unwrap_or(0));
+        restore(&h.capacity, self.capacity());
+        if h.version.load(Relaxed) != VERSION {
+            h.version.store(VERSION, Relaxed);
+            header += 1;
+        }
+        // Last: an opener trusts the rest once it sees the magic.
+        if h.magic.load(Relaxed) != MAGIC {
+            h.magic.store(MAGIC, std::sync::atomic::Ordering::Release);
+            header += 1;
+        }
+        let pool = self.rings.repair(full);
+        let queue = self.queue.repair(full)?;
+        Ok(MsgqRepair { header, pool, queue })
     }
 
     fn snapshot(&self, alive: &mut Alive) -> Result<Snapshot> {
