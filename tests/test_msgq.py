@@ -270,6 +270,105 @@ def test_two_queues_share_a_region_without_taking_each_others_messages(
     assert {o["name"] for o in region.objects()} == {"b/msgs", "b/refs", "b"}
 
 
+def test_half_created_queue_is_a_clear_error_until_removed(region: shmkit.Region) -> None:
+    # What a creator killed between its parts and its header leaves.
+    shmkit.MsgQueue.create(region, "q", 4)
+    region.remove_object("q", free=True)
+    with pytest.raises(FileExistsError, match="half-created"):
+        shmkit.MsgQueue.create(region, "q", 4)
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.open(region, "q")
+    shmkit.MsgQueue.remove(region, "q")
+    assert region.objects() == []
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.remove(region, "q")
+    q, created = shmkit.MsgQueue.find_or_create(region, "q", 4)
+    assert created and q.try_put(b"x")
+
+
+# ---------------------------------------------------------------------- hostile bytes
+
+LAYOUT = shmkit._native.shm_layout()
+
+
+def ref_slot(region: shmkit.Region, name: str, i: int) -> tuple[int, int]:
+    """``(slot header offset, data offset)`` of slot ``i`` of queue ``name``'s references."""
+    base = region.find_object(f"{name}/refs")["offset"]
+    slot = base + LAYOUT["constants"]["queue.header_size"] + i * 64
+    return slot, slot + LAYOUT["constants"]["queue.slot_header"]
+
+
+def test_hostile_references_and_lengths_are_dropped_never_followed(region: shmkit.Region) -> None:
+    rng = random.Random(seed())
+    msg = LAYOUT["structs"]["MsgHeader"]["fields"]
+    slot_len = LAYOUT["structs"]["QueueSlot"]["fields"]["len"]
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    objects = [o["offset"] for o in region.objects()]
+    for rnd in range(40):
+        for i in range(8):
+            q.put(message(rnd << 32 | i, rng.choice((20, 300, 5000, 100_000))))
+        good = []
+        for i in range(8):
+            slot, data = ref_slot(region, "q", (rnd * 8 + i) % 8)
+            ref = int.from_bytes(region.read(data, 8), "little")
+            payload = ref & ((1 << 40) - 1)
+            kind = rng.randrange(8)
+            if kind == 0:  # random reference
+                region.write(data, rng.randbytes(8))
+            elif kind == 1:  # stale sequence
+                region.write(data, (ref ^ (1 << 41)).to_bytes(8, "little"))
+            elif kind == 2:  # an object, or off a slot boundary
+                fake = rng.choice(objects) + 32 if rng.random() < 0.5 else payload + 64
+                region.write(data, ((ref >> 40) << 40 | fake).to_bytes(8, "little"))
+            elif kind == 3:  # a length larger than the message's room
+                off = payload - 32 + msg["len"][0]
+                region.write(off, rng.choice((1 << 20, 2**32 - 1, 10**9)).to_bytes(4, "little"))
+            elif kind == 4:  # the reference slot's own length
+                region.write(
+                    slot + slot_len[0], rng.choice((0, 7, 9, 2**32 - 1)).to_bytes(4, "little")
+                )
+            elif kind == 5:  # a message header's identity
+                region.write(
+                    payload - 32 + rng.choice((msg["slot_id"][0], msg["magic"][0])),
+                    rng.randbytes(4),
+                )
+            else:
+                good.append(rnd << 32 | i)
+        got = []
+        while (m := q.try_get()) is not None:
+            got.append(struct.unpack_from("<Q", m)[0])
+            check(m)
+        assert got == good, f"round {rnd}"
+        q.gc()
+        s = q.stats()
+        # Every message whose reference was dropped is collected, also those whose header
+        # was damaged (ring slots are restored first). A heap message whose magic was
+        # overwritten is no longer recognisable as a message at all: it is not counted in
+        # `in_use` (and stays allocated: a peer that can write the region can waste it).
+        assert s["len"] == 0 and s["in_use"] == 0, s
+    assert q.stats()["dropped"] == 8 * 40 - q.stats()["gets"]
+    q.put(b"still works")
+    assert q.get() == b"still works"
+
+
+def test_a_damaged_header_is_refused_and_repaired(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8, max_msg=1000)
+    fields = LAYOUT["structs"]["MsgqHeader"]["fields"]
+    base = region.find_object("q")["offset"]
+    region.write(base + fields["magic"][0], b"garbage!")
+    with pytest.raises(shmkit.CorruptionError):
+        shmkit.MsgQueue.open(region, "q")
+    region.write(base + fields["max_msg"][0], (2**63).to_bytes(8, "little"))
+    q.put(b"the handle keeps its own copy")
+    with pytest.raises(ValueError):
+        q.put(b"x" * 1001)
+    fixed = q.repair(full=True)
+    assert fixed["header"] == 2, fixed
+    again = shmkit.MsgQueue.open(region, "q")
+    assert again.max_msg == 1000
+    assert again.get() == b"the handle keeps its own copy"
+
+
 # ---------------------------------------------------------------------- processes
 
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{MsgQueue, MsgqError, Result};
 use crate::api::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
 use crate::failpoint;
-use crate::queue::WAIT_SLICE;
+use crate::queue::{QueueError, WAIT_SLICE};
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::map::Mapping;
@@ -121,7 +121,19 @@ impl MsgQueue {
     /// released. References naming no live message of the pool are dropped and counted.
     fn try_take(&self) -> Result<Option<Msg>> {
         for _ in 0..=self.queue.capacity() {
-            let Some(mut slot) = self.queue.try_borrow()? else { return Ok(None) };
+            let head = self.queue.ring.header()?.head.load(Relaxed);
+            let slot = match self.queue.try_borrow() {
+                Ok(Some(slot)) => slot,
+                Ok(None) => return Ok(None),
+                // A slot with a garbage length is dropped by the queue (its head moves on):
+                // count it and go on. Damage it cannot step over stays an error.
+                Err(QueueError::Corrupt { .. }) if self.queue.ring.header()?.head.load(Relaxed) != head => {
+                    self.header().dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut slot = slot;
             let mut word = [0u8; 8];
             let reference = (slot.len() == 8 && slot.copy_to(&mut word) == 8).then(|| MsgRef(u64::from_le_bytes(word)));
             failpoint::hit("msgq.get_claimed");
