@@ -8,6 +8,7 @@ import os
 import pickle
 import random
 import selectors
+import signal
 import struct
 from collections.abc import Iterator
 
@@ -255,6 +256,27 @@ def test_fileno_is_readable_while_messages_wait(region: shmkit.Region) -> None:
         q.put(b"x")
 
 
+def test_asyncio_get_and_put(region: shmkit.Region) -> None:
+    import asyncio
+
+    q = shmkit.MsgQueue.create(region, "q", 2)
+
+    async def main() -> list[bytes]:
+        async def later() -> None:
+            await asyncio.sleep(0)
+            for i in range(4):
+                await q.put_async(bytes([i]) * 70_000, timeout=10)
+
+        task = asyncio.ensure_future(later())
+        got = [await q.get_async(timeout=10) for _ in range(4)]
+        await task
+        with pytest.raises(shmkit.QueueEmpty):
+            await q.get_async(timeout=0.01)
+        return got
+
+    assert asyncio.run(main()) == [bytes([i]) * 70_000 for i in range(4)]
+
+
 def test_two_queues_share_a_region_without_taking_each_others_messages(
     region: shmkit.Region,
 ) -> None:
@@ -443,6 +465,75 @@ def test_handles_pickle_across_start_methods(region: shmkit.Region, method: str)
     assert back.get(timeout=30) == b"dne" + b"x" * 70_000
     p.join(30)
     assert p.exitcode == 0
+
+
+STREAM = """
+import struct, sys, shmkit
+r = shmkit.Region.open("mq", root=sys.argv[1])
+q = shmkit.MsgQueue.open(r, "q")
+out = shmkit.MsgQueue.open(r, "out")
+if sys.argv[2] == "produce":
+    who = int(sys.argv[3])
+    sizes = (40, 3000, 70_000, 300_000)
+    for i in range(1 << 30):
+        q.put(struct.pack("<Q", who << 32 | i) + bytes(sizes[i % 4]))
+        print(i, flush=True)
+else:
+    while True:
+        if int(sys.argv[3]) % 2:
+            m = q.get()
+        else:
+            with q.borrow() as v:
+                m = bytes(memoryview(v)[:8])
+        if m[:4] == b"stop":
+            break
+        out.put(m[:8])
+"""
+
+
+def test_random_kill9_of_producers_and_consumers_loses_only_their_messages(
+    region: shmkit.Region, root: str
+) -> None:
+    """Producers and consumers are SIGKILLed at random moments, again and again. Every
+    message a producer finished putting is received once, except at most one per killed
+    consumer (the one it had taken out); nothing is left allocated."""
+    rng = random.Random(seed())
+    q = shmkit.MsgQueue.create(region, "q", 16)
+    out = shmkit.MsgQueue.create(region, "out", 1 << 12, max_msg=8)
+    last: dict[int, int] = {}  # producer -> index of its last put known to be finished
+    kills = 0
+    consumers = [python(STREAM, root, "consume", str(k)) for k in range(2)]
+    received: list[int] = []
+    for who in range(6):
+        p = python(STREAM, root, "produce", str(who))
+        last[who] = int(wait_line(p, str(rng.randrange(5, 40)), stream="stdout"))
+        os.kill(p.pid, signal.SIGKILL)
+        rest, _ = p.communicate(timeout=30)
+        last[who] = max([last[who], *(int(x) for x in rest.split())])
+        if rng.random() < 0.6:
+            k = rng.randrange(2)
+            kill9(consumers[k])
+            kills += 1
+            consumers[k] = python(STREAM, root, "consume", str(k))
+        while (m := out.try_get()) is not None:
+            received.append(struct.unpack("<Q", m)[0])
+    for _ in consumers:
+        q.put(b"stop")
+    for c in consumers:
+        finish(c)
+    while (m := out.try_get()) is not None:
+        received.append(struct.unpack("<Q", m)[0])
+    assert len(received) == len(set(received)), "a message was delivered twice"
+    lost = 0
+    for who, n in last.items():
+        mine = [t & 0xFFFFFFFF for t in received if t >> 32 == who]
+        assert set(mine) <= set(range(n + 2)), f"producer {who}: unknown messages"
+        lost += len(set(range(n + 1)) - set(mine))
+    assert lost <= kills, f"{lost} messages lost with {kills} consumer kills"
+    q.gc()
+    out.gc()
+    assert q.stats()["in_use"] == 0 and out.stats()["in_use"] == 0
+    assert len(q) == 0
 
 
 VICTIM = """
