@@ -174,6 +174,18 @@ def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) ->
     v.release()  # idempotent
 
 
+def test_a_borrowed_message_may_be_writable(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"abcdef")
+    with q.borrow(writable=True) as v:
+        assert not v.readonly
+        m = memoryview(v)
+        m[:3] = b"xyz"
+        assert bytes(v) == b"xyzdef"
+        m.release()
+    assert q.stats()["in_use"] == 0
+
+
 def test_borrow_context_manager_and_garbage_collection(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"abc")
