@@ -174,6 +174,33 @@ def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) ->
     v.release()  # idempotent
 
 
+@pytest.mark.skipif("fork" not in METHODS, reason="no fork start method here")
+def test_a_forked_child_frees_nothing_its_parent_holds(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"parent's")
+    v = q.borrow()
+    s = q.reserve(10)
+    pid = os.fork()
+    if pid == 0:  # the child drops its copies of both, and cannot commit the slot
+        code = 0
+        try:
+            s.commit()
+            code = 1
+        except ValueError:
+            pass
+        del v, s
+        gc.collect()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert q.stats()["in_use"] == 2
+    assert bytes(v) == b"parent's"
+    s.commit(0)
+    v.release()
+    assert q.get() == b""
+    assert q.stats()["in_use"] == 0
+
+
 def test_a_borrowed_message_may_be_writable(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"abcdef")
@@ -520,7 +547,9 @@ def test_random_kill9_of_producers_and_consumers_loses_only_their_messages(
         p = python(STREAM, root, "produce", str(who))
         last[who] = int(wait_line(p, str(rng.randrange(5, 40)), stream="stdout"))
         os.kill(p.pid, signal.SIGKILL)
-        rest, _ = p.communicate(timeout=30)
+        assert p.stdout is not None
+        rest = p.stdout.read()  # through the buffer wait_line read into, up to EOF
+        p.communicate(timeout=30)
         last[who] = max([last[who], *(int(x) for x in rest.split())])
         if rng.random() < 0.6:
             k = rng.randrange(2)
