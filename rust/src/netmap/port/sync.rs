@@ -2,6 +2,7 @@
 //! rxsync (see the module docs of `netmap::port`), and the finalize.
 
 use super::*;
+use crate::netmap::vale::forward::TxRing;
 
 impl Port {
     // ------------------------------------------------------------------ syncs
@@ -49,7 +50,16 @@ impl Port {
         if run {
             match br.dir {
                 Dir::Tx => match &self.vale {
-                    Some(v) => v.txsync(self, br, &mut st)?,
+                    Some(v) => {
+                        let tx = TxRing {
+                            id: br.id,
+                            n: br.n,
+                            slots: self.slots(br),
+                            pipe: self.pipe(),
+                            crossing: self.crossing_of(br),
+                        };
+                        v.txsync(&tx, &mut st)?
+                    }
                     None => self.pipe_txsync(br, &mut st)?,
                 },
                 Dir::Rx => self.pipe_rxsync(br, &mut st)?,

@@ -34,9 +34,9 @@ use crate::failpoint;
 use crate::netmap::abi::{NetmapSlot, SlotValue, MAX_FRAGS, NS_BUF_CHANGED, NS_MOREFRAG, NS_NO_LEARN};
 use crate::netmap::error::{NetmapError, Result};
 use crate::netmap::kring::{dist, next, prev, Dir};
+use crate::netmap::layout::CrossingShared;
 use crate::netmap::name::End;
 use crate::netmap::pipe::{lock, KState, Pipe};
-use crate::netmap::port::{BoundRing, Port};
 use crate::sys::lock::Acquired;
 
 /// Destination of a packet in the batch: a port index, or one of these.
@@ -73,6 +73,23 @@ struct Dest {
 #[derive(Debug, Default)]
 pub struct Dests {
     slots: Vec<Option<Dest>>,
+}
+
+/// The sender's side of one TX ring, as forwarding sees it: handed over by the port's
+/// txsync, so this module needs no port (the port holds its switch membership, not the other
+/// way round).
+#[derive(Debug)]
+pub struct TxRing<'a> {
+    /// Ring id within the TX direction.
+    pub id: u32,
+    /// Slots in the ring.
+    pub n: u32,
+    /// The ring's slots (in the sender's pipe).
+    pub slots: &'a [NetmapSlot],
+    /// The sender's pipe (its buffers).
+    pub pipe: &'a Pipe,
+    /// The published progress of the ring's crossing.
+    pub crossing: &'a CrossingShared,
 }
 
 /// A port's membership in its switch (one per handle).
@@ -142,9 +159,9 @@ impl Attachment {
     }
 
     /// The VALE txsync of one TX ring (kring locked by the caller, prologue passed).
-    pub fn txsync(&self, port: &Port, br: &BoundRing, st: &mut KState) -> Result<()> {
+    pub fn txsync(&self, tx: &TxRing<'_>, st: &mut KState) -> Result<()> {
         self.still_attached()?;
-        let n = br.n;
+        let n = tx.n;
         let m = dist(n, st.k.hwcur, st.k.rhead);
         if m > 0 {
             let mut batch = lock(&self.batch);
@@ -152,13 +169,13 @@ impl Attachment {
             let now = now_ms();
             let ports = self.switch.ports_snapshot();
             let mut t = Tally::default();
-            let done = self.collect(port, br, st.k.hwcur, m, now, &ports, &mut batch, &mut t);
+            let done = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch, &mut t);
             if !batch.is_empty() {
                 let others = (0..MAX_PORTS).filter(|&d| d != self.index && ports[d].is_some()).count();
                 if others == 0 {
                     t.unroutable += t.flooded;
                 }
-                self.deliver_all(port, br, &batch, &ports, now);
+                self.deliver_all(tx, &batch, &ports, now);
             }
             let c = &self.switch.entry(self.index).counters;
             let r = Ordering::Relaxed;
@@ -175,7 +192,7 @@ impl Attachment {
             st.k.hwcur = done;
         }
         st.k.hwtail = prev(n, st.k.hwcur);
-        let x = port.crossing_of(br);
+        let x = tx.crossing;
         x.tx_pub.store(st.k.hwcur, Ordering::Release);
         x.rx_pub.store(st.k.hwtail, Ordering::Release);
         st.published = st.k.hwcur;
@@ -186,8 +203,7 @@ impl Attachment {
     #[allow(clippy::too_many_arguments)]
     fn collect(
         &self,
-        port: &Port,
-        br: &BoundRing,
+        tx: &TxRing<'_>,
         hwcur: u32,
         m: u32,
         now: u64,
@@ -195,9 +211,9 @@ impl Attachment {
         batch: &mut Vec<Pkt>,
         t: &mut Tally,
     ) -> u32 {
-        let n = br.n;
-        let ts = port.slots(br);
-        let pipe = port.pipe();
+        let n = tx.n;
+        let ts = tx.slots;
+        let pipe = tx.pipe;
         let map = pipe.map();
         let bs = pipe.geometry().buf_size;
         let tbl = self.switch.table();
@@ -282,7 +298,7 @@ impl Attachment {
     }
 
     /// Step 3 for every destination that has packets.
-    fn deliver_all(&self, port: &Port, br: &BoundRing, batch: &[Pkt], ports: &table::Ports, now: u64) {
+    fn deliver_all(&self, tx: &TxRing<'_>, batch: &[Pkt], ports: &table::Ports, now: u64) {
         let mut wanted = [false; MAX_PORTS];
         let mut flood = false;
         for p in batch {
@@ -329,7 +345,7 @@ impl Attachment {
                     continue;
                 }
             }
-            self.deliver(port, br, batch, d, &pipe);
+            self.deliver(tx, batch, d, &pipe);
         }
         drop(dests);
         if reap {
@@ -351,10 +367,10 @@ impl Attachment {
     }
 
     /// Copy the packets of `batch` meant for port `d` into its RX ring.
-    fn deliver(&self, port: &Port, br: &BoundRing, batch: &[Pkt], d: usize, dpipe: &Pipe) {
+    fn deliver(&self, tx: &TxRing<'_>, batch: &[Pkt], d: usize, dpipe: &Pipe) {
         let entry = self.switch.entry(d);
         let geo = *dpipe.geometry();
-        let k = br.id % geo.rx_rings;
+        let k = tx.id % geo.rx_rings;
         let c = geo.crossing(End::Master, Dir::Rx, k);
         let dn = geo.crossing_slots(c);
         let dmap = dpipe.map();
@@ -384,9 +400,9 @@ impl Attachment {
             self.count_drops(d, batch);
             return;
         }
-        let ts = port.slots(br);
-        let n = br.n;
-        let spipe = port.pipe();
+        let ts = tx.slots;
+        let n = tx.n;
+        let spipe = tx.pipe;
         let smap = spipe.map();
         let (sbs, dbs) = (spipe.geometry().buf_size, geo.buf_size);
         let mut free = dist(dn, tp, rp);
