@@ -36,7 +36,12 @@ use crate::region::{kind, Region, RegionError};
 use crate::sys::map::ShmSafe;
 use crate::sys::{process, time};
 
+mod reclaim;
 mod repair;
+mod stats;
+
+pub use reclaim::BusyMsg;
+pub use stats::{format_ring_stats, PoolStats, RingStats};
 
 /// Bytes of the header in front of every message payload.
 pub const HDR: u64 = 32;
@@ -253,36 +258,6 @@ struct RingGeom {
     slots_off: u64,
 }
 
-/// Per-ring statistics (`show api ring-stats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingStats {
-    /// Which pool.
-    pub pool: Pool,
-    /// Payload bytes per slot.
-    pub size: u32,
-    /// Slots.
-    pub nitems: u32,
-    /// Allocations served.
-    pub hits: u64,
-    /// Head slot found busy.
-    pub misses: u64,
-    /// Slots busy right now.
-    pub busy: u32,
-}
-
-/// Pool-wide counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Heap fallbacks.
-    pub ring_misses: u64,
-    /// Application restarts.
-    pub restarts: u64,
-    /// Reclaimed messages.
-    pub reclaimed: u64,
-    /// GC reclaims.
-    pub garbage_collects: u64,
-}
-
 /// A validated message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Msg {
@@ -334,21 +309,6 @@ impl Private {
             heap_tag: AtomicU64::new(0),
         })
     }
-}
-
-/// A busy message found by [`MsgRings::busy_messages`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BusyMsg {
-    /// Its reference (offset and the sequence it is busy with).
-    pub reference: MsgRef,
-    /// The pid responsible for freeing it (0: none, e.g. queued).
-    pub owner_pid: u32,
-    /// The pid it was addressed to (0: none).
-    pub to_pid: u32,
-    /// Payload bytes in use.
-    pub len: u32,
-    /// Whether it lives on the region heap (not in a ring slot).
-    pub heap: bool,
 }
 
 fn plan(server: &[(u32, u32)], client: &[(u32, u32)]) -> Result<(Vec<RingGeom>, u64)> {
@@ -731,80 +691,6 @@ impl MsgRings {
         tag == 0 || h.stamp_ms.load(Relaxed) == tag
     }
 
-    /// Hand a message this process just allocated over to `pid` (0: to nobody, e.g. to the
-    /// queue it is being placed in): it is then reclaimed with `pid`, or by whoever finds it
-    /// referenced from nowhere. Not validated: only for a reference returned by
-    /// [`MsgRings::alloc`] to this process and not freed since (a wrong one writes two header
-    /// words of whatever lies at its offset, inside the region).
-    pub fn hand_over(&self, r: MsgRef, pid: u32) {
-        if let Some(h) = r.offset().checked_sub(HDR).and_then(|off| self.msg_header(off)) {
-            h.to_pid.store(pid, Relaxed);
-            h.owner_pid.store(pid, Release);
-        }
-    }
-
-    /// Every busy message of this pool: its ring slots, and the heap messages carrying this
-    /// handle's tag (with no tag, every heap message of the region). A snapshot: messages
-    /// change state while it is taken.
-    pub fn busy_messages(&self) -> Result<Vec<BusyMsg>> {
-        self.guarded(|| {
-            let mut out = Vec::new();
-            let mut note = |h: &MsgHeader, payload: u64, state: u32, heap: bool| {
-                out.push(BusyMsg {
-                    reference: MsgRef::new(payload, state >> 1),
-                    owner_pid: h.owner_pid.load(Acquire),
-                    to_pid: h.to_pid.load(Relaxed),
-                    len: h.len.load(Relaxed),
-                    heap,
-                });
-            };
-            for (i, r) in self.rings.iter().enumerate() {
-                for j in 0..r.nitems {
-                    let s = self.slot(i, j);
-                    let state = s.state.load(Acquire);
-                    if state & BUSY != 0 {
-                        note(s, self.slot_offset(i, j) + HDR, state, false);
-                    }
-                }
-            }
-            let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
-            for (off, usable) in self.region.allocations()? {
-                if usable < HDR || objects.contains(&off) {
-                    continue;
-                }
-                let Some(h) = self.msg_header(off) else { continue };
-                let state = h.state.load(Acquire);
-                if h.magic.load(Relaxed) == MSG_MAGIC
-                    && h.slot_id.load(Relaxed) == HEAP_RING
-                    && self.tag_matches(h)
-                    && state & BUSY != 0
-                {
-                    note(h, off + HDR, state, true);
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// Free `r` (counted as reclaimed) if it is still the live message it names and
-    /// `held(owner_pid, to_pid)` says so of its header (e.g. nobody is responsible for it,
-    /// or a dead process is). Returns whether it was freed.
-    pub fn reclaim_if(&self, r: MsgRef, held: impl Fn(u32, u32) -> bool) -> Result<bool> {
-        let Ok((m, state)) = self.guarded(|| self.check_ref_state(r, false)) else { return Ok(false) };
-        let h = self.msg_header(m.payload - HDR).expect("validated");
-        if !held(h.owner_pid.load(Acquire), h.to_pid.load(Relaxed)) {
-            return Ok(false);
-        }
-        if h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_err() {
-            return Ok(false);
-        }
-        if m.ring.is_none() {
-            self.region.free(m.payload - HDR)?;
-        }
-        self.header().reclaimed.fetch_add(1, Relaxed);
-        Ok(true)
-    }
-
     /// Address a message we hold to `pid`, just before queueing it for that process: from
     /// then on, if `pid` dies, [`MsgRings::reclaim_pid`] frees it whether it is still queued,
     /// taken out of the queue but not yet taken over, or taken.
@@ -840,13 +726,6 @@ impl MsgRings {
         Ok(())
     }
 
-    /// Free a message as part of a cleanup (counted as reclaimed).
-    pub fn free_reclaimed(&self, r: MsgRef) -> Result<()> {
-        self.free(r)?;
-        self.header().reclaimed.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
     /// Whether a busy message with this header goes when `pid` is dead: one it owns
     /// (allocated, maybe sent but not yet taken by its receiver: a sender killed half-way
     /// through queueing it leaves it in no queue), or one addressed to it (queued for it, or
@@ -855,97 +734,6 @@ impl MsgRings {
     /// no longer busy, or its sequence moved on), so nothing is freed twice.
     fn held_by(h: &MsgHeader, pid: u32) -> bool {
         h.owner_pid.load(Relaxed) == pid || h.to_pid.load(Relaxed) == pid
-    }
-
-    /// Reclaim every message held by `pid` (a dead process), in ring slots and on the heap:
-    /// see `held_by`. Returns how many were reclaimed.
-    pub fn reclaim_pid(&self, pid: u32) -> Result<u64> {
-        let mut count = 0;
-        for (i, r) in self.rings.iter().enumerate() {
-            for j in 0..r.nitems {
-                let s = self.slot(i, j);
-                let state = s.state.load(Acquire);
-                if state & BUSY != 0
-                    && Self::held_by(s, pid)
-                    && s.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
-                {
-                    count += 1;
-                }
-            }
-        }
-        // Region objects are never messages, whatever a peer wrote at their start.
-        let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
-        for (off, usable) in self.region.allocations()? {
-            if usable < HDR || objects.contains(&off) {
-                continue;
-            }
-            let Some(h) = self.msg_header(off) else { continue };
-            let state = h.state.load(Acquire);
-            if h.magic.load(Relaxed) == MSG_MAGIC
-                && h.slot_id.load(Relaxed) == HEAP_RING
-                && self.tag_matches(h)
-                && state & BUSY != 0
-                && Self::held_by(h, pid)
-                && h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
-            {
-                self.region.free(off)?;
-                count += 1;
-            }
-        }
-        self.header().reclaimed.fetch_add(count, Relaxed);
-        Ok(count)
-    }
-
-    /// Sweep every ring: stamp busy slots, reclaim those busy for longer than the GC age.
-    /// Returns how many were reclaimed.
-    pub fn collect(&self) -> u64 {
-        let gc_age = self.gc_age_ms();
-        let mut count = 0;
-        for (i, r) in self.rings.iter().enumerate() {
-            for j in 0..r.nitems {
-                let s = self.slot(i, j);
-                let state = s.state.load(Acquire);
-                if state & BUSY != 0 && self.gc_mark(s, state, gc_age) {
-                    // gc_mark took it for us; release it straight away.
-                    s.state.store((state.wrapping_add(2) | BUSY) & !BUSY, Release);
-                    count += 1;
-                }
-            }
-        }
-        count
-    }
-
-    /// Record a server restart (VPP's "application restarts").
-    pub fn note_restart(&self) {
-        self.header().restarts.fetch_add(1, Relaxed);
-    }
-
-    /// Per-ring statistics.
-    pub fn ring_stats(&self) -> Vec<RingStats> {
-        let hdr = self.header();
-        self.rings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RingStats {
-                pool: r.pool,
-                size: r.size,
-                nitems: r.nitems,
-                hits: hdr.rings[i].hits.load(Relaxed),
-                misses: hdr.rings[i].misses.load(Relaxed),
-                busy: (0..r.nitems).filter(|&j| self.slot(i, j).state.load(Relaxed) & BUSY != 0).count() as u32,
-            })
-            .collect()
-    }
-
-    /// Pool-wide counters.
-    pub fn stats(&self) -> PoolStats {
-        let h = self.header();
-        PoolStats {
-            ring_misses: h.ring_misses.load(Relaxed),
-            restarts: h.restarts.load(Relaxed),
-            reclaimed: h.reclaimed.load(Relaxed),
-            garbage_collects: h.garbage_collects.load(Relaxed),
-        }
     }
 
     /// Copy `data` into the payload of `r` and set its length.
@@ -976,27 +764,4 @@ impl MsgRings {
         self.intact()?;
         Ok(buf)
     }
-}
-
-/// Format stats like VPP's `show api ring-stats`.
-pub fn format_ring_stats(rings: &[RingStats], pool: &PoolStats) -> String {
-    let mut out =
-        format!("{:<6} {:>8} {:>8} {:>12} {:>12} {:>6}\n", "Owner", "Size", "Nitems", "Hits", "Misses", "Busy");
-    for r in rings {
-        out.push_str(&format!(
-            "{:<6} {:>8} {:>8} {:>12} {:>12} {:>6}\n",
-            r.pool.label(),
-            r.size,
-            r.nitems,
-            r.hits,
-            r.misses,
-            r.busy
-        ));
-    }
-    out.push_str(&format!("{} ring miss fallback allocations\n", pool.ring_misses));
-    out.push_str(&format!(
-        "{} application restarts, {} reclaimed msgs, {} garbage collects\n",
-        pool.restarts, pool.reclaimed, pool.garbage_collects
-    ));
-    out
 }
