@@ -420,6 +420,117 @@ def msgring_work(rings: shmkit.MsgRings, v: Victim, pool: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- message queues
+
+MSGQ_CAPACITY = 32
+
+
+def msgq_owner(root: str, v: Victim) -> None:
+    r = shmkit.Region.create("victim", 8 << 20, root=root, lock_timeout=0.5)
+    q = shmkit.MsgQueue.create(r, "mq", MSGQ_CAPACITY)
+    objects = {o["name"]: o["offset"] for o in r.objects()}
+    layout = shm_layout()["structs"]
+    pool, desc = layout["PoolHeader"]["fields"], layout["RingDesc"]["fields"]
+    targets: list[list[Any]] = [
+        ["MsgqHeader", objects["mq"], 1, 0],
+        ["QueueHeader", objects["mq/refs"], 1, 0],
+        ["QueueSlot", objects["mq/refs"] + 1024, MSGQ_CAPACITY, 64],
+        ["PoolHeader", objects["mq/msgs"], 1, 0],
+    ]
+    for k in range(len(q.stats()["rings"])):  # where each ring's slots are
+        d = objects["mq/msgs"] + pool["rings"][0] + k * 128
+        slots_off, stride, nitems = (
+            int.from_bytes(r.read(d + desc[f][0], desc[f][1]), "little")
+            for f in ("slots_off", "stride", "nitems")
+        )
+        targets.append(["MsgHeader", slots_off, nitems, stride])
+    ready({"path": str(r.path), "targets": targets})
+
+    def inspect() -> None:
+        q.stats()
+        len(q)
+        v.attempt("gc", q.gc)
+
+    def repair() -> None:
+        q.repair(v.rng.random() < 0.3)
+
+    try:
+        v.run({"inspect": inspect, "repair": repair}, lambda: q.put_nowait(b"x"))
+        released(v)
+    finally:
+        r.unlink()
+        v.attempt("close", q.close)
+        v.attempt("close", r.close)
+
+
+def msgq_open(root: str, v: Victim) -> tuple[shmkit.Region, shmkit.MsgQueue] | None:
+    r = retry(lambda: shmkit.Region.open("victim", root=root, timeout=2, lock_timeout=0.5), v)
+    if r is None:
+        return None
+    q = retry(lambda: shmkit.MsgQueue.open(r, "mq"), v)
+    if q is None:
+        v.attempt("close", r.close)
+        return None
+    return r, q
+
+
+def msgq_producer(root: str, v: Victim) -> None:
+    opened = msgq_open(root, v)
+    if opened is None:
+        return
+    r, q = opened
+
+    def size() -> int:
+        return v.rng.choice((0, 1, 100, 256, 257, 3000, 5000, 70_000))
+
+    def put() -> None:
+        data = payload(v.rng, size())
+        k = v.rng.randrange(3)
+        if k == 0:
+            q.put(data, timeout=WAIT)
+        elif k == 1:
+            q.put_nowait(data)
+        else:
+            q.try_put(data)
+
+    def reserve() -> None:
+        n = size()
+        with q.reserve(n, timeout=WAIT) as buf:
+            buf[: min(n, 8)] = bytes(min(n, 8))
+            del buf
+
+    try:
+        v.run({"put": put, "reserve": reserve}, lambda: q.put_nowait(b"x"))
+    finally:
+        v.attempt("close", q.close)
+        v.attempt("close", r.close)
+
+
+def msgq_consumer(root: str, v: Victim) -> None:
+    opened = msgq_open(root, v)
+    if opened is None:
+        return
+    r, q = opened
+
+    def get() -> None:
+        if v.rng.random() < 0.5:
+            q.get(timeout=WAIT)
+        else:
+            q.try_get()
+
+    def borrow() -> None:
+        with q.borrow(timeout=WAIT) as view:
+            m = memoryview(view)
+            bytes(m[1:])
+            m.release()
+
+    try:
+        v.run({"get": get, "borrow": borrow, "gc": q.gc}, lambda: q.get_nowait())
+    finally:
+        v.attempt("close", q.close)
+        v.attempt("close", r.close)
+
+
 # --------------------------------------------------------------------------- netmap pipes
 
 
@@ -661,6 +772,9 @@ ROLES: dict[tuple[str, str], Callable[[str, Victim], dict[str, Any] | None]] = {
     ("queue", "consumer"): queue_consumer,
     ("msgring", "owner"): msgring_owner,
     ("msgring", "user"): msgring_user,
+    ("msgq", "owner"): msgq_owner,
+    ("msgq", "producer"): msgq_producer,
+    ("msgq", "consumer"): msgq_consumer,
     ("netmap", "owner"): netmap_owner,
     ("netmap", "peer"): netmap_peer,
     ("api", "owner"): api_server,

@@ -38,6 +38,7 @@ ROLES = {
     "region": ["owner", "opener", "opener"],
     "queue": ["owner", "producer", "producer2", "consumer"],
     "msgring": ["owner", "user", "user"],
+    "msgq": ["owner", "producer", "producer", "consumer", "consumer"],
     "netmap": ["owner", "peer"],
     "api": ["owner", "client", "client"],
     "memif": ["server", "owner"],

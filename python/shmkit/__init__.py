@@ -36,6 +36,7 @@ from shmkit.errors import (
     StaleRegionError,
     VersionMismatchError,
 )
+from shmkit.msgq import MsgQueue, MsgSlot, MsgView
 from shmkit.registry import ClientInfo, RegionInfo, Removal, ScanReport, regions, remove, scan
 
 __all__ = [
@@ -50,7 +51,10 @@ __all__ = [
     "InvalidOffsetError",
     "LockError",
     "MemifError",
+    "MsgQueue",
     "MsgRings",
+    "MsgSlot",
+    "MsgView",
     "NotARegionError",
     "OutOfMemoryError",
     "Queue",

@@ -18,6 +18,10 @@ __all__ = [
     "MemifRxQueue",
     "MemifStats",
     "MemifTxQueue",
+    "MsgQueueGc",
+    "MsgQueueRepair",
+    "MsgQueueRingStats",
+    "MsgQueueStats",
     "MsgRingStats",
     "NetmapStats",
     "QueueRepair",
@@ -47,6 +51,62 @@ class QueueStats(TypedDict):
     recovered_gets: int
     role_takeovers: int
     corrupt_slots: int
+
+
+class MsgQueueRingStats(TypedDict):
+    """One size class of a message queue's pool."""
+
+    size: int
+    nitems: int
+    busy: int
+    hits: int
+    misses: int
+
+
+class MsgQueueStats(TypedDict):
+    """``MsgQueue.stats()``: shared counters, and the pool's usage counted now."""
+
+    puts: int
+    gets: int
+    bytes_put: int
+    bytes_got: int
+    len: int
+    capacity: int
+    max_msg: int
+    full: int
+    empty: int
+    put_timeouts: int
+    get_timeouts: int
+    no_memory: int
+    dropped: int
+    recovered_slots: int
+    reclaimed_dead: int
+    reclaimed_orphans: int
+    gc_runs: int
+    in_use: int
+    in_use_bytes: int
+    heap_in_use: int
+    heap_fallbacks: int
+    rings: list[MsgQueueRingStats]
+
+
+class MsgQueueGc(TypedDict):
+    """``MsgQueue.gc()``: messages freed."""
+
+    dead: int
+    orphans: int
+
+
+class MsgQueueRepair(TypedDict):
+    """``MsgQueue.repair()``: what was found damaged and fixed."""
+
+    header: int
+    pool: int
+    queue_header: bool
+    head: bool
+    tail: bool
+    slots: int
+    lost: int
 
 
 class QueueRepair(TypedDict):

@@ -21,6 +21,7 @@ use crate::memif::ring::{Desc, RingHeader, DESC_SIZE, RING_HEADER_SIZE};
 use crate::netmap::abi::{NetmapIf, NetmapRing, NetmapSlot, IF_HEADER, RING_HEADER, SLOT_SIZE};
 use crate::netmap::layout::{CrossingShared, EndShared, EndUser, PipeHeader, RingOwner, MAX_END_USERS};
 use crate::queue::layout::{QueueHeader, SlotHeader, HEADER_SIZE as QUEUE_HEADER_SIZE, SEQ_BITS, SLOT_HDR};
+use crate::queue::msgq::layout::{MsgqHeader, HEADER_SIZE as MSGQ_HEADER_SIZE};
 use crate::region::heap::{BLK_FOOTER, BLK_MAGIC, BLK_NEXT, BLK_PID, BLK_PREV};
 use crate::region::layout::{
     ClientSlot, DirEntry, HeapMeta, RegionHeader, RegionStats, BLOCK_HDR, DIR_ENTRIES, GRANULE, HEADER_AREA,
@@ -112,6 +113,10 @@ pub fn structs() -> Vec<Struct> {
             put_wakeups, get_timeouts, recovered_puts, recovered_gets, role_takeovers, corrupt_slots,
         ]),
         layout!(SlotHeader as "QueueSlot", [word, len, aux]),
+        layout!(MsgqHeader as "MsgqHeader", [
+            magic, version, flags, max_msg, capacity, creator_pid, puts, bytes_put, no_memory, gets,
+            bytes_got, dropped, reclaimed_dead, reclaimed_orphans, gc_runs,
+        ]),
         layout!(PoolHeader as "PoolHeader", [
             magic, version, nrings, gc_age_ms, ring_misses, restarts, reclaimed, garbage_collects,
             total_size, rings: "RingDesc",
@@ -179,6 +184,7 @@ pub fn constants() -> Vec<(&'static str, u64)> {
         ("queue.header_size", QUEUE_HEADER_SIZE),
         ("queue.slot_header", SLOT_HDR),
         ("queue.seq_bits", u64::from(SEQ_BITS)),
+        ("msgq.header_size", MSGQ_HEADER_SIZE),
         ("msgring.header", MSG_HDR),
         ("msgring.max_rings", MSG_MAX_RINGS as u64),
         ("netmap.ring_header", RING_HEADER as u64),

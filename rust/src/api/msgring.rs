@@ -307,7 +307,6 @@ pub struct MsgRings {
     /// Bytes of the pool object.
     total: u64,
     rings: Vec<RingGeom>,
-    pid: u32,
     /// What this process keeps of the pool rather than re-read from shared memory.
     private: Arc<Private>,
 }
@@ -320,12 +319,36 @@ struct Private {
     gc_age_ms: AtomicU64,
     /// Slot headers found damaged when this handle claimed their slot, and restored.
     restamped: AtomicU64,
+    /// Tag written into the header of every heap message this handle allocates (in
+    /// `stamp_ms`, unused by heap messages otherwise) and required of every heap message it
+    /// validates or reclaims; 0: none (any heap message of the region is accepted). Lets
+    /// several pools share a region's heap without taking each other's messages.
+    heap_tag: AtomicU64,
 }
 
 impl Private {
     fn new(gc_age_ms: u64) -> Arc<Self> {
-        Arc::new(Self { gc_age_ms: AtomicU64::new(gc_age_ms), restamped: AtomicU64::new(0) })
+        Arc::new(Self {
+            gc_age_ms: AtomicU64::new(gc_age_ms),
+            restamped: AtomicU64::new(0),
+            heap_tag: AtomicU64::new(0),
+        })
     }
+}
+
+/// A busy message found by [`MsgRings::busy_messages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyMsg {
+    /// Its reference (offset and the sequence it is busy with).
+    pub reference: MsgRef,
+    /// The pid responsible for freeing it (0: none, e.g. queued).
+    pub owner_pid: u32,
+    /// The pid it was addressed to (0: none).
+    pub to_pid: u32,
+    /// Payload bytes in use.
+    pub len: u32,
+    /// Whether it lives on the region heap (not in a ring slot).
+    pub heap: bool,
 }
 
 fn plan(server: &[(u32, u32)], client: &[(u32, u32)]) -> Result<(Vec<RingGeom>, u64)> {
@@ -378,15 +401,7 @@ impl MsgRings {
         for r in &mut rings {
             r.slots_off += base;
         }
-        Self {
-            region: Arc::clone(region),
-            name: name.to_owned(),
-            base,
-            total,
-            rings,
-            pid: process::current_pid(),
-            private: Private::new(gc_age_ms),
-        }
+        Self { region: Arc::clone(region), name: name.to_owned(), base, total, rings, private: Private::new(gc_age_ms) }
     }
 
     /// Open the pool named `name`, validating its geometry against its object's size.
@@ -548,7 +563,7 @@ impl MsgRings {
                     d.hits.fetch_add(1, Relaxed);
                 }
                 self.restamp(slot, slot_id(i, head));
-                slot.owner_pid.store(self.pid, Relaxed);
+                slot.owner_pid.store(process::cached_pid(), Relaxed);
                 slot.to_pid.store(0, Relaxed);
                 slot.len.store(n as u32, Relaxed);
                 slot.stamp_ms.store(0, Relaxed);
@@ -606,10 +621,10 @@ impl MsgRings {
         let h = self.msg_header(off).expect("fresh allocation inside the region");
         h.magic.store(MSG_MAGIC, Relaxed);
         h.slot_id.store(HEAP_RING, Relaxed);
-        h.owner_pid.store(self.pid, Relaxed);
+        h.owner_pid.store(process::cached_pid(), Relaxed);
         h.to_pid.store(0, Relaxed);
         h.len.store(n as u32, Relaxed);
-        h.stamp_ms.store(0, Relaxed);
+        h.stamp_ms.store(self.heap_tag(), Relaxed);
         let seq = (h.state.load(Relaxed) >> 1).wrapping_add(1);
         h.state.store(seq << 1 | BUSY, Release);
         Ok(MsgRef::new(off + HDR, seq))
@@ -664,6 +679,9 @@ impl MsgRings {
                 if self.is_object(hdr_off) {
                     return Err(bad("a region object, not a message"));
                 }
+                if !self.tag_matches(h) {
+                    return Err(bad("a message of another pool"));
+                }
                 n
             }
         };
@@ -684,10 +702,102 @@ impl MsgRings {
     pub fn take(&self, r: MsgRef) -> Result<Msg> {
         let m = self.validate(r)?;
         if let Some(h) = self.msg_header(m.payload - HDR) {
-            h.owner_pid.store(self.pid, Relaxed);
-            h.to_pid.store(self.pid, Relaxed);
+            let pid = process::cached_pid();
+            h.owner_pid.store(pid, Relaxed);
+            h.to_pid.store(pid, Relaxed);
         }
         Ok(m)
+    }
+
+    /// The tag of this handle's heap messages (0: none); see [`MsgRings::set_heap_tag`].
+    pub fn heap_tag(&self) -> u64 {
+        self.private.heap_tag.load(Relaxed)
+    }
+
+    /// Tag the heap messages this handle (and its clones) allocates with `tag`, and from then
+    /// on accept and reclaim only heap messages with that tag: for a pool that shares its
+    /// region's heap with other pools (each message queue has its own). 0: no tag.
+    pub fn set_heap_tag(&self, tag: u64) {
+        self.private.heap_tag.store(tag, Relaxed);
+    }
+
+    fn tag_matches(&self, h: &MsgHeader) -> bool {
+        let tag = self.heap_tag();
+        tag == 0 || h.stamp_ms.load(Relaxed) == tag
+    }
+
+    /// Hand a message this process just allocated over to `pid` (0: to nobody, e.g. to the
+    /// queue it is being placed in): it is then reclaimed with `pid`, or by whoever finds it
+    /// referenced from nowhere. Not validated: only for a reference returned by
+    /// [`MsgRings::alloc`] to this process and not freed since (a wrong one writes two header
+    /// words of whatever lies at its offset, inside the region).
+    pub fn hand_over(&self, r: MsgRef, pid: u32) {
+        if let Some(h) = r.offset().checked_sub(HDR).and_then(|off| self.msg_header(off)) {
+            h.to_pid.store(pid, Relaxed);
+            h.owner_pid.store(pid, Release);
+        }
+    }
+
+    /// Every busy message of this pool: its ring slots, and the heap messages carrying this
+    /// handle's tag (with no tag, every heap message of the region). A snapshot: messages
+    /// change state while it is taken.
+    pub fn busy_messages(&self) -> Result<Vec<BusyMsg>> {
+        self.guarded(|| {
+            let mut out = Vec::new();
+            let mut note = |h: &MsgHeader, payload: u64, state: u32, heap: bool| {
+                out.push(BusyMsg {
+                    reference: MsgRef::new(payload, state >> 1),
+                    owner_pid: h.owner_pid.load(Acquire),
+                    to_pid: h.to_pid.load(Relaxed),
+                    len: h.len.load(Relaxed),
+                    heap,
+                });
+            };
+            for (i, r) in self.rings.iter().enumerate() {
+                for j in 0..r.nitems {
+                    let s = self.slot(i, j);
+                    let state = s.state.load(Acquire);
+                    if state & BUSY != 0 {
+                        note(s, self.slot_offset(i, j) + HDR, state, false);
+                    }
+                }
+            }
+            let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
+            for (off, usable) in self.region.allocations()? {
+                if usable < HDR || objects.contains(&off) {
+                    continue;
+                }
+                let Some(h) = self.msg_header(off) else { continue };
+                let state = h.state.load(Acquire);
+                if h.magic.load(Relaxed) == MSG_MAGIC
+                    && h.slot_id.load(Relaxed) == HEAP_RING
+                    && self.tag_matches(h)
+                    && state & BUSY != 0
+                {
+                    note(h, off + HDR, state, true);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Free `r` (counted as reclaimed) if it is still the live message it names and
+    /// `held(owner_pid, to_pid)` says so of its header (e.g. nobody is responsible for it,
+    /// or a dead process is). Returns whether it was freed.
+    pub fn reclaim_if(&self, r: MsgRef, held: impl Fn(u32, u32) -> bool) -> Result<bool> {
+        let Ok((m, state)) = self.guarded(|| self.check_ref_state(r)) else { return Ok(false) };
+        let h = self.msg_header(m.payload - HDR).expect("validated");
+        if !held(h.owner_pid.load(Acquire), h.to_pid.load(Relaxed)) {
+            return Ok(false);
+        }
+        if h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_err() {
+            return Ok(false);
+        }
+        if m.ring.is_none() {
+            self.region.free(m.payload - HDR)?;
+        }
+        self.header().reclaimed.fetch_add(1, Relaxed);
+        Ok(true)
     }
 
     /// Address a message we hold to `pid`, just before queueing it for that process: from
@@ -768,6 +878,7 @@ impl MsgRings {
             let state = h.state.load(Acquire);
             if h.magic.load(Relaxed) == MSG_MAGIC
                 && h.slot_id.load(Relaxed) == HEAP_RING
+                && self.tag_matches(h)
                 && state & BUSY != 0
                 && Self::held_by(h, pid)
                 && h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()

@@ -27,6 +27,7 @@ use crate::api::port::PortError;
 use crate::api::sock::SockError;
 use crate::memif::MemifError;
 use crate::netmap::NetmapError;
+use crate::queue::msgq::MsgqError;
 use crate::queue::QueueError;
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
@@ -452,6 +453,22 @@ impl From<QueueError> for PyErr {
                 Some(errno) => os_error(errno, op, ""),
                 None => PyOSError::new_err(msg),
             },
+        }
+    }
+}
+
+impl From<MsgqError> for PyErr {
+    fn from(e: MsgqError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MsgqError::Queue(q) => q.into(),
+            MsgqError::Rings(r) => r.into(),
+            MsgqError::Region(r) => r.into(),
+            MsgqError::InvalidArgument(_) | MsgqError::TooLarge { .. } | MsgqError::Done(_) => {
+                PyValueError::new_err(msg)
+            }
+            MsgqError::NoMemory { .. } => out_of_memory(msg),
+            MsgqError::Corrupt { .. } => corruption(msg),
         }
     }
 }

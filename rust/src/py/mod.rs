@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod errors;
 pub mod layout;
 pub mod memif;
+pub mod msgq;
 pub mod msgring;
 pub mod netmap;
 pub mod netmap_ring;
@@ -63,6 +64,8 @@ mod native {
     #[pymodule_export]
     use super::memif::{memif_error_codes, memif_strerror, PyMemifInterface};
     #[pymodule_export]
+    use super::msgq::{PyMsgQueue, PyMsgSlot};
+    #[pymodule_export]
     use super::msgring::PyMsgRings;
     #[pymodule_export]
     use super::netmap::{netmap_abi, netmap_prologue_accepts, PyPacketIter, PyPort};
@@ -80,6 +83,7 @@ mod native {
         m.add("DEFAULT_ROOT", crate::region::name::DEFAULT_ROOT)?;
         m.add("API_COUNTERS", crate::api::state::COUNTERS.to_vec())?;
         m.add("ShmView", super::buffer::ShmView::type_object(m.py())?)?;
+        m.add("MsgView", super::buffer::held::MsgView::type_object(m.py())?)?;
         super::errors::add_to(m)?;
         Ok(())
     }

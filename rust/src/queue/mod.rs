@@ -29,6 +29,7 @@
 
 pub mod error;
 pub mod layout;
+pub mod msgq;
 mod notify;
 mod ops;
 mod ring;
@@ -321,6 +322,15 @@ impl ShmQueue {
         let s = self.ring.stats()?;
         self.ring.intact()?;
         Ok(s)
+    }
+
+    /// Visit every element a slot holds right now (published, or claimed by a writer or a
+    /// reader) as `(claimer pid, or 0 for a published element; its bytes)`: a snapshot for
+    /// reconciling what the queue refers to (see `msgq`). A writer's claim may still show the
+    /// previous lap's bytes.
+    pub fn held_elements(&self, f: impl FnMut(u32, &[u8])) -> Result<()> {
+        self.ring.held_elements(f)?;
+        self.ring.intact()
     }
 
     /// Re-validate the shared header (detects a peer that overwrote it).

@@ -74,6 +74,8 @@ pub mod kind {
     pub const NETMAP: u32 = 4;
     /// Binary-API server state.
     pub const API: u32 = 5;
+    /// A `queue::msgq::MsgQueue` (its header; its queue and pool are objects of their own).
+    pub const MSGQ: u32 = 6;
 }
 
 /// Options for creating and opening regions.

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
+use super::super::layout::{owner_of, seq_of, OWNER_PID_MASK};
 use super::{Host, Mapping, Result, Ring};
 
 /// An element held by the caller while it copies the bytes out.
@@ -128,5 +129,28 @@ impl<H: Host> Ring<H> {
             role_takeovers: h.role_takeovers.load(r),
             corrupt_slots: h.corrupt_slots.load(r),
         })
+    }
+
+    /// Visit every element some slot holds right now: published, or claimed by a writer
+    /// (its bytes may still be the previous lap's) or by a reader, as `(claimer pid, or 0
+    /// for a published one; the bytes)`. A snapshot for reconciling what the queue refers
+    /// to: slots move on while it is taken. Lengths are clamped to the element size.
+    pub(crate) fn held_elements(&self, mut f: impl FnMut(u32, &[u8])) -> Result<()> {
+        let mut buf = vec![0u8; self.elsize];
+        for i in 0..self.cap {
+            let (slot, data_off) = self.slot(i)?;
+            let word = slot.word.load(Acquire);
+            let owner = owner_of(word);
+            let published = owner == 0 && seq_of(word).wrapping_sub(1) & self.mask == i;
+            if owner == 0 && !published {
+                continue;
+            }
+            let len = (slot.len.load(Relaxed) as usize).min(self.elsize);
+            if self.map.read(data_off, &mut buf[..len]).is_none() {
+                continue;
+            }
+            f(owner & OWNER_PID_MASK, &buf[..len]);
+        }
+        Ok(())
     }
 }

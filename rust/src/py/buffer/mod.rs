@@ -7,6 +7,9 @@
 //! * [`InBuf`] borrows the bytes of any buffer-protocol object (`bytes`, `bytearray`,
 //!   `memoryview`, numpy arrays, ...) without copying them first.
 //!
+//! * [`held::MsgView`] exports a message and gives it back (frees it) when the last buffer
+//!   exported from it is released.
+//!
 //! This is the one place in `py/` with `unsafe`: the buffer protocol is a C API.
 
 use std::ffi::{c_int, c_void, CStr};
@@ -20,6 +23,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyMemoryView, PyType};
 
 use crate::sys::map::Mapping;
+
+pub mod held;
 
 /// The buffer protocol's C API, declared here because shmkit is built for the stable ABI
 /// from Python 3.9 (one abi3 extension for every CPython >= 3.9), and the limited API only

@@ -1,0 +1,56 @@
+//! Message-queue failures.
+
+use crate::api::msgring::MsgRingError;
+use crate::queue::QueueError;
+use crate::region::RegionError;
+
+/// What a message-queue operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum MsgqError {
+    /// The reference queue refused.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The message pool refused.
+    #[error(transparent)]
+    Rings(#[from] MsgRingError),
+    /// The region refused (missing name, name taken...).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// A capacity, size or other argument is out of range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A message longer than the queue's `max_msg`.
+    #[error("message of {len} bytes is larger than queue {name:?} accepts (max_msg {max})")]
+    TooLarge {
+        /// The queue.
+        name: String,
+        /// Length of the message.
+        len: u64,
+        /// The queue's limit.
+        max: u64,
+    },
+    /// The region has no room for the message now (or ever, if larger than its heap).
+    #[error("queue {name:?}: no room in the region for a message of {len} bytes: {reason}")]
+    NoMemory {
+        /// The queue.
+        name: String,
+        /// Length of the message.
+        len: u64,
+        /// The allocator's account.
+        reason: String,
+    },
+    /// The shared header was damaged, or the objects are not a message queue.
+    #[error("message queue {name:?} is corrupted: {reason}")]
+    Corrupt {
+        /// The queue.
+        name: String,
+        /// What was found.
+        reason: String,
+    },
+    /// A reserved message was committed or aborted already.
+    #[error("the reserved message was {0} already")]
+    Done(&'static str),
+}
+
+/// Result alias.
+pub type Result<T, E = MsgqError> = std::result::Result<T, E>;

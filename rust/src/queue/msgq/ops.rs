@@ -1,0 +1,467 @@
+//! Putting and taking messages: copies ([`PutOp`], [`MsgQueue::try_get_with`]), in-place
+//! reads ([`MsgBorrow`]) and in-place writes ([`MsgSlot`]).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{MsgQueue, MsgqError, Result};
+use crate::api::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
+use crate::failpoint;
+use crate::queue::WAIT_SLICE;
+use crate::region::heap::HeapError;
+use crate::region::RegionError;
+use crate::sys::map::Mapping;
+use crate::sys::process;
+use crate::sys::time::Deadline;
+
+/// How long a put waiting for region memory sleeps between attempts (frees make no
+/// wake-up: the waiter polls, with a gc before its first sleep).
+const MEMORY_POLL: Duration = Duration::from_millis(2);
+
+impl MsgQueue {
+    fn check_len(&self, n: u64) -> Result<()> {
+        match self.max_msg {
+            Some(max) if n > max => Err(MsgqError::TooLarge { name: self.name.clone(), len: n, max }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a message of `n` bytes could ever fit the region's heap.
+    fn could_fit(&self, n: u64) -> bool {
+        let (start, end) = self.region.data_range();
+        n.checked_add(HDR + 64).is_some_and(|need| need <= end.saturating_sub(start))
+    }
+
+    fn no_memory(&self, n: u64) -> MsgqError {
+        self.header().no_memory.fetch_add(1, Relaxed);
+        let s = self.region.stats();
+        MsgqError::NoMemory {
+            name: self.name.clone(),
+            len: n,
+            reason: format!("{} of {} heap bytes free", s.free_bytes, s.heap_size),
+        }
+    }
+
+    /// Allocate a message of `n` bytes: `Ok(None)` if the region has no room for it now
+    /// (after collecting what dead processes left, if `gc`).
+    fn try_alloc(&self, n: u64, gc: bool) -> Result<Option<MsgRef>> {
+        self.check_len(n)?;
+        let oom = |e: &MsgRingError| {
+            matches!(
+                e,
+                MsgRingError::TooLarge(_) | MsgRingError::Region(RegionError::Heap(HeapError::OutOfMemory { .. }))
+            )
+        };
+        match self.rings.alloc(n, Pool::Client) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if oom(&e) && gc && self.gc()?.total() > 0 => match self.rings.alloc(n, Pool::Client) {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if oom(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) if oom(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Place this process's message `r` of `len` bytes in the queue if there is room now:
+    /// its reference goes into a claimed slot, then the message is handed over to the queue
+    /// (owner 0), then the slot is published.
+    fn try_enqueue(&self, r: MsgRef, len: u64) -> Result<bool> {
+        let Some(mut slot) = self.queue.try_reserve()? else { return Ok(false) };
+        if self.mapping().write(slot.offset(), &r.0.to_le_bytes()).is_none() {
+            let _ = slot.abort();
+            return Err(MsgqError::Corrupt { name: self.name.clone(), reason: "reference slot out of bounds".into() });
+        }
+        failpoint::hit("msgq.put_claimed");
+        self.rings.hand_over(r, 0);
+        failpoint::hit("msgq.put_handed");
+        if let Err(e) = slot.commit(8) {
+            self.rings.hand_over(r, process::cached_pid());
+            return Err(e.into());
+        }
+        let h = self.header();
+        h.puts.fetch_add(1, Relaxed);
+        h.bytes_put.fetch_add(len, Relaxed);
+        Ok(true)
+    }
+
+    /// A put in steps, for callers that wait their own way (the Python bindings).
+    pub fn put_op(&self) -> PutOp<'_> {
+        PutOp { q: self, msg: None, gc_done: false, no_memory: None }
+    }
+
+    /// Put `data` if there is room in the queue and the region now. `Ok(false)`: the queue
+    /// is full; no memory: [`MsgqError::NoMemory`].
+    pub fn try_put(&self, data: &[u8]) -> Result<bool> {
+        self.put_op().attempt(data, false)
+    }
+
+    /// Put `data`, waiting up to `timeout` (`None`: forever) for room in the queue and for
+    /// memory in the region. `Ok(false)`: timed out waiting for room; timed out waiting for
+    /// memory: [`MsgqError::NoMemory`].
+    pub fn put(&self, data: &[u8], timeout: Option<Duration>) -> Result<bool> {
+        let mut op = self.put_op();
+        let deadline = Deadline::after(timeout);
+        let mut first = true;
+        loop {
+            if op.attempt(data, true)? {
+                return Ok(true);
+            }
+            if deadline.expired() {
+                return op.give_up(timeout != Some(Duration::ZERO));
+            }
+            op.sleep(std::mem::replace(&mut first, false), deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// Take the next message out of the queue if there is one now: its reference is
+    /// validated and the message taken over (owned by this process) before its slot is
+    /// released. References naming no live message of the pool are dropped and counted.
+    fn try_take(&self) -> Result<Option<Msg>> {
+        for _ in 0..=self.queue.capacity() {
+            let Some(mut slot) = self.queue.try_borrow()? else { return Ok(None) };
+            let mut word = [0u8; 8];
+            let reference = (slot.len() == 8 && slot.copy_to(&mut word) == 8).then(|| MsgRef(u64::from_le_bytes(word)));
+            failpoint::hit("msgq.get_claimed");
+            let taken = match reference.map(|r| self.rings.take(r)) {
+                Some(Ok(m)) => Some(m),
+                None | Some(Err(MsgRingError::InvalidRef { .. })) => None,
+                Some(Err(e)) => {
+                    let _ = slot.release();
+                    return Err(e.into());
+                }
+            };
+            if let Err(e) = slot.release() {
+                if let Some(m) = taken {
+                    let _ = self.rings.free(m.reference);
+                }
+                return Err(e.into());
+            }
+            let h = self.header();
+            match taken {
+                Some(m) => {
+                    h.gets.fetch_add(1, Relaxed);
+                    h.bytes_got.fetch_add(u64::from(m.len), Relaxed);
+                    return Ok(Some(m));
+                }
+                None => {
+                    h.dropped.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Take the next message if there is one now, handing `f` the mapping, the offset and
+    /// the length of its payload (validated: inside the mapping) to copy it out; the message
+    /// is freed after. `Ok(None)`: empty.
+    pub fn try_get_with<R>(&self, f: impl FnOnce(&Mapping, usize, usize) -> R) -> Result<Option<R>> {
+        let Some(m) = self.try_take()? else { return Ok(None) };
+        failpoint::hit("msgq.get_taken");
+        let out = f(self.mapping(), m.payload as usize, m.len as usize);
+        // A message freed under us by a hostile peer was copied already: nothing to undo.
+        let _ = self.rings.free(m.reference);
+        self.rings.intact()?;
+        Ok(Some(out))
+    }
+
+    /// Take the next message as a vector if there is one now.
+    pub fn try_get_vec(&self) -> Result<Option<Vec<u8>>> {
+        self.try_get_with(|map, off, len| {
+            let mut v = vec![0; len];
+            map.read(off, &mut v).map(|()| v)
+        })
+        .map(Option::flatten)
+    }
+
+    /// Take the next message as a vector, waiting up to `timeout` (`None`: forever).
+    /// `Ok(None)`: timed out.
+    pub fn get_vec(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        let deadline = Deadline::after(timeout);
+        let mut first = true;
+        loop {
+            if let Some(v) = self.try_get_vec()? {
+                return Ok(Some(v));
+            }
+            if deadline.expired() {
+                self.note_timeout(false);
+                return Ok(None);
+            }
+            self.sleep(false, std::mem::replace(&mut first, false), deadline.slice(WAIT_SLICE))?;
+        }
+    }
+
+    /// Take the next message *in place* if there is one now: it stays where it is, readable
+    /// through the returned [`MsgBorrow`], and is freed when that is dropped. If this process
+    /// dies first, the message is reclaimed.
+    pub fn try_borrow(self: &Arc<Self>) -> Result<Option<MsgBorrow>> {
+        Ok(self.try_take()?.map(|msg| MsgBorrow { q: Arc::clone(self), msg }))
+    }
+
+    /// Allocate a message of `n` bytes to be written in place and queued later
+    /// ([`MsgSlot::try_commit`]). `Ok(None)`: the region has no room for it now (after a
+    /// gc, if `gc`); a message that could never fit: [`MsgqError::NoMemory`].
+    pub fn try_reserve(self: &Arc<Self>, n: u64, gc: bool) -> Result<Option<MsgSlot>> {
+        if !self.could_fit(n) {
+            self.check_len(n)?;
+            return Err(self.no_memory(n));
+        }
+        let Some(r) = self.try_alloc(n, gc)? else { return Ok(None) };
+        let capacity = usize::try_from(n).expect("allocated, so it fits the address space");
+        Ok(Some(MsgSlot {
+            q: Arc::clone(self),
+            r,
+            payload: r.offset() as usize,
+            capacity,
+            state: Mutex::new(SlotState::Open),
+        }))
+    }
+
+    /// One sleep of a blocking put or reserve: a short poll while waiting for region memory
+    /// (`for_memory`: frees send no wake-up), else until the queue may have room.
+    pub fn put_sleep(&self, for_memory: bool, first: bool, max: Duration) -> Result<()> {
+        if for_memory {
+            std::thread::sleep(max.min(MEMORY_POLL));
+            return Ok(());
+        }
+        self.sleep(true, first, max)
+    }
+
+    /// The error of a reserve that gave up waiting for memory for `n` bytes (counted).
+    pub fn out_of_memory(&self, n: u64) -> MsgqError {
+        self.no_memory(n)
+    }
+}
+
+/// A put in steps: the message is allocated and filled once, then offered to the queue until
+/// there is room. Dropped before it went through, it frees the message.
+#[derive(Debug)]
+pub struct PutOp<'a> {
+    q: &'a MsgQueue,
+    msg: Option<(MsgRef, u64)>,
+    gc_done: bool,
+    /// The length of the message the last attempt found no memory for.
+    no_memory: Option<u64>,
+}
+
+impl PutOp<'_> {
+    /// One attempt: allocate and fill the message (first time), then queue it if there is
+    /// room. `Ok(false)`: no room in the queue, or (with `wait_memory`) in the region yet.
+    /// No room in the region without `wait_memory`, or ever: [`MsgqError::NoMemory`].
+    pub fn attempt(&mut self, data: &[u8], wait_memory: bool) -> Result<bool> {
+        let q = self.q;
+        let n = data.len() as u64;
+        self.no_memory = None;
+        let (r, _) = match self.msg {
+            Some(m) => m,
+            None => {
+                q.check_len(n)?;
+                if q.queue.is_full()? {
+                    // No allocation (and copy) for a message that cannot be queued now.
+                    q.queue.on_full(q.queue.ring.header()?);
+                    return Ok(false);
+                }
+                let gc = !std::mem::replace(&mut self.gc_done, true);
+                let Some(r) = q.try_alloc(n, gc)? else {
+                    if wait_memory && q.could_fit(n) {
+                        self.no_memory = Some(n);
+                        return Ok(false);
+                    }
+                    return Err(q.no_memory(n));
+                };
+                if q.mapping().write(r.offset() as usize, data).is_none() {
+                    let _ = q.rings.free(r);
+                    return Err(MsgqError::Corrupt {
+                        name: q.name.clone(),
+                        reason: "message outside the mapping".into(),
+                    });
+                }
+                self.msg = Some((r, n));
+                failpoint::hit("msgq.put_written");
+                (r, n)
+            }
+        };
+        if q.try_enqueue(r, n)? {
+            self.msg = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Whether the last attempt found no memory for the message (rather than no room in
+    /// the queue).
+    pub fn waiting_for_memory(&self) -> bool {
+        self.no_memory.is_some()
+    }
+
+    /// Sleep at most `max` before the next attempt: until the queue may have room, or a
+    /// short poll while waiting for memory.
+    pub fn sleep(&self, first: bool, max: Duration) -> Result<()> {
+        self.q.put_sleep(self.waiting_for_memory(), first, max)
+    }
+
+    /// Give up at the deadline: `Ok(false)` if the queue had no room (counted as a timeout
+    /// if the call `waited`), [`MsgqError::NoMemory`] if the region had none.
+    pub fn give_up(&self, waited: bool) -> Result<bool> {
+        if let Some(n) = self.no_memory {
+            return Err(self.q.no_memory(n));
+        }
+        if waited {
+            self.q.note_timeout(true);
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for PutOp<'_> {
+    fn drop(&mut self) {
+        if let Some((r, _)) = self.msg.take() {
+            let _ = self.q.rings.free(r);
+        }
+    }
+}
+
+/// A message taken out of the queue and read in place ([`MsgQueue::try_borrow`]): its
+/// payload is `len()` bytes at `offset()` of `mapping()` until this is dropped, which frees
+/// it (the bytes may then be reused at once).
+#[derive(Debug)]
+pub struct MsgBorrow {
+    q: Arc<MsgQueue>,
+    msg: Msg,
+}
+
+impl MsgBorrow {
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.msg.len as usize
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.msg.len == 0
+    }
+
+    /// Absolute offset of the payload in the mapping (`[offset, offset + len)` is inside it).
+    pub fn offset(&self) -> usize {
+        self.msg.payload as usize
+    }
+
+    /// The mapping holding the payload.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        self.q.mapping()
+    }
+
+    /// A copy of the payload.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        let _ = self.mapping().read(self.offset(), &mut v);
+        v
+    }
+}
+
+impl Drop for MsgBorrow {
+    fn drop(&mut self) {
+        let _ = self.q.rings.free(self.msg.reference);
+    }
+}
+
+/// Where a reserved message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Open,
+    Committed,
+    Aborted,
+}
+
+/// A message allocated for writing in place ([`MsgQueue::try_reserve`]): `capacity()` bytes
+/// at `offset()` of `mapping()`, this process's until [`MsgSlot::try_commit`] queues the
+/// first `len` of them. Aborted, or dropped uncommitted, the message is freed (when this is
+/// dropped: keep it alive while anything may still write through a view of it). After a
+/// commit the bytes belong to the consumer: writing them is a bug of the caller.
+#[derive(Debug)]
+pub struct MsgSlot {
+    q: Arc<MsgQueue>,
+    r: MsgRef,
+    payload: usize,
+    capacity: usize,
+    state: Mutex<SlotState>,
+}
+
+impl MsgSlot {
+    /// Bytes reserved.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Absolute offset of the bytes in the mapping.
+    pub fn offset(&self) -> usize {
+        self.payload
+    }
+
+    /// The mapping holding the bytes.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        self.q.mapping()
+    }
+
+    /// The queue it goes to.
+    pub fn queue(&self) -> &Arc<MsgQueue> {
+        &self.q
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `None` while open, else `"committed"` or `"aborted"`.
+    pub fn done(&self) -> Option<&'static str> {
+        match *self.lock() {
+            SlotState::Open => None,
+            SlotState::Committed => Some("committed"),
+            SlotState::Aborted => Some("aborted"),
+        }
+    }
+
+    /// Queue the first `len` bytes as a message if the queue has room now (`Ok(false)`:
+    /// full, still reserved). Committed or aborted already: [`MsgqError::Done`].
+    pub fn try_commit(&self, len: usize) -> Result<bool> {
+        let mut state = self.lock();
+        match *state {
+            SlotState::Committed => return Err(MsgqError::Done("committed")),
+            SlotState::Aborted => return Err(MsgqError::Done("aborted")),
+            SlotState::Open => {}
+        }
+        if len > self.capacity {
+            return Err(MsgqError::InvalidArgument(format!(
+                "length {len} is larger than the {} bytes reserved",
+                self.capacity
+            )));
+        }
+        self.q.rings.set_len(self.r, len as u32)?;
+        if !self.q.try_enqueue(self.r, len as u64)? {
+            return Ok(false);
+        }
+        *state = SlotState::Committed;
+        Ok(true)
+    }
+
+    /// Give the message up: it is freed when this is dropped. Idempotent; after a commit:
+    /// [`MsgqError::Done`].
+    pub fn abort(&self) -> Result<()> {
+        let mut state = self.lock();
+        if *state == SlotState::Committed {
+            return Err(MsgqError::Done("committed"));
+        }
+        *state = SlotState::Aborted;
+        Ok(())
+    }
+}
+
+impl Drop for MsgSlot {
+    fn drop(&mut self) {
+        if *self.lock() != SlotState::Committed {
+            let _ = self.q.rings.free(self.r);
+        }
+    }
+}

@@ -1,0 +1,438 @@
+"""shmkit.MsgQueue: variable-size messages through shared memory, with real processes."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import pickle
+import random
+import selectors
+import struct
+from collections.abc import Iterator
+
+import pytest
+import shmkit
+from procs import finish, kill9, python, wait_line
+
+METHODS = [m for m in ("spawn", "forkserver", "fork") if m in mp.get_all_start_methods()]
+
+
+@pytest.fixture
+def region(root: str) -> Iterator[shmkit.Region]:
+    r = shmkit.Region.create("mq", 64 << 20, root=root)
+    yield r
+    r.unlink()
+    r.close()
+
+
+def seed() -> int:
+    s = int(os.environ.get("SHMKIT_SEED") or random.randrange(1 << 30))
+    print(f"SHMKIT_SEED={s}")
+    return s
+
+
+def message(tag: int, n: int) -> bytes:
+    """``n`` bytes (at least 12) that carry ``tag`` and their own length, and a pattern."""
+    n = max(n, 12)
+    head = struct.pack("<QI", tag, n)
+    body = bytes((tag * 31 + i) & 0xFF for i in range(min(n - 12, 256)))
+    return head + (body * ((n - 12) // 256 + 1))[: n - 12]
+
+
+def check(m: bytes) -> tuple[int, int]:
+    tag, n = struct.unpack_from("<QI", m)
+    assert len(m) == n and m == message(tag, n), f"message {tag:#x} damaged"
+    return tag >> 32, tag & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------- one process
+
+
+def test_put_get_sizes_from_zero_to_a_mebibyte(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 64)
+    sizes = [0, 1, 255, 256, 257, 4096, 4097, 65536, 65537, 300_000, 1 << 20]
+    for i, n in enumerate(sizes):
+        q.put(bytes([i]) * n)
+    assert len(q) == q.qsize() == len(sizes)
+    for i, n in enumerate(sizes):
+        assert q.get() == bytes([i]) * n
+    assert q.try_get() is None
+    s = q.stats()
+    assert (s["puts"], s["gets"], s["in_use"], s["len"]) == (len(sizes), len(sizes), 0, 0)
+    assert s["bytes_put"] == s["bytes_got"] == sum(sizes)
+    assert s["heap_fallbacks"] >= 2  # 300 000 B and 1 MiB have no ring
+
+
+def test_any_buffer_goes_in(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(bytearray(b"ba"))
+    q.put(memoryview(b"xmv")[1:])
+    import array
+
+    q.put(array.array("I", [1, 2]))
+    assert [q.get(), q.get(), q.get()] == [b"ba", b"mv", struct.pack("=II", 1, 2)]
+
+
+def test_queue_semantics_full_empty_timeouts(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 3)
+    assert q.capacity == 4
+    for i in range(4):
+        q.put_nowait(bytes([i]))
+    assert q.full() and not q.empty()
+    with pytest.raises(shmkit.QueueFull):
+        q.put_nowait(b"x")
+    with pytest.raises(shmkit.QueueFull):
+        q.put(b"x", timeout=0.05)
+    assert q.try_put(b"x") is False
+    assert [q.get_nowait() for _ in range(4)] == [b"\0", b"\1", b"\2", b"\3"]
+    with pytest.raises(shmkit.QueueEmpty):
+        q.get(timeout=0.05)
+    with pytest.raises(shmkit.QueueEmpty):
+        q.get_nowait()
+    with pytest.raises(shmkit.QueueEmpty):
+        q.borrow(block=False)
+    s = q.stats()
+    assert s["in_use"] == 0 and s["put_timeouts"] == 1 and s["get_timeouts"] == 1
+
+
+def test_bad_arguments(region: shmkit.Region) -> None:
+    with pytest.raises(ValueError):
+        shmkit.MsgQueue.create(region, "q", 0)
+    with pytest.raises(ValueError):
+        shmkit.MsgQueue.create(region, "q", 4, max_msg=0)
+    with pytest.raises(ValueError):
+        shmkit.MsgQueue.create(region, "q", 4, max_msg=1 << 40)
+    with pytest.raises(OverflowError):
+        shmkit.MsgQueue.create(region, "q", -1)
+    q = shmkit.MsgQueue.create(region, "q", 4, max_msg=100)
+    assert q.max_msg == 100
+    with pytest.raises(FileExistsError):
+        shmkit.MsgQueue.create(region, "q", 4)
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.open(region, "nope")
+    with pytest.raises(ValueError):
+        shmkit.MsgQueue.open(region, "q/refs")  # a part, not a message queue
+    with pytest.raises(ValueError):
+        shmkit.MsgQueue.find_or_create(region, "q", 4, max_msg=200)
+    q2, created = shmkit.MsgQueue.find_or_create(region, "q", 3, max_msg=100)
+    assert not created and q2.capacity == 4
+    with pytest.raises(ValueError, match="max_msg"):
+        q.put(b"x" * 101)
+    with pytest.raises(ValueError):
+        q.reserve(101)
+    with pytest.raises(ValueError):
+        q.put(b"x", timeout=-1)
+    with pytest.raises(TypeError):
+        q.put("text")  # type: ignore[arg-type]
+    assert q.stats()["in_use"] == 0
+
+
+def test_out_of_memory(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 16)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put(b"x" * (65 << 20))  # larger than the region: never waits
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put(b"x" * (65 << 20), timeout=None)
+    big = b"x" * (25 << 20)
+    q.put(big)
+    q.put(big)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put_nowait(big)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put(big, timeout=0.05)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.reserve(len(big), timeout=0.05)
+    assert q.stats()["no_memory"] >= 3
+    assert q.get() == big
+    q.put(b"y" * (20 << 20), timeout=10)  # room again
+    assert q.stats()["in_use"] == 2
+
+
+def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"hello world" * 1000)
+    v = q.borrow()
+    assert isinstance(v, shmkit.MsgView)
+    assert len(v) == 11000 and v.readonly and not v.released
+    m = memoryview(v)
+    assert m.readonly and m.nbytes == 11000
+    part = m[6:11]
+    with pytest.raises(TypeError):
+        m[0] = 1  # type: ignore[index]
+    v.release()
+    assert v.released
+    with pytest.raises(BufferError):
+        memoryview(v)
+    assert q.stats()["in_use"] == 1  # exported views keep it
+    del m
+    assert bytes(part) == b"world"
+    assert q.stats()["in_use"] == 1  # a slice still exports it
+    part.release()
+    assert q.stats()["in_use"] == 0  # the last one out freed it
+    v.release()  # idempotent
+
+
+def test_borrow_context_manager_and_garbage_collection(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"abc")
+    q.put(b"def")
+    with q.borrow() as v:
+        assert bytes(v) == b"abc"
+    assert v.released and q.stats()["in_use"] == 1
+    v = q.borrow()
+    del v
+    gc.collect()
+    assert q.stats()["in_use"] == 0
+    with pytest.raises(TypeError):
+        shmkit.MsgView()
+
+
+def test_reserve_writes_in_place(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    with q.reserve(100) as buf:
+        assert isinstance(buf, memoryview) and not buf.readonly and len(buf) == 100
+        buf[:5] = b"hello"
+    assert q.get() == b"hello" + bytes(95)
+    s = q.reserve(1 << 20)
+    s.view[:3] = b"big"
+    s.commit(3)
+    assert s.done == "committed"
+    with pytest.raises(ValueError):
+        s.commit()
+    with pytest.raises(shmkit.ClosedError):
+        _ = s.view
+    assert q.get() == b"big"
+    # Abort (or an exception in the with block) frees, once no view is left.
+    s = q.reserve(10)
+    view = s.view
+    s.abort()
+    assert s.done == "aborted" and q.stats()["in_use"] == 1
+    del view
+    assert q.stats()["in_use"] == 1  # the slot object itself still holds it
+    del s
+    gc.collect()
+    assert q.stats()["in_use"] == 0
+    with pytest.raises(RuntimeError), q.reserve(10) as buf:
+        buf[:1] = b"x"
+        raise RuntimeError("boom")
+    assert len(q) == 0 and q.stats()["in_use"] == 1  # `buf` still views it
+    del buf
+    assert q.stats()["in_use"] == 0
+    with pytest.raises(ValueError):
+        q.reserve(10).commit(11)
+
+
+def test_commit_waits_for_room(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 2)
+    q.put(b"1")
+    q.put(b"2")
+    s = q.reserve(4)
+    s.view[:] = b"abcd"
+    with pytest.raises(shmkit.QueueFull):
+        s.commit(block=False)
+    with pytest.raises(shmkit.QueueFull):
+        s.commit(timeout=0.02)
+    assert s.done is None
+    assert q.get() == b"1"
+    s.commit()
+    assert [q.get(), q.get()] == [b"2", b"abcd"]
+
+
+def test_fileno_is_readable_while_messages_wait(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 4)
+    with selectors.DefaultSelector() as sel:
+        sel.register(q.fileno(), selectors.EVENT_READ)
+        assert sel.select(0) == []
+        q.put(b"x" * 5000)
+        assert sel.select(5)
+        assert q.get() == b"x" * 5000
+        assert q.try_get() is None
+        assert sel.select(0.01) == []
+    q.close()
+    assert q.closed
+    with pytest.raises(shmkit.ClosedError):
+        q.put(b"x")
+
+
+def test_two_queues_share_a_region_without_taking_each_others_messages(
+    region: shmkit.Region,
+) -> None:
+    a = shmkit.MsgQueue.create(region, "a", 4)
+    b = shmkit.MsgQueue.create(region, "b", 4)
+    a.put(b"A" * 100_000)
+    b.put(b"B" * 100_000)
+    assert a.gc() == {"dead": 0, "orphans": 0} and b.gc() == {"dead": 0, "orphans": 0}
+    assert a.get() == b"A" * 100_000 and b.get() == b"B" * 100_000
+    shmkit.MsgQueue.remove(region, "a")
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.open(region, "a")
+    assert {o["name"] for o in region.objects()} == {"b/msgs", "b/refs", "b"}
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def _producer(q: shmkit.MsgQueue, who: int, count: int, seed: int) -> None:
+    rng = random.Random(seed * 1000 + who)
+    for i in range(count):
+        r = rng.random()
+        n = (
+            rng.randrange(1 << 20)
+            if r < 0.05
+            else rng.randrange(70_000)
+            if r < 0.3
+            else rng.randrange(300)
+        )
+        q.put(message(who << 32 | i, n), timeout=60)
+
+
+def _consumer(q: shmkit.MsgQueue, total: int, out: mp.Queue[object]) -> None:
+    seen: dict[int, list[int]] = {}
+    for _ in range(total):
+        if random.random() < 0.3:
+            with q.borrow(timeout=60) as v:
+                who, i = check(bytes(v))
+        else:
+            who, i = check(q.get(timeout=60))
+        seen.setdefault(who, []).append(i)
+    out.put(seen)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_processes_mixed_sizes_in_order(region: shmkit.Region, method: str) -> None:
+    s = seed()
+    ctx = mp.get_context(method)
+    q = shmkit.MsgQueue.create(region, "q", 32)
+    producers, count = 3, 150
+    results: mp.Queue[object] = ctx.Queue()
+    consumers = [
+        ctx.Process(target=_consumer, args=(q, producers * count // 2, results)) for _ in range(2)
+    ]
+    procs = [ctx.Process(target=_producer, args=(q, w, count, s)) for w in range(producers)]
+    for p in consumers + procs:
+        p.start()
+    merged: dict[int, list[int]] = {}
+    for _ in consumers:
+        seen = results.get(timeout=120)
+        assert isinstance(seen, dict)
+        for who, items in seen.items():
+            merged.setdefault(who, []).extend(items)
+            assert items == sorted(items), "a consumer saw a producer's messages out of order"
+    for p in consumers + procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert {w: sorted(v) for w, v in merged.items()} == {
+        w: list(range(count)) for w in range(producers)
+    }
+    assert q.stats()["in_use"] == 0
+
+
+def _echo(q: shmkit.MsgQueue, back: shmkit.MsgQueue) -> None:
+    back.put(q.get(timeout=30)[::-1])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_handles_pickle_across_start_methods(region: shmkit.Region, method: str) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 4)
+    back = shmkit.MsgQueue.create(region, "back", 4)
+    clone = pickle.loads(pickle.dumps(q))
+    assert type(clone) is shmkit.MsgQueue and clone.name == "q"
+    p = mp.get_context(method).Process(target=_echo, args=(q, back))
+    p.start()
+    q.put(b"x" * 70_000 + b"end")
+    assert back.get(timeout=30) == b"dne" + b"x" * 70_000
+    p.join(30)
+    assert p.exitcode == 0
+
+
+VICTIM = """
+import sys, shmkit
+r = shmkit.Region.open("mq", root=sys.argv[1])
+q = shmkit.MsgQueue.open(r, "q")
+if sys.argv[2] == "put":
+    q.put(b"v" * int(sys.argv[3]))
+elif sys.argv[2] == "get":
+    q.get()
+elif sys.argv[2] == "hold":
+    views = [q.borrow(), q.reserve(100), q.reserve(200_000)]
+    q.put(b"queued by the victim")
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("point", ["msgq.put_written", "msgq.put_claimed", "msgq.put_handed"])
+@pytest.mark.parametrize("size", [100, 200_000])
+def test_producer_killed_mid_put_leaks_nothing(
+    region: shmkit.Region, root: str, point: str, size: int
+) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"before")
+    victim = python(VICTIM, root, "put", str(size), failpoints=point)
+    wait_line(victim, f"failpoint {point} reached")
+    kill9(victim)
+    q.put(b"after")
+    assert q.stats()["in_use"] == 3
+    assert q.get() == b"before"
+    r = q.gc()
+    assert r["dead"] + r["orphans"] == 1, r
+    assert q.get() == b"after"  # the victim's message is lost with it, nothing else
+    assert q.try_get() is None
+    s = q.stats()
+    assert s["in_use"] == 0 and s["len"] == 0, s
+
+
+@pytest.mark.parametrize("point", ["msgq.get_claimed", "msgq.get_taken"])
+@pytest.mark.parametrize("size", [100, 200_000])
+def test_consumer_killed_mid_get_loses_one_message(
+    region: shmkit.Region, root: str, point: str, size: int
+) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    for i in range(3):
+        q.put(bytes([i]) * size)
+    victim = python(VICTIM, root, "get", failpoints=point)
+    wait_line(victim, f"failpoint {point} reached")
+    kill9(victim)
+    r = q.gc()
+    assert r["dead"] + r["orphans"] == 1, r
+    assert [q.get(), q.get()] == [bytes([1]) * size, bytes([2]) * size]  # survivors lose nothing
+    s = q.stats()
+    assert s["in_use"] == 0 and s["len"] == 0, s
+
+
+def test_holder_killed_with_borrowed_and_reserved_messages(
+    region: shmkit.Region, root: str
+) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"taken by the victim")
+    victim = python(VICTIM, root, "hold")
+    wait_line(victim, "holding", stream="stdout")
+    assert q.stats()["in_use"] == 4
+    kill9(victim)
+    # A new opener collects what the dead left (here: at open).
+    again = shmkit.MsgQueue.open(region, "q")
+    assert again.stats()["in_use"] == 1
+    assert again.get() == b"queued by the victim"
+    assert q.stats()["in_use"] == 0 and q.stats()["reclaimed_dead"] == 3
+
+
+def test_a_put_that_finds_no_memory_collects_the_dead_first(
+    region: shmkit.Region, root: str
+) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    victim = python(
+        "import sys, shmkit\n"
+        "q = shmkit.MsgQueue.open(shmkit.Region.open('mq', root=sys.argv[1]), 'q')\n"
+        "s = q.reserve(40 << 20)\n"
+        "print('holding', flush=True)\n"
+        "sys.stdin.read()\n",
+        root,
+    )
+    wait_line(victim, "holding", stream="stdout")
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put_nowait(b"x" * (30 << 20))
+    kill9(victim)
+    q.put_nowait(b"x" * (30 << 20))
+    assert q.stats()["reclaimed_dead"] == 1
+    assert finish is not None
