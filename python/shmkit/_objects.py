@@ -29,13 +29,14 @@ trust may put objects into a queue you read objects from.
 
 from __future__ import annotations
 
+import ctypes
 import pickle
 import struct
 from typing import Any
 
 from shmkit._native import CorruptionError
 
-__all__ = ["ALIGN", "Framed", "frame", "load", "size_of", "write"]
+__all__ = ["ALIGN", "Framed", "address", "frame", "load", "size_of", "write"]
 
 MAGIC = b"SKO5"
 HEADER = struct.Struct("<4sIIIQ")
@@ -149,27 +150,41 @@ def size_of(msg: bytes | Framed | _BytesMessage) -> int:
     return len(msg) if isinstance(msg, bytes) else msg.size
 
 
-def write(msg: bytes | Framed | _BytesMessage, dest: memoryview) -> None:
-    """Write ``msg`` (from :func:`frame`) into ``dest`` (a writable block of at least
-    :func:`size_of` bytes, format ``B``): the one copy of each buffer on the sending side."""
+def write(msg: bytes | Framed | _BytesMessage, dest: memoryview) -> int:
+    """Write ``msg`` (from :func:`frame`) into ``dest`` (a writable format-``B`` block of at
+    least :func:`size_of` bytes): the one copy of each buffer on the sending side. Returns
+    the length of the message written. Buffers are placed at 64-byte aligned *addresses*:
+    given ``ALIGN - 1`` spare bytes, they shift by up to that much from where the layout
+    put them."""
     if isinstance(msg, bytes):
         dest[: len(msg)] = msg
-        return
+        return len(msg)
     if isinstance(msg, _BytesMessage):
         n = len(msg.data)
         _BYTES_HEAD.pack_into(dest, 0, b"\x80\x05", msg.opcode, n)
         start = _BYTES_HEAD.size
         dest[start : start + n] = msg.data
         dest[start + n : start + n + 1] = _STOP
-        return
+        return msg.size
+    shift = 0
+    if len(dest) >= msg.size + ALIGN - 1:
+        shift = -address(dest) % ALIGN
     HEADER.pack_into(dest, 0, MAGIC, 0, len(msg.buffers), 0, len(msg.stream))
     pos = HEADER.size
     for off, b, ro in zip(msg.offsets, msg.buffers, msg.readonly):
-        ENTRY.pack_into(dest, pos, off, b.nbytes, READONLY if ro else 0)
+        ENTRY.pack_into(dest, pos, off + shift, b.nbytes, READONLY if ro else 0)
         pos += ENTRY.size
     dest[pos : pos + len(msg.stream)] = msg.stream
     for off, b in zip(msg.offsets, msg.buffers):
-        dest[off : off + b.nbytes] = b
+        dest[off + shift : off + shift + b.nbytes] = b
+    return msg.size + shift
+
+
+def address(view: memoryview) -> int:
+    """Address of the first byte of a writable buffer (0 for a read-only or empty one)."""
+    if view.readonly or not view.nbytes:
+        return 0
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
 def load(block: memoryview, *, writable: bool = False) -> Any:

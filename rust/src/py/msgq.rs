@@ -202,20 +202,27 @@ impl PyMsgQueue {
         self.try_get_bytes(py)
     }
 
-    /// Take the next message *in place* (no copy): a read-only `MsgView` exporting it
-    /// through the buffer protocol (`memoryview(view)`, slices, `numpy.frombuffer(view)`).
-    /// The message is freed when the view is released (`release()`, the end of a `with`
-    /// block, or garbage collection) and every memoryview exported from it is released too:
-    /// the last one out frees it. If this process dies first, it is reclaimed. Waits like
-    /// `get`.
-    #[pyo3(signature = (block=true, timeout=None))]
-    fn borrow<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    /// Take the next message *in place* (no copy): a `MsgView` exporting it through the
+    /// buffer protocol (`memoryview(view)`, slices, `numpy.frombuffer(view)`), read-only
+    /// unless `writable` (the message is this process's alone once taken: objects unpickled
+    /// on it may be written, as objects received any other way). The message is freed when
+    /// the view is released (`release()`, the end of a `with` block, or garbage collection)
+    /// and every memoryview exported from it is released too: the last one out frees it. If
+    /// this process dies first, it is reclaimed. Waits like `get`.
+    #[pyo3(signature = (block=true, timeout=None, *, writable=false))]
+    fn borrow<'py>(
+        &self,
+        py: Python<'py>,
+        block: bool,
+        timeout: Option<f64>,
+        writable: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = Timeout::blocking(block, timeout)?;
         let b = self
             .blocking(py, timeout, false, || Ok(self.inner.try_borrow()?))?
             .ok_or_else(|| self.empty_error())?;
         let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
-        MsgView::export(py, &map, off, len, true, Box::new(b))
+        MsgView::export(py, &map, off, len, !writable, Box::new(b))
     }
 
     /// Allocate a message of `n` bytes to write *in place*: a `MsgSlot` whose `view` is a
