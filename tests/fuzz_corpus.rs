@@ -41,6 +41,11 @@ fn memif_rings() {
 }
 
 #[test]
+fn msgq() {
+    replay("msgq", _native::fuzzing::msgq);
+}
+
+#[test]
 fn msgring() {
     replay("msgring", _native::fuzzing::msgring);
 }

@@ -8,6 +8,7 @@ import os
 import pickle
 import random
 import selectors
+import signal
 import struct
 from collections.abc import Iterator
 
@@ -173,6 +174,45 @@ def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) ->
     v.release()  # idempotent
 
 
+@pytest.mark.skipif("fork" not in METHODS, reason="no fork start method here")
+def test_a_forked_child_frees_nothing_its_parent_holds(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"parent's")
+    v = q.borrow()
+    s = q.reserve(10)
+    pid = os.fork()
+    if pid == 0:  # the child drops its copies of both, and cannot commit the slot
+        code = 0
+        try:
+            s.commit()
+            code = 1
+        except ValueError:
+            pass
+        del v, s
+        gc.collect()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert q.stats()["in_use"] == 2
+    assert bytes(v) == b"parent's"
+    s.commit(0)
+    v.release()
+    assert q.get() == b""
+    assert q.stats()["in_use"] == 0
+
+
+def test_a_borrowed_message_may_be_writable(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    q.put(b"abcdef")
+    with q.borrow(writable=True) as v:
+        assert not v.readonly
+        m = memoryview(v)
+        m[:3] = b"xyz"
+        assert bytes(v) == b"xyzdef"
+        m.release()
+    assert q.stats()["in_use"] == 0
+
+
 def test_borrow_context_manager_and_garbage_collection(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"abc")
@@ -255,6 +295,27 @@ def test_fileno_is_readable_while_messages_wait(region: shmkit.Region) -> None:
         q.put(b"x")
 
 
+def test_asyncio_get_and_put(region: shmkit.Region) -> None:
+    import asyncio
+
+    q = shmkit.MsgQueue.create(region, "q", 2)
+
+    async def main() -> list[bytes]:
+        async def later() -> None:
+            await asyncio.sleep(0)
+            for i in range(4):
+                await q.put_async(bytes([i]) * 70_000, timeout=10)
+
+        task = asyncio.ensure_future(later())
+        got = [await q.get_async(timeout=10) for _ in range(4)]
+        await task
+        with pytest.raises(shmkit.QueueEmpty):
+            await q.get_async(timeout=0.01)
+        return got
+
+    assert asyncio.run(main()) == [bytes([i]) * 70_000 for i in range(4)]
+
+
 def test_two_queues_share_a_region_without_taking_each_others_messages(
     region: shmkit.Region,
 ) -> None:
@@ -268,6 +329,105 @@ def test_two_queues_share_a_region_without_taking_each_others_messages(
     with pytest.raises(FileNotFoundError):
         shmkit.MsgQueue.open(region, "a")
     assert {o["name"] for o in region.objects()} == {"b/msgs", "b/refs", "b"}
+
+
+def test_half_created_queue_is_a_clear_error_until_removed(region: shmkit.Region) -> None:
+    # What a creator killed between its parts and its header leaves.
+    shmkit.MsgQueue.create(region, "q", 4)
+    region.remove_object("q", free=True)
+    with pytest.raises(FileExistsError, match="half-created"):
+        shmkit.MsgQueue.create(region, "q", 4)
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.open(region, "q")
+    shmkit.MsgQueue.remove(region, "q")
+    assert region.objects() == []
+    with pytest.raises(FileNotFoundError):
+        shmkit.MsgQueue.remove(region, "q")
+    q, created = shmkit.MsgQueue.find_or_create(region, "q", 4)
+    assert created and q.try_put(b"x")
+
+
+# ---------------------------------------------------------------------- hostile bytes
+
+LAYOUT = shmkit._native.shm_layout()
+
+
+def ref_slot(region: shmkit.Region, name: str, i: int) -> tuple[int, int]:
+    """``(slot header offset, data offset)`` of slot ``i`` of queue ``name``'s references."""
+    base = region.find_object(f"{name}/refs")["offset"]
+    slot = base + LAYOUT["constants"]["queue.header_size"] + i * 64
+    return slot, slot + LAYOUT["constants"]["queue.slot_header"]
+
+
+def test_hostile_references_and_lengths_are_dropped_never_followed(region: shmkit.Region) -> None:
+    rng = random.Random(seed())
+    msg = LAYOUT["structs"]["MsgHeader"]["fields"]
+    slot_len = LAYOUT["structs"]["QueueSlot"]["fields"]["len"]
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    objects = [o["offset"] for o in region.objects()]
+    for rnd in range(40):
+        for i in range(8):
+            q.put(message(rnd << 32 | i, rng.choice((20, 300, 5000, 100_000))))
+        good = []
+        for i in range(8):
+            slot, data = ref_slot(region, "q", (rnd * 8 + i) % 8)
+            ref = int.from_bytes(region.read(data, 8), "little")
+            payload = ref & ((1 << 40) - 1)
+            kind = rng.randrange(8)
+            if kind == 0:  # random reference
+                region.write(data, rng.randbytes(8))
+            elif kind == 1:  # stale sequence
+                region.write(data, (ref ^ (1 << 41)).to_bytes(8, "little"))
+            elif kind == 2:  # an object, or off a slot boundary
+                fake = rng.choice(objects) + 32 if rng.random() < 0.5 else payload + 64
+                region.write(data, ((ref >> 40) << 40 | fake).to_bytes(8, "little"))
+            elif kind == 3:  # a length larger than the message's room
+                off = payload - 32 + msg["len"][0]
+                region.write(off, rng.choice((1 << 20, 2**32 - 1, 10**9)).to_bytes(4, "little"))
+            elif kind == 4:  # the reference slot's own length
+                region.write(
+                    slot + slot_len[0], rng.choice((0, 7, 9, 2**32 - 1)).to_bytes(4, "little")
+                )
+            elif kind == 5:  # a message header's identity
+                region.write(
+                    payload - 32 + rng.choice((msg["slot_id"][0], msg["magic"][0])),
+                    rng.randbytes(4),
+                )
+            else:
+                good.append(rnd << 32 | i)
+        got = []
+        while (m := q.try_get()) is not None:
+            got.append(struct.unpack_from("<Q", m)[0])
+            check(m)
+        assert got == good, f"round {rnd}"
+        q.gc()
+        s = q.stats()
+        # Every message whose reference was dropped is collected, also those whose header
+        # was damaged (ring slots are restored first). A heap message whose magic was
+        # overwritten is no longer recognisable as a message at all: it is not counted in
+        # `in_use` (and stays allocated: a peer that can write the region can waste it).
+        assert s["len"] == 0 and s["in_use"] == 0, s
+    assert q.stats()["dropped"] == 8 * 40 - q.stats()["gets"]
+    q.put(b"still works")
+    assert q.get() == b"still works"
+
+
+def test_a_damaged_header_is_refused_and_repaired(region: shmkit.Region) -> None:
+    q = shmkit.MsgQueue.create(region, "q", 8, max_msg=1000)
+    fields = LAYOUT["structs"]["MsgqHeader"]["fields"]
+    base = region.find_object("q")["offset"]
+    region.write(base + fields["magic"][0], b"garbage!")
+    with pytest.raises(shmkit.CorruptionError):
+        shmkit.MsgQueue.open(region, "q")
+    region.write(base + fields["max_msg"][0], (2**63).to_bytes(8, "little"))
+    q.put(b"the handle keeps its own copy")
+    with pytest.raises(ValueError):
+        q.put(b"x" * 1001)
+    fixed = q.repair(full=True)
+    assert fixed["header"] == 2, fixed
+    again = shmkit.MsgQueue.open(region, "q")
+    assert again.max_msg == 1000
+    assert again.get() == b"the handle keeps its own copy"
 
 
 # ---------------------------------------------------------------------- processes
@@ -344,6 +504,77 @@ def test_handles_pickle_across_start_methods(region: shmkit.Region, method: str)
     assert back.get(timeout=30) == b"dne" + b"x" * 70_000
     p.join(30)
     assert p.exitcode == 0
+
+
+STREAM = """
+import struct, sys, shmkit
+r = shmkit.Region.open("mq", root=sys.argv[1])
+q = shmkit.MsgQueue.open(r, "q")
+out = shmkit.MsgQueue.open(r, "out")
+if sys.argv[2] == "produce":
+    who = int(sys.argv[3])
+    sizes = (40, 3000, 70_000, 300_000)
+    for i in range(1 << 30):
+        q.put(struct.pack("<Q", who << 32 | i) + bytes(sizes[i % 4]))
+        print(i, flush=True)
+else:
+    while True:
+        if int(sys.argv[3]) % 2:
+            m = q.get()
+        else:
+            with q.borrow() as v:
+                m = bytes(memoryview(v)[:8])
+        if m[:4] == b"stop":
+            break
+        out.put(m[:8])
+"""
+
+
+def test_random_kill9_of_producers_and_consumers_loses_only_their_messages(
+    region: shmkit.Region, root: str
+) -> None:
+    """Producers and consumers are SIGKILLed at random moments, again and again. Every
+    message a producer finished putting is received once, except at most one per killed
+    consumer (the one it had taken out); nothing is left allocated."""
+    rng = random.Random(seed())
+    q = shmkit.MsgQueue.create(region, "q", 16)
+    out = shmkit.MsgQueue.create(region, "out", 1 << 12, max_msg=8)
+    last: dict[int, int] = {}  # producer -> index of its last put known to be finished
+    kills = 0
+    consumers = [python(STREAM, root, "consume", str(k)) for k in range(2)]
+    received: list[int] = []
+    for who in range(6):
+        p = python(STREAM, root, "produce", str(who))
+        last[who] = int(wait_line(p, str(rng.randrange(5, 40)), stream="stdout"))
+        os.kill(p.pid, signal.SIGKILL)
+        assert p.stdout is not None
+        rest = p.stdout.read()  # through the buffer wait_line read into, up to EOF
+        p.communicate(timeout=30)
+        last[who] = max([last[who], *(int(x) for x in rest.split())])
+        if rng.random() < 0.6:
+            k = rng.randrange(2)
+            kill9(consumers[k])
+            kills += 1
+            consumers[k] = python(STREAM, root, "consume", str(k))
+        while (m := out.try_get()) is not None:
+            received.append(struct.unpack("<Q", m)[0])
+    for _ in consumers:
+        q.put(b"stop")
+    for c in consumers:
+        finish(c)
+    while (m := out.try_get()) is not None:
+        received.append(struct.unpack("<Q", m)[0])
+    assert len(received) == len(set(received)), "a message was delivered twice"
+    lost = 0
+    for who, n in last.items():
+        mine = [t & 0xFFFFFFFF for t in received if t >> 32 == who]
+        assert set(mine) <= set(range(n + 2)), f"producer {who}: unknown messages"
+        lost += len(set(range(n + 1)) - set(mine))
+    assert lost <= kills, f"{lost} messages lost with {kills} consumer kills"
+    q.gc()
+    out.gc()
+    assert q.stats()["in_use"] == 0 and out.stats()["in_use"] == 0
+    assert len(q) == 0
 
 
 VICTIM = """

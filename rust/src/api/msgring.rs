@@ -636,11 +636,13 @@ impl MsgRings {
     }
 
     fn check_ref(&self, r: MsgRef) -> Result<Msg> {
-        self.check_ref_state(r).map(|(m, _)| m)
+        self.check_ref_state(r, true).map(|(m, _)| m)
     }
 
-    /// [`MsgRings::check_ref`], also returning the slot state word it found valid.
-    fn check_ref_state(&self, r: MsgRef) -> Result<(Msg, u32)> {
+    /// [`MsgRings::check_ref`], also returning the slot state word it found valid. Without
+    /// `len_too`, a length beyond the message's room is accepted (and clamped to it in the
+    /// result): for freeing a message whose length a peer damaged.
+    fn check_ref_state(&self, r: MsgRef, len_too: bool) -> Result<(Msg, u32)> {
         let bad = |reason| MsgRingError::InvalidRef { reference: r.0, reason };
         let payload = r.offset();
         let hdr_off = payload.checked_sub(HDR).ok_or(bad("offset below the region"))?;
@@ -685,9 +687,12 @@ impl MsgRings {
                 n
             }
         };
-        let len = h.len.load(Relaxed);
+        let mut len = h.len.load(Relaxed);
         if u64::from(len) > capacity {
-            return Err(bad("length exceeds the slot"));
+            if len_too {
+                return Err(bad("length exceeds the slot"));
+            }
+            len = capacity.min(u64::from(u32::MAX)) as u32;
         }
         Ok((Msg { reference: r, payload, len, capacity, ring }, state))
     }
@@ -785,7 +790,7 @@ impl MsgRings {
     /// `held(owner_pid, to_pid)` says so of its header (e.g. nobody is responsible for it,
     /// or a dead process is). Returns whether it was freed.
     pub fn reclaim_if(&self, r: MsgRef, held: impl Fn(u32, u32) -> bool) -> Result<bool> {
-        let Ok((m, state)) = self.guarded(|| self.check_ref_state(r)) else { return Ok(false) };
+        let Ok((m, state)) = self.guarded(|| self.check_ref_state(r, false)) else { return Ok(false) };
         let h = self.msg_header(m.payload - HDR).expect("validated");
         if !held(h.owner_pid.load(Acquire), h.to_pid.load(Relaxed)) {
             return Ok(false);
@@ -822,7 +827,7 @@ impl MsgRings {
     /// Free a message. Lock-free for ring slots: one CAS from the exact state the reference
     /// names, so a stale or repeated free is refused.
     pub fn free(&self, r: MsgRef) -> Result<()> {
-        let (m, state) = self.guarded(|| self.check_ref_state(r))?;
+        let (m, state) = self.guarded(|| self.check_ref_state(r, true))?;
         let h = self.msg_header(m.payload - HDR).expect("validated");
         // From the exact state found valid: if the message was freed, reclaimed or its slot
         // reused since, the CAS fails.

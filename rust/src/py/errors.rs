@@ -468,6 +468,7 @@ impl From<MsgqError> for PyErr {
                 PyValueError::new_err(msg)
             }
             MsgqError::NoMemory { .. } => out_of_memory(msg),
+            MsgqError::HalfCreated { .. } => os_error(libc::EEXIST, &msg, ""),
             MsgqError::Corrupt { .. } => corruption(msg),
         }
     }

@@ -204,11 +204,12 @@ impl PyMsgQueue {
 
     /// Take the next message *in place* (no copy): a `MsgView` exporting it through the
     /// buffer protocol (`memoryview(view)`, slices, `numpy.frombuffer(view)`), read-only
-    /// unless `writable` (the message is this process's alone once taken: objects unpickled
-    /// on it may be written, as objects received any other way). The message is freed when
-    /// the view is released (`release()`, the end of a `with` block, or garbage collection)
-    /// and every memoryview exported from it is released too: the last one out frees it. If
-    /// this process dies first, it is reclaimed. Waits like `get`.
+    /// unless `writable` (the message is this process's alone once taken out: writing it
+    /// disturbs nobody).
+    /// The message is freed when the view is released (`release()`, the end of a `with`
+    /// block, or garbage collection) and every memoryview exported from it is released too:
+    /// the last one out frees it. If this process dies first, it is reclaimed. Waits like
+    /// `get`.
     #[pyo3(signature = (block=true, timeout=None, *, writable=false))]
     fn borrow<'py>(
         &self,

@@ -47,6 +47,15 @@ pub enum MsgqError {
         /// What was found.
         reason: String,
     },
+    /// Parts of a queue of this name exist without its header: its creator died half-way
+    /// (or is still at work).
+    #[error("message queue {name:?} was left half-created ({part:?} exists without it; its creator died?): MsgQueue.remove clears it")]
+    HalfCreated {
+        /// The queue.
+        name: String,
+        /// The part found.
+        part: String,
+    },
     /// A reserved message was committed or aborted already.
     #[error("the reserved message was {0} already")]
     Done(&'static str),

@@ -46,6 +46,11 @@
 //!   followed: the pool validates it against its own geometry or the heap's live
 //!   allocations, its sequence number and its length before anything is read.
 //!
+//! The creator allocates and registers the pool, then the reference queue, then the header
+//! (initialised before it is registered), so an opener never sees a half-built queue. A
+//! creator killed half-way leaves parts without a header: creating the queue again then
+//! fails with [`MsgqError::HalfCreated`] until [`MsgQueue::remove`] clears them.
+//!
 //! Pids are compared without start times: a dead process's messages wait for the next gc
 //! after its pid is reused by a live process, a (rare) leak rather than a wrong free.
 
@@ -203,6 +208,13 @@ impl MsgQueue {
             Err(RegionError::ObjectNotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        for part in [msgs_name(name), refs_name(name)] {
+            match region.find_object(&part) {
+                Ok(_) => return Err(MsgqError::HalfCreated { name: name.into(), part }),
+                Err(RegionError::ObjectNotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         // Half of the free memory at most for the rings: the rest is for large messages.
         let budget = region.stats().free_bytes / 2;
         let rings = plan_rings(capacity, max_msg, budget);
@@ -330,26 +342,44 @@ impl MsgQueue {
             match Self::create(region, name, capacity, max_msg) {
                 Ok(q) => return Ok((q, true)),
                 Err(MsgqError::Region(RegionError::ObjectExists { .. })) => {}
+                // A racing creator may be half-way: give it a moment.
+                Err(MsgqError::HalfCreated { .. }) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(e),
             }
         }
-        Err(MsgqError::InvalidArgument(format!("message queue {name:?} keeps appearing and disappearing")))
+        match Self::open(region, name) {
+            Err(MsgqError::Region(RegionError::ObjectNotFound { .. })) => {
+                Self::create(region, name, capacity, max_msg).map(|q| (q, true))
+            }
+            other => other.map(|q| (q, false)),
+        }
     }
 
-    /// Remove message queue `name` from `region` (its three objects and their memory).
-    /// Handles still open on it must not be used afterwards: their operations then fail or
-    /// see garbage, as with any object removed under its users.
+    /// Remove message queue `name` from `region` (its three objects and their memory), or
+    /// what a creator that died half-way left of it. Handles still open on it must not be
+    /// used afterwards: their operations then fail or see garbage, as with any object
+    /// removed under its users. Nothing of that name: `ObjectNotFound`.
     pub fn remove(region: &Arc<Region>, name: &str) -> Result<()> {
-        let info = region.find_object(name)?;
-        if info.kind != kind::MSGQ {
-            return Err(MsgqError::InvalidArgument(format!("object {name:?} is not a message queue")));
-        }
-        region.remove_object(name, true)?;
+        let header = match region.find_object(name) {
+            Ok(info) if info.kind != kind::MSGQ => {
+                return Err(MsgqError::InvalidArgument(format!("object {name:?} is not a message queue")));
+            }
+            Ok(_) => true,
+            Err(RegionError::ObjectNotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = false;
         for part in [refs_name(name), msgs_name(name)] {
             match region.remove_object(&part, true) {
-                Ok(_) | Err(RegionError::ObjectNotFound { .. }) => {}
+                Ok(_) => removed = true,
+                Err(RegionError::ObjectNotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        if header {
+            region.remove_object(name, true)?;
+        } else if !removed {
+            return Err(RegionError::ObjectNotFound { path: region.display_path(), name: name.into() }.into());
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{MsgQueue, MsgqError, Result};
 use crate::api::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
 use crate::failpoint;
-use crate::queue::WAIT_SLICE;
+use crate::queue::{QueueError, WAIT_SLICE};
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::map::Mapping;
@@ -121,7 +121,19 @@ impl MsgQueue {
     /// released. References naming no live message of the pool are dropped and counted.
     fn try_take(&self) -> Result<Option<Msg>> {
         for _ in 0..=self.queue.capacity() {
-            let Some(mut slot) = self.queue.try_borrow()? else { return Ok(None) };
+            let head = self.queue.ring.header()?.head.load(Relaxed);
+            let slot = match self.queue.try_borrow() {
+                Ok(Some(slot)) => slot,
+                Ok(None) => return Ok(None),
+                // A slot with a garbage length is dropped by the queue (its head moves on):
+                // count it and go on. Damage it cannot step over stays an error.
+                Err(QueueError::Corrupt { .. }) if self.queue.ring.header()?.head.load(Relaxed) != head => {
+                    self.header().dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut slot = slot;
             let mut word = [0u8; 8];
             let reference = (slot.len() == 8 && slot.copy_to(&mut word) == 8).then(|| MsgRef(u64::from_le_bytes(word)));
             failpoint::hit("msgq.get_claimed");
@@ -197,7 +209,7 @@ impl MsgQueue {
     /// through the returned [`MsgBorrow`], and is freed when that is dropped. If this process
     /// dies first, the message is reclaimed.
     pub fn try_borrow(self: &Arc<Self>) -> Result<Option<MsgBorrow>> {
-        Ok(self.try_take()?.map(|msg| MsgBorrow { q: Arc::clone(self), msg }))
+        Ok(self.try_take()?.map(|msg| MsgBorrow { q: Arc::clone(self), msg, pid: process::cached_pid() }))
     }
 
     /// Allocate a message of `n` bytes to be written in place and queued later
@@ -216,6 +228,7 @@ impl MsgQueue {
             payload: r.offset() as usize,
             capacity,
             state: Mutex::new(SlotState::Open),
+            pid: process::cached_pid(),
         }))
     }
 
@@ -325,11 +338,14 @@ impl Drop for PutOp<'_> {
 
 /// A message taken out of the queue and read in place ([`MsgQueue::try_borrow`]): its
 /// payload is `len()` bytes at `offset()` of `mapping()` until this is dropped, which frees
-/// it (the bytes may then be reused at once).
+/// it (the bytes may then be reused at once). A copy of it inherited by a forked child
+/// frees nothing: the message is its parent's.
 #[derive(Debug)]
 pub struct MsgBorrow {
     q: Arc<MsgQueue>,
     msg: Msg,
+    /// The process that took the message out.
+    pid: u32,
 }
 
 impl MsgBorrow {
@@ -363,7 +379,9 @@ impl MsgBorrow {
 
 impl Drop for MsgBorrow {
     fn drop(&mut self) {
-        let _ = self.q.rings.free(self.msg.reference);
+        if process::cached_pid() == self.pid {
+            let _ = self.q.rings.free(self.msg.reference);
+        }
     }
 }
 
@@ -379,7 +397,8 @@ enum SlotState {
 /// at `offset()` of `mapping()`, this process's until [`MsgSlot::try_commit`] queues the
 /// first `len` of them. Aborted, or dropped uncommitted, the message is freed (when this is
 /// dropped: keep it alive while anything may still write through a view of it). After a
-/// commit the bytes belong to the consumer: writing them is a bug of the caller.
+/// commit the bytes belong to the consumer: writing them is a bug of the caller. A copy
+/// inherited by a forked child can neither commit nor free it: it is its parent's.
 #[derive(Debug)]
 pub struct MsgSlot {
     q: Arc<MsgQueue>,
@@ -387,6 +406,8 @@ pub struct MsgSlot {
     payload: usize,
     capacity: usize,
     state: Mutex<SlotState>,
+    /// The process that reserved it.
+    pid: u32,
 }
 
 impl MsgSlot {
@@ -426,6 +447,12 @@ impl MsgSlot {
     /// Queue the first `len` bytes as a message if the queue has room now (`Ok(false)`:
     /// full, still reserved). Committed or aborted already: [`MsgqError::Done`].
     pub fn try_commit(&self, len: usize) -> Result<bool> {
+        if process::cached_pid() != self.pid {
+            return Err(MsgqError::InvalidArgument(format!(
+                "the message was reserved by process {}, not this one (a forked child?)",
+                self.pid
+            )));
+        }
         let mut state = self.lock();
         match *state {
             SlotState::Committed => return Err(MsgqError::Done("committed")),
@@ -460,7 +487,7 @@ impl MsgSlot {
 
 impl Drop for MsgSlot {
     fn drop(&mut self) {
-        if *self.lock() != SlotState::Committed {
+        if process::cached_pid() == self.pid && *self.lock() != SlotState::Committed {
             let _ = self.q.rings.free(self.r);
         }
     }

@@ -77,6 +77,9 @@ impl MsgQueue {
     /// region is out of memory; cheap enough to call periodically (O(pool slots + heap
     /// blocks), twice).
     pub fn gc(&self) -> Result<GcReport> {
+        // Slot identities a peer damaged make their messages unrecognisable: restore them
+        // first (from this handle's copy of the geometry), so those are collected too.
+        self.rings.repair(true);
         let mut alive = Alive::default();
         let first = self.snapshot(&mut alive)?;
         let mut report = GcReport::default();
