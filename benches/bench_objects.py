@@ -250,7 +250,7 @@ class Zmq(Peer):
         s = self.zctx.socket(kind)
         hwm = min(w.depth, 1000)
         s.setsockopt(zmq.SNDHWM if kind == zmq.PUSH else zmq.RCVHWM, hwm)
-        s.setsockopt(zmq.LINGER, 10_000)
+        s.setsockopt(zmq.LINGER, -1)  # never drop what was sent (the end marker)
         self.sock = s
         return s
 

@@ -34,7 +34,9 @@ __all__ = ["ObjectSlot", "ObjectsMixin"]
 #: Messages up to this size are copied out and the block freed at once: unpickling from
 #: ``bytes`` is quicker than from a view, and a small object should not pin a block.
 _SMALL = 4096
-_PROTO = b"\x80"
+_PROTO = 0x80
+_dumps = pickle.dumps
+_loads = pickle.loads
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -62,6 +64,18 @@ class ObjectsMixin:
         into it. Waits like ``put`` (``QueueFull`` when the queue stays full, and
         ``OutOfMemoryError`` when the region has no room for the message, after ``timeout``).
         Pickling errors come before anything is allocated."""
+        t = type(obj)
+        if t is not bytes and t is not bytearray:
+            # the common case inline (a small object: pickle, put): one call less
+            pbs: list[pickle.PickleBuffer] = []
+            try:
+                stream = _dumps(obj, 5, buffer_callback=pbs.append)
+            except TypeError:
+                pass  # memoryviews inside: frame() has the pickler for them
+            else:
+                if not pbs:
+                    self.put(stream, block, timeout)
+                    return
         msg = _objects.frame(obj)
         if type(msg) is bytes:
             self.put(msg, block, timeout)
@@ -89,8 +103,8 @@ class ObjectsMixin:
         if len(view) <= _SMALL:
             data = bytes(view)
             view.release()
-            if data[:1] == _PROTO:
-                return pickle.loads(data)
+            if data and data[0] == _PROTO:
+                return _loads(data)
             return _objects.load(memoryview(bytearray(data)), writable=True)
         block_view = memoryview(view)
         try:
