@@ -111,8 +111,8 @@ class Source:
             import numpy as np
 
             # a pool of arrays stamped in turn: a peer still sending one would be caught by
-            # the consumer's check (the pool is larger than what any peer keeps in flight)
-            self.arrays = [np.frombuffer(os.urandom(w.size), np.uint8).copy() for _ in range(pool)]
+            # the consumer's check
+            self.arrays = [np.full(w.size, i & 0xFF, np.uint8) for i in range(pool)]
 
     def make(self, seq: int) -> Any:
         kind = self.w.kind
@@ -319,7 +319,7 @@ class ShmByHand(Peer):
         segs = self._attach(names)
         self.segs_local = segs
         free = list(range(len(segs)))
-        head = struct.Struct("<IQ")
+        head = struct.Struct("<IQB")
         np = _numpy() if w.kind == "numpy" else None
         arrays = [np.ndarray(size, np.uint8, buffer=s.buf) for s in segs] if np else []
 
@@ -329,17 +329,18 @@ class ShmByHand(Peer):
             while free_r.poll():
                 free.append(SEQ.unpack(free_r.recv_bytes())[0])
             slot = free.pop()
-            if w.kind == "numpy":
+            raw = 1
+            if w.kind == "numpy" and not isinstance(obj, str):
                 n = obj.nbytes
                 np.copyto(arrays[slot][:n], obj)
-            elif w.kind == "bytes":
+            elif w.kind == "bytes" and not isinstance(obj, str):
                 n = len(obj)
                 segs[slot].buf[:n] = obj
-            else:
+            else:  # the dict, and the end marker
                 data = pickle.dumps(obj, 5)
-                n = len(data)
+                n, raw = len(data), 0
                 segs[slot].buf[:n] = data
-            data_w.send_bytes(head.pack(slot, n))
+            data_w.send_bytes(head.pack(slot, n, raw))
 
         return send
 
@@ -347,7 +348,7 @@ class ShmByHand(Peer):
         names, _, data_r, _, _, free_w = spec
         segs = self._attach(names)
         self.segs_local = segs
-        head = struct.Struct("<IQ")
+        head = struct.Struct("<IQB")
         np = _numpy() if w.kind == "numpy" else None
         pending: list[int] = []
 
@@ -355,14 +356,14 @@ class ShmByHand(Peer):
             # the previous message's slot goes back once its object is no longer used
             while pending:
                 free_w.send_bytes(SEQ.pack(pending.pop()))
-            slot, n = head.unpack(data_r.recv_bytes())
+            slot, n, raw = head.unpack(data_r.recv_bytes())
             pending.append(slot)
             buf = segs[slot].buf
+            if not raw:
+                return pickle.loads(buf[:n])
             if w.kind == "numpy":
                 return np.ndarray(n, np.uint8, buffer=buf)
-            if w.kind == "bytes":
-                return bytes(buf[:n])
-            return pickle.loads(buf[:n])
+            return bytes(buf[:n])
 
         return recv
 
@@ -405,8 +406,11 @@ class Shmkit(Peer):
             n = w.size
 
             def send_in_place(obj: Any) -> None:
+                if isinstance(obj, str):  # the end marker
+                    spec.put_obj(obj)
+                    return
                 # ``obj`` is used for its sequence stamp only: the array is made in the block
-                with spec.reserve_obj(n) as out:
+                with spec.reserve_obj(n, room=4096) as out:
                     a = out.array((n,), "uint8")
                     a[:8] = obj[:8]
                     out.put(a)
@@ -456,7 +460,9 @@ def _producer(
     try:
         _pin(cpu)
         gc.disable()
-        src = Source(w, pool=max(4, min(16, w.depth + 4)))
+        # more arrays than any peer keeps in flight (queue depth, or both high-water marks and
+        # the socket's buffer for pyzmq)
+        src = Source(w, pool=2 * w.depth + (300 if w.size <= 64 * KiB else 4))
         send = peer.sender(spec, w)
         seq = 0
         deadline = time.perf_counter() + seconds
@@ -523,17 +529,15 @@ def run_one(peer: Peer, w: Workload, seconds: float, pin: bool) -> tuple[float, 
         producer.start()
         results = []
         for conn, proc in ((pr, producer), (cr, consumer)):
-            if not conn.poll(seconds * 10 + 60):
+            status = conn.recv() if conn.poll(seconds * 10 + 60) else ("error", "timed out")
+            if status[0] != "ok":
                 producer.kill()
                 consumer.kill()
                 producer.join(10)
                 consumer.join(10)
-                return 0.0, f"timed out ({proc.name} did not finish)"
-            results.append(conn.recv())
+                return 0.0, f"{proc.name}: " + status[1].strip().splitlines()[-1]
+            results.append(status)
             proc.join(60)
-        for status, value in results:
-            if status != "ok":
-                return 0.0, value.strip().splitlines()[-1]
         count, elapsed = results[1][1]
         if count == 0 or elapsed <= 0:
             return 0.0, "too few messages for the warm-up"

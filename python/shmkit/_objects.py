@@ -133,6 +133,12 @@ def frame(obj: Any) -> bytes | Framed | _BytesMessage:
         stream = f.getvalue()
     if not pbs:
         return stream
+    return framed(obj, stream, pbs)
+
+
+def framed(obj: Any, stream: bytes, pbs: list[pickle.PickleBuffer]) -> bytes | Framed:
+    """The message of ``obj`` already pickled into ``stream`` with the out-of-band buffers
+    ``pbs`` (a non-contiguous buffer makes it a plain pickle stream after all)."""
     raws: list[memoryview] = []
     readonly: list[bool] = []
     for pb in pbs:

@@ -65,6 +65,7 @@ class ObjectsMixin:
         ``OutOfMemoryError`` when the region has no room for the message, after ``timeout``).
         Pickling errors come before anything is allocated."""
         t = type(obj)
+        msg: bytes | _objects.Framed | _objects._BytesMessage | None = None
         if t is not bytes and t is not bytearray:
             # the common case inline (a small object: pickle, put): one call less
             pbs: list[pickle.PickleBuffer] = []
@@ -76,7 +77,9 @@ class ObjectsMixin:
                 if not pbs:
                     self.put(stream, block, timeout)
                     return
-        msg = _objects.frame(obj)
+                msg = _objects.framed(obj, stream, pbs)
+        if msg is None:
+            msg = _objects.frame(obj)
         if type(msg) is bytes:
             self.put(msg, block, timeout)
             return
