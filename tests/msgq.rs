@@ -215,3 +215,28 @@ fn dead_producer_and_consumer_messages_are_reclaimed() {
     assert_eq!(q.try_get_vec().unwrap().unwrap(), b"queued by the dead");
     assert_eq!(in_use(&q), 0);
 }
+
+#[test]
+fn racing_find_or_create_makes_one_queue() {
+    let f = fixture(16 << 20);
+    let region = Arc::clone(&f.region);
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (region, barrier) = (Arc::clone(&region), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (q, created) = MsgQueue::find_or_create(&region, "q", 8, Some(1000)).unwrap();
+                assert!(q.try_put(b"one each").unwrap());
+                created
+            })
+        })
+        .collect();
+    let created: Vec<bool> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(created.iter().filter(|&&c| c).count(), 1, "{created:?}");
+    let q = MsgQueue::open(&f.region, "q").unwrap();
+    assert_eq!(q.len().unwrap(), 4);
+    drop(q);
+    MsgQueue::remove(&f.region, "q").unwrap();
+    assert!(f.region.objects().unwrap().is_empty());
+}

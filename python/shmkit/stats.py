@@ -68,6 +68,7 @@ class MsgQueueStats(TypedDict):
 
     puts: int
     gets: int
+    bytes: int
     bytes_put: int
     bytes_got: int
     len: int

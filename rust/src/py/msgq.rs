@@ -320,8 +320,8 @@ impl PyMsgQueue {
         Ok(self.inner.is_full()?)
     }
 
-    /// Counters (the same from every process) and pool usage: puts, gets, bytes_put,
-    /// bytes_got, len, capacity, full, ..., in_use (messages allocated now), in_use_bytes,
+    /// Counters (the same from every process) and pool usage: puts, gets, bytes (payload
+    /// bytes queued, as bytes_put), bytes_got, len, capacity, full, ..., in_use (messages allocated now), in_use_bytes,
     /// heap_in_use, heap_fallbacks, rings (per size class: size, nitems, busy, hits,
     /// misses). See `shmkit.stats.MsgQueueStats`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -329,6 +329,7 @@ impl PyMsgQueue {
         let d = PyDict::new(py);
         d.set_item("puts", s.puts)?;
         d.set_item("gets", s.gets)?;
+        d.set_item("bytes", s.bytes_put)?;
         d.set_item("bytes_put", s.bytes_put)?;
         d.set_item("bytes_got", s.bytes_got)?;
         d.set_item("len", s.len)?;

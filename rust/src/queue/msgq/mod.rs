@@ -68,8 +68,8 @@ use layout::{MsgqHeader, HEADER_SIZE, MAGIC, VERSION};
 pub use ops::{MsgBorrow, MsgSlot, PutOp};
 pub use recover::{GcReport, MsgqRepair};
 
-use crate::api::msgring::{self, MsgRef, MsgRings, RingStats, HDR, MAX_NITEMS};
-use crate::queue::{QueueOptions, ShmQueue};
+use crate::api::msgring::{self, MsgRef, MsgRingError, MsgRings, RingStats, HDR, MAX_NITEMS};
+use crate::queue::{QueueError, QueueOptions, ShmQueue};
 use crate::region::{kind, Region, RegionError};
 use crate::sys::map::Mapping;
 use crate::sys::process;
@@ -218,7 +218,13 @@ impl MsgQueue {
         // Half of the free memory at most for the rings: the rest is for large messages.
         let budget = region.stats().free_bytes / 2;
         let rings = plan_rings(capacity, max_msg, budget);
-        let pool = MsgRings::create(region, &msgs_name(name), &[], &rings, u64::MAX)?;
+        // A part that appears now belongs to a racing creator (or one that just died).
+        let racing = |part: String| MsgqError::HalfCreated { name: name.into(), part };
+        let pool = match MsgRings::create(region, &msgs_name(name), &[], &rings, u64::MAX) {
+            Ok(p) => p,
+            Err(MsgRingError::Region(RegionError::ObjectExists { .. })) => return Err(racing(msgs_name(name))),
+            Err(e) => return Err(e.into()),
+        };
         let undo_pool = || {
             let _ = region.remove_object(&msgs_name(name), true);
         };
@@ -226,6 +232,9 @@ impl MsgQueue {
             Ok(q) => q,
             Err(e) => {
                 undo_pool();
+                if matches!(e, QueueError::Region(RegionError::ObjectExists { .. })) {
+                    return Err(racing(refs_name(name)));
+                }
                 return Err(e.into());
             }
         };
