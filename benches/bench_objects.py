@@ -250,7 +250,7 @@ class Zmq(Peer):
         s = self.zctx.socket(kind)
         hwm = min(w.depth, 1000)
         s.setsockopt(zmq.SNDHWM if kind == zmq.PUSH else zmq.RCVHWM, hwm)
-        s.setsockopt(zmq.LINGER, -1)  # never drop what was sent (the end marker)
+        s.setsockopt(zmq.LINGER, -1)
         self.sock = s
         return s
 
@@ -454,7 +454,13 @@ def _pin(cpu: int | None) -> None:
 
 
 def _producer(
-    kind: type[Peer], spec: Any, w: Workload, seconds: float, cpu: int | None, out: Any
+    kind: type[Peer],
+    spec: Any,
+    w: Workload,
+    seconds: float,
+    cpu: int | None,
+    out: Any,
+    stop: Any,
 ) -> None:
     peer = kind()
     try:
@@ -473,6 +479,9 @@ def _producer(
                 break
         send(END)
         out.send(("ok", seq))
+        # Close only once the consumer has everything: a pyzmq PUSH socket closed early loses
+        # what its peer has not read yet, whatever its linger.
+        stop.poll(600)
     except BaseException:
         out.send(("error", traceback.format_exc()))
     finally:
@@ -517,6 +526,7 @@ def run_one(peer: Peer, w: Workload, seconds: float, pin: bool) -> tuple[float, 
         pr, pw = ctx.Pipe(duplex=False)
         cr, cw = ctx.Pipe(duplex=False)
         rr, rw = ctx.Pipe(duplex=False)
+        sr, sw = ctx.Pipe(duplex=False)
         cpus = (0, 1) if pin and len(os.sched_getaffinity(0)) >= 2 else (None, None)
         consumer = ctx.Process(
             target=_consumer, args=(type(peer), spec, w, warmup, cpus[1], cw, rw)
@@ -525,7 +535,9 @@ def run_one(peer: Peer, w: Workload, seconds: float, pin: bool) -> tuple[float, 
         if not rr.poll(120):
             raise TimeoutError("consumer not ready")
         rr.recv()
-        producer = ctx.Process(target=_producer, args=(type(peer), spec, w, seconds, cpus[0], pw))
+        producer = ctx.Process(
+            target=_producer, args=(type(peer), spec, w, seconds, cpus[0], pw, sr)
+        )
         producer.start()
         results = []
         for conn, proc in ((pr, producer), (cr, consumer)):
@@ -537,7 +549,10 @@ def run_one(peer: Peer, w: Workload, seconds: float, pin: bool) -> tuple[float, 
                 consumer.join(10)
                 return 0.0, f"{proc.name}: " + status[1].strip().splitlines()[-1]
             results.append(status)
-            proc.join(60)
+            if proc is consumer:
+                sw.send("stop")
+        producer.join(60)
+        consumer.join(60)
         count, elapsed = results[1][1]
         if count == 0 or elapsed <= 0:
             return 0.0, "too few messages for the warm-up"
