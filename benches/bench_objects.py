@@ -23,7 +23,8 @@ bytes) and the consumer checks it (bytes above 4 KiB come from 16 prepared objec
 checked modulo 16, plus the count). The producer sends for a fixed time, then an end marker;
 the consumer's rate after a warm-up is reported, as messages/s and microseconds per message,
 with the ratio to ``mp.Queue``, and for arrays the ratio of shmkit's time per message to one
-``memcpy`` of the array (``numpy.copyto``, measured in the same run). Producer and consumer
+``memcpy`` of the array (``numpy.copyto``, measured in the same run: warm, and "cold" from as
+many arrays as the producer cycles through, as its copies are). Producer and consumer
 are separate spawned processes pinned to different CPUs (``--no-pin`` to disable), with the
 cyclic garbage collector off. Peers that are not installed show ``n/a``.
 
@@ -52,7 +53,7 @@ from typing import Any
 
 SEQ = struct.Struct("<Q")
 ctx = mp.get_context("spawn")
-KiB, MiB = 1 << 10, 1 << 20
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 
 @dataclass(frozen=True)
@@ -466,9 +467,7 @@ def _producer(
     try:
         _pin(cpu)
         gc.disable()
-        # more arrays than any peer keeps in flight (queue depth, or both high-water marks and
-        # the socket's buffer for pyzmq)
-        src = Source(w, pool=2 * w.depth + (300 if w.size <= 64 * KiB else 4))
+        src = Source(w, pool=_pool(w))
         send = peer.sender(spec, w)
         seq = 0
         deadline = time.perf_counter() + seconds
@@ -561,20 +560,28 @@ def run_one(peer: Peer, w: Workload, seconds: float, pin: bool) -> tuple[float, 
         peer.destroy(spec)
 
 
-def memcpy_seconds(size: int) -> float:
-    """One ``memcpy`` of ``size`` bytes (numpy.copyto, warm buffers), median of a few."""
+def memcpy_seconds(size: int, sources: int = 1) -> float:
+    """One ``memcpy`` of ``size`` bytes (numpy.copyto into one buffer), median of a few runs,
+    from ``sources`` arrays in turn: 1 is a warm copy; as many as a producer cycles through
+    (see ``_producer``) is a copy from memory as cold as the producer's."""
     np = _numpy()
-    src = np.frombuffer(os.urandom(size), np.uint8).copy()
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    reps = max(3, min(2000, (256 * MiB) // size))
+    srcs = [np.full(size, i & 0xFF, np.uint8) for i in range(sources)]
+    dst = np.empty_like(srcs[0])
+    np.copyto(dst, srcs[0])
+    reps = max(3 * sources, min(2000, (256 * MiB) // size))
     times = []
     for _ in range(5):
         t = time.perf_counter()
-        for _ in range(reps):
-            np.copyto(dst, src)
+        for i in range(reps):
+            np.copyto(dst, srcs[i % sources])
         times.append((time.perf_counter() - t) / reps)
     return statistics.median(times)
+
+
+def _pool(w: Workload) -> int:
+    """Arrays a producer stamps in turn: more than any peer keeps in flight (queue depth, or
+    both high-water marks and the socket's buffer for pyzmq)."""
+    return 2 * w.depth + (300 if w.size <= 64 * KiB else 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,12 +642,18 @@ def report(
             if best and r and p.name not in ("shmkit", "shmkit in place", "mp.Queue"):
                 parts.append(f"{best / r:6.1f}x {p.name}")
         if w.kind == "numpy" and best:
-            copy = memcpy_seconds(w.size)
+            warm = memcpy_seconds(w.size)
+            cold = memcpy_seconds(w.size, _pool(w)) if w.size * _pool(w) <= GiB else warm
             for p in ("shmkit", "shmkit in place"):
                 r = rates.get((p, w.key), 0.0)
                 if r:
-                    parts.append(f"{p}: {1 / r / copy:5.2f} memcpy ({1e6 / r:.1f} us)")
-            parts.append(f"[memcpy {copy * 1e6:.1f} us]")
+                    parts.append(
+                        f"{p}: {1 / r / warm:5.2f} memcpy "
+                        f"({1 / r / cold:.2f} cold, {1e6 / r:.1f} us)"
+                    )
+            parts.append(
+                f"[memcpy {warm * 1e6:.1f} us, from the producer's arrays {cold * 1e6:.1f}]"
+            )
         lines.append("  ".join(parts))
     return "\n".join(lines)
 
