@@ -19,7 +19,9 @@ METHODS = [m for m in ("spawn", "forkserver", "fork") if m in mp.get_all_start_m
 
 
 def shm_names() -> set[str]:
-    return set(os.listdir("/dev/shm"))
+    """shmkit's files in ``/dev/shm`` outside the tests' own roots (other tests, run at the
+    same time, make theirs under roots of their own)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith("shmkit")}
 
 
 def memfd_mappings(pid: int | str = "self") -> list[str]:

@@ -210,7 +210,7 @@ def test_a_hoarding_receiver_cannot_hang_or_crash_the_sender(root: str) -> None:
                 break
             kept.append(q.get_obj())
         assert errors and isinstance(errors[0], shmkit.OutOfMemoryError), errors
-        assert 5 <= len(kept) < 16
+        assert 1 <= len(kept) < 16
         kept.clear()
         gc.collect()
         q.put_obj(np.ones(1 << 20, np.uint8), timeout=1)  # memory is back
