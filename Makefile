@@ -85,6 +85,7 @@ bench: ## criterion benches, then the Python benchmarks against the peers
 	$(PY) benches/bench_netmap.py
 	$(PY) benches/bench_vale.py
 	$(PY) benches/compare.py
+	$(PY) benches/bench_objects.py
 
 .PHONY: all
 all: format lint build-dev test ## Format, lint, build, test

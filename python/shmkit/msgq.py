@@ -21,14 +21,15 @@ wait up to their timeout first), never a hang past it or a crash.
 from __future__ import annotations
 
 from shmkit import _native
+from shmkit._objq import ObjectSlot, ObjectsMixin
 
-__all__ = ["MsgQueue", "MsgSlot", "MsgView"]
+__all__ = ["MsgQueue", "MsgSlot", "MsgView", "ObjectSlot"]
 
 MsgSlot = _native.MsgSlot
 MsgView = _native.MsgView
 
 
-class MsgQueue(_native.MsgQueue):
+class MsgQueue(ObjectsMixin, _native.MsgQueue):
     """A queue of variable-size messages in a region, shared by name between processes.
 
     ``MsgQueue.create(region, name, capacity, *, max_msg=None)`` makes one,
@@ -38,5 +39,7 @@ class MsgQueue(_native.MsgQueue):
     ``put_nowait``/``get_nowait``, ``QueueFull``/``QueueEmpty``; ``try_put``/``try_get``
     never raise those. ``borrow()`` reads a message in place (a ``MsgView``: buffer protocol,
     freed when it and every memoryview of it are released), ``reserve(n)`` writes one in
-    place (a ``MsgSlot``: ``commit()`` or ``abort()``).
+    place (a ``MsgSlot``: ``commit()`` or ``abort()``). ``put_obj``/``get_obj`` carry Python
+    objects (pickle protocol 5, buffers as views of the message: ``shmkit._objq``) and
+    ``reserve_obj(n)`` builds an object's data in place (an ``ObjectSlot``).
     """
