@@ -150,6 +150,22 @@ def test_out_of_memory(region: shmkit.Region) -> None:
     assert q.stats()["in_use"] == 2
 
 
+def test_no_wait_for_memory_when_nothing_is_in_flight(region: shmkit.Region) -> None:
+    """A message that fits the heap but not what is free, with no message of the queue in
+    flight (whose release could make room): a blocking put or reserve, even without a
+    timeout, raises at once instead of waiting for ever."""
+    q = shmkit.MsgQueue.create(region, "q", 16)
+    hog = region.alloc(40 << 20)  # another user of the region holds most of it
+    big = b"x" * (30 << 20)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.put(big, timeout=None)
+    with pytest.raises(shmkit.OutOfMemoryError):
+        q.reserve(len(big), timeout=None)
+    region.free(hog)
+    q.put(big, timeout=None)
+    assert q.get() == big
+
+
 def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"hello world" * 1000)

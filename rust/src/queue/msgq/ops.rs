@@ -33,6 +33,14 @@ impl MsgQueue {
         n.checked_add(HDR + 64).is_some_and(|need| need <= end.saturating_sub(start))
     }
 
+    /// Whether waiting for memory can help a message of `n` bytes: it could fit the heap, and
+    /// messages of this queue are in flight (queued or held), whose release makes room. With
+    /// none in flight no wait is made (only other users of the region could free memory, and
+    /// a blocking put without a timeout would wait for them forever).
+    fn worth_waiting(&self, n: u64) -> bool {
+        self.could_fit(n) && self.rings.busy_messages().map_or(true, |busy| !busy.is_empty())
+    }
+
     fn no_memory(&self, n: u64) -> MsgqError {
         self.header().no_memory.fetch_add(1, Relaxed);
         let s = self.region.stats();
@@ -214,13 +222,16 @@ impl MsgQueue {
 
     /// Allocate a message of `n` bytes to be written in place and queued later
     /// ([`MsgSlot::try_commit`]). `Ok(None)`: the region has no room for it now (after a
-    /// gc, if `gc`); a message that could never fit: [`MsgqError::NoMemory`].
+    /// gc, if `gc`) but messages in flight may make some; a message that could never fit, or
+    /// no room with nothing in flight: [`MsgqError::NoMemory`].
     pub fn try_reserve(self: &Arc<Self>, n: u64, gc: bool) -> Result<Option<MsgSlot>> {
         if !self.could_fit(n) {
             self.check_len(n)?;
             return Err(self.no_memory(n));
         }
-        let Some(r) = self.try_alloc(n, gc)? else { return Ok(None) };
+        let Some(r) = self.try_alloc(n, gc)? else {
+            return if self.worth_waiting(n) { Ok(None) } else { Err(self.no_memory(n)) };
+        };
         let capacity = usize::try_from(n).expect("allocated, so it fits the address space");
         Ok(Some(MsgSlot {
             q: Arc::clone(self),
@@ -278,7 +289,7 @@ impl PutOp<'_> {
                 }
                 let gc = !std::mem::replace(&mut self.gc_done, true);
                 let Some(r) = q.try_alloc(n, gc)? else {
-                    if wait_memory && q.could_fit(n) {
+                    if wait_memory && q.worth_waiting(n) {
                         self.no_memory = Some(n);
                         return Ok(false);
                     }
