@@ -355,6 +355,7 @@ class Client(ClientBase):
             deadline = _deadline(timeout)
             generation = self._generation
             ctx = self.submit(msg, timeout)
+            self._check_server()  # as the general way does before it waits
             out: list[Message | None] = [None]
             sink = (ctx, out, self._decoders)
             while True:
