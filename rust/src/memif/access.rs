@@ -31,6 +31,8 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
 /// Listen backlog of a server socket.
 const BACKLOG: i32 = 64;
+/// How long a client refusing a server waits for its hello before closing (see `connect`).
+const REFUSAL_DRAIN_MS: i32 = 200;
 
 /// Access rules of an interface (all optional; see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,6 +155,9 @@ impl Access {
         if let Err(r) = self.check_peer(cred) {
             // Say why, as to any refused peer, rather than just closing.
             let _ = (&sock).send_msg(&r.message(), &[]);
+            // The server greets first: read its hello (briefly) so that closing does not
+            // reset the connection before it reads why.
+            sock.drain(REFUSAL_DRAIN_MS, 4);
             return Err((r.code, format!("refusing the server at {}: {}", addr.display(), r.reason)));
         }
         Ok(sock)

@@ -179,6 +179,23 @@ impl SeqPacket {
         }))
     }
 
+    /// Read and drop what the peer sent (at most `max` messages, their descriptors closed),
+    /// waiting up to `wait_ms` for the first: a Unix socket closed with unread data makes the
+    /// peer's next read fail with `ECONNRESET` before what was sent to it, so a connection
+    /// ended with a last message (a refusal) is drained first.
+    pub fn drain(&self, wait_ms: i32, max: usize) {
+        if !matches!(super::poll::readable(self.0.as_fd(), wait_ms), Ok(true)) {
+            return;
+        }
+        let mut buf = [0u8; 512];
+        for _ in 0..max {
+            match self.recv(&mut buf) {
+                Ok(Some(r)) if r.len > 0 || !r.fds.is_empty() => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Process id of the peer (`SO_PEERCRED`), for diagnostics.
     pub fn peer_pid(&self) -> io::Result<u32> {
         Ok(self.peer_cred()?.pid)
