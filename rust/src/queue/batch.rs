@@ -58,7 +58,7 @@ impl ShmQueue {
     /// [`ShmQueue::try_reserve_many`]). An SPSC handle holds one borrow (single or batch) at
     /// a time. `Ok(None)`: empty.
     pub fn try_borrow_many(self: &Arc<Self>, max: usize) -> Result<Option<BorrowedBatch>> {
-        let mut lens = Vec::new();
+        let mut lens = Vec::with_capacity(max.min(self.ring.capacity() as usize));
         let run = self.hold_run(Role::Consumer, max, &mut lens)?;
         Ok(run.map(|run| BorrowedBatch { q: Arc::clone(self), run: Some(run), lens }))
     }
