@@ -9,6 +9,9 @@ so nothing may be lost, duplicated or reordered. Reported:
   ``put_many``/``get_many``, a packed buffer with ``put_many_from``/``get_many_into``, and
   in-place batches with ``reserve_many``/``borrow_many``, whose messages are numbered in
   their slots and checked there; faster-fifo: ``put_many``/``get_many``);
+* the batch forms side by side, copying vs zero-copy: the queues' packed and in-place
+  batches, and memif's ``tx_packed``/``rx_into`` and ``tx_alloc_zc``/``rx_zc`` bursts between
+  two processes (``benches/bench_memif.py``'s pair; ``--no-memif`` skips them);
 * round-trip latency p50/p99/p99.9 for 64 B messages, *spinning* (both sides poll with
   non-blocking calls) and *blocking* (both sides sleep in a blocking receive).
 
@@ -1077,6 +1080,66 @@ def pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
 
 
+def batch_forms(
+    rates: dict[tuple[str, int, str], float | None], seconds: float, memif: bool
+) -> None:
+    """The batch forms side by side, copying vs zero-copy, one way between two processes:
+    the queues' packed and in-place batches (from the throughput runs above) and memif's
+    packed and zero-copy bursts (``benches/bench_memif.py``'s shmkit pair, measured here)."""
+    rows = []
+    for peer in ("shmkit-spsc", "shmkit-mpmc"):
+        for size in SIZES:
+            copying = rates.get((peer, size, "batch-packed"))
+            zc = rates.get((peer, size, "batch-in-place"))
+            if copying is None and zc is None:
+                continue
+            rows.append(
+                [
+                    f"queue {peer[7:]}",
+                    f"{size} B",
+                    "put_many_from/get_many_into",
+                    fmt_rate(copying),
+                    "reserve_many/borrow_many",
+                    fmt_rate(zc),
+                ]
+            )
+    if memif:
+        try:
+            from bench_memif import shmkit_pair
+        except ImportError as e:  # run from another directory, or memif unavailable
+            print(f"  memif batch forms: n/a ({e})")
+        else:
+            for size in (64, 1500):
+                got: list[float | None] = []
+                for form in ("packed", "zcb"):
+                    try:
+                        # (at least bench_memif's default 2 s: a shorter run mostly
+                        # measures the connection coming up)
+                        got.append(shmkit_pair(size, form, max(seconds, 2.0)))
+                    except Exception as e:  # report and go on
+                        print(f"  memif {size} B {form}: FAILED {e}")
+                        got.append(None)
+                rows.append(
+                    [
+                        "memif",
+                        f"{size} B",
+                        "tx_packed/rx_into",
+                        fmt_rate(got[0]),
+                        "tx_alloc_zc/rx_zc",
+                        fmt_rate(got[1]),
+                    ]
+                )
+    if not rows:
+        return
+    print("\nBatch forms, copying vs zero-copy: messages (packets)/s, one way, two processes\n")
+    headers = ["path", "size", "copying form", "copying", "zero-copy form", "zero-copy"]
+    print(table(headers, rows))
+    print(
+        "(memif zero-copy senders commit buffers unwritten and receivers do not read them;"
+        " the queues' in-place batches number and check every message in its slot)"
+    )
+
+
 def fmt_rate(r: float | None) -> str:
     if r is None:
         return "n/a"
@@ -1102,6 +1165,9 @@ def main() -> int:
     ap.add_argument("--no-rtt", action="store_true", help="skip round trips")
     ap.add_argument("--no-throughput", action="store_true", help="skip throughput")
     ap.add_argument("--seconds", type=float, help="seconds per throughput run")
+    ap.add_argument(
+        "--no-memif", action="store_true", help="skip the memif rows of the batch-forms table"
+    )
     ap.add_argument(
         "--no-pin", action="store_true", help="do not pin the two processes to two CPUs"
     )
@@ -1218,6 +1284,9 @@ def main() -> int:
             rows.append(row)
         cols = ("msg", "batch", "zero-copy")
         print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in cols], rows))
+
+    if not args.no_throughput:
+        batch_forms(rates, seconds, memif=not args.no_memif)
 
     rtts: dict[tuple[str, bool], list[int] | None] = {}
     if not args.no_rtt:
