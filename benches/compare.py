@@ -6,8 +6,12 @@ so nothing may be lost, duplicated or reordered. Reported:
 
 * one-way throughput, messages/s, for 64 B, 1 KiB and 64 KiB payloads: per-message calls,
   and batched calls where the library has them (shmkit: a list of ``bytes`` with
-  ``put_many``/``get_many``, and a packed buffer with ``put_many_from``/``get_many_into``;
-  faster-fifo: ``put_many``/``get_many``);
+  ``put_many``/``get_many``, a packed buffer with ``put_many_from``/``get_many_into``, and
+  in-place batches with ``reserve_many``/``borrow_many``, whose messages are numbered in
+  their slots and checked there; faster-fifo: ``put_many``/``get_many``);
+* the batch forms side by side, copying vs zero-copy: the queues' packed and in-place
+  batches, and memif's ``tx_packed``/``rx_into`` and ``tx_alloc_zc``/``rx_zc`` bursts between
+  two processes (``benches/bench_memif.py``'s pair; ``--no-memif`` skips them);
 * round-trip latency p50/p99/p99.9 for 64 B messages, *spinning* (both sides poll with
   non-blocking calls) and *blocking* (both sides sleep in a blocking receive).
 
@@ -92,16 +96,29 @@ class Batches:
         pview[:: self.stride] = self.index
         pview[1 :: self.stride] = array.array("Q", [batch_no]) * self.n
 
-    def check(self, rview: memoryview, count: int, first: int) -> None:
-        """The `count` packed messages in `rview` (cast to "Q") are `first`, `first + 1`..."""
-        if count == 0:
-            return
+    def _want(self, count: int, first: int) -> tuple[bytes, bytes]:
+        """The two words of messages `first`..`first + count - 1` (`count` <= B)."""
         b0, j0 = divmod(first, self.n)
-        got_j = rview[0 : count * self.stride : self.stride].tobytes()
-        got_b = rview[1 : count * self.stride : self.stride].tobytes()
         k = min(count, self.n - j0)
         want_b = (array.array("Q", [b0]) * k + array.array("Q", [b0 + 1]) * (count - k)).tobytes()
-        if got_j != self.index2[j0 * 8 : (j0 + count) * 8] or got_b != want_b:
+        return self.index2[j0 * 8 : (j0 + count) * 8], want_b
+
+    def stamp_run(self, view: memoryview, step: int, first: int, count: int) -> None:
+        """Number `count` messages from `first` in place: message `i` at `view[i * step]`
+        (`view` cast to "Q"; `step` in words), `count` <= B."""
+        want_j, want_b = self._want(count, first)
+        view[0 : count * step : step] = memoryview(want_j).cast("Q")
+        view[1 : count * step : step] = memoryview(want_b).cast("Q")
+
+    def check(self, rview: memoryview, count: int, first: int, step: int = 0) -> None:
+        """The `count` messages in `rview` (cast to "Q"), `step` words apart (default: packed),
+        are `first`, `first + 1`..."""
+        if count == 0:
+            return
+        step = step or self.stride
+        got_j = rview[0 : count * step : step].tobytes()
+        got_b = rview[1 : count * step : step].tobytes()
+        if (got_j, got_b) != self._want(count, first):
             raise AssertionError(f"sequence broken in a run starting at {first}")
 
 
@@ -294,6 +311,17 @@ class Shmkit(Peer):
         if batch in (None, "borrow"):
             return _send_numbered(q.put, size, seconds)
         seqs = Batches(size)
+        if batch == "inplace":
+            # In-place batches: messages numbered in their reserved slots, committed at once.
+            reserve_many, stamp = q.reserve_many, seqs.stamp_run
+            while not done():
+                rb = reserve_many(seqs.n, timeout=None)
+                k = len(rb)
+                stamp(rb.view.cast("Q"), rb.stride // 8, i, k)
+                rb.commit(size)
+                i += k
+            q.put(SEQ.pack(END))
+            return i
         packed = bytearray(seqs.n * size)
         pmem = memoryview(packed)
         pview = pmem.cast("Q")
@@ -348,6 +376,22 @@ class Shmkit(Peer):
                 last = rview[(n - 1) * seqs.stride] == END
                 k = n - 1 if last else n
                 seqs.check(rview, k, expect)
+                expect += k
+                if last:
+                    return expect, time.perf_counter() - t0
+        if batch == "inplace":
+            borrow_many = q.borrow_many
+            while True:
+                c = borrow_many(seqs.n, timeout=None)
+                if expect == 0:
+                    t0 = time.perf_counter()
+                n, step = len(c), c.stride // 8
+                rview = c.view.cast("Q")
+                last = rview[(n - 1) * step] == END
+                k = n - 1 if last else n
+                seqs.check(rview, k, expect, step)
+                rview.release()
+                c.release()
                 expect += k
                 if last:
                     return expect, time.perf_counter() - t0
@@ -1036,6 +1080,66 @@ def pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
 
 
+def batch_forms(
+    rates: dict[tuple[str, int, str], float | None], seconds: float, memif: bool
+) -> None:
+    """The batch forms side by side, copying vs zero-copy, one way between two processes:
+    the queues' packed and in-place batches (from the throughput runs above) and memif's
+    packed and zero-copy bursts (``benches/bench_memif.py``'s shmkit pair, measured here)."""
+    rows = []
+    for peer in ("shmkit-spsc", "shmkit-mpmc"):
+        for size in SIZES:
+            copying = rates.get((peer, size, "batch-packed"))
+            zc = rates.get((peer, size, "batch-in-place"))
+            if copying is None and zc is None:
+                continue
+            rows.append(
+                [
+                    f"queue {peer[7:]}",
+                    f"{size} B",
+                    "put_many_from/get_many_into",
+                    fmt_rate(copying),
+                    "reserve_many/borrow_many",
+                    fmt_rate(zc),
+                ]
+            )
+    if memif:
+        try:
+            from bench_memif import shmkit_pair
+        except ImportError as e:  # run from another directory, or memif unavailable
+            print(f"  memif batch forms: n/a ({e})")
+        else:
+            for size in (64, 1500):
+                got: list[float | None] = []
+                for form in ("packed", "zcb"):
+                    try:
+                        # (at least bench_memif's default 2 s: a shorter run mostly
+                        # measures the connection coming up)
+                        got.append(shmkit_pair(size, form, max(seconds, 2.0)))
+                    except Exception as e:  # report and go on
+                        print(f"  memif {size} B {form}: FAILED {e}")
+                        got.append(None)
+                rows.append(
+                    [
+                        "memif",
+                        f"{size} B",
+                        "tx_packed/rx_into",
+                        fmt_rate(got[0]),
+                        "tx_alloc_zc/rx_zc",
+                        fmt_rate(got[1]),
+                    ]
+                )
+    if not rows:
+        return
+    print("\nBatch forms, copying vs zero-copy: messages (packets)/s, one way, two processes\n")
+    headers = ["path", "size", "copying form", "copying", "zero-copy form", "zero-copy"]
+    print(table(headers, rows))
+    print(
+        "(memif zero-copy senders commit buffers unwritten and receivers do not read them;"
+        " the queues' in-place batches number and check every message in its slot)"
+    )
+
+
 def fmt_rate(r: float | None) -> str:
     if r is None:
         return "n/a"
@@ -1061,6 +1165,9 @@ def main() -> int:
     ap.add_argument("--no-rtt", action="store_true", help="skip round trips")
     ap.add_argument("--no-throughput", action="store_true", help="skip throughput")
     ap.add_argument("--seconds", type=float, help="seconds per throughput run")
+    ap.add_argument(
+        "--no-memif", action="store_true", help="skip the memif rows of the batch-forms table"
+    )
     ap.add_argument(
         "--no-pin", action="store_true", help="do not pin the two processes to two CPUs"
     )
@@ -1093,6 +1200,7 @@ def main() -> int:
             ("zero-copy", "loan"),
             ("batch-list", "list"),
             ("batch-packed", "packed"),
+            ("batch-in-place", "inplace"),
         ]
         for size in SIZES:
             for p in peers:
@@ -1101,7 +1209,7 @@ def main() -> int:
                         continue
                     if batch == "loan":
                         skip = not p.zero_copy
-                    elif batch in ("packed", "borrow"):
+                    elif batch in ("packed", "borrow", "inplace"):
                         skip = not p.name.startswith("shmkit")
                     else:
                         skip = bool(batch) and not p.batched
@@ -1138,7 +1246,8 @@ def main() -> int:
             "(msg: the consumer gets its own copy, except iceoryx2, which reads its samples"
             " in place; in-place: the payload is copied in, read in place (shmkit"
             " Queue.borrow); zero-copy: written into a loaned slot (shmkit Queue.reserve,"
-            " iceoryx2 loan) and read in place)"
+            " iceoryx2 loan) and read in place; batch-in-place: shmkit reserve_many/borrow_many,"
+            " each message numbered and checked in its slot)"
         )
         base = "shmkit-spsc"
         print(
@@ -1162,6 +1271,7 @@ def main() -> int:
                         [
                             rates.get((base, size, "batch-list")),
                             rates.get((base, size, "batch-packed")),
+                            rates.get((base, size, "batch-in-place")),
                         ],
                     ),
                     default=None,
@@ -1174,6 +1284,9 @@ def main() -> int:
             rows.append(row)
         cols = ("msg", "batch", "zero-copy")
         print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in cols], rows))
+
+    if not args.no_throughput:
+        batch_forms(rates, seconds, memif=not args.no_memif)
 
     rtts: dict[tuple[str, bool], list[int] | None] = {}
     if not args.no_rtt:

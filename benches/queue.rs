@@ -1,5 +1,7 @@
 //! Queue benchmarks: SPSC and MPMC rings, push+pop in one thread, and one-way streams
-//! between two threads (per element and in batches of 32), 64-byte elements.
+//! between two threads (per element, in copying batches of 32 and in in-place batches of 32:
+//! `reserve_many`/`borrow_many`, each element written and read in its slot), 64-byte
+//! elements.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ fn one_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue/1-thread");
     g.throughput(Throughput::Elements(1));
     for (name, opts) in kinds() {
-        let q = ShmQueue::create(&r, &format!("one-{name}"), 1024, ELSIZE, &opts).unwrap();
+        let q = Arc::new(ShmQueue::create(&r, &format!("one-{name}"), 1024, ELSIZE, &opts).unwrap());
         let msg = [7u8; ELSIZE as usize];
         let mut out = [0u8; ELSIZE as usize];
         g.bench_function(BenchmarkId::new("push+pop", name), |b| {
@@ -47,9 +49,64 @@ fn one_thread(c: &mut Criterion) {
                 assert_eq!(n, BATCH);
             })
         });
+        let lens = [ELSIZE as u32; BATCH];
+        g.bench_function(BenchmarkId::new("reserve+borrow batch32 in place", name), |b| {
+            b.iter(|| {
+                let mut w = q.try_reserve_many(BATCH).unwrap().unwrap();
+                for i in 0..w.len() {
+                    w.mapping().write(w.offset() + i * w.stride(), black_box(&msg)).unwrap();
+                }
+                w.commit(&lens[..w.len()]).unwrap();
+                let mut r = q.try_borrow_many(BATCH).unwrap().unwrap();
+                for i in 0..r.len() {
+                    black_box(r.copy_to(i, &mut out));
+                }
+                r.release().unwrap();
+            })
+        });
         g.throughput(Throughput::Elements(1));
     }
     g.finish();
+}
+
+/// [`stream`] with in-place batches: the producer writes each element in its reserved slot,
+/// the consumer reads each in its borrowed slot.
+fn stream_in_place(q: &Arc<ShmQueue>, n: u64, batch: usize) -> Duration {
+    let prod = Arc::clone(q);
+    let start = Instant::now();
+    let t = std::thread::spawn(move || {
+        let mut msg = [0u8; ELSIZE as usize];
+        let lens = vec![ELSIZE as u32; batch];
+        let mut i = 0u64;
+        while i < n {
+            let Some(mut w) = prod.try_reserve_many(batch.min((n - i) as usize)).unwrap() else {
+                std::hint::spin_loop();
+                continue;
+            };
+            for k in 0..w.len() {
+                msg[..8].copy_from_slice(&(i + k as u64).to_le_bytes());
+                w.mapping().write(w.offset() + k * w.stride(), &msg).unwrap();
+            }
+            let k = w.len();
+            w.commit(&lens[..k]).unwrap();
+            i += k as u64;
+        }
+    });
+    let mut got = 0u64;
+    let mut out = [0u8; ELSIZE as usize];
+    while got < n {
+        let Some(mut r) = q.try_borrow_many(batch).unwrap() else {
+            std::hint::spin_loop();
+            continue;
+        };
+        for k in 0..r.len() {
+            black_box(r.copy_to(k, &mut out));
+        }
+        got += r.len() as u64;
+        r.release().unwrap();
+    }
+    t.join().unwrap();
+    start.elapsed()
 }
 
 /// Stream `n` elements from a producer thread to this thread; returns the elapsed time.
@@ -106,6 +163,10 @@ fn two_threads(c: &mut Criterion) {
                 b.iter_custom(|iters| (0..iters).map(|_| stream(&q, N, batch)).sum())
             });
         }
+        let q = Arc::new(ShmQueue::create(&r, &format!("two-{name}-inplace"), 4096, ELSIZE, &opts).unwrap());
+        g.bench_function(BenchmarkId::new("batch32 in place", name), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| stream_in_place(&q, N, BATCH)).sum())
+        });
     }
     g.finish();
 }

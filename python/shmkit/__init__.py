@@ -10,10 +10,12 @@ from shmkit import memif, netmap
 from shmkit._native import (
     LAYOUT_VERSION,
     Borrowed,
+    BorrowedBatch,
     MsgRings,
     Queue,
     Region,
     Reserved,
+    ReservedBatch,
     ShmView,
 )
 from shmkit._version import __version__
@@ -42,6 +44,7 @@ from shmkit.registry import ClientInfo, RegionInfo, Removal, ScanReport, regions
 __all__ = [
     "LAYOUT_VERSION",
     "Borrowed",
+    "BorrowedBatch",
     "CapacityError",
     "ClientInfo",
     "ClosedError",
@@ -66,6 +69,7 @@ __all__ = [
     "RegionTruncatedError",
     "Removal",
     "Reserved",
+    "ReservedBatch",
     "ScanReport",
     "ShmView",
     "ShmkitError",

@@ -16,6 +16,7 @@ pub mod msgring;
 pub mod netmap;
 pub mod netmap_ring;
 pub mod queue;
+pub mod queue_batch;
 pub mod region;
 pub mod shield;
 pub mod vale;
@@ -77,6 +78,8 @@ mod native {
     use super::netmap_ring::{PyRing, PySlot, PySlots};
     #[pymodule_export]
     use super::queue::{PyBorrowed, PyQueue, PyReserved};
+    #[pymodule_export]
+    use super::queue_batch::{PyBorrowedBatch, PyReservedBatch};
     #[pymodule_export]
     use super::region::{list_regions, process_alive, process_start_time, remove_region, scan_root, PyRegion};
     #[pymodule_export]

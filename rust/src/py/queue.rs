@@ -15,9 +15,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
 use super::buffer::{bytes_from_mapping, with_buffer, with_buffer_mut, InBuf, OutBuf, ShmView};
 use super::errors::{closed, queue_empty, queue_full};
+use super::queue_batch::{PyBorrowedBatch, PyReservedBatch};
 use super::region::PyRegion;
 use super::wait::{wait, Timeout};
-use crate::queue::{Borrow, Element, QueueOptions, Reservation, ShmQueue};
+use crate::queue::{Borrow, BorrowedBatch, Element, QueueOptions, Reservation, ReservedBatch, ShmQueue};
 use crate::sys::map::Mapping;
 
 use super::shield::{shielded, Shielded};
@@ -256,6 +257,35 @@ impl PyQueue {
         let attempt = || -> PyResult<Option<Reservation>> { Ok(self.inner.try_reserve()?) };
         let r = self.blocking(py, timeout, true, 1, attempt)?.ok_or_else(|| self.full_error())?;
         Ok(PyReserved { map: Arc::clone(r.mapping()), off: r.offset(), len: r.capacity(), inner: Shielded::new(Mutex::new(r)) })
+    }
+
+    /// Reserve up to `n` consecutive slots for writing in place, in one call (no object per
+    /// slot): a `ReservedBatch` whose `view` covers them (slot `i` at `i * stride`); publish
+    /// them with `commit(lengths)`. Fewer than `n` when the queue has less room, when the run
+    /// reaches the end of the ring (batches never wrap) or another producer claims a position
+    /// in between (MPMC). With `timeout` other than 0, first wait that long (`None`: forever)
+    /// for room; an empty batch means there was none. Hold it briefly: consumers wait at it.
+    #[pyo3(signature = (n, timeout=0.0))]
+    fn reserve_many(&self, py: Python<'_>, n: usize, timeout: Option<f64>) -> PyResult<PyReservedBatch> {
+        let timeout = Timeout::new(timeout)?;
+        let attempt = || -> PyResult<Option<ReservedBatch>> { Ok(self.inner.try_reserve_many(n)?) };
+        let b = self.blocking(py, timeout, true, 1, attempt)?;
+        let q = &self.inner;
+        Ok(PyReservedBatch::new(b, q.region().mapping(), q.identity().stride as usize, q.elsize()))
+    }
+
+    /// Borrow up to `max` elements in place, in one call (no object per element): a
+    /// `BorrowedBatch` whose `view` covers them (element `i` at `i * stride`, `lengths[i]`
+    /// bytes); `release()` consumes them all. Fewer than `max` as for `reserve_many`. With
+    /// `timeout` other than 0, first wait that long (`None`: forever) for one element; an
+    /// empty batch means none came. Hold it briefly: producers wait at its slots.
+    #[pyo3(signature = (max, timeout=0.0))]
+    fn borrow_many(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<PyBorrowedBatch> {
+        let timeout = Timeout::new(timeout)?;
+        let attempt = || -> PyResult<Option<BorrowedBatch>> { Ok(self.inner.try_borrow_many(max)?) };
+        let b = self.blocking(py, timeout, false, 1, attempt)?;
+        let q = &self.inner;
+        Ok(PyBorrowedBatch::new(b, q.region().mapping(), q.identity().stride as usize, q.elsize()))
     }
 
     /// Put as many of `items` (bytes-like objects) as fit now, in order, in one call; returns

@@ -27,6 +27,7 @@
 //! Layout and invariants: [`layout`]. Everything read from shared memory is validated; see
 //! the "Hostile peers" section of [`ring`].
 
+mod batch;
 pub mod error;
 pub mod layout;
 pub mod msgq;
@@ -41,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use batch::{BorrowedBatch, ReservedBatch};
 use crossbeam_utils::CachePadded;
 pub use error::{QueueError, Result};
 use layout::{effective_capacity, Identity, QueueHeader, SlotHeader, HEADER_SIZE, MAGIC, OWNER_PID_MASK};

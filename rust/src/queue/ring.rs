@@ -89,7 +89,7 @@
 //!
 //! This file holds the validated view ([`Ring`]: geometry, header and slot access); `stamp`
 //! classifies slot words, `mpmc` claims, publishes and helps, `spsc` keeps roles and stored
-//! stamps, `recovery` judges and frees dead claims, `wait` sleeps and wakes, `view` lends
+//! stamps, `batch` holds runs of consecutive slots in place, `recovery` judges and frees dead claims, `wait` sleeps and wakes, `view` lends
 //! elements out and reads the counters, `repair` rebuilds a damaged queue. The protocol's
 //! atomics come from [`crate::sys::sync`] and everything it asks of the OS (pid, liveness,
 //! futex, time) goes through [`host::Host`], whose production implementation [`host::Os`] is
@@ -108,6 +108,7 @@ use crate::sys::map::Mapping;
 #[cfg(loom)]
 use model::Mapping;
 
+mod batch;
 mod host;
 #[cfg(loom)]
 mod model;
@@ -119,6 +120,7 @@ mod stamp;
 mod view;
 mod wait;
 
+pub(crate) use batch::Run;
 #[cfg(not(loom))]
 use host::Os;
 use host::{Host, Step};
@@ -217,6 +219,11 @@ impl<H: Host> Ring<H> {
 
     pub(crate) fn is_spsc(&self) -> bool {
         self.spsc
+    }
+
+    /// Bytes from one slot's data to the next one's.
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
     }
 
     /// Damage found in shared memory, unless the memory is gone: a mapping found truncated

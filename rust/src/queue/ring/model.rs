@@ -33,6 +33,12 @@
 //!   the get (claimed, `head` advanced, element copied); the producer's next lap and the other
 //!   consumer race to recover it: `recovered_gets` is exactly 1, every other element arrives
 //!   once;
+//! - `mpmc_runs_race_single_operations`: a run of two (`mpmc_reserve_run`, written in place,
+//!   `mpmc_commit_run`) races a single put while the consumer borrows a run
+//!   (`mpmc_borrow_run`/`mpmc_release_run`): every element once, in order per producer;
+//! - `mpmc_dead_run_holder_is_recovered_once_per_slot`: a producer dies holding both claims of
+//!   its run; the other producer and a run-borrowing consumer run into them: each claim is
+//!   skipped exactly once (`recovered_puts` = 2), its elements never appear;
 //! - `spsc_exchange`: SPSC producer and consumer, every element once and in order;
 //! - `spsc_dead_producer_is_taken_over`, `spsc_dead_consumer_is_taken_over`: a role holder
 //!   dies mid-operation or between two; a successor takes the role over (counted once) while
@@ -59,6 +65,9 @@
 //!   producer's slot is freed under it (`mpmc_two_producers_one_consumer`);
 //! - helpers moving `tail` by one past a pair claim (no `help_pair`): "second slot of a pair
 //!   was taken" (`mpmc_put_pair_is_never_split`);
+//! - a run's further slots claimed by a check and a plain store instead of a CAS
+//!   (`mpmc_reserve_run`): both run models fail (`mpmc_runs_race_single_operations`: a
+//!   causality violation on a slot's bytes; `mpmc_dead_run_holder_is_recovered_once_per_slot`);
 //! - `head`/`tail` advanced and read `Relaxed`: a stale stamp paired with a newer position is
 //!   reported as corruption (3 of the 6 MPMC models; this one was in the code, and is fixed);
 //! - SPSC role taken over without the liveness check: "the role was taken from a live holder"
@@ -537,6 +546,93 @@ fn mpmc_reservation_commit_and_abort() {
         assert_eq!(finish(&c, &[&log]).0, [(1, 0)], "the committed element, once");
         assert_eq!(Model::counter(&m.header().recovered_puts), 1, "the abort is counted once");
         m.assert_healthy(&c);
+    });
+}
+
+/// One attempt to put elements `seq..seq + n` of `pid` as one run (reserve, write in place,
+/// commit); what the run did not hold goes to `pending`.
+fn put_run(log: &mut Log, ring: &Ring<ModelHost>, pid: u32, seq: u32, n: u32) {
+    let held = match ring.mpmc_reserve_run(pid, n as usize).unwrap() {
+        Some(run) => {
+            for i in 0..run.count {
+                ring.map.write(run.off + i * ring.stride, &element(pid, seq + i as u32)).unwrap();
+            }
+            ring.mpmc_commit_run(run, &vec![ELSIZE as u32; run.count]).unwrap();
+            run.count as u32
+        }
+        None => 0,
+    };
+    log.pending.extend((seq + held..seq + n).map(|s| (pid, s)));
+}
+
+/// One attempt to borrow a run of up to `max` elements as `pid`, read them in place and
+/// release them.
+fn get_run(log: &mut Log, ring: &Ring<ModelHost>, pid: u32, max: usize) {
+    let mut lens = Vec::new();
+    if let Some(run) = ring.mpmc_borrow_run(pid, max, &mut lens).unwrap() {
+        assert_eq!(lens, vec![ELSIZE as u32; run.count]);
+        for i in 0..run.count {
+            let mut b = [0u8; 8];
+            ring.map.read(run.off + i * ring.stride, &mut b).unwrap();
+            log.got.push(u64::from_le_bytes(b));
+        }
+        ring.mpmc_release_run(run).unwrap();
+    }
+}
+
+#[test]
+fn mpmc_runs_race_single_operations() {
+    // A run of two reserved, written in place and committed races a single put, while the
+    // consumer borrows a run: every element once, in order per producer.
+    check("mpmc_runs_race_single_operations", 2, || {
+        let m = Model::new(false, 3);
+        let (p1, p2, c) = (m.ring(1, None), m.ring(2, None), m.ring(3, None));
+        let t1 = thread::spawn(move || {
+            let mut log = Log::default();
+            put_run(&mut log, &p1, 1, 0, 2);
+            log
+        });
+        let t2 = thread::spawn(move || {
+            let mut log = Log::default();
+            log.put(&p2, 2, 0);
+            log
+        });
+        let_spawned_run();
+        let mut log = Log::default();
+        get_run(&mut log, &c, 3, 2);
+        let (l1, l2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert_eq!(finish(&c, &[&l1, &l2, &log]).0, [(1, 0), (1, 1), (2, 0)], "each element exactly once");
+        m.assert_healthy(&c);
+    });
+}
+
+#[test]
+fn mpmc_dead_run_holder_is_recovered_once_per_slot() {
+    // The victim dies right after claiming the second slot of its run (holding two claims),
+    // while another producer and a consumer borrowing a run run into its claims.
+    check("mpmc_dead_run_holder_is_recovered_once_per_slot", 2, || {
+        let m = Model::new(false, 3);
+        let (victim, p, c) = (m.ring_dying_late(1, Some(Step::PutClaimed), 1), m.ring(2, None), m.ring(3, None));
+        let tv = thread::spawn(move || {
+            let mut log = Log::default();
+            let died = Model::run_or_die(&victim.host.world, 1, || put_run(&mut log, &victim, 1, 0, 2));
+            (died, log)
+        });
+        let tp = thread::spawn(move || {
+            let mut log = Log::default();
+            log.put(&p, 2, 0);
+            log
+        });
+        let_spawned_run();
+        let mut log = Log::default();
+        get_run(&mut log, &c, 3, 2);
+        let ((died, lv), lp) = (tv.join().unwrap(), tp.join().unwrap());
+        let logs: Vec<&Log> = if died { vec![&lp, &log] } else { vec![&lv, &lp, &log] };
+        let want: &[(u32, u32)] = if died { &[(2, 0)] } else { &[(1, 0), (1, 1), (2, 0)] };
+        assert_eq!(finish(&c, &logs).0, want, "each live element once, the dead run's never");
+        m.assert_healthy(&c);
+        assert_eq!(Model::counter(&m.header().recovered_puts), if died { 2 } else { 0 }, "each claim recovered once");
+        assert_eq!(Model::counter(&m.header().recovered_gets), 0);
     });
 }
 

@@ -196,7 +196,7 @@ impl<H: Host> Ring<H> {
 
     /// Publish the element at `pos` claimed as `owner`.
     #[inline]
-    fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
+    pub(super) fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
         match slot.word.compare_exchange(pack(pos, owner), pack(pos.wrapping_add(1), 0), SeqCst, Relaxed) {
             Ok(_) => Ok(()),
             Err(cur) => Err(self.corrupt(format!("our claim at position {pos} was overwritten ({cur:#x})"))),

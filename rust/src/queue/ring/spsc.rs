@@ -18,10 +18,10 @@ pub(crate) struct SpscSide {
     /// `fork_generation` when the token was taken (a forked child must take its own).
     forks: u64,
     /// Our position: the next to fill (producer) or to read (consumer).
-    pos: u64,
-    /// The slot at `pos` is held in place: borrowed (consumer: read, not yet released) or
-    /// reserved (producer: being written, not yet committed).
-    held: bool,
+    pub(super) pos: u64,
+    /// Slots held in place from `pos` on: borrowed (consumer: read, not yet released) or
+    /// reserved (producer: being written, not yet committed). 0: none.
+    pub(super) held: u64,
 }
 
 /// One side's [`SpscSide`] in a handle, behind a one-word lock: the state is copied out on
@@ -33,7 +33,7 @@ pub(crate) struct SideCell {
     token: AtomicU64,
     forks: AtomicU64,
     pos: AtomicU64,
-    held: AtomicBool,
+    held: AtomicU64,
 }
 
 /// A locked [`SideCell`]; derefs to the side's state and writes it back on drop.
@@ -178,7 +178,7 @@ impl<H: Host> Ring<H> {
         };
         match pos {
             Ok(pos) => {
-                *side = SpscSide { token, forks, pos, held: false };
+                *side = SpscSide { token, forks, pos, held: 0 };
                 live_tokens(|t| {
                     if !t.contains(&token) {
                         t.push(token);
@@ -241,7 +241,7 @@ impl<H: Host> Ring<H> {
         side: &mut SpscSide,
         items: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<usize> {
-        if side.held {
+        if side.held != 0 {
             return Err(held_error(Role::Producer));
         }
         let h = self.header()?;
@@ -284,7 +284,7 @@ impl<H: Host> Ring<H> {
         mut f: impl FnMut(Element<'_>) -> bool,
     ) -> Result<usize> {
         let h = self.header()?;
-        if side.held {
+        if side.held != 0 {
             return Err(held_error(Role::Consumer));
         }
         let mut taken = 0;
@@ -356,7 +356,7 @@ impl<H: Host> Ring<H> {
     /// consumes it. One element at a time per handle.
     pub(crate) fn spsc_claim(&self, side: &mut SpscSide) -> Result<Option<Held>> {
         let h = self.header()?;
-        if side.held {
+        if side.held != 0 {
             return Err(held_error(Role::Consumer));
         }
         let (slot, data_off) = self.slot(side.pos)?;
@@ -368,7 +368,7 @@ impl<H: Host> Ring<H> {
         } else {
             let len = slot.len.load(Relaxed) as usize;
             if len <= self.elsize {
-                side.held = true;
+                side.held = 1;
                 return Ok(Some(Held { pos: side.pos, owner: 0, off: data_off, len }));
             }
             format!("element length {len} exceeds elsize {}", self.elsize)
@@ -384,7 +384,7 @@ impl<H: Host> Ring<H> {
         Self::check_held(side, held)?;
         let h = self.header()?;
         let (slot, _) = self.slot(side.pos)?;
-        side.held = false;
+        side.held = 0;
         slot.word.store(pack(side.pos.wrapping_add(self.cap), 0), Release);
         side.pos = side.pos.wrapping_add(1);
         h.head.store(side.pos, Relaxed);
@@ -396,7 +396,7 @@ impl<H: Host> Ring<H> {
     /// lap's element is still there), or garbage when `lenient`. Garbage otherwise: the stamp
     /// is repaired to what the consumer's hint says it should be (free if the previous lap
     /// was consumed, else full) and reported.
-    fn spsc_free(&self, h: &QueueHeader, slot: &SlotHeader, pos: u64, lenient: bool) -> Result<bool> {
+    pub(super) fn spsc_free(&self, h: &QueueHeader, slot: &SlotHeader, pos: u64, lenient: bool) -> Result<bool> {
         let w = slot.word.load(Acquire);
         if w == pack(pos, 0) {
             return Ok(true);
@@ -415,7 +415,7 @@ impl<H: Host> Ring<H> {
     /// publishes it; dropping the reservation ([`Ring::spsc_abort`]) leaves the slot free.
     /// One reservation at a time per handle. `Ok(None)`: full.
     pub(crate) fn spsc_reserve(&self, side: &mut SpscSide) -> Result<Option<Held>> {
-        if side.held {
+        if side.held != 0 {
             return Err(held_error(Role::Producer));
         }
         let h = self.header()?;
@@ -423,7 +423,7 @@ impl<H: Host> Ring<H> {
         if !self.spsc_free(h, slot, side.pos, false)? {
             return Ok(None);
         }
-        side.held = true;
+        side.held = 1;
         Ok(Some(Held { pos: side.pos, owner: 0, off: data_off, len: self.elsize }))
     }
 
@@ -433,7 +433,7 @@ impl<H: Host> Ring<H> {
         Self::check_held(side, held)?;
         let h = self.header()?;
         let (slot, _) = self.slot(side.pos)?;
-        side.held = false;
+        side.held = 0;
         slot.len.store(len as u32, Relaxed);
         slot.word.swap(pack(side.pos.wrapping_add(1), 0), SeqCst);
         side.pos = side.pos.wrapping_add(1);
@@ -442,7 +442,7 @@ impl<H: Host> Ring<H> {
     }
 
     fn check_held(side: &SpscSide, held: Held) -> Result<()> {
-        if !side.held || side.pos != held.pos {
+        if side.held != 1 || side.pos != held.pos {
             return Err(QueueError::InvalidArgument("this slot is not held by this handle".into()));
         }
         Ok(())
@@ -450,7 +450,7 @@ impl<H: Host> Ring<H> {
 
     /// Put two elements or neither (SPSC).
     pub(crate) fn spsc_put_pair(&self, side: &mut SpscSide, a: &[u8], b: &[u8]) -> Result<bool> {
-        if side.held {
+        if side.held != 0 {
             return Err(held_error(Role::Producer));
         }
         let (s1, _) = self.slot(side.pos.wrapping_add(1))?;
@@ -477,7 +477,7 @@ impl Ring {
     /// free for the next put.
     pub(crate) fn spsc_abort(side: &mut SpscSide, held: Held) -> Result<()> {
         Self::check_held(side, held)?;
-        side.held = false;
+        side.held = 0;
         Ok(())
     }
 }
