@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 #: Spawned (not forked) children: a clean interpreter, as a real peer would be.
 spawn = mp.get_context("spawn")
@@ -62,21 +62,40 @@ def wait_line(
     assert pipe is not None
     deadline = time.monotonic() + timeout
     seen: list[str] = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(pipe, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no line with {needle!r} within {timeout} s; got {seen!r}")
-            if not sel.select(left):
-                continue
-            line = pipe.readline()
-            if not line:
-                rest = proc.stderr.read() if proc.stderr and stream != "stderr" else ""
-                raise AssertionError(f"process ended before {needle!r}; got {seen!r} {rest}")
-            seen.append(line)
-            if needle in line:
-                return line
+    while True:
+        line = _readline(pipe, deadline - time.monotonic())
+        if line is None:
+            raise TimeoutError(f"no line with {needle!r} within {timeout} s; got {seen!r}")
+        if not line:
+            rest = proc.stderr.read() if proc.stderr and stream != "stderr" else ""
+            raise AssertionError(f"process ended before {needle!r}; got {seen!r} {rest}")
+        seen.append(line)
+        if needle in line:
+            return line
+
+
+# A reader still blocked in readline() when its caller gave up, per pipe (kept alive here,
+# so its id stays its own): the next read of that pipe takes its line instead of starting a
+# second reader.
+_pending: dict[int, tuple[IO[str], threading.Thread, list[str]]] = {}
+
+
+def _readline(pipe: IO[str], timeout: float) -> str | None:
+    """One line of ``pipe`` through its own buffer, waiting at most ``timeout`` s (None: none
+    came). Not ``select`` on the descriptor: two lines that arrived together are read into
+    the pipe's buffer by the first ``readline``, and the descriptor never signals the second."""
+    pending = _pending.pop(id(pipe), None)
+    if pending is None:
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(pipe.readline()), daemon=True)
+        reader.start()
+        pending = (pipe, reader, got)
+    _, reader, got = pending
+    reader.join(max(0.0, timeout))
+    if reader.is_alive():
+        _pending[id(pipe)] = pending
+        return None
+    return got[0] if got else ""
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
