@@ -190,7 +190,6 @@ def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) ->
     v.release()  # idempotent
 
 
-@pytest.mark.skipif("fork" not in METHODS, reason="no fork start method here")
 def test_a_forked_child_frees_nothing_its_parent_holds(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"parent's")

@@ -112,18 +112,7 @@ impl MsgView {
             ffi::PyType_Slot { slot: ffi::Py_bf_releasebuffer, pfunc: held_releasebuffer as *mut c_void },
             ffi::PyType_Slot { slot: 0, pfunc: std::ptr::null_mut() },
         ];
-        let mut spec = ffi::PyType_Spec {
-            name: c"shmkit._native.MsgView".as_ptr(),
-            basicsize: c_int::try_from(std::mem::size_of::<Self>()).expect("a small struct"),
-            itemsize: 0,
-            flags: ffi::Py_TPFLAGS_DEFAULT as _,
-            slots: slots.as_mut_ptr(),
-        };
-        // SAFETY: `spec` and `slots` are valid for the call; the method and getter tables
-        // and the strings they point to are 'static (leaked or literals); a NULL result is
-        // the pending Python error.
-        let ty = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
-        Ok(ty.cast_into::<PyType>()?.unbind())
+        super::type_from_slots::<Self>(py, c"shmkit._native.MsgView", &mut slots)
     }
 
     /// A view of `[offset, offset + len)` of `map` (bounds-checked) that holds `hold` until

@@ -76,6 +76,25 @@ mod cbuf {
 
 use cbuf::Py_buffer;
 
+/// A heap type named `name` whose instances are a `T`, from `slots` (ending with a zero
+/// slot; what they point to is 'static: leaked tables or literals). The one place both
+/// buffer types are made.
+fn type_from_slots<T>(py: Python<'_>, name: &'static CStr, slots: &mut [ffi::PyType_Slot]) -> PyResult<Py<PyType>> {
+    assert!(slots.last().is_some_and(|s| s.slot == 0), "the slot list ends with a zero slot");
+    let mut spec = ffi::PyType_Spec {
+        name: name.as_ptr(),
+        basicsize: c_int::try_from(std::mem::size_of::<T>()).expect("a small struct"),
+        itemsize: 0,
+        flags: ffi::Py_TPFLAGS_DEFAULT as _,
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: `spec` and `slots` are valid for the call and the list is terminated (asserted
+    // above); CPython copies what it keeps except `name` and the tables the slots point to,
+    // which are 'static; a NULL result is the pending Python error.
+    let ty = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
+    Ok(ty.cast_into::<PyType>()?.unbind())
+}
+
 /// A range of shared memory exported through the buffer protocol.
 ///
 /// A C-level type built with `PyType_FromSpec` (the stable ABI before 3.11 lets no PyO3 class
@@ -112,17 +131,7 @@ impl ShmView {
             ffi::PyType_Slot { slot: ffi::Py_bf_getbuffer, pfunc: view_getbuffer as *mut c_void },
             ffi::PyType_Slot { slot: 0, pfunc: std::ptr::null_mut() },
         ];
-        let mut spec = ffi::PyType_Spec {
-            name: c"shmkit._native.ShmView".as_ptr(),
-            basicsize: c_int::try_from(std::mem::size_of::<Self>()).expect("a small struct"),
-            itemsize: 0,
-            flags: ffi::Py_TPFLAGS_DEFAULT as _,
-            slots: slots.as_mut_ptr(),
-        };
-        // SAFETY: `spec` and `slots` are valid for the call (CPython copies what it keeps,
-        // except `name`, a 'static literal); a NULL result is the pending Python error.
-        let ty = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
-        Ok(ty.cast_into::<PyType>()?.unbind())
+        type_from_slots::<Self>(py, c"shmkit._native.ShmView", &mut slots)
     }
 
     /// A memoryview of `[offset, offset + len)` of `map`, bounds-checked.
