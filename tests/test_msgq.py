@@ -362,6 +362,37 @@ def test_half_created_queue_is_a_clear_error_until_removed(region: shmkit.Region
     assert created and q.try_put(b"x")
 
 
+
+CREATOR = """
+import sys, shmkit
+r = shmkit.Region.open("mq", root=sys.argv[1])
+shmkit.MsgQueue.create(r, "q", 4)
+"""
+
+
+@pytest.mark.parametrize("point", ["msgq.create_refs", "msgq.create_parts"])
+def test_creator_killed_half_way_is_cleared_by_the_next_create(
+    region: shmkit.Region, root: str, point: str
+) -> None:
+    free = region.stats()["free_bytes"]
+    victim = python(CREATOR, root, failpoints=point)
+    wait_line(victim, f"failpoint {point} reached")
+    left = {o["name"] for o in region.objects()}
+    assert left == ({"q/refs"} if point == "msgq.create_refs" else {"q/refs", "q/msgs"})
+    # While the creator lives it may still finish: a second creator is told, nothing taken.
+    with pytest.raises(FileExistsError, match="half-created .* still running"):
+        shmkit.MsgQueue.create(region, "q", 4)
+    assert {o["name"] for o in region.objects()} == left
+    kill9(victim)
+    # Dead: its parts are removed (their memory freed) and the queue is created anew.
+    q, created = shmkit.MsgQueue.find_or_create(region, "q", 8)
+    assert created and q.capacity == 8
+    q.put(b"x" * 5000)
+    assert q.get() == b"x" * 5000
+    assert {o["name"] for o in region.objects()} == {"q", "q/refs", "q/msgs"}
+    shmkit.MsgQueue.remove(region, "q")
+    assert region.stats()["free_bytes"] == free
+
 # ---------------------------------------------------------------------- hostile bytes
 
 LAYOUT = shmkit._native.shm_layout()

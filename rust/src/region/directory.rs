@@ -142,12 +142,28 @@ impl Region {
 
     /// Remove a named object; with `free_memory`, also free its allocation.
     pub fn remove_object(&self, name: &str, free_memory: bool) -> Result<ObjectInfo> {
+        self.remove_object_if(name, free_memory, |_| true).map(|removed| removed.expect("the test always holds"))
+    }
+
+    /// Remove a named object only if `test` holds of it, judged under the region lock, so
+    /// nobody can replace the object between the test and the removal (`Ok(None)`: it did not
+    /// hold, nothing changed). `test` runs with the lock held: it may read the mapping and
+    /// look objects up ([`Region::find_object`] takes no lock), nothing more.
+    pub fn remove_object_if(
+        &self,
+        name: &str,
+        free_memory: bool,
+        test: impl FnOnce(&ObjectInfo) -> bool,
+    ) -> Result<Option<ObjectInfo>> {
         self.guarded(|| {
             self.ensure_open()?;
             let g = self.lock()?;
             let (i, info) = self
                 .find_entry(name)
                 .ok_or_else(|| RegionError::ObjectNotFound { path: self.display_path(), name: name.into() })?;
+            if !test(&info) {
+                return Ok(None);
+            }
             if free_memory {
                 g.heap()?.free(info.offset)?;
             }
@@ -155,7 +171,7 @@ impl Region {
             e.state.store(0, Ordering::Release);
             e.name_len.store(0, Ordering::Relaxed);
             self.header().stats.generation.fetch_add(1, Ordering::Relaxed);
-            Ok(info)
+            Ok(Some(info))
         })
     }
 

@@ -47,9 +47,10 @@ pub enum MsgqError {
         /// What was found.
         reason: String,
     },
-    /// Parts of a queue of this name exist without its header: its creator died half-way
-    /// (or is still at work).
-    #[error("message queue {name:?} was left half-created ({part:?} exists without it; its creator died?): MsgQueue.remove clears it")]
+    /// Parts of a queue of this name exist without its header, and their creator is still
+    /// running (it is at work, or stuck): a dead creator's parts are cleared by the next
+    /// create.
+    #[error("message queue {name:?} is half-created ({part:?} exists without its header) by a process that is still running: wait for it, or MsgQueue.remove clears it")]
     HalfCreated {
         /// The queue.
         name: String,

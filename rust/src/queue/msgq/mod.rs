@@ -46,10 +46,13 @@
 //!   followed: the pool validates it against its own geometry or the heap's live
 //!   allocations, its sequence number and its length before anything is read.
 //!
-//! The creator allocates and registers the pool, then the reference queue, then the header
-//! (initialised before it is registered), so an opener never sees a half-built queue. A
-//! creator killed half-way leaves parts without a header: creating the queue again then
-//! fails with [`MsgqError::HalfCreated`] until [`MsgQueue::remove`] clears them.
+//! The creator registers the reference queue, then the pool, then the header (initialised
+//! before it is registered), so an opener never sees a half-built queue. A creator killed
+//! half-way leaves parts without a header; the next creator of that name removes them (the
+//! reference queue records its creator's pid and start time) and creates the queue. Parts
+//! whose creator still lives are a racing creator's: creating fails with
+//! [`MsgqError::HalfCreated`] ([`MsgQueue::find_or_create`] waits for the racer), and
+//! [`MsgQueue::remove`] clears them by hand.
 //!
 //! Pids are compared without start times: a dead process's messages wait for the next gc
 //! after its pid is reused by a live process, a (rare) leak rather than a wrong free.
@@ -69,10 +72,12 @@ pub use ops::{MsgBorrow, MsgSlot, PutOp};
 pub use recover::{GcReport, MsgqRepair};
 
 use crate::api::msgring::{self, MsgRef, MsgRingError, MsgRings, RingStats, HDR, MAX_NITEMS};
+use crate::failpoint;
+use crate::queue::layout::{Identity, QueueHeader};
 use crate::queue::{QueueError, QueueOptions, ShmQueue};
-use crate::region::{kind, Region, RegionError};
+use crate::region::{kind, ObjectInfo, Region, RegionError};
 use crate::sys::map::Mapping;
-use crate::sys::process;
+use crate::sys::process::{self, Liveness};
 
 /// Size classes of the pool: `(payload bytes, messages per slot of the queue)`. Payloads are
 /// powers of two, the sizes applications favour (a 64 KiB message fits the 64 KiB class; a
@@ -208,32 +213,31 @@ impl MsgQueue {
             Err(RegionError::ObjectNotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        for part in [msgs_name(name), refs_name(name)] {
-            match region.find_object(&part) {
-                Ok(_) => return Err(MsgqError::HalfCreated { name: name.into(), part }),
-                Err(RegionError::ObjectNotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Self::clear_leftovers(region, name)?;
         // Half of the free memory at most for the rings: the rest is for large messages.
         let budget = region.stats().free_bytes / 2;
         let rings = plan_rings(capacity, max_msg, budget);
         // A part that appears now belongs to a racing creator (or one that just died).
         let racing = |part: String| MsgqError::HalfCreated { name: name.into(), part };
-        let pool = match MsgRings::create(region, &msgs_name(name), &[], &rings, u64::MAX) {
-            Ok(p) => p,
-            Err(MsgRingError::Region(RegionError::ObjectExists { .. })) => return Err(racing(msgs_name(name))),
-            Err(e) => return Err(e.into()),
-        };
-        let undo_pool = || {
-            let _ = region.remove_object(&msgs_name(name), true);
-        };
+        // The references first: their queue records its creator, which is how a later
+        // creator tells the leftovers of a dead one from a racing live one (see
+        // `clear_leftovers`). The pool exists only while the references do, or while they
+        // are being removed.
         let queue = match ShmQueue::create(region, &refs_name(name), capacity, 8, &QueueOptions::default()) {
             Ok(q) => q,
+            Err(QueueError::Region(RegionError::ObjectExists { .. })) => return Err(racing(refs_name(name))),
+            Err(e) => return Err(e.into()),
+        };
+        let undo_refs = || {
+            let _ = region.remove_object(&refs_name(name), true);
+        };
+        failpoint::hit("msgq.create_refs");
+        let pool = match MsgRings::create(region, &msgs_name(name), &[], &rings, u64::MAX) {
+            Ok(p) => p,
             Err(e) => {
-                undo_pool();
-                if matches!(e, QueueError::Region(RegionError::ObjectExists { .. })) {
-                    return Err(racing(refs_name(name)));
+                undo_refs();
+                if matches!(e, MsgRingError::Region(RegionError::ObjectExists { .. })) {
+                    return Err(racing(msgs_name(name)));
                 }
                 return Err(e.into());
             }
@@ -241,9 +245,10 @@ impl MsgQueue {
         let effective = queue.capacity();
         drop((pool, queue));
         let undo = || {
-            let _ = region.remove_object(&refs_name(name), true);
-            undo_pool();
+            let _ = region.remove_object(&msgs_name(name), true);
+            undo_refs();
         };
+        failpoint::hit("msgq.create_parts");
         let registered = region.alloc(HEADER_SIZE).map_err(MsgqError::from).and_then(|off| {
             let init = Self::initialise(region, off, effective, max_msg.unwrap_or(0))
                 .and_then(|()| Ok(region.register_object(name, kind::MSGQ, off, HEADER_SIZE)?));
@@ -257,6 +262,43 @@ impl MsgQueue {
             return Err(e);
         }
         Self::open(region, name)
+    }
+
+    /// Before creating queue `name`: remove what a creator that died half-way left of it, or
+    /// fail with [`MsgqError::HalfCreated`] while its creator lives (a racing creator, which
+    /// [`MsgQueue::find_or_create`] waits for). The references record their creator (pid and
+    /// start time, so a reused pid is not mistaken for it); each part is removed under the
+    /// region lock and only if it is still the dead creator's (the references) or still has
+    /// no references next to it (the pool), so a racing creator's new parts are never taken.
+    fn clear_leftovers(region: &Region, name: &str) -> Result<()> {
+        let (refs, msgs) = (refs_name(name), msgs_name(name));
+        let half = |part: &str| MsgqError::HalfCreated { name: name.into(), part: part.into() };
+        let creator_at = |offset: u64| {
+            let h = region.mapping().get::<QueueHeader>(usize::try_from(offset).ok()?)?;
+            let id = Identity::read(h);
+            Some((id.creator_pid, id.creator_start, id.created_ns))
+        };
+        match region.find_object(&refs) {
+            Ok(info) => {
+                let Some(creator) = creator_at(info.offset) else { return Err(half(&refs)) };
+                if creator.1 == 0 || process::liveness(creator.0, creator.1) != Liveness::Dead {
+                    return Err(half(&refs));
+                }
+                match region.remove_object_if(&refs, true, |now| creator_at(now.offset) == Some(creator)) {
+                    Ok(Some(_)) | Err(RegionError::ObjectNotFound { .. }) => {}
+                    Ok(None) => return Err(half(&refs)), // replaced meanwhile: a live creator's
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(RegionError::ObjectNotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let orphan = |_: &ObjectInfo| matches!(region.find_object(&refs), Err(RegionError::ObjectNotFound { .. }));
+        match region.remove_object_if(&msgs, true, orphan) {
+            Ok(Some(_)) | Err(RegionError::ObjectNotFound { .. }) => Ok(()),
+            Ok(None) => Err(half(&msgs)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn initialise(region: &Region, off: u64, capacity: u64, max_msg: u64) -> Result<()> {
