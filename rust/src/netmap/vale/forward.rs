@@ -213,54 +213,69 @@ impl Attachment {
     ) -> u32 {
         let n = tx.n;
         let ts = tx.slots;
-        let pipe = tx.pipe;
-        let map = pipe.map();
-        let bs = pipe.geometry().buf_size;
+        let map = tx.pipe.map();
+        let pool = Pool::of(tx.pipe);
+        let bs = pool.bs;
         let tbl = self.switch.table();
         let age = u64::from(self.switch.age_ms());
+        let r = Ordering::Relaxed;
         let (mut j, mut left, mut done) = (hwcur, m, hwcur);
         let (mut last_src, mut last_dst): (table::Mac, Option<(table::Mac, u8)>) = (u64::MAX, None);
         while left > 0 {
             let first = j;
-            let (mut frags, mut len, mut ok, mut complete) = (0u32, 0u32, true, false);
-            while left > 0 {
-                let s = &ts[j as usize];
-                let v = s.load();
-                if v.flags & NS_BUF_CHANGED != 0 {
-                    s.flags.store(v.flags & !NS_BUF_CHANGED, Ordering::Relaxed);
+            // The first fragment (most packets have only this one) is read once: its buffer,
+            // length and flags are what the checks below and the copy use.
+            let s = &ts[j as usize];
+            let (idx0, len0, flags0) = (s.buf_idx.load(r), s.len.load(r), s.flags.load(r));
+            if flags0 & NS_BUF_CHANGED != 0 {
+                s.flags.store(flags0 & !NS_BUF_CHANGED, r);
+            }
+            let off0 = pool.offset(idx0);
+            let (mut frags, mut len) = (1u32, u32::from(len0));
+            let mut ok = off0.is_some() && len <= bs;
+            j = next(n, j);
+            left -= 1;
+            if flags0 & NS_MOREFRAG != 0 {
+                let mut complete = false;
+                while left > 0 {
+                    let s = &ts[j as usize];
+                    let (idx, flen, flags) = (s.buf_idx.load(r), s.len.load(r), s.flags.load(r));
+                    if flags & NS_BUF_CHANGED != 0 {
+                        s.flags.store(flags & !NS_BUF_CHANGED, r);
+                    }
+                    frags += 1;
+                    len += u32::from(flen);
+                    ok &= pool.offset(idx).is_some() && u32::from(flen) <= bs;
+                    j = next(n, j);
+                    left -= 1;
+                    if flags & NS_MOREFRAG == 0 || frags as usize >= MAX_FRAGS {
+                        ok &= flags & NS_MOREFRAG == 0;
+                        complete = true;
+                        break;
+                    }
                 }
-                frags += 1;
-                len += u32::from(v.len);
-                ok &= pipe.buffer_offset(v.buf_idx).is_some() && u32::from(v.len) <= bs;
-                j = next(n, j);
-                left -= 1;
-                if v.flags & NS_MOREFRAG == 0 || frags as usize >= MAX_FRAGS {
-                    ok &= v.flags & NS_MOREFRAG == 0;
-                    complete = true;
+                if !complete {
                     break;
                 }
-            }
-            if !complete {
-                break;
+            } else {
+                // What the copy will use: the length seen now (the slot is the sender's own
+                // to rewrite; the buffer offset stays a valid one whatever it does).
+                len = len.min(bs);
             }
             done = j;
-            let v0 = ts[first as usize].load();
             let mut hdr = [0u8; 12];
-            let off = pipe.buffer_offset(v0.buf_idx);
-            let read = off.and_then(|off| map.read(off, &mut hdr));
-            let (true, Some(off), Some(())) = (ok && v0.len >= ETH_HLEN, off, read) else {
+            let (true, Some(off)) = (ok && len0 >= ETH_HLEN, off0) else {
                 t.bad += 1;
                 continue;
             };
-            if frags == 1 {
-                // What the copy will use: the length seen now (the slot is the sender's own
-                // to rewrite; the buffer offset stays a valid one whatever it does).
-                len = u32::from(v0.len).min(bs);
+            if map.read(off, &mut hdr).is_none() {
+                t.bad += 1;
+                continue;
             }
             let (dst, src) = (table::mac(&hdr[0..6]), table::mac(&hdr[6..12]));
             // A burst is mostly one flow: learn a source and look up a destination once per
             // run of equal addresses (the table is read and written once, not per packet).
-            if src != last_src && !table::is_group(src) && v0.flags & NS_NO_LEARN == 0 {
+            if src != last_src && !table::is_group(src) && flags0 & NS_NO_LEARN == 0 {
                 tbl.learn(src, self.index, self.gen, now);
                 last_src = src;
             }
@@ -402,9 +417,9 @@ impl Attachment {
         }
         let ts = tx.slots;
         let n = tx.n;
-        let spipe = tx.pipe;
-        let smap = spipe.map();
-        let (sbs, dbs) = (spipe.geometry().buf_size, geo.buf_size);
+        let smap = tx.pipe.map();
+        let (spool, dpool) = (Pool::of(tx.pipe), Pool::of(dpipe));
+        let (sbs, dbs) = (spool.bs, dpool.bs);
         let mut free = dist(dn, tp, rp);
         let mut w = tp;
         let (mut delivered, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
@@ -420,16 +435,16 @@ impl Attachment {
                 } else {
                     // The sender's own process may rewrite its slots at any time: check again.
                     let sv = ts[j as usize].load();
-                    (spipe.buffer_offset(sv.buf_idx), u32::from(sv.len).min(sbs).min(dbs))
+                    (spool.offset(sv.buf_idx), u32::from(sv.len).min(sbs).min(dbs))
                 };
                 let mut idx = stx[w as usize].buf_idx.load(Ordering::Relaxed);
-                let dst = match dpipe.buffer_offset(idx) {
+                let dst = match dpool.offset(idx) {
                     Some(o) => o,
                     None => {
                         // The receiver put garbage there: use the slot's own buffer.
                         idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
                         stx[w as usize].buf_idx.store(idx, Ordering::Relaxed);
-                        dpipe.buffer_offset(idx).expect("a buffer of the validated layout")
+                        dpool.offset(idx).expect("a buffer of the validated layout")
                     }
                 };
                 let len = match src {
@@ -460,6 +475,36 @@ impl Attachment {
         if dropped != 0 {
             entry.counters.rx_dropped.fetch_add(dropped, r);
         }
+    }
+}
+
+/// A pipe's buffer pool as forwarding addresses it, taken once per batch from the pipe's
+/// private, validated geometry: the same check as `Pipe::buffer_offset` (`2 <= idx <
+/// total`), without recomputing the pool's extent for every buffer.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    /// Absolute offset of buffer 0.
+    at: usize,
+    /// Bytes per buffer.
+    bs: u32,
+    /// Buffers in the pool, the two reserved ones included.
+    total: u64,
+}
+
+impl Pool {
+    fn of(p: &Pipe) -> Self {
+        let geo = p.geometry();
+        let pool = Self { at: p.base() + p.layout().pool_off, bs: geo.buf_size, total: geo.total_bufs() };
+        debug_assert!([0, 1, 2, 3].iter().all(|&i| pool.offset(i) == p.buffer_offset(i)));
+        debug_assert_eq!(pool.offset((pool.total - 1) as u32), p.buffer_offset((pool.total - 1) as u32));
+        debug_assert_eq!(pool.offset(pool.total as u32), None);
+        pool
+    }
+
+    /// Absolute offset of buffer `idx` if it is a real buffer.
+    #[inline]
+    fn offset(&self, idx: u32) -> Option<usize> {
+        (idx >= 2 && u64::from(idx) < self.total).then(|| self.at + idx as usize * self.bs as usize)
     }
 }
 
