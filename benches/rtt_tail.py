@@ -22,21 +22,33 @@ voluntary and involuntary context switches) and what the machine did meanwhile (
 that the library causes shows up as outliers the bare word and the noise do not have;
 one that the machine causes has the same rate in all three.
 
+``--perf`` (root, ``perf`` installed) records the kernel's scheduler, interrupt, page-fault
+and system-call events on both CPUs during the runs, on the round trips' clock, and
+attributes every outlier to what the guest kernel saw in its window: a preemption (and by
+which task), a futex sleep, a page fault, a system call of the two processes, the timer
+tick, another interrupt, or nothing at all (the hypervisor took the CPU).
+
     python benches/rtt_tail.py                   # 200k samples a run, about 10 s
-    python benches/rtt_tail.py --samples 50000 --repeat 3
+    python benches/rtt_tail.py --samples 50000 --repeat 3 --perf
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import contextlib
+import dataclasses
 import gc
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -81,8 +93,9 @@ def usage() -> Usage:
 
 
 def charged(before: Usage, after: Usage) -> dict[str, int]:
+    """What this process was charged between two `usage()` calls (and its pid)."""
     names = ("minflt", "majflt", "nvcsw", "nivcsw")
-    return {k: b - a for k, a, b in zip(names, before, after)}
+    return {"pid": os.getpid()} | {k: b - a for k, a, b in zip(names, before, after)}
 
 
 # --------------------------------------------------------------------------- the loops
@@ -355,7 +368,14 @@ def load() -> str:
 
 
 def report_rtt(
-    label: str, kind: str, blocking: bool, n: int, warmup: int, pin: bool, dump: str | None
+    label: str,
+    kind: str,
+    blocking: bool,
+    n: int,
+    warmup: int,
+    pin: bool,
+    dump: str | None,
+    runs: list[Run],
 ) -> float:
     with channel(kind) as spec:
         ld = load()
@@ -378,17 +398,141 @@ def report_rtt(
         f"    above 5x p50: {len(out)} ({100 * len(out) / n:.3f}%, {len(out) / secs:.0f}/s): "
         f"{histogram(out)}"
     )
-    print(f"    ping charged {ping_use}; pong charged {pong_use}")
+    print(f"    charged during the loop: ping {ping_use}; pong {pong_use}")
     print(f"    machine during the loop (cpu0, cpu1): {format_delta(delta)}")
+    start = array.array("q")
+    start.frombytes(start_b)
+    # Outlier windows on CLOCK_MONOTONIC (perf_counter_ns), to match with a kernel trace.
+    windows = [(t, x) for t, x in zip(start, lat) if x > 5 * p50 * 1000]
+    runs.append(Run(label, p50, n, windows, {ping_use["pid"], pong_use["pid"]}))
     if dump:
-        start = array.array("q")
-        start.frombytes(start_b)
-        # Outlier windows on CLOCK_MONOTONIC (perf_counter_ns), to match with a trace.
-        windows = [(t, x) for t, x in zip(start, lat) if x > 3 * p50 * 1000]
         with open(dump, "a") as f:
             f.write(json.dumps({"label": label, "p50_ns": p50 * 1000, "n": n, "outliers": windows}))
             f.write("\n")
     return p50
+
+
+# --------------------------------------------------------------------------- attribution
+
+# What can take a CPU from a round trip that the guest kernel sees. A window with none of
+# these on either CPU lost its time outside the guest (the hypervisor: steal, host
+# interrupts, VM exits).
+PERF_EVENTS = (
+    "sched:sched_switch",
+    "exceptions:page_fault_user",
+    "exceptions:page_fault_kernel",
+    "raw_syscalls:sys_enter",
+    "irq_vectors:local_timer_entry",
+    "irq_vectors:reschedule_entry",
+    "irq_vectors:call_function_entry",
+    "irq_vectors:call_function_single_entry",
+    "irq_vectors:irq_work_entry",
+    "irq:irq_handler_entry",
+    "irq:softirq_entry",
+)
+
+
+@dataclasses.dataclass
+class Event:
+    ns: int
+    cpu: int
+    pid: int
+    name: str
+    trace: str
+
+
+@dataclasses.dataclass
+class Run:
+    label: str
+    p50_us: float
+    n: int
+    # (start ns on CLOCK_MONOTONIC, latency ns) of the round trips above 5x p50.
+    outliers: list[tuple[int, int]]
+    pids: set[int]
+
+
+class Perf:
+    """`perf record` of PERF_EVENTS on every CPU, timestamps on CLOCK_MONOTONIC (the clock of
+    `time.perf_counter_ns`), while the runs go."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="rtt_tail")
+        self.data = os.path.join(self.dir.name, "perf.data")
+        cmd = ["perf", "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-o", self.data]
+        for e in PERF_EVENTS:
+            cmd += ["-e", e]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Recording has begun once perf has written its header.
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(self.data) and os.path.getsize(self.data) > 0):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"perf record did not start: {err.strip()}")
+            time.sleep(0.05)
+
+    def events(self) -> list[Event]:
+        """Stop recording; the events in time order."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        out = subprocess.run(
+            ["perf", "script", "-i", self.data, "--ns", "-F", "pid,cpu,time,event,trace"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        self.dir.cleanup()
+        evs = []
+        for line in out.splitlines():
+            # "  1234 [001] 5678.123456789: sched:sched_switch: prev_comm=... prev_state=R ..."
+            m = re.match(r"\s*(\d+)\s+\[(\d+)\]\s+(\d+)\.(\d+):\s+(\S+):\s*(.*)$", line)
+            if m:
+                pid, cpu, sec, frac, name, trace = m.groups()
+                ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+                evs.append(Event(ns, int(cpu), int(pid), name, trace))
+        evs.sort(key=lambda e: e.ns)
+        return evs
+
+
+def cause(evs: list[Event], pids: set[int]) -> str:
+    """The likeliest thief of a window, from the events seen in it on either CPU."""
+    for e in evs:
+        if e.name == "sched:sched_switch" and e.pid in pids:
+            # prev_state R: taken off the CPU while runnable; otherwise it went to sleep.
+            if re.search(r"prev_state=R\b", e.trace):
+                who = re.search(r"next_comm=(\S+)", e.trace)
+                return f"preempted by another task ({who.group(1) if who else '?'})"
+            return "slept (futex: the pre-sleep poll ran out)"
+    names = {e.name for e in evs}
+    if "sched:sched_switch" in names:
+        return "a task switch on a CPU"
+    if any(n.startswith("exceptions:page_fault") for n in names):
+        return "a page fault"
+    if any(e.name == "raw_syscalls:sys_enter" and e.pid in pids for e in evs):
+        return "a system call of the round trip's processes"
+    if "irq_vectors:local_timer_entry" in names:
+        return "the timer interrupt (tick)"
+    if any(n.startswith(("irq_vectors:", "irq:irq_handler")) for n in names):
+        return "another interrupt (IPI or device)"
+    if "irq:softirq_entry" in names:
+        return "a softirq"
+    return "nothing the guest saw (hypervisor: steal, host interrupts)"
+
+
+def attribute(runs: list[Run], evs: list[Event]) -> None:
+    times = [e.ns for e in evs]
+    print(f"\nOutliers (above 5x p50) by cause, from {len(evs)} kernel events on both CPUs")
+    for run in runs:
+        by: dict[str, list[int]] = {}
+        for t0, lat in run.outliers:
+            lo = bisect.bisect_left(times, t0 - 2000)
+            hi = bisect.bisect_right(times, t0 + lat)
+            by.setdefault(cause(evs[lo:hi], run.pids), []).append(lat)
+        print(f"  {run.label}: {len(run.outliers)} of {run.n} (p50 {run.p50_us:.2f} us)")
+        for why, lats in sorted(by.items(), key=lambda kv: -len(kv[1])):
+            us = sorted(x / 1000 for x in lats)
+            print(
+                f"    {len(lats):6d}  {why}: median {us[len(us) // 2]:.1f} us, max {us[-1]:.1f} us"
+            )
 
 
 def format_delta(delta: dict[str, list[int]]) -> str:
@@ -436,6 +580,11 @@ def main() -> int:
     ap.add_argument(
         "--dump", help="append each run's outliers (start ns, latency ns) as a JSON line here"
     )
+    ap.add_argument(
+        "--perf",
+        action="store_true",
+        help="record kernel events with perf (root) and attribute each outlier to a cause",
+    )
     ap.add_argument("--only", help="comma-separated: spin,block,bare,noise (default: all)")
     args = ap.parse_args()
     pin = not args.no_pin
@@ -446,6 +595,8 @@ def main() -> int:
         f"{'pinned' if pin else 'not pinned'}; clock {clocksource()}"
     )
     p50 = None
+    runs: list[Run] = []
+    perf = Perf() if args.perf else None
     for _ in range(args.repeat):
         for key, label, kind, blocking in (
             ("bare", "bare word spinning", "bare", False),
@@ -453,10 +604,14 @@ def main() -> int:
             ("block", "shmkit blocking", "shmkit", True),
         ):
             if key in only:
-                p = report_rtt(label, kind, blocking, args.samples, args.warmup, pin, args.dump)
+                p = report_rtt(
+                    label, kind, blocking, args.samples, args.warmup, pin, args.dump, runs
+                )
                 p50 = p50 or p
         if "noise" in only:
             report_noise(args.noise_seconds, int(args.threshold_us * 1000), pin, p50)
+    if perf:
+        attribute(runs, perf.events())
     return 0
 
 
