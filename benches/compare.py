@@ -32,6 +32,7 @@ futex sleeps. Peers that are not installed, or refuse a size (posix_ipc above th
     python benches/compare.py            # about 3-4 minutes
     python benches/compare.py --quick    # a short run (about 1.5 minutes)
     python benches/compare.py --only shmkit-spsc,pyzmq --no-rtt
+    python benches/compare.py --only shmkit-spsc,iceoryx2 --sizes 65536 --no-rtt --no-memif
 """
 
 from __future__ import annotations
@@ -158,12 +159,19 @@ class Peer(abc.ABC):
         """Implemented by each peer."""
 
     @abc.abstractmethod
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         """Implemented by each peer."""
 
     @abc.abstractmethod
     def pong(self, spec: Any, blocking: bool) -> None:
         """Implemented by each peer."""
+
+
+def samples(n: int) -> array.array[int]:
+    """Room for `n` latencies, allocated and touched before the measured loop: storing one
+    keeps no object alive (a list of ints grows the interpreter's heap inside the loop: 784
+    page faults in 100k samples, measured)."""
+    return array.array("q", bytes(8 * n))
 
 
 def _deadline_loop(seconds: float) -> Callable[[], bool]:
@@ -225,12 +233,12 @@ def _receiver(
 
 def _ping_loop(
     send: Callable[[bytearray], object], recv: Callable[[], Any], n: int, warmup: int
-) -> list[int]:
+) -> array.array[int]:
     """Round trips of 64-byte numbered messages: `send` one, `recv` the echo (checked); the
     latencies of the `n` after `warmup`, in ns. Ends with the end marker."""
     buf = bytearray(64)
     view = memoryview(buf).cast("Q")
-    lat = [0] * n
+    lat = samples(n)
     clock = time.perf_counter_ns
     for i in range(n + warmup):
         view[0] = i
@@ -424,7 +432,7 @@ class Shmkit(Peer):
             if last:
                 return expect, time.perf_counter() - t0
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         tx, rx = self._queue(spec, "ab"), self._queue(spec, "ba")
         buf = bytearray(64)
         view = memoryview(buf).cast("Q")
@@ -432,7 +440,7 @@ class Shmkit(Peer):
         rview = memoryview(rbuf).cast("Q")
         put, get_into, try_get = tx.put, rx.get_into, rx.try_get
         clock = time.perf_counter_ns
-        lat = [0] * n
+        lat = samples(n)
         for i in range(n + warmup):
             view[0] = i
             t0 = clock()
@@ -514,7 +522,7 @@ class MpQueue(Peer):
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
         return _consume_numbered(spec[0].get)
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         import queue as stdq
 
         tx, rx = spec
@@ -553,7 +561,7 @@ class MpPipe(Peer):
 
         return spin
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         return _ping_loop(spec[0].send_bytes, self._recv(spec[0], blocking), n, warmup)
 
     def pong(self, spec: Any, blocking: bool) -> None:
@@ -641,7 +649,7 @@ class FasterFifo(Peer):
 
         return _receiver(functools.partial(rx.get, timeout=60), rx.get_nowait, stdq.Empty, blocking)
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         tx = self._raw(spec[0])
         send = lambda b: tx.put(bytes(b))  # noqa: E731
         return _ping_loop(send, self._recv(spec[1], blocking), n, warmup)
@@ -702,7 +710,7 @@ class Zmq(Peer):
         s.connect(spec)
         return _consume_numbered(s.recv)
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         import zmq
 
         s = zmq.Context.instance().socket(zmq.PAIR)
@@ -789,10 +797,16 @@ class Iceoryx2(Peer):
         return node.service_builder(iox2.ServiceName.new(name + "-ev")).event().open_or_create()
 
     def produce(self, spec: Any, size: int, seconds: float, batch: str | None) -> int:
+        import iceoryx2 as iox2
+
         name, _ = spec
         node = self._node()
+        # (the listener exists before the publisher, so the consumer's "ready" finds it)
+        ready = self._events(node, name + "-ready").listener_builder().create()
         svc, pub = self._publisher(node, name, size)
         self._wait_subscriber(svc, pub)
+        if not ready.timed_wait(iox2.Duration.from_secs(60)):
+            raise TimeoutError("the iceoryx2 subscriber never said it was ready")
         buf = bytearray(size)
         view = memoryview(buf).cast("Q")
         src = (ctypes.c_char * size).from_buffer(buf)
@@ -833,13 +847,21 @@ class Iceoryx2(Peer):
     def consume(self, spec: Any, size: int, batch: str | None) -> tuple[int, float]:
         name, _ = spec
         node = self._node()
-        sub = (
-            self._service(node, name, size)
-            .subscriber_builder()
-            .buffer_size(min(256, depth(size)))
-            .create()
-        )
+        svc = self._service(node, name, size)
+        sub = svc.subscriber_builder().buffer_size(min(256, depth(size))).create()
         recv = sub.receive
+        # Start the producer only once this subscriber has seen the publisher and connected
+        # (its first receive does): otherwise the two ends may set up the connection at the
+        # same time, and the messages after the first buffer-full were lost (5 runs of 15,
+        # e.g. "got 850, expected 16", iceoryx2 0.10).
+        deadline = time.monotonic() + 60
+        while svc.dynamic_config.number_of_publishers < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no iceoryx2 publisher")
+            time.sleep(0.001)
+        if recv() is not None:
+            raise AssertionError("a sample before the producer was told to start")
+        self._events(node, name + "-ready").notifier_builder().create().notify()
         head = ctypes.c_uint64
         expect = 0
         t0 = 0.0
@@ -867,10 +889,10 @@ class Iceoryx2(Peer):
         self._wait_subscriber(svc, pub)
         return node, sub, pub, listener, notifier, svc
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         _node, sub, pub, listener, notifier, _svc = self._endpoints(spec, "ab", "ba")
         head = ctypes.c_uint64
-        lat = [0] * n
+        lat = samples(n)
         clock = time.perf_counter_ns
         for i in range(n + warmup + 1):
             v = END if i == n + warmup else i
@@ -976,7 +998,7 @@ class PosixIpc(Peer):
             lambda: rx.receive()[0], lambda: rx.receive(0)[0], posix_ipc.BusyError, blocking
         )
 
-    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> list[int]:
+    def ping(self, spec: Any, n: int, warmup: int, blocking: bool) -> array.array[int]:
         tx, rx = self._pair(spec, False)
         return _ping_loop(tx.send, self._recv(rx, blocking), n, warmup)
 
@@ -1081,14 +1103,17 @@ def pct(sorted_ns: list[int], q: float) -> float:
 
 
 def batch_forms(
-    rates: dict[tuple[str, int, str], float | None], seconds: float, memif: bool
+    rates: dict[tuple[str, int, str], float | None],
+    sizes: tuple[int, ...],
+    seconds: float,
+    memif: bool,
 ) -> None:
     """The batch forms side by side, copying vs zero-copy, one way between two processes:
     the queues' packed and in-place batches (from the throughput runs above) and memif's
     packed and zero-copy bursts (``benches/bench_memif.py``'s shmkit pair, measured here)."""
     rows = []
     for peer in ("shmkit-spsc", "shmkit-mpmc"):
-        for size in SIZES:
+        for size in sizes:
             copying = rates.get((peer, size, "batch-packed"))
             zc = rates.get((peer, size, "batch-in-place"))
             if copying is None and zc is None:
@@ -1166,6 +1191,11 @@ def main() -> int:
     ap.add_argument("--no-throughput", action="store_true", help="skip throughput")
     ap.add_argument("--seconds", type=float, help="seconds per throughput run")
     ap.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES)),
+        help="comma-separated throughput payload sizes in bytes (default: %(default)s)",
+    )
+    ap.add_argument(
         "--no-memif", action="store_true", help="skip the memif rows of the batch-forms table"
     )
     ap.add_argument(
@@ -1173,9 +1203,16 @@ def main() -> int:
     )
     args = ap.parse_args()
     seconds = args.seconds or (0.3 if args.quick else 1.5)
+    try:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+    except ValueError:
+        ap.error(f"--sizes takes byte counts separated by commas, got {args.sizes!r}")
+    if any(x < 16 or x % 8 for x in sizes):
+        ap.error("sizes are multiples of 8 bytes, at least 16 (two sequence words)")
     if args.no_pin:
         os.environ["SHMKIT_BENCH_PIN"] = "0"  # inherited by the spawned children
-    n_rtt, warm = (3000, 300) if args.quick else (30000, 2000)
+    # Enough round trips for p99.9 to rest on 30 (100) samples; each takes ~1 us for shmkit.
+    n_rtt, warm = (30_000, 2000) if args.quick else (100_000, 5000)
     names = args.only.split(",") if args.only else list(PEERS)
     unknown = [n for n in names if n not in PEERS]
     if unknown:
@@ -1202,7 +1239,7 @@ def main() -> int:
             ("batch-packed", "packed"),
             ("batch-in-place", "inplace"),
         ]
-        for size in SIZES:
+        for size in sizes:
             for p in peers:
                 for label, batch in modes:
                     if p.name.endswith("spin=0"):
@@ -1232,13 +1269,13 @@ def main() -> int:
             if p.name.endswith("spin=0"):
                 continue
             row = [p.name]
-            for size in SIZES:
+            for size in sizes:
                 for label, _ in modes:
                     row.append(fmt_rate(rates.get((p.name, size, label))))
             rows.append(row)
         headers = ["peer"] + [
             f"{s // 1024 if s >= 1024 else s}{'K' if s >= 1024 else 'B'} {m}"
-            for s in SIZES
+            for s in sizes
             for m, _ in modes
         ]
         print(table(headers, rows))
@@ -1259,7 +1296,7 @@ def main() -> int:
             if p.name.startswith("shmkit"):
                 continue
             row = [p.name]
-            for size in SIZES:
+            for size in sizes:
                 mode = "in-place" if p.name == "iceoryx2" else "msg"
                 ours = rates.get((base, size, mode))
                 theirs = rates.get((p.name, size, "msg"))
@@ -1283,10 +1320,10 @@ def main() -> int:
                 row.append(f"{ours_z / theirs_z:.1f}x" if ours_z and theirs_z else "-")
             rows.append(row)
         cols = ("msg", "batch", "zero-copy")
-        print(table(["peer"] + [f"{s}B {m}" for s in SIZES for m in cols], rows))
+        print(table(["peer"] + [f"{s}B {m}" for s in sizes for m in cols], rows))
 
     if not args.no_throughput:
-        batch_forms(rates, seconds, memif=not args.no_memif)
+        batch_forms(rates, sizes, seconds, memif=not args.no_memif)
 
     rtts: dict[tuple[str, bool], list[int] | None] = {}
     if not args.no_rtt:
