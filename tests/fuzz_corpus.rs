@@ -61,6 +61,11 @@ fn vale() {
 }
 
 #[test]
+fn objects() {
+    replay("objects", _native::fuzzing::objects);
+}
+
+#[test]
 fn queue() {
     replay("queue", _native::fuzzing::queue);
 }

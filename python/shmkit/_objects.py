@@ -1,6 +1,16 @@
-"""Python objects in one message block: pickle protocol 5 with out-of-band buffers.
+"""Python objects in one message block: shmkit's native format for plain data, else pickle
+protocol 5 with out-of-band buffers.
 
-A message is one of two things, told apart by its first byte:
+A message is one of three things, told apart by its first byte:
+
+* **a native message** (first byte ``0xB7``, then the format's version, 1): plain data
+  (``None``, ``bool``, ``int`` in the i64 range, ``float``, ``str``, ``bytes``/``bytearray``
+  up to 16 KiB, ``tuple``, ``list``, ``dict``; exact types) as tagged values, written and read
+  by the native ``put_obj``/``get_obj`` without pickle. The layout is documented, validated
+  and fuzzed in the Rust core (``rust/src/objects/``); a damaged one raises
+  ``CorruptionError``. Objects with anything else inside, a list, dict or bytearray twice
+  (shared or cyclic) or more than 64 nested containers go as one of the two below, so the
+  receiver gets what pickle gives.
 
 * **a plain pickle stream** (first byte ``0x80``, pickle's PROTO opcode): an object with no
   out-of-band buffer. ``bytes`` and ``bytearray`` sent on their own are written as this too,

@@ -1,11 +1,18 @@
 """Python objects through a ``MsgQueue``: ``put_obj``, ``get_obj`` and ``reserve_obj``.
 
-``put_obj(obj)`` pickles ``obj`` (protocol 5) and writes it into one message block: the pickle
-stream, and each out-of-band buffer (numpy arrays, ``bytearray``, ``memoryview`` ...) copied
-once, straight from the object into the block (the layout is in ``shmkit._objects``).
-``get_obj()`` takes the block in place and unpickles it there: arrays and memoryviews in the
-object are views of the block, nothing is copied; the block is freed when the last of them
-is gone (and reclaimed if the receiving process dies).
+``put_obj(obj)`` and ``get_obj()`` are native (``py/msgq.rs``). Plain data (``None``,
+``bool``, ``int`` in the i64 range, ``float``, ``str``, ``bytes``/``bytearray`` up to 16 KiB,
+``tuple``, ``list``, ``dict``; exact types, no shared or cyclic containers, at most 64 deep)
+is written in shmkit's native format (``shmkit._objects``) and built again by the receiver
+with no pickle and no Python frame on the way. Anything else goes by pickle, through the two
+methods of this mixin that the native ones call:
+
+``_put_obj_pickled(obj)`` pickles ``obj`` (protocol 5) and writes it into one message block:
+the pickle stream, and each out-of-band buffer (numpy arrays, ``bytearray``, ``memoryview``
+...) copied once, straight from the object into the block (the layout is in
+``shmkit._objects``). ``_get_obj_from(view)`` unpickles a block taken in place: arrays and
+memoryviews in the object are views of the block, nothing is copied; the block is freed when
+the last of them is gone (and reclaimed if the receiving process dies).
 
 ``reserve_obj(nbytes)`` removes the sender's copy too: it reserves a message with ``nbytes``
 of buffer space, the sender builds its array there (``slot.array(shape, dtype)`` or any
@@ -52,6 +59,7 @@ class _Queue(Protocol):
         self, block: bool = True, timeout: float | None = None, *, writable: bool = False
     ) -> MsgView: ...
     def put_obj(self, obj: Any, block: bool = True, timeout: float | None = None) -> None: ...
+    def get_obj(self, block: bool = True, timeout: float | None = None) -> Any: ...
 
 
 class ObjectsMixin:
@@ -59,9 +67,12 @@ class ObjectsMixin:
 
     __slots__ = ()
 
-    def put_obj(self: _Queue, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Send ``obj`` (pickle protocol 5): one message, every out-of-band buffer copied once
-        into it. Waits like ``put`` (``QueueFull`` when the queue stays full, and
+    def _put_obj_pickled(
+        self: _Queue, obj: Any, block: bool = True, timeout: float | None = None
+    ) -> None:
+        """``put_obj`` of an object that is not plain data (called by the native
+        ``put_obj``): pickle protocol 5, one message, every out-of-band buffer copied once into
+        it. Waits like ``put`` (``QueueFull`` when the queue stays full, and
         ``OutOfMemoryError`` when the region has no room for the message, after ``timeout``).
         Pickling errors come before anything is allocated."""
         t = type(obj)
@@ -96,13 +107,14 @@ class ObjectsMixin:
 
     def put_obj_nowait(self: _Queue, obj: Any) -> None:
         """``put_obj(obj, False)``."""
-        ObjectsMixin.put_obj(self, obj, False)
+        self.put_obj(obj, False)
 
-    def get_obj(self: _Queue, block: bool = True, timeout: float | None = None) -> Any:
-        """Receive the next object (waits like ``get``). Its arrays, ``bytearray``-backed
-        buffers and memoryviews are views of the message in shared memory, writable where the
-        sender's were: no copy. The message is freed when the last of them is gone."""
-        view = self.borrow(block, timeout, writable=True)
+    def _get_obj_from(self, view: MsgView) -> Any:
+        """The object of a message that is not in the native format (called by the native
+        ``get_obj`` with the message taken in place, writable). Its arrays,
+        ``bytearray``-backed buffers and memoryviews are views of the message in shared
+        memory, writable where the sender's were: no copy. The message is freed when the last
+        of them is gone."""
         if len(view) <= _SMALL:
             data = bytes(view)
             view.release()
@@ -118,7 +130,7 @@ class ObjectsMixin:
 
     def get_obj_nowait(self: _Queue) -> Any:
         """``get_obj(False)``."""
-        return ObjectsMixin.get_obj(self, False)
+        return self.get_obj(False)
 
     def reserve_obj(
         self: _Queue,

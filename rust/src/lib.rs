@@ -24,6 +24,8 @@ pub mod memif;
 #[cfg(not(loom))]
 pub mod netmap;
 #[cfg(not(loom))]
+pub mod objects;
+#[cfg(not(loom))]
 pub mod queue;
 /// The queue's slot protocol alone, for its loom model (`queue/ring/model.rs`).
 #[cfg(all(loom, test))]

@@ -27,6 +27,7 @@ use crate::api::port::PortError;
 use crate::api::sock::SockError;
 use crate::memif::MemifError;
 use crate::netmap::NetmapError;
+use crate::objects::DecodeError;
 use crate::queue::msgq::MsgqError;
 use crate::queue::QueueError;
 use crate::region::heap::HeapError;
@@ -366,6 +367,13 @@ impl From<RegionError> for PyErr {
             RegionError::Busy { path, .. } => PyOSError::new_err((libc::EBUSY, msg, path)),
             RegionError::Truncated { .. } => region_truncated(msg),
         }
+    }
+}
+
+/// A native object message that is not valid (hostile or damaged bytes).
+impl From<DecodeError> for PyErr {
+    fn from(e: DecodeError) -> Self {
+        corruption(e.to_string())
     }
 }
 

@@ -15,6 +15,7 @@ pub mod msgq;
 pub mod msgring;
 pub mod netmap;
 pub mod netmap_ring;
+pub mod objcodec;
 pub mod queue;
 pub mod queue_batch;
 pub mod region;

@@ -5,19 +5,23 @@
 //! the buffer protocol, never copied first), attempts run with the GIL held, waits release
 //! it in bounded slices and check for signals (`py::wait`).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple, PyType};
 
 use super::buffer::held::MsgView;
 use super::buffer::{bytes_from_mapping, with_buffer};
-use super::errors::{queue_empty, queue_full};
+use super::errors::{corruption, queue_empty, queue_full};
+use super::objcodec::{self, StrCache};
 use super::region::PyRegion;
 use super::shield::{shielded, Shielded};
 use super::wait::{wait, Timeout};
-use crate::queue::msgq::{MsgQueue, MsgSlot};
+use crate::objects;
+use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot};
 
 /// A queue of variable-size messages in a shared-memory region (VPP's svm_msg_q): messages
 /// live in size-class rings (heap fallback), the queue carries references to them.
@@ -26,7 +30,20 @@ use crate::queue::msgq::{MsgQueue, MsgSlot};
 pub struct PyMsgQueue {
     inner: Shielded<Arc<MsgQueue>>,
     region: Py<PyRegion>,
+    /// Short strings `get_obj` decoded before (see `objcodec::StrCache`).
+    strings: Mutex<StrCache>,
 }
+
+thread_local! {
+    /// The buffers `put_obj` encodes into and `get_obj` copies a native message into, kept
+    /// for the next call (taken out while in use, so a call nested in a finaliser gets its
+    /// own).
+    static ENCODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static DECODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer grown past this by a large object is dropped after the call, not kept.
+const KEEP_BUFFER: usize = 64 << 10;
 
 /// A message reserved for writing in place, from `MsgQueue.reserve(n)`: write through
 /// `view` (or `with q.reserve(n) as buf:`), then `commit()` queues it; `abort()` frees it.
@@ -67,25 +84,32 @@ impl PyMsgQueue {
     }
 
     fn put_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Timeout) -> PyResult<()> {
+        with_buffer(data, |bytes| self.put_bytes(py, bytes, timeout))?
+    }
+
+    fn put_bytes(&self, py: Python<'_>, bytes: &[u8], timeout: Timeout) -> PyResult<()> {
         let q: &MsgQueue = &self.inner;
-        with_buffer(data, |bytes| {
-            let mut op = q.put_op();
-            let for_memory = AtomicBool::new(false);
-            let mut first = true;
-            let attempt = || {
-                let done = op.attempt(bytes, !timeout.is_zero())?;
-                for_memory.store(op.waiting_for_memory(), Relaxed);
-                Ok(done.then_some(()))
-            };
-            let sleep = |slice| q.put_sleep(for_memory.load(Relaxed), std::mem::replace(&mut first, false), slice);
-            match wait(py, timeout, attempt, sleep)? {
-                Some(()) => Ok(()),
-                None => {
-                    op.give_up(!timeout.is_zero())?;
-                    Err(self.full_error())
-                }
+        let mut op = q.put_op();
+        let for_memory = AtomicBool::new(false);
+        let mut first = true;
+        let attempt = || {
+            let done = op.attempt(bytes, !timeout.is_zero())?;
+            for_memory.store(op.waiting_for_memory(), Relaxed);
+            Ok(done.then_some(()))
+        };
+        let sleep = |slice| q.put_sleep(for_memory.load(Relaxed), std::mem::replace(&mut first, false), slice);
+        match wait(py, timeout, attempt, sleep)? {
+            Some(()) => Ok(()),
+            None => {
+                op.give_up(!timeout.is_zero())?;
+                Err(self.full_error())
             }
-        })?
+        }
+    }
+
+    /// Take the next message in place, waiting as `timeout` says.
+    fn borrow_impl(&self, py: Python<'_>, timeout: Timeout) -> PyResult<MsgBorrow> {
+        self.blocking(py, timeout, false, || Ok(self.inner.try_borrow()?))?.ok_or_else(|| self.empty_error())
     }
 
     fn try_get_bytes<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
@@ -105,7 +129,7 @@ impl PyMsgQueue {
     fn new(py: Python<'_>, region: &Bound<'_, PyRegion>, name: &str) -> PyResult<Self> {
         let r = region.get().region();
         let q = py.detach(|| MsgQueue::open(r, name))?;
-        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind() })
+        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind(), strings: Mutex::default() })
     }
 
     /// Create message queue `name` in `region`, holding up to `capacity` messages (rounded
@@ -218,12 +242,72 @@ impl PyMsgQueue {
         timeout: Option<f64>,
         writable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = Timeout::blocking(block, timeout)?;
-        let b = self
-            .blocking(py, timeout, false, || Ok(self.inner.try_borrow()?))?
-            .ok_or_else(|| self.empty_error())?;
+        let b = self.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
         let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
         MsgView::export(py, &map, off, len, !writable, Box::new(b))
+    }
+
+    /// Put the object `obj`, waiting like `put`. Plain data (`None`, `bool`, `int`, `float`,
+    /// `str`, small `bytes`/`bytearray`, `tuple`, `list`, `dict`: exact types) is written in
+    /// shmkit's native format, here; anything else goes by pickle protocol 5 with its
+    /// buffers out of band (`_put_obj_pickled`, `shmkit._objq`). Pickling errors come before
+    /// anything is allocated.
+    #[pyo3(signature = (obj, block=true, timeout=None))]
+    fn put_obj(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let wait_for = Timeout::blocking(block, timeout)?;
+        let mut buf = ENCODED.take();
+        let done = if objcodec::encode(obj, &mut buf) {
+            Some(slf.get().put_bytes(py, &buf, wait_for))
+        } else {
+            None
+        };
+        if buf.capacity() <= KEEP_BUFFER {
+            ENCODED.set(buf);
+        }
+        match done {
+            Some(r) => r,
+            None => slf.call_method1(intern!(py, "_put_obj_pickled"), (obj, block, timeout)).map(drop),
+        }
+    }
+
+    /// Take the next object, waiting like `get`: a native message is decoded here (and freed
+    /// first), a pickled one is loaded by `_get_obj_from` (`shmkit._objq`: its arrays and
+    /// memoryviews are views of the message, no copy). A native message that is not valid
+    /// raises `CorruptionError` (and is freed: the queue goes on).
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn get_obj<'py>(slf: &Bound<'py, Self>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        let b = me.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
+        let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
+        let mut first = [0u8];
+        if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
+            let mut buf = DECODED.take();
+            buf.clear();
+            buf.resize(len, 0);
+            let copied = map.read(off, &mut buf);
+            drop(b);
+            let obj = match copied {
+                Some(()) => match me.strings.try_lock() {
+                    Ok(mut cache) => objcodec::decode(py, &buf, Some(&mut cache)),
+                    // taken by a finaliser of this thread that runs get_obj in a decode
+                    Err(_) => objcodec::decode(py, &buf, None),
+                },
+                None => Err(corruption(format!("message queue {:?}: message outside the mapping", me.inner.name()))),
+            };
+            if buf.capacity() <= KEEP_BUFFER {
+                DECODED.set(buf);
+            }
+            return obj;
+        }
+        let view = MsgView::export(py, &map, off, len, false, Box::new(b))?;
+        slf.call_method1(intern!(py, "_get_obj_from"), (view,))
     }
 
     /// Allocate a message of `n` bytes to write *in place*: a `MsgSlot` whose `view` is a

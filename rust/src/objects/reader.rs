@@ -1,0 +1,204 @@
+//! Reading a message of the native object format (see the module): every byte is checked
+//! before use, a hostile message gives a [`DecodeError`].
+
+use super::{tag, DecodeError, MAGIC, MAX_DEPTH, VERSION};
+
+/// One value of a message: a scalar, or the header of a container whose items are the
+/// tokens that follow (`Dict(n)`: `2 n` of them, key and value in turn).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token<'a> {
+    /// `None`.
+    None,
+    /// A `bool`.
+    Bool(bool),
+    /// An `int`.
+    Int(i64),
+    /// A `float`.
+    Float(f64),
+    /// A `str` (valid UTF-8).
+    Str(&'a str),
+    /// A `bytes`.
+    Bytes(&'a [u8]),
+    /// A `bytearray`.
+    ByteArray(&'a [u8]),
+    /// A `tuple` of this many items.
+    Tuple(usize),
+    /// A `list` of this many items.
+    List(usize),
+    /// A `dict` of this many items.
+    Dict(usize),
+}
+
+/// Yields the tokens of one message in order, validating as it goes: lengths and counts
+/// against the bytes left, UTF-8, the nesting depth; [`Reader::finish`] then checks that the
+/// value ended where the message does.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    msg: &'a [u8],
+    pos: usize,
+    /// Values still to come in each open container, outermost first (`depth` of them).
+    open: [u64; MAX_DEPTH],
+    depth: usize,
+    /// Whether the outermost value was read.
+    started: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of `msg`, whose header is checked.
+    pub fn new(msg: &'a [u8]) -> Result<Self, DecodeError> {
+        if msg.len() < 2 || msg[0] != MAGIC || msg[1] != VERSION {
+            return Err(DecodeError::Header(msg[..msg.len().min(2)].to_vec()));
+        }
+        Ok(Self { msg, pos: 2, open: [0; MAX_DEPTH], depth: 0, started: false })
+    }
+
+    /// Bytes not read yet.
+    fn left(&self) -> usize {
+        self.msg.len() - self.pos
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.msg.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.left() {
+            return Err(DecodeError::Truncated(self.pos));
+        }
+        let s = &self.msg[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let at = self.pos;
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.byte()?;
+            if i == 9 && b > 1 {
+                return Err(DecodeError::Varint(at));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Varint(at))
+    }
+
+    /// A length or count of values each taking at least `unit` bytes: at most what is left.
+    fn count(&mut self, unit: u64) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.varint()?;
+        let left = self.left();
+        if n.checked_mul(unit).is_none_or(|need| need > left as u64) {
+            return Err(DecodeError::Length { len: n, at, left });
+        }
+        Ok(n as usize)
+    }
+
+    /// Open a container of `items` values (checked against what is left by the caller).
+    fn open(&mut self, items: u64, at: usize) -> Result<(), DecodeError> {
+        if self.depth == MAX_DEPTH {
+            return Err(DecodeError::Depth(at));
+        }
+        if items > 0 {
+            self.open[self.depth] = items;
+            self.depth += 1;
+        }
+        Ok(())
+    }
+
+    /// The next token. After the last one: [`DecodeError::Finished`].
+    #[allow(clippy::should_implement_trait)] // fallible, not an Iterator
+    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+        while self.depth > 0 && self.open[self.depth - 1] == 0 {
+            self.depth -= 1;
+        }
+        if self.depth == 0 {
+            if self.started {
+                return Err(DecodeError::Finished);
+            }
+            self.started = true;
+        } else {
+            self.open[self.depth - 1] -= 1;
+        }
+        let at = self.pos;
+        let t = self.byte()?;
+        Ok(match t {
+            tag::NONE => Token::None,
+            tag::FALSE => Token::Bool(false),
+            tag::TRUE => Token::Bool(true),
+            tag::INT => {
+                let z = self.varint()?;
+                Token::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            tag::FLOAT => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Token::Float(f64::from_bits(u64::from_le_bytes(a)))
+            }
+            tag::STR => {
+                let n = self.count(1)?;
+                let b = self.take(n)?;
+                Token::Str(std::str::from_utf8(b).map_err(|_| DecodeError::Utf8(at))?)
+            }
+            tag::BYTES => {
+                let n = self.count(1)?;
+                Token::Bytes(self.take(n)?)
+            }
+            tag::BYTEARRAY => {
+                let n = self.count(1)?;
+                Token::ByteArray(self.take(n)?)
+            }
+            tag::TUPLE | tag::LIST => {
+                let n = self.count(1)?;
+                self.open(n as u64, at)?;
+                if t == tag::TUPLE {
+                    Token::Tuple(n)
+                } else {
+                    Token::List(n)
+                }
+            }
+            tag::DICT => {
+                let n = self.count(2)?;
+                self.open(2 * n as u64, at)?;
+                Token::Dict(n)
+            }
+            _ => return Err(DecodeError::Tag { tag: t, at }),
+        })
+    }
+
+    /// Check that the whole value was read and nothing follows it.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        while self.depth > 0 && self.open[self.depth - 1] == 0 {
+            self.depth -= 1;
+        }
+        if !self.started || self.depth > 0 {
+            return Err(DecodeError::Truncated(self.pos));
+        }
+        match self.left() {
+            0 => Ok(()),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+
+    /// Read every token of the message and check it ends there: whether it is valid
+    /// (what the fuzz target runs; a builder reads the tokens itself).
+    pub fn validate(msg: &'a [u8]) -> Result<usize, DecodeError> {
+        let mut r = Self::new(msg)?;
+        let mut tokens = 0;
+        loop {
+            match r.next() {
+                Ok(_) => tokens += 1,
+                Err(DecodeError::Finished) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        r.finish()?;
+        Ok(tokens)
+    }
+}

@@ -1,0 +1,105 @@
+//! Appending values to a message of the native object format (see the module).
+
+use super::{tag, MAGIC, VERSION};
+
+/// Writes one value (the caller walks its containers: each container's header, then its
+/// items) into a byte vector, after the message header. The writer checks nothing about
+/// the structure: a caller that announces `n` items writes `n` values after.
+#[derive(Debug)]
+pub struct Writer<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    /// Start a message in `buf` (cleared first; its capacity is kept, so a reused vector
+    /// allocates nothing once warm).
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&[MAGIC, VERSION]);
+        Self { buf }
+    }
+
+    /// The message so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf
+    }
+
+    /// Bytes written so far (header included).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing but the header was written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() <= 2
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    fn sized(&mut self, t: u8, data: &[u8]) {
+        self.buf.push(t);
+        self.varint(data.len() as u64);
+        self.buf.extend_from_slice(data);
+    }
+
+    /// `None`.
+    pub fn none(&mut self) {
+        self.buf.push(tag::NONE);
+    }
+
+    /// A `bool`.
+    pub fn bool(&mut self, v: bool) {
+        self.buf.push(if v { tag::TRUE } else { tag::FALSE });
+    }
+
+    /// An `int` of the i64 range.
+    pub fn int(&mut self, v: i64) {
+        self.buf.push(tag::INT);
+        self.varint(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    /// A `float`, bit for bit (NaN payloads and the sign of zero kept).
+    pub fn float(&mut self, v: f64) {
+        self.buf.push(tag::FLOAT);
+        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// A `str`.
+    pub fn str(&mut self, v: &str) {
+        self.sized(tag::STR, v.as_bytes());
+    }
+
+    /// A `bytes`.
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.sized(tag::BYTES, v);
+    }
+
+    /// A `bytearray`.
+    pub fn bytearray(&mut self, v: &[u8]) {
+        self.sized(tag::BYTEARRAY, v);
+    }
+
+    /// A `tuple` of `n` items (the next `n` values).
+    pub fn tuple(&mut self, n: usize) {
+        self.buf.push(tag::TUPLE);
+        self.varint(n as u64);
+    }
+
+    /// A `list` of `n` items (the next `n` values).
+    pub fn list(&mut self, n: usize) {
+        self.buf.push(tag::LIST);
+        self.varint(n as u64);
+    }
+
+    /// A `dict` of `n` items (the next `2 n` values: key, value, key, value ...).
+    pub fn dict(&mut self, n: usize) {
+        self.buf.push(tag::DICT);
+        self.varint(n as u64);
+    }
+}
