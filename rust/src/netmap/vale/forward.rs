@@ -172,8 +172,7 @@ impl Attachment {
             batch.clear();
             let now = now_ms();
             let ports = self.switch.ports_snapshot();
-            let mut t = Tally::default();
-            let got = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch, &mut t);
+            let (got, mut t) = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch);
             if !batch.is_empty() {
                 let others = (0..MAX_PORTS).filter(|&d| d != self.index && ports[d].is_some()).count();
                 if others == 0 {
@@ -216,8 +215,7 @@ impl Attachment {
         now: u64,
         ports: &table::Ports,
         batch: &mut Vec<Pkt>,
-        t: &mut Tally,
-    ) -> Collected {
+    ) -> (Collected, Tally) {
         let n = tx.n;
         let ts = tx.slots;
         let map = tx.pipe.map();
@@ -227,6 +225,13 @@ impl Attachment {
         let r = Ordering::Relaxed;
         let (mut j, mut left) = (hwcur, m);
         let mut got = Collected { done: hwcur, wanted: 0, flood: false };
+        let mut t = Tally::default();
+        // Room for every packet up front, then plain stores (no growth check per packet);
+        // the accumulators are locals, kept in registers.
+        let mut out = std::mem::take(batch);
+        out.clear();
+        out.resize(m as usize, Pkt { first: 0, frags: 0, len: 0, dest: 0, off: 0 });
+        let mut k = 0;
         // The last source learnt and the last destination looked up (u64::MAX is no MAC).
         let (mut last_src, mut last_dst, mut last_dest) = (u64::MAX, u64::MAX, FLOOD);
         while left > 0 {
@@ -296,10 +301,13 @@ impl Attachment {
                 got.wanted |= 1 << dest;
             }
             t.tx_bytes += u64::from(len);
-            batch.push(Pkt { first, frags: frags as u16, len, dest, off });
+            out[k] = Pkt { first, frags: frags as u16, len, dest, off };
+            k += 1;
         }
-        t.tx_packets = batch.len() as u64;
-        got
+        out.truncate(k);
+        *batch = out;
+        t.tx_packets = k as u64;
+        (got, t)
     }
 
     /// Step 3 for every destination that has packets.
