@@ -38,6 +38,7 @@ use crate::netmap::layout::CrossingShared;
 use crate::netmap::name::End;
 use crate::netmap::pipe::{lock, KState, Pipe};
 use crate::sys::lock::Acquired;
+use crate::sys::map::Mapping;
 
 /// Destination of a packet in the batch: a port index, or one of these.
 const FLOOD: u8 = 254;
@@ -164,18 +165,20 @@ impl Attachment {
         let n = tx.n;
         let m = dist(n, st.k.hwcur, st.k.rhead);
         if m > 0 {
-            let mut batch = lock(&self.batch);
+            // The batch vector is taken out of its lock for the sync (a local vector, not
+            // one behind a guard, for the loops below); a concurrent sync of another ring
+            // of this handle finds it empty and allocates its own.
+            let mut batch = std::mem::take(&mut *lock(&self.batch));
             batch.clear();
             let now = now_ms();
             let ports = self.switch.ports_snapshot();
-            let mut t = Tally::default();
-            let done = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch, &mut t);
+            let (got, mut t) = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch);
             if !batch.is_empty() {
                 let others = (0..MAX_PORTS).filter(|&d| d != self.index && ports[d].is_some()).count();
                 if others == 0 {
                     t.unroutable += t.flooded;
                 }
-                self.deliver_all(tx, &batch, &ports, now);
+                self.deliver_all(tx, &batch, &got, &ports, now);
             }
             let c = &self.switch.entry(self.index).counters;
             let r = Ordering::Relaxed;
@@ -189,7 +192,8 @@ impl Attachment {
             if t.garbage != 0 {
                 self.switch.header().mac_garbage.fetch_add(t.garbage, r);
             }
-            st.k.hwcur = done;
+            st.k.hwcur = got.done;
+            *lock(&self.batch) = batch;
         }
         st.k.hwtail = prev(n, st.k.hwcur);
         let x = tx.crossing;
@@ -199,8 +203,10 @@ impl Attachment {
         Ok(())
     }
 
-    /// Steps 1 and 2: fill `batch`; return the slot after the last complete packet.
+    /// Steps 1 and 2: fill `batch`; say where it stops and which ports it goes to. (Not
+    /// inlined, nor is `deliver`: each loop gets the registers to itself.)
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn collect(
         &self,
         tx: &TxRing<'_>,
@@ -209,131 +215,114 @@ impl Attachment {
         now: u64,
         ports: &table::Ports,
         batch: &mut Vec<Pkt>,
-        t: &mut Tally,
-    ) -> u32 {
+    ) -> (Collected, Tally) {
         let n = tx.n;
         let ts = tx.slots;
         let map = tx.pipe.map();
         let pool = Pool::of(tx.pipe);
-        let bs = pool.bs;
         let tbl = self.switch.table();
         let age = u64::from(self.switch.age_ms());
         let r = Ordering::Relaxed;
-        let (mut j, mut left, mut done) = (hwcur, m, hwcur);
-        let (mut last_src, mut last_dst): (table::Mac, Option<(table::Mac, u8)>) = (u64::MAX, None);
+        let (mut j, mut left) = (hwcur, m);
+        let mut got = Collected { done: hwcur, wanted: 0, flood: false };
+        let mut t = Tally::default();
+        // Room for every packet up front, then plain stores (no growth check per packet);
+        // the accumulators are locals, kept in registers.
+        let mut out = std::mem::take(batch);
+        out.clear();
+        out.resize(m as usize, Pkt { first: 0, frags: 0, len: 0, dest: 0, off: 0 });
+        let mut k = 0;
+        // The last source learnt and the last destination looked up (u64::MAX is no MAC).
+        let (mut last_src, mut last_dst, mut last_dest) = (u64::MAX, u64::MAX, FLOOD);
         while left > 0 {
             let first = j;
             // The first fragment (most packets have only this one) is read once: its buffer,
-            // length and flags are what the checks below and the copy use.
+            // length and flags are what the checks below and the copy use (the slot is the
+            // sender's own to rewrite meanwhile; the buffer offset stays a valid one).
             let s = &ts[j as usize];
             let (idx0, len0, flags0) = (s.buf_idx.load(r), s.len.load(r), s.flags.load(r));
             if flags0 & NS_BUF_CHANGED != 0 {
                 s.flags.store(flags0 & !NS_BUF_CHANGED, r);
             }
             let off0 = pool.offset(idx0);
-            let (mut frags, mut len) = (1u32, u32::from(len0));
-            let mut ok = off0.is_some() && len <= bs;
-            j = next(n, j);
-            left -= 1;
-            if flags0 & NS_MOREFRAG != 0 {
-                let mut complete = false;
-                while left > 0 {
-                    let s = &ts[j as usize];
-                    let (idx, flen, flags) = (s.buf_idx.load(r), s.len.load(r), s.flags.load(r));
-                    if flags & NS_BUF_CHANGED != 0 {
-                        s.flags.store(flags & !NS_BUF_CHANGED, r);
-                    }
-                    frags += 1;
-                    len += u32::from(flen);
-                    ok &= pool.offset(idx).is_some() && u32::from(flen) <= bs;
-                    j = next(n, j);
-                    left -= 1;
-                    if flags & NS_MOREFRAG == 0 || frags as usize >= MAX_FRAGS {
-                        ok &= flags & NS_MOREFRAG == 0;
-                        complete = true;
-                        break;
-                    }
-                }
-                if !complete {
-                    break;
-                }
+            let (frags, len, ok) = if flags0 & NS_MOREFRAG == 0 {
+                j = next(n, j);
+                left -= 1;
+                (1, u32::from(len0), off0.is_some() && u32::from(len0) <= pool.bs)
             } else {
-                // What the copy will use: the length seen now (the slot is the sender's own
-                // to rewrite; the buffer offset stays a valid one whatever it does).
-                len = len.min(bs);
-            }
-            done = j;
-            let mut hdr = [0u8; 12];
+                let Some(w) = walk_frags(ts, n, j, left, &pool) else {
+                    break; // the last fragment is not queued yet
+                };
+                (j, left) = (w.next, w.left);
+                (w.frags, w.len, w.ok)
+            };
+            got.done = j;
             let (true, Some(off)) = (ok && len0 >= ETH_HLEN, off0) else {
                 t.bad += 1;
                 continue;
             };
+            // Both addresses in one read (any buffer holds at least 64 bytes).
+            let mut hdr = [0u8; 16];
             if map.read(off, &mut hdr).is_none() {
                 t.bad += 1;
                 continue;
             }
-            let (dst, src) = (table::mac(&hdr[0..6]), table::mac(&hdr[6..12]));
+            let (dst, src) = table::addresses(&hdr);
             // A burst is mostly one flow: learn a source and look up a destination once per
             // run of equal addresses (the table is read and written once, not per packet).
             if src != last_src && !table::is_group(src) && flags0 & NS_NO_LEARN == 0 {
                 tbl.learn(src, self.index, self.gen, now);
                 last_src = src;
             }
-            let dest = match last_dst {
-                Some((m, d)) if m == dst => d,
-                _ => {
-                    let d = if table::is_group(dst) {
-                        FLOOD
-                    } else {
-                        match tbl.lookup(dst, now, age, ports) {
-                            Lookup::Hit(p) => p as u8,
-                            Lookup::Miss => FLOOD,
-                            Lookup::Garbage => {
-                                t.garbage += 1;
-                                FLOOD
-                            }
+            if dst != last_dst {
+                last_dest = if table::is_group(dst) {
+                    FLOOD
+                } else {
+                    match tbl.lookup(dst, now, age, ports) {
+                        Lookup::Hit(p) => p as u8,
+                        Lookup::Miss => FLOOD,
+                        Lookup::Garbage => {
+                            t.garbage += 1;
+                            FLOOD
                         }
-                    };
-                    last_dst = Some((dst, d));
-                    d
-                }
-            };
+                    }
+                };
+                last_dst = dst;
+            }
+            let dest = last_dest;
             if usize::from(dest) == self.index {
                 t.unroutable += 1;
                 continue;
             }
             if dest == FLOOD {
                 t.flooded += 1;
+                got.flood = true;
+            } else {
+                got.wanted |= 1 << dest;
             }
-            t.tx_packets += 1;
             t.tx_bytes += u64::from(len);
-            batch.push(Pkt { first, frags: frags as u16, len, dest, off });
+            out[k] = Pkt { first, frags: frags as u16, len, dest, off };
+            k += 1;
         }
-        done
+        out.truncate(k);
+        *batch = out;
+        t.tx_packets = k as u64;
+        (got, t)
     }
 
     /// Step 3 for every destination that has packets.
-    fn deliver_all(&self, tx: &TxRing<'_>, batch: &[Pkt], ports: &table::Ports, now: u64) {
-        let mut wanted = [false; MAX_PORTS];
-        let mut flood = false;
-        for p in batch {
-            if p.dest == FLOOD {
-                flood = true;
-            } else {
-                wanted[usize::from(p.dest)] = true;
-            }
-        }
+    fn deliver_all(&self, tx: &TxRing<'_>, batch: &[Pkt], got: &Collected, ports: &table::Ports, now: u64) {
         let mut dests = lock(&self.switch.dests);
         if dests.slots.len() < MAX_PORTS {
             dests.slots.resize_with(MAX_PORTS, || None);
         }
         let mut reap = false;
-        for d in 0..MAX_PORTS {
-            let Some(gen) = ports[d] else {
+        for (d, &gen) in ports.iter().enumerate() {
+            let Some(gen) = gen else {
                 dests.slots[d] = None;
                 continue;
             };
-            if d == self.index || !(flood || wanted[d]) {
+            if d == self.index || !(got.flood || got.wanted & (1 << d) != 0) {
                 continue;
             }
             let slot = &mut dests.slots[d];
@@ -382,6 +371,7 @@ impl Attachment {
     }
 
     /// Copy the packets of `batch` meant for port `d` into its RX ring.
+    #[inline(never)]
     fn deliver(&self, tx: &TxRing<'_>, batch: &[Pkt], d: usize, dpipe: &Pipe) {
         let entry = self.switch.entry(d);
         let geo = *dpipe.geometry();
@@ -415,50 +405,40 @@ impl Attachment {
             self.count_drops(d, batch);
             return;
         }
-        let ts = tx.slots;
-        let n = tx.n;
         let smap = tx.pipe.map();
         let (spool, dpool) = (Pool::of(tx.pipe), Pool::of(dpipe));
-        let (sbs, dbs) = (spool.bs, dpool.bs);
+        let dring = DestRing { stx, mrx, n: dn, pool: dpool, base: geo.crossing_buf_base(c) };
         let mut free = dist(dn, tp, rp);
         let mut w = tp;
         let (mut delivered, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
-        for p in batch.iter().filter(|p| p.dest == FLOOD || usize::from(p.dest) == d) {
-            if u32::from(p.frags) > free || (p.len > dbs && sbs > dbs && !fits(ts, n, p, dbs)) {
-                dropped += 1;
-                continue;
-            }
-            let mut j = p.first;
-            for f in 0..p.frags {
-                let (src, len) = if p.frags == 1 {
-                    (Some(p.off), p.len.min(dbs))
-                } else {
-                    // The sender's own process may rewrite its slots at any time: check again.
-                    let sv = ts[j as usize].load();
-                    (spool.offset(sv.buf_idx), u32::from(sv.len).min(sbs).min(dbs))
-                };
-                let mut idx = stx[w as usize].buf_idx.load(Ordering::Relaxed);
-                let dst = match dpool.offset(idx) {
-                    Some(o) => o,
-                    None => {
-                        // The receiver put garbage there: use the slot's own buffer.
-                        idx = (geo.crossing_buf_base(c) + u64::from(w)) as u32;
-                        stx[w as usize].buf_idx.store(idx, Ordering::Relaxed);
-                        dpool.offset(idx).expect("a buffer of the validated layout")
-                    }
-                };
-                let len = match src {
-                    Some(s) if dmap.copy_from(dst, smap, s, len as usize).is_some() => len,
-                    _ => 0,
-                };
-                let more = if f + 1 < p.frags { NS_MOREFRAG } else { 0 };
+        let d8 = d as u8;
+        for p in batch.iter().filter(|p| p.dest == d8 || p.dest == FLOOD) {
+            let copied = if p.frags == 1 {
+                // One slot: the common case, with what collect checked.
+                if free == 0 || p.len > dpool.bs {
+                    dropped += 1;
+                    continue;
+                }
+                let (idx, dst) = dring.buffer(w);
+                let len = if dmap.copy_from(dst, smap, p.off, p.len as usize).is_some() { p.len } else { 0 };
                 // The TX side of the crossing only lends the buffer index (the receiver's
                 // rxsync returns swapped buffers there); the RX slot is what it reads.
-                mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: more, ptr: 0 });
+                mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: 0, ptr: 0 });
                 w = next(dn, w);
-                j = next(n, j);
-            }
-            free -= u32::from(p.frags);
+                1
+            } else {
+                match copy_frags(tx, &spool, &dring, dmap, p, w, free) {
+                    Some(after) => {
+                        w = after;
+                        u32::from(p.frags)
+                    }
+                    None => {
+                        dropped += 1;
+                        continue;
+                    }
+                }
+            };
+            free -= copied;
             delivered += 1;
             bytes += u64::from(p.len);
         }
@@ -506,6 +486,121 @@ impl Pool {
     fn offset(&self, idx: u32) -> Option<usize> {
         (idx >= 2 && u64::from(idx) < self.total).then(|| self.at + idx as usize * self.bs as usize)
     }
+}
+
+/// What collect found: where the batch stops, and the ports it goes to.
+#[derive(Debug)]
+struct Collected {
+    /// The slot after the last complete packet (the new `hwcur`).
+    done: u32,
+    /// Bit `d`: some packet goes to port `d` alone.
+    wanted: u64,
+    /// Some packet is flooded.
+    flood: bool,
+}
+
+const _: () = assert!(MAX_PORTS <= 64 && (FLOOD as usize) >= MAX_PORTS);
+
+/// A packet of several fragments, walked from its first slot.
+#[derive(Debug)]
+struct Walk {
+    /// The slot after its last fragment.
+    next: u32,
+    /// Slots left in the batch after it.
+    left: u32,
+    frags: u32,
+    len: u32,
+    /// Every fragment has a buffer of the pool and a length that fits it, and the last one
+    /// ends the packet (not `NS_MOREFRAG` at `MAX_FRAGS`).
+    ok: bool,
+}
+
+/// Walk the packet starting at slot `j` (of `left` new slots); `None` if its last fragment is
+/// not queued yet. Flags `NS_BUF_CHANGED` are cleared on the way.
+#[cold]
+#[inline(never)]
+fn walk_frags(ts: &[NetmapSlot], n: u32, mut j: u32, mut left: u32, pool: &Pool) -> Option<Walk> {
+    let r = Ordering::Relaxed;
+    let (mut frags, mut len, mut ok) = (0u32, 0u32, true);
+    while left > 0 {
+        let s = &ts[j as usize];
+        let (idx, flen, flags) = (s.buf_idx.load(r), s.len.load(r), s.flags.load(r));
+        if flags & NS_BUF_CHANGED != 0 {
+            s.flags.store(flags & !NS_BUF_CHANGED, r);
+        }
+        frags += 1;
+        len += u32::from(flen);
+        ok &= pool.offset(idx).is_some() && u32::from(flen) <= pool.bs;
+        j = next(n, j);
+        left -= 1;
+        if flags & NS_MOREFRAG == 0 || frags as usize >= MAX_FRAGS {
+            ok &= flags & NS_MOREFRAG == 0;
+            return Some(Walk { next: j, left, frags, len, ok });
+        }
+    }
+    None
+}
+
+/// The destination's RX ring, as delivery fills it: the crossing's TX slots lend the
+/// buffers, the RX slots are what the receiver reads.
+#[derive(Debug)]
+struct DestRing<'a> {
+    stx: &'a [NetmapSlot],
+    mrx: &'a [NetmapSlot],
+    n: u32,
+    pool: Pool,
+    /// The crossing's own first buffer (slot `w` owns buffer `base + w`).
+    base: u64,
+}
+
+impl DestRing<'_> {
+    /// The buffer to fill at slot `w`: the one the crossing lends there, or, if the receiver
+    /// put garbage there, the slot's own buffer (written back).
+    #[inline]
+    fn buffer(&self, w: u32) -> (u32, usize) {
+        let idx = self.stx[w as usize].buf_idx.load(Ordering::Relaxed);
+        match self.pool.offset(idx) {
+            Some(off) => (idx, off),
+            None => self.own_buffer(w),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn own_buffer(&self, w: u32) -> (u32, usize) {
+        let idx = (self.base + u64::from(w)) as u32;
+        self.stx[w as usize].buf_idx.store(idx, Ordering::Relaxed);
+        (idx, self.pool.offset(idx).expect("a buffer of the validated layout"))
+    }
+}
+
+/// Copy packet `p` of several fragments into the destination from slot `w` (`free` slots
+/// there), one slot per fragment. `None`: it does not fit (dropped). Returns the slot after.
+#[cold]
+#[inline(never)]
+fn copy_frags(tx: &TxRing<'_>, spool: &Pool, d: &DestRing<'_>, dmap: &Mapping, p: &Pkt, mut w: u32, free: u32) -> Option<u32> {
+    let (ts, n) = (tx.slots, tx.n);
+    let (sbs, dbs) = (spool.bs, d.pool.bs);
+    if u32::from(p.frags) > free || (p.len > dbs && sbs > dbs && !fits(ts, n, p, dbs)) {
+        return None;
+    }
+    let smap = tx.pipe.map();
+    let mut j = p.first;
+    for f in 0..p.frags {
+        // The sender's own process may rewrite its slots at any time: check again.
+        let sv = ts[j as usize].load();
+        let len = u32::from(sv.len).min(sbs).min(dbs);
+        let (idx, dst) = d.buffer(w);
+        let len = match spool.offset(sv.buf_idx) {
+            Some(s) if dmap.copy_from(dst, smap, s, len as usize).is_some() => len,
+            _ => 0,
+        };
+        let more = if f + 1 < p.frags { NS_MOREFRAG } else { 0 };
+        d.mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: more, ptr: 0 });
+        w = next(d.n, w);
+        j = next(n, j);
+    }
+    Some(w)
 }
 
 /// Whether every fragment of `p` fits a destination buffer of `dbs` bytes.

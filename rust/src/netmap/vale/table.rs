@@ -32,6 +32,17 @@ pub fn mac(b: &[u8]) -> Mac {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0])
 }
 
+/// The destination and source addresses of an Ethernet header (its first 12 bytes).
+#[inline]
+pub fn addresses(hdr: &[u8; 16]) -> (Mac, Mac) {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hdr[at..at + 8]);
+        u64::from_le_bytes(w) & MAC_MASK
+    };
+    (word(0), word(6))
+}
+
 /// Group (multicast or broadcast) address: the I/G bit of the first byte.
 #[inline]
 pub fn is_group(m: Mac) -> bool {
@@ -213,6 +224,10 @@ mod tests {
         let (list, garbage) = t.entries(5, 1000, &ports);
         assert_eq!(garbage, 2);
         assert_eq!(list, vec![Learnt { mac: mac(&[2, 0, 0, 0, 0, 9]), port: 1, age_ms: 5 }]);
+        let mut hdr = [0u8; 16];
+        hdr[..12].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        hdr[12..].copy_from_slice(&[0xff; 4]);
+        assert_eq!(addresses(&hdr), (mac(&hdr[0..6]), mac(&hdr[6..12])));
         assert_eq!(format_mac(mac(&[0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])), "aa:bb:cc:dd:ee:ff");
     }
 }
