@@ -66,7 +66,9 @@ pub const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// twice the best choice made in hindsight. A peer that answers within microseconds is
 /// caught without any system call on either side, and so is one briefly preempted: with
 /// 10 µs, those preemptions turned into 40 µs futex round trips and the blocking round trip's
-/// p99.9 was 40x its p50; with 50 µs it is under 5x (`benches/compare.py`). An idle
+/// p99.9 was 40x its p50. With 50 µs, a blocking round trip sleeps only when the peer was
+/// off its CPU for longer than that (preempted by another task, or the hypervisor took the
+/// vCPU: `benches/rtt_tail.py --perf` puts every outlier down to its cause). An idle
 /// consumer pays it once per wait.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
