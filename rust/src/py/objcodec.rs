@@ -173,6 +173,8 @@ impl Shape {
 /// resize). Direct-mapped, so its size is fixed whatever a peer sends; a slot holds the last
 /// entry that hashed to it.
 pub struct DecodeCache {
+    /// The item stack of a decode (empty between calls; its capacity is what is kept).
+    stack: Vec<Py<PyAny>>,
     strings: Vec<Option<Cached>>,
     shapes: Vec<Option<Arc<Shape>>>,
 }
@@ -187,7 +189,11 @@ impl fmt::Debug for DecodeCache {
 
 impl Default for DecodeCache {
     fn default() -> Self {
-        Self { strings: (0..STR_SLOTS).map(|_| None).collect(), shapes: (0..SHAPE_SLOTS).map(|_| None).collect() }
+        Self {
+            stack: Vec::new(),
+            strings: (0..STR_SLOTS).map(|_| None).collect(),
+            shapes: (0..SHAPE_SLOTS).map(|_| None).collect(),
+        }
     }
 }
 
@@ -272,7 +278,8 @@ struct Build<'r, 'c, 'py> {
     r: Reader<'r>,
     cache: Option<&'c mut DecodeCache>,
     /// Items of the containers being built (each takes its own off the end).
-    stack: Vec<Bound<'py, PyAny>>,
+    /// (`Py`, not `Bound`: the vector is the cache's, kept from call to call.)
+    stack: Vec<Py<PyAny>>,
 }
 
 impl<'py> Build<'_, '_, 'py> {
@@ -282,7 +289,7 @@ impl<'py> Build<'_, '_, 'py> {
         let start = self.stack.len();
         for _ in 0..n {
             let v = self.value()?;
-            self.stack.push(v);
+            self.stack.push(v.unbind());
         }
         Ok(start)
     }
@@ -290,13 +297,15 @@ impl<'py> Build<'_, '_, 'py> {
     #[inline(never)]
     fn tuple(&mut self, n: usize) -> PyResult<Bound<'py, PyAny>> {
         let start = self.items(n)?;
-        Ok(PyTuple::new(self.py, self.stack.drain(start..))?.into_any())
+        let py = self.py;
+        Ok(PyTuple::new(py, self.stack.drain(start..).map(|v| v.into_bound(py)))?.into_any())
     }
 
     #[inline(never)]
     fn list(&mut self, n: usize) -> PyResult<Bound<'py, PyAny>> {
         let start = self.items(n)?;
-        Ok(PyList::new(self.py, self.stack.drain(start..))?.into_any())
+        let py = self.py;
+        Ok(PyList::new(py, self.stack.drain(start..).map(|v| v.into_bound(py)))?.into_any())
     }
 
     #[inline]
@@ -344,11 +353,11 @@ impl<'py> Build<'_, '_, 'py> {
             // Only the values go on the stack while the keys are the shape's.
             for i in 1..=n {
                 let v = self.value()?;
-                self.stack.push(v);
+                self.stack.push(v.unbind());
                 if i == n {
                     let d = shape.dict.bind(py).copy()?;
                     for (k, v) in shape.keys.iter().zip(self.stack.drain(start..)) {
-                        d.set_item(k.bind(py), v)?;
+                        d.set_item(k.bind(py), v.bind(py))?;
                     }
                     return Ok(d);
                 }
@@ -357,21 +366,21 @@ impl<'py> Build<'_, '_, 'py> {
                     // Another dict: the pairs so far with the shape's keys, then this key.
                     let values: Vec<_> = self.stack.drain(start..).collect();
                     for (k, v) in shape.keys.iter().zip(values) {
-                        self.stack.push(k.bind(py).clone().into_any());
+                        self.stack.push(k.clone_ref(py).into_any());
                         self.stack.push(v);
                     }
                     let k = self.value_of(t)?;
-                    self.stack.push(k);
+                    self.stack.push(k.unbind());
                     let v = self.value()?;
-                    self.stack.push(v);
+                    self.stack.push(v.unbind());
                     return self.dict_items(n, start, i + 1);
                 }
             }
         }
         let k = self.value_of(first)?;
-        self.stack.push(k);
+        self.stack.push(k.unbind());
         let v = self.value()?;
-        self.stack.push(v);
+        self.stack.push(v.unbind());
         self.dict_items(n, start, 1)
     }
 
@@ -381,14 +390,14 @@ impl<'py> Build<'_, '_, 'py> {
         let py = self.py;
         for _ in done..n {
             let k = self.value()?;
-            self.stack.push(k);
+            self.stack.push(k.unbind());
             let v = self.value()?;
-            self.stack.push(v);
+            self.stack.push(v.unbind());
         }
         let d = PyDict::new(py);
         for pair in self.stack[start..].chunks(2) {
-            if d.set_item(&pair[0], &pair[1]).is_err() {
-                let what = pair[0].get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            if d.set_item(pair[0].bind(py), pair[1].bind(py)).is_err() {
+                let what = pair[0].bind(py).get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
                 return Err(DecodeError::Invalid(format!("a dict key of type {what} (not hashable)")).into());
             }
         }
@@ -396,7 +405,7 @@ impl<'py> Build<'_, '_, 'py> {
             return Err(DecodeError::Invalid(format!("a dict of {n} items with a key twice")).into());
         }
         if let Some(c) = self.cache.as_deref_mut() {
-            c.keep_shape(py, self.stack[start..].iter().step_by(2))?;
+            c.keep_shape(py, self.stack[start..].iter().step_by(2).map(|k| k.bind(py)))?;
         }
         self.stack.truncate(start);
         Ok(d)
@@ -406,9 +415,14 @@ impl<'py> Build<'_, '_, 'py> {
 /// The object of the native message `msg` (a private copy: a peer cannot change it while it
 /// is read). Short strings and dict shapes come from `cache` when given. A message that is
 /// not valid raises `CorruptionError`.
-pub fn decode<'py>(py: Python<'py>, msg: &[u8], cache: Option<&mut DecodeCache>) -> PyResult<Bound<'py, PyAny>> {
-    let mut b = Build { py, r: Reader::new(msg)?, cache, stack: Vec::with_capacity(32) };
-    let obj = b.value()?;
-    b.r.finish()?;
-    Ok(obj)
+pub fn decode<'py>(py: Python<'py>, msg: &[u8], mut cache: Option<&mut DecodeCache>) -> PyResult<Bound<'py, PyAny>> {
+    let stack = cache.as_deref_mut().map(|c| std::mem::take(&mut c.stack)).unwrap_or_default();
+    let mut b = Build { py, r: Reader::new(msg)?, cache, stack };
+    let obj = b.value().and_then(|obj| Ok(b.r.finish().map(|()| obj)?));
+    // Items of a container left half-built by an error are dropped here, with the GIL.
+    b.stack.clear();
+    if let Some(c) = b.cache {
+        c.stack = b.stack;
+    }
+    obj
 }
