@@ -401,3 +401,37 @@ def test_put_obj_and_get_obj_wait_and_time_out_like_put_and_get(
     with pytest.raises(shmkit.QueueEmpty):
         q.get_obj_nowait()
     assert q.stats()["in_use"] == 0
+
+
+def test_dicts_sharing_some_keys_with_those_before(region: shmkit.Region) -> None:
+    """The receiver reuses the keys of a dict like one it built before: dicts that share
+    only a first key, a prefix, the keys in another order, or nest one another all arrive
+    exactly."""
+    q = shmkit.MsgQueue.create(region, "q", 64)
+    objs: list[Any] = [
+        {"a": 1, "b": 2},
+        {"a": 1, "b": 2},
+        {"a": 3, "c": 4},
+        {"a": 5, "b": 6, "c": 7},
+        {"b": 1, "a": 2},
+        {"a": {"a": 1, "b": 2}, "b": {"a": {"a": 0, "b": None}, "b": 1}},
+        {"a": 1, 5: 2},
+        {"a": 1, (1, 2): 2},
+        {"a": 1, "b" * 40: 2},
+        {"a": 1, "b": 2},
+        {"a": [{"a": 1, "b": 2}] * 3, "b": ({"a": 1, "b": 2},)},
+        {f"k{i}": i for i in range(40)},
+        {f"k{i}": i for i in range(40)},
+    ]
+    for _ in range(2):
+        for o in objs:
+            q.put_obj(o)
+        for o in objs:
+            g = q.get_obj()
+            assert same(o, g), f"{o!r:.80} came back as {g!r:.80}"
+    head = bytes([NATIVE, 1])
+    # a dict with the keys of one before up to its second key, then a list as a key
+    q.put(head + b"\x0a\x02\x05\x01a\x03\x02\x09\x00\x03\x04")
+    with pytest.raises(shmkit.CorruptionError):
+        q.get_obj()
+    assert q.stats()["in_use"] == 0

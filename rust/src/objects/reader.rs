@@ -57,12 +57,14 @@ impl<'a> Reader<'a> {
         self.msg.len() - self.pos
     }
 
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, DecodeError> {
         let b = *self.msg.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.left() {
             return Err(DecodeError::Truncated(self.pos));
@@ -72,6 +74,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let at = self.pos;
         let mut v = 0u64;
@@ -113,6 +116,7 @@ impl<'a> Reader<'a> {
 
     /// The next token. After the last one: [`DecodeError::Finished`].
     #[allow(clippy::should_implement_trait)] // fallible, not an Iterator
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
         while self.depth > 0 && self.open[self.depth - 1] == 0 {
             self.depth -= 1;

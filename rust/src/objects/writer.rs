@@ -34,6 +34,7 @@ impl<'a> Writer<'a> {
         self.buf.len() <= 2
     }
 
+    #[inline]
     fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.push((v as u8) | 0x80);
@@ -42,6 +43,7 @@ impl<'a> Writer<'a> {
         self.buf.push(v as u8);
     }
 
+    #[inline]
     fn sized(&mut self, t: u8, data: &[u8]) {
         self.buf.push(t);
         self.varint(data.len() as u64);
@@ -49,55 +51,65 @@ impl<'a> Writer<'a> {
     }
 
     /// `None`.
+    #[inline]
     pub fn none(&mut self) {
         self.buf.push(tag::NONE);
     }
 
     /// A `bool`.
+    #[inline]
     pub fn bool(&mut self, v: bool) {
         self.buf.push(if v { tag::TRUE } else { tag::FALSE });
     }
 
     /// An `int` of the i64 range.
+    #[inline]
     pub fn int(&mut self, v: i64) {
         self.buf.push(tag::INT);
         self.varint(((v << 1) ^ (v >> 63)) as u64);
     }
 
     /// A `float`, bit for bit (NaN payloads and the sign of zero kept).
+    #[inline]
     pub fn float(&mut self, v: f64) {
         self.buf.push(tag::FLOAT);
         self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
     }
 
     /// A `str`.
+    #[inline]
     pub fn str(&mut self, v: &str) {
         self.sized(tag::STR, v.as_bytes());
     }
 
     /// A `bytes`.
+    #[inline]
     pub fn bytes(&mut self, v: &[u8]) {
         self.sized(tag::BYTES, v);
     }
 
     /// A `bytearray`.
+    #[inline]
     pub fn bytearray(&mut self, v: &[u8]) {
         self.sized(tag::BYTEARRAY, v);
     }
 
     /// A `tuple` of `n` items (the next `n` values).
+    #[inline]
     pub fn tuple(&mut self, n: usize) {
         self.buf.push(tag::TUPLE);
         self.varint(n as u64);
     }
 
     /// A `list` of `n` items (the next `n` values).
+    #[inline]
     pub fn list(&mut self, n: usize) {
         self.buf.push(tag::LIST);
         self.varint(n as u64);
     }
 
     /// A `dict` of `n` items (the next `2 n` values: key, value, key, value ...).
+    #[inline]
     pub fn dict(&mut self, n: usize) {
         self.buf.push(tag::DICT);
         self.varint(n as u64);

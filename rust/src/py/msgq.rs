@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple, PyType};
 use super::buffer::held::MsgView;
 use super::buffer::{bytes_from_mapping, with_buffer};
 use super::errors::{corruption, queue_empty, queue_full};
-use super::objcodec::{self, StrCache};
+use super::objcodec::{self, DecodeCache};
 use super::region::PyRegion;
 use super::shield::{shielded, Shielded};
 use super::wait::{wait, Timeout};
@@ -30,8 +30,8 @@ use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot};
 pub struct PyMsgQueue {
     inner: Shielded<Arc<MsgQueue>>,
     region: Py<PyRegion>,
-    /// Short strings `get_obj` decoded before (see `objcodec::StrCache`).
-    strings: Mutex<StrCache>,
+    /// Strings and dict shapes `get_obj` decoded before (see `objcodec::DecodeCache`).
+    decoded: Mutex<DecodeCache>,
 }
 
 thread_local! {
@@ -129,7 +129,7 @@ impl PyMsgQueue {
     fn new(py: Python<'_>, region: &Bound<'_, PyRegion>, name: &str) -> PyResult<Self> {
         let r = region.get().region();
         let q = py.detach(|| MsgQueue::open(r, name))?;
-        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind(), strings: Mutex::default() })
+        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind(), decoded: Mutex::default() })
     }
 
     /// Create message queue `name` in `region`, holding up to `capacity` messages (rounded
@@ -294,7 +294,7 @@ impl PyMsgQueue {
             let copied = map.read(off, &mut buf);
             drop(b);
             let obj = match copied {
-                Some(()) => match me.strings.try_lock() {
+                Some(()) => match me.decoded.try_lock() {
                     Ok(mut cache) => objcodec::decode(py, &buf, Some(&mut cache)),
                     // taken by a finaliser of this thread that runs get_obj in a decode
                     Err(_) => objcodec::decode(py, &buf, None),

@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -137,86 +138,188 @@ pub fn encode(obj: &Bound<'_, PyAny>, buf: &mut Vec<u8>) -> bool {
     Walk { w: &mut w, seen: Seen::default() }.value(obj, 0)
 }
 
-/// Slots of a [`StrCache`] (a power of two).
-const CACHE_SLOTS: usize = 256;
-/// Longest `str` (in UTF-8 bytes) a [`StrCache`] keeps.
-const CACHE_MAX: usize = 32;
+/// Slots of a [`DecodeCache`]'s strings (a power of two).
+const STR_SLOTS: usize = 256;
+/// Longest `str` (in UTF-8 bytes) a [`DecodeCache`] keeps.
+const STR_MAX: usize = 32;
+/// Slots of a [`DecodeCache`]'s dict shapes.
+const SHAPE_SLOTS: usize = 32;
+/// Most keys of a dict whose shape a [`DecodeCache`] keeps.
+const SHAPE_MAX: usize = 32;
 
-/// The `str` objects of short strings decoded before (dict keys above all): a repeated one
-/// costs a hash of its bytes and a compare, not an allocation. Direct-mapped, so its size is
-/// fixed whatever a peer sends; a slot holds the last string that hashed to it.
-pub struct StrCache {
-    slots: Vec<Option<Cached>>,
+/// A cached `str`: its UTF-8 length and bytes, and its object.
+type Cached = (u8, [u8; STR_MAX], Py<PyString>);
+
+/// The keys of a dict decoded before, all short `str`s: their bytes (`ends[i]` is where key
+/// `i` ends in `bytes`), their objects, and a dict of them (values `None`) to copy.
+struct Shape {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    keys: Vec<Py<PyString>>,
+    dict: Py<PyDict>,
 }
 
-/// A slot of a [`StrCache`]: the string's UTF-8 length and bytes, and its object.
-type Cached = (u8, [u8; CACHE_MAX], Py<PyString>);
+impl Shape {
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
 
-impl fmt::Debug for StrCache {
+/// What `get_obj` keeps from message to message to build repeated parts faster: the `str`
+/// objects of short strings (dict keys above all: a repeated one costs a hash of its bytes
+/// and a compare, not an allocation), and the shapes of dicts with short `str` keys (a dict
+/// with the keys of one decoded before is a copy of that one's keys, no insertion and no
+/// resize). Direct-mapped, so its size is fixed whatever a peer sends; a slot holds the last
+/// entry that hashed to it.
+pub struct DecodeCache {
+    /// The item stack of a decode (empty between calls; its capacity is what is kept).
+    stack: Vec<Py<PyAny>>,
+    strings: Vec<Option<Cached>>,
+    shapes: Vec<Option<Arc<Shape>>>,
+}
+
+impl fmt::Debug for DecodeCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let used = self.slots.iter().filter(|s| s.is_some()).count();
-        write!(f, "StrCache({used} of {CACHE_SLOTS} slots)")
+        let strings = self.strings.iter().filter(|s| s.is_some()).count();
+        let shapes = self.shapes.iter().filter(|s| s.is_some()).count();
+        write!(f, "DecodeCache({strings} strings, {shapes} dict shapes)")
     }
 }
 
-impl Default for StrCache {
+impl Default for DecodeCache {
     fn default() -> Self {
-        Self { slots: (0..CACHE_SLOTS).map(|_| None).collect() }
+        Self {
+            stack: Vec::new(),
+            strings: (0..STR_SLOTS).map(|_| None).collect(),
+            shapes: (0..SHAPE_SLOTS).map(|_| None).collect(),
+        }
     }
 }
 
-impl StrCache {
-    fn slot(s: &[u8]) -> usize {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut h = s.len() as u64;
-        for chunk in s.chunks(8) {
-            let mut a = [0u8; 8];
-            a[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(29);
-        }
-        (h.wrapping_mul(K) >> 56) as usize % CACHE_SLOTS
+fn hash(s: &[u8], seed: u64) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ s.len() as u64;
+    for chunk in s.chunks(8) {
+        let mut a = [0u8; 8];
+        a[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(29);
     }
+    h.wrapping_mul(K)
+}
 
+impl DecodeCache {
     /// The `str` of `s`: the cached object, or a new one (cached if short).
-    fn get<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
+    fn str<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
         let b = s.as_bytes();
-        if b.len() > CACHE_MAX {
+        if b.len() > STR_MAX {
             return PyString::new(py, s);
         }
-        let slot = &mut self.slots[Self::slot(b)];
+        let slot = &mut self.strings[(hash(b, 0) >> 56) as usize % STR_SLOTS];
         if let Some((n, bytes, obj)) = slot {
             if usize::from(*n) == b.len() && &bytes[..b.len()] == b {
                 return obj.bind(py).clone();
             }
         }
         let obj = PyString::new(py, s);
-        let mut bytes = [0u8; CACHE_MAX];
+        let mut bytes = [0u8; STR_MAX];
         bytes[..b.len()].copy_from_slice(b);
         *slot = Some((b.len() as u8, bytes, obj.clone().unbind()));
         obj
+    }
+
+    fn shape_slot(n: usize, first_key: &[u8]) -> usize {
+        (hash(first_key, n as u64) >> 56) as usize % SHAPE_SLOTS
+    }
+
+    /// The shape of `n` keys whose first is `first_key`, if one is cached.
+    fn shape(&self, n: usize, first_key: &[u8]) -> Option<Arc<Shape>> {
+        let s = self.shapes[Self::shape_slot(n, first_key)].as_ref()?;
+        (s.keys.len() == n && s.key(0) == first_key).then(|| Arc::clone(s))
+    }
+
+    /// Keep the shape of `keys` (all short `str`s; else nothing is kept).
+    fn keep_shape<'a, 'py: 'a>(
+        &mut self,
+        py: Python<'py>,
+        keys: impl ExactSizeIterator<Item = &'a Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let n = keys.len();
+        if n == 0 || n > SHAPE_MAX {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(n);
+        let mut strs = Vec::with_capacity(n);
+        for k in keys {
+            let Ok(s) = k.cast_exact::<PyString>() else { return Ok(()) };
+            let Ok(text) = s.to_cow() else { return Ok(()) };
+            if text.len() > STR_MAX {
+                return Ok(());
+            }
+            bytes.extend_from_slice(text.as_bytes());
+            ends.push(bytes.len());
+            strs.push(s.clone());
+        }
+        let dict = PyDict::new(py);
+        for s in &strs {
+            dict.set_item(s, py.None())?;
+        }
+        let keys = strs.into_iter().map(Bound::unbind).collect();
+        let shape = Shape { bytes, ends, keys, dict: dict.unbind() };
+        let slot = Self::shape_slot(n, shape.key(0));
+        self.shapes[slot] = Some(Arc::new(shape));
+        Ok(())
     }
 }
 
 struct Build<'r, 'c, 'py> {
     py: Python<'py>,
     r: Reader<'r>,
-    cache: Option<&'c mut StrCache>,
+    cache: Option<&'c mut DecodeCache>,
+    /// Items of the containers being built (each takes its own off the end).
+    /// (`Py`, not `Bound`: the vector is the cache's, kept from call to call.)
+    stack: Vec<Py<PyAny>>,
 }
 
 impl<'py> Build<'_, '_, 'py> {
-    fn items(&mut self, n: usize) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let mut items = Vec::with_capacity(n);
+    /// Push the next `n` values onto the stack.
+    #[inline(never)]
+    fn items(&mut self, n: usize) -> PyResult<usize> {
+        let start = self.stack.len();
         for _ in 0..n {
-            items.push(self.value()?);
+            let v = self.value()?;
+            self.stack.push(v.unbind());
         }
-        Ok(items)
+        Ok(start)
     }
 
-    fn value(&mut self) -> PyResult<Bound<'py, PyAny>> {
+    #[inline(never)]
+    fn tuple(&mut self, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.items(n)?;
         let py = self.py;
-        Ok(match self.r.next()? {
+        Ok(PyTuple::new(py, self.stack.drain(start..).map(|v| v.into_bound(py)))?.into_any())
+    }
+
+    #[inline(never)]
+    fn list(&mut self, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.items(n)?;
+        let py = self.py;
+        Ok(PyList::new(py, self.stack.drain(start..).map(|v| v.into_bound(py)))?.into_any())
+    }
+
+    #[inline]
+    fn value(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.r.next()?;
+        self.value_of(t)
+    }
+
+    /// The object of `t` (a container: its items are read from the reader).
+    fn value_of(&mut self, t: Token<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        Ok(match t {
             Token::Str(s) => match self.cache.as_deref_mut() {
-                Some(c) => c.get(py, s).into_any(),
+                Some(c) => c.str(py, s).into_any(),
                 None => PyString::new(py, s).into_any(),
             },
             Token::Int(i) => i.into_pyobject(py)?.into_any(),
@@ -226,33 +329,100 @@ impl<'py> Build<'_, '_, 'py> {
             Token::Bytes(b) => PyBytes::new(py, b).into_any(),
             Token::ByteArray(b) => PyByteArray::new(py, b).into_any(),
             // Items first, then the container: it never exists half-filled.
-            Token::Tuple(n) => PyTuple::new(py, self.items(n)?)?.into_any(),
-            Token::List(n) => PyList::new(py, self.items(n)?)?.into_any(),
-            Token::Dict(n) => {
-                let d = PyDict::new(py);
-                for _ in 0..n {
-                    let k = self.value()?;
-                    let v = self.value()?;
-                    if d.set_item(&k, v).is_err() {
-                        let what = k.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                        return Err(DecodeError::Invalid(format!("a dict key of type {what} (not hashable)")).into());
-                    }
-                }
-                if d.len() != n {
-                    return Err(DecodeError::Invalid(format!("a dict of {n} items with a key twice")).into());
-                }
-                d.into_any()
-            }
+            Token::Tuple(n) => self.tuple(n)?,
+            Token::List(n) => self.list(n)?,
+            Token::Dict(n) => self.dict(n)?.into_any(),
         })
+    }
+
+    /// A dict of `n` items: a copy of a cached shape when its keys are that shape's (only
+    /// the values are set), else built item by item (and its shape cached).
+    #[inline(never)] // out of `value_of`, whose frame stays small for the scalars
+    fn dict(&mut self, n: usize) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let start = self.stack.len();
+        if n == 0 {
+            return Ok(PyDict::new(py));
+        }
+        let first = self.r.next()?;
+        let shape = match (first, self.cache.as_deref()) {
+            (Token::Str(k), Some(c)) => c.shape(n, k.as_bytes()),
+            _ => None,
+        };
+        if let Some(shape) = shape {
+            // Only the values go on the stack while the keys are the shape's.
+            for i in 1..=n {
+                let v = self.value()?;
+                self.stack.push(v.unbind());
+                if i == n {
+                    let d = shape.dict.bind(py).copy()?;
+                    for (k, v) in shape.keys.iter().zip(self.stack.drain(start..)) {
+                        d.set_item(k.bind(py), v.bind(py))?;
+                    }
+                    return Ok(d);
+                }
+                let t = self.r.next()?;
+                if !matches!(t, Token::Str(s) if shape.key(i) == s.as_bytes()) {
+                    // Another dict: the pairs so far with the shape's keys, then this key.
+                    let values: Vec<_> = self.stack.drain(start..).collect();
+                    for (k, v) in shape.keys.iter().zip(values) {
+                        self.stack.push(k.clone_ref(py).into_any());
+                        self.stack.push(v);
+                    }
+                    let k = self.value_of(t)?;
+                    self.stack.push(k.unbind());
+                    let v = self.value()?;
+                    self.stack.push(v.unbind());
+                    return self.dict_items(n, start, i + 1);
+                }
+            }
+        }
+        let k = self.value_of(first)?;
+        self.stack.push(k.unbind());
+        let v = self.value()?;
+        self.stack.push(v.unbind());
+        self.dict_items(n, start, 1)
+    }
+
+    /// The dict of `n` items whose first `done` pairs are on the stack from `start`.
+    #[inline(never)]
+    fn dict_items(&mut self, n: usize, start: usize, done: usize) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        for _ in done..n {
+            let k = self.value()?;
+            self.stack.push(k.unbind());
+            let v = self.value()?;
+            self.stack.push(v.unbind());
+        }
+        let d = PyDict::new(py);
+        for pair in self.stack[start..].chunks(2) {
+            if d.set_item(pair[0].bind(py), pair[1].bind(py)).is_err() {
+                let what = pair[0].bind(py).get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                return Err(DecodeError::Invalid(format!("a dict key of type {what} (not hashable)")).into());
+            }
+        }
+        if d.len() != n {
+            return Err(DecodeError::Invalid(format!("a dict of {n} items with a key twice")).into());
+        }
+        if let Some(c) = self.cache.as_deref_mut() {
+            c.keep_shape(py, self.stack[start..].iter().step_by(2).map(|k| k.bind(py)))?;
+        }
+        self.stack.truncate(start);
+        Ok(d)
     }
 }
 
 /// The object of the native message `msg` (a private copy: a peer cannot change it while it
-/// is read). Short strings come from `cache` when given. A message that is not valid raises
-/// `CorruptionError`.
-pub fn decode<'py>(py: Python<'py>, msg: &[u8], cache: Option<&mut StrCache>) -> PyResult<Bound<'py, PyAny>> {
-    let mut b = Build { py, r: Reader::new(msg)?, cache };
-    let obj = b.value()?;
-    b.r.finish()?;
-    Ok(obj)
+/// is read). Short strings and dict shapes come from `cache` when given. A message that is
+/// not valid raises `CorruptionError`.
+pub fn decode<'py>(py: Python<'py>, msg: &[u8], mut cache: Option<&mut DecodeCache>) -> PyResult<Bound<'py, PyAny>> {
+    let stack = cache.as_deref_mut().map(|c| std::mem::take(&mut c.stack)).unwrap_or_default();
+    let mut b = Build { py, r: Reader::new(msg)?, cache, stack };
+    let obj = b.value().and_then(|obj| Ok(b.r.finish().map(|()| obj)?));
+    // Items of a container left half-built by an error are dropped here, with the GIL.
+    b.stack.clear();
+    if let Some(c) = b.cache {
+        c.stack = b.stack;
+    }
+    obj
 }
