@@ -152,13 +152,7 @@ impl Mapping {
     /// Copy `dst.len()` bytes starting at `off` out of the mapping.
     #[inline]
     pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
-        if !self.contains(off, dst.len()) {
-            return None;
-        }
-        // SAFETY: the range was bounds-checked just above; `dst` is a distinct Rust buffer,
-        // so the two ranges cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
-        Some(())
+        self.span().read(off, dst)
     }
 
     /// Copy `len` bytes starting at `off` out of the mapping into raw memory that may be
@@ -261,6 +255,19 @@ impl Span<'_> {
     #[inline]
     pub fn contains(&self, off: usize, len: usize) -> bool {
         off.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// [`Mapping::read`].
+    #[inline]
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        if !self.contains(off, dst.len()) {
+            return None;
+        }
+        // SAFETY: the range was bounds-checked just above (the span is borrowed from its
+        // mapping, which is alive and mapped); `dst` is a distinct Rust buffer, so the two
+        // ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
+        Some(())
     }
 
     /// [`Mapping::copy_from`].

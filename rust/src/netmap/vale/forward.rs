@@ -218,7 +218,7 @@ impl Attachment {
     ) -> (Collected, Tally) {
         let n = tx.n;
         let ts = tx.slots;
-        let map = tx.pipe.map();
+        let span = tx.pipe.map().span();
         let pool = Pool::of(tx.pipe);
         let tbl = self.switch.table();
         let age = u64::from(self.switch.age_ms());
@@ -263,7 +263,7 @@ impl Attachment {
             };
             // Both addresses in one read (any buffer holds at least 64 bytes).
             let mut hdr = [0u8; 16];
-            if map.read(off, &mut hdr).is_none() {
+            if span.read(off, &mut hdr).is_none() {
                 t.bad += 1;
                 continue;
             }
