@@ -572,7 +572,15 @@ impl DestRing<'_> {
 /// there), one slot per fragment. `None`: it does not fit (dropped). Returns the slot after.
 #[cold]
 #[inline(never)]
-fn copy_frags(tx: &TxRing<'_>, spool: &Pool, d: &DestRing<'_>, dmap: &Mapping, p: &Pkt, mut w: u32, free: u32) -> Option<u32> {
+fn copy_frags(
+    tx: &TxRing<'_>,
+    spool: &Pool,
+    d: &DestRing<'_>,
+    dmap: &Mapping,
+    p: &Pkt,
+    mut w: u32,
+    free: u32,
+) -> Option<u32> {
     let (ts, n) = (tx.slots, tx.n);
     let (sbs, dbs) = (spool.bs, d.pool.bs);
     if u32::from(p.frags) > free || (p.len > dbs && sbs > dbs && !fits(ts, n, p, dbs)) {
