@@ -19,6 +19,7 @@
 //! reserved), so nothing that still points into it can fault.
 
 use std::io;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -151,13 +152,7 @@ impl Mapping {
     /// Copy `dst.len()` bytes starting at `off` out of the mapping.
     #[inline]
     pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
-        if !self.contains(off, dst.len()) {
-            return None;
-        }
-        // SAFETY: the range was bounds-checked just above; `dst` is a distinct Rust buffer,
-        // so the two ranges cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
-        Some(())
+        self.span().read(off, dst)
     }
 
     /// Copy `len` bytes starting at `off` out of the mapping into raw memory that may be
@@ -205,22 +200,15 @@ impl Mapping {
     /// this mapping, after bounds checks on both sides. Fails on a read-only mapping.
     #[inline]
     pub fn copy_from(&self, dst_off: usize, src: &Mapping, src_off: usize, len: usize) -> Option<()> {
-        if !self.writable || !self.contains(dst_off, len) || !src.contains(src_off, len) {
-            return None;
-        }
-        // SAFETY: both ranges were bounds-checked just above against their own mappings and
-        // this one is writable, so `from` is valid for `len` reads and `to` for `len`
-        // writes; both copies stay correct if both are the same mapping and the ranges
-        // overlap (see `copy_short`).
-        unsafe {
-            let (from, to) = (src.ptr.as_ptr().add(src_off), self.ptr.as_ptr().add(dst_off));
-            if len <= 64 {
-                copy_short(from, to, len);
-            } else {
-                std::ptr::copy(from, to, len);
-            }
-        }
-        Some(())
+        self.span().copy_from(dst_off, &src.span(), src_off, len)
+    }
+
+    /// The address range of this mapping as a small copyable value, for loops of accesses
+    /// (its fields stay in registers; the mapping's own would be reloaded after every store
+    /// to shared memory, which may alias them as far as the compiler knows).
+    #[inline]
+    pub fn span(&self) -> Span<'_> {
+        Span { ptr: self.ptr, len: self.len, writable: self.writable, _map: PhantomData }
     }
 
     /// Fill `[off, off + len)` with `byte`.
@@ -249,6 +237,59 @@ impl Mapping {
     /// Flush a file-backed mapping to its file (`msync`).
     pub fn flush(&self) -> io::Result<()> {
         self.raw.flush()
+    }
+}
+
+/// A [`Mapping`]'s address range, borrowed from it (see [`Mapping::span`]): the same checked
+/// accesses, for as long as the mapping lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    _map: PhantomData<&'a Mapping>,
+}
+
+impl Span<'_> {
+    /// Whether `[off, off + len)` lies inside the mapping.
+    #[inline]
+    pub fn contains(&self, off: usize, len: usize) -> bool {
+        off.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// [`Mapping::read`].
+    #[inline]
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        if !self.contains(off, dst.len()) {
+            return None;
+        }
+        // SAFETY: the range was bounds-checked just above (the span is borrowed from its
+        // mapping, which is alive and mapped); `dst` is a distinct Rust buffer, so the two
+        // ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
+        Some(())
+    }
+
+    /// [`Mapping::copy_from`].
+    #[inline]
+    pub fn copy_from(&self, dst_off: usize, src: &Span<'_>, src_off: usize, len: usize) -> Option<()> {
+        if !self.writable || !self.contains(dst_off, len) || !src.contains(src_off, len) {
+            return None;
+        }
+        // SAFETY: both ranges were bounds-checked just above against their own mappings (a
+        // span is borrowed from its mapping, so both are alive and mapped) and this one is
+        // writable, so `from` is valid for `len` reads and `to` for `len` writes; both
+        // copies stay correct if both are the same mapping and the ranges overlap (see
+        // `copy_short`).
+        unsafe {
+            let (from, to) = (src.ptr.as_ptr().add(src_off), self.ptr.as_ptr().add(dst_off));
+            if len <= 64 {
+                copy_short(from, to, len);
+            } else {
+                std::ptr::copy(from, to, len);
+            }
+        }
+        Some(())
     }
 }
 
@@ -283,7 +324,17 @@ unsafe fn copy_short(from: *const u8, to: *mut u8, len: usize) {
     // contract covers the `len` bytes it touches.
     unsafe {
         match len {
-            32..=64 => two::<32>(from, to, len),
+            32..=64 => {
+                // As `two::<32>`, in 16-byte words (four registers, no spill).
+                let a = from.cast::<u128>().read_unaligned();
+                let b = from.add(16).cast::<u128>().read_unaligned();
+                let c = from.add(len - 32).cast::<u128>().read_unaligned();
+                let d = from.add(len - 16).cast::<u128>().read_unaligned();
+                to.cast::<u128>().write_unaligned(a);
+                to.add(16).cast::<u128>().write_unaligned(b);
+                to.add(len - 32).cast::<u128>().write_unaligned(c);
+                to.add(len - 16).cast::<u128>().write_unaligned(d);
+            }
             16..=31 => two::<16>(from, to, len),
             8..=15 => two::<8>(from, to, len),
             4..=7 => two::<4>(from, to, len),

@@ -218,7 +218,7 @@ impl Attachment {
     ) -> (Collected, Tally) {
         let n = tx.n;
         let ts = tx.slots;
-        let map = tx.pipe.map();
+        let span = tx.pipe.map().span();
         let pool = Pool::of(tx.pipe);
         let tbl = self.switch.table();
         let age = u64::from(self.switch.age_ms());
@@ -263,7 +263,7 @@ impl Attachment {
             };
             // Both addresses in one read (any buffer holds at least 64 bytes).
             let mut hdr = [0u8; 16];
-            if map.read(off, &mut hdr).is_none() {
+            if span.read(off, &mut hdr).is_none() {
                 t.bad += 1;
                 continue;
             }
@@ -407,38 +407,32 @@ impl Attachment {
         }
         let smap = tx.pipe.map();
         let (spool, dpool) = (Pool::of(tx.pipe), Pool::of(dpipe));
+        let (sspan, dspan) = (smap.span(), dmap.span());
         let dring = DestRing { stx, mrx, n: dn, pool: dpool, base: geo.crossing_buf_base(c) };
-        let mut free = dist(dn, tp, rp);
+        // The free slots are [tp, rp): slot `w` is free while it is not `rp`.
         let mut w = tp;
         let (mut delivered, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
         let d8 = d as u8;
         for p in batch.iter().filter(|p| p.dest == d8 || p.dest == FLOOD) {
-            let copied = if p.frags == 1 {
+            if p.frags == 1 {
                 // One slot: the common case, with what collect checked.
-                if free == 0 || p.len > dpool.bs {
+                if w == rp || p.len > dpool.bs {
                     dropped += 1;
                     continue;
                 }
                 let (idx, dst) = dring.buffer(w);
-                let len = if dmap.copy_from(dst, smap, p.off, p.len as usize).is_some() { p.len } else { 0 };
+                let len = if dspan.copy_from(dst, &sspan, p.off, p.len as usize).is_some() { p.len } else { 0 };
                 // The TX side of the crossing only lends the buffer index (the receiver's
                 // rxsync returns swapped buffers there); the RX slot is what it reads.
                 mrx[w as usize].store(SlotValue { buf_idx: idx, len: len as u16, flags: 0, ptr: 0 });
                 w = next(dn, w);
-                1
             } else {
-                match copy_frags(tx, &spool, &dring, dmap, p, w, free) {
-                    Some(after) => {
-                        w = after;
-                        u32::from(p.frags)
-                    }
-                    None => {
-                        dropped += 1;
-                        continue;
-                    }
-                }
-            };
-            free -= copied;
+                let Some(after) = copy_frags(tx, &spool, &dring, dmap, p, w, dist(dn, w, rp)) else {
+                    dropped += 1;
+                    continue;
+                };
+                w = after;
+            }
             delivered += 1;
             bytes += u64::from(p.len);
         }
@@ -578,7 +572,15 @@ impl DestRing<'_> {
 /// there), one slot per fragment. `None`: it does not fit (dropped). Returns the slot after.
 #[cold]
 #[inline(never)]
-fn copy_frags(tx: &TxRing<'_>, spool: &Pool, d: &DestRing<'_>, dmap: &Mapping, p: &Pkt, mut w: u32, free: u32) -> Option<u32> {
+fn copy_frags(
+    tx: &TxRing<'_>,
+    spool: &Pool,
+    d: &DestRing<'_>,
+    dmap: &Mapping,
+    p: &Pkt,
+    mut w: u32,
+    free: u32,
+) -> Option<u32> {
     let (ts, n) = (tx.slots, tx.n);
     let (sbs, dbs) = (spool.bs, d.pool.bs);
     if u32::from(p.frags) > free || (p.len > dbs && sbs > dbs && !fits(ts, n, p, dbs)) {
