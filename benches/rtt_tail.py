@@ -20,7 +20,8 @@ second, next to what each process was charged during its loop (``getrusage``: pa
 voluntary and involuntary context switches) and what the machine did meanwhile (the
 ``/proc/stat`` steal/irq time and the ``/proc/interrupts`` counts of both CPUs). A tail
 that the library causes shows up as outliers the bare word and the noise do not have;
-one that the machine causes has the same rate in all three.
+one that the machine causes has the same rate in all three: the last table sets each run's
+outliers next to the gaps the noise meter predicts during its loop.
 
 ``--perf`` (root, ``perf`` installed) records the kernel's scheduler, interrupt, page-fault
 and system-call events on both CPUs during the runs, on the round trips' clock, and
@@ -407,7 +408,7 @@ def report_rtt(
     # Outlier windows on CLOCK_MONOTONIC (perf_counter_ns), to match with a kernel trace.
     windows = [(t, x) for t, x in zip(start, lat) if x > 5 * p50 * 1000]
     span = (start[0], start[-1] + lat[-1])
-    runs.append(Run(label, p50, n, windows, {ping_use["pid"], pong_use["pid"]}, span))
+    runs.append(Run(label, p50, n, windows, {ping_use["pid"], pong_use["pid"]}, span, secs))
     if dump:
         with open(dump, "a") as f:
             f.write(json.dumps({"label": label, "p50_ns": p50 * 1000, "n": n, "outliers": windows}))
@@ -454,6 +455,7 @@ class Run:
     pids: set[int]
     # The measured loop: first start, last end (ns).
     span: tuple[int, int]
+    seconds: float
 
 
 class Perf:
@@ -557,14 +559,18 @@ def format_delta(delta: dict[str, list[int]]) -> str:
     return ", ".join(parts) or "nothing"
 
 
-def report_noise(seconds: float, threshold_ns: int, pin: bool, p50: float | None) -> None:
+def report_noise(seconds: float, threshold_ns: int, pin: bool) -> float:
+    """Run the noise meter on both CPUs; returns the gaps of 5 us or more per second, both
+    CPUs together."""
     ld = load()
     results = run_pair(("noise", (seconds, threshold_ns)), ("noise", (seconds, threshold_ns)), pin)
+    rate = 0.0
     for cpu, (gaps_b, turns, use) in enumerate(results):
         gaps = array.array("q")
         gaps.frombytes(gaps_b)
         us = sorted(g / 1000 for g in gaps)
         big = [g for g in us if g >= 5]
+        rate += len(big) / seconds
         print(
             f"noise, process {cpu}: {turns / seconds / 1e6:.1f}M clock reads/s; "
             f"{len(us)} gaps > {threshold_ns / 1000:g} us ({len(us) / seconds:.0f}/s), "
@@ -572,12 +578,19 @@ def report_noise(seconds: float, threshold_ns: int, pin: bool, p50: float | None
             f"max {us[-1] if us else 0:.1f} us; charged {use} ({ld})"
         )
         print(f"    gaps: {histogram(us)}")
-        if p50:
-            # The share of round trips (p50 long) that a gap of this process lands in.
-            print(
-                f"    a {p50:.2f} us round trip overlaps a gap >= 5 us with probability "
-                f"~{100 * len(big) / seconds * p50 * 1e-6:.3f}% on this CPU"
-            )
+    return rate
+
+
+def predicted(runs: list[Run], rate: float) -> None:
+    """Each run's outliers next to the gaps the noise meter predicts during its loop: a gap
+    on either CPU stalls the round trip under way (or the next one, on the waiting side)."""
+    print(f"\nOutliers vs the machine's noise ({rate:.0f} gaps >= 5 us a second, both CPUs)")
+    for run in runs:
+        print(
+            f"  {run.label:<22} {len(run.outliers):6d} above 5x p50 "
+            f"({100 * len(run.outliers) / run.n:.3f}%); ~{rate * run.seconds:.0f} gaps >= 5 us "
+            f"expected in its {run.seconds:.2f} s loop"
+        )
 
 
 def main() -> int:
@@ -607,22 +620,21 @@ def main() -> int:
         f"{args.samples} samples after {args.warmup} warm-up, "
         f"{'pinned' if pin else 'not pinned'}; clock {clocksource()}"
     )
-    p50 = None
     runs: list[Run] = []
     perf = Perf() if args.perf else None
     for _ in range(args.repeat):
+        these: list[Run] = []
         for key, label, kind, blocking in (
             ("bare", "bare word spinning", "bare", False),
             ("spin", "shmkit spinning", "shmkit", False),
             ("block", "shmkit blocking", "shmkit", True),
         ):
             if key in only:
-                p = report_rtt(
-                    label, kind, blocking, args.samples, args.warmup, pin, args.dump, runs
-                )
-                p50 = p50 or p
+                report_rtt(label, kind, blocking, args.samples, args.warmup, pin, args.dump, these)
         if "noise" in only:
-            report_noise(args.noise_seconds, int(args.threshold_us * 1000), pin, p50)
+            rate = report_noise(args.noise_seconds, int(args.threshold_us * 1000), pin)
+            predicted(these, rate)
+        runs += these
     if perf:
         attribute(runs, perf.events())
     return 0
