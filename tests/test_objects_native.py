@@ -445,10 +445,10 @@ def test_the_bare_native_class_sends_plain_data_and_names_the_pickle_path(
     q = _native.MsgQueue.create(region, "q", 4)
     q.put_obj({"plain": [1, 2.5]})
     assert q.get_obj() == {"plain": [1, 2.5]}
-    with pytest.raises(TypeError, match="shmkit.MsgQueue"):
+    with pytest.raises(TypeError, match=r"shmkit\.MsgQueue"):
         q.put_obj({1, 2})
     q.put(pickle.dumps({1, 2}, 5))
-    with pytest.raises(TypeError, match="shmkit.MsgQueue"):
+    with pytest.raises(TypeError, match=r"shmkit\.MsgQueue"):
         q.get_obj()
     gc.collect()
     assert q.stats()["in_use"] == 0
