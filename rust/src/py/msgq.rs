@@ -297,13 +297,14 @@ impl PyMsgQueue {
         let py = slf.py();
         let me = slf.get();
         let b = me.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
-        let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
+        let (off, len) = (b.offset(), b.len());
         let mut first = [0u8];
-        if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
+        if len > 0 && b.mapping().read(off, &mut first).is_some() && objects::is_native(&first) {
+            // A private copy (a peer cannot change it while it is read), the message freed.
             let mut buf = DECODED.take();
             buf.clear();
             buf.resize(len, 0);
-            let copied = map.read(off, &mut buf);
+            let copied = b.mapping().read(off, &mut buf);
             drop(b);
             let obj = match copied {
                 Some(()) => match me.decoded.try_lock() {
@@ -318,6 +319,7 @@ impl PyMsgQueue {
             }
             return obj;
         }
+        let map = Arc::clone(b.mapping());
         let view = MsgView::export(py, &map, off, len, false, Box::new(b))?;
         pickle_path(slf, intern!(py, "_get_obj_from"))?.call1((view,))
     }
