@@ -435,3 +435,20 @@ def test_dicts_sharing_some_keys_with_those_before(region: shmkit.Region) -> Non
     with pytest.raises(shmkit.CorruptionError):
         q.get_obj()
     assert q.stats()["in_use"] == 0
+
+
+def test_the_bare_native_class_sends_plain_data_and_names_the_pickle_path(
+    region: shmkit.Region,
+) -> None:
+    from shmkit import _native
+
+    q = _native.MsgQueue.create(region, "q", 4)
+    q.put_obj({"plain": [1, 2.5]})
+    assert q.get_obj() == {"plain": [1, 2.5]}
+    with pytest.raises(TypeError, match=r"shmkit\.MsgQueue"):
+        q.put_obj({1, 2})
+    q.put(pickle.dumps({1, 2}, 5))
+    with pytest.raises(TypeError, match=r"shmkit\.MsgQueue"):
+        q.get_obj()
+    gc.collect()
+    assert q.stats()["in_use"] == 0

@@ -9,9 +9,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple, PyType};
 
 use super::buffer::held::MsgView;
 use super::buffer::{bytes_from_mapping, with_buffer};
@@ -40,6 +41,17 @@ thread_local! {
     /// own).
     static ENCODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static DECODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The method `name` of the pickle path (`shmkit._objq.ObjectsMixin`, a base of
+/// `shmkit.MsgQueue`): a clear error on the bare native class, which lacks it.
+fn pickle_path<'py>(slf: &Bound<'py, PyMsgQueue>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    slf.getattr(name).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{} has no pickle path for objects that are not plain data: use shmkit.MsgQueue",
+            slf.get_type().name().map_or_else(|_| "this class".to_owned(), |n| n.to_string())
+        ))
+    })
 }
 
 /// A buffer grown past this by a large object is dropped after the call, not kept.
@@ -272,7 +284,7 @@ impl PyMsgQueue {
         }
         match done {
             Some(r) => r,
-            None => slf.call_method1(intern!(py, "_put_obj_pickled"), (obj, block, timeout)).map(drop),
+            None => pickle_path(slf, intern!(py, "_put_obj_pickled"))?.call1((obj, block, timeout)).map(drop),
         }
     }
 
@@ -285,13 +297,14 @@ impl PyMsgQueue {
         let py = slf.py();
         let me = slf.get();
         let b = me.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
-        let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
+        let (off, len) = (b.offset(), b.len());
         let mut first = [0u8];
-        if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
+        if len > 0 && b.mapping().read(off, &mut first).is_some() && objects::is_native(&first) {
+            // A private copy (a peer cannot change it while it is read), the message freed.
             let mut buf = DECODED.take();
             buf.clear();
             buf.resize(len, 0);
-            let copied = map.read(off, &mut buf);
+            let copied = b.mapping().read(off, &mut buf);
             drop(b);
             let obj = match copied {
                 Some(()) => match me.decoded.try_lock() {
@@ -306,8 +319,9 @@ impl PyMsgQueue {
             }
             return obj;
         }
+        let map = Arc::clone(b.mapping());
         let view = MsgView::export(py, &map, off, len, false, Box::new(b))?;
-        slf.call_method1(intern!(py, "_get_obj_from"), (view,))
+        pickle_path(slf, intern!(py, "_get_obj_from"))?.call1((view,))
     }
 
     /// Allocate a message of `n` bytes to write *in place*: a `MsgSlot` whose `view` is a
