@@ -10,7 +10,12 @@ fn tokens(msg: &[u8]) -> Result<Vec<Token<'_>>, DecodeError> {
     let mut out = Vec::new();
     loop {
         match r.next() {
-            Ok(t) => out.push(t),
+            Ok(t) => {
+                if let Token::Str(s) = t {
+                    s.to_str()?;
+                }
+                out.push(t);
+            }
             Err(DecodeError::Finished) => break,
             Err(e) => return Err(e),
         }
@@ -51,7 +56,7 @@ pub fn objects(data: &[u8]) {
             Token::Bool(b) => w.bool(b),
             Token::Int(i) => w.int(i),
             Token::Float(f) => w.float(f),
-            Token::Str(s) => w.str(s),
+            Token::Str(s) => w.str(s.to_str().expect("checked by tokens()")),
             Token::Bytes(b) => w.bytes(b),
             Token::ByteArray(b) => w.bytearray(b),
             Token::Tuple(n) => w.tuple(n),

@@ -27,14 +27,15 @@
 //!
 //! Lengths are LEB128 varints (7 bits a byte, low first). The reader checks every length and
 //! count against the bytes that remain (a value takes at least one byte, so a hostile count
-//! cannot make the builder preallocate more than the message's size), UTF-8, and nests at
-//! most [`MAX_DEPTH`] containers; anything else is a [`DecodeError`], never a panic or a read
-//! out of bounds.
+//! cannot make the builder preallocate more than the message's size) and nests at most
+//! [`MAX_DEPTH`] containers; a string's bytes are checked to be UTF-8 when they become a
+//! `&str` ([`Utf8::to_str`]: a builder that recognises bytes it built a string from before
+//! skips that). Anything else is a [`DecodeError`], never a panic or a read out of bounds.
 
 mod reader;
 mod writer;
 
-pub use reader::{Reader, Token};
+pub use reader::{Reader, Token, Utf8};
 pub use writer::Writer;
 
 /// First byte of a message in this format.
@@ -77,11 +78,17 @@ pub fn is_native(msg: &[u8]) -> bool {
 }
 
 /// Why a message is not a valid one of this format.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The message does not start with [`MAGIC`] and [`VERSION`].
-    #[error("native object message: bad header {0:02x?}")]
-    Header(Vec<u8>),
+    /// The message does not start with [`MAGIC`] and [`VERSION`]: its first bytes (`len` of
+    /// them, at most 2).
+    #[error("native object message: bad header {:02x?}", &got[..*len])]
+    Header {
+        /// The first bytes.
+        got: [u8; 2],
+        /// How many there were.
+        len: usize,
+    },
     /// The message ended inside a value.
     #[error("native object message: truncated at byte {0}")]
     Truncated(usize),
@@ -118,8 +125,10 @@ pub enum DecodeError {
     /// The reader was asked for a token after the value ended.
     #[error("native object message: read past the value")]
     Finished,
-    /// What the tokens build is not a valid object (a key that is not hashable, a key
-    /// twice): found by the builder.
-    #[error("native object message: {0}")]
-    Invalid(String),
+    /// A dict key that is not hashable (a list, a dict ...): found by the builder.
+    #[error("native object message: a dict key that is not hashable")]
+    UnhashableKey,
+    /// A dict of this many items with a key twice: found by the builder.
+    #[error("native object message: a dict of {0} items with a key twice")]
+    DuplicateKey(usize),
 }

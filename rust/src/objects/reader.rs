@@ -15,8 +15,8 @@ pub enum Token<'a> {
     Int(i64),
     /// A `float`.
     Float(f64),
-    /// A `str` (valid UTF-8).
-    Str(&'a str),
+    /// A `str`: its bytes, checked to be UTF-8 by [`Utf8::to_str`].
+    Str(Utf8<'a>),
     /// A `bytes`.
     Bytes(&'a [u8]),
     /// A `bytearray`.
@@ -29,9 +29,39 @@ pub enum Token<'a> {
     Dict(usize),
 }
 
+/// The bytes of a `str` value. They are checked to be UTF-8 when [`Utf8::to_str`] turns them
+/// into a `&str`, not before: a builder that has seen the same bytes before (a cache of
+/// strings it built, compared byte for byte) need not check them again.
+#[derive(Debug, Clone, Copy)]
+pub struct Utf8<'a> {
+    bytes: &'a [u8],
+    /// Where the value starts in the message.
+    at: usize,
+}
+
+impl<'a> Utf8<'a> {
+    /// The bytes, unchecked.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The string; [`DecodeError::Utf8`] if the bytes are not UTF-8.
+    pub fn to_str(&self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes).map_err(|_| DecodeError::Utf8(self.at))
+    }
+}
+
+/// Two strings are equal if their bytes are (wherever they lie).
+impl PartialEq for Utf8<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
 /// Yields the tokens of one message in order, validating as it goes: lengths and counts
-/// against the bytes left, UTF-8, the nesting depth; [`Reader::finish`] then checks that the
-/// value ended where the message does.
+/// against the bytes left, the nesting depth (and UTF-8 where a string's bytes become a
+/// `&str`, [`Utf8::to_str`]); [`Reader::finish`] then checks that the value ended where the
+/// message does.
 #[derive(Debug)]
 pub struct Reader<'a> {
     msg: &'a [u8],
@@ -47,7 +77,10 @@ impl<'a> Reader<'a> {
     /// A reader of `msg`, whose header is checked.
     pub fn new(msg: &'a [u8]) -> Result<Self, DecodeError> {
         if msg.len() < 2 || msg[0] != MAGIC || msg[1] != VERSION {
-            return Err(DecodeError::Header(msg[..msg.len().min(2)].to_vec()));
+            let mut got = [0; 2];
+            let len = msg.len().min(2);
+            got[..len].copy_from_slice(&msg[..len]);
+            return Err(DecodeError::Header { got, len });
         }
         Ok(Self { msg, pos: 2, open: [0; MAX_DEPTH], depth: 0, started: false })
     }
@@ -76,6 +109,13 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // most lengths and small ints: one byte
+        if let Some(&b) = self.msg.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let at = self.pos;
         let mut v = 0u64;
         for i in 0..10 {
@@ -148,7 +188,7 @@ impl<'a> Reader<'a> {
             tag::STR => {
                 let n = self.count(1)?;
                 let b = self.take(n)?;
-                Token::Str(std::str::from_utf8(b).map_err(|_| DecodeError::Utf8(at))?)
+                Token::Str(Utf8 { bytes: b, at })
             }
             tag::BYTES => {
                 let n = self.count(1)?;
@@ -190,13 +230,18 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Read every token of the message and check it ends there: whether it is valid
-    /// (what the fuzz target runs; a builder reads the tokens itself).
+    /// Read every token of the message (every string checked to be UTF-8) and check it ends
+    /// there: whether it is valid (what the fuzz target runs; a builder reads the tokens
+    /// itself). Returns the number of tokens.
     pub fn validate(msg: &'a [u8]) -> Result<usize, DecodeError> {
         let mut r = Self::new(msg)?;
         let mut tokens = 0;
         loop {
             match r.next() {
+                Ok(Token::Str(s)) => {
+                    s.to_str()?;
+                    tokens += 1;
+                }
                 Ok(_) => tokens += 1,
                 Err(DecodeError::Finished) => break,
                 Err(e) => return Err(e),

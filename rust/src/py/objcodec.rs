@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::buffer::with_buffer;
-use crate::objects::{DecodeError, Reader, Token, Writer, MAX_DEPTH};
+use crate::objects::{DecodeError, Reader, Token, Utf8, Writer, MAX_DEPTH};
 
 /// Largest `bytes`/`bytearray` the native format carries: a larger one makes the object go
 /// by pickle, whose message forms copy it once each way (the native path copies through a
@@ -209,23 +209,24 @@ fn hash(s: &[u8], seed: u64) -> u64 {
 }
 
 impl DecodeCache {
-    /// The `str` of `s`: the cached object, or a new one (cached if short).
-    fn str<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
+    /// The `str` of `s`: the cached object (its bytes were checked when it was made), or a
+    /// new one (cached if short).
+    fn str<'py>(&mut self, py: Python<'py>, s: Utf8<'_>) -> Result<Bound<'py, PyString>, DecodeError> {
         let b = s.as_bytes();
         if b.len() > STR_MAX {
-            return PyString::new(py, s);
+            return Ok(PyString::new(py, s.to_str()?));
         }
         let slot = &mut self.strings[(hash(b, 0) >> 56) as usize % STR_SLOTS];
         if let Some((n, bytes, obj)) = slot {
             if usize::from(*n) == b.len() && &bytes[..b.len()] == b {
-                return obj.bind(py).clone();
+                return Ok(obj.bind(py).clone());
             }
         }
-        let obj = PyString::new(py, s);
+        let obj = PyString::new(py, s.to_str()?);
         let mut bytes = [0u8; STR_MAX];
         bytes[..b.len()].copy_from_slice(b);
         *slot = Some((b.len() as u8, bytes, obj.clone().unbind()));
-        obj
+        Ok(obj)
     }
 
     fn shape_slot(n: usize, first_key: &[u8]) -> usize {
@@ -319,8 +320,8 @@ impl<'py> Build<'_, '_, 'py> {
         let py = self.py;
         Ok(match t {
             Token::Str(s) => match self.cache.as_deref_mut() {
-                Some(c) => c.str(py, s).into_any(),
-                None => PyString::new(py, s).into_any(),
+                Some(c) => c.str(py, s)?.into_any(),
+                None => PyString::new(py, s.to_str()?).into_any(),
             },
             Token::Int(i) => i.into_pyobject(py)?.into_any(),
             Token::Float(f) => PyFloat::new(py, f).into_any(),
@@ -397,12 +398,11 @@ impl<'py> Build<'_, '_, 'py> {
         let d = PyDict::new(py);
         for pair in self.stack[start..].chunks(2) {
             if d.set_item(pair[0].bind(py), pair[1].bind(py)).is_err() {
-                let what = pair[0].bind(py).get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                return Err(DecodeError::Invalid(format!("a dict key of type {what} (not hashable)")).into());
+                return Err(DecodeError::UnhashableKey.into());
             }
         }
         if d.len() != n {
-            return Err(DecodeError::Invalid(format!("a dict of {n} items with a key twice")).into());
+            return Err(DecodeError::DuplicateKey(n).into());
         }
         if let Some(c) = self.cache.as_deref_mut() {
             c.keep_shape(py, self.stack[start..].iter().step_by(2).map(|k| k.bind(py)))?;
