@@ -47,6 +47,7 @@ import multiprocessing as mp
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -468,6 +469,8 @@ class Perf:
         cmd = ["perf", "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-o", self.data]
         for e in PERF_EVENTS:
             cmd += ["-e", e]
+        if shutil.which("perf") is None:
+            raise SystemExit("--perf needs the perf tool (linux-tools) on PATH, run as root")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Recording has begun once perf has written its header.
         deadline = time.monotonic() + 30
