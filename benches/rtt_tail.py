@@ -321,11 +321,11 @@ def channel(kind: str) -> Any:
         import shmkit
 
         root = f"tail{os.getpid()}"
-        region = shmkit.Region.create("tail", 4 << 20, root=root)
-        for name in ("ab", "ba"):
-            shmkit.Queue.create(region, name, 4096, 64, spsc=True).close()
-        region.close()
-        try:
+        try:  # (a failed creation leaves nothing behind either)
+            region = shmkit.Region.create("tail", 4 << 20, root=root)
+            for name in ("ab", "ba"):
+                shmkit.Queue.create(region, name, 4096, 64, spsc=True).close()
+            region.close()
             yield root
         finally:
             for info in shmkit.regions(root):
