@@ -47,6 +47,7 @@ import multiprocessing as mp
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -320,11 +321,11 @@ def channel(kind: str) -> Any:
         import shmkit
 
         root = f"tail{os.getpid()}"
-        region = shmkit.Region.create("tail", 4 << 20, root=root)
-        for name in ("ab", "ba"):
-            shmkit.Queue.create(region, name, 4096, 64, spsc=True).close()
-        region.close()
-        try:
+        try:  # (a failed creation leaves nothing behind either)
+            region = shmkit.Region.create("tail", 4 << 20, root=root)
+            for name in ("ab", "ba"):
+                shmkit.Queue.create(region, name, 4096, 64, spsc=True).close()
+            region.close()
             yield root
         finally:
             for info in shmkit.regions(root):
@@ -468,6 +469,8 @@ class Perf:
         cmd = ["perf", "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-o", self.data]
         for e in PERF_EVENTS:
             cmd += ["-e", e]
+        if shutil.which("perf") is None:
+            raise SystemExit("--perf needs the perf tool (linux-tools) on PATH, run as root")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Recording has begun once perf has written its header.
         deadline = time.monotonic() + 30
