@@ -169,16 +169,16 @@ impl Attachment {
             // one behind a guard, for the loops below); a concurrent sync of another ring
             // of this handle finds it empty and allocates its own.
             let mut batch = std::mem::take(&mut *lock(&self.batch));
-            batch.clear();
             let now = now_ms();
             let ports = self.switch.ports_snapshot();
             let (got, mut t) = self.collect(tx, st.k.hwcur, m, now, &ports, &mut batch);
-            if !batch.is_empty() {
+            let pkts = &batch[..got.count];
+            if !pkts.is_empty() {
                 let others = (0..MAX_PORTS).filter(|&d| d != self.index && ports[d].is_some()).count();
                 if others == 0 {
                     t.unroutable += t.flooded;
                 }
-                self.deliver_all(tx, &batch, &got, &ports, now);
+                self.deliver_all(tx, pkts, &got, &ports, now);
             }
             let c = &self.switch.entry(self.index).counters;
             let r = Ordering::Relaxed;
@@ -203,7 +203,8 @@ impl Attachment {
         Ok(())
     }
 
-    /// Steps 1 and 2: fill `batch`; say where it stops and which ports it goes to. (Not
+    /// Steps 1 and 2: fill the first `count` entries of `batch`; say where it stops and
+    /// which ports it goes to. (Not
     /// inlined, nor is `deliver`: each loop gets the registers to itself.)
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
@@ -224,13 +225,15 @@ impl Attachment {
         let age = u64::from(self.switch.age_ms());
         let r = Ordering::Relaxed;
         let (mut j, mut left) = (hwcur, m);
-        let mut got = Collected { done: hwcur, wanted: 0, flood: false };
+        let mut got = Collected { done: hwcur, count: 0, wanted: 0, flood: false };
         let mut t = Tally::default();
-        // Room for every packet up front, then plain stores (no growth check per packet);
-        // the accumulators are locals, kept in registers.
+        // Room for every packet up front, then plain stores (no growth check per packet;
+        // the vector keeps the largest length it had, so this writes nothing in a steady
+        // state); the accumulators are locals, kept in registers.
         let mut out = std::mem::take(batch);
-        out.clear();
-        out.resize(m as usize, Pkt { first: 0, frags: 0, len: 0, dest: 0, off: 0 });
+        if out.len() < m as usize {
+            out.resize(m as usize, Pkt { first: 0, frags: 0, len: 0, dest: 0, off: 0 });
+        }
         let mut k = 0;
         // The last source learnt and the last destination looked up (u64::MAX is no MAC).
         let (mut last_src, mut last_dst, mut last_dest) = (u64::MAX, u64::MAX, FLOOD);
@@ -304,7 +307,7 @@ impl Attachment {
             out[k] = Pkt { first, frags: frags as u16, len, dest, off };
             k += 1;
         }
-        out.truncate(k);
+        got.count = k;
         *batch = out;
         t.tx_packets = k as u64;
         (got, t)
@@ -487,6 +490,8 @@ impl Pool {
 struct Collected {
     /// The slot after the last complete packet (the new `hwcur`).
     done: u32,
+    /// Packets in the batch (its first entries).
+    count: usize,
     /// Bit `d`: some packet goes to port `d` alone.
     wanted: u64,
     /// Some packet is flooded.
