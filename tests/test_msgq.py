@@ -166,6 +166,34 @@ def test_no_wait_for_memory_when_nothing_is_in_flight(region: shmkit.Region) -> 
     assert q.get() == big
 
 
+BIG_PRODUCER = """
+import sys, shmkit
+r = shmkit.Region.open("mq", root=sys.argv[1])
+q = shmkit.MsgQueue.open(r, "q")
+for i in range(int(sys.argv[2])):
+    with q.reserve(20 << 20, timeout=30) as view:
+        view[:8] = i.to_bytes(8, "little")
+print("sent", flush=True)
+"""
+
+
+def test_blocking_reserve_never_fails_for_memory_a_consumer_is_freeing(
+    region: shmkit.Region, root: str
+) -> None:
+    """Messages that fill most of the region, a producer blocked for memory and a consumer
+    releasing them: the last message in flight can be freed between the producer's failed
+    allocation and its look at what is in flight. That must not turn into OutOfMemoryError
+    (it did, in bench_objects' 100 MiB run): the allocation is tried again then."""
+    q = shmkit.MsgQueue.create(region, "q", 2)
+    n = 200
+    producer = python(BIG_PRODUCER, root, str(n))
+    for i in range(n):
+        with q.borrow(timeout=10) as m:  # held while the producer allocates the next ones
+            assert int.from_bytes(memoryview(m)[:8], "little") == i
+    assert "sent" in finish(producer)
+    assert q.stats()["no_memory"] == 0
+
+
 def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
     q.put(b"hello world" * 1000)

@@ -12,6 +12,10 @@ use crate::queue::{QueueError, WAIT_SLICE};
 use crate::region::heap::HeapError;
 use crate::region::RegionError;
 use crate::sys::map::Mapping;
+
+/// Allocations tried while the region has no room and nothing of this queue is in flight
+/// (see `MsgQueue::alloc_or_wait`).
+const ALLOC_RETRIES: u32 = 3;
 use crate::sys::process;
 use crate::sys::time::Deadline;
 
@@ -39,6 +43,24 @@ impl MsgQueue {
     /// a blocking put without a timeout would wait for them forever).
     fn worth_waiting(&self, n: u64) -> bool {
         self.could_fit(n) && self.rings.busy_messages().map_or(true, |busy| !busy.is_empty())
+    }
+
+    /// Allocate a message of `n` bytes, or tell whether waiting can help: `Ok(None)` when the
+    /// region has no room now but (with `wait`) messages of this queue are in flight, whose
+    /// release makes some; [`MsgqError::NoMemory`] otherwise. The in-flight check follows the
+    /// failed allocation, so the last message in flight may have been freed in between,
+    /// making the room that was missing: then the allocation is tried again (a few times, each
+    /// needing another message allocated and freed by a peer in that window to fail again).
+    fn alloc_or_wait(&self, n: u64, gc: bool, wait: bool) -> Result<Option<MsgRef>> {
+        for attempt in 0..ALLOC_RETRIES {
+            if let Some(r) = self.try_alloc(n, gc && attempt == 0)? {
+                return Ok(Some(r));
+            }
+            if wait && self.worth_waiting(n) {
+                return Ok(None);
+            }
+        }
+        Err(self.no_memory(n))
     }
 
     fn no_memory(&self, n: u64) -> MsgqError {
@@ -229,8 +251,8 @@ impl MsgQueue {
             self.check_len(n)?;
             return Err(self.no_memory(n));
         }
-        let Some(r) = self.try_alloc(n, gc)? else {
-            return if self.worth_waiting(n) { Ok(None) } else { Err(self.no_memory(n)) };
+        let Some(r) = self.alloc_or_wait(n, gc, true)? else {
+            return Ok(None);
         };
         let capacity = usize::try_from(n).expect("allocated, so it fits the address space");
         Ok(Some(MsgSlot {
@@ -288,12 +310,9 @@ impl PutOp<'_> {
                     return Ok(false);
                 }
                 let gc = !std::mem::replace(&mut self.gc_done, true);
-                let Some(r) = q.try_alloc(n, gc)? else {
-                    if wait_memory && q.worth_waiting(n) {
-                        self.no_memory = Some(n);
-                        return Ok(false);
-                    }
-                    return Err(q.no_memory(n));
+                let Some(r) = q.alloc_or_wait(n, gc, wait_memory)? else {
+                    self.no_memory = Some(n);
+                    return Ok(false);
                 };
                 if q.mapping().write(r.offset() as usize, data).is_none() {
                     let _ = q.rings.free(r);
