@@ -11,11 +11,13 @@
 
   The zero-copy senders commit buffers without writing them and the receivers do not read
   them, as in a forwarder that only looks at descriptors.
-* shmkit <-> testpmd (io forwarding echoes every packet): one process sends and receives.
+* shmkit <-> testpmd (io forwarding echoes every packet): one process sends and receives,
+  with shmkit as the memif client (testpmd the server) and as the server (``--roles``).
 
 Usage: ``python benches/bench_memif.py [--seconds 2] [--runs 1] [--forms copy,zc,packed,zcb]
-[--sizes 64,1500] [--no-testpmd] [--no-pair]``. Numbers on a shared 2-core machine are
-noisy: several runs print the best and the median, and the report states the load average.
+[--sizes 64,1500] [--roles client,server] [--no-testpmd] [--no-pair]``. Numbers on a shared
+2-core machine are noisy: several runs print the best and the median, and the report states
+the load average.
 """
 
 from __future__ import annotations
@@ -128,16 +130,24 @@ def shmkit_pair(size: int, form: str, seconds: float) -> float:
     return rate
 
 
-def testpmd_echo(size: int, form: str, seconds: float) -> float:
+def testpmd_echo(size: int, form: str, seconds: float, role: str = "client") -> float:
+    """Packets/s echoed by testpmd (io forwarding) to a shmkit interface of ``role``."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from memif_peers import DpdkPeer, warm_up
 
     d = tempfile.mkdtemp(prefix="shmkit-bench-")
     sock = os.path.join(d, "m.sock")
-    tp = DpdkPeer(sock, role="server")
+    peer_role = "server" if role == "client" else "client"
+    me_kw: dict[str, Any] = {"reconnect_interval": 0.05} if role == "client" else {}
+    tp = None
     try:
-        tp.wait_started()
-        with Interface(sock, role="client", rx_mode="polling", reconnect_interval=0.05) as me:
+        if role == "client":
+            tp = DpdkPeer(sock, role=peer_role)
+            tp.wait_started()
+        with Interface(sock, role=role, rx_mode="polling", **me_kw) as me:
+            if tp is None:  # shmkit listens first, testpmd connects
+                tp = DpdkPeer(sock, role=peer_role)
+                tp.wait_started()
             me.wait_connected(30)
             warm_up(me, 0)
             side = Batch(me, form, size, burst=64)
@@ -159,12 +169,13 @@ def testpmd_echo(size: int, form: str, seconds: float) -> float:
                     inflight = idle = 0
             return got / (time.perf_counter() - start)
     finally:
-        tp.stop()
+        if tp is not None:
+            tp.stop()
         shutil.rmtree(d, ignore_errors=True)
 
 
-def measure(fn: Any, size: int, form: str, seconds: float, runs: int) -> str:
-    rates = [fn(size, form, seconds) / 1e6 for _ in range(runs)]
+def measure(fn: Any, size: int, form: str, seconds: float, runs: int, *extra: Any) -> str:
+    rates = [fn(size, form, seconds, *extra) / 1e6 for _ in range(runs)]
     if runs == 1:
         return f"{rates[0]:>8.2f}"
     return f"{max(rates):>8.2f} {statistics.median(rates):>8.2f}"
@@ -178,6 +189,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="64,1500")
     ap.add_argument("--no-testpmd", action="store_true")
     ap.add_argument("--no-pair", action="store_true", help="skip shmkit <-> shmkit")
+    ap.add_argument(
+        "--roles", default="client,server", help="shmkit's roles against testpmd (client,server)"
+    )
     args = ap.parse_args()
     forms = args.forms.split(",")
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -189,10 +203,11 @@ def main() -> int:
             r = measure(shmkit_pair, size, form, args.seconds, args.runs)
             print(f"{'shmkit':<10} {form:<8} {size:>6} {r}", flush=True)
     if not args.no_testpmd and shutil.which("dpdk-testpmd"):
-        for size in sizes:
-            for form in forms:
-                r = measure(testpmd_echo, size, form, args.seconds, args.runs)
-                print(f"{'testpmd':<10} {form:<8} {size:>6} {r}", flush=True)
+        for role in args.roles.split(","):
+            for size in sizes:
+                for form in forms:
+                    r = measure(testpmd_echo, size, form, args.seconds, args.runs, role)
+                    print(f"{'testpmd':<10} {form:<8} {size:>6} {r}   (shmkit {role})", flush=True)
     return 0
 
 
