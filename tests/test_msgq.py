@@ -390,7 +390,6 @@ def test_half_created_queue_is_a_clear_error_until_removed(region: shmkit.Region
     assert created and q.try_put(b"x")
 
 
-
 CREATOR = """
 import sys, shmkit
 r = shmkit.Region.open("mq", root=sys.argv[1])
@@ -408,7 +407,7 @@ def test_creator_killed_half_way_is_cleared_by_the_next_create(
     left = {o["name"] for o in region.objects()}
     assert left == ({"q/refs"} if point == "msgq.create_refs" else {"q/refs", "q/msgs"})
     # While the creator lives it may still finish: a second creator is told, nothing taken.
-    with pytest.raises(FileExistsError, match="half-created .* still running"):
+    with pytest.raises(FileExistsError, match=r"half-created .* still running"):
         shmkit.MsgQueue.create(region, "q", 4)
     assert {o["name"] for o in region.objects()} == left
     kill9(victim)
@@ -420,6 +419,7 @@ def test_creator_killed_half_way_is_cleared_by_the_next_create(
     assert {o["name"] for o in region.objects()} == {"q", "q/refs", "q/msgs"}
     shmkit.MsgQueue.remove(region, "q")
     assert region.stats()["free_bytes"] == free
+
 
 # ---------------------------------------------------------------------- hostile bytes
 
