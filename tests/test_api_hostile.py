@@ -326,3 +326,43 @@ def test_a_client_stalled_half_way_through_a_request(root: str, tmp_path: Path) 
         assert server.poll() is None
     finally:
         kill9(server)
+
+
+QUEUE_STALLER = """
+import sys
+import shmkit
+region = shmkit.Region.open(sys.argv[1], root=sys.argv[2])
+q = shmkit.Queue.open(region, sys.argv[3])
+r = q.reserve()  # claims the next position of a client's queue, never commits
+print("claimed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_client_whose_queue_head_stays_unwritten_reconnects(
+    root: str, server: subprocess.Popen[str]
+) -> None:
+    """Another process holds the next slot of a client's queue without ever writing it (a
+    hostile peer, or garbage that looks like such a claim): the server's replies land in the
+    slots after it, which the client can never reach. The client gives the connection up as
+    damaged after ``STALL_TIMEOUT`` (not a timeout on every call for ever), and a new
+    connection is served."""
+    from shmkit.api.client import STALL_TIMEOUT, ConnectionDamagedError
+
+    c = Client.connect("api", "stalled", root=root)
+    try:
+        assert c.call(Echo(x=1)).x == 1
+        staller = python(QUEUE_STALLER, "api", root, c.queue.name)
+        wait_line(staller, "claimed", stream="stdout")
+        with pytest.raises(ConnectionDamagedError, match="head stays unwritten"):
+            for _ in range(int(STALL_TIMEOUT * 4) + 4):  # 0.5 s calls: damage within the budget
+                with pytest.raises(TimeoutError):
+                    c.call(Echo(x=2), timeout=0.5)
+        assert len(c.queue) > 0  # the replies it could not reach
+        staller.stdin.write("\n")
+        staller.stdin.flush()
+        finish(staller)
+    finally:
+        c.close()
+    with Client.connect("api", "stalled", root=root) as again:
+        assert again.call(Echo(x=3)).x == 3

@@ -75,6 +75,12 @@ _unpack_header = HEADER.unpack_from
 _KEEPALIVE = mc.VPP_IDS[mc.MemclntKeepalive]
 _DELETE_REPLY = mc.VPP_IDS[mc.MemclntDeleteReply]
 _counter = itertools.count()
+#: Seconds our queue may hold messages none of which can be read (its head slot made to look
+#: not yet written by another process, while the server goes on filling the slots after it)
+#: before the connection is given up as damaged. A server stopped half-way through a reply
+#: for that long is taken for the same (the server gives a client stalling its input queue
+#: ``claim_timeout``, 1 s by default).
+STALL_TIMEOUT = 2.0
 #: The other transports, by the keyword of :meth:`Client.connect` that selects them: ``socket``
 #: is :meth:`shmkit.api.sockclient.SockClient.connect_socket`, registered when that module is
 #: imported (``shmkit.api`` imports it), so this one needs nothing of it.
@@ -199,6 +205,7 @@ class Client(ClientBase):
         self._delete_context = 0
         self._init_calls()
         self._next_liveness = 0.0
+        self._stall_since: float | None = None
         self._server_may_hold_queue = False
         self.region, self.state, server = self._wait_for_server(deadline)
         try:
@@ -453,6 +460,10 @@ class Client(ClientBase):
             raise  # the memory is gone: no repair will come
         except CorruptionError as exc:
             raise self._damaged(exc) from exc
+        if placed or batch:
+            self._stall_since = None
+        else:
+            self._note_stall()
         if not batch:
             return placed
         routed: list[tuple[int, Message]] = []
@@ -622,6 +633,30 @@ class Client(ClientBase):
             raise  # the memory is gone: no repair will come
         except CorruptionError as exc:
             raise self._damaged(exc) from exc
+
+    def _note_stall(self) -> None:
+        """A read of our queue found nothing. If the queue holds messages all the same, and
+        goes on holding unreadable ones for :data:`STALL_TIMEOUT`, its head slot was damaged
+        so as to look not yet written (the server fills the slots after it, which nobody
+        will ever reach): the connection is given up as for any other damage to its queue."""
+        try:
+            held = len(self.queue)
+        except CorruptionError as exc:
+            raise self._damaged(exc) from exc
+        if not held:
+            self._stall_since = None
+            return
+        now = time.monotonic()
+        if self._stall_since is None:
+            self._stall_since = now
+        elif now - self._stall_since >= STALL_TIMEOUT:
+            raise self._damaged(
+                CorruptionError(
+                    f"queue {self.queue.name!r} has held {held} messages for "
+                    f"{now - self._stall_since:.1f} s and none can be read: the slot at its "
+                    "head stays unwritten"
+                )
+            )
 
     def _damaged(self, exc: Exception) -> ConnectionDamagedError:
         """Give up this connection: its queue cannot be trusted. It is marked invalid, so
