@@ -75,6 +75,7 @@ pub mod abi;
 pub mod error;
 pub mod kring;
 pub mod layout;
+pub mod mapped;
 pub mod name;
 pub mod pipe;
 pub mod port;

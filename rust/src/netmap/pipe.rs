@@ -34,7 +34,7 @@
 //! starts again with a fresh region.
 
 use std::sync::atomic::{fence, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::abi::{NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, RING_DIR_RX, RING_DIR_TX};
@@ -44,6 +44,7 @@ use super::layout::{
     CrossingShared, EndShared, EndUser, Geometry, Layout, PipeHeader, RingOwner, MAGIC, MAX_END_USERS, NAME_LEN,
     OWNER_EXCLUSIVE, PAGE, STATE_DESTROYED, STATE_READY, VERSION,
 };
+use super::mapped::Mapped;
 use super::name::End;
 use crate::failpoint;
 use crate::region::{kind, Region, RegionError, RegionOptions};
@@ -120,9 +121,8 @@ impl Default for PipeOptions {
     }
 }
 
-/// Pipes mapped by this process, by (device, inode) of their region file.
-type Registry = Vec<((u64, u64), Weak<Pipe>)>;
-static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
+/// The pipes this process has mapped.
+static MAPPED: Mapped<Pipe> = Mapped::new();
 
 enum Attach {
     Ready(Box<Pipe>),
@@ -167,12 +167,12 @@ impl Pipe {
             let region = Region::find_or_create(&rname, size, &ropts)?;
             let info = crate::sys::fd::info(region.fd()).map_err(|e| NetmapError::Os { op: "fstat", source: e })?;
             let key = (info.dev, info.ino);
-            if let Some(p) = Self::lookup(key) {
+            if let Some(p) = MAPPED.lookup(key) {
                 if p.header().state.load(Ordering::Acquire) == STATE_READY {
                     return Ok(p);
                 }
             } else if let Attach::Ready(p) = Self::attach(region, pipe_name, want, key, deadline)? {
-                return Ok(Self::remember(*p));
+                return Ok(MAPPED.remember(p.key, *p));
             }
             // The name points at a destroyed pipe: normally its destroyer is unlinking it and
             // the next attempt creates a fresh one. If it stays (a peer wrote the state word),
@@ -198,7 +198,7 @@ impl Pipe {
         };
         let info = crate::sys::fd::info(region.fd()).map_err(|e| NetmapError::Os { op: "fstat", source: e })?;
         let key = (info.dev, info.ino);
-        if let Some(p) = Self::lookup(key) {
+        if let Some(p) = MAPPED.lookup(key) {
             return Ok((p.header().state.load(Ordering::Acquire) == STATE_READY).then_some(p));
         }
         let info = match region.find_object(OBJECT) {
@@ -217,7 +217,7 @@ impl Pipe {
             return Ok(None);
         }
         let p = Self::adopt(region, base, avail, pipe_name, key)?;
-        Ok(Some(Self::remember(p)))
+        Ok(Some(MAPPED.remember(p.key, p)))
     }
 
     /// Destroy the pipe if no live process has either end open (a VALE port whose process
@@ -233,24 +233,6 @@ impl Pipe {
         futex::wake_all(&hdr.state);
         let unlinked = self.region.unlink().is_ok();
         Ok(was != STATE_DESTROYED || unlinked)
-    }
-
-    fn lookup(key: (u64, u64)) -> Option<Arc<Self>> {
-        let mut reg = lock(&REGISTRY);
-        reg.retain(|(_, w)| w.strong_count() > 0);
-        reg.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
-    }
-
-    fn remember(p: Pipe) -> Arc<Self> {
-        let mut reg = lock(&REGISTRY);
-        reg.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(existing) = reg.iter().find(|(k, _)| *k == p.key).and_then(|(_, w)| w.upgrade()) {
-            return existing;
-        }
-        let key = p.key;
-        let arc = Arc::new(p);
-        reg.push((key, Arc::downgrade(&arc)));
-        arc
     }
 
     fn attach(region: Region, name: &str, want: &Geometry, key: (u64, u64), deadline: Deadline) -> Result<Attach> {

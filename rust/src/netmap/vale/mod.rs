@@ -42,7 +42,7 @@ pub mod layout;
 pub mod table;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::layout::{
@@ -52,6 +52,7 @@ use self::layout::{
 use self::table::{Learnt, Ports, Table};
 use super::error::{NetmapError, Result};
 use super::layout::{PAGE, STATE_DESTROYED, STATE_READY};
+use super::mapped::Mapped;
 use super::pipe::{alive, lock, Pipe, PipeOptions};
 use crate::region::{kind, Region, RegionError, RegionOptions};
 use crate::sys::futex;
@@ -150,8 +151,8 @@ pub struct Switch {
     dests: Mutex<forward::Dests>,
 }
 
-type Registry = Vec<((u64, u64), Weak<Switch>)>;
-static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
+/// The switches this process has mapped.
+static MAPPED: Mapped<Switch> = Mapped::new();
 
 enum Attach {
     Ready(Box<Switch>),
@@ -199,31 +200,13 @@ impl Switch {
     ) -> Result<Option<Arc<Self>>> {
         let info = crate::sys::fd::info(region.fd()).map_err(|e| NetmapError::Os { op: "fstat", source: e })?;
         let key = (info.dev, info.ino);
-        if let Some(sw) = Self::lookup(key) {
+        if let Some(sw) = MAPPED.lookup(key) {
             return Ok((sw.header().state.load(Ordering::Acquire) == STATE_READY).then_some(sw));
         }
         match Self::attach_region(region, name, opts, key, deadline, create)? {
-            Some(Attach::Ready(sw)) => Ok(Some(Self::remember(*sw))),
+            Some(Attach::Ready(sw)) => Ok(Some(MAPPED.remember(sw.key, *sw))),
             _ => Ok(None),
         }
-    }
-
-    fn lookup(key: (u64, u64)) -> Option<Arc<Self>> {
-        let mut reg = lock(&REGISTRY);
-        reg.retain(|(_, w)| w.strong_count() > 0);
-        reg.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
-    }
-
-    fn remember(sw: Switch) -> Arc<Self> {
-        let mut reg = lock(&REGISTRY);
-        reg.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(existing) = reg.iter().find(|(k, _)| *k == sw.key).and_then(|(_, w)| w.upgrade()) {
-            return existing;
-        }
-        let key = sw.key;
-        let arc = Arc::new(sw);
-        reg.push((key, Arc::downgrade(&arc)));
-        arc
     }
 
     /// Find (or create and initialise) the object; wait for it to be ready. `None`: the
