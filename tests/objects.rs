@@ -118,6 +118,36 @@ proptest! {
     }
 
     #[test]
+    fn a_value_is_read_past_unbuilt(v in value(), cut in any::<prop::sample::Index>()) {
+        let msg = encode(&v);
+        let mut r = Reader::new(&msg).unwrap();
+        prop_assert_eq!(r.skip(), Ok(()));
+        prop_assert_eq!(r.finish(), Ok(()));
+        // its own bytes are passed over whole; a cut of them is not taken for it
+        let mut r = Reader::new(&msg).unwrap();
+        prop_assert_eq!(r.skip_same(&msg[2..]), Ok(true));
+        prop_assert_eq!(r.finish(), Ok(()));
+        let at = 2 + cut.index(msg.len() - 2);
+        let mut r = Reader::new(&msg[..at]).unwrap();
+        prop_assert_eq!(r.skip_same(&msg[2..]), Ok(false));
+        prop_assert!(Reader::new(&msg[..at]).unwrap().skip().is_err());
+    }
+
+    #[test]
+    fn skip_and_validate_refuse_the_same_bytes(mut tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut msg = vec![MAGIC, VERSION];
+        msg.append(&mut tail);
+        let mut r = Reader::new(&msg).unwrap();
+        let skipped = r.skip().and_then(|()| r.finish());
+        match Reader::validate(&msg) {
+            Ok(_) => prop_assert_eq!(skipped, Ok(())),
+            // skip leaves UTF-8 to its caller: it may go on to the end, or to another error
+            Err(DecodeError::Utf8(_)) => {}
+            Err(_) => prop_assert!(skipped.is_err()),
+        }
+    }
+
+    #[test]
     fn any_bytes_give_a_value_or_an_error(mut tail in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut msg = vec![MAGIC, VERSION];
         msg.append(&mut tail);
@@ -194,6 +224,16 @@ fn nesting_is_bounded() {
     msg.extend(std::iter::repeat_n([tag::LIST, 1], 10_000).flatten());
     msg.push(tag::NONE);
     assert!(matches!(Reader::validate(&msg), Err(DecodeError::Depth(_))));
+    // a container passed over as bytes seen before is checked at the depth it is at now
+    let inner = encode(&Value::Tuple(vec![Value::Int(1)]));
+    let mut msg = vec![MAGIC, VERSION];
+    msg.extend(std::iter::repeat_n([tag::LIST, 1], MAX_DEPTH).flatten());
+    msg.extend_from_slice(&inner[2..]);
+    let mut r = Reader::new(&msg).unwrap();
+    for _ in 0..MAX_DEPTH {
+        assert_eq!(r.next(), Ok(Token::List(1)));
+    }
+    assert!(matches!(r.skip_same(&inner[2..]), Err(DecodeError::Depth(_))));
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Native object format target: arbitrary bytes read as a message (behind a valid header
 //! when the first input byte is even, so mutations reach the values): the reader gives tokens
 //! or an error, never a panic or a read out of bounds; a message it accepts, written again
-//! token for token by the writer, reads back as the same tokens.
+//! token for token by the writer, reads back as the same tokens; reading past the value
+//! unbuilt ([`Reader::skip`]) accepts the same messages (but for UTF-8, which it leaves to
+//! its caller), and a value's own bytes are passed over whole by [`Reader::skip_same`].
 
 use crate::objects::{DecodeError, Reader, Token, Writer, MAGIC, VERSION};
 
@@ -24,6 +26,12 @@ fn tokens(msg: &[u8]) -> Result<Vec<Token<'_>>, DecodeError> {
     Ok(out)
 }
 
+fn skipped(msg: &[u8]) -> Result<(), DecodeError> {
+    let mut r = Reader::new(msg)?;
+    r.skip()?;
+    r.finish()
+}
+
 fn same(a: &Token<'_>, b: &Token<'_>) -> bool {
     match (a, b) {
         (Token::Float(x), Token::Float(y)) => x.to_bits() == y.to_bits(),
@@ -43,6 +51,17 @@ pub fn objects(data: &[u8]) {
         None => data,
     };
     let validated = Reader::validate(msg);
+    let skipped = skipped(msg);
+    match validated {
+        Err(DecodeError::Utf8(_)) => {}
+        Ok(_) => assert_eq!(skipped, Ok(())),
+        Err(_) => assert!(skipped.is_err(), "skip accepted what validate refused"),
+    }
+    if validated.is_ok() {
+        let mut r = Reader::new(msg).expect("validated");
+        assert_eq!(r.skip_same(&msg[2..]), Ok(true));
+        assert_eq!(r.finish(), Ok(()));
+    }
     let Ok(read) = tokens(msg) else {
         assert!(validated.is_err(), "validate accepted what the reader refused");
         return;

@@ -154,10 +154,9 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The next token. After the last one: [`DecodeError::Finished`].
-    #[allow(clippy::should_implement_trait)] // fallible, not an Iterator
+    /// Count the value about to be read in its container (closing those it ended first).
     #[inline(always)]
-    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+    fn count_value(&mut self) -> Result<(), DecodeError> {
         while self.depth > 0 && self.open[self.depth - 1] == 0 {
             self.depth -= 1;
         }
@@ -169,6 +168,14 @@ impl<'a> Reader<'a> {
         } else {
             self.open[self.depth - 1] -= 1;
         }
+        Ok(())
+    }
+
+    /// The next token. After the last one: [`DecodeError::Finished`].
+    #[allow(clippy::should_implement_trait)] // fallible, not an Iterator
+    #[inline(always)]
+    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+        self.count_value()?;
         let at = self.pos;
         let t = self.byte()?;
         Ok(match t {
@@ -214,6 +221,52 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(DecodeError::Tag { tag: t, at }),
         })
+    }
+
+    /// Where the next token starts in the message.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.msg[self.pos..]
+    }
+
+    /// Read the next value whole (a container with every item in it) and build nothing:
+    /// for a builder that recognises the value's bytes as those of one it built before.
+    /// Lengths, counts, depth and tags are checked as by [`Reader::next`]; strings are not
+    /// checked to be UTF-8 (the caller knows these bytes).
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        // Tokens still to read; counts are bounded by the bytes left (`count`), so no overflow.
+        let mut left = 1u64;
+        while left > 0 {
+            left -= 1;
+            left += match self.next()? {
+                Token::Tuple(n) | Token::List(n) => n as u64,
+                Token::Dict(n) => 2 * n as u64,
+                _ => 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// If the next value's bytes are `value`, the bytes of a whole value this format's reader
+    /// read before (a builder keeps them with the object it built), read past it and say
+    /// so. A scalar is passed over at once (its bytes are its whole parse); a container's
+    /// tokens are read as by [`Reader::skip`], so its depth is checked where it is now.
+    pub fn skip_same(&mut self, value: &[u8]) -> Result<bool, DecodeError> {
+        let Some(&t) = value.first() else { return Ok(false) };
+        if !self.rest().starts_with(value) {
+            return Ok(false);
+        }
+        if matches!(t, tag::TUPLE | tag::LIST | tag::DICT) {
+            self.skip()?;
+        } else {
+            self.count_value()?;
+            self.pos += value.len();
+        }
+        Ok(true)
     }
 
     /// Check that the whole value was read and nothing follows it.

@@ -34,6 +34,14 @@ impl<'a> Writer<'a> {
         self.buf.len() <= 2
     }
 
+    /// Append `bytes`: whole values this format's writer wrote before (an encoder keeps the
+    /// bytes of values it wrote, to write them again without walking them). The writer does
+    /// not check them.
+    #[inline]
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     #[inline]
     fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {

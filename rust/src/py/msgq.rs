@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple, PyTy
 use super::buffer::held::MsgView;
 use super::buffer::{bytes_from_mapping, with_buffer};
 use super::errors::{corruption, queue_empty, queue_full};
-use super::objcodec::{self, DecodeCache};
+use super::objcodec::{self, DecodeCache, EncodeCache};
 use super::region::PyRegion;
 use super::shield::{shielded, Shielded};
 use super::wait::{wait, Timeout};
@@ -31,6 +31,8 @@ use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot};
 pub struct PyMsgQueue {
     inner: Shielded<Arc<MsgQueue>>,
     region: Py<PyRegion>,
+    /// Dict shapes `put_obj` wrote before (see `objcodec::EncodeCache`).
+    encoded: Mutex<EncodeCache>,
     /// Strings and dict shapes `get_obj` decoded before (see `objcodec::DecodeCache`).
     decoded: Mutex<DecodeCache>,
 }
@@ -141,7 +143,10 @@ impl PyMsgQueue {
     fn new(py: Python<'_>, region: &Bound<'_, PyRegion>, name: &str) -> PyResult<Self> {
         let r = region.get().region();
         let q = py.detach(|| MsgQueue::open(r, name))?;
-        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind(), decoded: Mutex::default() })
+        Ok(Self { inner: Shielded::new(Arc::new(q)), region: region.clone().unbind(),
+            encoded: Mutex::default(),
+            decoded: Mutex::default(),
+        })
     }
 
     /// Create message queue `name` in `region`, holding up to `capacity` messages (rounded
@@ -274,7 +279,12 @@ impl PyMsgQueue {
         let py = slf.py();
         let wait_for = Timeout::blocking(block, timeout)?;
         let mut buf = ENCODED.take();
-        let done = if objcodec::encode(obj, &mut buf) {
+        let encoded = match slf.get().encoded.try_lock() {
+            Ok(mut cache) => objcodec::encode(obj, &mut buf, Some(&mut cache)),
+            // held by another walk (none runs Python code, so none while this one holds the GIL)
+            Err(_) => objcodec::encode(obj, &mut buf, None),
+        };
+        let done = if encoded {
             Some(slf.get().put_bytes(py, &buf, wait_for))
         } else {
             None

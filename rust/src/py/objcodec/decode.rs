@@ -1,162 +1,40 @@
-//! Python objects in the native object format (`crate::objects`): [`encode`] walks an object
-//! into a [`Writer`] if it is plain data, [`decode`] builds the objects of a message's tokens.
-//! `MsgQueue.put_obj`/`get_obj` (py/msgq.rs) call them; everything else goes by pickle.
-//!
-//! Plain data is exactly `None`, `bool`, `int` (i64 range), `float`, `str` (UTF-8
-//! encodable), `bytes` and `bytearray` (up to [`MAX_INLINE`] bytes each), `tuple`, `list` and
-//! `dict`: exact types, no subclasses. [`encode`] declines (the caller pickles instead, so the
-//! receiver gets what pickle gives) for anything else anywhere inside, for a list, dict or
-//! bytearray met twice (shared or cyclic: pickle keeps identity, this format does not) and
-//! for containers nested deeper than [`MAX_DEPTH`]. The walk calls no Python code (no hash,
-//! no `__eq__`, no conversion that could run a finaliser), so the objects cannot change under
-//! it.
+//! Building Python objects from a native message's tokens, with a [`DecodeCache`] of what
+//! was built before (see the module above).
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
-use super::buffer::with_buffer;
-use crate::objects::{DecodeError, Reader, Token, Utf8, Writer, MAX_DEPTH};
-
-/// Largest `bytes`/`bytearray` the native format carries: a larger one makes the object go
-/// by pickle, whose message forms copy it once each way (the native path copies through a
-/// buffer on both sides, which only pays for small objects).
-pub const MAX_INLINE: usize = 16 << 10;
-
-/// Identities of the mutable containers met in a walk: a short list, a set once large.
-#[derive(Default)]
-struct Seen {
-    few: Vec<usize>,
-    many: HashSet<usize>,
-}
-
-impl Seen {
-    /// Record `p`; false if it was met before.
-    fn first(&mut self, p: usize) -> bool {
-        if self.few.len() < 16 {
-            if self.few.contains(&p) {
-                return false;
-            }
-            self.few.push(p);
-            return true;
-        }
-        !self.few.contains(&p) && self.many.insert(p)
-    }
-}
-
-struct Walk<'w, 'b> {
-    w: &'w mut Writer<'b>,
-    seen: Seen,
-}
-
-impl Walk<'_, '_> {
-    /// Write `obj`, nested in `depth` containers; false if it is not plain data.
-    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> bool {
-        if let Ok(s) = obj.cast_exact::<PyString>() {
-            return match s.to_cow() {
-                Ok(s) => {
-                    self.w.str(&s);
-                    true
-                }
-                Err(_) => false, // lone surrogates: not UTF-8
-            };
-        }
-        if obj.is_exact_instance_of::<PyInt>() {
-            return match obj.extract::<i64>() {
-                Ok(i) => {
-                    self.w.int(i);
-                    true
-                }
-                Err(_) => false, // beyond i64
-            };
-        }
-        if let Ok(f) = obj.cast_exact::<PyFloat>() {
-            self.w.float(f.value());
-            return true;
-        }
-        if let Ok(b) = obj.cast_exact::<PyBool>() {
-            self.w.bool(b.is_true());
-            return true;
-        }
-        if obj.is_none() {
-            self.w.none();
-            return true;
-        }
-        if let Ok(d) = obj.cast_exact::<PyDict>() {
-            if depth == MAX_DEPTH || !self.seen.first(d.as_ptr() as usize) {
-                return false;
-            }
-            self.w.dict(d.len());
-            return d.iter().all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1));
-        }
-        if let Ok(l) = obj.cast_exact::<PyList>() {
-            if depth == MAX_DEPTH || !self.seen.first(l.as_ptr() as usize) {
-                return false;
-            }
-            self.w.list(l.len());
-            return l.iter().all(|v| self.value(&v, depth + 1));
-        }
-        if let Ok(t) = obj.cast_exact::<PyTuple>() {
-            if depth == MAX_DEPTH {
-                return false;
-            }
-            self.w.tuple(t.len());
-            return t.iter().all(|v| self.value(&v, depth + 1));
-        }
-        if let Ok(b) = obj.cast_exact::<PyBytes>() {
-            let b = b.as_bytes();
-            if b.len() > MAX_INLINE {
-                return false;
-            }
-            self.w.bytes(b);
-            return true;
-        }
-        if obj.is_exact_instance_of::<PyByteArray>() {
-            if !self.seen.first(obj.as_ptr() as usize) {
-                return false;
-            }
-            return with_buffer(obj, |b| {
-                if b.len() > MAX_INLINE {
-                    return false;
-                }
-                self.w.bytearray(b);
-                true
-            })
-            .unwrap_or(false);
-        }
-        false
-    }
-}
-
-/// Write `obj` as a native message into `buf` (cleared first); false if it is not plain
-/// data (see the module): `buf` then holds nothing of use and the caller pickles `obj`.
-pub fn encode(obj: &Bound<'_, PyAny>, buf: &mut Vec<u8>) -> bool {
-    let mut w = Writer::new(buf);
-    Walk { w: &mut w, seen: Seen::default() }.value(obj, 0)
-}
+use super::{hash, RELEARN, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
+use crate::objects::{DecodeError, Reader, Token, Utf8};
 
 /// Slots of a [`DecodeCache`]'s strings (a power of two).
 const STR_SLOTS: usize = 256;
 /// Longest `str` (in UTF-8 bytes) a [`DecodeCache`] keeps.
 const STR_MAX: usize = 32;
-/// Slots of a [`DecodeCache`]'s dict shapes.
-const SHAPE_SLOTS: usize = 32;
-/// Most keys of a dict whose shape a [`DecodeCache`] keeps.
-const SHAPE_MAX: usize = 32;
 
 /// A cached `str`: its UTF-8 length and bytes, and its object.
 type Cached = (u8, [u8; STR_MAX], Py<PyString>);
 
 /// The keys of a dict decoded before, all short `str`s: their bytes (`ends[i]` is where key
-/// `i` ends in `bytes`), their objects, and a dict of them (values `None`) to copy.
+/// `i` ends in `bytes`) and objects; and per key a value kept from a dict of these keys
+/// decoded before, with the bytes it was built from. Only immutable values (no list, dict
+/// or bytearray anywhere in them) of at most [`VALUE_MAX`] bytes are kept: sharing one
+/// between the dicts built is invisible but to `is`, as for the strings. `dict` holds the
+/// keys and the kept values (`None` where none is kept) and is copied for each dict of this
+/// shape: only the values whose bytes differ from the kept ones are built and set.
 struct Shape {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     keys: Vec<Py<PyString>>,
+    /// Per key: the bytes of the kept value (empty: none kept; a value takes a byte at least).
+    raw: Vec<Vec<u8>>,
+    /// Per key: the kept value (`None` where none is).
+    kept: Vec<Py<PyAny>>,
     dict: Py<PyDict>,
+    /// Dicts in a row that had more than half their values new (see [`RELEARN`]).
+    misses: u8,
 }
 
 impl Shape {
@@ -164,19 +42,49 @@ impl Shape {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
+
+    /// Keep the values of `d`, a dict of this shape built from `msg`: those in `new` (bit
+    /// `i`: value `i` was built, its bytes at `spans[i]` in `msg`, length 0 where it cannot
+    /// be kept); the others are the kept ones already.
+    fn learn(
+        &mut self,
+        py: Python<'_>,
+        d: &Bound<'_, PyDict>,
+        msg: &[u8],
+        new: u32,
+        spans: &[(u32, u8)],
+    ) -> PyResult<()> {
+        let template = self.dict.bind(py);
+        for (i, &(at, len)) in spans.iter().enumerate().filter(|(i, _)| new & (1 << i) != 0) {
+            let (at, len) = (at as usize, usize::from(len));
+            let key = self.keys[i].bind(py);
+            let value = match d.get_item(key)? {
+                Some(v) if len > 0 => v,
+                _ => py.None().into_bound(py),
+            };
+            self.raw[i].clear();
+            if len > 0 {
+                self.raw[i].extend_from_slice(&msg[at..at + len]);
+            }
+            template.set_item(key, &value)?;
+            self.kept[i] = value.unbind();
+        }
+        self.misses = 0;
+        Ok(())
+    }
 }
 
 /// What `get_obj` keeps from message to message to build repeated parts faster: the `str`
 /// objects of short strings (dict keys above all: a repeated one costs a hash of its bytes
 /// and a compare, not an allocation), and the shapes of dicts with short `str` keys (a dict
-/// with the keys of one decoded before is a copy of that one's keys, no insertion and no
-/// resize). Direct-mapped, so its size is fixed whatever a peer sends; a slot holds the last
-/// entry that hashed to it.
+/// with the keys of one decoded before is a copy of that one's, no insertion and no resize,
+/// with the values it kept: see [`Shape`]). Direct-mapped, so its size is fixed whatever a
+/// peer sends; a slot holds the last entry that hashed to it.
 pub struct DecodeCache {
     /// The item stack of a decode (empty between calls; its capacity is what is kept).
     stack: Vec<Py<PyAny>>,
     strings: Vec<Option<Cached>>,
-    shapes: Vec<Option<Arc<Shape>>>,
+    shapes: Vec<Option<Box<Shape>>>,
 }
 
 impl fmt::Debug for DecodeCache {
@@ -195,17 +103,6 @@ impl Default for DecodeCache {
             shapes: (0..SHAPE_SLOTS).map(|_| None).collect(),
         }
     }
-}
-
-fn hash(s: &[u8], seed: u64) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed ^ s.len() as u64;
-    for chunk in s.chunks(8) {
-        let mut a = [0u8; 8];
-        a[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(29);
-    }
-    h.wrapping_mul(K)
 }
 
 impl DecodeCache {
@@ -233,10 +130,22 @@ impl DecodeCache {
         (hash(first_key, n as u64) >> 56) as usize % SHAPE_SLOTS
     }
 
-    /// The shape of `n` keys whose first is `first_key`, if one is cached.
-    fn shape(&self, n: usize, first_key: &[u8]) -> Option<Arc<Shape>> {
-        let s = self.shapes[Self::shape_slot(n, first_key)].as_ref()?;
-        (s.keys.len() == n && s.key(0) == first_key).then(|| Arc::clone(s))
+    /// The shape of `n` keys whose first is `first_key`, if one is cached: taken out while
+    /// a dict of it is built (a dict of the same shape nested in it builds without), then
+    /// given back ([`DecodeCache::give_back`]).
+    fn take_shape(&mut self, n: usize, first_key: &[u8]) -> Option<Box<Shape>> {
+        let slot = &mut self.shapes[Self::shape_slot(n, first_key)];
+        let s = slot.as_ref()?;
+        if s.keys.len() == n && s.key(0) == first_key {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    fn give_back(&mut self, shape: Box<Shape>) {
+        let slot = Self::shape_slot(shape.keys.len(), shape.key(0));
+        self.shapes[slot] = Some(shape);
     }
 
     /// Keep the shape of `keys` (all short `str`s; else nothing is kept).
@@ -267,20 +176,27 @@ impl DecodeCache {
             dict.set_item(s, py.None())?;
         }
         let keys = strs.into_iter().map(Bound::unbind).collect();
-        let shape = Shape { bytes, ends, keys, dict: dict.unbind() };
+        let (raw, kept) = ((0..n).map(|_| Vec::new()).collect(), (0..n).map(|_| py.None()).collect());
+        // Nothing kept yet: the next dict of this shape has every value new, and is learnt.
+        let misses = RELEARN - 1;
+        let shape = Shape { bytes, ends, keys, raw, kept, dict: dict.unbind(), misses };
         let slot = Self::shape_slot(n, shape.key(0));
-        self.shapes[slot] = Some(Arc::new(shape));
+        self.shapes[slot] = Some(Box::new(shape));
         Ok(())
     }
 }
 
 struct Build<'r, 'c, 'py> {
     py: Python<'py>,
+    msg: &'r [u8],
     r: Reader<'r>,
     cache: Option<&'c mut DecodeCache>,
     /// Items of the containers being built (each takes its own off the end).
     /// (`Py`, not `Bound`: the vector is the cache's, kept from call to call.)
     stack: Vec<Py<PyAny>>,
+    /// Mutable objects (lists, dicts, bytearrays) built so far: a value during which this
+    /// did not change is immutable.
+    mutable: usize,
 }
 
 impl<'py> Build<'_, '_, 'py> {
@@ -328,16 +244,25 @@ impl<'py> Build<'_, '_, 'py> {
             Token::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
             Token::None => py.None().into_bound(py),
             Token::Bytes(b) => PyBytes::new(py, b).into_any(),
-            Token::ByteArray(b) => PyByteArray::new(py, b).into_any(),
+            Token::ByteArray(b) => {
+                self.mutable += 1;
+                PyByteArray::new(py, b).into_any()
+            }
             // Items first, then the container: it never exists half-filled.
             Token::Tuple(n) => self.tuple(n)?,
-            Token::List(n) => self.list(n)?,
-            Token::Dict(n) => self.dict(n)?.into_any(),
+            Token::List(n) => {
+                self.mutable += 1;
+                self.list(n)?
+            }
+            Token::Dict(n) => {
+                self.mutable += 1;
+                self.dict(n)?.into_any()
+            }
         })
     }
 
-    /// A dict of `n` items: a copy of a cached shape when its keys are that shape's (only
-    /// the values are set), else built item by item (and its shape cached).
+    /// A dict of `n` items: of a cached shape when its keys are that shape's (see
+    /// [`Build::dict_of_shape`]), else built item by item (and its shape cached).
     #[inline(never)] // out of `value_of`, whose frame stays small for the scalars
     fn dict(&mut self, n: usize) -> PyResult<Bound<'py, PyDict>> {
         let py = self.py;
@@ -346,28 +271,46 @@ impl<'py> Build<'_, '_, 'py> {
             return Ok(PyDict::new(py));
         }
         let first = self.r.next()?;
-        let shape = match (first, self.cache.as_deref()) {
-            (Token::Str(k), Some(c)) => c.shape(n, k.as_bytes()),
+        let shape = match (first, self.cache.as_deref_mut()) {
+            (Token::Str(k), Some(c)) => c.take_shape(n, k.as_bytes()),
             _ => None,
         };
-        if let Some(shape) = shape {
-            // Only the values go on the stack while the keys are the shape's.
-            for i in 1..=n {
-                let v = self.value()?;
-                self.stack.push(v.unbind());
-                if i == n {
-                    let d = shape.dict.bind(py).copy()?;
-                    for (k, v) in shape.keys.iter().zip(self.stack.drain(start..)) {
-                        d.set_item(k.bind(py), v.bind(py))?;
-                    }
-                    return Ok(d);
-                }
+        if let Some(mut shape) = shape {
+            let d = self.dict_of_shape(&mut shape, n, start);
+            if let Some(c) = self.cache.as_deref_mut() {
+                c.give_back(shape);
+            }
+            return d;
+        }
+        let k = self.value_of(first)?;
+        self.stack.push(k.unbind());
+        let v = self.value()?;
+        self.stack.push(v.unbind());
+        self.dict_items(n, start, 1)
+    }
+
+    /// A dict of `n` items whose first key is `shape`'s first (read): while its keys are the
+    /// shape's, a value whose bytes are those of the one the shape kept is that one (read
+    /// past, not built); the dict is a copy of the shape's with the other values set. If a
+    /// key differs, the rest is built item by item.
+    fn dict_of_shape(&mut self, shape: &mut Shape, n: usize, start: usize) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        // Bit i: value i was built (on the stack, in order), its bytes at spans[i] (length 0:
+        // not one to keep).
+        let mut new = 0u32;
+        let mut spans = [(0u32, 0u8); SHAPE_MAX];
+        for (i, span) in spans[..n].iter_mut().enumerate() {
+            if i > 0 {
                 let t = self.r.next()?;
                 if !matches!(t, Token::Str(s) if shape.key(i) == s.as_bytes()) {
                     // Another dict: the pairs so far with the shape's keys, then this key.
-                    let values: Vec<_> = self.stack.drain(start..).collect();
-                    for (k, v) in shape.keys.iter().zip(values) {
-                        self.stack.push(k.clone_ref(py).into_any());
+                    let mut built = self.stack.split_off(start).into_iter();
+                    for j in 0..i {
+                        self.stack.push(shape.keys[j].clone_ref(py).into_any());
+                        let v = match new & (1 << j) {
+                            0 => shape.kept[j].clone_ref(py),
+                            _ => built.next().ok_or(DecodeError::Finished)?,
+                        };
                         self.stack.push(v);
                     }
                     let k = self.value_of(t)?;
@@ -377,12 +320,31 @@ impl<'py> Build<'_, '_, 'py> {
                     return self.dict_items(n, start, i + 1);
                 }
             }
+            let at = self.r.position();
+            if self.r.skip_same(&shape.raw[i])? {
+                continue;
+            }
+            let mutable = self.mutable;
+            let v = self.value()?;
+            self.stack.push(v.unbind());
+            new |= 1 << i;
+            let len = self.r.position() - at;
+            if let (true, Ok(at), Ok(len)) = (self.mutable == mutable, u32::try_from(at), u8::try_from(len)) {
+                if usize::from(len) <= VALUE_MAX {
+                    *span = (at, len);
+                }
+            }
         }
-        let k = self.value_of(first)?;
-        self.stack.push(k.unbind());
-        let v = self.value()?;
-        self.stack.push(v.unbind());
-        self.dict_items(n, start, 1)
+        let d = shape.dict.bind(py).copy()?;
+        let built = (0..n).filter(|i| new & (1 << i) != 0);
+        for (i, v) in built.zip(self.stack.drain(start..)) {
+            d.set_item(shape.keys[i].bind(py), v.bind(py))?;
+        }
+        shape.misses = if new.count_ones() as usize * 2 > n { shape.misses.saturating_add(1) } else { 0 };
+        if shape.misses >= RELEARN {
+            shape.learn(py, &d, self.msg, new, &spans[..n])?;
+        }
+        Ok(d)
     }
 
     /// The dict of `n` items whose first `done` pairs are on the stack from `start`.
@@ -417,7 +379,7 @@ impl<'py> Build<'_, '_, 'py> {
 /// not valid raises `CorruptionError`.
 pub fn decode<'py>(py: Python<'py>, msg: &[u8], mut cache: Option<&mut DecodeCache>) -> PyResult<Bound<'py, PyAny>> {
     let stack = cache.as_deref_mut().map(|c| std::mem::take(&mut c.stack)).unwrap_or_default();
-    let mut b = Build { py, r: Reader::new(msg)?, cache, stack };
+    let mut b = Build { py, msg, r: Reader::new(msg)?, cache, stack, mutable: 0 };
     let obj = b.value().and_then(|obj| Ok(b.r.finish().map(|()| obj)?));
     // Items of a container left half-built by an error are dropped here, with the GIL.
     b.stack.clear();

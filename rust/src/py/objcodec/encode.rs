@@ -1,0 +1,360 @@
+//! Walking Python objects into a native message, with an [`EncodeCache`] of the dicts
+//! written before (see the module above).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use super::{hash, RELEARN, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
+use crate::objects::{Writer, MAX_DEPTH};
+use crate::py::buffer::with_buffer;
+
+/// Largest `bytes`/`bytearray` the native format carries: a larger one makes the object go
+/// by pickle, whose message forms copy it once each way (the native path copies through a
+/// buffer on both sides, which only pays for small objects).
+pub const MAX_INLINE: usize = 16 << 10;
+
+/// Identities of the mutable containers met in a walk: a short array, a set once more.
+#[derive(Default)]
+struct Seen {
+    few: [usize; 16],
+    n: usize,
+    many: HashSet<usize>,
+}
+
+impl Seen {
+    /// Record `p`; false if it was met before.
+    fn first(&mut self, p: usize) -> bool {
+        if self.few[..self.n].contains(&p) {
+            return false;
+        }
+        if self.n < self.few.len() {
+            self.few[self.n] = p;
+            self.n += 1;
+            return true;
+        }
+        self.many.insert(p)
+    }
+}
+
+/// A dict written before, at some depth: its keys (the objects themselves, held), and per
+/// item the bytes written for it, its key's then, where its value is kept, its value's. A
+/// value is kept when it is immutable (no list, dict or bytearray anywhere in it) and at
+/// most [`VALUE_MAX`] bytes: the same object then writes the same bytes, so a dict whose
+/// keys are these objects in this order has each such item written as the bytes kept, with
+/// no walk. The objects are held, so none of them can be freed and its address taken by
+/// another while kept.
+struct Shape {
+    depth: usize,
+    keys: Vec<Py<PyAny>>,
+    /// Per item: the kept value's object (`None`: no value kept).
+    values: Vec<Option<Py<PyAny>>>,
+    /// Per item: where its key's bytes and its own end in `bytes`.
+    ends: Vec<(usize, usize)>,
+    bytes: Vec<u8>,
+    /// Dicts in a row that had more than half their values new (see [`RELEARN`]).
+    misses: u8,
+}
+
+/// Where item `i` of a dict was written in the message: its key at `key`, its value at
+/// `value`, up to `end`; `keep` if the value can be kept (see [`Shape`]).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    key: usize,
+    value: usize,
+    end: usize,
+    keep: bool,
+}
+
+impl Shape {
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.ends[i - 1].1
+        }
+    }
+
+    /// The bytes of item `i`'s key.
+    fn key(&self, i: usize) -> &[u8] {
+        &self.bytes[self.start(i)..self.ends[i].0]
+    }
+
+    /// The bytes of item `i`, key and value (only if its value is kept).
+    fn item(&self, i: usize) -> &[u8] {
+        &self.bytes[self.start(i)..self.ends[i].1]
+    }
+
+    /// The shape of `d`, just written at `depth` into `msg` with its items at `spans`; none
+    /// if a key's bytes are longer than [`VALUE_MAX`].
+    fn of(d: &Bound<'_, PyDict>, depth: usize, msg: &[u8], spans: &[Span]) -> Option<Box<Self>> {
+        let n = spans.len();
+        let mut shape = Self {
+            depth,
+            keys: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+            bytes: Vec::new(),
+            misses: 0,
+        };
+        for ((k, v), s) in d.iter().zip(spans) {
+            if s.value - s.key > VALUE_MAX {
+                return None;
+            }
+            shape.bytes.extend_from_slice(&msg[s.key..s.value]);
+            let key_end = shape.bytes.len();
+            if s.keep {
+                shape.bytes.extend_from_slice(&msg[s.value..s.end]);
+            }
+            shape.ends.push((key_end, shape.bytes.len()));
+            shape.keys.push(k.unbind());
+            shape.values.push(s.keep.then(|| v.unbind()));
+        }
+        Some(Box::new(shape))
+    }
+}
+
+/// What `put_obj` keeps from message to message to write repeated dicts faster: the shapes
+/// of dicts written before (see [`Shape`]). Direct-mapped by a dict's size, depth and first
+/// key's identity, so its size is fixed whatever is sent; a slot holds the last shape that
+/// mapped to it.
+pub struct EncodeCache {
+    shapes: Vec<Option<Box<Shape>>>,
+}
+
+impl fmt::Debug for EncodeCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shapes = self.shapes.iter().filter(|s| s.is_some()).count();
+        write!(f, "EncodeCache({shapes} dict shapes)")
+    }
+}
+
+impl Default for EncodeCache {
+    fn default() -> Self {
+        Self { shapes: (0..SHAPE_SLOTS).map(|_| None).collect() }
+    }
+}
+
+impl EncodeCache {
+    fn slot(n: usize, depth: usize, first_key: usize) -> usize {
+        (hash(&first_key.to_le_bytes(), (n as u64) << 8 | depth as u64) >> 56) as usize % SHAPE_SLOTS
+    }
+
+    /// The shape of `n` items at `depth` whose first key is the object at `first_key`, if
+    /// one is cached: taken out while the dict is written, then given back.
+    fn take(&mut self, n: usize, depth: usize, first_key: usize) -> Option<Box<Shape>> {
+        let slot = &mut self.shapes[Self::slot(n, depth, first_key)];
+        let s = slot.as_ref()?;
+        if s.keys.len() == n && s.depth == depth && s.keys[0].as_ptr() as usize == first_key {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    fn put(&mut self, shape: Box<Shape>) {
+        let slot = Self::slot(shape.keys.len(), shape.depth, shape.keys[0].as_ptr() as usize);
+        self.shapes[slot] = Some(shape);
+    }
+}
+
+/// How the items of a dict went against the shape cached for it.
+enum Against {
+    /// No shape was cached: the dict's items are at the spans.
+    Nothing,
+    /// Every key was the shape's; `new` values (bit `i`: item `i`) were walked.
+    Shape { new: u32 },
+    /// A key was not the shape's.
+    Other,
+}
+
+struct Walk<'w, 'b, 'c> {
+    w: &'w mut Writer<'b>,
+    seen: Seen,
+    cache: Option<&'c mut EncodeCache>,
+    /// Mutable objects (lists, dicts, bytearrays) walked so far: a value during whose walk
+    /// this did not change is immutable.
+    mutable: usize,
+}
+
+impl Walk<'_, '_, '_> {
+    /// Write `obj`, nested in `depth` containers; false if it is not plain data.
+    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> bool {
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            return match s.to_cow() {
+                Ok(s) => {
+                    self.w.str(&s);
+                    true
+                }
+                Err(_) => false, // lone surrogates: not UTF-8
+            };
+        }
+        if obj.is_exact_instance_of::<PyInt>() {
+            return match obj.extract::<i64>() {
+                Ok(i) => {
+                    self.w.int(i);
+                    true
+                }
+                Err(_) => false, // beyond i64
+            };
+        }
+        if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            self.w.float(f.value());
+            return true;
+        }
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            self.w.bool(b.is_true());
+            return true;
+        }
+        if obj.is_none() {
+            self.w.none();
+            return true;
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            if depth == MAX_DEPTH || !self.seen.first(d.as_ptr() as usize) {
+                return false;
+            }
+            self.mutable += 1;
+            return self.dict(d, depth);
+        }
+        if let Ok(l) = obj.cast_exact::<PyList>() {
+            if depth == MAX_DEPTH || !self.seen.first(l.as_ptr() as usize) {
+                return false;
+            }
+            self.mutable += 1;
+            self.w.list(l.len());
+            return l.iter().all(|v| self.value(&v, depth + 1));
+        }
+        if let Ok(t) = obj.cast_exact::<PyTuple>() {
+            if depth == MAX_DEPTH {
+                return false;
+            }
+            self.w.tuple(t.len());
+            return t.iter().all(|v| self.value(&v, depth + 1));
+        }
+        if let Ok(b) = obj.cast_exact::<PyBytes>() {
+            let b = b.as_bytes();
+            if b.len() > MAX_INLINE {
+                return false;
+            }
+            self.w.bytes(b);
+            return true;
+        }
+        if obj.is_exact_instance_of::<PyByteArray>() {
+            if !self.seen.first(obj.as_ptr() as usize) {
+                return false;
+            }
+            self.mutable += 1;
+            return with_buffer(obj, |b| {
+                if b.len() > MAX_INLINE {
+                    return false;
+                }
+                self.w.bytearray(b);
+                true
+            })
+            .unwrap_or(false);
+        }
+        false
+    }
+
+    /// Write dict `d` (at `depth`, counted in `seen` already): against the shape cached for
+    /// it when there is one, and keep its shape.
+    #[inline(never)]
+    fn dict(&mut self, d: &Bound<'_, PyDict>, depth: usize) -> bool {
+        let n = d.len();
+        self.w.dict(n);
+        if n == 0 || n > SHAPE_MAX || self.cache.is_none() {
+            return d.iter().all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1));
+        }
+        let mut shape = None;
+        let mut spans = [Span::default(); SHAPE_MAX];
+        let (ok, against) = self.items(d, depth, &mut shape, &mut spans);
+        let Some(cache) = self.cache.as_deref_mut() else { return ok };
+        match (ok, against, shape) {
+            (true, Against::Shape { new }, Some(mut s)) => {
+                s.misses = if new.count_ones() as usize * 2 > n { s.misses.saturating_add(1) } else { 0 };
+                // (the spans were recorded, see `items`)
+                let learnt =
+                    if s.misses >= RELEARN { Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) } else { None };
+                cache.put(learnt.unwrap_or(s));
+            }
+            (true, Against::Nothing, _) => {
+                if let Some(s) = Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) {
+                    cache.put(s);
+                }
+            }
+            (_, _, Some(s)) => cache.put(s),
+            (_, _, None) => {}
+        }
+        ok
+    }
+
+    /// Write the items of `d` (1 to [`SHAPE_MAX`] of them), against the shape cached for
+    /// `d`, taken into `shape`; the spans of the items are recorded when a shape may be
+    /// made of them (none was cached, or the cached one may learn this dict's values).
+    fn items(
+        &mut self,
+        d: &Bound<'_, PyDict>,
+        depth: usize,
+        shape: &mut Option<Box<Shape>>,
+        spans: &mut [Span; SHAPE_MAX],
+    ) -> (bool, Against) {
+        let mut against = Against::Nothing;
+        let mut record = true;
+        let mut new = 0u32;
+        for (i, (k, v)) in d.iter().enumerate() {
+            if i == 0 {
+                *shape = self.cache.as_deref_mut().and_then(|c| c.take(d.len(), depth, k.as_ptr() as usize));
+                if let Some(s) = shape {
+                    against = Against::Shape { new: 0 };
+                    record = s.misses.saturating_add(1) >= RELEARN;
+                }
+            }
+            let key = self.w.len();
+            let known = match (&against, shape.as_deref()) {
+                (Against::Shape { .. }, Some(s)) if s.keys[i].as_ptr() == k.as_ptr() => Some(s),
+                _ => None,
+            };
+            if let Some(s) = known {
+                if s.values[i].as_ref().is_some_and(|x| x.as_ptr() == v.as_ptr()) {
+                    self.w.raw(s.item(i));
+                    let (key_len, end) = (s.key(i).len(), self.w.len());
+                    spans[i] = Span { key, value: key + key_len, end, keep: true };
+                    continue;
+                }
+                self.w.raw(s.key(i));
+            } else {
+                if matches!(against, Against::Shape { .. }) {
+                    against = Against::Other;
+                }
+                if !self.value(&k, depth + 1) {
+                    return (false, against);
+                }
+            }
+            let value = self.w.len();
+            let mutable = self.mutable;
+            if !self.value(&v, depth + 1) {
+                return (false, against);
+            }
+            new |= 1 << i;
+            if record {
+                let end = self.w.len();
+                spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
+            }
+        }
+        if let Against::Shape { new: n } = &mut against {
+            *n = new;
+        }
+        (true, against)
+    }
+}
+
+/// Write `obj` as a native message into `buf` (cleared first); false if it is not plain
+/// data (see the module): `buf` then holds nothing of use and the caller pickles `obj`.
+/// Dicts like ones written before are written faster with `cache` (see [`EncodeCache`]).
+pub fn encode(obj: &Bound<'_, PyAny>, buf: &mut Vec<u8>, cache: Option<&mut EncodeCache>) -> bool {
+    let mut w = Writer::new(buf);
+    Walk { w: &mut w, seen: Seen::default(), cache, mutable: 0 }.value(obj, 0)
+}
