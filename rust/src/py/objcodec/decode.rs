@@ -6,7 +6,7 @@ use std::fmt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
-use super::{hash, RELEARN, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
+use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
 use crate::objects::{DecodeError, Reader, Token, Utf8};
 
 /// Slots of a [`DecodeCache`]'s strings (a power of two).
@@ -33,8 +33,8 @@ struct Shape {
     /// Per key: the kept value (`None` where none is).
     kept: Vec<Py<PyAny>>,
     dict: Py<PyDict>,
-    /// Dicts in a row that had more than half their values new (see [`RELEARN`]).
-    misses: u8,
+    /// When to keep the values of a dict with more than half of them new.
+    learn: Patience,
 }
 
 impl Shape {
@@ -46,7 +46,7 @@ impl Shape {
     /// Keep the values of `d`, a dict of this shape built from `msg`: those in `new` (bit
     /// `i`: value `i` was built, its bytes at `spans[i]` in `msg`, length 0 where it cannot
     /// be kept); the others are the kept ones already.
-    fn learn(
+    fn keep_values(
         &mut self,
         py: Python<'_>,
         d: &Bound<'_, PyDict>,
@@ -69,7 +69,6 @@ impl Shape {
             template.set_item(key, &value)?;
             self.kept[i] = value.unbind();
         }
-        self.misses = 0;
         Ok(())
     }
 }
@@ -85,6 +84,8 @@ pub struct DecodeCache {
     stack: Vec<Py<PyAny>>,
     strings: Vec<Option<Cached>>,
     shapes: Vec<Option<Box<Shape>>>,
+    /// Per slot: when its shape gives way.
+    churn: Vec<Patience>,
 }
 
 impl fmt::Debug for DecodeCache {
@@ -101,6 +102,7 @@ impl Default for DecodeCache {
             stack: Vec::new(),
             strings: (0..STR_SLOTS).map(|_| None).collect(),
             shapes: (0..SHAPE_SLOTS).map(|_| None).collect(),
+            churn: vec![Patience::default(); SHAPE_SLOTS],
         }
     }
 }
@@ -134,10 +136,11 @@ impl DecodeCache {
     /// a dict of it is built (a dict of the same shape nested in it builds without), then
     /// given back ([`DecodeCache::give_back`]).
     fn take_shape(&mut self, n: usize, first_key: &[u8]) -> Option<Box<Shape>> {
-        let slot = &mut self.shapes[Self::shape_slot(n, first_key)];
-        let s = slot.as_ref()?;
+        let i = Self::shape_slot(n, first_key);
+        let s = self.shapes[i].as_ref()?;
         if s.keys.len() == n && s.key(0) == first_key {
-            slot.take()
+            self.churn[i].hit();
+            self.shapes[i].take()
         } else {
             None
         }
@@ -148,16 +151,20 @@ impl DecodeCache {
         self.shapes[slot] = Some(shape);
     }
 
-    /// Keep the shape of `keys` (all short `str`s; else nothing is kept).
-    fn keep_shape<'a, 'py: 'a>(
-        &mut self,
-        py: Python<'py>,
-        keys: impl ExactSizeIterator<Item = &'a Bound<'py, PyAny>>,
-    ) -> PyResult<()> {
-        let n = keys.len();
+    /// Keep the shape of the dict of these key and value `pairs` (its keys all short
+    /// `str`s; else nothing is kept), in its slot if that is free or its shape gives way.
+    fn keep_shape(&mut self, py: Python<'_>, pairs: &[Py<PyAny>]) -> PyResult<()> {
+        let n = pairs.len() / 2;
         if n == 0 || n > SHAPE_MAX {
             return Ok(());
         }
+        let Ok(first) = pairs[0].bind(py).cast_exact::<PyString>() else { return Ok(()) };
+        let Ok(first) = first.to_cow() else { return Ok(()) };
+        let slot = Self::shape_slot(n, first.as_bytes());
+        if self.shapes[slot].is_some() && !self.churn[slot].miss() {
+            return Ok(());
+        }
+        let keys = pairs.iter().step_by(2).map(|k| k.bind(py));
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(n);
         let mut strs = Vec::with_capacity(n);
@@ -178,10 +185,8 @@ impl DecodeCache {
         let keys = strs.into_iter().map(Bound::unbind).collect();
         let (raw, kept) = ((0..n).map(|_| Vec::new()).collect(), (0..n).map(|_| py.None()).collect());
         // Nothing kept yet: the next dict of this shape has every value new, and is learnt.
-        let misses = RELEARN - 1;
-        let shape = Shape { bytes, ends, keys, raw, kept, dict: dict.unbind(), misses };
-        let slot = Self::shape_slot(n, shape.key(0));
-        self.shapes[slot] = Some(Box::new(shape));
+        let learn = Patience::new(1);
+        self.shapes[slot] = Some(Box::new(Shape { bytes, ends, keys, raw, kept, dict: dict.unbind(), learn }));
         Ok(())
     }
 }
@@ -340,9 +345,10 @@ impl<'py> Build<'_, '_, 'py> {
         for (i, v) in built.zip(self.stack.drain(start..)) {
             d.set_item(shape.keys[i].bind(py), v.bind(py))?;
         }
-        shape.misses = if new.count_ones() as usize * 2 > n { shape.misses.saturating_add(1) } else { 0 };
-        if shape.misses >= RELEARN {
-            shape.learn(py, &d, self.msg, new, &spans[..n])?;
+        if new.count_ones() as usize * 2 <= n {
+            shape.learn.hit();
+        } else if shape.learn.miss() {
+            shape.keep_values(py, &d, self.msg, new, &spans[..n])?;
         }
         Ok(d)
     }
@@ -367,7 +373,7 @@ impl<'py> Build<'_, '_, 'py> {
             return Err(DecodeError::DuplicateKey(n).into());
         }
         if let Some(c) = self.cache.as_deref_mut() {
-            c.keep_shape(py, self.stack[start..].iter().step_by(2).map(|k| k.bind(py)))?;
+            c.keep_shape(py, &self.stack[start..])?;
         }
         self.stack.truncate(start);
         Ok(d)

@@ -7,7 +7,7 @@ use std::fmt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use super::{hash, RELEARN, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
+use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
 use crate::objects::{Writer, MAX_DEPTH};
 use crate::py::buffer::with_buffer;
 
@@ -54,8 +54,8 @@ struct Shape {
     /// Per item: where its key's bytes and its own end in `bytes`.
     ends: Vec<(usize, usize)>,
     bytes: Vec<u8>,
-    /// Dicts in a row that had more than half their values new (see [`RELEARN`]).
-    misses: u8,
+    /// When to keep the values of a dict with more than half of them new.
+    learn: Patience,
 }
 
 /// Where item `i` of a dict was written in the message: its key at `key`, its value at
@@ -97,7 +97,7 @@ impl Shape {
             values: Vec::with_capacity(n),
             ends: Vec::with_capacity(n),
             bytes: Vec::new(),
-            misses: 0,
+            learn: Patience::default(),
         };
         for ((k, v), s) in d.iter().zip(spans) {
             if s.value - s.key > VALUE_MAX {
@@ -118,10 +118,12 @@ impl Shape {
 
 /// What `put_obj` keeps from message to message to write repeated dicts faster: the shapes
 /// of dicts written before (see [`Shape`]). Direct-mapped by a dict's size, depth and first
-/// key's identity, so its size is fixed whatever is sent; a slot holds the last shape that
-/// mapped to it.
+/// key's identity, so its size is fixed whatever is sent; a slot's shape gives way to
+/// another after misses in a row (see [`Patience`]).
 pub struct EncodeCache {
     shapes: Vec<Option<Box<Shape>>>,
+    /// Per slot: when its shape gives way.
+    churn: Vec<Patience>,
 }
 
 impl fmt::Debug for EncodeCache {
@@ -133,7 +135,7 @@ impl fmt::Debug for EncodeCache {
 
 impl Default for EncodeCache {
     fn default() -> Self {
-        Self { shapes: (0..SHAPE_SLOTS).map(|_| None).collect() }
+        Self { shapes: (0..SHAPE_SLOTS).map(|_| None).collect(), churn: vec![Patience::default(); SHAPE_SLOTS] }
     }
 }
 
@@ -143,14 +145,16 @@ impl EncodeCache {
     }
 
     /// The shape of `n` items at `depth` whose first key is the object at `first_key`, if
-    /// one is cached: taken out while the dict is written, then given back.
-    fn take(&mut self, n: usize, depth: usize, first_key: usize) -> Option<Box<Shape>> {
-        let slot = &mut self.shapes[Self::slot(n, depth, first_key)];
-        let s = slot.as_ref()?;
+    /// one is cached: taken out while the dict is written, then given back. Else whether a
+    /// shape of this dict may take the slot.
+    fn take(&mut self, n: usize, depth: usize, first_key: usize) -> Result<Box<Shape>, bool> {
+        let i = Self::slot(n, depth, first_key);
+        let Some(s) = self.shapes[i].as_ref() else { return Err(true) };
         if s.keys.len() == n && s.depth == depth && s.keys[0].as_ptr() as usize == first_key {
-            slot.take()
+            self.churn[i].hit();
+            self.shapes[i].take().ok_or(false)
         } else {
-            None
+            Err(self.churn[i].miss())
         }
     }
 
@@ -162,8 +166,9 @@ impl EncodeCache {
 
 /// How the items of a dict went against the shape cached for it.
 enum Against {
-    /// No shape was cached: the dict's items are at the spans.
-    Nothing,
+    /// No shape was cached: the dict's items are at the spans if `keep` (its shape may be
+    /// kept).
+    Nothing { keep: bool },
     /// Every key was the shape's; `new` values (bit `i`: item `i`) were walked.
     Shape { new: u32 },
     /// A key was not the shape's.
@@ -274,13 +279,19 @@ impl Walk<'_, '_, '_> {
         let Some(cache) = self.cache.as_deref_mut() else { return ok };
         match (ok, against, shape) {
             (true, Against::Shape { new }, Some(mut s)) => {
-                s.misses = if new.count_ones() as usize * 2 > n { s.misses.saturating_add(1) } else { 0 };
-                // (the spans were recorded, see `items`)
-                let learnt =
-                    if s.misses >= RELEARN { Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) } else { None };
-                cache.put(learnt.unwrap_or(s));
+                let mostly_new = new.count_ones() as usize * 2 > n;
+                if !mostly_new {
+                    s.learn.hit();
+                } else if s.learn.miss() {
+                    // (the spans were recorded, see `items`)
+                    if let Some(mut learnt) = Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) {
+                        learnt.learn = s.learn;
+                        s = learnt;
+                    }
+                }
+                cache.put(s);
             }
-            (true, Against::Nothing, _) => {
+            (true, Against::Nothing { keep: true }, _) => {
                 if let Some(s) = Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) {
                     cache.put(s);
                 }
@@ -301,17 +312,29 @@ impl Walk<'_, '_, '_> {
         shape: &mut Option<Box<Shape>>,
         spans: &mut [Span; SHAPE_MAX],
     ) -> (bool, Against) {
-        let mut against = Against::Nothing;
+        let mut against = Against::Nothing { keep: true };
         let mut record = true;
         let mut new = 0u32;
-        for (i, (k, v)) in d.iter().enumerate() {
-            if i == 0 {
-                *shape = self.cache.as_deref_mut().and_then(|c| c.take(d.len(), depth, k.as_ptr() as usize));
-                if let Some(s) = shape {
-                    against = Against::Shape { new: 0 };
-                    record = s.misses.saturating_add(1) >= RELEARN;
-                }
+        let mut items = d.iter();
+        let Some((k0, v0)) = items.next() else { return (true, against) };
+        match self.cache.as_deref_mut().map(|c| c.take(d.len(), depth, k0.as_ptr() as usize)) {
+            Some(Ok(s)) => {
+                against = Against::Shape { new: 0 };
+                record = s.learn.due();
+                *shape = Some(s);
             }
+            Some(Err(keep)) => {
+                against = Against::Nothing { keep };
+                record = keep;
+            }
+            None => {}
+        }
+        if !record && shape.is_none() {
+            // nothing to reuse, nothing to keep: a plain walk
+            let mut plain = std::iter::once((k0, v0)).chain(items);
+            return (plain.all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1)), against);
+        }
+        for (i, (k, v)) in std::iter::once((k0, v0)).chain(items).enumerate() {
             let key = self.w.len();
             let known = match (&against, shape.as_deref()) {
                 (Against::Shape { .. }, Some(s)) if s.keys[i].as_ptr() == k.as_ptr() => Some(s),

@@ -27,8 +27,9 @@
 //! Only immutable values are kept (no list, dict or bytearray anywhere in them), so sharing
 //! one between messages is invisible but to `is`, as it already is for short strings and
 //! small ints. A shape keeps the values of a dict like the last when more than half of the
-//! values of [`RELEARN`] dicts in a row were new. The wire format is the same either way: a
-//! peer with no cache reads and writes the same bytes.
+//! values of [`RELEARN`] dicts in a row were new, and a slot's shape gives way to another
+//! after as many misses, each wait doubling while nothing repeats ([`Patience`]). The wire
+//! format is the same either way: a peer with no cache reads and writes the same bytes.
 
 mod decode;
 mod encode;
@@ -43,8 +44,53 @@ const SHAPE_MAX: usize = 32;
 /// Longest encoding (bytes of its tokens) of a key or a value a shape keeps.
 const VALUE_MAX: usize = 64;
 /// Dicts of a shape in a row with more than half their values new before the shape keeps
-/// the values of the last one instead of those it has.
+/// the values of the last one instead of those it has; and misses in a row at a slot
+/// before its shape gives way to another (see [`Patience`]).
 const RELEARN: u8 = 4;
+/// Longest wait of a [`Patience`].
+const PATIENCE_MAX: u8 = 128;
+
+/// When a cache gives up what it keeps for what it sees now: after `wait` misses in a row.
+/// The wait doubles each time it runs out (up to [`PATIENCE_MAX`]) and starts again at
+/// [`RELEARN`] after a hit, so traffic that changes for good is followed soon, and traffic
+/// that never repeats (values all new each time, keys made afresh each time) costs the cache
+/// a rebuild every [`PATIENCE_MAX`] misses, not every few.
+#[derive(Clone, Copy, Debug)]
+struct Patience {
+    misses: u8,
+    wait: u8,
+}
+
+impl Patience {
+    const fn new(wait: u8) -> Self {
+        Self { misses: 0, wait }
+    }
+
+    fn hit(&mut self) {
+        *self = Self::new(RELEARN);
+    }
+
+    /// A miss: whether the wait ran out (it then starts again, twice as long).
+    fn miss(&mut self) -> bool {
+        self.misses += 1;
+        if self.misses < self.wait {
+            return false;
+        }
+        *self = Self::new(self.wait.saturating_mul(2).min(PATIENCE_MAX));
+        true
+    }
+
+    /// Whether the next miss runs the wait out.
+    fn due(&self) -> bool {
+        self.misses + 1 >= self.wait
+    }
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self::new(RELEARN)
+    }
+}
 
 fn hash(s: &[u8], seed: u64) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
