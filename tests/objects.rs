@@ -4,7 +4,7 @@
 use _native::objects::{tag, DecodeError, Reader, Token, Writer, MAGIC, MAX_DEPTH, VERSION};
 use proptest::prelude::*;
 
-/// A value tree, standing in for the Python objects of `py/objcodec.rs`.
+/// A value tree, standing in for the Python objects of `py/objcodec/`.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     None,
@@ -168,6 +168,21 @@ fn scalars_are_exact() {
     assert_eq!(encode(&Value::Int(0)), [MAGIC, VERSION, tag::INT, 0]);
     assert_eq!(encode(&Value::Int(-1)), [MAGIC, VERSION, tag::INT, 1]);
     assert_eq!(encode(&Value::Int(i64::MIN)).len(), 3 + 10);
+}
+
+#[test]
+fn strings_and_positions_are_those_read() {
+    let msg = encode(&Value::List(vec![Value::Str("ab".into()), Value::Str("c".into())]));
+    let mut r = Reader::new(&msg).unwrap();
+    assert_eq!((r.position(), r.rest()), (2, &msg[2..]));
+    assert_eq!(r.next(), Ok(Token::List(2)));
+    assert_eq!(r.position(), 4);
+    let Ok(Token::Str(ab)) = r.next() else { panic!("not a str") };
+    assert_eq!((ab.as_bytes(), r.position(), r.rest()), (&b"ab"[..], 8, &msg[8..]));
+    let Ok(Token::Str(c)) = r.next() else { panic!("not a str") };
+    assert_eq!((c.as_bytes(), r.position(), r.rest()), (&b"c"[..], msg.len(), &b""[..]));
+    assert_ne!(Token::Str(ab), Token::Str(c));
+    assert_eq!(Token::Str(ab), Token::Str(ab));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //!
 //! This module is the wire format alone, pure Rust and fuzzable without Python: a
 //! [`Writer`] appends tokens, a [`Reader`] validates a message and yields its tokens. Walking
-//! Python objects into a writer and building them from tokens is `py/objcodec.rs`.
+//! Python objects into a writer and building them from tokens is `py/objcodec/`.
 //!
 //! # Layout
 //!
@@ -30,7 +30,9 @@
 //! cannot make the builder preallocate more than the message's size) and nests at most
 //! [`MAX_DEPTH`] containers; a string's bytes are checked to be UTF-8 when they become a
 //! `&str` ([`Utf8::to_str`]: a builder that recognises bytes it built a string from before
-//! skips that). Anything else is a [`DecodeError`], never a panic or a read out of bounds.
+//! skips that). A builder that recognises a whole value's bytes reads past it unbuilt
+//! ([`Reader::skip_same`]: a container's tokens are still counted and its depth checked where
+//! it is). Anything else is a [`DecodeError`], never a panic or a read out of bounds.
 
 mod reader;
 mod writer;
