@@ -3,8 +3,8 @@
 Messages of any length the region can hold (0 bytes to many MiB in one queue) are copied
 once into shared memory (``put``), or written there in place (``reserve``), and read out
 (``get``) or in place (``borrow``). The queue carries 8-byte references to them (VPP's
-``svm_msg_q``); the messages live in size-class rings of 256 B, 4 KiB and 64 KiB payloads, with
-the region heap as fallback for larger ones.
+``svm_msg_q``); the messages live in size-class rings of 256 B, 1 KiB, 4 KiB and 64 KiB
+payloads, with the region heap as fallback for larger ones.
 
 Crash safety: a message whose producer or consumer dies is reclaimed, never leaked (at open,
 when the region runs out of memory, and by ``gc()``). A consumer that dies loses the
