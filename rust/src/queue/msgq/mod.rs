@@ -85,11 +85,11 @@ use crate::sys::process::{self, Liveness};
 /// header, padded to 64 bytes, and the padding is payload too ([`class_payload`]: a 1 KiB
 /// message with a little framing, as `put_obj`'s 5 bytes for a 1 KiB `bytes`, still fits
 /// the 1 KiB class). Messages up to 1 KiB
-/// get a ring slot per queue slot, 4 KiB ones one per 4, so a queue of them that runs full
-/// takes them from rings, not from the heap under the region lock (with a 4 KiB class alone
-/// at 1/8, a full queue of 1 KiB messages put 7 in 8 on the heap: 2 us a message instead of
-/// 0.5 in one process).
-const CLASSES: [(u32, u64); 4] = [(256, 1), (1024, 1), (4096, 4), (65536, 64)];
+/// get a ring slot per queue slot, 4 KiB ones one per 2, so a queue of them that runs full
+/// takes them from rings, not from the heap under the region lock, whose allocations take
+/// longer the more are live (with a 4 KiB class alone at 1/8, a full queue of 1 KiB
+/// messages put 7 in 8 on the heap: 3.4 us a message instead of 0.8 in one process).
+const CLASSES: [(u32, u64); 4] = [(256, 1), (1024, 1), (4096, 2), (65536, 64)];
 /// Fewest slots of a ring.
 const MIN_SLOTS: u64 = 2;
 /// Largest `max_msg` (a message's length is a 32-bit header field).
@@ -574,11 +574,11 @@ mod tests {
     fn rings_follow_capacity_and_max_msg() {
         let r = plan_rings(1024, None, u64::MAX);
         // (each class with the 32 bytes of its slot's padding: HDR is 32)
-        assert_eq!(r, vec![(288, 1024), (1056, 1024), (4128, 256), (65568, 16)]);
+        assert_eq!(r, vec![(288, 1024), (1056, 1024), (4128, 512), (65568, 16)]);
         assert_eq!(plan_rings(1024, Some(100), u64::MAX), vec![(288, 1024)]);
         assert_eq!(plan_rings(1024, Some(288), u64::MAX), vec![(288, 1024)]);
         assert_eq!(plan_rings(1024, Some(289), u64::MAX), vec![(288, 1024), (1056, 1024)]);
-        assert_eq!(plan_rings(1024, Some(1057), u64::MAX), vec![(288, 1024), (1056, 1024), (4128, 256)]);
+        assert_eq!(plan_rings(1024, Some(1057), u64::MAX), vec![(288, 1024), (1056, 1024), (4128, 512)]);
         assert_eq!(plan_rings(2, None, u64::MAX), vec![(288, 2), (1056, 2), (4128, 2), (65568, 2)]);
     }
 
