@@ -78,7 +78,8 @@ impl Shape {
 /// and a compare, not an allocation), and the shapes of dicts with short `str` keys (a dict
 /// with the keys of one decoded before is a copy of that one's, no insertion and no resize,
 /// with the values it kept: see [`Shape`]). Direct-mapped, so its size is fixed whatever a
-/// peer sends; a slot holds the last entry that hashed to it.
+/// peer sends: a string slot holds the last string that hashed to it, a shape slot its shape
+/// until that gives way to another after misses in a row (see [`Patience`]).
 pub struct DecodeCache {
     /// The item stack of a decode (empty between calls; its capacity is what is kept).
     stack: Vec<Py<PyAny>>,
