@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,13 +147,6 @@ while time.monotonic() < end:
         time.sleep(0.001)  # pacing: other processes get the CPU too
 print("sprayed", writes, flush=True)
 """
-
-
-@pytest.fixture
-def seed() -> int:
-    s = int(os.environ.get("SHMKIT_SEED", random.randrange(1 << 32)))
-    print(f"SHMKIT_SEED={s}")
-    return s
 
 
 @pytest.fixture

@@ -27,12 +27,6 @@ def region(root: str) -> Iterator[shmkit.Region]:
     r.close()
 
 
-def seed() -> int:
-    s = int(os.environ.get("SHMKIT_SEED") or random.randrange(1 << 30))
-    print(f"SHMKIT_SEED={s}")
-    return s
-
-
 def message(tag: int, n: int) -> bytes:
     """``n`` bytes (at least 12) that carry ``tag`` and their own length, and a pattern."""
     n = max(n, 12)
@@ -433,8 +427,10 @@ def ref_slot(region: shmkit.Region, name: str, i: int) -> tuple[int, int]:
     return slot, slot + LAYOUT["constants"]["queue.slot_header"]
 
 
-def test_hostile_references_and_lengths_are_dropped_never_followed(region: shmkit.Region) -> None:
-    rng = random.Random(seed())
+def test_hostile_references_and_lengths_are_dropped_never_followed(
+    region: shmkit.Region, seed: int
+) -> None:
+    rng = random.Random(seed)
     msg = LAYOUT["structs"]["MsgHeader"]["fields"]
     slot_len = LAYOUT["structs"]["QueueSlot"]["fields"]["len"]
     q = shmkit.MsgQueue.create(region, "q", 8)
@@ -534,8 +530,8 @@ def _consumer(q: shmkit.MsgQueue, total: int, out: mp.Queue[object]) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_processes_mixed_sizes_in_order(region: shmkit.Region, method: str) -> None:
-    s = seed()
+def test_processes_mixed_sizes_in_order(region: shmkit.Region, method: str, seed: int) -> None:
+    s = seed
     ctx = mp.get_context(method)
     q = shmkit.MsgQueue.create(region, "q", 32)
     producers, count = 3, 150
@@ -605,12 +601,12 @@ else:
 
 
 def test_random_kill9_of_producers_and_consumers_loses_only_their_messages(
-    region: shmkit.Region, root: str
+    region: shmkit.Region, root: str, seed: int
 ) -> None:
     """Producers and consumers are SIGKILLed at random moments, again and again. Every
     message a producer finished putting is received once, except at most one per killed
     consumer (the one it had taken out); nothing is left allocated."""
-    rng = random.Random(seed())
+    rng = random.Random(seed)
     q = shmkit.MsgQueue.create(region, "q", 16)
     out = shmkit.MsgQueue.create(region, "out", 1 << 12, max_msg=8)
     last: dict[int, int] = {}  # producer -> index of its last put known to be finished

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
-import os
 import pickle
 import random
 import struct
@@ -29,12 +28,6 @@ def region(root: str) -> Iterator[shmkit.Region]:
     yield r
     r.unlink()
     r.close()
-
-
-def seed() -> int:
-    s = int(os.environ.get("SHMKIT_SEED") or random.randrange(1 << 30))
-    print(f"SHMKIT_SEED={s}")
-    return s
 
 
 def in_region(region: shmkit.Region, arr: np.ndarray) -> bool:
@@ -258,8 +251,8 @@ def _produce(q: shmkit.MsgQueue, who: int, count: int, s: int) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_processes_mixed_objects_in_order(region: shmkit.Region, method: str) -> None:
-    s = seed()
+def test_processes_mixed_objects_in_order(region: shmkit.Region, method: str, seed: int) -> None:
+    s = seed
     q = shmkit.MsgQueue.create(region, "q", 32)
     ctx = mp.get_context(method)
     producers = [ctx.Process(target=_produce, args=(q, w, 60, s)) for w in range(2)]

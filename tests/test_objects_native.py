@@ -11,7 +11,6 @@ import collections
 import enum
 import gc
 import multiprocessing as mp
-import os
 import pickle
 import random
 import struct
@@ -32,12 +31,6 @@ def region(root: str) -> Iterator[shmkit.Region]:
     yield r
     r.unlink()
     r.close()
-
-
-def seed() -> int:
-    s = int(os.environ.get("SHMKIT_SEED") or random.randrange(1 << 30))
-    print(f"SHMKIT_SEED={s}")
-    return s
 
 
 def float_bits(x: float) -> int:
@@ -282,8 +275,8 @@ def random_plain(rng: random.Random, depth: int = 0) -> Any:
     return {k: random_plain(rng, depth + 1) for k in keys}
 
 
-def test_random_plain_data_round_trips_exactly(region: shmkit.Region) -> None:
-    rng = random.Random(seed())
+def test_random_plain_data_round_trips_exactly(region: shmkit.Region, seed: int) -> None:
+    rng = random.Random(seed)
     objs = [random_plain(rng) for _ in range(300)]
     for o, g in zip(objs, echoed(region, objs)):
         assert same(o, g), f"{o!r:.80} came back as {g!r:.80}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import random
 import signal
 import subprocess
 import sys
@@ -52,13 +51,6 @@ AFTER = 1.5
 HANG = 40.0
 #: What must never appear on a victim's stderr (a panic swallowed by a broad handler too).
 NEVER = ("PanicException", "InternalError", "panicked at", "Fatal Python error", "gc.collect took")
-
-
-@pytest.fixture
-def seed() -> int:
-    s = int(os.environ.get("SHMKIT_SEED", random.randrange(1 << 32)))
-    print(f"SHMKIT_SEED={s}")
-    return s
 
 
 @dataclass
