@@ -119,7 +119,7 @@ impl Mapping {
     /// Whether `[off, off + len)` lies inside the mapping.
     #[inline]
     pub fn contains(&self, off: usize, len: usize) -> bool {
-        off.checked_add(len).is_some_and(|end| end <= self.len)
+        self.span().contains(off, len)
     }
 
     /// A reference to the `T` at `off`, if it fits and is aligned.
