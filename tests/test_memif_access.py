@@ -228,6 +228,8 @@ def test_client_requires_the_peer_uid(sock: str) -> None:
         with Interface(sock, role="client", uid=NOBODY, peer_uid=0, reconnect_interval=60) as me:
             _, code, why = wait_line(peer, "refused", stream="stdout", timeout=30).split(" ", 2)
             assert int(code) == ErrorCode.ACCES and "peer uid 65534 is not the required 0" in why
+            # (the client records its refusal after telling the server)
+            wait_until(lambda: me.details()["last_error"] is not None, 10, "refusal")
             assert "refusing the server" in me.details()["last_error"]
             assert not me.connected
         with Interface(sock, role="client", uid=NOBODY, peer_uid=NOBODY) as me:
