@@ -6,7 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use _native::api::msgring::HDR;
+use _native::queue::layout::{self as queue_layout, QueueHeader};
+use _native::queue::msgq::layout::{KIND_INLINE, KIND_REF};
 use _native::queue::msgq::{MsgQueue, MsgqError};
 use common::{fixture, seed, Rng};
 
@@ -55,8 +59,77 @@ fn full_queue_and_max_msg() {
     assert!(!q.try_put(b"x").unwrap());
     assert!(!q.put(b"x", Some(Duration::from_millis(20))).unwrap());
     assert!(matches!(q.try_put(&[0; 101]), Err(MsgqError::TooLarge { len: 101, max: 100, .. })));
-    assert_eq!(in_use(&q), 4);
+    // Small messages travel in the queue itself: none is in the pool.
+    assert_eq!(in_use(&q), 0);
     assert!(q.stats().unwrap().full >= 2);
+    for i in 0..4 {
+        assert_eq!(q.try_get_vec().unwrap().unwrap(), [i]);
+    }
+    // A message larger than an element waits in the pool while the queue is full.
+    let big = MsgQueue::create(&f.region, "big", 2, None).unwrap();
+    for i in 0..2 {
+        assert!(big.try_put(&payload(i, 300)).unwrap());
+    }
+    assert!(!big.try_put(&payload(2, 300)).unwrap());
+    assert_eq!(in_use(&big), 2);
+}
+
+/// `(offset of the first element's bytes, stride)` of message queue `name`'s queue.
+fn elements(f: &common::Fixture, name: &str) -> (usize, usize) {
+    let refs = f.region.find_object(&format!("{name}/refs")).unwrap();
+    let h = f.region.mapping().get::<QueueHeader>(refs.offset as usize).unwrap();
+    let slots = refs.offset as usize + queue_layout::HEADER_SIZE as usize;
+    (slots + queue_layout::SLOT_HDR as usize, h.stride.load(Relaxed) as usize)
+}
+
+#[test]
+fn elements_carry_small_messages_and_references_to_larger_ones() {
+    let f = fixture(8 << 20);
+    let q = Arc::new(MsgQueue::create(&f.region, "q", 8, None).unwrap());
+    let (data, stride) = elements(&f, "q");
+    assert_eq!(stride, 256, "a queue this small in this region gets the largest elements");
+    for (i, n) in [0usize, 1, 8, 9, 238, 239, 240, 5000].into_iter().enumerate() {
+        assert!(q.try_put(&payload(i as u64, n)).unwrap());
+        let mut element = vec![0u8; n.min(239) + 1];
+        f.region.mapping().read(data + i * stride, &mut element).unwrap();
+        if n <= 239 {
+            assert_eq!(element[..n], payload(i as u64, n)[..], "{n} bytes travel in the element");
+            assert_eq!(element[n], KIND_INLINE);
+        } else {
+            assert_eq!(element[8], KIND_REF, "{n} bytes are a reference");
+        }
+    }
+    assert_eq!(in_use(&q), 2);
+    // Borrowed: the small message is a private copy (its element is released at once), the
+    // large one in place.
+    let small = q.try_borrow().unwrap().unwrap();
+    assert_eq!((small.copied(), small.in_place().is_none()), (Some(&[][..]), true));
+    for (i, n) in [(1, 1), (2, 8), (3, 9), (4, 238), (5, 239)] {
+        let b = q.try_borrow().unwrap().unwrap();
+        assert!(b.in_place().is_none());
+        assert_eq!(b.to_vec(), payload(i, n));
+    }
+    let large: Vec<_> = (0..2).map(|_| q.try_borrow().unwrap().unwrap()).collect();
+    for (b, (i, n)) in large.iter().zip([(6, 240), (7, 5000)]) {
+        assert_eq!(b.in_place().map(|(_, off)| off % 8), Some(0));
+        assert_eq!(b.to_vec(), payload(i, n));
+    }
+    assert_eq!(in_use(&q), 2);
+    drop(large);
+    assert_eq!(in_use(&q), 0);
+    // The element size follows the region's room: a queue too large for 256-byte slots in
+    // an eighth of the free memory gets smaller ones, down to the 64 bytes a reference took.
+    let wide = MsgQueue::create(&f.region, "wide", 4096, None).unwrap();
+    assert_eq!(elements(&f, "wide").1, 128);
+    let widest = MsgQueue::create(&f.region, "widest", 16384, None).unwrap();
+    assert_eq!(elements(&f, "widest").1, 64);
+    for (q, max) in [(&wide, 111), (&widest, 47)] {
+        for n in [max, max + 1] {
+            assert!(q.try_put(&payload(n as u64, n)).unwrap());
+            assert_eq!(in_use(q), u64::from(n > max));
+            assert_eq!(q.try_get_vec().unwrap().unwrap(), payload(n as u64, n));
+        }
+    }
 }
 
 #[test]
@@ -151,26 +224,37 @@ fn hostile_references_are_dropped() {
     let f = fixture(8 << 20);
     let q = MsgQueue::create(&f.region, "q", 16, None).unwrap();
     let refs = f.region.find_object("q/refs").unwrap();
+    let (slots, stride) = elements(&f, "q");
+    let map = f.region.mapping();
     for round in 0..200 {
-        assert!(q.try_put(b"good").unwrap());
-        // Overwrite the reference just queued: find its slot by its content.
-        let mut hit = false;
-        let slots = refs.offset as usize + 1024;
-        for i in 0..16usize {
-            let data = slots + i * 64 + 16;
-            let mut w = [0u8; 8];
-            f.region.mapping().read(data, &mut w).unwrap();
-            if w != [0; 8] {
-                let garbage = match round % 4 {
-                    0 => rng.hostile(),
-                    1 => u64::from_le_bytes(w) ^ (1 << 40), // stale sequence
-                    2 => (u64::from_le_bytes(w) & !((1 << 40) - 1)) | (refs.offset + HDR), // an object
-                    _ => u64::from_le_bytes(w) + 64,        // off a slot boundary
-                };
-                f.region.mapping().write(data, &garbage.to_le_bytes()).unwrap();
-                hit = true;
+        assert!(q.try_put(&payload(round, 300)).unwrap());
+        // Overwrite the reference just queued: one put and one get a round, so it is in
+        // element `round % 16`.
+        let data = slots + (round as usize % 16) * stride;
+        let mut e = [0u8; 9];
+        map.read(data, &mut e).unwrap();
+        assert_eq!(e[8], KIND_REF);
+        let w = u64::from_le_bytes(e[..8].try_into().unwrap());
+        let garbage = match round % 6 {
+            0 => rng.hostile(),
+            1 => w ^ (1 << 40),                                // stale sequence
+            2 => (w & !((1 << 40) - 1)) | (refs.offset + HDR), // an object
+            3 => w + 64,                                       // off a slot boundary
+            4 => {
+                // another kind byte
+                map.write(data + 8, &[[0, 0xff, KIND_REF ^ 0x20][rng.hostile() as usize % 3]]).unwrap();
+                w
             }
-        }
+            _ => {
+                // a reference of another length (the slot's own length field): its last byte
+                // is then not the kind (byte 7 of a reference with a small sequence number
+                // is 0; byte 9 was never written)
+                map.write(data - 8, &[8u32, 10][rng.hostile() as usize % 2].to_le_bytes()).unwrap();
+                w
+            }
+        };
+        map.write(data, &garbage.to_le_bytes()).unwrap();
+        let hit = true;
         assert!(hit);
         assert_eq!(q.try_get_vec().unwrap(), None, "round {round}");
         // The message the garbage replaced is owned by nobody and referenced from nowhere.
@@ -186,7 +270,8 @@ fn hostile_references_are_dropped() {
 fn dead_producer_and_consumer_messages_are_reclaimed() {
     let f = fixture(16 << 20);
     let q = Arc::new(MsgQueue::create(&f.region, "q", 16, None).unwrap());
-    assert!(q.try_put(b"queued before").unwrap());
+    // Larger than an element: in the pool.
+    assert!(q.try_put(&payload(1, 300)).unwrap());
     // SAFETY: a test process with no other thread holding locks the child needs; the
     // child only touches the shared queue and leaves with _exit.
     let pid = unsafe { libc::fork() };
@@ -197,7 +282,9 @@ fn dead_producer_and_consumer_messages_are_reclaimed() {
             let a = q.try_reserve(10, false).unwrap().unwrap();
             let b = q.try_reserve(300_000, false).unwrap().unwrap();
             let c = q.try_borrow().unwrap().unwrap();
-            assert!(q.try_put(b"queued by the dead").unwrap());
+            assert!(c.in_place().is_some());
+            assert!(q.try_put(&payload(2, 300)).unwrap());
+            assert!(q.try_put(b"small, queued by the dead").unwrap());
             std::mem::forget((a, b, c));
         })
         .map_or(1, |()| 0);
@@ -212,7 +299,8 @@ fn dead_producer_and_consumer_messages_are_reclaimed() {
     let r = q.gc().unwrap();
     assert_eq!(r.dead, 3);
     assert_eq!(in_use(&q), 1);
-    assert_eq!(q.try_get_vec().unwrap().unwrap(), b"queued by the dead");
+    assert_eq!(q.try_get_vec().unwrap().unwrap(), payload(2, 300));
+    assert_eq!(q.try_get_vec().unwrap().unwrap(), b"small, queued by the dead");
     assert_eq!(in_use(&q), 0);
 }
 

@@ -431,10 +431,12 @@ def msgq_owner(root: str, v: Victim) -> None:
     objects = {o["name"]: o["offset"] for o in r.objects()}
     layout = shm_layout()["structs"]
     pool, desc = layout["PoolHeader"]["fields"], layout["RingDesc"]["fields"]
+    off, size = layout["QueueHeader"]["fields"]["stride"][:2]
+    slot_stride = int.from_bytes(r.read(objects["mq/refs"] + off, size), "little")
     targets: list[list[Any]] = [
         ["MsgqHeader", objects["mq"], 1, 0],
         ["QueueHeader", objects["mq/refs"], 1, 0],
-        ["QueueSlot", objects["mq/refs"] + 1024, MSGQ_CAPACITY, 64],
+        ["QueueSlot", objects["mq/refs"] + 1024, MSGQ_CAPACITY, slot_stride],
         ["PoolHeader", objects["mq/msgs"], 1, 0],
     ]
     for k in range(len(q.stats()["rings"])):  # where each ring's slots are

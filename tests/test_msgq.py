@@ -214,7 +214,7 @@ def test_borrow_reads_in_place_and_the_last_view_frees(region: shmkit.Region) ->
 
 def test_a_forked_child_frees_nothing_its_parent_holds(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
-    q.put(b"parent's")
+    q.put(b"parent's".ljust(POOLED))
     v = q.borrow()
     s = q.reserve(10)
     pid = os.fork()
@@ -231,7 +231,7 @@ def test_a_forked_child_frees_nothing_its_parent_holds(region: shmkit.Region) ->
     _, status = os.waitpid(pid, 0)
     assert status == 0
     assert q.stats()["in_use"] == 2
-    assert bytes(v) == b"parent's"
+    assert bytes(v) == b"parent's".ljust(POOLED)
     s.commit(0)
     v.release()
     assert q.get() == b""
@@ -252,15 +252,27 @@ def test_a_borrowed_message_may_be_writable(region: shmkit.Region) -> None:
 
 def test_borrow_context_manager_and_garbage_collection(region: shmkit.Region) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
-    q.put(b"abc")
-    q.put(b"def")
+    q.put(b"abc".ljust(POOLED))
+    q.put(b"def".ljust(POOLED))
     with q.borrow() as v:
-        assert bytes(v) == b"abc"
+        assert bytes(v) == b"abc".ljust(POOLED)
     assert v.released and q.stats()["in_use"] == 1
     v = q.borrow()
     del v
     gc.collect()
     assert q.stats()["in_use"] == 0
+    # A small message is borrowed as a private copy: the same view, nothing in the pool.
+    q.put(b"small")
+    with q.borrow(writable=True) as v:
+        m = memoryview(v)
+        assert bytes(m) == b"small" and not m.readonly and q.stats()["in_use"] == 0
+        m[0:1] = b"S"
+        assert bytes(v) == b"Small"
+    assert v.released and not m.readonly
+    m.release()
+    with pytest.raises(BufferError):
+        memoryview(v)
+    assert len(q) == 0
     with pytest.raises(TypeError):
         shmkit.MsgView()
 
@@ -421,10 +433,17 @@ LAYOUT = shmkit._native.shm_layout()
 
 
 def ref_slot(region: shmkit.Region, name: str, i: int) -> tuple[int, int]:
-    """``(slot header offset, data offset)`` of slot ``i`` of queue ``name``'s references."""
+    """``(slot header offset, data offset)`` of slot ``i`` of queue ``name``'s elements."""
     base = region.find_object(f"{name}/refs")["offset"]
-    slot = base + LAYOUT["constants"]["queue.header_size"] + i * 64
+    off, size = LAYOUT["structs"]["QueueHeader"]["fields"]["stride"][:2]
+    stride = int.from_bytes(region.read(base + off, size), "little")
+    slot = base + LAYOUT["constants"]["queue.header_size"] + i * stride
     return slot, slot + LAYOUT["constants"]["queue.slot_header"]
+
+
+#: Bytes that do not fit an element of a queue (at most 239 travel in one): a message of
+#: the pool, whose reference travels.
+POOLED = 300
 
 
 def test_hostile_references_and_lengths_are_dropped_never_followed(
@@ -437,7 +456,7 @@ def test_hostile_references_and_lengths_are_dropped_never_followed(
     objects = [o["offset"] for o in region.objects()]
     for rnd in range(40):
         for i in range(8):
-            q.put(message(rnd << 32 | i, rng.choice((20, 300, 5000, 100_000))))
+            q.put(message(rnd << 32 | i, rng.choice((POOLED, 1000, 5000, 100_000))))
         good = []
         for i in range(8):
             slot, data = ref_slot(region, "q", (rnd * 8 + i) % 8)
@@ -456,7 +475,7 @@ def test_hostile_references_and_lengths_are_dropped_never_followed(
                 region.write(off, rng.choice((1 << 20, 2**32 - 1, 10**9)).to_bytes(4, "little"))
             elif kind == 4:  # the reference slot's own length
                 region.write(
-                    slot + slot_len[0], rng.choice((0, 7, 9, 2**32 - 1)).to_bytes(4, "little")
+                    slot + slot_len[0], rng.choice((0, 8, 10, 2**32 - 1)).to_bytes(4, "little")
                 )
             elif kind == 5:  # a message header's identity
                 region.write(
@@ -480,6 +499,44 @@ def test_hostile_references_and_lengths_are_dropped_never_followed(
     assert q.stats()["dropped"] == 8 * 40 - q.stats()["gets"]
     q.put(b"still works")
     assert q.get() == b"still works"
+
+
+def test_small_messages_travel_in_the_queue_and_hostile_elements_are_dropped(
+    region: shmkit.Region, seed: int
+) -> None:
+    """A message up to an element's size less its kind byte travels in the element: nothing
+    in the pool. A peer that rewrites an element's kind byte or length gets it dropped and
+    counted, never read as something else; rewriting its bytes only changes the message."""
+    rng = random.Random(seed)
+    slot_len = LAYOUT["structs"]["QueueSlot"]["fields"]["len"][0]
+    q = shmkit.MsgQueue.create(region, "q", 8)
+    kinds = {0x49, 0x52}  # "I"nline, "R"eference (rust/src/queue/msgq/layout.rs)
+    dropped = 0
+    for rnd in range(64):
+        n = rng.choice((0, 1, 12, 100, 239))
+        q.put(message(rnd, n) if n >= 12 else bytes([rnd]) * n)
+        assert q.stats()["in_use"] == 0
+        slot, data = ref_slot(region, "q", rnd % 8)
+        assert region.read(data + n, 1)[0] == 0x49
+        what = rng.randrange(4)
+        if what == 0:  # another kind byte
+            region.write(data + n, bytes([rng.choice([b for b in range(256) if b not in kinds])]))
+        elif what == 1:  # no byte at all
+            region.write(slot + slot_len, (0).to_bytes(4, "little"))
+        elif what == 2 and n > 12:  # the message's own bytes: delivered as they are
+            region.write(data + 12, b"\xff")
+        got = q.try_get()
+        if what in (0, 1):
+            dropped += 1
+            assert got is None, f"round {rnd}: a damaged element was read"
+        elif what == 2 and n > 12:
+            assert got is not None and got[12:13] == b"\xff" and len(got) == n
+        else:
+            assert got == (message(rnd, n) if n >= 12 else bytes([rnd]) * n)
+    s = q.stats()
+    assert (s["dropped"], s["len"], s["in_use"]) == (dropped, 0, 0), s
+    q.put_obj({"still": "works"})
+    assert q.get_obj() == {"still": "works"}
 
 
 def test_a_damaged_header_is_refused_and_repaired(region: shmkit.Region) -> None:
@@ -657,35 +714,56 @@ elif sys.argv[2] == "get":
     q.get()
 elif sys.argv[2] == "hold":
     views = [q.borrow(), q.reserve(100), q.reserve(200_000)]
-    q.put(b"queued by the victim")
+    q.put(b"queued by the victim".ljust(300))
+    q.put(b"small, queued by the victim")
     print("holding", flush=True)
     sys.stdin.read()
 """
 
 
-@pytest.mark.parametrize("point", ["msgq.put_written", "msgq.put_claimed", "msgq.put_handed"])
-@pytest.mark.parametrize("size", [100, 200_000])
+PUT_POINTS = [
+    (100, "msgq.put_inline_written"),  # travels in its element
+    *(
+        (size, point)
+        for size in (POOLED, 200_000)
+        for point in ("msgq.put_written", "msgq.put_claimed", "msgq.put_handed")
+    ),
+]
+
+
+@pytest.mark.parametrize(("size", "point"), PUT_POINTS)
 def test_producer_killed_mid_put_leaks_nothing(
     region: shmkit.Region, root: str, point: str, size: int
 ) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
-    q.put(b"before")
+    before, after = b"before".ljust(POOLED), b"after".ljust(POOLED)
+    q.put(before)
     victim = python(VICTIM, root, "put", str(size), failpoints=point)
     wait_line(victim, f"failpoint {point} reached")
     kill9(victim)
-    q.put(b"after")
-    assert q.stats()["in_use"] == 3
-    assert q.get() == b"before"
+    q.put(after)
+    pooled = size >= POOLED
+    assert q.stats()["in_use"] == 2 + pooled
+    assert q.get() == before
     r = q.gc()
-    assert r["dead"] + r["orphans"] == 1, r
-    assert q.get() == b"after"  # the victim's message is lost with it, nothing else
+    assert r["dead"] + r["orphans"] == pooled, r
+    assert q.get() == after  # the victim's message is lost with it, nothing else
     assert q.try_get() is None
     s = q.stats()
     assert s["in_use"] == 0 and s["len"] == 0, s
 
 
-@pytest.mark.parametrize("point", ["msgq.get_claimed", "msgq.get_taken"])
-@pytest.mark.parametrize("size", [100, 200_000])
+GET_POINTS = [
+    (100, "msgq.get_inline_copied"),
+    *(
+        (size, point)
+        for size in (POOLED, 200_000)
+        for point in ("msgq.get_claimed", "msgq.get_taken")
+    ),
+]
+
+
+@pytest.mark.parametrize(("size", "point"), GET_POINTS)
 def test_consumer_killed_mid_get_loses_one_message(
     region: shmkit.Region, root: str, point: str, size: int
 ) -> None:
@@ -696,7 +774,7 @@ def test_consumer_killed_mid_get_loses_one_message(
     wait_line(victim, f"failpoint {point} reached")
     kill9(victim)
     r = q.gc()
-    assert r["dead"] + r["orphans"] == 1, r
+    assert r["dead"] + r["orphans"] == (size >= POOLED), r
     assert [q.get(), q.get()] == [bytes([1]) * size, bytes([2]) * size]  # survivors lose nothing
     s = q.stats()
     assert s["in_use"] == 0 and s["len"] == 0, s
@@ -706,7 +784,7 @@ def test_holder_killed_with_borrowed_and_reserved_messages(
     region: shmkit.Region, root: str
 ) -> None:
     q = shmkit.MsgQueue.create(region, "q", 8)
-    q.put(b"taken by the victim")
+    q.put(b"taken by the victim".ljust(POOLED))
     victim = python(VICTIM, root, "hold")
     wait_line(victim, "holding", stream="stdout")
     assert q.stats()["in_use"] == 4
@@ -714,7 +792,8 @@ def test_holder_killed_with_borrowed_and_reserved_messages(
     # A new opener collects what the dead left (here: at open).
     again = shmkit.MsgQueue.open(region, "q")
     assert again.stats()["in_use"] == 1
-    assert again.get() == b"queued by the victim"
+    assert again.get() == b"queued by the victim".ljust(POOLED)
+    assert again.get() == b"small, queued by the victim"
     assert q.stats()["in_use"] == 0 and q.stats()["reclaimed_dead"] == 3
 
 

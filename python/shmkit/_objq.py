@@ -12,7 +12,8 @@ the pickle stream, and each out-of-band buffer (numpy arrays, ``bytearray``, ``m
 ...) copied once, straight from the object into the block (the layout is in
 ``shmkit._objects``). ``_get_obj_from(view)`` unpickles a block taken in place: arrays and
 memoryviews in the object are views of the block, nothing is copied; the block is freed when
-the last of them is gone (and reclaimed if the receiving process dies).
+the last of them is gone (and reclaimed if the receiving process dies). A message small
+enough to travel in its element of the queue is copied out instead, to ``_get_obj_small(data)``.
 
 ``reserve_obj(nbytes)`` removes the sender's copy too: it reserves a message with ``nbytes``
 of buffer space, the sender builds its array there (``slot.array(shape, dtype)`` or any
@@ -118,15 +119,21 @@ class ObjectsMixin:
         if len(view) <= _SMALL:
             data = bytes(view)
             view.release()
-            if data and data[0] == _PROTO:
-                return _loads(data)
-            return _objects.load(memoryview(bytearray(data)), writable=True)
+            return self._get_obj_small(data)
         block_view = memoryview(view)
         try:
             return _objects.load(block_view, writable=True)
         finally:
             block_view.release()
             view.release()
+
+    def _get_obj_small(self, data: bytes) -> Any:
+        """The object of a small message that is not in the native format, copied out of
+        the queue (called by the native ``get_obj`` for a message that travelled in its
+        element of the queue): buffers in it are views of a private copy."""
+        if data and data[0] == _PROTO:
+            return _loads(data)
+        return _objects.load(memoryview(bytearray(data)), writable=True)
 
     def get_obj_nowait(self: _Queue) -> Any:
         """``get_obj(False)``."""

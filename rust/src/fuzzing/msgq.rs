@@ -53,7 +53,10 @@ pub fn msgq(data: &[u8]) {
             }
             2 => {
                 if let Ok(Some(b)) = q.try_borrow() {
-                    assert!(b.offset() + b.len() <= size as usize);
+                    match b.in_place() {
+                        Some((_, off)) => assert!(off + b.len() <= size as usize),
+                        None => assert!(b.len() < 240, "copied out of an element of the queue"),
+                    }
                     let _ = b.to_vec();
                     if inp.bool() {
                         held.push(b);

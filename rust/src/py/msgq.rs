@@ -22,10 +22,12 @@ use super::region::PyRegion;
 use super::shield::{shielded, Shielded};
 use super::wait::{wait, Timeout};
 use crate::objects;
-use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot};
+use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot, Taken};
+use crate::sys::map::Mapping;
 
 /// A queue of variable-size messages in a shared-memory region (VPP's svm_msg_q): messages
-/// live in size-class rings (heap fallback), the queue carries references to them.
+/// live in size-class rings (heap fallback), the queue carries references to them; small
+/// ones travel in the queue itself.
 #[pyclass(name = "MsgQueue", module = "shmkit._native", frozen, subclass)]
 #[derive(Debug)]
 pub struct PyMsgQueue {
@@ -119,6 +121,54 @@ impl PyMsgQueue {
                 Err(self.full_error())
             }
         }
+    }
+
+    /// The object of message `data`, a private copy: decoded here if native, else loaded by
+    /// `_get_obj_small` (`shmkit._objq`).
+    fn load_copy<'py>(&self, slf: &Bound<'py, Self>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if !objects::is_native(data) {
+            return pickle_path(slf, intern!(py, "_get_obj_small"))?.call1((PyBytes::new(py, data),));
+        }
+        match self.decoded.try_lock() {
+            Ok(mut cache) => objcodec::decode(py, data, Some(&mut cache)),
+            // taken by a finaliser of this thread that runs get_obj in a decode
+            Err(_) => objcodec::decode(py, data, None),
+        }
+    }
+
+    /// The object of message `b`, borrowed in place: a native one is copied into `buf` (a
+    /// peer cannot change a private copy while it is read) and freed, then decoded; a pickled
+    /// one is loaded by `_get_obj_from` (`shmkit._objq`: its arrays and memoryviews are views
+    /// of the message, no copy).
+    fn load_borrowed<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        b: MsgBorrow,
+        buf: &mut Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let Some((map, off)) = b.in_place() else {
+            return self.load_copy(slf, &b.to_vec());
+        };
+        let (map, len) = (Arc::clone(map), b.len());
+        let mut first = [0u8];
+        if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
+            buf.clear();
+            buf.resize(len, 0);
+            let copied = map.read(off, buf);
+            drop(b);
+            return match copied {
+                Some(()) => self.load_copy(slf, buf),
+                None => Err(self.outside_mapping()),
+            };
+        }
+        let view = MsgView::export(py, &map, off, len, false, Box::new(b))?;
+        pickle_path(slf, intern!(py, "_get_obj_from"))?.call1((view,))
+    }
+
+    fn outside_mapping(&self) -> PyErr {
+        corruption(format!("message queue {:?}: message outside the mapping", self.inner.name()))
     }
 
     /// Take the next message in place, waiting as `timeout` says.
@@ -260,8 +310,13 @@ impl PyMsgQueue {
         writable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let b = self.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
-        let (map, off, len) = (Arc::clone(b.mapping()), b.offset(), b.len());
-        MsgView::export(py, &map, off, len, !writable, Box::new(b))
+        match b.in_place() {
+            Some((map, off)) => {
+                let (map, len) = (Arc::clone(map), b.len());
+                MsgView::export(py, &map, off, len, !writable, Box::new(b))
+            }
+            None => MsgView::export_copy(py, b.to_vec(), !writable),
+        }
     }
 
     /// Put the object `obj`, waiting like `put`. Plain data (`None`, `bool`, `int`, `float`,
@@ -300,38 +355,35 @@ impl PyMsgQueue {
 
     /// Take the next object, waiting like `get`: a native message is decoded here (and freed
     /// first), a pickled one is loaded by `_get_obj_from` (`shmkit._objq`: its arrays and
-    /// memoryviews are views of the message, no copy). A native message that is not valid
-    /// raises `CorruptionError` (and is freed: the queue goes on).
+    /// memoryviews are views of the message, no copy), or by `_get_obj_small` if it was
+    /// small enough to travel in its element of the queue (copied out). A native message
+    /// that is not valid raises `CorruptionError` (and is freed: the queue goes on).
     #[pyo3(signature = (block=true, timeout=None))]
     fn get_obj<'py>(slf: &Bound<'py, Self>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let me = slf.get();
-        let b = me.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
-        let (off, len) = (b.offset(), b.len());
-        let mut first = [0u8];
-        if len > 0 && b.mapping().read(off, &mut first).is_some() && objects::is_native(&first) {
-            // A private copy (a peer cannot change it while it is read), the message freed.
-            let mut buf = DECODED.take();
+        let wait_for = Timeout::blocking(block, timeout)?;
+        // A small message is copied out of its element into `buf`; a larger one is borrowed.
+        let mut buf = DECODED.take();
+        let copy = |buf: &mut Vec<u8>, map: &Mapping, off, len| {
             buf.clear();
             buf.resize(len, 0);
-            let copied = b.mapping().read(off, &mut buf);
-            drop(b);
-            let obj = match copied {
-                Some(()) => match me.decoded.try_lock() {
-                    Ok(mut cache) => objcodec::decode(py, &buf, Some(&mut cache)),
-                    // taken by a finaliser of this thread that runs get_obj in a decode
-                    Err(_) => objcodec::decode(py, &buf, None),
-                },
-                None => Err(corruption(format!("message queue {:?}: message outside the mapping", me.inner.name()))),
-            };
-            if buf.capacity() <= KEEP_BUFFER {
-                DECODED.set(buf);
-            }
-            return obj;
+            map.read(off, buf).is_some()
+        };
+        let taken = me.blocking(py, wait_for, false, || {
+            Ok(me.inner.try_take_or_borrow(|map, off, len| copy(&mut buf, map, off, len))?)
+        });
+        let out = match taken {
+            Ok(Some(Taken::Copied(true))) => me.load_copy(slf, &buf),
+            Ok(Some(Taken::Copied(false))) => Err(me.outside_mapping()),
+            Ok(Some(Taken::Borrowed(b))) => me.load_borrowed(slf, b, &mut buf),
+            Ok(None) => Err(me.empty_error()),
+            Err(e) => Err(e),
+        };
+        if buf.capacity() <= KEEP_BUFFER {
+            DECODED.set(buf);
         }
-        let map = Arc::clone(b.mapping());
-        let view = MsgView::export(py, &map, off, len, false, Box::new(b))?;
-        pickle_path(slf, intern!(py, "_get_obj_from"))?.call1((view,))
+        out
     }
 
     /// Allocate a message of `n` bytes to write *in place*: a `MsgSlot` whose `view` is a

@@ -1,6 +1,8 @@
 //! [`MsgView`]: a range of shared memory exported through the buffer protocol that holds a
 //! resource (a borrowed message, a reserved one) and gives it back when it is released
-//! *and* every buffer exported from it is released: the last one out frees.
+//! *and* every buffer exported from it is released: the last one out frees. A small message
+//! that travelled in its queue's element is viewed the same way in a private copy
+//! ([`MsgView::export_copy`]).
 //!
 //! `memoryview(view)` and every slice of it share one export (CPython's managed buffer), so
 //! `bf_releasebuffer` runs when the last of them goes; `numpy.frombuffer(view)` and
@@ -34,8 +36,10 @@ pub type Hold = Box<dyn Any + Send + Sync>;
 #[derive(Debug)]
 pub struct MsgView {
     ob_base: ffi::PyObject,
-    /// `Arc::into_raw` of the mapping; dropped in `dealloc`.
+    /// `Arc::into_raw` of the mapping; dropped in `dealloc`. NULL for a private copy.
     map: *const Mapping,
+    /// The bytes of a private copy (owned by the hold), else NULL.
+    private: *mut u8,
     /// `Box::into_raw` of the hold, NULL once given back.
     hold: *mut Hold,
     offset: usize,
@@ -131,10 +135,7 @@ impl MsgView {
                 map.len()
             )));
         }
-        let ty = Self::type_object(py)?;
-        // SAFETY: `ty` is the MsgView heap type; GenericAlloc returns a zeroed object of its
-        // basicsize (or NULL with an exception set).
-        let obj = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0))? };
+        let obj = Self::alloc(py)?;
         // SAFETY: `obj` is a fresh, zeroed instance of MsgView's type, whose layout is `Self`;
         // nobody else has seen it yet.
         unsafe {
@@ -146,6 +147,41 @@ impl MsgView {
             (*me).readonly = readonly || !map.writable();
         }
         Ok(obj)
+    }
+}
+
+impl MsgView {
+    /// A view of `data`, a private copy of a message (one that was small enough to travel
+    /// in its queue's element): kept until the view is released and no buffer of it is
+    /// exported any more, as a message in place would be.
+    pub fn export_copy(py: Python<'_>, data: Vec<u8>, readonly: bool) -> PyResult<Bound<'_, PyAny>> {
+        let len = data.len();
+        if isize::try_from(len).is_err() {
+            return Err(PyValueError::new_err(format!("a copy of {len} bytes is too large for a buffer")));
+        }
+        let mut data = data;
+        // The vector's heap buffer does not move when the vector is moved into the hold.
+        let private = data.as_mut_ptr();
+        let obj = Self::alloc(py)?;
+        // SAFETY: `obj` is a fresh, zeroed instance of MsgView's type, whose layout is `Self`;
+        // nobody else has seen it yet. `private` points into the vector the hold now owns,
+        // which lives until the hold is given back.
+        unsafe {
+            let me = obj.as_ptr().cast::<Self>();
+            (*me).private = private;
+            (*me).hold = Box::into_raw(Box::new(Box::new(data) as Hold));
+            (*me).len = len;
+            (*me).readonly = readonly;
+        }
+        Ok(obj)
+    }
+
+    /// A new, zeroed MsgView object.
+    fn alloc(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        let ty = Self::type_object(py)?;
+        // SAFETY: `ty` is the MsgView heap type; GenericAlloc returns a zeroed object of its
+        // basicsize (or NULL with an exception set).
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0)) }
     }
 }
 
@@ -282,18 +318,22 @@ unsafe extern "C" fn held_getbuffer(obj: *mut ffi::PyObject, view: *mut Py_buffe
     if flags & cbuf::PyBUF_WRITABLE != 0 && me.readonly {
         return fail(PyBufferError::new_err("this message is read-only"));
     }
-    // SAFETY: `map` is the Arc this object owns until dealloc (never NULL for objects made
-    // by `export`).
-    let Some(map) = (unsafe { me.map.as_ref() }) else {
-        return fail(PyBufferError::new_err("an empty MsgView"));
-    };
-    let Some(ptr) = map.ptr_range(me.offset, me.len) else {
-        return fail(PyBufferError::new_err("range outside the mapping"));
+    // SAFETY: `map` is NULL or the Arc this object owns until dealloc (never NULL for
+    // objects made by `export`).
+    let ptr = match unsafe { me.map.as_ref() } {
+        Some(map) => match map.ptr_range(me.offset, me.len) {
+            Some(ptr) => ptr,
+            None => return fail(PyBufferError::new_err("range outside the mapping")),
+        },
+        None if !me.private.is_null() => me.private,
+        None => return fail(PyBufferError::new_err("an empty MsgView")),
     };
     // SAFETY: `ptr_range` bounds-checked `[offset, offset + len)` against the mapping just
-    // above; the mapping and the hold stay alive as long as this exporter object, which
-    // PyBuffer_FillInfo stores (with a new reference) in `view.obj`, and the hold is kept
-    // until the matching `held_releasebuffer`. `view` is the interpreter's buffer struct.
+    // above, or `private` is the start of the `len` bytes of the copy the hold owns (not
+    // NULL: the hold is there, checked above); the mapping and the hold stay alive as long
+    // as this exporter object, which PyBuffer_FillInfo stores (with a new reference) in
+    // `view.obj`, and the hold is kept until the matching `held_releasebuffer`. `view` is
+    // the interpreter's buffer struct.
     let rc = unsafe {
         cbuf::PyBuffer_FillInfo(view, obj, ptr.cast(), me.len as ffi::Py_ssize_t, c_int::from(me.readonly), flags)
     };

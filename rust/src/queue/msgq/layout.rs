@@ -1,6 +1,18 @@
 //! The shared header of a message queue (its own region object, kind `MSGQ`): identity,
-//! limits and counters. The queue of references and the message pool are objects of their
-//! own (`<name>/refs`, `<name>/msgs`), found by name.
+//! limits and counters; and the format of an element of its queue (`<name>/refs`). The
+//! queue and the message pool are objects of their own (`<name>/refs`, `<name>/msgs`), found
+//! by name.
+//!
+//! # An element of the queue
+//!
+//! Its last byte says what the bytes before it are:
+//!
+//! * [`KIND_REF`]: 8 bytes, a little-endian [`crate::api::msgring::MsgRef`] naming a message
+//!   of the pool (an element of 9 bytes);
+//! * [`KIND_INLINE`]: the message itself, 0 to `elsize - 1` bytes.
+//!
+//! Anything else (no byte at all, another kind, a reference of another length) is garbage: it
+//! is dropped and counted, never followed.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -8,10 +20,21 @@ use crate::sys::map::ShmSafe;
 
 /// `"shkMsgQ1"`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shkMsgQ1");
-/// Layout version.
-pub const VERSION: u32 = 1;
+/// Layout version. 2: the queue's elements carry small messages themselves (a kind byte
+/// last, see above); version 1 queues held references only, 8 bytes without a kind.
+pub const VERSION: u32 = 2;
 /// Bytes of the header object.
 pub const HEADER_SIZE: u64 = 256;
+
+/// Kind byte of an element holding a reference.
+pub const KIND_REF: u8 = 0x52; // 'R'
+/// Kind byte of an element holding the message itself.
+pub const KIND_INLINE: u8 = 0x49; // 'I'
+
+/// Element sizes of the queue, largest first: a queue of `capacity` elements takes the
+/// largest whose slots (`SLOT_HDR` + element, in 64-byte lines) fit its share of the region
+/// (see `MsgQueue::create`); the smallest costs what an 8-byte reference did.
+pub const ELEMENT_SIZES: [u64; 3] = [240, 112, 48];
 
 /// The header. Identity fields are validated at open and then only the private copy is used;
 /// counters are statistics (a peer writing garbage there misleads `stats()` and nobody else).

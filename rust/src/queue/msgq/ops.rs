@@ -1,10 +1,13 @@
 //! Putting and taking messages: copies ([`PutOp`], [`MsgQueue::try_get_with`]), in-place
-//! reads ([`MsgBorrow`]) and in-place writes ([`MsgSlot`]).
+//! reads ([`MsgBorrow`]) and in-place writes ([`MsgSlot`]). A message that fits an element
+//! of the queue travels in it (see [`super::layout`]): no allocation, no pool; a larger
+//! one, or one written in place, is a message of the pool whose reference travels.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::layout::{KIND_INLINE, KIND_REF};
 use super::{MsgQueue, MsgqError, Result};
 use crate::api::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
 use crate::failpoint;
@@ -100,21 +103,45 @@ impl MsgQueue {
     /// (owner 0), then the slot is published.
     fn try_enqueue(&self, r: MsgRef, len: u64) -> Result<bool> {
         let Some(mut slot) = self.queue.try_reserve()? else { return Ok(false) };
-        if self.mapping().write(slot.offset(), &r.0.to_le_bytes()).is_none() {
+        let mut element = [KIND_REF; 9];
+        element[..8].copy_from_slice(&r.0.to_le_bytes());
+        if self.mapping().write(slot.offset(), &element).is_none() {
             let _ = slot.abort();
-            return Err(MsgqError::Corrupt { name: self.name.clone(), reason: "reference slot out of bounds".into() });
+            return Err(self.slot_out_of_bounds());
         }
         failpoint::hit("msgq.put_claimed");
         self.rings.hand_over(r, 0);
         failpoint::hit("msgq.put_handed");
-        if let Err(e) = slot.commit(8) {
+        if let Err(e) = slot.commit(element.len()) {
             self.rings.hand_over(r, process::cached_pid());
             return Err(e.into());
         }
+        self.count_put(len);
+        Ok(true)
+    }
+
+    /// Place `data` (at most `inline_max` bytes) itself in the queue if there is room now.
+    fn try_enqueue_inline(&self, data: &[u8]) -> Result<bool> {
+        let Some(mut slot) = self.queue.try_reserve()? else { return Ok(false) };
+        let (map, off) = (self.mapping(), slot.offset());
+        if map.write(off, data).is_none() || map.write(off + data.len(), &[KIND_INLINE]).is_none() {
+            let _ = slot.abort();
+            return Err(self.slot_out_of_bounds());
+        }
+        failpoint::hit("msgq.put_inline_written");
+        slot.commit(data.len() + 1)?;
+        self.count_put(data.len() as u64);
+        Ok(true)
+    }
+
+    fn slot_out_of_bounds(&self) -> MsgqError {
+        MsgqError::Corrupt { name: self.name.clone(), reason: "queue slot out of bounds".into() }
+    }
+
+    fn count_put(&self, len: u64) {
         let h = self.header();
         h.puts.fetch_add(1, Relaxed);
         h.bytes_put.fetch_add(len, Relaxed);
-        Ok(true)
     }
 
     /// A put in steps, for callers that wait their own way (the Python bindings).
@@ -146,10 +173,14 @@ impl MsgQueue {
         }
     }
 
-    /// Take the next message out of the queue if there is one now: its reference is
-    /// validated and the message taken over (owned by this process) before its slot is
-    /// released. References naming no live message of the pool are dropped and counted.
-    fn try_take(&self) -> Result<Option<Msg>> {
+    /// Take the next message out of the queue if there is one now. A message travelling in
+    /// its element is handed to `inline` (the mapping, the offset and the length of its
+    /// bytes, inside the mapping) while the element is held, then the element is released;
+    /// a reference is validated and its message taken over (owned by this process) before
+    /// the element is released. Elements that are garbage, and references naming no live
+    /// message of the pool, are dropped and counted.
+    fn try_take<R>(&self, inline: impl FnOnce(&Mapping, usize, usize) -> R) -> Result<Option<Took<R>>> {
+        let mut inline = Some(inline);
         for _ in 0..=self.queue.capacity() {
             let head = self.queue.ring.header()?.head.load(Relaxed);
             let slot = match self.queue.try_borrow() {
@@ -164,8 +195,19 @@ impl MsgQueue {
                 Err(e) => return Err(e.into()),
             };
             let mut slot = slot;
-            let mut word = [0u8; 8];
-            let reference = (slot.len() == 8 && slot.copy_to(&mut word) == 8).then(|| MsgRef(u64::from_le_bytes(word)));
+            let (off, len) = (slot.offset(), slot.len());
+            let mut kind = [0u8];
+            if len > 0 && slot.mapping().read(off + len - 1, &mut kind).is_some() && kind[0] == KIND_INLINE {
+                let f = inline.take().expect("the loop returns after the first inline message");
+                let out = f(slot.mapping(), off, len - 1);
+                failpoint::hit("msgq.get_inline_copied");
+                slot.release()?;
+                self.count_got(len as u64 - 1);
+                return Ok(Some(Took::Inline(out)));
+            }
+            let mut word = [0u8; 9];
+            let reference =
+                (len == word.len() && slot.copy_to(&mut word) == len).then(|| Self::reference_of(&word)).flatten();
             failpoint::hit("msgq.get_claimed");
             let taken = match reference.map(|r| self.rings.take(r)) {
                 Some(Ok(m)) => Some(m),
@@ -181,27 +223,38 @@ impl MsgQueue {
                 }
                 return Err(e.into());
             }
-            let h = self.header();
             match taken {
                 Some(m) => {
-                    h.gets.fetch_add(1, Relaxed);
-                    h.bytes_got.fetch_add(u64::from(m.len), Relaxed);
-                    return Ok(Some(m));
+                    self.count_got(u64::from(m.len));
+                    return Ok(Some(Took::Pool(m)));
                 }
                 None => {
-                    h.dropped.fetch_add(1, Relaxed);
+                    self.header().dropped.fetch_add(1, Relaxed);
                 }
             }
         }
         Ok(None)
     }
 
+    fn count_got(&self, len: u64) {
+        let h = self.header();
+        h.gets.fetch_add(1, Relaxed);
+        h.bytes_got.fetch_add(len, Relaxed);
+    }
+
     /// Take the next message if there is one now, handing `f` the mapping, the offset and
     /// the length of its payload (validated: inside the mapping) to copy it out; the message
     /// is freed after. `Ok(None)`: empty.
     pub fn try_get_with<R>(&self, f: impl FnOnce(&Mapping, usize, usize) -> R) -> Result<Option<R>> {
-        let Some(m) = self.try_take()? else { return Ok(None) };
+        let mut f = Some(f);
+        let took = self.try_take(|map, off, len| f.take().map(|f| f(map, off, len)))?;
+        let m = match took {
+            None => return Ok(None),
+            Some(Took::Inline(out)) => return Ok(out),
+            Some(Took::Pool(m)) => m,
+        };
         failpoint::hit("msgq.get_taken");
+        let f = f.take().expect("not called for a message of the pool");
         let out = f(self.mapping(), m.payload as usize, m.len as usize);
         // A message freed under us by a hostile peer was copied already: nothing to undo.
         let _ = self.rings.free(m.reference);
@@ -237,9 +290,36 @@ impl MsgQueue {
 
     /// Take the next message *in place* if there is one now: it stays where it is, readable
     /// through the returned [`MsgBorrow`], and is freed when that is dropped. If this process
-    /// dies first, the message is reclaimed.
+    /// dies first, the message is reclaimed. (A message that travelled in its element of the
+    /// queue, which must not stay held, is copied out: it is at most `elsize` bytes.)
     pub fn try_borrow(self: &Arc<Self>) -> Result<Option<MsgBorrow>> {
-        Ok(self.try_take()?.map(|msg| MsgBorrow { q: Arc::clone(self), msg, pid: process::cached_pid() }))
+        let copy = |map: &Mapping, off, len| {
+            let mut v = vec![0; len];
+            map.read(off, &mut v).map(|()| v)
+        };
+        match self.try_take_or_borrow(copy)? {
+            None => Ok(None),
+            Some(Taken::Borrowed(b)) => Ok(Some(b)),
+            Some(Taken::Copied(Some(v))) => Ok(Some(self.borrowed(Place::Copied(v)))),
+            Some(Taken::Copied(None)) => Err(self.slot_out_of_bounds()),
+        }
+    }
+
+    /// Take the next message if there is one now: one that travelled in its element of the
+    /// queue is handed to `copy` (mapping, offset, length) to be copied out; one of the pool
+    /// is borrowed in place ([`MsgQueue::try_borrow`]).
+    pub fn try_take_or_borrow<R>(
+        self: &Arc<Self>,
+        copy: impl FnOnce(&Mapping, usize, usize) -> R,
+    ) -> Result<Option<Taken<R>>> {
+        Ok(self.try_take(copy)?.map(|took| match took {
+            Took::Inline(out) => Taken::Copied(out),
+            Took::Pool(msg) => Taken::Borrowed(self.borrowed(Place::Pool(msg))),
+        }))
+    }
+
+    fn borrowed(self: &Arc<Self>, place: Place) -> MsgBorrow {
+        MsgBorrow { q: Arc::clone(self), place, pid: process::cached_pid() }
     }
 
     /// Allocate a message of `n` bytes to be written in place and queued later
@@ -300,6 +380,10 @@ impl PutOp<'_> {
         let q = self.q;
         let n = data.len() as u64;
         self.no_memory = None;
+        if self.msg.is_none() && data.len() <= q.inline_max {
+            q.check_len(n)?;
+            return q.try_enqueue_inline(data);
+        }
         let (r, _) = match self.msg {
             Some(m) => m,
             None => {
@@ -366,14 +450,41 @@ impl Drop for PutOp<'_> {
     }
 }
 
+/// What [`MsgQueue::try_take`] took.
+enum Took<R> {
+    /// A message of the pool, now this process's.
+    Pool(Msg),
+    /// What the caller made of a message that travelled in its element.
+    Inline(R),
+}
+
+/// What [`MsgQueue::try_take_or_borrow`] took.
+#[derive(Debug)]
+pub enum Taken<R> {
+    /// A message that travelled in its element of the queue, copied out by the caller.
+    Copied(R),
+    /// A message of the pool, borrowed in place.
+    Borrowed(MsgBorrow),
+}
+
+/// Where a borrowed message is.
+#[derive(Debug)]
+enum Place {
+    /// In the pool, this process's until freed.
+    Pool(Msg),
+    /// Copied out of its element of the queue.
+    Copied(Vec<u8>),
+}
+
 /// A message taken out of the queue and read in place ([`MsgQueue::try_borrow`]): its
-/// payload is `len()` bytes at `offset()` of `mapping()` until this is dropped, which frees
-/// it (the bytes may then be reused at once). A copy of it inherited by a forked child
-/// frees nothing: the message is its parent's.
+/// payload is `len()` bytes at [`MsgBorrow::in_place`] until this is dropped, which frees
+/// it (the bytes may then be reused at once), or a private copy for a message that
+/// travelled in its element of the queue. A copy of it inherited by a forked child frees
+/// nothing: the message is its parent's.
 #[derive(Debug)]
 pub struct MsgBorrow {
     q: Arc<MsgQueue>,
-    msg: Msg,
+    place: Place,
     /// The process that took the message out.
     pid: u32,
 }
@@ -381,36 +492,54 @@ pub struct MsgBorrow {
 impl MsgBorrow {
     /// Payload length.
     pub fn len(&self) -> usize {
-        self.msg.len as usize
+        match &self.place {
+            Place::Pool(m) => m.len as usize,
+            Place::Copied(v) => v.len(),
+        }
     }
 
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.msg.len == 0
+        self.len() == 0
     }
 
-    /// Absolute offset of the payload in the mapping (`[offset, offset + len)` is inside it).
-    pub fn offset(&self) -> usize {
-        self.msg.payload as usize
+    /// The mapping holding the payload and its absolute offset there (`[offset, offset +
+    /// len)` is inside it); `None` for a private copy ([`MsgBorrow::copied`]).
+    pub fn in_place(&self) -> Option<(&Arc<Mapping>, usize)> {
+        match &self.place {
+            Place::Pool(m) => Some((self.q.mapping(), m.payload as usize)),
+            Place::Copied(_) => None,
+        }
     }
 
-    /// The mapping holding the payload.
-    pub fn mapping(&self) -> &Arc<Mapping> {
-        self.q.mapping()
+    /// The private copy of a message that travelled in its element of the queue (`None`:
+    /// the message is in place).
+    pub fn copied(&self) -> Option<&[u8]> {
+        match &self.place {
+            Place::Pool(_) => None,
+            Place::Copied(v) => Some(v),
+        }
     }
 
     /// A copy of the payload.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0; self.len()];
-        let _ = self.mapping().read(self.offset(), &mut v);
-        v
+        match &self.place {
+            Place::Pool(m) => {
+                let mut v = vec![0; m.len as usize];
+                let _ = self.q.mapping().read(m.payload as usize, &mut v);
+                v
+            }
+            Place::Copied(v) => v.clone(),
+        }
     }
 }
 
 impl Drop for MsgBorrow {
     fn drop(&mut self) {
-        if process::cached_pid() == self.pid {
-            let _ = self.q.rings.free(self.msg.reference);
+        if let Place::Pool(m) = &self.place {
+            if process::cached_pid() == self.pid {
+                let _ = self.q.rings.free(m.reference);
+            }
         }
     }
 }
