@@ -99,6 +99,18 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A scalar value: no container.
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::None),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        any::<u64>().prop_map(Value::Float),
+        ".{0,12}".prop_map(Value::Str),
+        proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bytes),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -131,6 +143,48 @@ proptest! {
         let mut r = Reader::new(&msg[..at]).unwrap();
         prop_assert_eq!(r.skip_same(&msg[2..]), Ok(false));
         prop_assert!(Reader::new(&msg[..at]).unwrap().skip().is_err());
+    }
+
+    #[test]
+    fn a_run_of_scalars_is_read_past_as_read_before(
+        items in proptest::collection::vec(scalar(), 1..12),
+        from in any::<prop::sample::Index>(),
+        run in any::<prop::sample::Index>(),
+    ) {
+        let msg = encode(&Value::List(items.clone()));
+        let (j, m) = (from.index(items.len()), 1 + run.index(items.len()));
+        let m = m.min(items.len() - j);
+        let bytes: Vec<u8> = items[j..j + m].iter().flat_map(|v| encode(v)[2..].to_vec()).collect();
+        let open = |r: &mut Reader<'_>| -> Result<(), TestCaseError> {
+            prop_assert_eq!(r.next(), Ok(Token::List(items.len())));
+            for v in &items[..j] {
+                prop_assert_eq!(&build(r).unwrap(), v);
+            }
+            Ok(())
+        };
+        // the run's own bytes: passed over, and the rest reads as written
+        let mut r = Reader::new(&msg).unwrap();
+        open(&mut r)?;
+        prop_assert_eq!(r.skip_same_scalars(&bytes, m), Ok(true));
+        for v in &items[j + m..] {
+            prop_assert_eq!(&build(&mut r).unwrap(), v);
+        }
+        prop_assert_eq!(r.finish(), Ok(()));
+        // other bytes: nothing read
+        let mut other = bytes.clone();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        let mut r = Reader::new(&msg).unwrap();
+        open(&mut r)?;
+        let at = r.position();
+        prop_assert_eq!(r.skip_same_scalars(&other, m), Ok(false));
+        prop_assert_eq!(r.position(), at);
+        // more values than the list has left: refused as `next` refuses them
+        if j + m == items.len() {
+            let mut r = Reader::new(&msg).unwrap();
+            open(&mut r)?;
+            prop_assert_eq!(r.skip_same_scalars(&bytes, m + 1), Err(DecodeError::Finished));
+        }
     }
 
     #[test]

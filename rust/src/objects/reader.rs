@@ -269,6 +269,27 @@ impl<'a> Reader<'a> {
         Ok(true)
     }
 
+    /// If the next bytes are `scalars`, the bytes of `n` scalar values in a row (no container
+    /// among them: a dict's key and value, say) that this format's reader read before, read
+    /// past them and say so. The values are counted where they now sit, as by
+    /// [`Reader::next`]; the bytes are not parsed again (their parse was their whole check).
+    pub fn skip_same_scalars(&mut self, scalars: &[u8], n: usize) -> Result<bool, DecodeError> {
+        if scalars.is_empty() || !self.rest().starts_with(scalars) {
+            return Ok(false);
+        }
+        match self.depth.checked_sub(1).map(|d| &mut self.open[d]) {
+            // the common case, a run inside the container being read: no container closes
+            Some(left) if *left >= n as u64 => *left -= n as u64,
+            _ => {
+                for _ in 0..n {
+                    self.count_value()?;
+                }
+            }
+        }
+        self.pos += scalars.len();
+        Ok(true)
+    }
+
     /// Check that the whole value was read and nothing follows it.
     pub fn finish(&mut self) -> Result<(), DecodeError> {
         while self.depth > 0 && self.open[self.depth - 1] == 0 {

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
-use crate::objects::{DecodeError, Reader, Token, Utf8};
+use crate::objects::{tag, DecodeError, Reader, Token, Utf8};
 
 /// Slots of a [`DecodeCache`]'s strings (a power of two).
 const STR_SLOTS: usize = 256;
@@ -30,6 +30,10 @@ struct Shape {
     keys: Vec<Py<PyString>>,
     /// Per key: the bytes of the kept value (empty: none kept; a value takes a byte at least).
     raw: Vec<Vec<u8>>,
+    /// Per key but the first: the bytes of the key's token and of the kept value when that
+    /// is a scalar (empty otherwise): an item whose bytes are these is read past in one
+    /// compare.
+    items: Vec<Vec<u8>>,
     /// Per key: the kept value (`None` where none is).
     kept: Vec<Py<PyAny>>,
     dict: Py<PyDict>,
@@ -44,27 +48,30 @@ impl Shape {
     }
 
     /// Keep the values of `d`, a dict of this shape built from `msg`: those in `new` (bit
-    /// `i`: value `i` was built, its bytes at `spans[i]` in `msg`, length 0 where it cannot
-    /// be kept); the others are the kept ones already.
+    /// `i`: value `i` was built, see [`Span`]); the others are the kept ones already.
     fn keep_values(
         &mut self,
         py: Python<'_>,
         d: &Bound<'_, PyDict>,
         msg: &[u8],
         new: u32,
-        spans: &[(u32, u8)],
+        spans: &[Span],
     ) -> PyResult<()> {
         let template = self.dict.bind(py);
-        for (i, &(at, len)) in spans.iter().enumerate().filter(|(i, _)| new & (1 << i) != 0) {
-            let (at, len) = (at as usize, usize::from(len));
+        for (i, s) in spans.iter().enumerate().filter(|(i, _)| new & (1 << i) != 0) {
+            let (at, len, key_len) = (s.value as usize, usize::from(s.len), usize::from(s.key_len));
             let key = self.keys[i].bind(py);
             let value = match d.get_item(key)? {
                 Some(v) if len > 0 => v,
                 _ => py.None().into_bound(py),
             };
             self.raw[i].clear();
+            self.items[i].clear();
             if len > 0 {
                 self.raw[i].extend_from_slice(&msg[at..at + len]);
+                if key_len > 0 && !matches!(msg[at], tag::TUPLE | tag::LIST | tag::DICT) {
+                    self.items[i].extend_from_slice(&msg[at - key_len..at + len]);
+                }
             }
             template.set_item(key, &value)?;
             self.kept[i] = value.unbind();
@@ -184,12 +191,22 @@ impl DecodeCache {
             dict.set_item(s, py.None())?;
         }
         let keys = strs.into_iter().map(Bound::unbind).collect();
-        let (raw, kept) = ((0..n).map(|_| Vec::new()).collect(), (0..n).map(|_| py.None()).collect());
+        let empty = || (0..n).map(|_| Vec::new()).collect();
+        let (raw, items, kept) = (empty(), empty(), (0..n).map(|_| py.None()).collect());
         // Nothing kept yet: the next dict of this shape has every value new, and is learnt.
         let learn = Patience::new(1);
-        self.shapes[slot] = Some(Box::new(Shape { bytes, ends, keys, raw, kept, dict: dict.unbind(), learn }));
+        self.shapes[slot] = Some(Box::new(Shape { bytes, ends, keys, raw, items, kept, dict: dict.unbind(), learn }));
         Ok(())
     }
+}
+
+/// Where a value built for a dict of a [`Shape`] is in the message: at `value`, `len`
+/// bytes (0: not one to keep), after its key's token of `key_len` bytes (0: not known).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    value: u32,
+    len: u8,
+    key_len: u8,
 }
 
 struct Build<'r, 'c, 'py> {
@@ -304,9 +321,13 @@ impl<'py> Build<'_, '_, 'py> {
         // Bit i: value i was built (on the stack, in order), its bytes at spans[i] (length 0:
         // not one to keep).
         let mut new = 0u32;
-        let mut spans = [(0u32, 0u8); SHAPE_MAX];
+        let mut spans = [Span::default(); SHAPE_MAX];
         for (i, span) in spans[..n].iter_mut().enumerate() {
+            let key_at = self.r.position();
             if i > 0 {
+                if self.r.skip_same_scalars(&shape.items[i], 2)? {
+                    continue;
+                }
                 let t = self.r.next()?;
                 if !matches!(t, Token::Str(s) if shape.key(i) == s.as_bytes()) {
                     // Another dict: the pairs so far with the shape's keys, then this key.
@@ -335,9 +356,11 @@ impl<'py> Build<'_, '_, 'py> {
             self.stack.push(v.unbind());
             new |= 1 << i;
             let len = self.r.position() - at;
-            if let (true, Ok(at), Ok(len)) = (self.mutable == mutable, u32::try_from(at), u8::try_from(len)) {
+            if let (true, Ok(value), Ok(len)) = (self.mutable == mutable, u32::try_from(at), u8::try_from(len)) {
                 if usize::from(len) <= VALUE_MAX {
-                    *span = (at, len);
+                    // (the first key was read by `dict`, before this shape was found)
+                    let key_len = if i > 0 { u8::try_from(at - key_at).unwrap_or(0) } else { 0 };
+                    *span = Span { value, len, key_len };
                 }
             }
         }

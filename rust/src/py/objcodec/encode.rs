@@ -51,8 +51,8 @@ struct Shape {
     keys: Vec<Py<PyAny>>,
     /// Per item: the kept value's object (`None`: no value kept).
     values: Vec<Option<Py<PyAny>>>,
-    /// Per item: where its key's bytes and its own end in `bytes`.
-    ends: Vec<(usize, usize)>,
+    /// Per item: where its bytes start in `bytes`, where its key's end, where its own end.
+    at: Vec<[usize; 3]>,
     bytes: Vec<u8>,
     /// When to keep the values of a dict with more than half of them new.
     learn: Patience,
@@ -69,22 +69,10 @@ struct Span {
 }
 
 impl Shape {
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.ends[i - 1].1
-        }
-    }
-
     /// The bytes of item `i`'s key.
     fn key(&self, i: usize) -> &[u8] {
-        &self.bytes[self.start(i)..self.ends[i].0]
-    }
-
-    /// The bytes of item `i`, key and value (only if its value is kept).
-    fn item(&self, i: usize) -> &[u8] {
-        &self.bytes[self.start(i)..self.ends[i].1]
+        let [start, key_end, _] = self.at[i];
+        &self.bytes[start..key_end]
     }
 
     /// The shape of `d`, just written at `depth` into `msg` with its items at `spans`; none
@@ -95,7 +83,7 @@ impl Shape {
             depth,
             keys: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
-            ends: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
             bytes: Vec::new(),
             learn: Patience::default(),
         };
@@ -103,12 +91,13 @@ impl Shape {
             if s.value - s.key > VALUE_MAX {
                 return None;
             }
+            let start = shape.bytes.len();
             shape.bytes.extend_from_slice(&msg[s.key..s.value]);
             let key_end = shape.bytes.len();
             if s.keep {
                 shape.bytes.extend_from_slice(&msg[s.value..s.end]);
             }
-            shape.ends.push((key_end, shape.bytes.len()));
+            shape.at.push([start, key_end, shape.bytes.len()]);
             shape.keys.push(k.unbind());
             shape.values.push(s.keep.then(|| v.unbind()));
         }
@@ -334,19 +323,31 @@ impl Walk<'_, '_, '_> {
             let mut plain = std::iter::once((k0, v0)).chain(items);
             return (plain.all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1)), against);
         }
+        // Bytes of the shape not written yet: the items kept, in a row, met last (written
+        // with one copy when the row ends).
+        let mut run = 0..0;
         for (i, (k, v)) in std::iter::once((k0, v0)).chain(items).enumerate() {
-            let key = self.w.len();
             let known = match (&against, shape.as_deref()) {
                 (Against::Shape { .. }, Some(s)) if s.keys[i].as_ptr() == k.as_ptr() => Some(s),
                 _ => None,
             };
             if let Some(s) = known {
+                let [start, key_end, end] = s.at[i];
                 if s.values[i].as_ref().is_some_and(|x| x.as_ptr() == v.as_ptr()) {
-                    self.w.raw(s.item(i));
-                    let (key_len, end) = (s.key(i).len(), self.w.len());
-                    spans[i] = Span { key, value: key + key_len, end, keep: true };
+                    if run.end != start {
+                        self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
+                    }
+                    let key = self.w.len() + run.len();
+                    run.end = end;
+                    spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
                     continue;
                 }
+            }
+            if let Some(s) = shape.as_deref() {
+                self.w.raw(&s.bytes[std::mem::replace(&mut run, 0..0)]);
+            }
+            let key = self.w.len();
+            if let Some(s) = known {
                 self.w.raw(s.key(i));
             } else {
                 if matches!(against, Against::Shape { .. }) {
@@ -366,6 +367,9 @@ impl Walk<'_, '_, '_> {
                 let end = self.w.len();
                 spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
             }
+        }
+        if let Some(s) = shape.as_deref() {
+            self.w.raw(&s.bytes[run]);
         }
         if let Against::Shape { new: n } = &mut against {
             *n = new;
