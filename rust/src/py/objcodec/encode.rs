@@ -337,9 +337,11 @@ impl Walk<'_, '_, '_> {
                     if run.end != start {
                         self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
                     }
-                    let key = self.w.len() + run.len();
+                    if record {
+                        let key = self.w.len() + run.len();
+                        spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
+                    }
                     run.end = end;
-                    spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
                     continue;
                 }
             }
