@@ -552,6 +552,11 @@ def test_a_damaged_header_is_refused_and_repaired(region: shmkit.Region) -> None
         q.put(b"x" * 1001)
     fixed = q.repair(full=True)
     assert fixed["header"] == 2, fixed
+    # A queue of an older layout (version 1: references only) says what to do.
+    region.write(base + fields["version"][0], (1).to_bytes(4, "little"))
+    with pytest.raises(shmkit.CorruptionError, match=r"older shmkit .* create it again"):
+        shmkit.MsgQueue.open(region, "q")
+    assert q.repair()["header"] == 1
     again = shmkit.MsgQueue.open(region, "q")
     assert again.max_msg == 1000
     assert again.get() == b"the handle keeps its own copy"

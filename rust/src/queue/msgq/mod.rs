@@ -388,8 +388,15 @@ impl MsgQueue {
         if h.magic.load(std::sync::atomic::Ordering::Acquire) != MAGIC {
             return Err(corrupt("bad magic".into()));
         }
-        if h.version.load(Relaxed) != VERSION {
-            return Err(corrupt(format!("layout version {} (this build reads {VERSION})", h.version.load(Relaxed))));
+        match h.version.load(Relaxed) {
+            VERSION => {}
+            v if v < VERSION => {
+                return Err(corrupt(format!(
+                    "layout version {v}, made by an older shmkit (this build reads {VERSION}): remove the queue \
+                     (MsgQueue.remove) and create it again"
+                )));
+            }
+            v => return Err(corrupt(format!("layout version {v} (this build reads {VERSION})"))),
         }
         let max_msg = match h.max_msg.load(Relaxed) {
             0 => None,
