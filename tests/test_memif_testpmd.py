@@ -5,9 +5,11 @@ Skipped locally without testpmd; under CI (env CI set) a missing testpmd fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from memif_peers import (
@@ -39,12 +41,27 @@ def client(sock: str, **kw: object) -> Interface:
     return Interface(sock, role="client", reconnect_interval=0.1, **kw)  # type: ignore[arg-type]
 
 
+def counters_once_counted(tp: DpdkPeer, ipackets: int, opackets: int) -> dict[str, Any]:
+    """testpmd's counters once they show ``ipackets`` in and ``opackets`` out, or after 10 s:
+    it counts a burst once the burst is in the ring, so its last packets can be back here
+    before it counted them."""
+    last: list[dict[str, Any]] = []
+
+    def counted() -> bool:
+        last[:] = [tp.stats()]
+        return bool((last[0]["ipackets"], last[0]["opackets"]) == (ipackets, opackets))
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(counted, 10, "testpmd's counters")
+    return last[0]
+
+
 def check_counters(iface: Interface, tp: DpdkPeer) -> None:
     """What we sent is what testpmd received, and what it sent is what we received."""
-    st = tp.stats()
     d = iface.details()
     tx = sum(q["packets"] for q in d["tx_queues"])
     rx = sum(q["packets"] for q in d["rx_queues"])
+    st = counters_once_counted(tp, tx, rx)
     assert (tx, rx) == (st["ipackets"], st["opackets"]), st
     assert sum(q["bytes"] for q in d["tx_queues"]) == st["ibytes"]
     assert sum(q["bytes"] for q in d["rx_queues"]) == st["obytes"]
@@ -203,15 +220,9 @@ def test_immediate_start_against_testpmd_server(sock: str) -> None:
                     assert me.wait_connected(30), (run, i, me.details()["last_error"], tp.log())
                     assert echo(me, 0, pkts, timeout=30) == pkts, (run, i)
                     assert me.details()["violations"] == 0
-                    # testpmd's counters since it started: it counts a burst sent once the
-                    # burst is in the ring, so the echo can be back before it counted it
                     want = 300 * (i + 1)
-
-                    def counted(tp: DpdkPeer = tp, want: int = want) -> bool:
-                        st = tp.stats()
-                        return bool(st["ipackets"] == st["opackets"] == want)
-
-                    wait_until(counted, 10, f"testpmd counting {want} packets each way")
+                    st = counters_once_counted(tp, want, want)  # (since it started)
+                    assert st["ipackets"] == st["opackets"] == want, st
                     tp.stop_forwarding()
                 # close() said goodbye: testpmd logs our reason instead of reading EOF.
                 goodbyes = i + 1
