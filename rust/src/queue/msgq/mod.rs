@@ -17,7 +17,7 @@
 //! largest whose slots fit an eighth of the region's free memory at creation) writes it
 //! into a reserved slot of `refs` and publishes it: no allocation, and the consumer's copy
 //! comes from the slot, so a message costs what an element of a [`ShmQueue`] costs (the
-//! dicts and short records most applications send; across two processes 1.7 times the
+//! dicts and short records most applications send; across two processes 1.7 to 2.8 times the
 //! messages per second of a reference, which moves the cache lines of the pool's rings and
 //! of the message's header too). A larger message is allocated from the pool (a lock-free
 //! claim of a ring slot, or the heap under the region lock), its payload copied in, then a
