@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use _native::api::msgring::{MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
+use _native::msgring::{MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
 use _native::region::{Region, RegionOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 

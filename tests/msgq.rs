@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use _native::api::msgring::HDR;
+use _native::msgring::HDR;
 use _native::queue::layout::{self as queue_layout, QueueHeader};
 use _native::queue::msgq::layout::{KIND_INLINE, KIND_REF};
 use _native::queue::msgq::{MsgQueue, MsgqError};

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use _native::api::msgring::{MsgRef, MsgRingError, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
+use _native::msgring::{MsgRef, MsgRingError, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
 use _native::region::{Region, RegionOptions};
 
 struct Fixture {
@@ -181,7 +181,7 @@ fn concurrent_claims_never_share_a_slot() {
 /// forged owner is dead) while the object is still registered and in use.
 #[test]
 fn a_forged_heap_header_on_a_region_object_is_refused() {
-    use _native::api::msgring::{MsgHeader, HEAP_RING};
+    use _native::msgring::{MsgHeader, HEAP_RING};
     let f = fixture(8 << 20);
     let p = MsgRings::create(&f.region, "r", &[(64, 4)], &[(64, 4)], 10_000).unwrap();
     // A real heap message, to copy the magic from and to check that it still works.
@@ -215,7 +215,7 @@ fn a_forged_heap_header_on_a_region_object_is_refused() {
     f.region.check_heap().unwrap();
 }
 
-fn header(f: &Fixture, r: MsgRef) -> &_native::api::msgring::MsgHeader {
+fn header(f: &Fixture, r: MsgRef) -> &_native::msgring::MsgHeader {
     f.region.mapping().get((r.offset() - 32) as usize).unwrap()
 }
 
@@ -223,7 +223,7 @@ fn header(f: &Fixture, r: MsgRef) -> &_native::api::msgring::MsgHeader {
 /// planned (it may then not fit the region: a region error, not a configuration error).
 #[test]
 fn ring_configuration_limits() {
-    use _native::api::msgring::{MAX_NITEMS, MAX_RINGS, MAX_SLOT_SIZE};
+    use _native::msgring::{MAX_NITEMS, MAX_RINGS, MAX_SLOT_SIZE};
     let f = fixture(1 << 20);
     let config = |server: &[(u32, u32)], client: &[(u32, u32)]| MsgRings::create(&f.region, "c", server, client, 0);
     for bad in [(0, 1), (1, 0), (MAX_SLOT_SIZE + 1, 1), (1, MAX_NITEMS + 1)] {
@@ -363,7 +363,7 @@ fn forged_slot_claims_are_refused() {
     refused(a, "huge length");
     // A heap allocation dressed up as ring 0's slot 0.
     let junk = f.region.alloc(256).unwrap();
-    let forged: &_native::api::msgring::MsgHeader = f.region.mapping().get(junk as usize).unwrap();
+    let forged: &_native::msgring::MsgHeader = f.region.mapping().get(junk as usize).unwrap();
     for (field, v) in [
         (&forged.state, 3),
         (&forged.slot_id, 0),

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
-use _native::api::msgring::{MsgRingError, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS, HDR};
+use _native::msgring::{MsgRingError, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS, HDR};
 
 /// Offsets in the pool object: header fields, then 128-byte ring descriptors from 128.
 const GC_AGE: u64 = 16;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use _native::api::msgring::{MsgRef, MsgRingError, MsgRings, Pool};
+use _native::msgring::{MsgRef, MsgRingError, MsgRings, Pool};
 use _native::netmap::{Dir, NetmapError, PipeOptions, Port, PortOptions};
 use _native::queue::{QueueError, QueueOptions, ShmQueue};
 use _native::region::{Region, RegionError, RegionOptions};

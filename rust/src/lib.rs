@@ -22,6 +22,8 @@ pub mod fuzzing;
 #[cfg(not(loom))]
 pub mod memif;
 #[cfg(not(loom))]
+pub mod msgring;
+#[cfg(not(loom))]
 pub mod netmap;
 #[cfg(not(loom))]
 pub mod objects;

@@ -15,9 +15,9 @@
 
 use std::mem::offset_of;
 
-use crate::api::msgring::{MsgHeader, PoolHeader, RingDesc, HDR as MSG_HDR, MAX_RINGS as MSG_MAX_RINGS};
 use crate::api::state::{ClientEntry, StateHeader};
 use crate::memif::ring::{Desc, RingHeader, DESC_SIZE, RING_HEADER_SIZE};
+use crate::msgring::{MsgHeader, PoolHeader, RingDesc, HDR as MSG_HDR, MAX_RINGS as MSG_MAX_RINGS};
 use crate::netmap::abi::{NetmapIf, NetmapRing, NetmapSlot, IF_HEADER, RING_HEADER, SLOT_SIZE};
 use crate::netmap::layout::{CrossingShared, EndShared, EndUser, PipeHeader, RingOwner, MAX_END_USERS};
 use crate::netmap::vale::layout::{

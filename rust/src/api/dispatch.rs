@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use crate::api::msgring::{MsgRef, Pool};
 use crate::api::port::{ApiPort, PortError};
+use crate::msgring::{MsgRef, Pool};
 use crate::queue::{QueueError, ShmQueue};
 
 /// A registered client, as dispatch and sending see it.

@@ -1,6 +1,5 @@
 //! The binary API's native core: everything under the API that is mechanism, not policy.
 //!
-//! * [`msgring`]: the message rings, VPP's size-class allocator for messages in a region;
 //! * [`port`]: moving a message (a ring allocation plus an 8-byte queue element) between
 //!   processes, in batches, never blocking towards a slow receiver;
 //! * [`codec`]: the message codec: a layout tree of field kinds, decoding and encoding;
@@ -11,12 +10,14 @@
 //!   VPP's 16-byte header, served to many clients from one `poll` call, never blocked by a
 //!   client that stops reading.
 //!
+//! The message rings its messages live in are [`crate::msgring`], a layer below: the
+//! message queue (`queue::msgq`) allocates from them too.
+//!
 //! Registration, keepalive reaping and epoch handles are the server's policy and live in
 //! Python (`shmkit.api`); they drive these pieces through the bindings in `py/`.
 
 pub mod codec;
 pub mod dispatch;
-pub mod msgring;
 pub mod port;
 pub mod sock;
 pub mod state;

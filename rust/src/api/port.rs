@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::api::msgring::{Msg, MsgRef, MsgRingError, MsgRings, Pool};
+use crate::msgring::{Msg, MsgRef, MsgRingError, MsgRings, Pool};
 use crate::queue::{QueueError, ShmQueue};
 use crate::sys::time::Deadline;
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::image;
 use super::input::Input;
-use crate::api::msgring::{MsgRef, MsgRings, Pool};
+use crate::msgring::{MsgRef, MsgRings, Pool};
 use crate::region::Region;
 
 const SERVER: &[(u32, u32)] = &[(64, 4), (256, 2)];
@@ -81,7 +81,7 @@ pub fn msgring(data: &[u8]) {
                 let _ = p.collect();
             }
             10 => {
-                let _ = crate::api::msgring::format_ring_stats(&p.ring_stats(), &p.stats());
+                let _ = crate::msgring::format_ring_stats(&p.ring_stats(), &p.stats());
             }
             11 => drop(MsgRings::open(&r, "r")),
             _ => image::poke(&map, base, end, &mut inp),

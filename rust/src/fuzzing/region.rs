@@ -24,7 +24,7 @@ fn template() -> &'static [u8] {
             r.create_object("a", kind::RAW, 500).expect("object");
             r.create_object("b", kind::RAW, 64).expect("object");
             crate::queue::ShmQueue::create(r, "queue", 4, 16, &Default::default()).expect("queue");
-            crate::api::msgring::MsgRings::create(r, "rings", &[(64, 2)], &[(128, 2)], 1000).expect("rings");
+            crate::msgring::MsgRings::create(r, "rings", &[(64, 2)], &[(128, 2)], 1000).expect("rings");
         })
     })
 }
@@ -102,8 +102,7 @@ pub fn region(data: &[u8]) {
                     crate::queue::ShmQueue::open(&r, "queue").map(|q| q.try_put(b"x").and_then(|_| q.try_get_vec()));
             }
             13 => {
-                let _ = crate::api::msgring::MsgRings::open(&r, "rings")
-                    .map(|p| p.alloc(10, crate::api::msgring::Pool::Client));
+                let _ = crate::msgring::MsgRings::open(&r, "rings").map(|p| p.alloc(10, crate::msgring::Pool::Client));
             }
             14 => image::poke(r.mapping(), 0, meta_end, &mut inp),
             _ => {

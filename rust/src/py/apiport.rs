@@ -15,8 +15,8 @@ use super::msgring::PyMsgRings;
 use super::queue::PyQueue;
 use super::wait::{wait, Timeout};
 use crate::api::dispatch::Dispatch;
-use crate::api::msgring::Pool;
 use crate::api::port::{ApiPort, DEFAULT_SPIN};
+use crate::msgring::Pool;
 
 use super::shield::{shielded, Shielded};
 
@@ -316,7 +316,7 @@ impl PyApiPort {
         queue: &PyQueue,
         max: usize,
         timeout: Option<f64>,
-        collect: &mut dyn FnMut(&crate::api::msgring::MsgRings, &crate::api::msgring::Msg),
+        collect: &mut dyn FnMut(&crate::msgring::MsgRings, &crate::msgring::Msg),
     ) -> PyResult<()> {
         let q = queue.shm();
         let timeout = if max == 0 { Timeout::NOW } else { Timeout::new(timeout)? };

@@ -22,10 +22,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyModule, PyTuple, PyType};
 
-use crate::api::msgring::MsgRingError;
 use crate::api::port::PortError;
 use crate::api::sock::SockError;
 use crate::memif::MemifError;
+use crate::msgring::MsgRingError;
 use crate::netmap::NetmapError;
 use crate::objects::DecodeError;
 use crate::queue::msgq::MsgqError;

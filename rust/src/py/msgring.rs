@@ -6,7 +6,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView};
 
 use super::buffer::{InBuf, ShmView};
 use super::region::PyRegion;
-use crate::api::msgring::{self, MsgRef, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
+use crate::msgring::{self, MsgRef, MsgRings, Pool, DEFAULT_CLIENT_RINGS, DEFAULT_SERVER_RINGS};
 
 use super::shield::{shielded, Shielded};
 

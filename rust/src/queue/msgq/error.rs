@@ -1,6 +1,6 @@
 //! Message-queue failures.
 
-use crate::api::msgring::MsgRingError;
+use crate::msgring::MsgRingError;
 use crate::queue::QueueError;
 use crate::region::RegionError;
 

@@ -7,7 +7,7 @@
 //!
 //! Its last byte says what the bytes before it are:
 //!
-//! * [`KIND_REF`]: 8 bytes, a little-endian [`crate::api::msgring::MsgRef`] naming a message
+//! * [`KIND_REF`]: 8 bytes, a little-endian [`crate::msgring::MsgRef`] naming a message
 //!   of the pool (an element of 9 bytes);
 //! * [`KIND_INLINE`]: the message itself, 0 to `elsize - 1` bytes.
 //!

@@ -86,8 +86,8 @@ use layout::{MsgqHeader, ELEMENT_SIZES, HEADER_SIZE, KIND_REF, MAGIC, VERSION};
 pub use ops::{MsgBorrow, MsgSlot, PutOp, Taken};
 pub use recover::{GcReport, MsgqRepair};
 
-use crate::api::msgring::{self, MsgRef, MsgRingError, MsgRings, RingStats, HDR, MAX_NITEMS};
 use crate::failpoint;
+use crate::msgring::{self, MsgRef, MsgRingError, MsgRings, RingStats, HDR, MAX_NITEMS};
 use crate::queue::layout::{Identity, QueueHeader};
 use crate::queue::{QueueError, QueueOptions, ShmQueue};
 use crate::region::{kind, ObjectInfo, Region, RegionError};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::layout::{KIND_INLINE, KIND_REF};
 use super::{MsgQueue, MsgqError, Result};
-use crate::api::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
 use crate::failpoint;
+use crate::msgring::{Msg, MsgRef, MsgRingError, Pool, HDR};
 use crate::queue::{QueueError, WAIT_SLICE};
 use crate::region::heap::HeapError;
 use crate::region::RegionError;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::layout::{MAGIC, VERSION};
 use super::{MsgQueue, Result};
-use crate::api::msgring::MsgRef;
+use crate::msgring::MsgRef;
 use crate::queue::Repair;
 use crate::sys::process::{self, Liveness};
 

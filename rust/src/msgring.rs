@@ -1,6 +1,11 @@
 //! Size-class message-buffer rings: VPP's `vl_msg_api_alloc` (vlibmemory/memory_shared.c),
 //! offset-based and lock-free.
 //!
+//! A layer of its own, under the binary API's ports (`api::port`) and the message queue
+//! (`queue::msgq`), which both allocate their messages here. (It was `api::msgring`, as the
+//! design first placed it; the message queue then imported upward from the API while the
+//! API imports the queue.)
+//!
 //! A pool lives in one region object: a [`PoolHeader`] with up to [`MAX_RINGS`] ring
 //! descriptors, then each ring's slot array. Rings belong to one of two pools, as in VPP:
 //! the *server* ("vlib") pool the data plane allocates replies from (defaults 64 B x 1024,
