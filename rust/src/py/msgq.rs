@@ -23,7 +23,6 @@ use super::shield::{shielded, Shielded};
 use super::wait::{wait, Timeout};
 use crate::objects;
 use crate::queue::msgq::{MsgBorrow, MsgQueue, MsgSlot, Taken};
-use crate::sys::map::Mapping;
 
 /// A queue of variable-size messages in a shared-memory region (VPP's svm_msg_q): messages
 /// live in size-class rings (heap fallback), the queue carries references to them; small
@@ -149,14 +148,12 @@ impl PyMsgQueue {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let Some((map, off)) = b.in_place() else {
-            return self.load_copy(slf, &b.to_vec());
+            return self.load_copy(slf, b.copied().unwrap_or_default());
         };
         let (map, len) = (Arc::clone(map), b.len());
         let mut first = [0u8];
         if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
-            buf.clear();
-            buf.resize(len, 0);
-            let copied = map.read(off, buf);
+            let copied = map.read_into(off, len, buf);
             drop(b);
             return match copied {
                 Some(()) => self.load_copy(slf, buf),
@@ -309,13 +306,13 @@ impl PyMsgQueue {
         timeout: Option<f64>,
         writable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let b = self.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
+        let mut b = self.borrow_impl(py, Timeout::blocking(block, timeout)?)?;
         match b.in_place() {
             Some((map, off)) => {
                 let (map, len) = (Arc::clone(map), b.len());
                 MsgView::export(py, &map, off, len, !writable, Box::new(b))
             }
-            None => MsgView::export_copy(py, b.to_vec(), !writable),
+            None => MsgView::export_copy(py, b.take_copied().unwrap_or_default(), !writable),
         }
     }
 
@@ -365,13 +362,8 @@ impl PyMsgQueue {
         let wait_for = Timeout::blocking(block, timeout)?;
         // A small message is copied out of its element into `buf`; a larger one is borrowed.
         let mut buf = DECODED.take();
-        let copy = |buf: &mut Vec<u8>, map: &Mapping, off, len| {
-            buf.clear();
-            buf.resize(len, 0);
-            map.read(off, buf).is_some()
-        };
         let taken = me.blocking(py, wait_for, false, || {
-            Ok(me.inner.try_take_or_borrow(|map, off, len| copy(&mut buf, map, off, len))?)
+            Ok(me.inner.try_take_or_borrow(|map, off, len| map.read_into(off, len, &mut buf).is_some())?)
         });
         let out = match taken {
             Ok(Some(Taken::Copied(true))) => me.load_copy(slf, &buf),

@@ -155,6 +155,24 @@ impl Mapping {
         self.span().read(off, dst)
     }
 
+    /// Copy `[off, off + len)` out of the mapping into `buf`, in place of what it held (its
+    /// capacity is reused). Nothing is allocated for a range outside the mapping.
+    #[inline]
+    pub fn read_into(&self, off: usize, len: usize, buf: &mut Vec<u8>) -> Option<()> {
+        if !self.contains(off, len) {
+            return None;
+        }
+        buf.clear();
+        buf.resize(len, 0);
+        self.read(off, buf)
+    }
+
+    /// A copy of `[off, off + len)` of the mapping.
+    pub fn read_vec(&self, off: usize, len: usize) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        self.read_into(off, len, &mut v).map(|()| v)
+    }
+
     /// Copy `len` bytes starting at `off` out of the mapping into raw memory that may be
     /// uninitialised (e.g. a freshly allocated Python `bytes`), after a bounds check.
     ///
@@ -377,9 +395,22 @@ mod tests {
     }
 
     fn bytes(m: &Mapping, off: usize, len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        m.read(off, &mut v).unwrap();
-        v
+        m.read_vec(off, len).unwrap()
+    }
+
+    #[test]
+    fn read_into_replaces_the_buffer_or_leaves_it() {
+        let m = mapping(4096);
+        m.write(4000, b"tail of the mapping").unwrap();
+        let mut buf = b"old contents, longer than what is read".to_vec();
+        assert_eq!(m.read_into(4000, 4, &mut buf), Some(()));
+        assert_eq!(buf, b"tail");
+        // outside the mapping (or past its end): nothing read, nothing allocated or changed
+        assert_eq!(m.read_into(4000, 97, &mut buf), None);
+        assert_eq!(m.read_into(usize::MAX, 1, &mut buf), None);
+        assert_eq!(buf, b"tail");
+        assert_eq!(m.read_vec(4096, 0), Some(vec![]));
+        assert_eq!(m.read_vec(4090, 7), None);
     }
 
     /// Every length up to and past the inline copies, between two mappings and inside one

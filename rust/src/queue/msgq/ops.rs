@@ -264,11 +264,7 @@ impl MsgQueue {
 
     /// Take the next message as a vector if there is one now.
     pub fn try_get_vec(&self) -> Result<Option<Vec<u8>>> {
-        self.try_get_with(|map, off, len| {
-            let mut v = vec![0; len];
-            map.read(off, &mut v).map(|()| v)
-        })
-        .map(Option::flatten)
+        self.try_get_with(|map, off, len| map.read_vec(off, len)).map(Option::flatten)
     }
 
     /// Take the next message as a vector, waiting up to `timeout` (`None`: forever).
@@ -293,11 +289,7 @@ impl MsgQueue {
     /// dies first, the message is reclaimed. (A message that travelled in its element of the
     /// queue, which must not stay held, is copied out: it is at most `elsize` bytes.)
     pub fn try_borrow(self: &Arc<Self>) -> Result<Option<MsgBorrow>> {
-        let copy = |map: &Mapping, off, len| {
-            let mut v = vec![0; len];
-            map.read(off, &mut v).map(|()| v)
-        };
-        match self.try_take_or_borrow(copy)? {
+        match self.try_take_or_borrow(|map, off, len| map.read_vec(off, len))? {
             None => Ok(None),
             Some(Taken::Borrowed(b)) => Ok(Some(b)),
             Some(Taken::Copied(Some(v))) => Ok(Some(self.borrowed(Place::Copied(v)))),
@@ -521,14 +513,18 @@ impl MsgBorrow {
         }
     }
 
+    /// Take the private copy out (see [`MsgBorrow::copied`]); this borrow is then empty.
+    pub fn take_copied(&mut self) -> Option<Vec<u8>> {
+        match &mut self.place {
+            Place::Pool(_) => None,
+            Place::Copied(v) => Some(std::mem::take(v)),
+        }
+    }
+
     /// A copy of the payload.
     pub fn to_vec(&self) -> Vec<u8> {
         match &self.place {
-            Place::Pool(m) => {
-                let mut v = vec![0; m.len as usize];
-                let _ = self.q.mapping().read(m.payload as usize, &mut v);
-                v
-            }
+            Place::Pool(m) => self.q.mapping().read_vec(m.payload as usize, m.len as usize).unwrap_or_default(),
             Place::Copied(v) => v.clone(),
         }
     }
