@@ -139,8 +139,8 @@ proptest! {
     }
 
     #[test]
-    fn a_run_of_scalars_is_read_past_as_read_before(
-        items in proptest::collection::vec(scalar(12), 1..12),
+    fn a_run_of_values_is_read_past_as_read_before(
+        items in proptest::collection::vec(value(), 1..12),
         from in any::<prop::sample::Index>(),
         run in any::<prop::sample::Index>(),
     ) {
@@ -148,6 +148,7 @@ proptest! {
         let (j, m) = (from.index(items.len()), 1 + run.index(items.len()));
         let m = m.min(items.len() - j);
         let bytes: Vec<u8> = items[j..j + m].iter().flat_map(|v| encode(v)[2..].to_vec()).collect();
+        let nesting = items[j..j + m].iter().map(|v| Reader::nesting(&encode(v)[2..]).unwrap()).max().unwrap();
         let open = |r: &mut Reader<'_>| -> Result<(), TestCaseError> {
             prop_assert_eq!(r.next(), Ok(Token::List(items.len())));
             for v in &items[..j] {
@@ -158,7 +159,7 @@ proptest! {
         // the run's own bytes: passed over, and the rest reads as written
         let mut r = Reader::new(&msg).unwrap();
         open(&mut r)?;
-        prop_assert_eq!(r.skip_same_scalars(&bytes, m), Ok(true));
+        prop_assert_eq!(r.skip_same_values(&bytes, m, nesting), Ok(true));
         for v in &items[j + m..] {
             prop_assert_eq!(&build(&mut r).unwrap(), v);
         }
@@ -170,13 +171,21 @@ proptest! {
         let mut r = Reader::new(&msg).unwrap();
         open(&mut r)?;
         let at = r.position();
-        prop_assert_eq!(r.skip_same_scalars(&other, m), Ok(false));
+        prop_assert_eq!(r.skip_same_values(&other, m, nesting), Ok(false));
         prop_assert_eq!(r.position(), at);
         // more values than the list has left: refused as `next` refuses them
         if j + m == items.len() {
             let mut r = Reader::new(&msg).unwrap();
             open(&mut r)?;
-            prop_assert_eq!(r.skip_same_scalars(&bytes, m + 1), Err(DecodeError::Finished));
+            let at = r.position();
+            match nesting {
+                0 => prop_assert_eq!(r.skip_same_values(&bytes, m + 1, 0), Err(DecodeError::Finished)),
+                // values with containers are not counted out of their container: left to `next`
+                _ => {
+                    prop_assert_eq!(r.skip_same_values(&bytes, m + 1, nesting), Ok(false));
+                    prop_assert_eq!(r.position(), at);
+                }
+            }
         }
     }
 
@@ -296,6 +305,43 @@ fn nesting_is_bounded() {
         assert_eq!(r.next(), Ok(Token::List(1)));
     }
     assert!(matches!(r.skip_same(&inner[2..]), Err(DecodeError::Depth(_))));
+    // ... and a run of values holding one is left to `next`, which refuses it
+    let mut r = Reader::new(&msg).unwrap();
+    for _ in 0..MAX_DEPTH {
+        assert_eq!(r.next(), Ok(Token::List(1)));
+    }
+    let at = r.position();
+    assert_eq!(r.skip_same_values(&inner[2..], 1, 1), Ok(false));
+    assert_eq!(r.position(), at);
+    assert!(matches!(r.next(), Err(DecodeError::Depth(_))));
+    // one level up it fits
+    let mut shallow = vec![MAGIC, VERSION];
+    shallow.extend(std::iter::repeat_n([tag::LIST, 1], MAX_DEPTH - 1).flatten());
+    shallow.extend_from_slice(&inner[2..]);
+    let mut r = Reader::new(&shallow).unwrap();
+    for _ in 0..MAX_DEPTH - 1 {
+        assert_eq!(r.next(), Ok(Token::List(1)));
+    }
+    assert_eq!(r.skip_same_values(&inner[2..], 1, 1), Ok(true));
+    assert_eq!(r.finish(), Ok(()));
+}
+
+#[test]
+fn nesting_is_how_deep_a_value_opens_containers() {
+    let nesting = |v: &Value| Reader::nesting(&encode(v)[2..]);
+    let t = |items: Vec<Value>| Value::Tuple(items);
+    assert_eq!(nesting(&Value::Int(7)), Some(0));
+    assert_eq!(nesting(&Value::Str("x".into())), Some(0));
+    assert_eq!(nesting(&t(vec![])), Some(1));
+    assert_eq!(nesting(&t(vec![Value::Int(1), Value::None])), Some(1));
+    assert_eq!(nesting(&t(vec![t(vec![])])), Some(2));
+    assert_eq!(nesting(&t(vec![Value::Int(1), t(vec![t(vec![Value::Int(2)])]), Value::Int(3)])), Some(3));
+    assert_eq!(nesting(&Value::Dict(vec![(Value::Int(1), Value::List(vec![]))])), Some(2));
+    // not one whole value
+    let two: Vec<u8> = [encode(&Value::Int(1)), encode(&Value::Int(2))].iter().flat_map(|m| m[2..].to_vec()).collect();
+    assert_eq!(Reader::nesting(&two), None);
+    assert_eq!(Reader::nesting(&encode(&t(vec![Value::Int(1)]))[2..3]), None);
+    assert_eq!(Reader::nesting(&[]), None);
 }
 
 #[test]

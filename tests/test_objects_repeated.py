@@ -174,3 +174,50 @@ def test_a_message_shaped_like_a_known_dict_is_still_checked_whole(
     q.put_obj({"a": (1,)})
     assert q.get_obj() == {"a": (1,)}
     assert q.stats()["in_use"] == 0
+
+
+def test_kept_items_in_a_row_are_read_past_together_and_checked_where_they_sit(
+    region: shmkit.Region,
+) -> None:
+    """The receiver compares the kept items that follow one another (a nested tuple among
+    them) with the message at once: a change anywhere in the row, a value of another length,
+    and the row one level deeper than the format allows are each caught. Dicts with holes
+    left by deleted keys are walked as they are."""
+
+    def d(**changes: Any) -> dict[str, Any]:
+        return {"seq": 0, "a": (1, ("x",)), "b": 2, "c": "text", "d": None, **changes}
+
+    changes: list[dict[str, Any]] = [{}, {"seq": 5}, {"a": (1, ("y",))}, {"a": (1, "x")}]
+    changes += [{"b": 3}, {"b": 300_000}, {"c": "texts"}, {"c": "t"}, {"d": 0}]
+    changes += [{"seq": 1, "d": 1.5}, {"b": [2]}, {}]
+    holes = d(seq=9)
+    for k in ("b", "c"):
+        del holes[k]
+    holes["c"] = "moved"
+    many = {f"k{i}": i for i in range(40)}
+    for i in range(0, 40, 3):
+        del many[f"k{i}"]
+    objs = [d() for _ in range(6)] + [d(**c) for c in changes] + [holes, many, d()]
+    for o, g in zip(objs, echoed(region, objs)):
+        assert same(o, g), f"{o!r:.100} came back as {g!r:.100}"
+    # the row's bytes at the deepest level they fit, then one deeper
+    q = shmkit.MsgQueue.create(region, "q", 64)
+    for _ in range(6):
+        q.put_obj(d())
+        assert same(q.get_obj(), d())
+    q.put_obj(d())
+    body = list(q.get()[2:])
+    # the dict inside k lists: its tuples open at k + 1 and k + 2
+    for k, fits in ((MAX_DEPTH - 3, True), (MAX_DEPTH - 2, False), (MAX_DEPTH - 3, True)):
+        q.put(native(*[LIST, 1] * k, *body))
+        if not fits:
+            with pytest.raises(shmkit.CorruptionError, match="nested deeper"):
+                q.get_obj()
+            continue
+        got = q.get_obj()
+        for _ in range(k):
+            (got,) = got
+        assert same(got, d())
+    q.put_obj(d(seq=3))
+    assert same(q.get_obj(), d(seq=3))
+    assert q.stats()["in_use"] == 0

@@ -3,7 +3,9 @@
 //! or an error, never a panic or a read out of bounds; a message it accepts, written again
 //! token for token by the writer, reads back as the same tokens; reading past the value
 //! unbuilt ([`Reader::skip`]) accepts the same messages (but for UTF-8, which it leaves to
-//! its caller), and a value's own bytes are passed over whole by [`Reader::skip_same`].
+//! its caller), and a value's own bytes are passed over whole by [`Reader::skip_same`] and,
+//! with how deep they nest ([`Reader::nesting`]: found for exactly the bytes of one valid
+//! value), by [`Reader::skip_same_values`].
 
 use crate::objects::{DecodeError, Reader, Token, Writer, MAGIC, VERSION};
 
@@ -57,10 +59,21 @@ pub fn objects(data: &[u8]) {
         Ok(_) => assert_eq!(skipped, Ok(())),
         Err(_) => assert!(skipped.is_err(), "skip accepted what validate refused"),
     }
+    let nesting = Reader::new(msg).ok().and_then(|_| Reader::nesting(&msg[2..]));
     if validated.is_ok() {
         let mut r = Reader::new(msg).expect("validated");
         assert_eq!(r.skip_same(&msg[2..]), Ok(true));
         assert_eq!(r.finish(), Ok(()));
+        let nesting = nesting.expect("a valid value nests");
+        let mut r = Reader::new(msg).expect("validated");
+        assert_eq!(r.skip_same_values(&msg[2..], 1, nesting), Ok(nesting == 0));
+        if nesting > 0 {
+            // (at the top, no container holds it: left to `next`)
+            assert_eq!(r.skip(), Ok(()));
+        }
+        assert_eq!(r.finish(), Ok(()));
+    } else if !matches!(validated, Err(DecodeError::Utf8(_) | DecodeError::Header { .. })) {
+        assert_eq!(nesting, None, "nesting found for bytes that are not one value");
     }
     let Ok(read) = tokens(msg) else {
         assert!(validated.is_err(), "validate accepted what the reader refused");

@@ -32,7 +32,8 @@
 //! `&str` ([`Utf8::to_str`]: a builder that recognises bytes it built a string from before
 //! skips that). A builder that recognises a whole value's bytes reads past it unbuilt
 //! ([`Reader::skip_same`]: a container's tokens are still counted and its depth checked where
-//! it is). Anything else is a [`DecodeError`], never a panic or a read out of bounds.
+//! it is), and values in a row it recognises at once ([`Reader::skip_same_values`]: counted,
+//! and their depth checked, where they are). Anything else is a [`DecodeError`], never a panic or a read out of bounds.
 
 mod reader;
 mod writer;

@@ -154,12 +154,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Count the value about to be read in its container (closing those it ended first).
+    /// Close the containers whose last value was read (lazily: the next value, or the end,
+    /// is where they are known to be over).
     #[inline(always)]
-    fn count_value(&mut self) -> Result<(), DecodeError> {
+    fn close_finished(&mut self) {
         while self.depth > 0 && self.open[self.depth - 1] == 0 {
             self.depth -= 1;
         }
+    }
+
+    /// Count the value about to be read in its container (closing those it ended first).
+    #[inline(always)]
+    fn count_value(&mut self) -> Result<(), DecodeError> {
+        self.close_finished();
         if self.depth == 0 {
             if self.started {
                 return Err(DecodeError::Finished);
@@ -269,32 +276,62 @@ impl<'a> Reader<'a> {
         Ok(true)
     }
 
-    /// If the next bytes are `scalars`, the bytes of `n` scalar values in a row (no container
-    /// among them: a dict's key and value, say) that this format's reader read before, read
-    /// past them and say so. The values are counted where they now sit, as by
+    /// If the next bytes are `values`, the bytes of `n` whole values in a row that this
+    /// format's reader read before (a dict's keys and values, say), whose containers nest
+    /// `nesting` deep ([`Reader::nesting`]; 0: all scalars), read past them and say so. The
+    /// values are counted where they now sit and their depth is checked there, as by
     /// [`Reader::next`]; the bytes are not parsed again (their parse was their whole check).
-    pub fn skip_same_scalars(&mut self, scalars: &[u8], n: usize) -> Result<bool, DecodeError> {
-        if scalars.is_empty() || !self.rest().starts_with(scalars) {
+    /// Values whose containers would nest too deep here, or that close the container they
+    /// are in, are not read past (`Ok(false)`, nothing read): the caller reads them, and
+    /// meets the error there.
+    pub fn skip_same_values(&mut self, values: &[u8], n: usize, nesting: usize) -> Result<bool, DecodeError> {
+        if values.is_empty() || !self.rest().starts_with(values) {
             return Ok(false);
         }
+        self.close_finished();
+        let fits = self.depth + nesting <= MAX_DEPTH;
         match self.depth.checked_sub(1).map(|d| &mut self.open[d]) {
-            // the common case, a run inside the container being read: no container closes
-            Some(left) if *left >= n as u64 => *left -= n as u64,
-            _ => {
+            // the common case, a run inside the container being read: no container closes,
+            // and the values' own containers open and close within them
+            Some(left) if *left >= n as u64 && fits => *left -= n as u64,
+            _ if nesting == 0 => {
                 for _ in 0..n {
                     self.count_value()?;
                 }
             }
+            _ => return Ok(false),
         }
-        self.pos += scalars.len();
+        self.pos += values.len();
         Ok(true)
+    }
+
+    /// How deep the containers of `value` nest (0: a scalar; a tuple of scalars, empty or
+    /// not: 1), the bytes of one whole value: what [`Reader::skip_same_values`] needs to know
+    /// of them. `None` if they are not one valid value.
+    pub fn nesting(value: &[u8]) -> Option<usize> {
+        let mut msg = Vec::with_capacity(value.len() + 2);
+        msg.extend_from_slice(&[MAGIC, VERSION]);
+        msg.extend_from_slice(value);
+        let mut r = Reader::new(&msg).ok()?;
+        let mut deepest = 0;
+        loop {
+            // (a container with items is open now; an empty one was checked one deeper)
+            match r.next() {
+                Ok(Token::Tuple(n) | Token::List(n) | Token::Dict(n)) => {
+                    deepest = deepest.max(r.depth + usize::from(n == 0))
+                }
+                Ok(_) => {}
+                Err(DecodeError::Finished) => break,
+                Err(_) => return None,
+            }
+        }
+        r.finish().ok()?;
+        Some(deepest)
     }
 
     /// Check that the whole value was read and nothing follows it.
     pub fn finish(&mut self) -> Result<(), DecodeError> {
-        while self.depth > 0 && self.open[self.depth - 1] == 0 {
-            self.depth -= 1;
-        }
+        self.close_finished();
         if !self.started || self.depth > 0 {
             return Err(DecodeError::Truncated(self.pos));
         }

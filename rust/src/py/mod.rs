@@ -1,6 +1,7 @@
 //! PyO3 bindings: thin wrappers only; logic lives in the core or in the Python package.
-//! One file per exposed family, plus `errors.rs` (the single error mapping) and `buffer.rs`
-//! (the buffer protocol, the only `unsafe` here).
+//! One file per exposed family, plus `errors.rs` (the single error mapping), `buffer.rs`
+//! (the buffer protocol) and `dictitems.rs` (a dict's items from `PyDict_Next`): those two,
+//! C APIs PyO3 does not offer as the bindings need them, are the only `unsafe` here.
 
 pub mod apicodec;
 pub mod apidispatch;
@@ -8,6 +9,7 @@ pub mod apiport;
 pub mod apisock;
 pub mod apistate;
 pub mod buffer;
+pub mod dictitems;
 pub mod errors;
 pub mod layout;
 pub mod memif;

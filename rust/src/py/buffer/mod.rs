@@ -10,7 +10,7 @@
 //! * [`held::MsgView`] exports a message and gives it back (frees it) when the last buffer
 //!   exported from it is released.
 //!
-//! This is the one place in `py/` with `unsafe`: the buffer protocol is a C API.
+//! With `dictitems`, the one place in `py/` with `unsafe`: the buffer protocol is a C API.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::marker::PhantomData;

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
-use crate::objects::{tag, DecodeError, Reader, Token, Utf8};
+use crate::objects::{DecodeError, Reader, Token, Utf8};
 
 /// Slots of a [`DecodeCache`]'s strings (a power of two).
 const STR_SLOTS: usize = 256;
@@ -30,10 +30,13 @@ struct Shape {
     keys: Vec<Py<PyString>>,
     /// Per key: the bytes of the kept value (empty: none kept; a value takes a byte at least).
     raw: Vec<Vec<u8>>,
-    /// Per key but the first: the bytes of the key's token and of the kept value when that
-    /// is a scalar (empty otherwise): an item whose bytes are these is read past in one
-    /// compare.
+    /// Per key but the first: the bytes of the key's token and of the kept value (empty
+    /// where none is kept).
     items: Vec<Vec<u8>>,
+    /// The `items` one after the other, and where each is in them: kept items in a row are
+    /// compared with the message at once, and read past together ([`Shape::same_items`]).
+    row: Vec<u8>,
+    placed: Vec<Placed>,
     /// Per key: the kept value (`None` where none is).
     kept: Vec<Py<PyAny>>,
     dict: Py<PyDict>,
@@ -69,15 +72,81 @@ impl Shape {
             self.items[i].clear();
             if len > 0 {
                 self.raw[i].extend_from_slice(&msg[at..at + len]);
-                if key_len > 0 && !matches!(msg[at], tag::TUPLE | tag::LIST | tag::DICT) {
+                if key_len > 0 {
                     self.items[i].extend_from_slice(&msg[at - key_len..at + len]);
                 }
             }
             template.set_item(key, &value)?;
             self.kept[i] = value.unbind();
         }
+        self.place_items();
         Ok(())
     }
+
+    /// Lay `items` out in `row` (after they changed).
+    fn place_items(&mut self) {
+        self.row.clear();
+        self.placed.clear();
+        for (item, value) in self.items.iter().zip(&self.raw) {
+            let at = self.row.len();
+            // (an item's key is a short `str`: only its value can nest)
+            match Reader::nesting(value).filter(|_| !item.is_empty()) {
+                Some(nesting) => {
+                    self.row.extend_from_slice(item);
+                    self.placed.push(Placed { at, end: self.row.len(), run_end: 0, nesting });
+                }
+                None => self.placed.push(Placed { at, end: at, run_end: 0, nesting: 0 }),
+            }
+        }
+        let mut run_end = self.row.len();
+        for p in self.placed.iter_mut().rev() {
+            if p.at == p.end {
+                run_end = p.at;
+            }
+            p.run_end = run_end;
+        }
+    }
+
+    /// The kept items from `i` on (none of them the first) whose bytes `rest` starts with,
+    /// as many as come in a row: their bytes, how many, and how deep their values nest.
+    fn same_items(&self, i: usize, rest: &[u8]) -> (&[u8], usize, usize) {
+        let Placed { at, run_end, .. } = self.placed[i];
+        let same = at + common_prefix(&self.row[at..run_end], rest);
+        let (mut end, mut items, mut nesting) = (at, 0, 0);
+        for p in self.placed[i..].iter().take_while(|p| p.at < run_end && p.end <= same) {
+            end = p.end;
+            items += 1;
+            nesting = nesting.max(p.nesting);
+        }
+        (&self.row[at..end], items, nesting)
+    }
+}
+
+/// Where a kept item of a [`Shape`] is in its `row`: from `at` to `end` (`at == end`: none
+/// kept), in the run of kept items in a row that ends at `run_end`; how deep its value's
+/// containers nest ([`Reader::nesting`]).
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    at: usize,
+    end: usize,
+    run_end: usize,
+    nesting: usize,
+}
+
+/// How many bytes `a` and `b` have in common from the start (8 at a time).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut same = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let diff =
+            u64::from_le_bytes(x.try_into().unwrap_or_default()) ^ u64::from_le_bytes(y.try_into().unwrap_or_default());
+        if diff != 0 {
+            return same + diff.trailing_zeros() as usize / 8;
+        }
+        same += 8;
+    }
+    same + a[same..].iter().zip(&b[same..]).take_while(|(x, y)| x == y).count()
 }
 
 /// What `get_obj` keeps from message to message to build repeated parts faster: the `str`
@@ -195,7 +264,20 @@ impl DecodeCache {
         let (raw, items, kept) = (empty(), empty(), (0..n).map(|_| py.None()).collect());
         // Nothing kept yet: the next dict of this shape has every value new, and is learnt.
         let learn = Patience::new(1);
-        self.shapes[slot] = Some(Box::new(Shape { bytes, ends, keys, raw, items, kept, dict: dict.unbind(), learn }));
+        let mut shape = Shape {
+            bytes,
+            ends,
+            keys,
+            raw,
+            items,
+            row: Vec::new(),
+            placed: Vec::new(),
+            kept,
+            dict: dict.unbind(),
+            learn,
+        };
+        shape.place_items();
+        self.shapes[slot] = Some(Box::new(shape));
         Ok(())
     }
 }
@@ -322,10 +404,14 @@ impl<'py> Build<'_, '_, 'py> {
         // not one to keep).
         let mut new = 0u32;
         let mut spans = [Span::default(); SHAPE_MAX];
-        for (i, span) in spans[..n].iter_mut().enumerate() {
+        let mut i = 0;
+        while i < n {
             let key_at = self.r.position();
             if i > 0 {
-                if self.r.skip_same_scalars(&shape.items[i], 2)? {
+                // the kept items from here on that come again, passed over at once
+                let (same, items, nesting) = shape.same_items(i, self.r.rest());
+                if items > 0 && self.r.skip_same_values(same, 2 * items, nesting)? {
+                    i += items;
                     continue;
                 }
                 let t = self.r.next()?;
@@ -349,6 +435,7 @@ impl<'py> Build<'_, '_, 'py> {
             }
             let at = self.r.position();
             if self.r.skip_same(&shape.raw[i])? {
+                i += 1;
                 continue;
             }
             let mutable = self.mutable;
@@ -360,9 +447,10 @@ impl<'py> Build<'_, '_, 'py> {
                 if usize::from(len) <= VALUE_MAX {
                     // (the first key was read by `dict`, before this shape was found)
                     let key_len = if i > 0 { u8::try_from(at - key_at).unwrap_or(0) } else { 0 };
-                    *span = Span { value, len, key_len };
+                    spans[i] = Span { value, len, key_len };
                 }
             }
+            i += 1;
         }
         let d = shape.dict.bind(py).copy()?;
         let built = (0..n).filter(|i| new & (1 << i) != 0);

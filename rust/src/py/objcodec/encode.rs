@@ -10,6 +10,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
 use crate::objects::{Writer, MAX_DEPTH};
 use crate::py::buffer::with_buffer;
+use crate::py::dictitems::items;
 
 /// Largest `bytes`/`bytearray` the native format carries: a larger one makes the object go
 /// by pickle, whose message forms copy it once each way (the native path copies through a
@@ -48,6 +49,9 @@ impl Seen {
 /// another while kept.
 struct Shape {
     depth: usize,
+    /// Per item: the addresses of its key and of its kept value (0: none kept), compared
+    /// with the objects met (those below hold them, so no other object can take them).
+    ids: Vec<[usize; 2]>,
     keys: Vec<Py<PyAny>>,
     /// Per item: the kept value's object (`None`: no value kept).
     values: Vec<Option<Py<PyAny>>>,
@@ -81,13 +85,14 @@ impl Shape {
         let n = spans.len();
         let mut shape = Self {
             depth,
+            ids: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
             at: Vec::with_capacity(n),
             bytes: Vec::new(),
             learn: Patience::default(),
         };
-        for ((k, v), s) in d.iter().zip(spans) {
+        for ((k, v), s) in items(d).zip(spans) {
             if s.value - s.key > VALUE_MAX {
                 return None;
             }
@@ -98,6 +103,7 @@ impl Shape {
                 shape.bytes.extend_from_slice(&msg[s.value..s.end]);
             }
             shape.at.push([start, key_end, shape.bytes.len()]);
+            shape.ids.push([k.as_ptr() as usize, if s.keep { v.as_ptr() as usize } else { 0 }]);
             shape.keys.push(k.unbind());
             shape.values.push(s.keep.then(|| v.unbind()));
         }
@@ -260,11 +266,11 @@ impl Walk<'_, '_, '_> {
         let n = d.len();
         self.w.dict(n);
         if n == 0 || n > SHAPE_MAX || self.cache.is_none() {
-            return d.iter().all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1));
+            return self.plain_items(items(d), n, depth);
         }
         let mut shape = None;
         let mut spans = [Span::default(); SHAPE_MAX];
-        let (ok, against) = self.items(d, depth, &mut shape, &mut spans);
+        let (ok, against) = self.dict_items(d, n, depth, &mut shape, &mut spans);
         let Some(cache) = self.cache.as_deref_mut() else { return ok };
         match (ok, against, shape) {
             (true, Against::Shape { new }, Some(mut s)) => {
@@ -291,12 +297,31 @@ impl Walk<'_, '_, '_> {
         ok
     }
 
-    /// Write the items of `d` (1 to [`SHAPE_MAX`] of them), against the shape cached for
+    /// Write the `n` items of `items` (a dict's): false if one is not plain data, or if there
+    /// were not `n` of them (the dict changed size since its count was written).
+    fn plain_items<'py>(
+        &mut self,
+        items: impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        n: usize,
+        depth: usize,
+    ) -> bool {
+        let mut count = 0;
+        for (k, v) in items {
+            count += 1;
+            if !(self.value(&k, depth + 1) && self.value(&v, depth + 1)) {
+                return false;
+            }
+        }
+        count == n
+    }
+
+    /// Write the `n` items of `d` (1 to [`SHAPE_MAX`] of them), against the shape cached for
     /// `d`, taken into `shape`; the spans of the items are recorded when a shape may be
     /// made of them (none was cached, or the cached one may learn this dict's values).
-    fn items(
+    fn dict_items(
         &mut self,
         d: &Bound<'_, PyDict>,
+        n: usize,
         depth: usize,
         shape: &mut Option<Box<Shape>>,
         spans: &mut [Span; SHAPE_MAX],
@@ -304,9 +329,9 @@ impl Walk<'_, '_, '_> {
         let mut against = Against::Nothing { keep: true };
         let mut record = true;
         let mut new = 0u32;
-        let mut items = d.iter();
-        let Some((k0, v0)) = items.next() else { return (true, against) };
-        match self.cache.as_deref_mut().map(|c| c.take(d.len(), depth, k0.as_ptr() as usize)) {
+        let mut rest = items(d);
+        let Some((k0, v0)) = rest.next() else { return (false, against) };
+        match self.cache.as_deref_mut().map(|c| c.take(n, depth, k0.as_ptr() as usize)) {
             Some(Ok(s)) => {
                 against = Against::Shape { new: 0 };
                 record = s.learn.due();
@@ -320,55 +345,60 @@ impl Walk<'_, '_, '_> {
         }
         if !record && shape.is_none() {
             // nothing to reuse, nothing to keep: a plain walk
-            let mut plain = std::iter::once((k0, v0)).chain(items);
-            return (plain.all(|(k, v)| self.value(&k, depth + 1) && self.value(&v, depth + 1)), against);
+            return (self.plain_items(std::iter::once((k0, v0)).chain(rest), n, depth), against);
         }
         // Bytes of the shape not written yet: the items kept, in a row, met last (written
         // with one copy when the row ends).
         let mut run = 0..0;
-        for (i, (k, v)) in std::iter::once((k0, v0)).chain(items).enumerate() {
+        let mut item = Some((k0, v0));
+        let mut i = 0;
+        while let Some((k, v)) = item.take() {
+            if i == n {
+                return (false, against); // grown since counted
+            }
             let known = match (&against, shape.as_deref()) {
-                (Against::Shape { .. }, Some(s)) if s.keys[i].as_ptr() == k.as_ptr() => Some(s),
+                (Against::Shape { .. }, Some(s)) if s.ids[i][0] == k.as_ptr() as usize => Some(s),
                 _ => None,
             };
-            if let Some(s) = known {
+            // (no object is at address 0: an item with no value kept never matches)
+            if let Some(s) = known.filter(|s| s.ids[i][1] == v.as_ptr() as usize) {
                 let [start, key_end, end] = s.at[i];
-                if s.values[i].as_ref().is_some_and(|x| x.as_ptr() == v.as_ptr()) {
-                    if run.end != start {
-                        self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
-                    }
-                    if record {
-                        let key = self.w.len() + run.len();
-                        spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
-                    }
-                    run.end = end;
-                    continue;
+                if run.end != start {
+                    self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
                 }
-            }
-            if let Some(s) = shape.as_deref() {
-                self.w.raw(&s.bytes[std::mem::replace(&mut run, 0..0)]);
-            }
-            let key = self.w.len();
-            if let Some(s) = known {
-                self.w.raw(s.key(i));
+                if record {
+                    let key = self.w.len() + run.len();
+                    spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
+                }
+                run.end = end;
             } else {
-                if matches!(against, Against::Shape { .. }) {
-                    against = Against::Other;
+                if let Some(s) = shape.as_deref() {
+                    self.w.raw(&s.bytes[std::mem::replace(&mut run, 0..0)]);
                 }
-                if !self.value(&k, depth + 1) {
+                let key = self.w.len();
+                if let Some(s) = known {
+                    self.w.raw(s.key(i));
+                } else {
+                    if matches!(against, Against::Shape { .. }) {
+                        against = Against::Other;
+                    }
+                    if !self.value(&k, depth + 1) {
+                        return (false, against);
+                    }
+                }
+                let value = self.w.len();
+                let mutable = self.mutable;
+                if !self.value(&v, depth + 1) {
                     return (false, against);
                 }
+                new |= 1 << i;
+                if record {
+                    let end = self.w.len();
+                    spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
+                }
             }
-            let value = self.w.len();
-            let mutable = self.mutable;
-            if !self.value(&v, depth + 1) {
-                return (false, against);
-            }
-            new |= 1 << i;
-            if record {
-                let end = self.w.len();
-                spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
-            }
+            i += 1;
+            item = rest.next();
         }
         if let Some(s) = shape.as_deref() {
             self.w.raw(&s.bytes[run]);
@@ -376,7 +406,7 @@ impl Walk<'_, '_, '_> {
         if let Against::Shape { new: n } = &mut against {
             *n = new;
         }
-        (true, against)
+        (i == n, against)
     }
 }
 

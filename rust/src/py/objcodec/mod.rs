@@ -21,8 +21,12 @@
 //!   interned `str`s, as dict literals give) and writes each item whose value is the very
 //!   object kept as the bytes it wrote for it before, without walking it;
 //! - the decoder knows a dict whose key bytes are a shape's, reads past each value whose
-//!   bytes are those it built a kept value from, and makes the dict as a copy of the shape's
-//!   dict with only the other values set.
+//!   bytes are those it built a kept value from (kept items that follow one another are
+//!   compared with the message at once and read past together), and makes the dict as a
+//!   copy of the shape's dict with only the other values set.
+//!
+//! The encoder walks a dict with `PyDict_Next` itself ([`crate::py::dictitems`]): PyO3's
+//! iterator costs more per item than the rest of a kept item's work.
 //!
 //! Only immutable values are kept (no list, dict or bytearray anywhere in them), so sharing
 //! one between messages is invisible but to `is`, as it already is for short strings and
