@@ -28,9 +28,16 @@ many arrays as the producer cycles through, as its copies are). Producer and con
 are separate spawned processes pinned to different CPUs (``--no-pin`` to disable), with the
 cyclic garbage collector off. Peers that are not installed show ``n/a``.
 
+On a shared machine whose speed drifts from one minute to the next, ``--rounds N`` runs
+every peer of a workload N times in turn (peer A, peer B, ..., then again), so each round's
+ratios come from measurements a few seconds apart; each peer's rate is then the median of
+its rounds, and shmkit's ratio to ``mp.Queue`` in every round is printed too, with the
+median of those ratios.
+
     python benches/bench_objects.py            # about 2 minutes
     python benches/bench_objects.py --quick    # shorter runs
     python benches/bench_objects.py --only shmkit,mp.Queue --workloads dict,np1M
+    python benches/bench_objects.py --only shmkit,mp.Queue --workloads dict --rounds 7
 """
 
 from __future__ import annotations
@@ -591,7 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated peer names")
     ap.add_argument("--workloads", help="comma-separated: " + ",".join(w.key for w in WORKLOADS))
     ap.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="runs of each peer, in turn (median reported)"
+    )
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     seconds = args.seconds or (0.4 if args.quick else 1.5)
     peers = PEERS
     if args.only:
@@ -602,22 +614,47 @@ def main(argv: list[str] | None = None) -> int:
         keys = {k.strip() for k in args.workloads.split(",")}
         workloads = [w for w in WORKLOADS if w.key in keys]
     print(f"# Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {seconds} s per run")
-    rates: dict[tuple[str, str], float] = {}
+    rounds: dict[tuple[str, str], list[float]] = {}
     for w in workloads:
-        for p in peers:
-            if not p.available():
-                note = f"n/a ({p.needs or 'not available'})"
-            elif not p.supports(w):
-                continue
-            else:
-                rate, note = run_one(p, w, seconds, not args.no_pin)
-                rates[p.name, w.key] = rate
-            print(
-                f"  {w.label:<18} {p.name:<16} {_fmt(rates.get((p.name, w.key)), note)}", flush=True
-            )
+        for r in range(args.rounds):
+            for p in peers:
+                if not p.available():
+                    if r > 0:
+                        continue
+                    rate, note = 0.0, f"n/a ({p.needs or 'not available'})"
+                elif not p.supports(w):
+                    continue
+                else:
+                    rate, note = run_one(p, w, seconds, not args.no_pin)
+                    rounds.setdefault((p.name, w.key), []).append(rate)
+                tag = f" [{r + 1}/{args.rounds}]" if args.rounds > 1 else ""
+                print(f"  {w.label:<18} {p.name:<16} {_fmt(rate, note)}{tag}", flush=True)
+    rates = {k: statistics.median(v) for k, v in rounds.items()}
     print()
     print(report(workloads, peers, rates))
+    if args.rounds > 1:
+        print(by_round(workloads, rounds))
     return 0
+
+
+def by_round(workloads: list[Workload], rounds: dict[tuple[str, str], list[float]]) -> str:
+    """shmkit's ratio to mp.Queue in each round, and their median: the fairer figure on a
+    machine whose speed drifts (the report above divides each peer's median rate)."""
+    lines = ["# shmkit against multiprocessing.Queue, round by round"]
+    for w in workloads:
+        base = rounds.get(("mp.Queue", w.key), [])
+        ours = [
+            max(pair)
+            for pair in zip(
+                rounds.get(("shmkit", w.key), [0.0] * len(base)),
+                rounds.get(("shmkit in place", w.key), [0.0] * len(base)),
+            )
+        ]
+        ratios = [a / b for a, b in zip(ours, base) if a and b]
+        if ratios:
+            each = " ".join(f"{x:.1f}x" for x in ratios)
+            lines.append(f"{w.label:<18}  median {statistics.median(ratios):.1f}x  ({each})")
+    return "\n".join(lines)
 
 
 def _fmt(rate: float | None, note: str) -> str:
