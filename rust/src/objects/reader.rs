@@ -281,9 +281,9 @@ impl<'a> Reader<'a> {
     /// `nesting` deep ([`Reader::nesting`]; 0: all scalars), read past them and say so. The
     /// values are counted where they now sit and their depth is checked there, as by
     /// [`Reader::next`]; the bytes are not parsed again (their parse was their whole check).
-    /// Values whose containers would nest too deep here, or that close the container they
-    /// are in, are not read past (`Ok(false)`, nothing read): the caller reads them, and
-    /// meets the error there.
+    /// Values with containers that would nest too deep here, or that are more than the
+    /// container being read has left, are not read past (`Ok(false)`, nothing read): the
+    /// caller reads them, and meets the error there (scalars are counted on, as by `next`).
     pub fn skip_same_values(&mut self, values: &[u8], n: usize, nesting: usize) -> Result<bool, DecodeError> {
         if values.is_empty() || !self.rest().starts_with(values) {
             return Ok(false);
