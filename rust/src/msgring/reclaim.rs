@@ -43,41 +43,50 @@ impl MsgRings {
     pub fn busy_messages(&self) -> Result<Vec<BusyMsg>> {
         self.guarded(|| {
             let mut out = Vec::new();
-            let mut note = |h: &MsgHeader, payload: u64, state: u32, heap: bool| {
+            self.each_busy(|h, off, state, heap| {
                 out.push(BusyMsg {
-                    reference: MsgRef::new(payload, state >> 1),
+                    reference: MsgRef::new(off + HDR, state >> 1),
                     owner_pid: h.owner_pid.load(Acquire),
                     to_pid: h.to_pid.load(Relaxed),
                     len: h.len.load(Relaxed),
                     heap,
                 });
-            };
-            for (i, r) in self.rings.iter().enumerate() {
-                for j in 0..r.nitems {
-                    let s = self.slot(i, j);
-                    let state = s.state.load(Acquire);
-                    if state & BUSY != 0 {
-                        note(s, self.slot_offset(i, j) + HDR, state, false);
-                    }
-                }
-            }
-            let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
-            for (off, usable) in self.region.allocations()? {
-                if usable < HDR || objects.contains(&off) {
-                    continue;
-                }
-                let Some(h) = self.msg_header(off) else { continue };
-                let state = h.state.load(Acquire);
-                if h.magic.load(Relaxed) == MSG_MAGIC
-                    && h.slot_id.load(Relaxed) == HEAP_RING
-                    && self.tag_matches(h)
-                    && state & BUSY != 0
-                {
-                    note(h, off + HDR, state, true);
-                }
-            }
+                Ok(())
+            })?;
             Ok(out)
         })
+    }
+
+    /// Hand `f` every busy message of this pool (see [`MsgRings::busy_messages`]): its
+    /// header, the header's offset, the state it was seen in, and whether it is on the heap.
+    /// Heap blocks count only with the message magic, the heap's slot id and this pool's
+    /// tag; region objects are never messages, whatever a peer wrote at their start.
+    fn each_busy(&self, mut f: impl FnMut(&MsgHeader, u64, u32, bool) -> Result<()>) -> Result<()> {
+        for (i, r) in self.rings.iter().enumerate() {
+            for j in 0..r.nitems {
+                let s = self.slot(i, j);
+                let state = s.state.load(Acquire);
+                if state & BUSY != 0 {
+                    f(s, self.slot_offset(i, j), state, false)?;
+                }
+            }
+        }
+        let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
+        for (off, usable) in self.region.allocations()? {
+            if usable < HDR || objects.contains(&off) {
+                continue;
+            }
+            let Some(h) = self.msg_header(off) else { continue };
+            let state = h.state.load(Acquire);
+            if h.magic.load(Relaxed) == MSG_MAGIC
+                && h.slot_id.load(Relaxed) == HEAP_RING
+                && self.tag_matches(h)
+                && state & BUSY != 0
+            {
+                f(h, off, state, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Free `r` (counted as reclaimed) if it is still the live message it names and
@@ -110,37 +119,15 @@ impl MsgRings {
     /// see `held_by`. Returns how many were reclaimed.
     pub fn reclaim_pid(&self, pid: u32) -> Result<u64> {
         let mut count = 0;
-        for (i, r) in self.rings.iter().enumerate() {
-            for j in 0..r.nitems {
-                let s = self.slot(i, j);
-                let state = s.state.load(Acquire);
-                if state & BUSY != 0
-                    && Self::held_by(s, pid)
-                    && s.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
-                {
-                    count += 1;
+        self.each_busy(|h, off, state, heap| {
+            if Self::held_by(h, pid) && h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok() {
+                if heap {
+                    self.region.free(off)?;
                 }
-            }
-        }
-        // Region objects are never messages, whatever a peer wrote at their start.
-        let objects: Vec<u64> = self.region.objects()?.iter().map(|o| o.offset).collect();
-        for (off, usable) in self.region.allocations()? {
-            if usable < HDR || objects.contains(&off) {
-                continue;
-            }
-            let Some(h) = self.msg_header(off) else { continue };
-            let state = h.state.load(Acquire);
-            if h.magic.load(Relaxed) == MSG_MAGIC
-                && h.slot_id.load(Relaxed) == HEAP_RING
-                && self.tag_matches(h)
-                && state & BUSY != 0
-                && Self::held_by(h, pid)
-                && h.state.compare_exchange(state, state & !BUSY, Release, Relaxed).is_ok()
-            {
-                self.region.free(off)?;
                 count += 1;
             }
-        }
+            Ok(())
+        })?;
         self.header().reclaimed.fetch_add(count, Relaxed);
         Ok(count)
     }
