@@ -217,6 +217,50 @@ fn blocked_get_is_woken_by_put() {
     assert!(q.stats().unwrap().get_wakeups >= 1);
 }
 
+/// A producer that finds the queue full spins until a batch of elements has room (an eighth
+/// of the queue, at most 32, at least what it needs), so that the consumer frees them without
+/// meeting its checks; at the end of the spin the one free slot it needs is enough.
+#[test]
+fn a_spinning_producer_waits_for_room_for_a_batch() {
+    for opts in [MPMC, SPSC] {
+        let f = fixture(1 << 20);
+        let q = ShmQueue::create(&f.region, "r", 64, 8, &opts).unwrap();
+        let fill = |q: &ShmQueue| while q.try_put(b"x").unwrap() {};
+        let take = |q: &ShmQueue, n| (0..n).for_each(|_| assert!(q.try_get_vec().unwrap().is_some()));
+        fill(&q);
+        // Room for 7 of the batch of 8: the spin lasts its whole budget, then takes the room.
+        take(&q, 7);
+        let budget = Duration::from_millis(200);
+        q.set_spin(budget);
+        let t0 = Instant::now();
+        assert!(q.spin_writable(1).unwrap());
+        assert!(t0.elapsed() >= budget, "{opts:?}: the spin did not wait for the batch");
+        // Room for the batch: at once (a spin that wrongly waited would take a minute).
+        take(&q, 1);
+        q.set_spin(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(q.spin_writable(1).unwrap());
+        // ... and for a put of 40: its own need is the batch.
+        fill(&q);
+        take(&q, 40);
+        assert!(q.spin_writable(40).unwrap());
+        assert!(t0.elapsed() < Duration::from_secs(30), "{opts:?}: the spin missed the room");
+        // Not even a slot free: the spin ends at its budget and says so.
+        fill(&q);
+        q.set_spin(Duration::from_millis(20));
+        assert!(!q.spin_writable(1).unwrap());
+    }
+    // A queue of 4: a batch of one, found at once.
+    let f = fixture(1 << 20);
+    let q = ShmQueue::create(&f.region, "s", 4, 8, &MPMC).unwrap();
+    while q.try_put(b"x").unwrap() {}
+    assert!(q.try_get_vec().unwrap().is_some());
+    q.set_spin(Duration::from_secs(60));
+    let t0 = Instant::now();
+    assert!(q.spin_writable(1).unwrap());
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}
+
 #[test]
 fn uncontended_fast_path_sends_no_wakeups() {
     let f = fixture(1 << 20);

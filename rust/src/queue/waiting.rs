@@ -56,7 +56,9 @@ impl ShmQueue {
         self.ring.spin(Dir::Readable, self.spin())
     }
 
-    /// Poll for at most this handle's spin time until `n` elements may fit.
+    /// Poll for at most this handle's spin time until `n` elements may fit: first until a
+    /// batch has room (up to 32 elements, an eighth of the queue at most), so the consumer
+    /// frees it undisturbed; at the end of the spin, `n` are enough.
     pub fn spin_writable(&self, n: u64) -> Result<bool> {
         self.me()?;
         self.ring.spin(Dir::Writable(n.clamp(1, self.capacity())), self.spin())

@@ -13,6 +13,11 @@ use crate::sys::sync::{AtomicU32, AtomicU64};
 /// about 1 µs of polling, so a spin overshoots its budget by at most that.
 const CHECKS_PER_CLOCK: u32 = 16;
 
+/// Elements a producer that found the queue full waits to have room for while it spins (see
+/// [`Ring::spin`]): enough that the consumer frees them without meeting the producer's
+/// checks, few enough to be a few microseconds of a consumer's work.
+pub(crate) const ROOM_BATCH: u64 = 32;
+
 /// Which condition a sleeper waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -92,22 +97,52 @@ impl<H: Host> Ring<H> {
     /// make let an answer wait 1.3 µs to be seen, twice per round trip (the blocking round
     /// trip's p50 was 2.1 µs, the spinning one's 0.6 µs, measured in the same minute by
     /// `benches/rtt_tail.py`). A check is two loads of lines the peer writes anyway.
+    ///
+    /// A producer that found the queue full polls for room for a batch ([`Ring::room_goal`]
+    /// elements) and then for what it needs: while it waits, the only slot it reads is the one
+    /// consumers free last of the batch, so the consumer works through the batch undisturbed
+    /// instead of losing the slot it is about to free to every check (measured between two
+    /// processes with a consumer slower than its producer: 1.13× the messages per second,
+    /// median of 8 alternated pairs). At the end of the budget the condition itself decides:
+    /// a slow consumer's one free slot is taken then.
     pub(crate) fn spin(&self, dir: Dir, budget: Duration) -> Result<bool> {
         if budget.is_zero() {
             return Ok(false);
         }
+        let batch = match dir {
+            Dir::Writable(n) => self.room_goal(n),
+            Dir::Readable => 1,
+        };
         let end = self.host.now() + budget;
         loop {
             for _ in 0..CHECKS_PER_CLOCK {
-                if self.ready(dir)? {
+                if (batch == 1 || self.room_ahead(batch)?) && self.ready(dir)? {
                     return Ok(true);
                 }
                 std::hint::spin_loop();
             }
             if self.host.now() >= end {
-                return Ok(false);
+                return self.ready(dir);
             }
         }
+    }
+
+    /// How many elements a spinning producer that needs `n` waits to have room for: a batch
+    /// of [`ROOM_BATCH`], at most an eighth of the queue, at least `n`, at most all of it.
+    pub(crate) fn room_goal(&self, n: u64) -> u64 {
+        n.max((self.cap / 8).min(ROOM_BATCH)).clamp(1, self.cap)
+    }
+
+    /// Whether the slot of the `k`-th position from the tail (1: the tail's) is no longer
+    /// held for consumers, as far as one load of its word says.
+    fn room_ahead(&self, k: u64) -> Result<bool> {
+        let pos = self.header()?.tail.load(SeqCst).wrapping_add(k - 1);
+        let (slot, _) = self.slot(pos)?;
+        let w = slot.word.load(SeqCst);
+        if self.spsc {
+            return Ok(!(owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64));
+        }
+        Ok(!matches!(at_tail(w, pos, self.cap), AtTail::Blocked(_)))
     }
 
     /// Whether an operation in direction `dir` could make progress now (succeed, recover a
