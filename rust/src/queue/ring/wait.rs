@@ -16,7 +16,7 @@ const CHECKS_PER_CLOCK: u32 = 16;
 /// Elements a producer that found the queue full waits to have room for while it spins (see
 /// [`Ring::spin`]): enough that the consumer frees them without meeting the producer's
 /// checks, few enough to be a few microseconds of a consumer's work.
-pub(crate) const ROOM_BATCH: u64 = 32;
+const ROOM_BATCH: u64 = 32;
 
 /// Which condition a sleeper waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,7 @@ impl<H: Host> Ring<H> {
 
     /// How many elements a spinning producer that needs `n` waits to have room for: a batch
     /// of [`ROOM_BATCH`], at most an eighth of the queue, at least `n`, at most all of it.
-    pub(crate) fn room_goal(&self, n: u64) -> u64 {
+    fn room_goal(&self, n: u64) -> u64 {
         n.max((self.cap / 8).min(ROOM_BATCH)).clamp(1, self.cap)
     }
 
