@@ -82,7 +82,7 @@ class ObjectsMixin:
             # the common case inline (a small object: pickle, put): one call less
             pbs: list[pickle.PickleBuffer] = []
             try:
-                stream = _dumps(obj, 5, buffer_callback=pbs.append)
+                stream = _dumps(obj, 5, buffer_callback=_objects.in_band_if_small(pbs))
             except TypeError:
                 pass  # memoryviews inside: frame() has the pickler for them
             else:
