@@ -1,7 +1,7 @@
 """Python objects in one message block: shmkit's native format for plain data, else pickle
 protocol 5 with out-of-band buffers.
 
-A message is one of three things, told apart by its first byte:
+A message is one of four things, told apart by its first bytes:
 
 * **a native message** (first byte ``0xB7``, then the format's version, 1): plain data
   (``None``, ``bool``, ``int`` in the i64 range, ``float``, ``str``, ``bytes``/``bytearray``
@@ -16,6 +16,8 @@ A message is one of three things, told apart by its first byte:
   out-of-band buffer. ``bytes`` and ``bytearray`` sent on their own are written as this too,
   the opcodes framed around their bytes by hand, so they are copied once into the block, not
   first into a pickle and then into the block.
+* **a small numpy array on its own** (first bytes ``b"SKA1"``): its dtype, shape and bytes,
+  no pickle (layout and checks in ``shmkit._arrays``).
 * **a framed message** (first bytes ``b"SKO5"``): pickle's out-of-band buffers
   (``pickle.PickleBuffer``: numpy arrays, ``bytearray``, ``memoryview`` ...) lie in the block
   next to the pickle stream, and the receiver's objects are built on views of the block::
@@ -45,6 +47,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from shmkit import _arrays
 from shmkit._native import CorruptionError
 
 __all__ = [
@@ -247,6 +250,8 @@ def load(block: memoryview, *, writable: bool = False) -> Any:
         raise CorruptionError("object message: empty block")
     if block[0] == _PROTO:
         return pickle.loads(block)
+    if block[:4] == _arrays.MAGIC:
+        return _arrays.load(block)
     if total < HEADER.size:
         raise CorruptionError(f"object message: {total} bytes, shorter than a header")
     magic, _flags, nbufs, _res, plen = HEADER.unpack_from(block, 0)

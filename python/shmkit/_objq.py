@@ -12,8 +12,10 @@ the pickle stream, and each out-of-band buffer (numpy arrays, ``bytearray``, ``m
 ...) copied once, straight from the object into the block (the layout is in
 ``shmkit._objects``). ``_get_obj_from(view)`` unpickles a block taken in place: arrays and
 memoryviews in the object are views of the block, nothing is copied; the block is freed when
-the last of them is gone (and reclaimed if the receiving process dies). A message small
-enough to travel in its element of the queue is copied out instead, to ``_get_obj_small(data)``.
+the last of them is gone (and reclaimed if the receiving process dies). Buffers of at most
+4 KiB go inside the pickle stream instead, a numpy array of at most 4 KiB on its own goes as
+its bytes with no pickle (``shmkit._arrays``), and a message of at most 4 KiB is copied out
+and freed at once, to ``_get_obj_small(data)``: for so few bytes a copy costs less than a view.
 
 ``reserve_obj(nbytes)`` removes the sender's copy too: it reserves a message with ``nbytes``
 of buffer space, the sender builds its array there (``slot.array(shape, dtype)`` or any
@@ -33,7 +35,7 @@ import pickle
 import time
 from typing import Any, Literal, Protocol
 
-from shmkit import _objects
+from shmkit import _arrays, _objects
 from shmkit._native import MsgSlot, MsgView
 from shmkit._objects import ENTRY, HEADER, MAGIC, READONLY, _Pickler
 
@@ -41,7 +43,6 @@ __all__ = ["ObjectSlot", "ObjectsMixin"]
 
 #: Messages up to this size are copied out and the block freed at once: unpickling from
 #: ``bytes`` is quicker than from a view, and a small object should not pin a block.
-_SMALL = 4096
 _PROTO = 0x80
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -78,6 +79,11 @@ class ObjectsMixin:
         Pickling errors come before anything is allocated."""
         t = type(obj)
         msg: bytes | _objects.Framed | _objects._BytesMessage | None = None
+        # a small numpy array on its own: its bytes, no pickle (``shmkit._arrays``)
+        small_array = _arrays.message(obj, _objects.IN_BAND_MAX)
+        if small_array is not None:
+            self.put(small_array, block, timeout)
+            return
         if t is not bytes and t is not bytearray:
             # the common case inline (a small object: pickle, put): one call less
             pbs: list[pickle.PickleBuffer] = []
@@ -111,15 +117,11 @@ class ObjectsMixin:
         self.put_obj(obj, False)
 
     def _get_obj_from(self, view: MsgView) -> Any:
-        """The object of a message that is not in the native format (called by the native
-        ``get_obj`` with the message taken in place, writable). Its arrays,
-        ``bytearray``-backed buffers and memoryviews are views of the message in shared
-        memory, writable where the sender's were: no copy. The message is freed when the last
-        of them is gone."""
-        if len(view) <= _SMALL:
-            data = bytes(view)
-            view.release()
-            return self._get_obj_small(data)
+        """The object of a message of more than 4 KiB that is not in the native format
+        (called by the native ``get_obj`` with the message taken in place, writable; a
+        smaller one it copies out for ``_get_obj_small``). Its arrays, ``bytearray``-backed
+        buffers and memoryviews are views of the message in shared memory, writable where the
+        sender's were: no copy. The message is freed when the last of them is gone."""
         block_view = memoryview(view)
         try:
             return _objects.load(block_view, writable=True)
@@ -128,11 +130,13 @@ class ObjectsMixin:
             view.release()
 
     def _get_obj_small(self, data: bytes) -> Any:
-        """The object of a small message that is not in the native format, copied out of
-        the queue (called by the native ``get_obj`` for a message that travelled in its
-        element of the queue): buffers in it are views of a private copy."""
+        """The object of a message of at most 4 KiB that is not in the native format,
+        copied out of the queue and freed (called by the native ``get_obj``): buffers in it
+        are views of a private copy."""
         if data and data[0] == _PROTO:
             return _loads(data)
+        if data[:4] == _arrays.MAGIC:
+            return _arrays.load(memoryview(data))
         return _objects.load(memoryview(bytearray(data)), writable=True)
 
     def get_obj_nowait(self: _Queue) -> Any:

@@ -60,6 +60,12 @@ fn pickle_path<'py>(slf: &Bound<'py, PyMsgQueue>, name: &Bound<'py, PyString>) -
 /// A buffer grown past this by a large object is dropped after the call, not kept.
 const KEEP_BUFFER: usize = 64 << 10;
 
+/// `get_obj` copies a message of at most this many bytes out of the region and frees it
+/// before loading it, whatever its format: views of a block this small would cost more than
+/// the copy (a small numpy array's message, a pickle with small buffers in band). Larger
+/// pickled messages are loaded in place (`_get_obj_from`).
+const COPY_OUT_MAX: usize = 4096;
+
 /// A message reserved for writing in place, from `MsgQueue.reserve(n)`: write through
 /// `view` (or `with q.reserve(n) as buf:`), then `commit()` queues it; `abort()` frees it.
 #[pyclass(name = "MsgSlot", module = "shmkit._native", frozen)]
@@ -136,10 +142,11 @@ impl PyMsgQueue {
         }
     }
 
-    /// The object of message `b`, borrowed in place: a native one is copied into `buf` (a
-    /// peer cannot change a private copy while it is read) and freed, then decoded; a pickled
-    /// one is loaded by `_get_obj_from` (`shmkit._objq`: its arrays and memoryviews are views
-    /// of the message, no copy).
+    /// The object of message `b`, borrowed in place: a native one, or any of at most
+    /// [`COPY_OUT_MAX`] bytes, is copied into `buf` (a peer cannot change a private copy while
+    /// it is read) and freed, then loaded as `load_copy` does; a larger pickled one is loaded
+    /// by `_get_obj_from` (`shmkit._objq`: its arrays and memoryviews are views of the
+    /// message, no copy).
     fn load_borrowed<'py>(
         &self,
         slf: &Bound<'py, Self>,
@@ -152,7 +159,7 @@ impl PyMsgQueue {
         };
         let (map, len) = (Arc::clone(map), b.len());
         let mut first = [0u8];
-        if len > 0 && map.read(off, &mut first).is_some() && objects::is_native(&first) {
+        if len <= COPY_OUT_MAX || map.read(off, &mut first).is_some() && objects::is_native(&first) {
             let copied = map.read_into(off, len, buf);
             drop(b);
             return match copied {
