@@ -358,10 +358,10 @@ impl PyMsgQueue {
     }
 
     /// Take the next object, waiting like `get`: a native message is decoded here (and freed
-    /// first), a pickled one is loaded by `_get_obj_from` (`shmkit._objq`: its arrays and
-    /// memoryviews are views of the message, no copy), or by `_get_obj_small` if it was
-    /// small enough to travel in its element of the queue (copied out). A native message
-    /// that is not valid raises `CorruptionError` (and is freed: the queue goes on).
+    /// first); another one of at most 4 KiB is copied out, freed and loaded by
+    /// `_get_obj_small` (`shmkit._objq`), a larger one by `_get_obj_from` (its arrays and
+    /// memoryviews are views of the message, no copy). A message that is not valid raises
+    /// `CorruptionError` (and is freed: the queue goes on).
     #[pyo3(signature = (block=true, timeout=None))]
     fn get_obj<'py>(slf: &Bound<'py, Self>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
