@@ -56,6 +56,7 @@ MUTANTS_FILES := \
 	netmap/kring.rs=--lib,--test,netmap,--test,fuzz_corpus \
 	msgring.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
 	msgring/repair.rs=--test,msgring,--test,msgring_repair,--test,fuzz_corpus \
+	msgring/reclaim.rs=--test,msgring,--test,msgq,--test,fuzz_corpus \
 	objects/reader.rs=--test,objects,--test,fuzz_corpus \
 	sys/lock/mod.rs=--lib,--test,region
 MUTANTS_JOBS ?= 1
