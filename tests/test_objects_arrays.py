@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import random
 import struct
 from collections.abc import Iterator
@@ -119,17 +120,11 @@ def test_small_buffers_inside_objects_go_in_the_stream(region: shmkit.Region) ->
     same(got["big"], big)
     assert not in_region(region, got["small"]) and in_region(region, got["big"])
     pbs: list[Any] = []
-    stream = pickle_5(small, _objects.in_band_if_small(pbs))
+    stream = pickle.dumps(small, 5, buffer_callback=_objects.in_band_if_small(pbs))
     assert not pbs and len(stream) > small.nbytes
     del got
     gc.collect()
     assert q.stats()["in_use"] == 0
-
-
-def pickle_5(obj: Any, callback: Any) -> bytes:
-    import pickle
-
-    return pickle.dumps(obj, 5, buffer_callback=callback)
 
 
 def array_message(

@@ -41,8 +41,6 @@ from shmkit._objects import ENTRY, HEADER, MAGIC, READONLY, _Pickler
 
 __all__ = ["ObjectSlot", "ObjectsMixin"]
 
-#: Messages up to this size are copied out and the block freed at once: unpickling from
-#: ``bytes`` is quicker than from a view, and a small object should not pin a block.
 _PROTO = 0x80
 _dumps = pickle.dumps
 _loads = pickle.loads

@@ -140,9 +140,15 @@ impl<H: Host> Ring<H> {
         let (slot, _) = self.slot(pos)?;
         let w = slot.word.load(SeqCst);
         if self.spsc {
-            return Ok(!(owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64));
+            return Ok(!self.spsc_full(w, pos));
         }
         Ok(!matches!(at_tail(w, pos, self.cap), AtTail::Blocked(_)))
+    }
+
+    /// Whether SPSC slot word `w` at position `pos` still holds the element of the lap
+    /// before, not yet taken.
+    fn spsc_full(&self, w: u64, pos: u64) -> bool {
+        owner_of(w) == 0 && distance(seq_of(w), pos) == 1 - self.cap as i64
     }
 
     /// Whether an operation in direction `dir` could make progress now (succeed, recover a
@@ -179,8 +185,7 @@ impl<H: Host> Ring<H> {
                 let (slot, _) = self.slot(tail.wrapping_add(i))?;
                 let w = slot.word.load(SeqCst);
                 if w != pack(tail.wrapping_add(i), 0) {
-                    let full = owner_of(w) == 0 && distance(seq_of(w), tail.wrapping_add(i)) == 1 - self.cap as i64;
-                    return Ok(!full);
+                    return Ok(!self.spsc_full(w, tail.wrapping_add(i)));
                 }
             }
             return Ok(true);
