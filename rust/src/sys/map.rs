@@ -156,15 +156,24 @@ impl Mapping {
     }
 
     /// Copy `[off, off + len)` out of the mapping into `buf`, in place of what it held (its
-    /// capacity is reused). Nothing is allocated for a range outside the mapping.
+    /// capacity is reused, and not zeroed first: `get_obj` copies every small message out
+    /// this way). Nothing is allocated for a range outside the mapping.
     #[inline]
     pub fn read_into(&self, off: usize, len: usize, buf: &mut Vec<u8>) -> Option<()> {
         if !self.contains(off, len) {
             return None;
         }
         buf.clear();
-        buf.resize(len, 0);
-        self.read(off, buf)
+        buf.reserve(len);
+        // SAFETY: `reserve` left room for `len` bytes in `buf`'s own heap block (it is empty
+        // after `clear`), which is not part of the mapping; `read_to_raw` checks the source
+        // range (`contains` held above) and copies exactly `len` bytes before `set_len` makes
+        // them the contents, so no uninitialised byte is ever exposed.
+        unsafe {
+            self.read_to_raw(off, buf.as_mut_ptr(), len)?;
+            buf.set_len(len);
+        }
+        Some(())
     }
 
     /// A copy of `[off, off + len)` of the mapping.

@@ -455,7 +455,8 @@ impl<'py> Build<'_, '_, 'py> {
         let d = shape.dict.bind(py).copy()?;
         let built = (0..n).filter(|i| new & (1 << i) != 0);
         for (i, v) in built.zip(self.stack.drain(start..)) {
-            d.set_item(shape.keys[i].bind(py), v.bind(py))?;
+            // (a `Bound` drops with the GIL known held: no thread-local check, as for `Py`)
+            d.set_item(shape.keys[i].bind(py), v.into_bound(py))?;
         }
         if new.count_ones() as usize * 2 <= n {
             shape.learn.hit();

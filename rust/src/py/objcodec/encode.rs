@@ -10,7 +10,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 use super::{hash, Patience, SHAPE_MAX, SHAPE_SLOTS, VALUE_MAX};
 use crate::objects::{Writer, MAX_DEPTH};
 use crate::py::buffer::with_buffer;
-use crate::py::dictitems::items;
+use crate::py::dictitems::{items, Items, Next};
 
 /// Largest `bytes`/`bytearray` the native format carries: a larger one makes the object go
 /// by pickle, whose message forms copy it once each way (the native path copies through a
@@ -316,8 +316,9 @@ impl Walk<'_, '_, '_> {
     }
 
     /// Write the `n` items of `d` (1 to [`SHAPE_MAX`] of them), against the shape cached for
-    /// `d`, taken into `shape`; the spans of the items are recorded when a shape may be
-    /// made of them (none was cached, or the cached one may learn this dict's values).
+    /// `d`, taken into `shape`. With nothing to learn from them (the cached shape is not due
+    /// to learn, or no shape may take the slot) they go by [`Walk::known_items`] or plainly;
+    /// else with their spans recorded, for a shape to be made of them.
     fn dict_items(
         &mut self,
         d: &Bound<'_, PyDict>,
@@ -326,27 +327,25 @@ impl Walk<'_, '_, '_> {
         shape: &mut Option<Box<Shape>>,
         spans: &mut [Span; SHAPE_MAX],
     ) -> (bool, Against) {
-        let mut against = Against::Nothing { keep: true };
-        let mut record = true;
-        let mut new = 0u32;
         let mut rest = items(d);
-        let Some((k0, v0)) = rest.next() else { return (false, against) };
-        match self.cache.as_deref_mut().map(|c| c.take(n, depth, k0.as_ptr() as usize)) {
-            Some(Ok(s)) => {
-                against = Against::Shape { new: 0 };
-                record = s.learn.due();
+        let Some((k0, v0)) = rest.next() else { return (false, Against::Nothing { keep: true }) };
+        let mut against = match self.cache.as_deref_mut().map(|c| c.take(n, depth, k0.as_ptr() as usize)) {
+            Some(Ok(s)) if !s.learn.due() => {
+                let ok = self.known_items((k0, v0), rest, n, depth, &s);
                 *shape = Some(s);
+                return ok;
             }
-            Some(Err(keep)) => {
-                against = Against::Nothing { keep };
-                record = keep;
+            Some(Ok(s)) => {
+                *shape = Some(s);
+                Against::Shape { new: 0 }
             }
-            None => {}
-        }
-        if !record && shape.is_none() {
-            // nothing to reuse, nothing to keep: a plain walk
-            return (self.plain_items(std::iter::once((k0, v0)).chain(rest), n, depth), against);
-        }
+            Some(Err(false)) => {
+                let ok = self.plain_items(std::iter::once((k0, v0)).chain(rest), n, depth);
+                return (ok, Against::Nothing { keep: false });
+            }
+            Some(Err(true)) | None => Against::Nothing { keep: true },
+        };
+        let mut new = 0u32;
         // Bytes of the shape not written yet: the items kept, in a row, met last (written
         // with one copy when the row ends).
         let mut run = 0..0;
@@ -366,10 +365,8 @@ impl Walk<'_, '_, '_> {
                 if run.end != start {
                     self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
                 }
-                if record {
-                    let key = self.w.len() + run.len();
-                    spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
-                }
+                let key = self.w.len() + run.len();
+                spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
                 run.end = end;
             } else {
                 if let Some(s) = shape.as_deref() {
@@ -392,10 +389,8 @@ impl Walk<'_, '_, '_> {
                     return (false, against);
                 }
                 new |= 1 << i;
-                if record {
-                    let end = self.w.len();
-                    spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
-                }
+                let end = self.w.len();
+                spans[i] = Span { key, value, end, keep: self.mutable == mutable && end - value <= VALUE_MAX };
             }
             i += 1;
             item = rest.next();
@@ -407,6 +402,55 @@ impl Walk<'_, '_, '_> {
             *n = new;
         }
         (i == n, against)
+    }
+
+    /// Write the `n` items of a dict (`first`, then `rest`) against `s`, the shape cached for
+    /// it, with nothing to learn from them (no spans recorded): the steady state of a
+    /// repeated dict. An item whose key and value are the objects `s` kept is compared by
+    /// address only (no reference taken) and its bytes go out with its neighbours' in one
+    /// copy; a value that is not the kept one is walked after its key's bytes. From a key
+    /// that is not the shape's on, the items are walked plainly ([`Against::Other`]).
+    fn known_items<'py>(
+        &mut self,
+        first: (Bound<'py, PyAny>, Bound<'py, PyAny>),
+        mut rest: Items<'_, 'py>,
+        n: usize,
+        depth: usize,
+        s: &Shape,
+    ) -> (bool, Against) {
+        let mut first = Some(first);
+        let mut new = 0u32;
+        // Where the bytes of `s` not written yet start (items lie one after another there).
+        let mut from = 0;
+        for i in 0..n {
+            let [key, value] = s.ids[i];
+            let [start, key_end, end] = s.at[i];
+            let next = match first.take() {
+                Some((k, v)) if k.as_ptr() as usize == key && v.as_ptr() as usize == value => Next::Same,
+                Some((k, v)) => Next::Item(k, v),
+                None => rest.next_unless(key, value),
+            };
+            match next {
+                Next::Same => {}
+                Next::End => return (false, Against::Shape { new }), // shrunk since counted
+                Next::Item(k, v) if k.as_ptr() as usize == key => {
+                    self.w.raw(&s.bytes[from..key_end]);
+                    if !self.value(&v, depth + 1) {
+                        return (false, Against::Shape { new });
+                    }
+                    new |= 1 << i;
+                    from = end;
+                }
+                Next::Item(k, v) => {
+                    self.w.raw(&s.bytes[from..start]);
+                    let ok = self.plain_items(std::iter::once((k, v)).chain(rest), n - i, depth);
+                    return (ok, Against::Other);
+                }
+            }
+        }
+        self.w.raw(&s.bytes[from..]);
+        // (grown since counted: one item more)
+        (matches!(rest.next_unless(0, 0), Next::End), Against::Shape { new })
     }
 }
 
