@@ -198,7 +198,10 @@ impl<H: Host> Ring<H> {
     #[inline]
     pub(super) fn publish(&self, slot: &SlotHeader, pos: u64, owner: u32) -> Result<()> {
         match slot.word.compare_exchange(pack(pos, owner), pack(pos.wrapping_add(1), 0), SeqCst, Relaxed) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.prefetch_slot(pos.wrapping_add(1));
+                Ok(())
+            }
             Err(cur) => Err(self.corrupt(format!("our claim at position {pos} was overwritten ({cur:#x})"))),
         }
     }

@@ -272,6 +272,7 @@ impl<H: Host> Ring<H> {
         first.word.swap(pack(side.pos.wrapping_add(1), 0), SeqCst);
         side.pos = side.pos.wrapping_add(k);
         h.tail.store(side.pos, Relaxed);
+        self.prefetch_slot(side.pos);
         Ok(k as usize)
     }
 
@@ -438,6 +439,7 @@ impl<H: Host> Ring<H> {
         slot.word.swap(pack(side.pos.wrapping_add(1), 0), SeqCst);
         side.pos = side.pos.wrapping_add(1);
         h.tail.store(side.pos, Relaxed);
+        self.prefetch_slot(side.pos);
         Ok(())
     }
 

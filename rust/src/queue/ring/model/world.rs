@@ -95,6 +95,9 @@ impl Mapping {
         false
     }
 
+    /// A hint with no effect on memory: nothing to model.
+    pub(crate) fn prefetch_write(&self, _off: usize, _len: usize) {}
+
     /// The slot and the range in its element bytes of `[off, off + len)`.
     fn bytes(&self, off: usize, len: usize) -> Option<(&Bytes, std::ops::Range<usize>)> {
         let rel = off.checked_sub((HEADER_SIZE + SLOT_HDR) as usize)?;
