@@ -185,14 +185,18 @@ impl Mapping {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        for line in (off..off + len).step_by(64) {
-            // SAFETY: `contains` checked the range is inside the mapping, so the address is
-            // one of ours; a prefetch neither reads nor writes memory and cannot fault.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
-                    self.ptr.as_ptr().add(line).cast::<i8>(),
-                )
-            };
+        {
+            let mut line = off;
+            while line < off + len {
+                // SAFETY: `contains` checked the range is inside the mapping, so the address
+                // is one of ours; a prefetch neither reads nor writes memory, cannot fault.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
+                        self.ptr.as_ptr().add(line).cast::<i8>(),
+                    )
+                };
+                line += 64;
+            }
         }
     }
 
