@@ -49,17 +49,26 @@ impl Seen {
 /// another while kept.
 struct Shape {
     depth: usize,
-    /// Per item: the addresses of its key and of its kept value (0: none kept), compared
-    /// with the objects met (those below hold them, so no other object can take them).
-    ids: Vec<[usize; 2]>,
+    /// Per item: its objects' addresses and where its bytes are (see [`Known`]).
+    known: Vec<Known>,
     keys: Vec<Py<PyAny>>,
     /// Per item: the kept value's object (`None`: no value kept).
     values: Vec<Option<Py<PyAny>>>,
-    /// Per item: where its bytes start in `bytes`, where its key's end, where its own end.
-    at: Vec<[usize; 3]>,
     bytes: Vec<u8>,
     /// When to keep the values of a dict with more than half of them new.
     learn: Patience,
+}
+
+/// An item of a [`Shape`]: the addresses of its key and of its kept value (0: none kept),
+/// compared with the objects met (the shape holds them, so no other object can take them);
+/// where its bytes start in the shape's `bytes`, where its key's end, where its own end.
+#[derive(Clone, Copy)]
+struct Known {
+    key: usize,
+    value: usize,
+    start: usize,
+    key_end: usize,
+    end: usize,
 }
 
 /// Where item `i` of a dict was written in the message: its key at `key`, its value at
@@ -75,7 +84,7 @@ struct Span {
 impl Shape {
     /// The bytes of item `i`'s key.
     fn key(&self, i: usize) -> &[u8] {
-        let [start, key_end, _] = self.at[i];
+        let Known { start, key_end, .. } = self.known[i];
         &self.bytes[start..key_end]
     }
 
@@ -85,10 +94,9 @@ impl Shape {
         let n = spans.len();
         let mut shape = Self {
             depth,
-            ids: Vec::with_capacity(n),
+            known: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
-            at: Vec::with_capacity(n),
             bytes: Vec::new(),
             learn: Patience::default(),
         };
@@ -102,8 +110,13 @@ impl Shape {
             if s.keep {
                 shape.bytes.extend_from_slice(&msg[s.value..s.end]);
             }
-            shape.at.push([start, key_end, shape.bytes.len()]);
-            shape.ids.push([k.as_ptr() as usize, if s.keep { v.as_ptr() as usize } else { 0 }]);
+            shape.known.push(Known {
+                key: k.as_ptr() as usize,
+                value: if s.keep { v.as_ptr() as usize } else { 0 },
+                start,
+                key_end,
+                end: shape.bytes.len(),
+            });
             shape.keys.push(k.unbind());
             shape.values.push(s.keep.then(|| v.unbind()));
         }
@@ -265,12 +278,58 @@ impl Walk<'_, '_, '_> {
     fn dict(&mut self, d: &Bound<'_, PyDict>, depth: usize) -> bool {
         let n = d.len();
         self.w.dict(n);
-        if n == 0 || n > SHAPE_MAX || self.cache.is_none() {
-            return self.plain_items(items(d), n, depth);
+        let mut rest = items(d);
+        let first = match (n, self.cache.as_deref_mut()) {
+            (1..=SHAPE_MAX, Some(_)) => rest.next(),
+            _ => None,
+        };
+        let (Some((k0, v0)), Some(cache)) = (first, self.cache.as_deref_mut()) else {
+            return self.plain_items(rest, n, depth);
+        };
+        match cache.take(n, depth, k0.as_ptr() as usize) {
+            Ok(mut s) if !s.learn.due() => {
+                // the steady state: nothing to learn from this dict
+                let (ok, against) = self.known_items((k0, v0), rest, depth, &s);
+                if let (true, Against::Shape { new }) = (ok, against) {
+                    if new.count_ones() as usize * 2 <= n {
+                        s.learn.hit();
+                    } else {
+                        // (not due: this miss does not run the wait out)
+                        s.learn.miss();
+                    }
+                }
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    cache.put(s);
+                }
+                ok
+            }
+            taken => self.learning_dict(d, n, depth, (k0, v0), rest, taken),
         }
-        let mut shape = None;
+    }
+
+    /// Write dict `d` of `n` items (1 to [`SHAPE_MAX`]; the first, `first`, read already)
+    /// with the spans of its items recorded, and keep its shape: a new one if none was cached
+    /// (`taken` is whether its slot may be taken), or the cached one learning its values
+    /// when due.
+    fn learning_dict<'py>(
+        &mut self,
+        d: &Bound<'py, PyDict>,
+        n: usize,
+        depth: usize,
+        first: (Bound<'py, PyAny>, Bound<'py, PyAny>),
+        rest: Items<'_, 'py>,
+        taken: Result<Box<Shape>, bool>,
+    ) -> bool {
         let mut spans = [Span::default(); SHAPE_MAX];
-        let (ok, against) = self.dict_items(d, n, depth, &mut shape, &mut spans);
+        let (shape, against) = match taken {
+            Ok(s) => (Some(s), Against::Shape { new: 0 }),
+            Err(false) => {
+                // nothing to reuse, nothing to keep: a plain walk
+                return self.plain_items(std::iter::once(first).chain(rest), n, depth);
+            }
+            Err(true) => (None, Against::Nothing { keep: true }),
+        };
+        let (ok, against) = self.dict_items(first, rest, n, depth, shape.as_deref(), against, &mut spans);
         let Some(cache) = self.cache.as_deref_mut() else { return ok };
         match (ok, against, shape) {
             (true, Against::Shape { new }, Some(mut s)) => {
@@ -278,7 +337,6 @@ impl Walk<'_, '_, '_> {
                 if !mostly_new {
                     s.learn.hit();
                 } else if s.learn.miss() {
-                    // (the spans were recorded, see `items`)
                     if let Some(mut learnt) = Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) {
                         learnt.learn = s.learn;
                         s = learnt;
@@ -315,53 +373,36 @@ impl Walk<'_, '_, '_> {
         count == n
     }
 
-    /// Write the `n` items of `d` (1 to [`SHAPE_MAX`] of them), against the shape cached for
-    /// `d`, taken into `shape`. With nothing to learn from them (the cached shape is not due
-    /// to learn, or no shape may take the slot) they go by [`Walk::known_items`] or plainly;
-    /// else with their spans recorded, for a shape to be made of them.
-    fn dict_items(
+    /// Write the `n` items of a dict (`first`, then `rest`) against `shape` if one was
+    /// cached (`against` says which), recording their spans in `spans`.
+    #[allow(clippy::too_many_arguments)]
+    fn dict_items<'py>(
         &mut self,
-        d: &Bound<'_, PyDict>,
+        first: (Bound<'py, PyAny>, Bound<'py, PyAny>),
+        mut rest: Items<'_, 'py>,
         n: usize,
         depth: usize,
-        shape: &mut Option<Box<Shape>>,
+        shape: Option<&Shape>,
+        mut against: Against,
         spans: &mut [Span; SHAPE_MAX],
     ) -> (bool, Against) {
-        let mut rest = items(d);
-        let Some((k0, v0)) = rest.next() else { return (false, Against::Nothing { keep: true }) };
-        let mut against = match self.cache.as_deref_mut().map(|c| c.take(n, depth, k0.as_ptr() as usize)) {
-            Some(Ok(s)) if !s.learn.due() => {
-                let ok = self.known_items((k0, v0), rest, n, depth, &s);
-                *shape = Some(s);
-                return ok;
-            }
-            Some(Ok(s)) => {
-                *shape = Some(s);
-                Against::Shape { new: 0 }
-            }
-            Some(Err(false)) => {
-                let ok = self.plain_items(std::iter::once((k0, v0)).chain(rest), n, depth);
-                return (ok, Against::Nothing { keep: false });
-            }
-            Some(Err(true)) | None => Against::Nothing { keep: true },
-        };
         let mut new = 0u32;
         // Bytes of the shape not written yet: the items kept, in a row, met last (written
         // with one copy when the row ends).
         let mut run = 0..0;
-        let mut item = Some((k0, v0));
+        let mut item = Some(first);
         let mut i = 0;
         while let Some((k, v)) = item.take() {
             if i == n {
                 return (false, against); // grown since counted
             }
-            let known = match (&against, shape.as_deref()) {
-                (Against::Shape { .. }, Some(s)) if s.ids[i][0] == k.as_ptr() as usize => Some(s),
+            let known = match (&against, shape) {
+                (Against::Shape { .. }, Some(s)) if s.known[i].key == k.as_ptr() as usize => Some(s),
                 _ => None,
             };
             // (no object is at address 0: an item with no value kept never matches)
-            if let Some(s) = known.filter(|s| s.ids[i][1] == v.as_ptr() as usize) {
-                let [start, key_end, end] = s.at[i];
+            if let Some(s) = known.filter(|s| s.known[i].value == v.as_ptr() as usize) {
+                let Known { start, key_end, end, .. } = s.known[i];
                 if run.end != start {
                     self.w.raw(&s.bytes[std::mem::replace(&mut run, start..start)]);
                 }
@@ -369,7 +410,7 @@ impl Walk<'_, '_, '_> {
                 spans[i] = Span { key, value: key + key_end - start, end: key + end - start, keep: true };
                 run.end = end;
             } else {
-                if let Some(s) = shape.as_deref() {
+                if let Some(s) = shape {
                     self.w.raw(&s.bytes[std::mem::replace(&mut run, 0..0)]);
                 }
                 let key = self.w.len();
@@ -395,7 +436,7 @@ impl Walk<'_, '_, '_> {
             i += 1;
             item = rest.next();
         }
-        if let Some(s) = shape.as_deref() {
+        if let Some(s) = shape {
             self.w.raw(&s.bytes[run]);
         }
         if let Against::Shape { new: n } = &mut against {
@@ -404,46 +445,46 @@ impl Walk<'_, '_, '_> {
         (i == n, against)
     }
 
-    /// Write the `n` items of a dict (`first`, then `rest`) against `s`, the shape cached for
-    /// it, with nothing to learn from them (no spans recorded): the steady state of a
-    /// repeated dict. An item whose key and value are the objects `s` kept is compared by
-    /// address only (no reference taken) and its bytes go out with its neighbours' in one
-    /// copy; a value that is not the kept one is walked after its key's bytes. From a key
-    /// that is not the shape's on, the items are walked plainly ([`Against::Other`]).
+    /// Write the items of a dict (`first`, then `rest`) against `s`, the shape cached for
+    /// it (as many items), with nothing to learn from them (no spans recorded): the steady
+    /// state of a repeated dict. An item whose key and value are the objects `s` kept is
+    /// compared by address only (no reference taken) and its bytes go out with its
+    /// neighbours' in one copy; a value that is not the kept one is walked after its key's
+    /// bytes. From a key that is not the shape's on, the items are walked plainly
+    /// ([`Against::Other`]).
     fn known_items<'py>(
         &mut self,
-        first: (Bound<'py, PyAny>, Bound<'py, PyAny>),
+        (k0, v0): (Bound<'py, PyAny>, Bound<'py, PyAny>),
         mut rest: Items<'_, 'py>,
-        n: usize,
         depth: usize,
         s: &Shape,
     ) -> (bool, Against) {
-        let mut first = Some(first);
+        let n = s.known.len();
         let mut new = 0u32;
         // Where the bytes of `s` not written yet start (items lie one after another there).
         let mut from = 0;
-        for i in 0..n {
-            let [key, value] = s.ids[i];
-            let [start, key_end, end] = s.at[i];
-            let next = match first.take() {
-                Some((k, v)) if k.as_ptr() as usize == key && v.as_ptr() as usize == value => Next::Same,
-                Some((k, v)) => Next::Item(k, v),
-                None => rest.next_unless(key, value),
-            };
-            match next {
+        let mut next = match s.known.first() {
+            Some(k) if k.key == k0.as_ptr() as usize && k.value == v0.as_ptr() as usize => Next::Same,
+            _ => Next::Item(k0, v0),
+        };
+        for (i, k) in s.known.iter().enumerate() {
+            if i > 0 {
+                next = rest.next_unless(k.key, k.value);
+            }
+            match std::mem::replace(&mut next, Next::End) {
                 Next::Same => {}
                 Next::End => return (false, Against::Shape { new }), // shrunk since counted
-                Next::Item(k, v) if k.as_ptr() as usize == key => {
-                    self.w.raw(&s.bytes[from..key_end]);
+                Next::Item(key, v) if key.as_ptr() as usize == k.key => {
+                    self.w.raw(&s.bytes[from..k.key_end]);
                     if !self.value(&v, depth + 1) {
                         return (false, Against::Shape { new });
                     }
                     new |= 1 << i;
-                    from = end;
+                    from = k.end;
                 }
-                Next::Item(k, v) => {
-                    self.w.raw(&s.bytes[from..start]);
-                    let ok = self.plain_items(std::iter::once((k, v)).chain(rest), n - i, depth);
+                Next::Item(key, v) => {
+                    self.w.raw(&s.bytes[from..k.start]);
+                    let ok = self.plain_items(std::iter::once((key, v)).chain(rest), n - i, depth);
                     return (ok, Against::Other);
                 }
             }
