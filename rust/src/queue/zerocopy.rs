@@ -59,6 +59,29 @@ impl ShmQueue {
         Ok(self.hold(Role::Producer)?.map(|held| Reservation { q: Arc::clone(self), held: Some(held) }))
     }
 
+    /// Write an element of `len` bytes in place and publish it, if there is room now: `fill`
+    /// gets the mapping and the offset of the slot's bytes and writes them (`None`: it could
+    /// not, and the slot is given up as [`Reservation::abort`] does). A
+    /// [`ShmQueue::try_reserve`] for crate callers that write at once: no `Reservation`, so
+    /// no reference count of the queue taken and dropped (two locked instructions a put).
+    pub(crate) fn try_put_with(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&Mapping, usize) -> Option<()>,
+    ) -> Result<Option<bool>> {
+        self.check_len(len)?;
+        let Some(held) = self.hold(Role::Producer)? else { return Ok(Some(false)) };
+        if fill(self.ring.mapping(), held.off).is_none() {
+            let _ = self.abort_held(held);
+            return Ok(None);
+        }
+        if let Err(e) = self.commit_held(held, len) {
+            let _ = self.abort_held(held);
+            return Err(e);
+        }
+        Ok(Some(true))
+    }
+
     /// [`ShmQueue::try_reserve`], waiting up to `timeout` (`None`: forever) for room.
     pub fn reserve(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Reservation>> {
         self.waiting(timeout, true, || self.try_reserve())
