@@ -2,6 +2,7 @@
 //! and [`Reservation`] (a slot written in place, then committed or aborted), and the
 //! hold/commit/abort/release operations behind them.
 
+use std::ops::Deref;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,13 @@ impl ShmQueue {
     /// it briefly. An SPSC handle holds at most one element at a time.
     pub fn try_borrow(self: &Arc<Self>) -> Result<Option<Borrow>> {
         Ok(self.hold(Role::Consumer)?.map(|held| Borrow { q: Arc::clone(self), held: Some(held) }))
+    }
+
+    /// [`ShmQueue::try_borrow`] for a caller that releases the element before it lets go of
+    /// this handle (the message queue's gets): the borrow holds the handle by reference, so
+    /// no reference count of it is taken and dropped (two locked instructions a get).
+    pub(crate) fn try_borrow_here(&self) -> Result<Option<Borrow<&Self>>> {
+        Ok(self.hold(Role::Consumer)?.map(|held| Borrow { q: self, held: Some(held) }))
     }
 
     /// Hold a slot in place for `role`: the consumer's next element (borrow) or the
@@ -131,12 +139,12 @@ impl ShmQueue {
 /// [`Borrow::offset`] in [`Borrow::mapping`] until [`Borrow::release`] (or drop) consumes
 /// it; after that the slot may be reused, so views must not be read any more.
 #[derive(Debug)]
-pub struct Borrow {
-    q: Arc<ShmQueue>,
+pub struct Borrow<Q: Deref<Target = ShmQueue> = Arc<ShmQueue>> {
+    q: Q,
     held: Option<Held>,
 }
 
-impl Borrow {
+impl<Q: Deref<Target = ShmQueue>> Borrow<Q> {
     /// Length of the element.
     pub fn len(&self) -> usize {
         self.held.map_or(0, |h| h.len)
@@ -178,7 +186,7 @@ impl Borrow {
     }
 }
 
-impl Drop for Borrow {
+impl<Q: Deref<Target = ShmQueue>> Drop for Borrow<Q> {
     fn drop(&mut self) {
         let _ = self.release();
     }

@@ -187,7 +187,7 @@ impl MsgQueue {
         let mut inline = Some(inline);
         for _ in 0..=self.queue.capacity() {
             let head = self.queue.ring.header()?.head.load(Relaxed);
-            let slot = match self.queue.try_borrow() {
+            let slot = match self.queue.try_borrow_here() {
                 Ok(Some(slot)) => slot,
                 Ok(None) => return Ok(None),
                 // A slot with a garbage length is dropped by the queue (its head moves on):
