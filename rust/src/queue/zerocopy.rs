@@ -246,3 +246,64 @@ impl Drop for Reservation {
         let _ = self.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::queue::{QueueError, QueueOptions, ShmQueue};
+    use crate::region::{Region, RegionOptions};
+
+    /// A region of its own root, unlinked on drop (a failed assertion included).
+    struct Unlinked(Arc<Region>);
+
+    impl Drop for Unlinked {
+        fn drop(&mut self) {
+            let _ = self.0.unlink();
+        }
+    }
+
+    /// A queue of 4 slots of 16 bytes, and its region.
+    fn queue(spsc: bool) -> (Unlinked, ShmQueue) {
+        let root = format!("zc{}x{}", std::process::id(), u8::from(spsc));
+        let o = RegionOptions { root: Some(root), ..RegionOptions::default() };
+        let region = Arc::new(Region::create("zc", 1 << 20, &o).unwrap());
+        let q = ShmQueue::create(&region, "q", 4, 16, &QueueOptions { spsc }).unwrap();
+        (Unlinked(region), q)
+    }
+
+    fn read(q: &ShmQueue) -> Option<Vec<u8>> {
+        let b = q.try_borrow_here().unwrap()?;
+        let mut out = vec![0; b.len()];
+        b.copy_to(&mut out);
+        Some(out) // (the borrow is released as it drops)
+    }
+
+    #[test]
+    fn put_with_publishes_what_fill_wrote_and_gives_the_slot_up_when_it_fails() {
+        for spsc in [false, true] {
+            let (_region, q) = queue(spsc);
+            let put = |data: &'static [u8]| q.try_put_with(data.len(), |map, off| map.write(off, data));
+            assert_eq!(put(b"one").unwrap(), Some(true));
+            // a fill that cannot write: nothing is published, the position is not kept
+            assert_eq!(q.try_put_with(3, |_, _| None).unwrap(), None);
+            assert_eq!(put(b"two").unwrap(), Some(true));
+            assert!(matches!(q.try_put_with(17, |_, _| Some(())), Err(QueueError::TooLarge { .. })));
+            assert_eq!(read(&q).as_deref(), Some(&b"one"[..]));
+            assert_eq!(read(&q).as_deref(), Some(&b"two"[..]));
+            assert_eq!(read(&q), None);
+            // full: `Some(false)`, and fill is not called
+            let mut filled = 0;
+            while q.try_put_with(1, |map, off| map.write(off, &[filled])).unwrap() == Some(true) {
+                filled += 1;
+            }
+            assert_eq!(filled, 4);
+            assert_eq!(q.try_put_with(1, |_, _| panic!("no slot to fill")).unwrap(), Some(false));
+            for i in 0..4u8 {
+                assert_eq!(read(&q), Some(vec![i]));
+            }
+            let s = q.stats().unwrap();
+            assert_eq!((s.puts, s.gets, s.len), (6, 6, 0));
+        }
+    }
+}
