@@ -624,20 +624,10 @@ impl StateImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::RegionOptions;
+    use crate::region::scratch::Scratch;
 
-    /// A fresh region, unlinked when the guard drops.
-    struct Fixture(Arc<Region>);
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = self.0.unlink();
-        }
-    }
-
-    fn region(tag: &str) -> Fixture {
-        let opts = RegionOptions { root: Some(format!("st{tag}{}", std::process::id())), ..RegionOptions::default() };
-        Fixture(Arc::new(Region::create("state", 1 << 20, &opts).expect("create region")))
+    fn region(tag: &str) -> Scratch {
+        Scratch::new(&format!("st{tag}"))
     }
 
     #[test]

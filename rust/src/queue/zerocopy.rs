@@ -249,27 +249,14 @@ impl Drop for Reservation {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use crate::queue::{QueueError, QueueOptions, ShmQueue};
-    use crate::region::{Region, RegionOptions};
-
-    /// A region of its own root, unlinked on drop (a failed assertion included).
-    struct Unlinked(Arc<Region>);
-
-    impl Drop for Unlinked {
-        fn drop(&mut self) {
-            let _ = self.0.unlink();
-        }
-    }
+    use crate::region::scratch::Scratch;
 
     /// A queue of 4 slots of 16 bytes, and its region.
-    fn queue(spsc: bool) -> (Unlinked, ShmQueue) {
-        let root = format!("zc{}x{}", std::process::id(), u8::from(spsc));
-        let o = RegionOptions { root: Some(root), ..RegionOptions::default() };
-        let region = Arc::new(Region::create("zc", 1 << 20, &o).unwrap());
-        let q = ShmQueue::create(&region, "q", 4, 16, &QueueOptions { spsc }).unwrap();
-        (Unlinked(region), q)
+    fn queue(spsc: bool) -> (Scratch, ShmQueue) {
+        let region = Scratch::new(&format!("zc{}x", u8::from(spsc)));
+        let q = ShmQueue::create(&region.0, "q", 4, 16, &QueueOptions { spsc }).unwrap();
+        (region, q)
     }
 
     fn read(q: &ShmQueue) -> Option<Vec<u8>> {

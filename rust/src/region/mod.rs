@@ -41,6 +41,8 @@ pub mod layout;
 pub mod name;
 mod open;
 pub mod registry;
+#[cfg(test)]
+pub(crate) mod scratch;
 pub(crate) mod trust;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
