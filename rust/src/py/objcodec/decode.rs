@@ -458,9 +458,7 @@ impl<'py> Build<'_, '_, 'py> {
             // (a `Bound` drops with the GIL known held: no thread-local check, as for `Py`)
             d.set_item(shape.keys[i].bind(py), v.into_bound(py))?;
         }
-        if new.count_ones() as usize * 2 <= n {
-            shape.learn.hit();
-        } else if shape.learn.miss() {
+        if shape.learn.count_dict(new, n) {
             shape.keep_values(py, &d, self.msg, new, &spans[..n])?;
         }
         Ok(d)

@@ -279,24 +279,17 @@ impl Walk<'_, '_, '_> {
         let n = d.len();
         self.w.dict(n);
         let mut rest = items(d);
-        let first = match (n, self.cache.as_deref_mut()) {
-            (1..=SHAPE_MAX, Some(_)) => rest.next(),
-            _ => None,
-        };
+        let first = if (1..=SHAPE_MAX).contains(&n) && self.cache.is_some() { rest.next() } else { None };
         let (Some((k0, v0)), Some(cache)) = (first, self.cache.as_deref_mut()) else {
             return self.plain_items(rest, n, depth);
         };
         match cache.take(n, depth, k0.as_ptr() as usize) {
             Ok(mut s) if !s.learn.due() => {
-                // the steady state: nothing to learn from this dict
+                // the steady state: nothing to learn from this dict (not due, so a miss
+                // counted here does not run the wait out)
                 let (ok, against) = self.known_items((k0, v0), rest, depth, &s);
                 if let (true, Against::Shape { new }) = (ok, against) {
-                    if new.count_ones() as usize * 2 <= n {
-                        s.learn.hit();
-                    } else {
-                        // (not due: this miss does not run the wait out)
-                        s.learn.miss();
-                    }
+                    s.learn.count_dict(new, n);
                 }
                 if let Some(cache) = self.cache.as_deref_mut() {
                     cache.put(s);
@@ -333,10 +326,7 @@ impl Walk<'_, '_, '_> {
         let Some(cache) = self.cache.as_deref_mut() else { return ok };
         match (ok, against, shape) {
             (true, Against::Shape { new }, Some(mut s)) => {
-                let mostly_new = new.count_ones() as usize * 2 > n;
-                if !mostly_new {
-                    s.learn.hit();
-                } else if s.learn.miss() {
+                if s.learn.count_dict(new, n) {
                     if let Some(mut learnt) = Shape::of(d, depth, self.w.as_bytes(), &spans[..n]) {
                         learnt.learn = s.learn;
                         s = learnt;

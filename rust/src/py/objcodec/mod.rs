@@ -84,6 +84,17 @@ impl Patience {
         true
     }
 
+    /// Count a dict of `n` values of which those in `new` (a bit each) were not the kept
+    /// ones: a hit if at most half were, else a miss. Whether its shape should keep this
+    /// dict's values now (the wait ran out).
+    fn count_dict(&mut self, new: u32, n: usize) -> bool {
+        if new.count_ones() as usize * 2 <= n {
+            self.hit();
+            return false;
+        }
+        self.miss()
+    }
+
     /// Whether the next miss runs the wait out.
     fn due(&self) -> bool {
         self.misses + 1 >= self.wait
