@@ -67,27 +67,12 @@ impl ShmQueue {
         Ok(self.hold(Role::Producer)?.map(|held| Reservation { q: Arc::clone(self), held: Some(held) }))
     }
 
-    /// Write an element of `len` bytes in place and publish it, if there is room now: `fill`
-    /// gets the mapping and the offset of the slot's bytes and writes them (`None`: it could
-    /// not, and the slot is given up as [`Reservation::abort`] does). A
-    /// [`ShmQueue::try_reserve`] for crate callers that write at once: no `Reservation`, so
-    /// no reference count of the queue taken and dropped (two locked instructions a put).
-    pub(crate) fn try_put_with(
-        &self,
-        len: usize,
-        fill: impl FnOnce(&Mapping, usize) -> Option<()>,
-    ) -> Result<Option<bool>> {
-        self.check_len(len)?;
-        let Some(held) = self.hold(Role::Producer)? else { return Ok(Some(false)) };
-        if fill(self.ring.mapping(), held.off).is_none() {
-            let _ = self.abort_held(held);
-            return Ok(None);
-        }
-        if let Err(e) = self.commit_held(held, len) {
-            let _ = self.abort_held(held);
-            return Err(e);
-        }
-        Ok(Some(true))
+    /// [`ShmQueue::try_reserve`] for a caller that commits or aborts before it lets go of
+    /// this handle (the message queue's inline puts): the reservation holds the handle by
+    /// reference, so no reference count of it is taken and dropped (two locked instructions
+    /// a put).
+    pub(crate) fn try_reserve_here(&self) -> Result<Option<Reservation<&Self>>> {
+        Ok(self.hold(Role::Producer)?.map(|held| Reservation { q: self, held: Some(held) }))
     }
 
     /// [`ShmQueue::try_reserve`], waiting up to `timeout` (`None`: forever) for room.
@@ -197,12 +182,12 @@ impl<Q: Deref<Target = ShmQueue>> Drop for Borrow<Q> {
 /// producer's until [`Reservation::commit`] publishes the first `len` of them or
 /// [`Reservation::abort`] (or drop) gives the slot up.
 #[derive(Debug)]
-pub struct Reservation {
-    q: Arc<ShmQueue>,
+pub struct Reservation<Q: Deref<Target = ShmQueue> = Arc<ShmQueue>> {
+    q: Q,
     held: Option<Held>,
 }
 
-impl Reservation {
+impl<Q: Deref<Target = ShmQueue>> Reservation<Q> {
     /// Bytes that may be written (the queue's element size).
     pub fn capacity(&self) -> usize {
         self.held.map_or(0, |h| h.len)
@@ -241,7 +226,7 @@ impl Reservation {
     }
 }
 
-impl Drop for Reservation {
+impl<Q: Deref<Target = ShmQueue>> Drop for Reservation<Q> {
     fn drop(&mut self) {
         let _ = self.abort();
     }
@@ -266,26 +251,35 @@ mod tests {
         Some(out) // (the borrow is released as it drops)
     }
 
+    /// Reserve a slot by reference, write `data` into it and commit: `Some(true)` published,
+    /// `Some(false)` no room.
+    fn put(q: &ShmQueue, data: &[u8]) -> Result<bool, QueueError> {
+        let Some(mut r) = q.try_reserve_here()? else { return Ok(false) };
+        r.mapping().write(r.offset(), data).unwrap();
+        r.commit(data.len())?;
+        Ok(true)
+    }
+
     #[test]
-    fn put_with_publishes_what_fill_wrote_and_gives_the_slot_up_when_it_fails() {
+    fn reservations_and_borrows_by_reference_publish_give_up_and_release_like_the_others() {
         for spsc in [false, true] {
             let (_region, q) = queue(spsc);
-            let put = |data: &'static [u8]| q.try_put_with(data.len(), |map, off| map.write(off, data));
-            assert_eq!(put(b"one").unwrap(), Some(true));
-            // a fill that cannot write: nothing is published, the position is not kept
-            assert_eq!(q.try_put_with(3, |_, _| None).unwrap(), None);
-            assert_eq!(put(b"two").unwrap(), Some(true));
-            assert!(matches!(q.try_put_with(17, |_, _| Some(())), Err(QueueError::TooLarge { .. })));
+            assert!(put(&q, b"one").unwrap());
+            // given up (dropped uncommitted): nothing is published, the position is not kept
+            drop(q.try_reserve_here().unwrap().unwrap());
+            assert!(put(&q, b"two").unwrap());
+            // too large: an error, and the slot (still reserved) is given up as it drops
+            assert!(matches!(put(&q, &[0; 17]), Err(QueueError::TooLarge { .. })));
             assert_eq!(read(&q).as_deref(), Some(&b"one"[..]));
             assert_eq!(read(&q).as_deref(), Some(&b"two"[..]));
             assert_eq!(read(&q), None);
-            // full: `Some(false)`, and fill is not called
+            // full: no reservation
             let mut filled = 0;
-            while q.try_put_with(1, |map, off| map.write(off, &[filled])).unwrap() == Some(true) {
+            while put(&q, &[filled]).unwrap() {
                 filled += 1;
             }
             assert_eq!(filled, 4);
-            assert_eq!(q.try_put_with(1, |_, _| panic!("no slot to fill")).unwrap(), Some(false));
+            assert!(q.try_reserve_here().unwrap().is_none());
             for i in 0..4u8 {
                 assert_eq!(read(&q), Some(vec![i]));
             }

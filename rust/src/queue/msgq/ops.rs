@@ -122,20 +122,16 @@ impl MsgQueue {
 
     /// Place `data` (at most `inline_max` bytes) itself in the queue if there is room now.
     fn try_enqueue_inline(&self, data: &[u8]) -> Result<bool> {
-        let written = self.queue.try_put_with(data.len() + 1, |map, off| {
-            map.write(off, data)?;
-            map.write(off + data.len(), &[KIND_INLINE])?;
-            failpoint::hit("msgq.put_inline_written");
-            Some(())
-        })?;
-        match written {
-            Some(true) => {
-                self.count_put(data.len() as u64);
-                Ok(true)
-            }
-            Some(false) => Ok(false),
-            None => Err(self.slot_out_of_bounds()),
+        let Some(mut slot) = self.queue.try_reserve_here()? else { return Ok(false) };
+        let (map, off) = (self.mapping(), slot.offset());
+        if map.write(off, data).is_none() || map.write(off + data.len(), &[KIND_INLINE]).is_none() {
+            let _ = slot.abort();
+            return Err(self.slot_out_of_bounds());
         }
+        failpoint::hit("msgq.put_inline_written");
+        slot.commit(data.len() + 1)?;
+        self.count_put(data.len() as u64);
+        Ok(true)
     }
 
     fn slot_out_of_bounds(&self) -> MsgqError {
